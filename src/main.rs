@@ -1,1 +1,90 @@
-fn main() {}
+//! `openchatd`: read the configuration, start storage and the shards, serve until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use openchatd::build_info;
+use openchatd::config::{self, AuthMode, Config, LogFormat};
+use openchatd::runtime::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("--help" | "-h") => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("openchatd {} ({})", build_info::VERSION, build_info::COMMIT);
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("openchatd: unknown argument {other:?}; configuration is read from OPENCHAT_* variables (see openchatd --help)");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("openchatd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    tracing::info!(
+        version = build_info::VERSION,
+        commit = build_info::COMMIT,
+        build_time = build_info::BUILD_TIME,
+        vcs_modified = build_info::VCS_MODIFIED,
+        "openchatd starting"
+    );
+    if config.auth_mode == AuthMode::Headers {
+        tracing::warn!(
+            "OPENCHAT_AUTH_MODE=headers: identities are taken from X-OpenChat-User-UID headers without proof; use only for trusted desktop-client setups"
+        );
+    }
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("start failed: {e:#}");
+            eprintln!("openchatd: start failed: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = server.shutdown_handle().listen_for_signals() {
+        tracing::error!(error = %e, "cannot install signal handlers");
+        return ExitCode::from(1);
+    }
+    tracing::info!(
+        addr = %server.local_addr(),
+        shards = server.app().config.shards,
+        storage = server.app().storage.engine_name(),
+        default_server_id = %server.app().default_server_id,
+        "listening"
+    );
+    match server.wait() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
+}

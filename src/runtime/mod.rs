@@ -1,1 +1,157 @@
-//! placeholder
+//! Drivers that own threads, executors and sockets: one pinned glommio executor per shard
+//! ([`shard`]), the connection loop ([`conn`]), listeners ([`listener`]), the shard mesh
+//! ([`mesh`]) and the shutdown signal ([`shutdown`]). [`Server`] wires them to the storage bridge
+//! and the endpoints.
+
+pub mod conn;
+pub mod listener;
+pub mod mesh;
+pub mod shard;
+pub mod shutdown;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::api::{App, Handler};
+use crate::http::Router;
+use crate::config::{Config, DatabaseConfig};
+use crate::storage::{BridgeHandle, Engine, Storage, StorageConfig, WriteOp, WriteOutcome};
+pub use shutdown::Shutdown;
+
+/// Memory each shard registers with io_uring for file I/O buffers. Shards do network I/O into
+/// their own buffers, so glommio's default of 10 MiB per shard would only pin memory.
+const IO_MEMORY_PER_SHARD: usize = 1024 * 1024;
+
+/// Storage key of the default server's id when it is generated rather than configured.
+const DEFAULT_SERVER_ID_KEY: &str = "default_server_id";
+
+/// A running `openchatd`: shards accepting on `local_addr`, the storage bridge behind them.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    shards: Vec<ExecutorJoinHandle<()>>,
+    bridge: Option<BridgeHandle>,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Opens storage (running migrations), binds the listeners and starts every shard. Returns
+    /// once all shards are started; errors name what could not be set up.
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        Self::start_with_routes(config, |_| {})
+    }
+
+    /// Like [`Server::start`], with extra routes added to the table (tests use it for handlers
+    /// that panic or stall).
+    pub fn start_with_routes(config: Config, extra_routes: fn(&mut Router<Handler>)) -> anyhow::Result<Server> {
+        let engine = match &config.database {
+            DatabaseConfig::Postgres { url } => Engine::Postgres { url: url.clone() },
+            DatabaseConfig::Sqlite { path } => Engine::Sqlite { path: path.clone() },
+        };
+        let (storage, bridge) = Storage::start(StorageConfig {
+            engine,
+            data_dir: config.data_dir.clone(),
+            max_connections: config.db_max_connections,
+        })
+        .context("storage could not be opened")?;
+        let default_server_id = resolve_default_server_id(&config, &storage)?;
+        let app = Arc::new(App::new(config, storage, default_server_id, extra_routes));
+
+        let shards = app.config.shards;
+        let (fds, addr) = listener::bind_reuseport(app.config.http_addr, shards)
+            .with_context(|| format!("cannot listen on {} (OPENCHAT_HTTP_ADDR)", app.config.http_addr))?;
+        let cpus = allowed_cpus();
+        if shards > cpus.len() {
+            tracing::warn!(shards, cores = cpus.len(), "more shards than cores; shards are not pinned");
+        }
+        let shutdown = Shutdown::new();
+        let mesh = MeshBuilder::full(shards, mesh::MESH_CHANNEL_CAPACITY);
+        let mut handles = Vec::with_capacity(shards);
+        for (id, fd) in fds.into_iter().enumerate() {
+            let placement = if shards <= cpus.len() { Placement::Fixed(cpus[id]) } else { Placement::Unbound };
+            let seed = shard::ShardSeed {
+                id,
+                count: shards,
+                listener_fd: fd,
+                app: app.clone(),
+                mesh: mesh.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .io_memory(IO_MEMORY_PER_SHARD)
+                .spawn(move || shard::run(seed))
+                .with_context(|| format!("cannot start shard {id}"))?;
+            handles.push(handle);
+        }
+        Ok(Server { addr, shutdown, shards: handles, bridge: Some(bridge), app })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// A handle that stops the server (what SIGTERM does).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Waits until every shard has drained and stopped, then closes storage.
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        let mut failed = 0;
+        for handle in self.shards.drain(..) {
+            if handle.join().is_err() {
+                failed += 1;
+            }
+        }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown();
+        }
+        anyhow::ensure!(failed == 0, "{failed} shard(s) stopped abnormally");
+        Ok(())
+    }
+
+    /// Triggers shutdown and waits for it.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.wait()
+    }
+}
+
+/// The configured id, or the one generated at first start and kept in storage (first writer
+/// wins, so two nodes starting together agree).
+fn resolve_default_server_id(config: &Config, storage: &Storage) -> anyhow::Result<String> {
+    if let Some(id) = &config.default_server_id {
+        return Ok(id.clone());
+    }
+    let fresh = uuid::Uuid::new_v4().to_string();
+    let outcome = futures_lite::future::block_on(storage.write(WriteOp::InsertMetaIfAbsent {
+        key: DEFAULT_SERVER_ID_KEY.into(),
+        value: fresh.clone(),
+    }))
+    .context("cannot store the default server id")?;
+    Ok(match outcome {
+        WriteOutcome::Existing(id) => id,
+        WriteOutcome::Done => fresh,
+    })
+}
+
+/// CPUs this process may run on (its affinity mask), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}

@@ -1,0 +1,24 @@
+//! Liveness and readiness probes. `/healthz` answers while the process serves requests;
+//! `/readyz` also needs the database to answer.
+
+use bytes::Bytes;
+
+use super::{HandlerFuture, HandlerResult, RequestCtx};
+use crate::http::Response;
+
+pub fn healthz(_: &RequestCtx<'_>) -> HandlerResult {
+    Ok(Response::json(200, Bytes::from_static(br#"{"status":"ok"}"#)))
+}
+
+#[derive(serde::Serialize)]
+struct Ready<'a> {
+    status: &'a str,
+    storage: &'a str,
+}
+
+pub fn readyz<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        ctx.app.storage.ping().await?;
+        super::json(200, &Ready { status: "ready", storage: ctx.app.storage.engine_name() })
+    })
+}

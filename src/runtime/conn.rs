@@ -1,0 +1,208 @@
+//! The HTTP/1.1 connection driver: the thin, I/O-owning loop around the sans-IO
+//! [`RequestReader`]. It reads into one buffer, answers every complete request already buffered
+//! (pipelining) in one write, enforces the timeouts of `http::limits`, and closes the
+//! connection after any protocol error. A panic while handling a request answers 500, closes
+//! that one connection and is counted; the shard goes on.
+
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use glommio::net::TcpStream;
+
+use super::shard::Shard;
+use crate::api::{self, ApiError};
+use crate::http::limits::{
+    BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH, WRITE_TIMEOUT,
+};
+use crate::http::{Method, Request, RequestReader, Response};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Responses are flushed once this many bytes are waiting, even mid-pipeline.
+const OUT_FLUSH_BYTES: usize = 64 * 1024;
+/// After an error response, how long (and how much) we keep reading the client's leftover bytes
+/// before closing, so the kernel does not reset the connection before the client reads our answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
+pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
+    let _ = stream.set_nodelay(true);
+    let open = &shard.stats.connections_open;
+    open.set(open.get() + 1);
+    let outcome = AssertUnwindSafe(drive(stream, &shard)).catch_unwind().await;
+    if outcome.is_err() {
+        shard.stats.count_panic();
+        tracing::error!(shard = shard.id, "connection driver panicked; connection closed");
+    }
+    open.set(open.get() - 1);
+}
+
+enum Next {
+    KeepGoing,
+    Close,
+    /// Close after letting the client finish sending (error responses).
+    LingerAndClose,
+}
+
+async fn drive(mut stream: TcpStream, shard: &Shard) {
+    let max_body = shard.app.config.limits.max_body_bytes;
+    let mut reader = RequestReader::new(max_body);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut request_started: Option<Instant> = None;
+
+    loop {
+        let mut next = Next::KeepGoing;
+        let mut answered = 0usize;
+        loop {
+            match reader.poll_request(&mut buf) {
+                Ok(Some(request)) => {
+                    request_started = None;
+                    let (response, healthy) = respond(shard, &request).await;
+                    let keep_alive = healthy && request.keep_alive() && !shard.shutdown.is_triggered();
+                    response.encode(&mut out, &shard.http_date(), keep_alive, request.method() == Method::Head);
+                    shard.stats.count_request();
+                    if !keep_alive {
+                        next = Next::Close;
+                        break;
+                    }
+                    answered += 1;
+                    if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
+                        if write_all(&mut stream, &out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                        answered = 0;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    shard.stats.count_protocol_error();
+                    Response::error(e.status, e.code, e.message, false).encode(&mut out, &shard.http_date(), false, false);
+                    next = Next::LingerAndClose;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if write_all(&mut stream, &out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        match next {
+            Next::KeepGoing => {}
+            Next::Close => return,
+            Next::LingerAndClose => return linger(stream).await,
+        }
+        if reader.take_expect_continue() && write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return;
+        }
+
+        let mid_request = reader.is_mid_request() || !buf.is_empty();
+        let wait = if mid_request {
+            let started = *request_started.get_or_insert_with(Instant::now);
+            // Each read must make progress within the header timeout, and the whole request
+            // must arrive within header + body time: a trickling client is cut off either way.
+            let left = (HEADER_READ_TIMEOUT + BODY_READ_TIMEOUT).saturating_sub(started.elapsed());
+            left.min(HEADER_READ_TIMEOUT)
+        } else {
+            if shard.shutdown.is_triggered() {
+                return;
+            }
+            IDLE_KEEPALIVE_TIMEOUT
+        };
+        match read_more(&mut stream, &mut buf, wait, mid_request, shard).await {
+            ReadOutcome::Data => {}
+            ReadOutcome::Closed | ReadOutcome::Shutdown => return,
+            ReadOutcome::TimedOut => {
+                if mid_request {
+                    shard.stats.count_protocol_error();
+                    Response::error(408, "request_timeout", "request not received in time", true)
+                        .encode(&mut out, &shard.http_date(), false, false);
+                    let _ = write_all(&mut stream, &out).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Routes and runs one request. The flag is false when the connection must close afterwards
+/// (the handler panicked).
+async fn respond(shard: &Shard, request: &Request) -> (Response, bool) {
+    if request.method() == Method::Options {
+        // CORS preflight on any path; `Response::encode` adds the CORS headers.
+        return (Response::no_content(), true);
+    }
+    let handled = AssertUnwindSafe(api::handle(shard, request)).catch_unwind().await;
+    match handled {
+        Ok(Ok(response)) => (response, true),
+        Ok(Err(error)) => (error.into_response(), true),
+        Err(_) => {
+            shard.stats.count_panic();
+            tracing::error!(shard = shard.id, path = request.path(), "handler panicked");
+            (ApiError::Internal.into_response(), false)
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, wait: Duration, mid_request: bool, shard: &Shard) -> ReadOutcome {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+    let read = async {
+        match stream.read(&mut buf[start..]).await {
+            Ok(0) => ReadOutcome::Closed,
+            Ok(n) => {
+                buf.truncate(start + n);
+                return ReadOutcome::Data;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => ReadOutcome::TimedOut,
+            Err(_) => ReadOutcome::Closed,
+        }
+    };
+    let outcome = if mid_request {
+        read.await
+    } else {
+        // An idle keep-alive connection closes at once on shutdown; one mid-request finishes.
+        future::or(read, async {
+            shard.shutdown.wait().await;
+            ReadOutcome::Shutdown
+        })
+        .await
+    };
+    if !matches!(outcome, ReadOutcome::Data) {
+        buf.truncate(start);
+    }
+    outcome
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    stream.write_all(bytes).await
+}
+
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = stream.set_read_timeout(Some(LINGER_TIME));
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES && Instant::now() < deadline {
+        match stream.read(&mut scratch).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}

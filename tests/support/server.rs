@@ -1,0 +1,114 @@
+//! Boots a real `openchatd` in this process: two shards on a free port, on embedded SQLite in a
+//! fresh folder or on a fresh Postgres database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use openchatd::api::Handler;
+use openchatd::config::Config;
+use openchatd::http::Router;
+use openchatd::runtime::Server;
+
+use super::pg::{TestDb, fresh_database};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("openchat-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub data_dir: TempDir,
+    pub db: Option<TestDb>,
+    vars: Vec<(String, String)>,
+}
+
+/// Where a test server keeps its data: an engine plus the folder and database it owns.
+pub struct Place {
+    pub data_dir: TempDir,
+    pub db: Option<TestDb>,
+}
+
+impl Place {
+    pub fn new(engine: Engine) -> Place {
+        let db = (engine == Engine::Postgres).then(fresh_database);
+        Place { data_dir: TempDir::new(), db }
+    }
+}
+
+pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &str)]) -> (Config, Vec<(String, String)>) {
+    let mut vars: Vec<(String, String)> = vec![
+        ("OPENCHAT_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("OPENCHAT_SHARDS".into(), "2".into()),
+        ("OPENCHAT_DATA_DIR".into(), place.data_dir.0.display().to_string()),
+        ("OPENCHAT_LOG".into(), "warn".into()),
+        ("OPENCHAT_SHUTDOWN_TIMEOUT_MS".into(), "3000".into()),
+    ];
+    let url = database_url.map(str::to_string).or_else(|| place.db.as_ref().map(|db| db.url.clone()));
+    if let Some(url) = url {
+        vars.push(("OPENCHAT_DATABASE_URL".into(), url));
+    }
+    for (k, v) in extra {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    let config = Config::from_vars(vars.clone(), 2).expect("test configuration is valid");
+    (config, vars)
+}
+
+pub fn start(engine: Engine) -> TestServer {
+    start_with(engine, &[], |_| {})
+}
+
+/// Starts a server; `routes` may add test-only endpoints (a handler that panics, one that is slow).
+pub fn start_with(engine: Engine, extra: &[(&str, &str)], routes: fn(&mut Router<Handler>)) -> TestServer {
+    start_in(Place::new(engine), None, extra, routes)
+}
+
+pub fn start_in(place: Place, database_url: Option<&str>, extra: &[(&str, &str)], routes: fn(&mut Router<Handler>)) -> TestServer {
+    let (config, vars) = config_for(&place, database_url, extra);
+    let server = Server::start_with_routes(config, routes).expect("server starts");
+    let addr = server.local_addr();
+    TestServer { server: Some(server), addr, data_dir: place.data_dir, db: place.db, vars }
+}
+
+impl TestServer {
+    /// Stops the server and gives back its data folder and database for a restart.
+    pub fn stop(mut self) -> Place {
+        if let Some(server) = self.server.take() {
+            server.stop().expect("clean stop");
+        }
+        Place { data_dir: std::mem::replace(&mut self.data_dir, TempDir(PathBuf::new())), db: self.db.take() }
+    }
+
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop();
+        }
+    }
+}
