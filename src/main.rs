@@ -32,7 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    if let Err(e) = init_logging(&config) {
+        eprintln!("openchatd: configuration error: OPENCHAT_LOG: invalid filter {:?}: {e}; expected a tracing filter such as `info` or `openchatd=debug,info`", config.log_filter);
+        return ExitCode::from(2);
+    }
     tracing::info!(
         version = build_info::VERSION,
         commit = build_info::COMMIT,
@@ -76,9 +79,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
@@ -87,4 +89,5 @@ fn init_logging(config: &Config) {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "panic");
     }));
+    Ok(())
 }
