@@ -1,1 +1,305 @@
-//! placeholder
+//! The storage bridge: the only place where the database and the blob folder are touched.
+//!
+//! Shards run on glommio, whose futures are not `Send`, while sqlx needs tokio. So storage lives on
+//! one dedicated thread, `storage-bridge`, that runs a current-thread tokio runtime and the sqlx
+//! pool (see `bridge`). A [`Storage`] is the shards' side of it: every method sends a typed
+//! command over an unbounded tokio channel (a plain synchronous send) and awaits the reply on a
+//! tokio oneshot. Both primitives are runtime-agnostic, so the methods work from glommio, from a
+//! test thread with `block_on`, or from tokio alike.
+//!
+//! Reads run as concurrent tasks on the pool; writes go to one writer task that commits whatever
+//! has queued up in a single transaction (group commit, see `group_commit`). Two engines sit
+//! behind one contract: Postgres (`postgres`) for production and an embedded SQLite file
+//! (`sqlite`) so the server runs with nothing else installed. Every command is bounded by
+//! [`COMMAND_TIMEOUT`]; an unreachable database turns into [`StorageError::Unavailable`], never into
+//! a hang.
+
+mod blobs;
+mod bridge;
+mod engine;
+mod error;
+mod group_commit;
+mod postgres;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use blobs::BlobId;
+pub use error::StorageError;
+pub use postgres::redact_url;
+
+/// Upper bound on any one command, measured on the bridge from the moment it starts the work; for
+/// writes, on the whole batch they are committed in (retries included), so a write waits at most
+/// for the batch ahead of it plus its own. On expiry the caller gets
+/// [`StorageError::Unavailable`]: a database that stopped answering must not hold a request (or a
+/// shard's task) forever.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a command may wait for a pooled connection (including reconnect attempts, which
+/// sqlx retries with backoff while the server refuses connections). Shorter than
+/// [`COMMAND_TIMEOUT`] so that "database gone" is reported as such rather than as a timeout.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long [`Storage::start`] keeps trying to reach a database that refuses connections. Covers
+/// the usual "the database container starts a moment after us" without hiding a wrong URL.
+pub const START_CONNECT_DEADLINE: Duration = Duration::from_secs(6);
+
+/// How long SQLite waits for a lock held by another process before reporting BUSY (which maps
+/// to `Unavailable`). Inside [`COMMAND_TIMEOUT`] so the error, not the timeout, reaches the caller.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Most writes committed in one transaction. Large enough that a burst commits in a few fsyncs,
+/// small enough that one transaction stays well inside [`COMMAND_TIMEOUT`].
+pub const MAX_WRITE_BATCH: usize = 512;
+
+/// Largest blob accepted by [`Storage::put_blob`]. The HTTP layer should reject bigger bodies
+/// earlier; this is the storage layer's own backstop.
+pub const MAX_BLOB_BYTES: usize = 64 * 1024 * 1024;
+
+/// What [`Storage::start`] needs to know.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub engine: Engine,
+    /// Holds the blob folder (and, by convention, the SQLite file). Created if missing.
+    pub data_dir: PathBuf,
+    /// Size of the sqlx pool. Reads use it concurrently; the writer holds one connection per batch.
+    pub max_connections: u32,
+}
+
+/// Which database the bridge talks to.
+#[derive(Clone)]
+pub enum Engine {
+    /// Production engine. The URL may carry a password; it is never logged unredacted.
+    Postgres { url: String },
+    /// Embedded engine; the file (and its parent folder) is created if missing.
+    Sqlite { path: PathBuf },
+}
+
+impl std::fmt::Debug for Engine {
+    // Hand-written so that `{:?}` of a config can never print a database password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &postgres::redact_url(url))
+                .finish(),
+            Engine::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+        }
+    }
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Postgres { .. } => "postgres",
+            Engine::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+/// A change to the database. Each variant is applied by one match arm per engine
+/// (`postgres::apply`, `sqlite::apply`); the group-commit machinery does not look inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`, overwriting any previous value.
+    PutMeta { key: String, value: String },
+    /// Set `key` to `value` only if `key` has no value yet: the first writer wins.
+    InsertMetaIfAbsent { key: String, value: String },
+}
+
+/// What a committed [`WriteOp`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Done,
+    /// `InsertMetaIfAbsent` found the key already set: this is the value that won.
+    Existing(String),
+}
+
+/// Counters of the group-commit writer, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Batches the writer took from its queue (each is one transaction, or one per op when a
+    /// batch had to be split after a failure).
+    pub write_batches: u64,
+    /// Writes acknowledged with `Ok` (their transaction committed).
+    pub writes_committed: u64,
+    /// Most writes ever taken in one batch.
+    pub largest_batch: u64,
+}
+
+/// Shared between [`Storage`] handles and the writer task; relaxed atomics are enough because the
+/// numbers are only ever read as a loose snapshot.
+#[derive(Debug, Default)]
+struct StatsCounters {
+    write_batches: AtomicU64,
+    writes_committed: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+impl StatsCounters {
+    fn record_batch(&self, size: usize, committed: usize) {
+        self.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.writes_committed
+            .fetch_add(committed as u64, Ordering::Relaxed);
+        self.largest_batch.fetch_max(size as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StorageStats {
+        StorageStats {
+            write_batches: self.write_batches.load(Ordering::Relaxed),
+            writes_committed: self.writes_committed.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `work` with the [`COMMAND_TIMEOUT`] bound; expiry becomes `Unavailable`. Must be awaited
+/// on the bridge's tokio runtime (it uses tokio's timer).
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(StorageError::timed_out()))
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+/// A request to the bridge thread. Each carries the oneshot its answer goes to.
+enum Command {
+    Ping(Reply<()>),
+    GetMeta {
+        key: String,
+        reply: Reply<Option<String>>,
+    },
+    PutBlob {
+        bytes: Bytes,
+        reply: Reply<BlobId>,
+    },
+    GetBlob {
+        id: BlobId,
+        reply: Reply<Option<Bytes>>,
+    },
+    Write {
+        op: WriteOp,
+        reply: Reply<WriteOutcome>,
+    },
+    /// Sent by [`BridgeHandle`]: stop accepting, finish what is queued, close the pool.
+    Shutdown,
+}
+
+/// The shards' handle on storage. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Storage {
+    commands: mpsc::UnboundedSender<Command>,
+    engine: &'static str,
+    stats: Arc<StatsCounters>,
+}
+
+/// Owns the bridge thread. Dropping it shuts the bridge down like [`BridgeHandle::shutdown`].
+pub struct BridgeHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Storage {
+    /// Creates `data_dir` (and the SQLite file) if missing, spawns the `storage-bridge` thread,
+    /// connects, runs the embedded migrations and returns once the bridge accepts commands.
+    ///
+    /// Fails with [`StorageError::Unavailable`] if the database still refuses connections after
+    /// [`START_CONNECT_DEADLINE`], and with [`StorageError::Internal`] for anything that waiting
+    /// will not fix (bad URL, failed migration, unwritable data dir).
+    pub fn start(config: StorageConfig) -> Result<(Storage, BridgeHandle), StorageError> {
+        let engine = config.engine.name();
+        let stats = Arc::new(StatsCounters::default());
+        let (commands, thread) = bridge::spawn(config, stats.clone())?;
+        let storage = Storage {
+            commands: commands.clone(),
+            engine,
+            stats,
+        };
+        let handle = BridgeHandle {
+            commands,
+            thread: Some(thread),
+        };
+        Ok((storage, handle))
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine
+    }
+
+    /// Round trip to the database (`SELECT 1`), for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.call(Command::Ping).await
+    }
+
+    /// Queues `op` for the next group commit and resolves once its transaction committed.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        self.call(|reply| Command::Write { op, reply }).await
+    }
+
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::GetMeta { key, reply }).await
+    }
+
+    /// Stores `bytes` content-addressed and returns their id. Storing the same bytes twice is a
+    /// no-op that returns the same id.
+    pub async fn put_blob(&self, bytes: Bytes) -> Result<BlobId, StorageError> {
+        self.call(|reply| Command::PutBlob { bytes, reply }).await
+    }
+
+    /// `Ok(None)` when no blob has this id.
+    pub async fn get_blob(&self, id: &BlobId) -> Result<Option<Bytes>, StorageError> {
+        let id = id.clone();
+        self.call(|reply| Command::GetBlob { id, reply }).await
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        self.stats.snapshot()
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .map_err(|_| StorageError::bridge_stopped())?;
+        // The bridge always answers unless its thread is gone (the sender is dropped with it).
+        answer.await.map_err(|_| StorageError::bridge_stopped())?
+    }
+}
+
+impl BridgeHandle {
+    /// Stops accepting commands, finishes the ones already sent (including the pending write
+    /// batch), closes the pool and joins the thread. Commands sent afterwards fail with
+    /// `Unavailable("storage bridge stopped")`.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // If the send fails the thread is already on its way out; joining is still right.
+        let _ = self.commands.send(Command::Shutdown);
+        if thread.join().is_err() {
+            tracing::error!("storage bridge thread panicked");
+        }
+    }
+}
+
+impl Drop for BridgeHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,106 @@
+//! One type over both engines: opening (connect with a bounded wait, then migrate), reads, the
+//! batch commit, and closing. Each method is a two-arm match into `postgres` or `sqlite`, so the
+//! rest of the bridge never cares which engine it runs on.
+
+use std::time::Instant;
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+
+use super::{
+    Engine, START_CONNECT_DEADLINE, StorageError, WriteOp, WriteOutcome, bounded, postgres, sqlite,
+};
+
+/// A connected, migrated database. Cloning shares the pool.
+#[derive(Clone)]
+pub(super) enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects (waiting up to [`START_CONNECT_DEADLINE`] for a database that refuses
+    /// connections) and runs the engine's embedded migrations.
+    pub(super) async fn open(
+        engine: &Engine,
+        max_connections: u32,
+    ) -> Result<Database, StorageError> {
+        let database = match engine {
+            Engine::Postgres { url } => {
+                Database::Postgres(postgres::lazy_pool(url, max_connections)?)
+            }
+            Engine::Sqlite { path } => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|error| {
+                        StorageError::Internal(format!(
+                            "cannot create {}: {error}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+                Database::Sqlite(sqlite::lazy_pool(path, max_connections))
+            }
+        };
+        database.wait_until_reachable().await?;
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    /// Each ping already retries refused connections for `ACQUIRE_TIMEOUT`; this loop extends
+    /// that to the start deadline, but only for errors that waiting can fix (not a bad password
+    /// or a missing database).
+    async fn wait_until_reachable(&self) -> Result<(), StorageError> {
+        let deadline = Instant::now() + START_CONNECT_DEADLINE;
+        loop {
+            match bounded(self.ping()).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(%error, "database not reachable yet, retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        let result = match self {
+            Database::Postgres(pool) => postgres::MIGRATOR.run(pool).await,
+            Database::Sqlite(pool) => sqlite::MIGRATOR.run(pool).await,
+        };
+        result.map_err(|error| StorageError::Internal(format!("migration failed: {error}")))
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StorageError> {
+        let result = match self {
+            Database::Postgres(pool) => postgres::ping(pool).await,
+            Database::Sqlite(pool) => sqlite::ping(pool).await,
+        };
+        Ok(result?)
+    }
+
+    pub(super) async fn get_meta(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let result = match self {
+            Database::Postgres(pool) => postgres::get_meta(pool, key).await,
+            Database::Sqlite(pool) => sqlite::get_meta(pool, key).await,
+        };
+        Ok(result?)
+    }
+
+    /// Applies `ops` in one transaction and returns one outcome per op, in order.
+    pub(super) async fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StorageError> {
+        let result = match self {
+            Database::Postgres(pool) => postgres::commit(pool, ops).await,
+            Database::Sqlite(pool) => sqlite::commit(pool, ops).await,
+        };
+        Ok(result?)
+    }
+
+    /// Waits for borrowed connections to come back, then closes them all.
+    pub(super) async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
