@@ -255,7 +255,7 @@ on_both_engines! {
 #[test]
 fn readiness_follows_the_database_and_recovers_by_itself() {
     let place = Place::new(Engine::Postgres);
-    let mut proxy = support::proxy::TcpProxy::start(support::pg::postgres_addr());
+    let mut proxy = support::proxy::Proxy::start(place.db.as_ref().unwrap().server_addr());
     let url = place.db.as_ref().unwrap().url_via(proxy.addr());
     let server = start_in(place, Some(&url), &[], |_| {});
     assert_eq!(get(server.addr, "/readyz").status, 200);

@@ -79,9 +79,10 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
                 Handler::Async(f) => f(&ctx).await,
             }
         }
-        RouteMatch::MethodNotAllowed { allowed } => {
-            let allow = allowed.iter().map(|m| m.as_str()).chain(["OPTIONS"]).collect::<Vec<_>>().join(", ");
-            Err(ApiError::MethodNotAllowed { allow })
+        RouteMatch::MethodNotAllowed { mut allowed } => {
+            // Every path answers OPTIONS (CORS preflight) before routing.
+            allowed.insert(Method::Options);
+            Err(ApiError::MethodNotAllowed { allow: allowed.allow_header() })
         }
         RouteMatch::NotFound => Err(ApiError::NotFound),
     }

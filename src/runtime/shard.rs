@@ -66,7 +66,7 @@ impl Shard {
         if second == now {
             return cached;
         }
-        let fresh = crate::http::format_http_date(now);
+        let fresh = crate::http::response::format_http_date(now);
         self.date.set((now, fresh));
         fresh
     }

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod pg;
 pub mod proxy;
+pub mod server;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

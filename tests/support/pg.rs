@@ -1,7 +1,7 @@
 //! A throwaway Postgres database per test.
 //!
 //! [`fresh_database`] creates `openchat_test_<random hex>` through the admin URL
-//! (`OPENCHAT_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`) and the
+//! (`OPENCHATD_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/openchat_test`) and the
 //! returned [`TestDb`] drops it again, forcibly, so a failed test leaves nothing behind. If the
 //! server cannot be reached the helper panics with instructions: a Postgres test that silently
 //! skips is a test that can never fail.
@@ -12,12 +12,12 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/openchat_test";
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The URL used to create and drop test databases.
 pub fn admin_url() -> String {
-    std::env::var("OPENCHAT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+    std::env::var("OPENCHATD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 
 /// A database that exists for the lifetime of this value.
@@ -108,7 +108,7 @@ fn unreachable_message(admin_url: &str, error: &str) -> String {
         "PostgreSQL is required for this test but is not usable at {url}: {error}\n\
          Start the local server with:\n    \
          pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
-         or set OPENCHAT_TEST_POSTGRES_URL to a server where that user may CREATE DATABASE.",
+         or set OPENCHATD_TEST_POSTGRES_URL to a server where that user may CREATE DATABASE.",
         url = openchatd::storage::redact_url(admin_url)
     )
 }

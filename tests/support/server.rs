@@ -2,13 +2,13 @@
 //! fresh folder or on a fresh Postgres database.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use openchatd::api::Handler;
 use openchatd::config::Config;
 use openchatd::http::Router;
 use openchatd::runtime::Server;
 
+use super::TempDir;
 use super::pg::{TestDb, fresh_database};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,27 +17,10 @@ pub enum Engine {
     Postgres,
 }
 
-/// A folder under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("openchat-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub struct TestServer {
     pub server: Option<Server>,
     pub addr: SocketAddr,
-    pub data_dir: TempDir,
+    pub data_dir: Option<TempDir>,
     pub db: Option<TestDb>,
     vars: Vec<(String, String)>,
 }
@@ -59,11 +42,11 @@ pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &st
     let mut vars: Vec<(String, String)> = vec![
         ("OPENCHAT_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("OPENCHAT_SHARDS".into(), "2".into()),
-        ("OPENCHAT_DATA_DIR".into(), place.data_dir.0.display().to_string()),
+        ("OPENCHAT_DATA_DIR".into(), place.data_dir.path().display().to_string()),
         ("OPENCHAT_LOG".into(), "warn".into()),
         ("OPENCHAT_SHUTDOWN_TIMEOUT_MS".into(), "3000".into()),
     ];
-    let url = database_url.map(str::to_string).or_else(|| place.db.as_ref().map(|db| db.url.clone()));
+    let url = database_url.map(str::to_string).or_else(|| place.db.as_ref().map(|db| db.url()));
     if let Some(url) = url {
         vars.push(("OPENCHAT_DATABASE_URL".into(), url));
     }
@@ -88,7 +71,7 @@ pub fn start_in(place: Place, database_url: Option<&str>, extra: &[(&str, &str)]
     let (config, vars) = config_for(&place, database_url, extra);
     let server = Server::start_with_routes(config, routes).expect("server starts");
     let addr = server.local_addr();
-    TestServer { server: Some(server), addr, data_dir: place.data_dir, db: place.db, vars }
+    TestServer { server: Some(server), addr, data_dir: Some(place.data_dir), db: place.db, vars }
 }
 
 impl TestServer {
@@ -97,7 +80,7 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.stop().expect("clean stop");
         }
-        Place { data_dir: std::mem::replace(&mut self.data_dir, TempDir(PathBuf::new())), db: self.db.take() }
+        Place { data_dir: self.data_dir.take().expect("data dir kept until stop"), db: self.db.take() }
     }
 
     pub fn vars(&self) -> &[(String, String)] {
