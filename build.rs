@@ -37,7 +37,10 @@ fn main() {
     let vcs_modified = if from_env("BUILD_COMMIT").is_some() {
         "false".to_string()
     } else {
-        match Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output() {
+        match Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .output()
+        {
             Ok(out) if out.status.success() => (!out.stdout.is_empty()).to_string(),
             _ => "unknown".to_string(),
         }

@@ -29,7 +29,12 @@ struct Message<'a> {
 fn bench(c: &mut Criterion) {
     let config = Config::from_vars(Vec::<(String, String)>::new(), 2).unwrap();
     c.bench_function("capabilities_document", |b| {
-        b.iter(|| openchatd::api::capabilities::encode(black_box(&config), black_box("0d5f6a8b-1f43-4f4f-9d8e-9ab6f913f4f8")))
+        b.iter(|| {
+            openchatd::api::capabilities::encode(
+                black_box(&config),
+                black_box("0d5f6a8b-1f43-4f4f-9d8e-9ab6f913f4f8"),
+            )
+        })
     });
     c.bench_function("error_response_body", |b| {
         b.iter(|| Response::error(black_box(404), "not_found", "no such \"channel\"", false))
@@ -40,9 +45,17 @@ fn bench(c: &mut Criterion) {
         author_uid: "uid_1a2b3c4d",
         body: "hello @uid_5e6f7a8b, the build is green — shipping after lunch",
         created_at: "2026-11-25T10:00:00Z",
-        mentions: vec![Mention { r#type: "user", token: "@uid_5e6f7a8b", target_id: "uid_5e6f7a8b", display_text: "Ana", range: (6, 19) }],
+        mentions: vec![Mention {
+            r#type: "user",
+            token: "@uid_5e6f7a8b",
+            target_id: "uid_5e6f7a8b",
+            display_text: "Ana",
+            range: (6, 19),
+        }],
     };
-    c.bench_function("message_object", |b| b.iter(|| simd_json::to_vec(black_box(&message)).unwrap()));
+    c.bench_function("message_object", |b| {
+        b.iter(|| simd_json::to_vec(black_box(&message)).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

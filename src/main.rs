@@ -20,7 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(other) => {
-            eprintln!("openchatd: unknown argument {other:?}; configuration is read from OPENCHAT_* variables (see openchatd --help)");
+            eprintln!(
+                "openchatd: unknown argument {other:?}; configuration is read from OPENCHAT_* variables (see openchatd --help)"
+            );
             return ExitCode::from(2);
         }
         None => {}
@@ -33,7 +35,10 @@ fn main() -> ExitCode {
         }
     };
     if let Err(e) = init_logging(&config) {
-        eprintln!("openchatd: configuration error: OPENCHAT_LOG: invalid filter {:?}: {e}; expected a tracing filter such as `info` or `openchatd=debug,info`", config.log_filter);
+        eprintln!(
+            "openchatd: configuration error: OPENCHAT_LOG: invalid filter {:?}: {e}; expected a tracing filter such as `info` or `openchatd=debug,info`",
+            config.log_filter
+        );
         return ExitCode::from(2);
     }
     tracing::info!(
@@ -81,7 +86,9 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::ParseError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -29,9 +29,14 @@ fn help_lists_every_variable_with_its_default() {
 
 #[test]
 fn every_variable_is_documented_in_the_readme() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for var in openchatd::config::VARIABLES {
-        assert!(readme.contains(&format!("`{}`", var.name)), "README misses {}", var.name);
+        assert!(
+            readme.contains(&format!("`{}`", var.name)),
+            "README misses {}",
+            var.name
+        );
     }
 }
 
@@ -43,16 +48,27 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
         ("OPENCHAT_AUTH_MODE", "magic"),
         ("OPENCHAT_DATABASE_URL", "mysql://localhost/db"),
         ("OPENCHAT_RTC_TURN_URLS", "turn:turn.example.org:3478"),
-        ("OPENCHAT_RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_SERVER", "srv=many"),
+        (
+            "OPENCHAT_RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_SERVER",
+            "srv=many",
+        ),
         ("OPENCHAT_TYPO_VARIABLE", "1"),
     ];
     for (var, value) in cases {
-        let out = openchatd().env(var, value).env("OPENCHAT_DATA_DIR", "/nonexistent/never-created").output().unwrap();
+        let out = openchatd()
+            .env(var, value)
+            .env("OPENCHAT_DATA_DIR", "/nonexistent/never-created")
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{var}={value} was accepted");
         let stderr = String::from_utf8(out.stderr).unwrap();
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{var}: {stderr}");
-        assert!(lines[0].contains(var) || (var == "OPENCHAT_RTC_TURN_URLS" && lines[0].contains("OPENCHAT_RTC_TURN_")), "{var}: {stderr}");
+        assert!(
+            lines[0].contains(var)
+                || (var == "OPENCHAT_RTC_TURN_URLS" && lines[0].contains("OPENCHAT_RTC_TURN_")),
+            "{var}: {stderr}"
+        );
         assert!(!std::path::Path::new("/nonexistent/never-created").exists());
     }
 }
@@ -81,20 +97,35 @@ fn starts_with_build_metadata_serves_and_stops_on_sigterm() {
             let mut bytes = line.clone().into_bytes();
             let v = simd_json::to_owned_value(&mut bytes).unwrap();
             use simd_json::prelude::*;
-            addr = v.get("fields").and_then(|f| f.get("addr")).and_then(|a| a.as_str()).map(str::to_string);
+            addr = v
+                .get("fields")
+                .and_then(|f| f.get("addr"))
+                .and_then(|a| a.as_str())
+                .map(str::to_string);
         }
     }
     let start_line = start_line.expect("start-up line");
     for field in ["version", "commit", "build_time", "vcs_modified"] {
-        assert!(start_line.contains(&format!("\"{field}\"")), "{field} missing in {start_line}");
+        assert!(
+            start_line.contains(&format!("\"{field}\"")),
+            "{field} missing in {start_line}"
+        );
     }
     assert!(start_line.contains(openchatd::build_info::COMMIT));
-    let addr: std::net::SocketAddr = addr.expect("listening line with the address").parse().unwrap();
-    assert!(data.join("openchat.db").exists(), "embedded SQLite is the default");
+    let addr: std::net::SocketAddr = addr
+        .expect("listening line with the address")
+        .parse()
+        .unwrap();
+    assert!(
+        data.join("openchat.db").exists(),
+        "embedded SQLite is the default"
+    );
 
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     use std::io::{Read, Write};
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
@@ -105,7 +136,10 @@ fn starts_with_build_metadata_serves_and_stops_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");

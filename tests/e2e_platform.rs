@@ -264,9 +264,20 @@ fn readiness_follows_the_database_and_recovers_by_itself() {
     let started = Instant::now();
     let reply = get(server.addr, "/readyz");
     reply.assert_error(503, "storage_unavailable");
-    assert_eq!(reply.json().get("retryable").and_then(|v| v.as_bool()), Some(true));
-    assert!(started.elapsed() < Duration::from_secs(8), "answered in {:?}", started.elapsed());
-    assert_eq!(get(server.addr, "/healthz").status, 200, "liveness does not depend on the database");
+    assert_eq!(
+        reply.json().get("retryable").and_then(|v| v.as_bool()),
+        Some(true)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get(server.addr, "/healthz").status,
+        200,
+        "liveness does not depend on the database"
+    );
 
     proxy.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -275,7 +286,11 @@ fn readiness_follows_the_database_and_recovers_by_itself() {
         if reply.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "storage did not recover: {}", reply.text());
+        assert!(
+            Instant::now() < deadline,
+            "storage did not recover: {}",
+            reply.text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -177,11 +177,19 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
         api_version: API_VERSION,
         build_version: build_info::VERSION,
         build_commit: build_info::COMMIT,
-        identity_handshake_modes: [if session { "challenge_signature" } else { "token_proof" }],
+        identity_handshake_modes: [if session {
+            "challenge_signature"
+        } else {
+            "token_proof"
+        }],
         user_uid_policy: "either",
         profile_data_policy: "uid_only",
         auth_mode: if session { "session" } else { "headers" },
-        transport: Transport { websocket: true, sse: false, polling: false },
+        transport: Transport {
+            websocket: true,
+            sse: false,
+            polling: false,
+        },
         features: Features {
             messaging: true,
             presence: true,
@@ -196,7 +204,11 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
             notifications: true,
             supported_tokens: ["@here", "@channel"],
         },
-        read_acks: ReadAcks { channel: true, cursor_type: "message_id", monotonic: true },
+        read_acks: ReadAcks {
+            channel: true,
+            cursor_type: "message_id",
+            monotonic: true,
+        },
         limits: Limits {
             max_message_bytes: config.limits.max_message_bytes as u64,
             max_upload_bytes: config.limits.max_upload_bytes as u64,
@@ -213,7 +225,12 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
             signaling_url: websocket_url(&config.public_base_url, "/v1/rtc/signaling"),
             signaling_transport: "websocket",
             topologies: ["sfu"],
-            features: RtcFeatures { voice: true, video: true, screenshare: true, simulcast: true },
+            features: RtcFeatures {
+                voice: true,
+                video: true,
+                screenshare: true,
+                simulcast: true,
+            },
             ice_servers: config.ice_servers(),
             connection_policy: ConnectionPolicy {
                 join_timeout_ms: RTC_JOIN_TIMEOUT_MS,
@@ -226,9 +243,17 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
         profile: Profile {
             enabled: true,
             scope: "global",
-            fields: ["display_name", "avatar_mode", "avatar_preset_id", "avatar_asset_id"],
+            fields: [
+                "display_name",
+                "avatar_mode",
+                "avatar_preset_id",
+                "avatar_asset_id",
+            ],
             avatar_modes: ["generated", "uploaded"],
-            display_name: DisplayNameRules { min_length: DISPLAY_NAME_MIN_CHARS, max_length: DISPLAY_NAME_MAX_CHARS },
+            display_name: DisplayNameRules {
+                min_length: DISPLAY_NAME_MIN_CHARS,
+                max_length: DISPLAY_NAME_MAX_CHARS,
+            },
             avatar_upload: AvatarUploadRules {
                 max_bytes: AVATAR_MAX_BYTES,
                 mime_types: IMAGE_MIME_TYPES,
@@ -247,8 +272,14 @@ mod tests {
 
     #[test]
     fn websocket_urls_follow_the_scheme() {
-        assert_eq!(websocket_url("https://chat.example.org", "/v1/rtc/signaling"), "wss://chat.example.org/v1/rtc/signaling");
-        assert_eq!(websocket_url("http://localhost:8080/", "/x"), "ws://localhost:8080/x");
+        assert_eq!(
+            websocket_url("https://chat.example.org", "/v1/rtc/signaling"),
+            "wss://chat.example.org/v1/rtc/signaling"
+        );
+        assert_eq!(
+            websocket_url("http://localhost:8080/", "/x"),
+            "ws://localhost:8080/x"
+        );
     }
 
     fn config(vars: &[(&str, &str)]) -> Config {
@@ -264,19 +295,48 @@ mod tests {
     fn every_object_the_client_requires_is_present() {
         use simd_json::prelude::*;
         let doc = parsed(&config(&[]));
-        for key in ["transport", "features", "limits", "security", "rtc", "profile", "mentions", "read_acks"] {
-            assert!(doc.get(key).and_then(|v| v.as_object()).is_some(), "{key} missing");
+        for key in [
+            "transport",
+            "features",
+            "limits",
+            "security",
+            "rtc",
+            "profile",
+            "mentions",
+            "read_acks",
+        ] {
+            assert!(
+                doc.get(key).and_then(|v| v.as_object()).is_some(),
+                "{key} missing"
+            );
         }
         let rtc = doc.get("rtc").unwrap();
         for key in ["features", "connection_policy", "subscribe_receive_policy"] {
-            assert!(rtc.get(key).and_then(|v| v.as_object()).is_some(), "rtc.{key} missing");
+            assert!(
+                rtc.get(key).and_then(|v| v.as_object()).is_some(),
+                "rtc.{key} missing"
+            );
         }
-        assert_eq!(rtc.get("ice_servers").and_then(|v| v.as_array()).map(|a| a.len()), Some(1));
+        assert_eq!(
+            rtc.get("ice_servers")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len()),
+            Some(1)
+        );
         assert_eq!(doc.get("server_id").and_then(|v| v.as_str()), Some("srv"));
-        assert_eq!(doc.get("user_uid_policy").and_then(|v| v.as_str()), Some("either"));
+        assert_eq!(
+            doc.get("user_uid_policy").and_then(|v| v.as_str()),
+            Some("either")
+        );
         let caps = rtc.get("subscribe_receive_policy").unwrap();
-        assert_eq!(caps.get("max_video_tracks").and_then(|v| v.as_u64()), Some(8));
-        assert_eq!(caps.get("max_audio_tracks").and_then(|v| v.as_u64()), Some(16));
+        assert_eq!(
+            caps.get("max_video_tracks").and_then(|v| v.as_u64()),
+            Some(8)
+        );
+        assert_eq!(
+            caps.get("max_audio_tracks").and_then(|v| v.as_u64()),
+            Some(16)
+        );
     }
 
     #[test]
@@ -291,13 +351,35 @@ mod tests {
             ("OPENCHAT_RTC_TURN_USERNAME", "u"),
             ("OPENCHAT_RTC_TURN_CREDENTIAL", "p"),
         ]));
-        assert_eq!(doc.get("features").unwrap().get("server_creation").and_then(|v| v.as_bool()), Some(false));
-        assert_eq!(doc.get("identity_handshake_modes").unwrap().as_array().unwrap()[0].as_str(), Some("token_proof"));
+        assert_eq!(
+            doc.get("features")
+                .unwrap()
+                .get("server_creation")
+                .and_then(|v| v.as_bool()),
+            Some(false)
+        );
+        assert_eq!(
+            doc.get("identity_handshake_modes")
+                .unwrap()
+                .as_array()
+                .unwrap()[0]
+                .as_str(),
+            Some("token_proof")
+        );
         let rtc = doc.get("rtc").unwrap();
-        assert_eq!(rtc.get("signaling_url").and_then(|v| v.as_str()), Some("wss://chat.example.org/v1/rtc/signaling"));
+        assert_eq!(
+            rtc.get("signaling_url").and_then(|v| v.as_str()),
+            Some("wss://chat.example.org/v1/rtc/signaling")
+        );
         let ice = rtc.get("ice_servers").unwrap().as_array().unwrap();
         assert_eq!(ice.len(), 1, "STUN disabled, one TURN entry");
         assert_eq!(ice[0].get("username").and_then(|v| v.as_str()), Some("u"));
-        assert_eq!(doc.get("security").unwrap().get("https_required").and_then(|v| v.as_bool()), Some(true));
+        assert_eq!(
+            doc.get("security")
+                .unwrap()
+                .get("https_required")
+                .and_then(|v| v.as_bool()),
+            Some(true)
+        );
     }
 }

@@ -61,7 +61,12 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        let response = Response::error(self.status(), self.code(), &self.to_string(), self.retryable());
+        let response = Response::error(
+            self.status(),
+            self.code(),
+            &self.to_string(),
+            self.retryable(),
+        );
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
@@ -91,7 +96,10 @@ mod tests {
     #[test]
     fn storage_outage_is_a_retryable_503() {
         let e = ApiError::from(StorageError::Unavailable("gone".into()));
-        assert_eq!((e.status(), e.code(), e.retryable()), (503, "storage_unavailable", true));
+        assert_eq!(
+            (e.status(), e.code(), e.retryable()),
+            (503, "storage_unavailable", true)
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use super::{HandlerFuture, HandlerResult, RequestCtx};
 use crate::http::Response;
 
 pub fn healthz(_: &RequestCtx<'_>) -> HandlerResult {
-    Ok(Response::json(200, Bytes::from_static(br#"{"status":"ok"}"#)))
+    Ok(Response::json(
+        200,
+        Bytes::from_static(br#"{"status":"ok"}"#),
+    ))
 }
 
 #[derive(serde::Serialize)]
@@ -19,6 +22,12 @@ struct Ready<'a> {
 pub fn readyz<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
     Box::pin(async move {
         ctx.app.storage.ping().await?;
-        super::json(200, &Ready { status: "ready", storage: ctx.app.storage.engine_name() })
+        super::json(
+            200,
+            &Ready {
+                status: "ready",
+                storage: ctx.app.storage.engine_name(),
+            },
+        )
     })
 }

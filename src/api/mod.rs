@@ -46,11 +46,22 @@ pub enum Handler {
 }
 
 impl App {
-    pub fn new(config: Config, storage: Storage, default_server_id: String, extra_routes: fn(&mut Router<Handler>)) -> App {
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        default_server_id: String,
+        extra_routes: fn(&mut Router<Handler>),
+    ) -> App {
         let capabilities = capabilities::encode(&config, &default_server_id);
         let mut router = routes();
         extra_routes(&mut router);
-        App { config, storage, default_server_id, router, capabilities }
+        App {
+            config,
+            storage,
+            default_server_id,
+            router,
+            capabilities,
+        }
     }
 
     pub fn capabilities_json(&self) -> &bytes::Bytes {
@@ -63,8 +74,16 @@ fn routes() -> Router<Handler> {
     r.route(Method::Get, "/healthz", Handler::Sync(health::healthz))
         .route(Method::Get, "/readyz", Handler::Async(health::readyz))
         .route(Method::Get, "/metrics", Handler::Async(metrics::metrics))
-        .route(Method::Get, "/v1/client/capabilities", Handler::Sync(capabilities::get))
-        .route(Method::Get, "/client/capabilities", Handler::Sync(capabilities::get));
+        .route(
+            Method::Get,
+            "/v1/client/capabilities",
+            Handler::Sync(capabilities::get),
+        )
+        .route(
+            Method::Get,
+            "/client/capabilities",
+            Handler::Sync(capabilities::get),
+        );
     r
 }
 
@@ -73,7 +92,12 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
     let app = &*shard.app;
     match app.router.find(request.method(), request.path()) {
         RouteMatch::Found { handler, params } => {
-            let ctx = RequestCtx { shard, app, request, params };
+            let ctx = RequestCtx {
+                shard,
+                app,
+                request,
+                params,
+            };
             match *handler {
                 Handler::Sync(f) => f(&ctx),
                 Handler::Async(f) => f(&ctx).await,
@@ -82,7 +106,9 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
         RouteMatch::MethodNotAllowed { mut allowed } => {
             // Every path answers OPTIONS (CORS preflight) before routing.
             allowed.insert(Method::Options);
-            Err(ApiError::MethodNotAllowed { allow: allowed.allow_header() })
+            Err(ApiError::MethodNotAllowed {
+                allow: allowed.allow_header(),
+            })
         }
         RouteMatch::NotFound => Err(ApiError::NotFound),
     }

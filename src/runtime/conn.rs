@@ -15,7 +15,8 @@ use glommio::net::TcpStream;
 use super::shard::Shard;
 use crate::api::{self, ApiError};
 use crate::http::limits::{
-    BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH, WRITE_TIMEOUT,
+    BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH,
+    WRITE_TIMEOUT,
 };
 use crate::http::{Method, Request, RequestReader, Response};
 
@@ -35,7 +36,10 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
     let outcome = AssertUnwindSafe(drive(stream, &shard)).catch_unwind().await;
     if outcome.is_err() {
         shard.stats.count_panic();
-        tracing::error!(shard = shard.id, "connection driver panicked; connection closed");
+        tracing::error!(
+            shard = shard.id,
+            "connection driver panicked; connection closed"
+        );
     }
     open.set(open.get() - 1);
 }
@@ -62,8 +66,14 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
                 Ok(Some(request)) => {
                     request_started = None;
                     let (response, healthy) = respond(shard, &request).await;
-                    let keep_alive = healthy && request.keep_alive() && !shard.shutdown.is_triggered();
-                    response.encode(&mut out, &shard.http_date(), keep_alive, request.method() == Method::Head);
+                    let keep_alive =
+                        healthy && request.keep_alive() && !shard.shutdown.is_triggered();
+                    response.encode(
+                        &mut out,
+                        &shard.http_date(),
+                        keep_alive,
+                        request.method() == Method::Head,
+                    );
                     shard.stats.count_request();
                     if !keep_alive {
                         next = Next::Close;
@@ -81,7 +91,12 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
                 Ok(None) => break,
                 Err(e) => {
                     shard.stats.count_protocol_error();
-                    Response::error(e.status, e.code, e.message, false).encode(&mut out, &shard.http_date(), false, false);
+                    Response::error(e.status, e.code, e.message, false).encode(
+                        &mut out,
+                        &shard.http_date(),
+                        false,
+                        false,
+                    );
                     next = Next::LingerAndClose;
                     break;
                 }
@@ -98,7 +113,11 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
             Next::Close => return,
             Next::LingerAndClose => return linger(stream).await,
         }
-        if reader.take_expect_continue() && write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        if reader.take_expect_continue()
+            && write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
             return;
         }
 
@@ -138,7 +157,9 @@ async fn respond(shard: &Shard, request: &Request) -> (Response, bool) {
         // CORS preflight on any path; `Response::encode` adds the CORS headers.
         return (Response::no_content(), true);
     }
-    let handled = AssertUnwindSafe(api::handle(shard, request)).catch_unwind().await;
+    let handled = AssertUnwindSafe(api::handle(shard, request))
+        .catch_unwind()
+        .await;
     match handled {
         Ok(Ok(response)) => (response, true),
         Ok(Err(error)) => (error.into_response(), true),
@@ -157,7 +178,13 @@ enum ReadOutcome {
     Shutdown,
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, wait: Duration, mid_request: bool, shard: &Shard) -> ReadOutcome {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    wait: Duration,
+    mid_request: bool,
+    shard: &Shard,
+) -> ReadOutcome {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
     let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
@@ -166,7 +193,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, wait: Duration, m
             Ok(0) => ReadOutcome::Closed,
             Ok(n) => {
                 buf.truncate(start + n);
-                return ReadOutcome::Data;
+                ReadOutcome::Data
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => ReadOutcome::TimedOut,
             Err(_) => ReadOutcome::Closed,

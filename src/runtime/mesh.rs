@@ -4,6 +4,7 @@
 //! peer hands the message back to the caller.
 
 use glommio::channels::channel_mesh::Senders;
+use glommio::{GlommioError, ResourceType};
 use tokio::sync::oneshot;
 
 /// Messages waiting per ordered pair of shards before a sender has to wait.
@@ -13,7 +14,9 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// forwarding of per-channel requests to the owner shard (`sharding::shard_for`).
 pub enum ShardMessage {
     /// Reply with this shard's counters (for `/metrics`).
-    CollectStats { reply: oneshot::Sender<ShardStatsSnapshot> },
+    CollectStats {
+        reply: oneshot::Sender<ShardStatsSnapshot>,
+    },
 }
 
 /// Counters of one shard at one moment.
@@ -38,10 +41,21 @@ impl Mesh {
 
     /// Sends to shard `to`, waiting while its queue is full. The message comes back when the
     /// peer is gone (shutting down) or `to` is this shard.
-    pub async fn send_to(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
+    pub async fn send_to(
+        &self,
+        to: usize,
+        message: ShardMessage,
+    ) -> Result<(), Option<ShardMessage>> {
         if to == self.senders.peer_id() {
-            return Err(message);
+            return Err(Some(message));
         }
-        self.senders.send_to(to, message).await
+        self.senders
+            .send_to(to, message)
+            .await
+            .map_err(|e| match e {
+                GlommioError::Closed(ResourceType::Channel(message))
+                | GlommioError::WouldBlock(ResourceType::Channel(message)) => Some(message),
+                _ => None,
+            })
     }
 }

@@ -17,8 +17,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::api::{App, Handler};
-use crate::http::Router;
 use crate::config::{Config, DatabaseConfig};
+use crate::http::Router;
 use crate::storage::{BridgeHandle, Engine, Storage, StorageConfig, WriteOp, WriteOutcome};
 pub use shutdown::Shutdown;
 
@@ -47,7 +47,10 @@ impl Server {
 
     /// Like [`Server::start`], with extra routes added to the table (tests use it for handlers
     /// that panic or stall).
-    pub fn start_with_routes(config: Config, extra_routes: fn(&mut Router<Handler>)) -> anyhow::Result<Server> {
+    pub fn start_with_routes(
+        config: Config,
+        extra_routes: fn(&mut Router<Handler>),
+    ) -> anyhow::Result<Server> {
         let engine = match &config.database {
             DatabaseConfig::Postgres { url } => Engine::Postgres { url: url.clone() },
             DatabaseConfig::Sqlite { path } => Engine::Sqlite { path: path.clone() },
@@ -62,17 +65,30 @@ impl Server {
         let app = Arc::new(App::new(config, storage, default_server_id, extra_routes));
 
         let shards = app.config.shards;
-        let (fds, addr) = listener::bind_reuseport(app.config.http_addr, shards)
-            .with_context(|| format!("cannot listen on {} (OPENCHAT_HTTP_ADDR)", app.config.http_addr))?;
+        let (fds, addr) =
+            listener::bind_reuseport(app.config.http_addr, shards).with_context(|| {
+                format!(
+                    "cannot listen on {} (OPENCHAT_HTTP_ADDR)",
+                    app.config.http_addr
+                )
+            })?;
         let cpus = allowed_cpus();
         if shards > cpus.len() {
-            tracing::warn!(shards, cores = cpus.len(), "more shards than cores; shards are not pinned");
+            tracing::warn!(
+                shards,
+                cores = cpus.len(),
+                "more shards than cores; shards are not pinned"
+            );
         }
         let shutdown = Shutdown::new();
         let mesh = MeshBuilder::full(shards, mesh::MESH_CHANNEL_CAPACITY);
         let mut handles = Vec::with_capacity(shards);
         for (id, fd) in fds.into_iter().enumerate() {
-            let placement = if shards <= cpus.len() { Placement::Fixed(cpus[id]) } else { Placement::Unbound };
+            let placement = if shards <= cpus.len() {
+                Placement::Fixed(cpus[id])
+            } else {
+                Placement::Unbound
+            };
             let seed = shard::ShardSeed {
                 id,
                 count: shards,
@@ -85,10 +101,16 @@ impl Server {
                 .name(&format!("shard-{id}"))
                 .io_memory(IO_MEMORY_PER_SHARD)
                 .spawn(move || shard::run(seed))
-                .with_context(|| format!("cannot start shard {id}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
             handles.push(handle);
         }
-        Ok(Server { addr, shutdown, shards: handles, bridge: Some(bridge), app })
+        Ok(Server {
+            addr,
+            shutdown,
+            shards: handles,
+            bridge: Some(bridge),
+            app,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,8 +172,13 @@ fn allowed_cpus() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+            return (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+                .collect();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
     }
 }

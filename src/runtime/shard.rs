@@ -61,7 +61,10 @@ pub struct Shard {
 impl Shard {
     /// The IMF-fixdate of the current second, for the `Date` header.
     pub fn http_date(&self) -> [u8; 29] {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let (second, cached) = self.date.get();
         if second == now {
             return cached;
@@ -92,7 +95,10 @@ impl Shard {
                 continue;
             }
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let sent = self.mesh.send_to(peer, ShardMessage::CollectStats { reply }).await;
+            let sent = self
+                .mesh
+                .send_to(peer, ShardMessage::CollectStats { reply })
+                .await;
             let snapshot = match sent {
                 Ok(()) => {
                     future::or(async { answer.await.ok() }, async {
@@ -134,8 +140,8 @@ pub async fn run(seed: ShardSeed) {
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener_fd) };
     let (senders, mut receivers) = match seed.mesh.join().await {
         Ok(pair) => pair,
-        Err(()) => {
-            tracing::error!(shard = seed.id, "could not join the shard mesh");
+        Err(e) => {
+            tracing::error!(shard = seed.id, error = %e, "could not join the shard mesh");
             seed.shutdown.trigger();
             return;
         }
@@ -199,6 +205,10 @@ pub async fn run(seed: ShardSeed) {
     if drained {
         tracing::debug!(shard = shard.id, "drained");
     } else {
-        tracing::warn!(shard = shard.id, open, "grace time over; closing remaining connections");
+        tracing::warn!(
+            shard = shard.id,
+            open,
+            "grace time over; closing remaining connections"
+        );
     }
 }

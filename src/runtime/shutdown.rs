@@ -44,12 +44,14 @@ impl Shutdown {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
         let this = self.clone();
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "shutdown requested; draining connections");
-                this.trigger();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    tracing::info!(signal, "shutdown requested; draining connections");
+                    this.trigger();
+                }
+            })?;
         Ok(())
     }
 }

@@ -16,13 +16,20 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> simd_json::OwnedValue {
         let mut body = self.body.clone();
-        simd_json::to_owned_value(&mut body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        simd_json::to_owned_value(&mut body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn text(&self) -> String {
@@ -31,12 +38,21 @@ impl Reply {
 
     /// Every response, errors included, must carry the contract's CORS headers.
     pub fn assert_cors(&self) {
-        assert_eq!(self.header("access-control-allow-origin"), Some("*"), "{self:?}");
+        assert_eq!(
+            self.header("access-control-allow-origin"),
+            Some("*"),
+            "{self:?}"
+        );
         assert_eq!(
             self.header("access-control-allow-headers"),
-            Some("Content-Type, Authorization, X-OpenChat-User-UID, X-OpenChat-Device-ID, If-Match, Idempotency-Key")
+            Some(
+                "Content-Type, Authorization, X-OpenChat-User-UID, X-OpenChat-Device-ID, If-Match, Idempotency-Key"
+            )
         );
-        assert_eq!(self.header("access-control-allow-methods"), Some("GET, POST, PUT, DELETE, OPTIONS"));
+        assert_eq!(
+            self.header("access-control-allow-methods"),
+            Some("GET, POST, PUT, DELETE, OPTIONS")
+        );
     }
 
     /// A JSON error body with `code`, `message` and `retryable`.
@@ -45,7 +61,12 @@ impl Reply {
         assert_eq!(self.status, status, "{}", self.text());
         self.assert_cors();
         let body = self.json();
-        assert_eq!(body.get("code").and_then(|v| v.as_str()), Some(code), "{}", self.text());
+        assert_eq!(
+            body.get("code").and_then(|v| v.as_str()),
+            Some(code),
+            "{}",
+            self.text()
+        );
         assert!(body.get("message").and_then(|v| v.as_str()).is_some());
         assert!(body.get("retryable").and_then(|v| v.as_bool()).is_some());
     }
@@ -62,7 +83,10 @@ impl Conn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -88,22 +112,30 @@ impl Conn {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_len) = parsed.parse(&self.buf).expect("valid response head") {
+            if let httparse::Status::Complete(head_len) =
+                parsed.parse(&self.buf).expect("valid response head")
+            {
                 let status = parsed.code.unwrap();
                 let headers: Vec<(String, String)> = parsed
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect();
-                let length = if head || status == 204 || status == 304 || (100..200).contains(&status) {
-                    0
-                } else {
-                    headers
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                        .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"))
-                        .expect("responses carry Content-Length")
-                };
+                let length =
+                    if head || status == 204 || status == 304 || (100..200).contains(&status) {
+                        0
+                    } else {
+                        headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                            .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"))
+                            .expect("responses carry Content-Length")
+                    };
                 while self.buf.len() < head_len + length {
                     if !self.fill() {
                         panic!("connection closed inside a response body");
@@ -111,10 +143,18 @@ impl Conn {
                 }
                 let body = self.buf[head_len..head_len + length].to_vec();
                 self.buf.drain(..head_len + length);
-                return Some(Reply { status, headers, body });
+                return Some(Reply {
+                    status,
+                    headers,
+                    body,
+                });
             }
             if !self.fill() {
-                assert!(self.buf.is_empty(), "connection closed inside a response head: {:?}", String::from_utf8_lossy(&self.buf));
+                assert!(
+                    self.buf.is_empty(),
+                    "connection closed inside a response head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
                 return None;
             }
         }
@@ -138,11 +178,17 @@ impl Conn {
         let deadline = Instant::now() + within;
         let mut chunk = [0u8; 4096];
         while Instant::now() < deadline {
-            self.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            self.stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return true,
             }
         }

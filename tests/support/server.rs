@@ -34,19 +34,31 @@ pub struct Place {
 impl Place {
     pub fn new(engine: Engine) -> Place {
         let db = (engine == Engine::Postgres).then(fresh_database);
-        Place { data_dir: TempDir::new(), db }
+        Place {
+            data_dir: TempDir::new(),
+            db,
+        }
     }
 }
 
-pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &str)]) -> (Config, Vec<(String, String)>) {
+pub fn config_for(
+    place: &Place,
+    database_url: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (Config, Vec<(String, String)>) {
     let mut vars: Vec<(String, String)> = vec![
         ("OPENCHAT_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("OPENCHAT_SHARDS".into(), "2".into()),
-        ("OPENCHAT_DATA_DIR".into(), place.data_dir.path().display().to_string()),
+        (
+            "OPENCHAT_DATA_DIR".into(),
+            place.data_dir.path().display().to_string(),
+        ),
         ("OPENCHAT_LOG".into(), "warn".into()),
         ("OPENCHAT_SHUTDOWN_TIMEOUT_MS".into(), "3000".into()),
     ];
-    let url = database_url.map(str::to_string).or_else(|| place.db.as_ref().map(|db| db.url()));
+    let url = database_url
+        .map(str::to_string)
+        .or_else(|| place.db.as_ref().map(|db| db.url()));
     if let Some(url) = url {
         vars.push(("OPENCHAT_DATABASE_URL".into(), url));
     }
@@ -63,15 +75,30 @@ pub fn start(engine: Engine) -> TestServer {
 }
 
 /// Starts a server; `routes` may add test-only endpoints (a handler that panics, one that is slow).
-pub fn start_with(engine: Engine, extra: &[(&str, &str)], routes: fn(&mut Router<Handler>)) -> TestServer {
+pub fn start_with(
+    engine: Engine,
+    extra: &[(&str, &str)],
+    routes: fn(&mut Router<Handler>),
+) -> TestServer {
     start_in(Place::new(engine), None, extra, routes)
 }
 
-pub fn start_in(place: Place, database_url: Option<&str>, extra: &[(&str, &str)], routes: fn(&mut Router<Handler>)) -> TestServer {
+pub fn start_in(
+    place: Place,
+    database_url: Option<&str>,
+    extra: &[(&str, &str)],
+    routes: fn(&mut Router<Handler>),
+) -> TestServer {
     let (config, vars) = config_for(&place, database_url, extra);
     let server = Server::start_with_routes(config, routes).expect("server starts");
     let addr = server.local_addr();
-    TestServer { server: Some(server), addr, data_dir: Some(place.data_dir), db: place.db, vars }
+    TestServer {
+        server: Some(server),
+        addr,
+        data_dir: Some(place.data_dir),
+        db: place.db,
+        vars,
+    }
 }
 
 impl TestServer {
@@ -80,7 +107,10 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.stop().expect("clean stop");
         }
-        Place { data_dir: self.data_dir.take().expect("data dir kept until stop"), db: self.db.take() }
+        Place {
+            data_dir: self.data_dir.take().expect("data dir kept until stop"),
+            db: self.db.take(),
+        }
     }
 
     pub fn vars(&self) -> &[(String, String)] {
