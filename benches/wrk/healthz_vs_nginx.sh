@@ -19,7 +19,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 cargo build --release --quiet --bin openchatd
 OPENCHAT_SHARDS=2 OPENCHAT_HTTP_ADDR=127.0.0.1:$OC_PORT OPENCHAT_DATA_DIR="$WORK/data" OPENCHAT_LOG=warn \
-  target/release/openchatd &
+  "${CARGO_TARGET_DIR:-target}/release/openchatd" &
 sed -e "s|__PREFIX__|$WORK|g" -e "s|__PORT__|$NG_PORT|g" benches/wrk/nginx.conf > "$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 for port in $OC_PORT $NG_PORT; do

@@ -9,19 +9,21 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
 use super::shard::Shard;
+use super::watchdog::{Fired, Watch};
 use crate::api::{self, ApiError};
 use crate::http::limits::{
     BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH,
     WRITE_TIMEOUT,
 };
 use crate::http::{Method, Request, RequestReader, Response};
+use std::os::fd::AsRawFd;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of the socket per read (one scratch buffer of this size per connection).
+const READ_CHUNK: usize = 8 * 1024;
 /// Responses are flushed once this many bytes are waiting, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 * 1024;
 /// After an error response, how long (and how much) we keep reading the client's leftover bytes
@@ -52,9 +54,12 @@ enum Next {
 }
 
 async fn drive(mut stream: TcpStream, shard: &Shard) {
+    // Dropped at the end of this function, before `stream` closes the descriptor.
+    let watch = shard.watchdog.watch(stream.as_raw_fd());
     let max_body = shard.app.config.limits.max_body_bytes;
     let mut reader = RequestReader::new(max_body);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut request_started: Option<Instant> = None;
 
@@ -66,8 +71,7 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
                 Ok(Some(request)) => {
                     request_started = None;
                     let (response, healthy) = respond(shard, &request).await;
-                    let keep_alive =
-                        healthy && request.keep_alive() && !shard.shutdown.is_triggered();
+                    let keep_alive = healthy && request.keep_alive() && !shard.is_stopping();
                     response.encode(
                         &mut out,
                         &shard.http_date(),
@@ -122,19 +126,21 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
         }
 
         let mid_request = reader.is_mid_request() || !buf.is_empty();
+        let now = Instant::now();
         let wait = if mid_request {
-            let started = *request_started.get_or_insert_with(Instant::now);
+            let started = *request_started.get_or_insert(now);
             // Each read must make progress within the header timeout, and the whole request
             // must arrive within header + body time: a trickling client is cut off either way.
             let left = (HEADER_READ_TIMEOUT + BODY_READ_TIMEOUT).saturating_sub(started.elapsed());
             left.min(HEADER_READ_TIMEOUT)
         } else {
-            if shard.shutdown.is_triggered() {
+            if shard.is_stopping() {
                 return;
             }
             IDLE_KEEPALIVE_TIMEOUT
         };
-        match read_more(&mut stream, &mut buf, wait, mid_request, shard).await {
+        watch.arm(now + wait, !mid_request);
+        match read_more(&mut stream, &mut buf, &mut scratch, &watch).await {
             ReadOutcome::Data => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::TimedOut => {
@@ -181,37 +187,23 @@ enum ReadOutcome {
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    wait: Duration,
-    mid_request: bool,
-    shard: &Shard,
+    scratch: &mut [u8],
+    watch: &Watch,
 ) -> ReadOutcome {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-    let read = async {
-        match stream.read(&mut buf[start..]).await {
-            Ok(0) => ReadOutcome::Closed,
-            Ok(n) => {
-                buf.truncate(start + n);
-                ReadOutcome::Data
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => ReadOutcome::TimedOut,
-            Err(_) => ReadOutcome::Closed,
+    let outcome = match stream.read(scratch).await {
+        Ok(0) => match watch.fired() {
+            Some(Fired::TimedOut) => ReadOutcome::TimedOut,
+            Some(Fired::Stopping) => ReadOutcome::Shutdown,
+            None => ReadOutcome::Closed,
+        },
+        Ok(n) => {
+            // One small copy instead of zero-filling fresh buffer space on every read.
+            buf.extend_from_slice(&scratch[..n]);
+            ReadOutcome::Data
         }
+        Err(_) => ReadOutcome::Closed,
     };
-    let outcome = if mid_request {
-        read.await
-    } else {
-        // An idle keep-alive connection closes at once on shutdown; one mid-request finishes.
-        future::or(read, async {
-            shard.shutdown.wait().await;
-            ReadOutcome::Shutdown
-        })
-        .await
-    };
-    if !matches!(outcome, ReadOutcome::Data) {
-        buf.truncate(start);
-    }
+    watch.disarm();
     outcome
 }
 

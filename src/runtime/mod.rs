@@ -8,6 +8,7 @@ pub mod listener;
 pub mod mesh;
 pub mod shard;
 pub mod shutdown;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use glommio::sync::Gate;
 
 use super::mesh::{Mesh, ShardMessage, ShardStatsSnapshot};
 use super::shutdown::Shutdown;
+use super::watchdog::{SWEEP_INTERVAL, Watchdog};
 use crate::api::App;
 
 /// How long a shard waits for a peer's reply before reporting it as missing.
@@ -54,11 +55,19 @@ pub struct Shard {
     pub stats: ShardStats,
     pub shutdown: Shutdown,
     mesh: Mesh,
+    /// Read deadlines of this shard's connections (see `watchdog`).
+    pub watchdog: Watchdog,
+    stopped: Cell<bool>,
     /// `Date` header value, recomputed when the second changes.
     date: Cell<(u64, [u8; 29])>,
 }
 
 impl Shard {
+    /// Whether this shard has stopped accepting (connections then finish and close).
+    pub fn is_stopping(&self) -> bool {
+        self.stopped.get()
+    }
+
     /// The IMF-fixdate of the current second, for the `Date` header.
     pub fn http_date(&self) -> [u8; 29] {
         let now = SystemTime::now()
@@ -153,6 +162,8 @@ pub async fn run(seed: ShardSeed) {
         stats: ShardStats::default(),
         shutdown: seed.shutdown,
         mesh: Mesh::new(senders),
+        watchdog: Watchdog::default(),
+        stopped: Cell::new(false),
         date: Cell::new((0, [b' '; 29])),
     });
     for (_, stream) in receivers.streams() {
@@ -164,6 +175,16 @@ pub async fn run(seed: ShardSeed) {
         })
         .detach();
     }
+    let sweeper = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(SWEEP_INTERVAL).await;
+            sweeper
+                .watchdog
+                .sweep(std::time::Instant::now(), sweeper.is_stopping());
+        }
+    })
+    .detach();
     tracing::debug!(shard = shard.id, "accepting");
 
     let connections = Gate::new();
@@ -189,6 +210,8 @@ pub async fn run(seed: ShardSeed) {
         }
     }
     drop(listener);
+    shard.stopped.set(true);
+    shard.watchdog.sweep(std::time::Instant::now(), true);
     let grace = shard.app.config.shutdown_timeout;
     let drained = future::or(
         async {
