@@ -40,10 +40,48 @@ fn slow<'a>(_: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
     })
 }
 
+/// Echoes text messages until the client goes away.
+fn echo(
+    _: std::rc::Rc<openchatd::runtime::shard::Shard>,
+    _: openchatd::http::Request,
+    mut session: openchatd::runtime::websocket::Session,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async move {
+        while let Some(message) = session.recv().await {
+            if session.send(message).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 fn test_routes(r: &mut Router<Handler>) {
     r.route(Method::Get, "/test/panic", Handler::Async(panicking));
     r.route(Method::Get, "/test/slow", Handler::Async(slow));
+    r.route(Method::Get, "/test/echo", Handler::WebSocket(echo));
 }
+
+/// A client frame (clients must mask): FIN, `opcode`, and the payload.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+const UPGRADE: &[u8] = b"GET /test/echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 on_both_engines! {
     probes_answer_json_with_cors => |engine| {
@@ -235,6 +273,36 @@ on_both_engines! {
         for _ in 0..20 {
             assert_eq!(get(server.addr, "/healthz").status, 200);
         }
+    };
+
+    websocket_upgrade_keeps_the_bytes_sent_with_the_handshake => |engine| {
+        let server = start_with(engine, &[], test_routes);
+        // Handshake and first frame in one write: the frame must not be lost in the hand-over.
+        let mut conn = Conn::open(server.addr);
+        let mut bytes = UPGRADE.to_vec();
+        bytes.extend(client_frame(0x1, b"first"));
+        conn.send(&bytes);
+        let reply = conn.read_head_reply().expect("101");
+        assert_eq!(reply.status, 101);
+        assert_eq!(reply.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        let leftover = conn.take_buffered();
+        let mut ws = tungstenite::WebSocket::from_partially_read(conn.stream, leftover, tungstenite::protocol::Role::Client, None);
+        assert_eq!(ws.read().unwrap(), tungstenite::Message::text("first"));
+        ws.send(tungstenite::Message::text("second")).unwrap();
+        assert_eq!(ws.read().unwrap(), tungstenite::Message::text("second"));
+        ws.close(None).unwrap();
+
+        // A frame over the 64 KiB limit closes the socket.
+        let mut conn = Conn::open(server.addr);
+        conn.send(UPGRADE);
+        assert_eq!(conn.read_head_reply().unwrap().status, 101);
+        let big = client_frame(0x1, &vec![b'x'; openchatd::runtime::websocket::MAX_FRAME_BYTES + 1]);
+        let _ = conn.stream.write_all(&big);
+        assert!(conn.closed_within(Duration::from_secs(3)));
+
+        // A plain request to a WebSocket endpoint is told to upgrade.
+        get(server.addr, "/test/echo").assert_error(426, "upgrade_required");
+        assert_eq!(get(server.addr, "/healthz").status, 200);
     };
 
     a_slowloris_connection_is_closed => |engine| {

@@ -20,6 +20,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("this endpoint speaks WebSocket only")]
+    UpgradeRequired,
     #[error("storage unavailable")]
     StorageUnavailable,
     #[error("internal error")]
@@ -36,6 +38,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
+            ApiError::UpgradeRequired => 426,
             ApiError::StorageUnavailable => 503,
             ApiError::Internal => 500,
         }
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Internal => "internal",
         }
@@ -70,6 +74,7 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
+            ApiError::UpgradeRequired => response.header("Upgrade", "websocket"),
             _ => response,
         }
     }

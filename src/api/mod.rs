@@ -9,12 +9,14 @@ pub mod metrics;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 
 pub use error::ApiError;
 
 use crate::config::Config;
 use crate::http::{Method, Params, Request, Response, RouteMatch, Router};
 use crate::runtime::shard::Shard;
+use crate::runtime::websocket::Session;
 use crate::storage::Storage;
 
 /// Shared by every shard; immutable after start.
@@ -38,11 +40,16 @@ pub struct RequestCtx<'a> {
 pub type HandlerResult = Result<Response, ApiError>;
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = HandlerResult> + 'a>>;
 
+/// Runs a WebSocket session after the handshake; it owns the connection until it returns.
+pub type WebSocketHandler = fn(Rc<Shard>, Request, Session) -> Pin<Box<dyn Future<Output = ()>>>;
+
 /// Handlers that need no I/O answer synchronously, so the hot probes cost no allocation.
 #[derive(Clone, Copy)]
 pub enum Handler {
     Sync(fn(&RequestCtx<'_>) -> HandlerResult),
     Async(for<'a> fn(&'a RequestCtx<'a>) -> HandlerFuture<'a>),
+    /// An endpoint that only speaks WebSocket; plain requests get 426.
+    WebSocket(WebSocketHandler),
 }
 
 impl App {
@@ -101,6 +108,7 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
             match *handler {
                 Handler::Sync(f) => f(&ctx),
                 Handler::Async(f) => f(&ctx).await,
+                Handler::WebSocket(_) => Err(ApiError::UpgradeRequired),
             }
         }
         RouteMatch::MethodNotAllowed { mut allowed } => {
@@ -111,6 +119,20 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
             })
         }
         RouteMatch::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+/// The session handler for `request` when it is a WebSocket upgrade to a WebSocket endpoint.
+pub fn websocket_handler(app: &App, request: &Request) -> Option<WebSocketHandler> {
+    if !request.is_websocket_upgrade() {
+        return None;
+    }
+    match app.router.find(request.method(), request.path()) {
+        RouteMatch::Found {
+            handler: Handler::WebSocket(f),
+            ..
+        } => Some(*f),
+        _ => None,
     }
 }
 

@@ -14,6 +14,7 @@ use glommio::net::TcpStream;
 
 use super::shard::Shard;
 use super::watchdog::{Fired, Watch};
+use super::websocket;
 use crate::api::{self, ApiError};
 use crate::http::limits::{
     BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH,
@@ -35,7 +36,9 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
     let _ = stream.set_nodelay(true);
     let open = &shard.stats.connections_open;
     open.set(open.get() + 1);
-    let outcome = AssertUnwindSafe(drive(stream, &shard)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(drive(stream, shard.clone()))
+        .catch_unwind()
+        .await;
     if outcome.is_err() {
         shard.stats.count_panic();
         tracing::error!(
@@ -53,7 +56,7 @@ enum Next {
     LingerAndClose,
 }
 
-async fn drive(mut stream: TcpStream, shard: &Shard) {
+async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
     // Dropped at the end of this function, before `stream` closes the descriptor.
     let watch = shard.watchdog.watch(stream.as_raw_fd());
     let max_body = shard.app.config.limits.max_body_bytes;
@@ -70,7 +73,23 @@ async fn drive(mut stream: TcpStream, shard: &Shard) {
             match reader.poll_request(&mut buf) {
                 Ok(Some(request)) => {
                     request_started = None;
-                    let (response, healthy) = respond(shard, &request).await;
+                    if let Some(session) = api::websocket_handler(&shard.app, &request) {
+                        shard.stats.count_request();
+                        let Some(accept) = websocket::handshake_response(&request) else {
+                            next = Next::LingerAndClose;
+                            break;
+                        };
+                        out.extend_from_slice(&accept);
+                        if write_all(&mut stream, &out).await.is_err() {
+                            return;
+                        }
+                        // The session owns the socket from here; the bytes already read past
+                        // the head (a first frame sent with the handshake) go with it.
+                        drop(watch);
+                        let session_io = websocket::Session::new(stream, buf);
+                        return session(shard.clone(), request, session_io).await;
+                    }
+                    let (response, healthy) = respond(&shard, &request).await;
                     let keep_alive = healthy && request.keep_alive() && !shard.is_stopping();
                     response.encode(
                         &mut out,

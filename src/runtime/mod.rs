@@ -9,6 +9,7 @@ pub mod mesh;
 pub mod shard;
 pub mod shutdown;
 pub mod watchdog;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -160,6 +160,11 @@ impl Conn {
         }
     }
 
+    /// Bytes received but not consumed by a reply (after a 101, the first WebSocket frames).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         match self.stream.read(&mut chunk) {
