@@ -45,8 +45,8 @@ fn main() {
             _ => "unknown".to_string(),
         }
     };
-    println!("cargo:rustc-env=OPENCHAT_BUILD_VERSION={version}");
-    println!("cargo:rustc-env=OPENCHAT_BUILD_COMMIT={commit}");
-    println!("cargo:rustc-env=OPENCHAT_BUILD_TIME={build_time}");
-    println!("cargo:rustc-env=OPENCHAT_BUILD_VCS_MODIFIED={vcs_modified}");
+    println!("cargo:rustc-env=OPENCHATD_BUILD_VERSION={version}");
+    println!("cargo:rustc-env=OPENCHATD_BUILD_COMMIT={commit}");
+    println!("cargo:rustc-env=OPENCHATD_BUILD_TIME={build_time}");
+    println!("cargo:rustc-env=OPENCHATD_BUILD_VCS_MODIFIED={vcs_modified}");
 }

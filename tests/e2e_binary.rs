@@ -5,6 +5,40 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The README's start command, as a newcomer runs it: `cargo run` passes the build script's
+/// variables to the process, which must not trip the unknown-variable check.
+#[test]
+fn starts_under_cargo_run_environment() {
+    let data = std::env::temp_dir().join(format!("openchat-run-{}", uuid::Uuid::new_v4().simple()));
+    let mut cmd = openchatd();
+    // Cargo gives test processes the build script's `rustc-env` variables too: pass them on.
+    let from_build_script: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.contains("_BUILD_"))
+        .collect();
+    assert!(
+        !from_build_script.is_empty(),
+        "cargo passed no build-script variables"
+    );
+    cmd.envs(from_build_script);
+    let mut child = cmd
+        .env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+        .env("OPENCHAT_DATA_DIR", &data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|l| l.contains("listening"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(listening, "did not start");
+    assert!(status.success(), "{status:?}");
+}
+
 fn openchatd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_openchatd"));
     // Only what each test sets: an inherited OPENCHAT_* variable must not change the outcome.
