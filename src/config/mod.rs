@@ -386,6 +386,19 @@ impl Env {
     fn value_or_default(&self, var: &VarSpec) -> &str {
         self.value(var).unwrap_or(var.default)
     }
+
+    /// The variable's value (or literal default) as an integer in `min..=max`.
+    fn integer<T>(&self, var: &VarSpec, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        parse::integer(var, self.value_or_default(var), min, max)
+    }
+
+    /// The variable's value (or literal default) as one of `choices`.
+    fn keyword<T: Copy>(&self, var: &VarSpec, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+        parse::keyword(var, self.value_or_default(var), choices)
+    }
 }
 
 /// Case-insensitive so that `openchat_shards` (ignored by the case-sensitive environment) is
@@ -492,15 +505,9 @@ impl Config {
                 path: data_dir.join("openchat.db"),
             },
         };
-        let db_max_connections = parse::integer(
-            &DB_MAX_CONNECTIONS,
-            env.value_or_default(&DB_MAX_CONNECTIONS),
-            1u32,
-            1000,
-        )?;
-        let auth_mode = parse::keyword(
+        let db_max_connections = env.integer(&DB_MAX_CONNECTIONS, 1u32, 1000)?;
+        let auth_mode = env.keyword(
             &AUTH_MODE,
-            env.value_or_default(&AUTH_MODE),
             &[
                 ("session", AuthMode::Session),
                 ("headers", AuthMode::Headers),
@@ -518,16 +525,10 @@ impl Config {
             parse::display_name(&SERVER_NAME, env.value_or_default(&SERVER_NAME), 100)?;
         let limits = limits_from_env(&env)?;
         let rtc = rtc::rtc_from_env(&env, shards)?;
-        let shutdown_ms = parse::integer(
-            &SHUTDOWN_TIMEOUT_MS,
-            env.value_or_default(&SHUTDOWN_TIMEOUT_MS),
-            0u64,
-            600_000,
-        )?;
+        let shutdown_ms = env.integer(&SHUTDOWN_TIMEOUT_MS, 0u64, 600_000)?;
         let log_filter = parse::log_filter(&LOG, env.value_or_default(&LOG))?;
-        let log_format = parse::keyword(
+        let log_format = env.keyword(
             &LOG_FORMAT,
-            env.value_or_default(&LOG_FORMAT),
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         )?;
 
@@ -558,24 +559,9 @@ const GIB: usize = 1024 * MIB;
 fn limits_from_env(env: &Env) -> Result<Limits, ConfigError> {
     let body_raw = env.value_or_default(&HTTP_MAX_BODY_BYTES);
     let max_body_bytes = parse::integer(&HTTP_MAX_BODY_BYTES, body_raw, KIB, GIB)?;
-    let max_message_bytes = parse::integer(
-        &MAX_MESSAGE_BYTES,
-        env.value_or_default(&MAX_MESSAGE_BYTES),
-        1,
-        MIB,
-    )?;
-    let max_upload_bytes = parse::integer(
-        &MAX_UPLOAD_BYTES,
-        env.value_or_default(&MAX_UPLOAD_BYTES),
-        1,
-        GIB,
-    )?;
-    let rate_limit_per_minute = parse::integer(
-        &RATE_LIMIT_PER_MINUTE,
-        env.value_or_default(&RATE_LIMIT_PER_MINUTE),
-        1u32,
-        1_000_000,
-    )?;
+    let max_message_bytes = env.integer(&MAX_MESSAGE_BYTES, 1, MIB)?;
+    let max_upload_bytes = env.integer(&MAX_UPLOAD_BYTES, 1, GIB)?;
+    let rate_limit_per_minute = env.integer(&RATE_LIMIT_PER_MINUTE, 1u32, 1_000_000)?;
     // An upload travels in one request body; a smaller body limit would make the advertised
     // upload limit a lie.
     if max_body_bytes < max_upload_bytes {

@@ -158,12 +158,7 @@ pub(super) fn rtc_from_env(env: &Env, shards: usize) -> Result<RtcConfig, Config
         .value(&RTC_PUBLIC_IP)
         .map(|raw| public_ip(&RTC_PUBLIC_IP, raw))
         .transpose()?;
-    let max_call_participants = parse::integer(
-        &RTC_MAX_CALL_PARTICIPANTS,
-        env.value_or_default(&RTC_MAX_CALL_PARTICIPANTS),
-        1u32,
-        1000,
-    )?;
+    let max_call_participants = env.integer(&RTC_MAX_CALL_PARTICIPANTS, 1u32, 1000)?;
     Ok(RtcConfig {
         stun_urls,
         turn,
@@ -196,11 +191,7 @@ fn turn(env: &Env) -> Result<Option<TurnConfig>, ConfigError> {
         "expected comma-separated turn: or turns: URLs such as turn:turn.example.com:3478?transport=udp",
     )?;
     // Validated even without TURN URLs so a typo is caught before TURN is switched on.
-    let credential_type = parse::keyword(
-        &RTC_TURN_CREDENTIAL_TYPE,
-        env.value_or_default(&RTC_TURN_CREDENTIAL_TYPE),
-        &[("static", "static")],
-    )?;
+    let credential_type = env.keyword(&RTC_TURN_CREDENTIAL_TYPE, &[("static", "static")])?;
     if urls.is_empty() {
         return Ok(None);
     }
@@ -225,7 +216,7 @@ fn turn(env: &Env) -> Result<Option<TurnConfig>, ConfigError> {
 }
 
 fn receive_caps(env: &Env) -> Result<ReceiveCapsConfig, ConfigError> {
-    let cap = |var: &VarSpec| parse::integer(var, env.value_or_default(var), 0u32, MAX_TRACKS);
+    let cap = |var: &VarSpec| env.integer(var, 0u32, MAX_TRACKS);
     let overrides = |var: &VarSpec| overrides(var, env.value_or_default(var));
     Ok(ReceiveCapsConfig {
         default: ReceiveCaps {

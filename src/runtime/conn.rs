@@ -114,12 +114,8 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                 Ok(None) => break,
                 Err(e) => {
                     shard.stats.count_protocol_error();
-                    Response::error(e.status, e.code, e.message, false).encode(
-                        &mut out,
-                        &shard.http_date(),
-                        false,
-                        false,
-                    );
+                    e.response()
+                        .encode(&mut out, &shard.http_date(), false, false);
                     next = Next::LingerAndClose;
                     break;
                 }
@@ -150,7 +146,8 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
             let started = *request_started.get_or_insert(now);
             // Each read must make progress within the header timeout, and the whole request
             // must arrive within header + body time: a trickling client is cut off either way.
-            let left = (HEADER_READ_TIMEOUT + BODY_READ_TIMEOUT).saturating_sub(started.elapsed());
+            let left = (HEADER_READ_TIMEOUT + BODY_READ_TIMEOUT)
+                .saturating_sub(now.saturating_duration_since(started));
             left.min(HEADER_READ_TIMEOUT)
         } else {
             if shard.is_stopping() {

@@ -22,7 +22,6 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: Option<TempDir>,
     pub db: Option<TestDb>,
-    vars: Vec<(String, String)>,
 }
 
 /// Where a test server keeps its data: an engine plus the folder and database it owns.
@@ -41,11 +40,7 @@ impl Place {
     }
 }
 
-pub fn config_for(
-    place: &Place,
-    database_url: Option<&str>,
-    extra: &[(&str, &str)],
-) -> (Config, Vec<(String, String)>) {
+pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = vec![
         ("OPENCHAT_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("OPENCHAT_SHARDS".into(), "2".into()),
@@ -66,8 +61,7 @@ pub fn config_for(
         vars.retain(|(name, _)| name != k);
         vars.push((k.to_string(), v.to_string()));
     }
-    let config = Config::from_vars(vars.clone(), 2).expect("test configuration is valid");
-    (config, vars)
+    Config::from_vars(vars, 2).expect("test configuration is valid")
 }
 
 pub fn start(engine: Engine) -> TestServer {
@@ -89,7 +83,7 @@ pub fn start_in(
     extra: &[(&str, &str)],
     routes: fn(&mut Router<Handler>),
 ) -> TestServer {
-    let (config, vars) = config_for(&place, database_url, extra);
+    let config = config_for(&place, database_url, extra);
     let server = Server::start_with_routes(config, routes).expect("server starts");
     let addr = server.local_addr();
     TestServer {
@@ -97,7 +91,6 @@ pub fn start_in(
         addr,
         data_dir: Some(place.data_dir),
         db: place.db,
-        vars,
     }
 }
 
@@ -111,10 +104,6 @@ impl TestServer {
             data_dir: self.data_dir.take().expect("data dir kept until stop"),
             db: self.db.take(),
         }
-    }
-
-    pub fn vars(&self) -> &[(String, String)] {
-        &self.vars
     }
 }
 
