@@ -11,6 +11,7 @@
 pub mod api;
 pub mod build_info;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod runtime;
 pub mod sharding;

@@ -1,0 +1,7 @@
+//! The domain layer (sans-IO): the entities of an instance, the rules that decide every read and
+//! write (membership, roles, history visibility), and the records they produce for storage.
+//! Nothing here touches a socket, a file or a runtime; the authority (see `crate::authority`)
+//! drives it.
+
+pub mod model;
+pub mod records;

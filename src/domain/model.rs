@@ -1,0 +1,295 @@
+//! The entities of a community instance, as the domain layer holds them in memory and as the
+//! storage engines persist them. Plain data: no I/O, no runtime.
+//!
+//! Times are [`Millis`] (milliseconds since the Unix epoch, UTC) everywhere inside; they become
+//! RFC 3339 strings only at the wire (see `views`). Message order is a global sequence number
+//! ([`Seq`]) handed out by the single domain authority; membership spans are expressed in the
+//! same sequence, so "what did this reader see while a member" is an interval test.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+/// Position of a message in the instance-wide message order (1, 2, 3…; 0 = before any).
+pub type Seq = i64;
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire (and column) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Parses the wire spelling; `None` for anything else.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// A member's role in a server, from most to least powerful.
+    Role { Owner = "owner", Admin = "admin", Moderator = "moderator", Member = "member" }
+);
+wire_enum!(
+    /// What a channel (and a category, which holds channels of one kind) carries.
+    ChannelKind { Text = "text", Voice = "voice" }
+);
+wire_enum!(
+    /// Who may read a channel's history (wire contract B.2).
+    HistoryVisibility { Joined = "joined", Members = "members", Public = "public" }
+);
+wire_enum!(
+    /// Chosen at channel creation, never changed (wire contract C).
+    Encryption { None = "none", E2ee = "e2ee" }
+);
+wire_enum!(
+    /// How a uid becomes a member. Only `open` exists today: first identified contact joins.
+    JoinPolicy { Open = "open" }
+);
+wire_enum!(
+    AvatarMode { Generated = "generated", Uploaded = "uploaded" }
+);
+
+impl Role {
+    /// Higher is more powerful.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::Moderator => 1,
+            Role::Member => 0,
+        }
+    }
+
+    pub fn at_least(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+}
+
+/// Banner presets the desktop client offers (wire contract A.3).
+pub const BANNER_PRESETS: &[&str] = &[
+    "ocean", "sunset", "ember", "forest", "midnight", "orchid", "teal", "gold", "slate",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub banner_preset: String,
+    pub discoverable: bool,
+    pub join_policy: JoinPolicy,
+    /// `None` until someone claims it (or the operator names an owner).
+    pub owner_uid: Option<String>,
+    pub created_by_uid: Option<String>,
+    pub created_at: Millis,
+    pub updated_by_uid: Option<String>,
+    pub updated_at: Millis,
+}
+
+/// A group of channels in the sidebar ("category" in the API, "group" in the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub id: String,
+    pub server_id: String,
+    pub label: String,
+    pub kind: ChannelKind,
+    pub position: i64,
+    pub created_by_uid: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub server_id: String,
+    pub category_id: String,
+    pub name: String,
+    pub kind: ChannelKind,
+    /// Order inside its category.
+    pub position: i64,
+    pub history_visibility: HistoryVisibility,
+    pub encryption: Encryption,
+    pub created_by_uid: Option<String>,
+    pub created_at: Millis,
+}
+
+/// One uid's standing in one server. `spans` is its membership history, oldest first; the uid
+/// is a current member when the last span is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub server_id: String,
+    pub user_uid: String,
+    pub role: Role,
+    pub spans: Vec<Span>,
+}
+
+/// A stretch of membership: messages with `joined_seq < seq <= left_seq` were posted during it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub joined_seq: Seq,
+    pub joined_at: Millis,
+    pub left_seq: Option<Seq>,
+    pub left_at: Option<Millis>,
+}
+
+impl Membership {
+    pub fn is_current(&self) -> bool {
+        self.spans.last().is_some_and(|s| s.left_seq.is_none())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub user_uid: String,
+    pub display_name: String,
+    pub avatar_mode: AvatarMode,
+    pub avatar_preset_id: Option<String>,
+    pub avatar_asset_id: Option<String>,
+    /// 0 for the default profile of a uid that never saved one.
+    pub version: i64,
+    pub updated_at: Millis,
+}
+
+/// An uploaded avatar image. Only `owner_uid` may put it on a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarAsset {
+    pub id: String,
+    pub owner_uid: String,
+    /// Hex sha256 of the stored bytes (the blob id).
+    pub blob: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub created_at: Millis,
+}
+
+/// A single-use token that makes whoever presents it the owner of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken {
+    /// sha256 hex of the token; the token itself is never stored.
+    pub token_hash: String,
+    pub server_id: String,
+    pub expires_at: Millis,
+    pub used_at: Option<Millis>,
+}
+
+/// A device's Ed25519 identity key, bound to the uid it first signed in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: String,
+    pub user_uid: String,
+    /// base64url of the 32 key bytes.
+    pub public_key: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A bearer session (wire contract B.1). Stored by the hash of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token_hash: String,
+    pub user_uid: String,
+    pub device_id: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// How far a user has read a channel. Never moves backwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAck {
+    pub user_uid: String,
+    pub channel_id: String,
+    pub message_id: String,
+    pub seq: Seq,
+    pub acked_at: Millis,
+}
+
+/// What a message carries: plaintext, or an end-to-end encrypted envelope the server stores as
+/// is (wire contract C). Blobs are base64url text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Plain {
+        body: String,
+    },
+    Envelope {
+        epoch_id: i64,
+        ciphertext: String,
+        nonce: String,
+        aad: String,
+        sender_device_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mention {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub token: String,
+    pub target_id: String,
+    pub display_text: String,
+    pub range: Utf16Range,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Utf16Range {
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `att_` + hex sha256 of the stored (metadata-stripped) bytes.
+    pub attachment_id: String,
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+    pub content_type: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub seq: Seq,
+    pub id: String,
+    pub server_id: String,
+    pub channel_id: String,
+    pub author_uid: String,
+    pub author_device_id: String,
+    pub content: Content,
+    pub reply_to_id: Option<String>,
+    pub mentions: Vec<Mention>,
+    pub attachments: Vec<Attachment>,
+    pub created_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+/// One entry of a server's event log (wire contract B.3): the frame clients got live, kept so a
+/// reconnecting client can resume after `event_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub server_id: String,
+    pub event_id: i64,
+    pub kind: String,
+    /// The JSON payload as sent.
+    pub payload: String,
+    pub created_at: Millis,
+}

@@ -1,0 +1,97 @@
+//! What the domain asks storage to persist, and what storage hands back at start.
+//!
+//! Every [`Record`] is an idempotent upsert or insert-if-absent keyed by its entity's id, so a
+//! batch that is retried after an ambiguous failure changes nothing the second time. One domain
+//! command produces a `Vec<Record>` that is committed atomically (one `WriteOp::Apply`).
+
+use std::collections::HashMap;
+
+use super::model::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Server(Server),
+    Category(Category),
+    DeleteCategory { id: String },
+    Channel(Channel),
+    /// The whole membership row: role and every span (spans are replaced as a set).
+    Membership(Membership),
+    Profile(Profile),
+    AvatarAsset(AvatarAsset),
+    ClaimToken(ClaimToken),
+    Device(Device),
+    Session(Session),
+    ReadAck(ReadAck),
+    /// Insert; a message with the same id already stored is left as it is.
+    Message(Message),
+    MessageDeleted { id: String, deleted_at: Millis },
+    /// Insert; `(server_id, event_id)` already stored is left as it is.
+    Event(StoredEvent),
+}
+
+/// Everything the domain keeps in memory, as loaded from storage at start (or after a failed
+/// write, to get back in step with what is really committed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub servers: Vec<Server>,
+    pub categories: Vec<Category>,
+    pub channels: Vec<Channel>,
+    pub memberships: Vec<Membership>,
+    pub profiles: Vec<Profile>,
+    pub avatar_assets: Vec<AvatarAsset>,
+    /// Unused and unexpired only.
+    pub claim_tokens: Vec<ClaimToken>,
+    pub devices: Vec<Device>,
+    /// Unrevoked and unexpired only.
+    pub sessions: Vec<Session>,
+    pub read_acks: Vec<ReadAck>,
+    /// Highest message seq ever stored (0 when none).
+    pub last_seq: Seq,
+    /// Highest event id per server.
+    pub last_event_ids: HashMap<String, i64>,
+    /// The newest events of each server (at most the resume window), oldest first.
+    pub recent_events: Vec<StoredEvent>,
+}
+
+/// Which messages of a channel a reader may see (wire contract B.2), in the message order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    All,
+    /// Only messages with `lo < seq <= hi` for one of the spans (`hi = None`: open-ended).
+    Spans(Vec<(Seq, Option<Seq>)>),
+}
+
+impl Visibility {
+    pub fn allows(&self, seq: Seq) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Spans(spans) => spans
+                .iter()
+                .any(|&(lo, hi)| seq > lo && hi.is_none_or(|hi| seq <= hi)),
+        }
+    }
+}
+
+/// A page request for a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageQuery {
+    pub channel_id: String,
+    pub visibility: Visibility,
+    /// Only messages with `seq < before` (older page).
+    pub before: Option<Seq>,
+    /// Only messages with `seq > after` (newer page). With both unset: the latest.
+    pub after: Option<Seq>,
+    pub limit: usize,
+    /// Deleted messages are left out of pages.
+    pub include_deleted: bool,
+}
+
+/// A page of history: messages oldest first, plus the messages they reply to (looked up by id
+/// whether or not they are on the page, deleted or not) so reply previews can be built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    /// Whether older visible messages exist before the first one returned.
+    pub has_older: bool,
+    pub reply_targets: Vec<Message>,
+}
