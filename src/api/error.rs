@@ -1,7 +1,8 @@
 //! The one error type endpoints return. Each variant has a stable `code` string that clients
 //! match on; the mapping to an HTTP status lives here and nowhere else.
 
-use crate::http::Response;
+use crate::domain::error::DomainError;
+use crate::http::{HttpError, Response};
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("internal error")]
     Internal,
+    /// A refusal with its own status and code (domain rules, body parsing, uploads).
+    #[error("{}", .0.message)]
+    Coded(DomainError),
 }
 
 impl ApiError {
@@ -41,6 +45,7 @@ impl ApiError {
             ApiError::UpgradeRequired => 426,
             ApiError::StorageUnavailable => 503,
             ApiError::Internal => 500,
+            ApiError::Coded(e) => e.status,
         }
     }
 
@@ -56,15 +61,40 @@ impl ApiError {
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Internal => "internal",
+            ApiError::Coded(e) => e.code,
         }
     }
 
     /// Whether the same request may succeed later without change.
     pub fn retryable(&self) -> bool {
-        matches!(self, ApiError::StorageUnavailable)
+        match self {
+            ApiError::StorageUnavailable => true,
+            ApiError::Coded(e) => e.retryable,
+            _ => false,
+        }
+    }
+
+    /// 400 with a specific code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Coded(DomainError::bad_request(code, message))
     }
 
     pub fn into_response(self) -> Response {
+        if let ApiError::Coded(DomainError {
+            details: Some(details),
+            ..
+        }) = &self
+        {
+            return Response::json(
+                self.status(),
+                format!(
+                    "{{\"code\":{},\"message\":{},\"retryable\":{},\"details\":{details}}}",
+                    crate::domain::community::encode(&self.code()),
+                    crate::domain::community::encode(&self.to_string()),
+                    self.retryable()
+                ),
+            );
+        }
         let response = Response::error(
             self.status(),
             self.code(),
@@ -74,6 +104,7 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
+            ApiError::Coded(e) if e.retryable => response.header("Retry-After", "1"),
             ApiError::UpgradeRequired => response.header("Upgrade", "websocket"),
             _ => response,
         }
@@ -91,6 +122,24 @@ impl From<StorageError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Coded(e)
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        ApiError::Coded(DomainError {
+            status: e.status,
+            code: e.code,
+            message: e.message.to_string(),
+            details: None,
+            retryable: false,
+        })
     }
 }
 

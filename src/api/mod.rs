@@ -2,10 +2,17 @@
 //! domain layer) and the result into a [`Response`]. Routing is a table built once in
 //! [`App::new`]; errors are [`ApiError`]s, mapped to statuses in one place.
 
+pub mod auth;
 pub mod capabilities;
 pub mod error;
 pub mod health;
+pub mod identity;
+pub mod input;
+pub mod messages;
 pub mod metrics;
+pub mod profiles;
+pub mod realtime;
+pub mod servers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +20,9 @@ use std::rc::Rc;
 
 pub use error::ApiError;
 
+use crate::authority::{Authority, Broadcast};
 use crate::config::Config;
+use crate::domain::views::Urls;
 use crate::http::{Method, Params, Request, Response, RouteMatch, Router};
 use crate::runtime::shard::Shard;
 use crate::runtime::websocket::Session;
@@ -24,6 +33,10 @@ pub struct App {
     pub config: Config,
     pub storage: Storage,
     pub default_server_id: String,
+    pub authority: Authority,
+    pub urls: Urls,
+    /// Each shard takes its receiver of committed events once, at start.
+    broadcasts: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>>>,
     router: Router<Handler>,
     /// The capabilities document is the same for every caller: encoded once.
     capabilities: bytes::Bytes,
@@ -57,15 +70,21 @@ impl App {
         config: Config,
         storage: Storage,
         default_server_id: String,
+        authority: Authority,
+        broadcasts: Vec<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>,
         extra_routes: fn(&mut Router<Handler>),
     ) -> App {
         let capabilities = capabilities::encode(&config, &default_server_id);
         let mut router = routes();
         extra_routes(&mut router);
+        let urls = Urls::new(&config.public_base_url);
         App {
             config,
             storage,
             default_server_id,
+            authority,
+            urls,
+            broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
             router,
             capabilities,
         }
@@ -73,6 +92,17 @@ impl App {
 
     pub fn capabilities_json(&self) -> &bytes::Bytes {
         &self.capabilities
+    }
+
+    /// The committed-event feed of shard `shard` (handed out once).
+    pub fn take_broadcasts(
+        &self,
+        shard: usize,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>> {
+        self.broadcasts
+            .lock()
+            .ok()
+            .and_then(|mut v| v.get_mut(shard).and_then(Option::take))
     }
 }
 
@@ -91,6 +121,39 @@ fn routes() -> Router<Handler> {
             "/client/capabilities",
             Handler::Sync(capabilities::get),
         );
+    use Handler::Async as A;
+    use Method::{Delete, Get, Post, Put};
+    r.route(Get, "/v1/servers", A(servers::list))
+        .route(Post, "/v1/servers", A(servers::create))
+        .route(Post, "/v1/servers/{server_id}/ownership:claim", A(servers::claim))
+        .route(Get, "/v1/servers/{server_id}/settings", A(servers::get_settings))
+        .route(Put, "/v1/servers/{server_id}/settings", A(servers::put_settings))
+        .route(Delete, "/v1/servers/{server_id}/membership", A(servers::leave))
+        .route(Post, "/v1/servers/{server_id}/membership", A(servers::join))
+        .route(Get, "/v1/servers/{server_id}/members", A(servers::members))
+        .route(Get, "/v1/servers/{server_id}/channels", A(servers::channels))
+        .route(Post, "/v1/servers/{server_id}/channels", A(servers::create_channel))
+        .route(Post, "/v1/servers/{server_id}/categories", A(servers::create_category))
+        .route(Put, "/v1/servers/{server_id}/categories/{group_id}", A(servers::rename_category))
+        .route(Delete, "/v1/servers/{server_id}/categories/{group_id}", A(servers::delete_category))
+        .route(Put, "/v1/servers/{server_id}/channel-layout", A(servers::put_layout))
+        .route(Get, "/v1/channels/{channel_id}/messages", A(messages::list))
+        .route(Post, "/v1/channels/{channel_id}/messages", A(messages::create))
+        .route(Delete, "/v1/channels/{channel_id}/messages/{message_id}", A(messages::delete))
+        .route(Get, "/v1/channels/{channel_id}/read-ack", A(messages::get_read_ack))
+        .route(Put, "/v1/channels/{channel_id}/read-ack", A(messages::put_read_ack))
+        .route(Get, "/v1/channels/{channel_id}/mentions:resolve", A(messages::resolve_mentions))
+        .route(Get, "/v1/attachments/{attachment_id}", A(messages::attachment))
+        .route(Get, "/v1/profile/me", A(profiles::get_me))
+        .route(Put, "/v1/profile/me", A(profiles::put_me))
+        .route(Post, "/v1/profile/avatar", A(profiles::upload_avatar))
+        .route(Get, "/v1/profile/avatar/{asset_id}", A(profiles::avatar))
+        .route(Get, "/v1/profiles:batch", A(profiles::batch))
+        .route(Post, "/v1/auth/challenge", A(auth::challenge))
+        .route(Post, "/v1/auth/session", A(auth::open))
+        .route(Get, "/v1/auth/session", A(auth::check))
+        .route(Delete, "/v1/auth/session", A(auth::revoke))
+        .route(Get, "/v1/realtime", Handler::WebSocket(realtime::session));
     r
 }
 

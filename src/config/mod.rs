@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+pub use crate::domain::model::HistoryVisibility;
 pub use rtc::{IceServer, ReceiveCaps, ReceiveCapsConfig, RtcConfig, TurnConfig};
 
 /// One configuration variable as the help text shows it. `default` is either the literal value
@@ -74,6 +75,16 @@ const DEFAULT_SERVER_ID: VarSpec = VarSpec {
     name: "OPENCHAT_DEFAULT_SERVER_ID",
     default: "(unset: generated at first start and kept in storage)",
     help: "Id of the instance's default server: 1 to 64 characters of A-Z a-z 0-9 _ -.",
+};
+const DEFAULT_SERVER_OWNER_UID: VarSpec = VarSpec {
+    name: "OPENCHAT_DEFAULT_SERVER_OWNER_UID",
+    default: "(unset: the first start logs a single-use claim token instead)",
+    help: "User uid that owns the default server (1 to 64 characters of A-Z a-z 0-9 _ -).",
+};
+const DEFAULT_HISTORY_VISIBILITY: VarSpec = VarSpec {
+    name: "OPENCHAT_DEFAULT_HISTORY_VISIBILITY",
+    default: "joined",
+    help: "History visibility of new channels: joined (members see what was posted while they were members), members (current members see all) or public (anyone, also without identity; what the desktop client needs for its anonymous reads).",
 };
 const SERVER_NAME: VarSpec = VarSpec {
     name: "OPENCHAT_SERVER_NAME",
@@ -197,6 +208,8 @@ pub const VARIABLES: &[VarSpec] = &[
     AUTH_MODE,
     ALLOW_SERVER_CREATION,
     DEFAULT_SERVER_ID,
+    DEFAULT_SERVER_OWNER_UID,
+    DEFAULT_HISTORY_VISIBILITY,
     SERVER_NAME,
     HTTP_MAX_BODY_BYTES,
     MAX_MESSAGE_BYTES,
@@ -295,6 +308,8 @@ pub struct Config {
     /// `None`: the storage layer generates one at first start and keeps it.
     pub default_server_id: Option<String>,
     pub server_name: String,
+    pub default_server_owner_uid: Option<String>,
+    pub default_history_visibility: HistoryVisibility,
     pub limits: Limits,
     pub rtc: RtcConfig,
     pub shutdown_timeout: Duration,
@@ -521,6 +536,18 @@ impl Config {
             .value(&DEFAULT_SERVER_ID)
             .map(|raw| parse::identifier(&DEFAULT_SERVER_ID, raw))
             .transpose()?;
+        let default_server_owner_uid = env
+            .value(&DEFAULT_SERVER_OWNER_UID)
+            .map(|raw| parse::identifier(&DEFAULT_SERVER_OWNER_UID, raw))
+            .transpose()?;
+        let default_history_visibility = env.keyword(
+            &DEFAULT_HISTORY_VISIBILITY,
+            &[
+                ("joined", HistoryVisibility::Joined),
+                ("members", HistoryVisibility::Members),
+                ("public", HistoryVisibility::Public),
+            ],
+        )?;
         let server_name =
             parse::display_name(&SERVER_NAME, env.value_or_default(&SERVER_NAME), 100)?;
         let limits = limits_from_env(&env)?;
@@ -543,6 +570,8 @@ impl Config {
             allow_server_creation,
             default_server_id,
             server_name,
+            default_server_owner_uid,
+            default_history_visibility,
             limits,
             rtc,
             shutdown_timeout: Duration::from_millis(shutdown_ms),

@@ -5,3 +5,6 @@
 
 pub mod model;
 pub mod records;
+pub mod community;
+pub mod error;
+pub mod views;

@@ -19,6 +19,9 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::api::{App, Handler};
+use crate::authority::Authority;
+use crate::domain::community::Settings as DomainSettings;
+use crate::domain::views::Urls;
 use crate::config::{Config, DatabaseConfig};
 use crate::http::Router;
 use crate::storage::{BridgeHandle, Engine, Storage, StorageConfig, WriteOp, WriteOutcome};
@@ -37,6 +40,7 @@ pub struct Server {
     shutdown: Shutdown,
     shards: Vec<ExecutorJoinHandle<()>>,
     bridge: Option<BridgeHandle>,
+    authority_thread: Option<std::thread::JoinHandle<()>>,
     app: Arc<App>,
 }
 
@@ -64,7 +68,23 @@ impl Server {
         })
         .context("storage could not be opened")?;
         let default_server_id = resolve_default_server_id(&config, &storage)?;
-        let app = Arc::new(App::new(config, storage, default_server_id, extra_routes));
+        let started = Authority::start(
+            domain_settings(&config, &default_server_id),
+            storage.clone(),
+            config.shards,
+            &config.server_name,
+            config.default_server_owner_uid.as_deref(),
+        )
+        .context("the community state could not be loaded")?;
+        let authority_thread = started.thread;
+        let app = Arc::new(App::new(
+            config,
+            storage,
+            default_server_id,
+            started.authority,
+            started.receivers,
+            extra_routes,
+        ));
 
         let shards = app.config.shards;
         let (fds, addr) =
@@ -111,6 +131,7 @@ impl Server {
             shutdown,
             shards: handles,
             bridge: Some(bridge),
+            authority_thread: Some(authority_thread),
             app,
         })
     }
@@ -135,6 +156,15 @@ impl Server {
             if handle.join().is_err() {
                 failed += 1;
             }
+        }
+        // The authority stops once every handle to it is gone (the App holds the last one);
+        // it finishes its in-flight commits before the bridge closes.
+        let app = std::mem::replace(&mut self.app, Arc::new(App::placeholder()));
+        drop(app);
+        if let Some(thread) = self.authority_thread.take()
+            && thread.join().is_err()
+        {
+            failed += 1;
         }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
@@ -166,6 +196,22 @@ fn resolve_default_server_id(config: &Config, storage: &Storage) -> anyhow::Resu
         WriteOutcome::Existing(id) => id,
         WriteOutcome::Done => fresh,
     })
+}
+
+/// What the domain rules need from configuration.
+fn domain_settings(config: &Config, default_server_id: &str) -> DomainSettings {
+    DomainSettings {
+        default_server_id: default_server_id.to_owned(),
+        default_history_visibility: config.default_history_visibility,
+        allow_server_creation: config.allow_server_creation,
+        max_message_bytes: config.limits.max_message_bytes,
+        handshake_strategy: match config.auth_mode {
+            crate::config::AuthMode::Session => "challenge_signature",
+            crate::config::AuthMode::Headers => "token_proof",
+        },
+        origin: config.public_base_url.trim_end_matches('/').to_owned(),
+        urls: Urls::new(&config.public_base_url),
+    }
 }
 
 /// CPUs this process may run on (its affinity mask), in order.

@@ -1,0 +1,107 @@
+//! Who a request comes from. Session mode (the default): `Authorization: Bearer <token>` (or
+//! `access_token` in the query, for WebSockets), checked against the authority's sessions.
+//! Headers mode (desktop-client compatibility): `X-OpenChat-User-UID` / `X-OpenChat-Device-ID`
+//! headers, or `user_uid` / `device_id` query parameters on the realtime socket, taken on
+//! trust. No identity at all is fine for the reads the contract allows anonymously.
+
+use super::{ApiError, RequestCtx};
+use crate::config::AuthMode;
+use crate::domain::community::Actor;
+use crate::domain::error::DomainError;
+use crate::domain::text::is_valid_id;
+use crate::http::query::query_pairs;
+
+/// Device id assumed in headers mode when a client sends a uid but no device id.
+pub const DEFAULT_DEVICE_ID: &str = "default";
+
+fn header_str<'a>(ctx: &'a RequestCtx<'_>, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match ctx.request.header(name) {
+        None => Ok(None),
+        Some(raw) => std::str::from_utf8(raw)
+            .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+            .map_err(|_| ApiError::bad_request("invalid_header", format!("{name} is not UTF-8"))),
+    }
+}
+
+/// A query parameter, percent-decoded (first occurrence).
+pub fn query_param(ctx: &RequestCtx<'_>, name: &str) -> Option<String> {
+    let query = ctx.request.query()?;
+    query_pairs(query)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The bearer token of the request, from the header or the `access_token` query parameter.
+pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
+    if let Some(value) = header_str(ctx, "authorization")? {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Coded(DomainError::unauthorized("Authorization must be 'Bearer <token>'")))?;
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(query_param(ctx, "access_token").filter(|t| !t.is_empty()))
+}
+
+fn checked_id(value: &str, what: &str) -> Result<String, ApiError> {
+    if is_valid_id(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_identity",
+            format!("{what} must be 1 to 64 characters of A-Z a-z 0-9 _ -"),
+        ))
+    }
+}
+
+/// The requester, if it identified itself. A malformed identity is an error, not anonymity.
+pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
+    match ctx.app.config.auth_mode {
+        AuthMode::Headers => {
+            let uid = match header_str(ctx, "x-openchat-user-uid")? {
+                Some(uid) => Some(uid.to_owned()),
+                None => query_param(ctx, "user_uid").filter(|u| !u.is_empty()),
+            };
+            let Some(uid) = uid else { return Ok(None) };
+            let device = match header_str(ctx, "x-openchat-device-id")? {
+                Some(d) => d.to_owned(),
+                None => query_param(ctx, "device_id")
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned()),
+            };
+            Ok(Some(Actor {
+                user_uid: checked_id(&uid, "X-OpenChat-User-UID")?,
+                device_id: checked_id(&device, "X-OpenChat-Device-ID")?,
+            }))
+        }
+        AuthMode::Session => {
+            let Some(token) = bearer_token(ctx)? else {
+                return Ok(None);
+            };
+            let found = ctx
+                .app
+                .authority
+                .read(move |c, now| Ok(c.authenticate(&token, now)))
+                .await?;
+            match found {
+                Some((actor, _)) => Ok(Some(actor)),
+                None => Err(ApiError::Coded(DomainError {
+                    code: "invalid_token",
+                    ..DomainError::unauthorized("the session token is unknown, expired or revoked")
+                })),
+            }
+        }
+    }
+}
+
+/// The requester; 401 when it did not identify itself.
+pub async fn require_actor(ctx: &RequestCtx<'_>) -> Result<Actor, ApiError> {
+    actor(ctx).await?.ok_or_else(|| {
+        ApiError::Coded(DomainError::unauthorized(match ctx.app.config.auth_mode {
+            AuthMode::Session => "this needs a session: Authorization: Bearer <token>",
+            AuthMode::Headers => "this needs X-OpenChat-User-UID",
+        }))
+    })
+}

@@ -1,0 +1,35 @@
+//! Reading what a request carries: JSON bodies into typed structs (unknown fields ignored,
+//! wrong types a 400 naming the problem), and path ids checked for shape.
+
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, RequestCtx};
+use crate::domain::text::is_valid_id;
+
+/// The body as `T`. An empty body parses as `{}` so all-optional requests may omit it.
+pub fn json_body<T: DeserializeOwned>(ctx: &RequestCtx<'_>) -> Result<T, ApiError> {
+    let body = ctx.request.body();
+    let mut bytes = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".to_vec()
+    } else {
+        body.to_vec()
+    };
+    simd_json::serde::from_slice(&mut bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not the expected JSON: {e}")))
+}
+
+/// A path parameter that must be an id (1–64 of `A-Z a-z 0-9 _ -`); anything else is 404,
+/// as no such thing can exist.
+pub fn path_id(ctx: &RequestCtx<'_>, name: &str) -> Result<String, ApiError> {
+    match ctx.params.get(name) {
+        Some(id) if is_valid_id(&id) => Ok(id.into_owned()),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Whether the request carries a multipart body.
+pub fn is_multipart(ctx: &RequestCtx<'_>) -> bool {
+    ctx.request
+        .header("content-type")
+        .is_some_and(|ct| ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data"))
+}

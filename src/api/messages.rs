@@ -1,0 +1,290 @@
+//! Messages, read acks, mentions and attachments (wire contract A.5). The authority decides
+//! who may read and write; storage holds the messages; this module parses, loads and renders.
+
+use serde::Deserialize;
+
+use super::identity::{actor, query_param, require_actor};
+use super::input::{is_multipart, json_body, path_id};
+use super::servers::handler;
+use super::{ApiError, RequestCtx, json};
+use crate::domain::community::{self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage};
+use crate::domain::error::DomainError;
+use crate::domain::model::{Attachment, Content, Message};
+use crate::domain::records::MessageQuery;
+use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
+use crate::http::Response;
+use crate::http::multipart::{Part, boundary_from_content_type, parse_multipart};
+use crate::media::{ImageLimits, inspect, strip_metadata};
+use crate::storage::BlobId;
+
+/// Page size when the client gives no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
+/// Largest width or height of an image attachment.
+pub const ATTACHMENT_MAX_DIMENSION: u32 = 16_384;
+/// Longest kept attachment file name (longer ones are cut).
+pub const MAX_FILE_NAME_CHARS: usize = 255;
+/// How long clients and proxies may cache a content-addressed blob.
+pub const BLOB_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+fn limit_param(ctx: &RequestCtx<'_>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query_param(ctx, "limit") {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(|n| n.min(max))
+            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {max}"))),
+    }
+}
+
+fn cursor_param(ctx: &RequestCtx<'_>, name: &str) -> Result<Option<i64>, ApiError> {
+    match query_param(ctx, name).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(raw) => decode_cursor(&raw)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("invalid_cursor", format!("{name} is not a cursor this server gave out"))),
+    }
+}
+
+handler!(
+    /// `GET /v1/channels/{id}/messages?limit=&before=&after=`.
+    list, ctx => {
+        let who = actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let limit = limit_param(ctx, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
+        let before = cursor_param(ctx, "before")?;
+        let after = cursor_param(ctx, "after")?;
+        let access = ctx.app.authority.command(move |c, now| c.history_access(who.as_ref(), &channel_id, now)).await?;
+        let page = ctx.app.storage.messages(MessageQuery {
+            channel_id: access.channel.id.clone(),
+            visibility: access.visibility.clone(),
+            before,
+            after,
+            limit,
+            include_deleted: false,
+        }).await?;
+        let targets: std::collections::HashMap<&str, &Message> = page.reply_targets.iter().map(|m| (m.id.as_str(), m)).collect();
+        let messages = page.messages.iter().map(|m| {
+            let target = m.reply_to_id.as_deref().and_then(|id| targets.get(id).copied());
+            community::render(&ctx.app.urls, m, target, &access.visibility, access.viewer.as_ref())
+        }).collect();
+        let next_cursor = page.has_older.then(|| page.messages.first().map(|m| encode_cursor(m.seq))).flatten();
+        json(200, &MessageList { messages, next_cursor })
+    }
+);
+
+#[derive(Deserialize)]
+struct EnvelopeIn {
+    epoch_id: i64,
+    ciphertext: String,
+    nonce: String,
+    aad: String,
+    sender_device_id: String,
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    body: Option<String>,
+    reply_to_message_id: Option<String>,
+    envelope: Option<EnvelopeIn>,
+}
+
+/// Checks, strips and stores one uploaded image.
+async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attachment, ApiError> {
+    let limits = ImageLimits {
+        max_bytes: ctx.app.config.limits.max_upload_bytes,
+        max_width: ATTACHMENT_MAX_DIMENSION,
+        max_height: ATTACHMENT_MAX_DIMENSION,
+    };
+    let info = inspect(part.data, &limits).map_err(image_error)?;
+    let clean = strip_metadata(info.format, part.data).map_err(image_error)?;
+    let bytes = clean.len() as u64;
+    let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
+    let name = part
+        .filename
+        .as_deref()
+        .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().filter(|c| !c.is_control()).take(MAX_FILE_NAME_CHARS).collect())
+        .unwrap_or_else(|| format!("image.{}", info.format.extension()));
+    Ok(Attachment {
+        attachment_id: format!("att_{}", blob.as_str()),
+        file_name: name,
+        width: info.width,
+        height: info.height,
+        content_type: info.format.content_type().to_owned(),
+        bytes,
+    })
+}
+
+pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {
+    let status = match e.code() {
+        "payload_too_large" | "image_too_large" => 413,
+        "unsupported_media_type" => 415,
+        _ => 400,
+    };
+    ApiError::Coded(DomainError {
+        status,
+        code: e.code(),
+        message: e.to_string(),
+        details: None,
+        retryable: false,
+    })
+}
+
+fn text_part(part: &Part<'_>) -> Result<String, ApiError> {
+    String::from_utf8(part.data.to_vec())
+        .map_err(|_| ApiError::bad_request("invalid_body", format!("field {} is not UTF-8", part.name)))
+}
+
+handler!(
+    /// `POST /v1/channels/{id}/messages`, JSON or multipart with up to 4 images.
+    create, ctx => {
+        let who = require_actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let max_body = ctx.app.config.limits.max_message_bytes;
+        let too_large = || ApiError::Coded(DomainError::too_large(format!("a message body holds at most {max_body} bytes")));
+        let mut attachments = Vec::new();
+        let (content, reply_to_id) = if is_multipart(ctx) {
+            let boundary = boundary_from_content_type(ctx.request.header("content-type").unwrap_or_default())
+                .map_err(crate::http::HttpError::from)?;
+            let parts = parse_multipart(ctx.request.body(), &boundary).map_err(crate::http::HttpError::from)?;
+            let mut body = String::new();
+            let mut reply = None;
+            let files: Vec<&Part<'_>> = parts.iter().filter(|p| p.filename.is_some() || matches!(p.name.as_str(), "files" | "files[]" | "file")).collect();
+            if files.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+                return Err(ApiError::bad_request("too_many_attachments", format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message")));
+            }
+            for part in &parts {
+                match part.name.as_str() {
+                    "body" if part.filename.is_none() => body = text_part(part)?,
+                    "reply_to_message_id" if part.filename.is_none() => reply = Some(text_part(part)?.trim().to_owned()).filter(|r| !r.is_empty()),
+                    _ => {}
+                }
+            }
+            if body.len() > max_body {
+                return Err(too_large());
+            }
+            for part in files {
+                attachments.push(store_attachment(ctx, part).await?);
+            }
+            (Content::Plain { body }, reply)
+        } else {
+            if ctx.request.body().len() > max_body.saturating_mul(2) + 65_536 {
+                return Err(too_large());
+            }
+            let input: MessageIn = json_body(ctx)?;
+            let content = match (input.body, input.envelope) {
+                (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_message", "send either body or envelope, not both")),
+                (None, None) => return Err(ApiError::bad_request("empty_message", "a message needs a body")),
+                (Some(body), None) => {
+                    if body.len() > max_body {
+                        return Err(too_large());
+                    }
+                    Content::Plain { body }
+                }
+                (None, Some(e)) => Content::Envelope {
+                    epoch_id: e.epoch_id,
+                    ciphertext: e.ciphertext,
+                    nonce: e.nonce,
+                    aad: e.aad,
+                    sender_device_id: e.sender_device_id,
+                },
+            };
+            (content, input.reply_to_message_id.filter(|r| !r.is_empty()))
+        };
+        let reply_to = match &reply_to_id {
+            None => None,
+            Some(id) => {
+                let found = if crate::domain::text::is_valid_id(id) { ctx.app.storage.message(id).await? } else { None };
+                match found {
+                    Some(m) if m.channel_id == channel_id => Some(m),
+                    _ => return Err(ApiError::bad_request("reply_target_not_found", "the message replied to is not in this channel")),
+                }
+            }
+        };
+        let new = NewMessage { content, reply_to, reply_to_id, attachments };
+        let message = ctx.app.authority.command(move |c, now| c.post_message(&who, &channel_id, new, now)).await?;
+        json(201, &MessageOut { message })
+    }
+);
+
+async fn load_message(ctx: &RequestCtx<'_>, channel_id: &str, message_id: &str) -> Result<Message, ApiError> {
+    match ctx.app.storage.message(message_id).await? {
+        Some(m) if m.channel_id == channel_id => Ok(m),
+        _ => Err(ApiError::Coded(DomainError::message_not_found())),
+    }
+}
+
+handler!(
+    /// `DELETE /v1/channels/{id}/messages/{message_id}`.
+    delete, ctx => {
+        let who = require_actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let message_id = path_id(ctx, "message_id")?;
+        let message = load_message(ctx, &channel_id, &message_id).await?;
+        let deleted = ctx.app.authority.command(move |c, now| c.delete_message(&who, &channel_id, &message, now)).await?;
+        json(200, &deleted)
+    }
+);
+
+handler!(
+    /// `GET /v1/channels/{id}/read-ack`.
+    get_read_ack, ctx => {
+        let who = require_actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let ack = ctx.app.authority.command(move |c, now| c.read_ack(&who, &channel_id, now)).await?;
+        json(200, &ack)
+    }
+);
+
+#[derive(Deserialize)]
+struct ReadAckIn {
+    last_read_message_id: Option<String>,
+}
+
+handler!(
+    /// `PUT /v1/channels/{id}/read-ack`.
+    put_read_ack, ctx => {
+        let who = require_actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let body: ReadAckIn = json_body(ctx)?;
+        let message_id = body.last_read_message_id.filter(|m| crate::domain::text::is_valid_id(m))
+            .ok_or_else(|| ApiError::bad_request("invalid_message_id", "last_read_message_id is required"))?;
+        let message = load_message(ctx, &channel_id, &message_id).await?;
+        let ack = ctx.app.authority.command(move |c, now| c.put_read_ack(&who, &channel_id, &message, now)).await?;
+        json(200, &ack)
+    }
+);
+
+handler!(
+    /// `GET /v1/channels/{id}/mentions:resolve?query=&limit=`.
+    resolve_mentions, ctx => {
+        let who = require_actor(ctx).await?;
+        let channel_id = path_id(ctx, "channel_id")?;
+        let query = query_param(ctx, "query").or_else(|| query_param(ctx, "q")).unwrap_or_default();
+        let limit = limit_param(ctx, 10, community::MAX_MENTION_RESULTS)?;
+        let results = ctx.app.authority.command(move |c, now| c.resolve_mentions(&who, &channel_id, &query, limit, now)).await?;
+        json(200, &results)
+    }
+);
+
+/// Serves a stored image by blob id, with its content type read from the bytes.
+pub(super) async fn serve_blob(ctx: &RequestCtx<'_>, blob: &BlobId) -> Result<Response, ApiError> {
+    let bytes = ctx.app.storage.get_blob(blob).await?.ok_or(ApiError::NotFound)?;
+    let content_type = crate::media::sniff(&bytes).map(|f| f.content_type()).unwrap_or("application/octet-stream");
+    Ok(Response::bytes(200, content_type, bytes)
+        .header("Cache-Control", BLOB_CACHE_CONTROL)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("ETag", format!("\"{}\"", blob.as_str())))
+}
+
+handler!(
+    /// `GET /v1/attachments/{attachment_id}`: no identity (plain `<img src>`).
+    attachment, ctx => {
+        let id = path_id(ctx, "attachment_id")?;
+        let blob = id.strip_prefix("att_").and_then(BlobId::parse).ok_or(ApiError::NotFound)?;
+        serve_blob(ctx, &blob).await
+    }
+);

@@ -1,0 +1,140 @@
+//! Profiles and avatars (wire contract A.6). Profiles are global to the instance.
+
+use serde::Deserialize;
+
+use super::identity::{query_param, require_actor};
+use super::input::{is_multipart, json_body, path_id};
+use super::messages::{image_error, serve_blob};
+use super::servers::handler;
+use super::{ApiError, RequestCtx, json};
+use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
+use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
+use crate::domain::error::DomainError;
+use crate::domain::model::{AvatarAsset, AvatarMode};
+use crate::http::multipart::{boundary_from_content_type, parse_multipart};
+use crate::http::query::query_pairs;
+use crate::media::{ImageLimits, inspect, strip_metadata};
+use crate::storage::BlobId;
+
+handler!(
+    /// `GET /v1/profile/me`: a default profile for a uid that never saved one.
+    get_me, ctx => {
+        let who = require_actor(ctx).await?;
+        let profile = ctx.app.authority.read(move |c, _| Ok(c.profile_item(&who.user_uid))).await?;
+        json(200, &profile)
+    }
+);
+
+#[derive(Deserialize)]
+struct ProfileIn {
+    display_name: Option<String>,
+    avatar_mode: Option<String>,
+    avatar_preset_id: Option<String>,
+    avatar_asset_id: Option<String>,
+}
+
+fn if_match(ctx: &RequestCtx<'_>) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = ctx.request.header("if-match") else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(raw).unwrap_or("").trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    if text.is_empty() || text == "*" {
+        return Ok(None);
+    }
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be a profile_version"))
+}
+
+handler!(
+    /// `PUT /v1/profile/me` (optimistic concurrency through `If-Match`).
+    put_me, ctx => {
+        let who = require_actor(ctx).await?;
+        let body: ProfileIn = json_body(ctx)?;
+        let avatar_mode = body.avatar_mode.as_deref().map(|m| {
+            AvatarMode::parse(m).ok_or_else(|| ApiError::bad_request("invalid_avatar_mode", "avatar_mode must be generated or uploaded"))
+        }).transpose()?;
+        let change = ProfileChange {
+            display_name: body.display_name,
+            avatar_mode,
+            avatar_preset_id: body.avatar_preset_id,
+            avatar_asset_id: body.avatar_asset_id,
+            if_match: if_match(ctx)?,
+        };
+        let profile = ctx.app.authority.command(move |c, now| c.put_profile(&who, change, now)).await?;
+        json(200, &profile)
+    }
+);
+
+handler!(
+    /// `POST /v1/profile/avatar`: multipart part `file`; checked by content, metadata stripped.
+    upload_avatar, ctx => {
+        let who = require_actor(ctx).await?;
+        if !is_multipart(ctx) {
+            return Err(ApiError::bad_request("bad_multipart", "send the image as multipart/form-data part 'file'"));
+        }
+        let boundary = boundary_from_content_type(ctx.request.header("content-type").unwrap_or_default())
+            .map_err(crate::http::HttpError::from)?;
+        let parts = parse_multipart(ctx.request.body(), &boundary).map_err(crate::http::HttpError::from)?;
+        let part = parts.iter().find(|p| p.name == "file").or_else(|| parts.iter().find(|p| p.filename.is_some()))
+            .ok_or_else(|| ApiError::bad_request("missing_file", "no part named 'file'"))?;
+        let limits = ImageLimits {
+            max_bytes: AVATAR_MAX_BYTES as usize,
+            max_width: AVATAR_MAX_DIMENSION,
+            max_height: AVATAR_MAX_DIMENSION,
+        };
+        let info = inspect(part.data, &limits).map_err(image_error)?;
+        let clean = strip_metadata(info.format, part.data).map_err(image_error)?;
+        let bytes = clean.len() as u64;
+        let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
+        let asset = AvatarAsset {
+            id: format!("av_{}", uuid::Uuid::new_v4().simple()),
+            owner_uid: who.user_uid,
+            blob: blob.as_str().to_owned(),
+            content_type: info.format.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes,
+            created_at: crate::authority::now_millis(),
+        };
+        let uploaded = ctx.app.authority.command(move |c, _| Ok(c.add_avatar_asset(asset))).await?;
+        json(201, &uploaded)
+    }
+);
+
+handler!(
+    /// `GET /v1/profile/avatar/{asset_id}`: no identity (plain `<img src>`).
+    avatar, ctx => {
+        let id = path_id(ctx, "asset_id")?;
+        let blob = ctx.app.authority.read(move |c, _| Ok(c.avatar_asset(&id).map(|a| a.blob.clone()))).await?;
+        let blob = blob.and_then(|b| BlobId::parse(&b)).ok_or(ApiError::NotFound)?;
+        serve_blob(ctx, &blob).await
+    }
+);
+
+handler!(
+    /// `GET /v1/profiles:batch?user_uid=a&user_uid=b` (also `user_uids=a,b`).
+    batch, ctx => {
+        let mut uids: Vec<String> = Vec::new();
+        if let Some(q) = ctx.request.query() {
+            for (k, v) in query_pairs(q) {
+                match k.as_ref() {
+                    "user_uid" | "user_uid[]" => uids.push(v.into_owned()),
+                    "user_uids" => uids.extend(v.split(',').map(|s| s.trim().to_owned())),
+                    _ => {}
+                }
+                if uids.len() > MAX_PROFILES_PER_BATCH {
+                    break;
+                }
+            }
+        }
+        uids.retain(|u| !u.is_empty());
+        if uids.iter().any(|u| !crate::domain::text::is_valid_id(u)) {
+            return Err(ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
+        }
+        let _ = query_param(ctx, "user_uid");
+        let profiles = ctx.app.authority.read(move |c, _| c.profiles(&uids).map_err(DomainError::from)).await?;
+        json(200, &profiles)
+    }
+);

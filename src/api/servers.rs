@@ -1,0 +1,247 @@
+//! Servers, their settings, membership and members, and the channel layout (wire contract A.3,
+//! A.4). Handlers only parse and answer; the authority's domain rules decide.
+
+use serde::Deserialize;
+
+use super::identity::{actor, require_actor};
+use super::input::{json_body, path_id};
+use super::{ApiError, HandlerFuture, RequestCtx, json};
+use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility};
+
+macro_rules! handler {
+    ($(#[$m:meta])* $name:ident, $ctx:ident => $body:block) => {
+        $(#[$m])*
+        pub fn $name<'a>($ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
+            Box::pin(async move $body)
+        }
+    };
+}
+pub(crate) use handler;
+
+fn kind(text: &str) -> Result<ChannelKind, ApiError> {
+    ChannelKind::parse(&text.to_ascii_lowercase())
+        .ok_or_else(|| ApiError::bad_request("invalid_kind", "kind/type must be text or voice"))
+}
+
+#[derive(Deserialize)]
+struct ServerIn {
+    display_name: Option<String>,
+    description: Option<String>,
+    banner_preset: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ServerList {
+    servers: Vec<crate::domain::views::DirectoryItem>,
+}
+
+handler!(
+    /// `GET /v1/servers`.
+    list, ctx => {
+        let who = actor(ctx).await?;
+        let servers = ctx.app.authority.read(move |c, _| Ok(c.directory(who.as_ref()))).await?;
+        json(200, &ServerList { servers })
+    }
+);
+
+handler!(
+    /// `POST /v1/servers`.
+    create, ctx => {
+        let who = require_actor(ctx).await?;
+        let body: ServerIn = json_body(ctx)?;
+        let name = body.display_name.ok_or_else(|| ApiError::bad_request("invalid_display_name", "display_name is required"))?;
+        let created = ctx.app.authority.command(move |c, now| {
+            c.create_server(&who, &name, body.description.as_deref().unwrap_or(""), body.banner_preset.as_deref().unwrap_or(""), now)
+        }).await?;
+        json(201, &created)
+    }
+);
+
+#[derive(Deserialize)]
+struct ClaimIn {
+    claim_token: Option<String>,
+}
+
+handler!(
+    /// `POST /v1/servers/{id}/ownership:claim`.
+    claim, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: ClaimIn = json_body(ctx)?;
+        let token = body.claim_token.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_claim_token", "claim_token is required"))?;
+        let claimed = ctx.app.authority.command(move |c, now| c.claim_ownership(&who, &server_id, &token, now)).await?;
+        json(200, &claimed)
+    }
+);
+
+handler!(
+    /// `GET /v1/servers/{id}/settings`.
+    get_settings, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let settings = ctx.app.authority.command(move |c, now| c.settings_of(&who, &server_id, now)).await?;
+        json(200, &settings)
+    }
+);
+
+handler!(
+    /// `PUT /v1/servers/{id}/settings`.
+    put_settings, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: ServerIn = json_body(ctx)?;
+        let updated = ctx.app.authority.command(move |c, now| {
+            c.update_settings(&who, &server_id, body.display_name.as_deref(), body.description.as_deref(), body.banner_preset.as_deref(), now)
+        }).await?;
+        json(200, &updated)
+    }
+);
+
+handler!(
+    /// `DELETE /v1/servers/{id}/membership`.
+    leave, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let left = ctx.app.authority.command(move |c, now| c.leave(&who, &server_id, now)).await?;
+        json(200, &left)
+    }
+);
+
+handler!(
+    /// `POST /v1/servers/{id}/membership`: joins again after leaving (as opening the server's
+    /// realtime socket does).
+    join, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let uid = who.user_uid.clone();
+        let sid = server_id.clone();
+        let role = ctx.app.authority.command(move |c, now| c.admit(&who, &server_id, crate::domain::community::Admission::Connect, now)).await?;
+        json(200, &Joined { server_id: sid, user_uid: uid, role: role.as_str(), joined: true })
+    }
+);
+
+#[derive(serde::Serialize)]
+struct Joined {
+    server_id: String,
+    user_uid: String,
+    role: &'static str,
+    joined: bool,
+}
+
+handler!(
+    /// `GET /v1/servers/{id}/members`.
+    members, ctx => {
+        let who = actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let members = ctx.app.authority.command(move |c, now| c.members(who.as_ref(), &server_id, now)).await?;
+        json(200, &members)
+    }
+);
+
+handler!(
+    /// `GET /v1/servers/{id}/channels`.
+    channels, ctx => {
+        let who = actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let groups = ctx.app.authority.command(move |c, now| c.channels_of(who.as_ref(), &server_id, now)).await?;
+        json(200, &groups)
+    }
+);
+
+#[derive(Deserialize)]
+struct ChannelIn {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    group_id: Option<String>,
+    history_visibility: Option<String>,
+    encryption: Option<String>,
+}
+
+handler!(
+    /// `POST /v1/servers/{id}/channels`.
+    create_channel, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: ChannelIn = json_body(ctx)?;
+        let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
+        let kind = kind(body.kind.as_deref().unwrap_or("text"))?;
+        let visibility = body.history_visibility.as_deref().map(|v| {
+            HistoryVisibility::parse(v).ok_or_else(|| ApiError::bad_request("invalid_history_visibility", "history_visibility must be joined, members or public"))
+        }).transpose()?;
+        let encryption = body.encryption.as_deref().map(|v| {
+            Encryption::parse(v).ok_or_else(|| ApiError::bad_request("invalid_encryption", "encryption must be none or e2ee"))
+        }).transpose()?;
+        let group = body.group_id.filter(|g| !g.is_empty());
+        let created = ctx.app.authority.command(move |c, now| {
+            c.create_channel(&who, &server_id, &name, kind, group.as_deref(), visibility, encryption, now)
+        }).await?;
+        json(201, &created)
+    }
+);
+
+#[derive(Deserialize)]
+struct CategoryIn {
+    name: Option<String>,
+    kind: Option<String>,
+}
+
+handler!(
+    /// `POST /v1/servers/{id}/categories`.
+    create_category, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: CategoryIn = json_body(ctx)?;
+        let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
+        let kind = kind(body.kind.as_deref().unwrap_or("text"))?;
+        let created = ctx.app.authority.command(move |c, now| c.create_category(&who, &server_id, &name, kind, now)).await?;
+        json(201, &created)
+    }
+);
+
+handler!(
+    /// `PUT /v1/servers/{id}/categories/{group_id}`.
+    rename_category, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let group_id = path_id(ctx, "group_id")?;
+        let body: CategoryIn = json_body(ctx)?;
+        let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
+        let updated = ctx.app.authority.command(move |c, now| c.rename_category(&who, &server_id, &group_id, &name, now)).await?;
+        json(200, &updated)
+    }
+);
+
+handler!(
+    /// `DELETE /v1/servers/{id}/categories/{group_id}`.
+    delete_category, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let group_id = path_id(ctx, "group_id")?;
+        let layout = ctx.app.authority.command(move |c, now| c.delete_category(&who, &server_id, &group_id, now)).await?;
+        json(200, &layout)
+    }
+);
+
+#[derive(Deserialize)]
+struct LayoutIn {
+    groups: Vec<LayoutGroupIn>,
+}
+
+#[derive(Deserialize)]
+struct LayoutGroupIn {
+    id: String,
+    channel_ids: Vec<String>,
+}
+
+handler!(
+    /// `PUT /v1/servers/{id}/channel-layout`.
+    put_layout, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: LayoutIn = json_body(ctx)?;
+        let groups: Vec<(String, Vec<String>)> = body.groups.into_iter().map(|g| (g.id, g.channel_ids)).collect();
+        let layout = ctx.app.authority.command(move |c, now| c.set_layout(&who, &server_id, &groups, now)).await?;
+        json(200, &layout)
+    }
+);

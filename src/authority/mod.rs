@@ -1,0 +1,406 @@
+//! The domain authority: the one thread that owns the [`Community`] state and decides every
+//! command, in arrival order. Shards send it closures (`Send`, run on its thread against the
+//! state) and await the answers; it commits what a command changed through the storage bridge's
+//! group commit before answering, and publishes the command's realtime events to every shard
+//! only after the commit, in commit order.
+//!
+//! Why one owner: the rules (membership spans, roles, ordering of messages and event ids) are
+//! simplest and cheapest when one thread sees every change in order; a command costs a few
+//! microseconds of in-memory work, while its durable write is batched with its neighbours.
+//!
+//! Failure policy: the state changes as soon as a command is accepted, so that the next command
+//! sees it; if the commit then fails, the state is ahead of the database. The authority marks
+//! itself stale, refuses commands (`503`, retryable) until its in-flight writes have finished,
+//! reloads the state from storage, and goes on. Events of a failed write are never published.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings};
+use crate::domain::error::DomainError;
+use crate::domain::model::Millis;
+use crate::domain::records::Snapshot;
+use crate::domain::views;
+use crate::realtime::{EventRing, RESUME_WINDOW_EVENTS, Resume};
+use crate::storage::{Storage, StorageError, WriteOp};
+
+/// How often expired challenges and sessions are swept from memory.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the epoch, now.
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A committed event on its way to the shards: the frame is encoded once and shared.
+#[derive(Debug)]
+pub struct Published {
+    pub server_id: String,
+    pub audience: Audience,
+    pub event_id: Option<i64>,
+    pub frame: Bytes,
+}
+
+/// What the shards receive from the authority.
+#[derive(Debug, Clone)]
+pub enum Broadcast {
+    Event(Arc<Published>),
+    Notice(Arc<Notice>),
+}
+
+type Job = Box<dyn FnOnce(&mut Core) + Send>;
+
+/// The shards' handle. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Authority {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// Returned by [`Authority::start`].
+pub struct Started {
+    pub authority: Authority,
+    /// One receiver per shard, in shard order.
+    pub receivers: Vec<mpsc::UnboundedReceiver<Broadcast>>,
+    pub thread: JoinHandle<()>,
+}
+
+struct Core {
+    community: Community,
+    settings: Settings,
+    storage: Storage,
+    shards: Vec<mpsc::UnboundedSender<Broadcast>>,
+    rings: HashMap<String, EventRing>,
+    loopback: mpsc::UnboundedSender<Internal>,
+    in_flight: usize,
+    stale: bool,
+}
+
+/// Messages from the authority's own commit tasks back to its loop.
+enum Internal {
+    Committed {
+        events: Vec<Emitted>,
+        notices: Vec<Notice>,
+    },
+    Failed,
+}
+
+fn unavailable(error: &StorageError) -> DomainError {
+    match error {
+        StorageError::Unavailable(_) => DomainError::unavailable("storage is unavailable"),
+        other => {
+            tracing::error!(error = %other, "a domain write failed");
+            DomainError::unavailable("the change could not be stored")
+        }
+    }
+}
+
+impl Authority {
+    /// Loads the state, bootstraps the default server (creating and seeding it on first
+    /// start), and spawns the authority thread. The claim token of a freshly created default
+    /// server is logged once here.
+    pub fn start(
+        settings: Settings,
+        storage: Storage,
+        shards: usize,
+        default_server_name: &str,
+        default_owner: Option<&str>,
+    ) -> anyhow::Result<Started> {
+        let snapshot = futures_lite::future::block_on(storage.load_snapshot(RESUME_WINDOW_EVENTS))
+            .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
+        let mut core = Core::new(settings, storage, snapshot);
+        let boot = core
+            .community
+            .bootstrap_default_server(default_server_name, default_owner, now_millis());
+        if !boot.records.is_empty() {
+            futures_lite::future::block_on(core.storage.write(WriteOp::Apply(boot.records)))
+                .map_err(|e| anyhow::anyhow!("cannot store the default server: {e}"))?;
+        }
+        if let Some(token) = boot.value {
+            // Logged once, at the start that created the server; it is the only way to claim
+            // the default server when no owner uid is configured.
+            tracing::warn!(
+                server_id = core.community.default_server_id(),
+                claim_token = %token,
+                "default server created without an owner: claim it with POST /v1/servers/{{server_id}}/ownership:claim and this single-use token (valid 30 days), or set OPENCHAT_DEFAULT_SERVER_OWNER_UID"
+            );
+        }
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        let mut receivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            core.shards.push(tx);
+            receivers.push(rx);
+        }
+        let thread = std::thread::Builder::new()
+            .name("authority".to_owned())
+            .spawn(move || core.run(inbox))?;
+        Ok(Started {
+            authority: Authority { jobs },
+            receivers,
+            thread,
+        })
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Core, oneshot::Sender<Result<T, DomainError>>) + Send + 'static,
+    ) -> Result<T, DomainError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |core: &mut Core| job(core, tx)))
+            .map_err(|_| DomainError::unavailable("the server is shutting down"))?;
+        rx.await
+            .map_err(|_| DomainError::unavailable("the server is shutting down"))?
+    }
+
+    /// Runs `f` against the state without changing it.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Community, Millis) -> Result<T, DomainError> + Send + 'static,
+    ) -> Result<T, DomainError> {
+        self.submit(move |core, reply| {
+            let _ = reply.send(f(&core.community, now_millis()));
+        })
+        .await
+    }
+
+    /// Runs a command; answers once what it changed is committed.
+    pub async fn command<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Community, Millis) -> Result<Outcome<T>, DomainError> + Send + 'static,
+    ) -> Result<T, DomainError> {
+        self.submit(move |core, reply| {
+            if core.stale {
+                let _ = reply.send(Err(DomainError::unavailable(
+                    "catching up with storage; retry shortly",
+                )));
+                return;
+            }
+            match f(&mut core.community, now_millis()) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(outcome) => core.commit(outcome, reply),
+            }
+        })
+        .await
+    }
+
+    /// Events of `server_id` after `since` for a resuming socket (wire contract B.3).
+    pub async fn resume(&self, server_id: String, since: i64) -> Result<Resume, DomainError> {
+        self.submit(move |core, reply| {
+            let last = core.community.last_event_id(&server_id);
+            let resume = match core.rings.get(&server_id) {
+                _ if since >= last => Resume::Events(Vec::new()),
+                Some(ring) => ring.since(since as u64),
+                None => Resume::ResyncRequired,
+            };
+            let _ = reply.send(Ok(resume));
+        })
+        .await
+    }
+
+    /// Fire-and-forget status bookkeeping from realtime sockets.
+    pub fn socket_opened(&self, server_id: String, uid: String) {
+        let _ = self.jobs.send(Box::new(move |core: &mut Core| {
+            core.community.socket_opened(&server_id, &uid)
+        }));
+    }
+
+    pub fn socket_closed(&self, server_id: String, uid: String) {
+        let _ = self.jobs.send(Box::new(move |core: &mut Core| {
+            core.community.socket_closed(&server_id, &uid)
+        }));
+    }
+}
+
+/// The frame clients get for an event: `{type, payload, event_id, server_id, timestamp}`.
+pub fn frame_of(event: &Emitted) -> Bytes {
+    crate::realtime::encode_frame(
+        event.kind,
+        event.payload.as_bytes(),
+        event.event_id.map(|id| id as u64),
+        &event.server_id,
+        &views::rfc3339(event.created_at),
+    )
+}
+
+impl Core {
+    fn new(settings: Settings, storage: Storage, snapshot: Snapshot) -> Core {
+        let (loopback, _) = mpsc::unbounded_channel();
+        let mut core = Core {
+            community: Community::new(settings.clone(), Snapshot::default()),
+            settings,
+            storage,
+            shards: Vec::new(),
+            rings: HashMap::new(),
+            loopback,
+            in_flight: 0,
+            stale: false,
+        };
+        core.install(snapshot);
+        core
+    }
+
+    fn install(&mut self, snapshot: Snapshot) {
+        let mut rings: HashMap<String, EventRing> = HashMap::new();
+        for e in &snapshot.recent_events {
+            let frame = crate::realtime::encode_frame(
+                &e.kind,
+                e.payload.as_bytes(),
+                Some(e.event_id as u64),
+                &e.server_id,
+                &views::rfc3339(e.created_at),
+            );
+            rings
+                .entry(e.server_id.clone())
+                .or_default()
+                .push(e.event_id as u64, frame);
+        }
+        self.rings = rings;
+        self.community = Community::new(self.settings.clone(), snapshot);
+    }
+
+    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Job>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("authority runtime");
+        let local = tokio::task::LocalSet::new();
+        let (loopback, mut internal) = mpsc::unbounded_channel();
+        self.loopback = loopback;
+        local.block_on(&runtime, async move {
+            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(msg) = internal.recv() => self.on_internal(msg).await,
+                    job = inbox.recv() => match job {
+                        Some(job) => job(&mut self),
+                        None => break,
+                    },
+                    _ = sweep.tick() => self.community.sweep(now_millis()),
+                }
+            }
+            // Let commits already under way finish and publish.
+            while self.in_flight > 0 {
+                match internal.recv().await {
+                    Some(msg) => self.on_internal(msg).await,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    fn commit<T: Send + 'static>(
+        &mut self,
+        outcome: Outcome<T>,
+        reply: oneshot::Sender<Result<T, DomainError>>,
+    ) {
+        let Outcome {
+            value,
+            records,
+            events,
+            notices,
+        } = outcome;
+        if records.is_empty() {
+            self.publish(events, notices);
+            let _ = reply.send(Ok(value));
+            return;
+        }
+        self.in_flight += 1;
+        let storage = self.storage.clone();
+        let loopback = self.loopback.clone();
+        tokio::task::spawn_local(async move {
+            match storage.write(WriteOp::Apply(records)).await {
+                Ok(_) => {
+                    let _ = loopback.send(Internal::Committed { events, notices });
+                    let _ = reply.send(Ok(value));
+                }
+                Err(error) => {
+                    let _ = loopback.send(Internal::Failed);
+                    let _ = reply.send(Err(unavailable(&error)));
+                }
+            }
+        });
+    }
+
+    async fn on_internal(&mut self, msg: Internal) {
+        self.in_flight -= 1;
+        match msg {
+            Internal::Committed { events, notices } => self.publish(events, notices),
+            Internal::Failed => {
+                tracing::warn!("a write failed; the authority reloads its state from storage");
+                self.stale = true;
+            }
+        }
+        if self.stale && self.in_flight == 0 {
+            match self.storage.load_snapshot(RESUME_WINDOW_EVENTS).await {
+                Ok(snapshot) => {
+                    self.install(snapshot);
+                    self.stale = false;
+                    tracing::info!("authority state reloaded");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reload failed; retrying on the next command");
+                    // Try again soon even if no command arrives.
+                    self.in_flight += 1;
+                    let loopback = self.loopback.clone();
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let _ = loopback.send(Internal::Failed);
+                    });
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, events: Vec<Emitted>, notices: Vec<Notice>) {
+        for event in events {
+            let frame = frame_of(&event);
+            if let Some(id) = event.event_id {
+                self.rings
+                    .entry(event.server_id.clone())
+                    .or_default()
+                    .push(id as u64, frame.clone());
+            }
+            let published = Arc::new(Published {
+                server_id: event.server_id,
+                audience: event.audience,
+                event_id: event.event_id,
+                frame,
+            });
+            for shard in &self.shards {
+                let _ = shard.send(Broadcast::Event(published.clone()));
+            }
+        }
+        for notice in notices {
+            let notice = Arc::new(notice);
+            for shard in &self.shards {
+                let _ = shard.send(Broadcast::Notice(notice.clone()));
+            }
+        }
+    }
+}
+
+impl Authority {
+    /// Runs `f` with write access to the state for changes that need no storage (in-memory
+    /// challenges).
+    pub async fn submit_mut<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Community, Millis) -> Result<T, DomainError> + Send + 'static,
+    ) -> Result<T, DomainError> {
+        self.submit(move |core, reply| {
+            let _ = reply.send(f(&mut core.community, now_millis()));
+        })
+        .await
+    }
+}

@@ -1,0 +1,420 @@
+//! The JSON shapes of the wire contract (Part A), built from domain entities. Field names are
+//! exact; times are RFC 3339 UTC strings; URLs are absolute, built from the public base URL.
+//! The same structs serve HTTP responses and realtime event payloads.
+
+use serde::Serialize;
+
+use super::model::*;
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T03:18:00.123Z`.
+pub fn rfc3339(millis: Millis) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Where clients fetch blobs: `{base}/v1/attachments/{id}` and `{base}/v1/profile/avatar/{id}`.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    /// `OPENCHAT_PUBLIC_BASE_URL` without a trailing slash.
+    pub base: String,
+}
+
+impl Urls {
+    pub fn new(base: &str) -> Urls {
+        Urls {
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn attachment(&self, attachment_id: &str) -> String {
+        format!("{}/v1/attachments/{attachment_id}", self.base)
+    }
+
+    pub fn avatar(&self, asset_id: &str) -> String {
+        format!("{}/v1/profile/avatar/{asset_id}", self.base)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DirectoryItem {
+    pub server_id: String,
+    pub display_name: String,
+    pub description: String,
+    pub banner_preset: String,
+    pub icon_text: String,
+    pub trust_state: &'static str,
+    pub identity_handshake_strategy: &'static str,
+    pub user_identifier_policy: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServerCreated {
+    pub server: DirectoryItem,
+    pub created_by_uid: String,
+    pub created_at: String,
+    pub ownership_claim: OwnershipClaim,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OwnershipClaim {
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Claimed {
+    pub server_id: String,
+    pub owner_user_uid: String,
+    pub claimed_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Settings {
+    pub server_id: String,
+    pub display_name: String,
+    pub description: String,
+    pub banner_preset: String,
+}
+
+/// `PUT settings` answer and the `chat.server.updated` payload.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SettingsUpdated {
+    pub server_id: String,
+    pub display_name: String,
+    pub description: String,
+    pub banner_preset: String,
+    pub updated_by_uid: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Left {
+    pub server_id: String,
+    pub user_uid: String,
+    pub left: bool,
+    pub left_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberItem {
+    pub id: String,
+    pub name: String,
+    pub status: &'static str,
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Members {
+    pub server_id: String,
+    pub members: Vec<MemberItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChannelItem {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub history_visibility: &'static str,
+    pub encryption: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub label: String,
+    pub kind: &'static str,
+    pub channels: Vec<ChannelItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Groups {
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChannelCreated {
+    pub server_id: String,
+    pub group_id: String,
+    pub channel: ChannelItem,
+    pub created_by_uid: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CategoryCreated {
+    pub server_id: String,
+    pub group: Group,
+    pub created_by_uid: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CategoryUpdated {
+    pub server_id: String,
+    pub group: Group,
+    pub updated_by_uid: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LayoutUpdated {
+    pub server_id: String,
+    pub groups: Vec<Group>,
+    pub updated_by_uid: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub message_id: String,
+    pub author_uid: Option<String>,
+    pub preview_text: String,
+    pub is_unavailable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AttachmentItem {
+    pub attachment_id: String,
+    pub file_name: String,
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    pub content_type: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ActionPermissions {
+    pub can_react: bool,
+    pub can_reply: bool,
+    pub can_mark_unread: bool,
+    pub can_pin: bool,
+    pub can_delete: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EnvelopeItem {
+    pub epoch_id: i64,
+    pub ciphertext: String,
+    pub nonce: String,
+    pub aad: String,
+    pub sender_device_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageItem {
+    pub id: String,
+    pub channel_id: String,
+    pub server_id: String,
+    pub author_uid: String,
+    /// `None` for encrypted messages, which carry `envelope` instead.
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<EnvelopeItem>,
+    pub created_at: String,
+    pub reply_to: Option<ReplyTo>,
+    pub mentions: Vec<Mention>,
+    pub attachments: Vec<AttachmentItem>,
+    pub action_permissions: ActionPermissions,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageOut {
+    pub message: MessageItem,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageList {
+    pub messages: Vec<MessageItem>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageDeleted {
+    pub deleted: bool,
+    pub server_id: String,
+    pub channel_id: String,
+    pub message_id: String,
+    pub deleted_by_uid: String,
+    pub deleted_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReadAckItem {
+    pub channel_id: String,
+    pub user_uid: String,
+    pub last_read_message_id: Option<String>,
+    pub acked_at: Option<String>,
+    pub cursor_index: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReadAckOut {
+    pub channel_id: String,
+    pub read_ack: ReadAckItem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MentionCandidate {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub token: String,
+    pub target_id: String,
+    pub display_text: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MentionResults {
+    pub results: Vec<MentionCandidate>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProfileItem {
+    pub user_uid: String,
+    pub display_name: String,
+    pub avatar_mode: &'static str,
+    pub avatar_preset_id: Option<String>,
+    pub avatar_asset_id: Option<String>,
+    pub avatar_url: Option<String>,
+    pub profile_version: i64,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProfileOut {
+    pub profile: ProfileItem,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Profiles {
+    pub profiles: Vec<ProfileItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AvatarUploaded {
+    pub avatar_asset_id: String,
+    pub avatar_url: String,
+    pub width: u32,
+    pub height: u32,
+    pub content_type: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Challenge {
+    pub challenge: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionOut {
+    pub token: String,
+    pub user_uid: String,
+    pub device_id: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub user_uid: String,
+    pub device_id: String,
+    pub expires_at: String,
+}
+
+impl ProfileItem {
+    pub fn of(profile: &Profile, urls: &Urls) -> ProfileItem {
+        ProfileItem {
+            user_uid: profile.user_uid.clone(),
+            display_name: profile.display_name.clone(),
+            avatar_mode: profile.avatar_mode.as_str(),
+            avatar_preset_id: profile.avatar_preset_id.clone(),
+            avatar_asset_id: profile.avatar_asset_id.clone(),
+            avatar_url: match (profile.avatar_mode, &profile.avatar_asset_id) {
+                (AvatarMode::Uploaded, Some(asset)) => Some(urls.avatar(asset)),
+                _ => None,
+            },
+            profile_version: profile.version,
+            updated_at: rfc3339(profile.updated_at),
+        }
+    }
+}
+
+impl ChannelItem {
+    pub fn of(channel: &Channel) -> ChannelItem {
+        ChannelItem {
+            id: channel.id.clone(),
+            name: channel.name.clone(),
+            kind: channel.kind.as_str(),
+            history_visibility: channel.history_visibility.as_str(),
+            encryption: channel.encryption.as_str(),
+        }
+    }
+}
+
+impl AttachmentItem {
+    pub fn of(attachment: &Attachment, urls: &Urls) -> AttachmentItem {
+        AttachmentItem {
+            attachment_id: attachment.attachment_id.clone(),
+            file_name: attachment.file_name.clone(),
+            url: urls.attachment(&attachment.attachment_id),
+            width: attachment.width,
+            height: attachment.height,
+            content_type: attachment.content_type.clone(),
+            bytes: attachment.bytes,
+        }
+    }
+}
+
+/// Opaque history cursor: the message's position in the instance order.
+pub fn encode_cursor(seq: Seq) -> String {
+    format!("c{seq}")
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<Seq> {
+    cursor
+        .strip_prefix('c')?
+        .parse::<Seq>()
+        .ok()
+        .filter(|s| *s >= 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T09:06:40.123Z");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("42"), None);
+        assert_eq!(decode_cursor("c-1"), None);
+        assert_eq!(decode_cursor("cabc"), None);
+    }
+
+    #[test]
+    fn urls_are_absolute_and_have_no_double_slash() {
+        let urls = Urls::new("http://example.test:8080/");
+        assert_eq!(
+            urls.attachment("att_1"),
+            "http://example.test:8080/v1/attachments/att_1"
+        );
+    }
+}
