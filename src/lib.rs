@@ -2,17 +2,21 @@
 //!
 //! The folders are the architecture (see `docs/architecture/README.md`):
 //! - sans-IO cores, which import no runtime or sockets: [`http`] (request parsing, routing,
-//!   responses), [`sharding`] (which shard owns what), [`config`];
+//!   responses), [`sharding`] (which shard owns what), [`config`], [`domain`] (chat rules such as
+//!   mentions and name normalization), [`media`] (upload checks and metadata stripping),
+//!   [`auth`] (session crypto);
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver), [`storage`] (the sqlx bridge thread, blobs);
 //! - [`api`]: the endpoints, which turn requests into domain calls and domain results into
 //!   responses.
 
 pub mod api;
+pub mod auth;
 pub mod build_info;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod media;
 pub mod runtime;
 pub mod sharding;
 pub mod storage;

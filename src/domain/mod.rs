@@ -3,8 +3,9 @@
 //! Nothing here touches a socket, a file or a runtime; the authority (see `crate::authority`)
 //! drives it.
 
-pub mod model;
-pub mod records;
 pub mod community;
 pub mod error;
+pub mod model;
+pub mod records;
+pub mod text;
 pub mod views;
