@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authority;
 pub mod build_info;
 pub mod config;
 pub mod domain;

@@ -69,7 +69,22 @@ pub struct Started {
     pub authority: Authority,
     /// One receiver per shard, in shard order.
     pub receivers: Vec<mpsc::UnboundedReceiver<Broadcast>>,
-    pub thread: JoinHandle<()>,
+    pub stopper: Stopper,
+}
+
+/// Stops the authority thread: it refuses new commands, lets in-flight commits finish and
+/// publish, and ends.
+pub struct Stopper {
+    stop: mpsc::UnboundedSender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Stopper {
+    /// Returns `false` if the thread panicked.
+    pub fn stop(mut self) -> bool {
+        let _ = self.stop.send(());
+        self.thread.take().is_none_or(|t| t.join().is_ok())
+    }
 }
 
 struct Core {
@@ -139,13 +154,17 @@ impl Authority {
             core.shards.push(tx);
             receivers.push(rx);
         }
+        let (stop, stop_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("authority".to_owned())
-            .spawn(move || core.run(inbox))?;
+            .spawn(move || core.run(inbox, stop_rx))?;
         Ok(Started {
             authority: Authority { jobs },
             receivers,
-            thread,
+            stopper: Stopper {
+                stop,
+                thread: Some(thread),
+            },
         })
     }
 
@@ -195,15 +214,27 @@ impl Authority {
     }
 
     /// Events of `server_id` after `since` for a resuming socket (wire contract B.3).
-    pub async fn resume(&self, server_id: String, since: i64) -> Result<Resume, DomainError> {
+    /// Also returns the server's last event id at that moment, so live events already covered
+    /// by the replay can be skipped.
+    pub async fn resume(
+        &self,
+        server_id: String,
+        since: i64,
+    ) -> Result<(Resume, i64), DomainError> {
         self.submit(move |core, reply| {
             let last = core.community.last_event_id(&server_id);
-            let resume = match core.rings.get(&server_id) {
-                _ if since >= last => Resume::Events(Vec::new()),
-                Some(ring) => ring.since(since as u64),
-                None => Resume::ResyncRequired,
+            let resume = if since == last {
+                Resume::Events(Vec::new())
+            } else if since > last {
+                // An id this server never issued (a reset database, another instance).
+                Resume::ResyncRequired
+            } else {
+                match core.rings.get(&server_id) {
+                    Some(ring) => ring.since(since as u64),
+                    None => Resume::ResyncRequired,
+                }
             };
-            let _ = reply.send(Ok(resume));
+            let _ = reply.send(Ok((resume, last)));
         })
         .await
     }
@@ -262,14 +293,20 @@ impl Core {
             );
             rings
                 .entry(e.server_id.clone())
-                .or_default()
+                .or_insert_with(|| {
+                    EventRing::starting_after(e.event_id as u64 - 1, RESUME_WINDOW_EVENTS)
+                })
                 .push(e.event_id as u64, frame);
         }
         self.rings = rings;
         self.community = Community::new(self.settings.clone(), snapshot);
     }
 
-    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Job>) {
+    fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Job>,
+        mut stop: mpsc::UnboundedReceiver<()>,
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -288,6 +325,7 @@ impl Core {
                         None => break,
                     },
                     _ = sweep.tick() => self.community.sweep(now_millis()),
+                    _ = stop.recv() => break,
                 }
             }
             // Let commits already under way finish and publish.
@@ -369,7 +407,9 @@ impl Core {
             if let Some(id) = event.event_id {
                 self.rings
                     .entry(event.server_id.clone())
-                    .or_default()
+                    .or_insert_with(|| {
+                        EventRing::starting_after(id as u64 - 1, RESUME_WINDOW_EVENTS)
+                    })
                     .push(id as u64, frame.clone());
             }
             let published = Arc::new(Published {

@@ -9,3 +9,6 @@ pub mod model;
 pub mod records;
 pub mod text;
 pub mod views;
+
+#[cfg(test)]
+mod tests;

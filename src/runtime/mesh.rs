@@ -17,6 +17,10 @@ pub enum ShardMessage {
     CollectStats {
         reply: oneshot::Sender<ShardStatsSnapshot>,
     },
+    /// A presence change for a channel the receiving shard owns.
+    Presence(super::hub::PresenceOp),
+    /// Frames for realtime sockets the receiving shard holds, by socket number.
+    Deliver(Vec<(u64, bytes::Bytes)>),
 }
 
 /// Counters of one shard at one moment.

@@ -4,6 +4,7 @@
 //! and the endpoints.
 
 pub mod conn;
+pub mod hub;
 pub mod listener;
 pub mod mesh;
 pub mod shard;
@@ -40,7 +41,7 @@ pub struct Server {
     shutdown: Shutdown,
     shards: Vec<ExecutorJoinHandle<()>>,
     bridge: Option<BridgeHandle>,
-    authority_thread: Option<std::thread::JoinHandle<()>>,
+    authority: Option<crate::authority::Stopper>,
     app: Arc<App>,
 }
 
@@ -76,7 +77,7 @@ impl Server {
             config.default_server_owner_uid.as_deref(),
         )
         .context("the community state could not be loaded")?;
-        let authority_thread = started.thread;
+        let authority = started.stopper;
         let app = Arc::new(App::new(
             config,
             storage,
@@ -131,7 +132,7 @@ impl Server {
             shutdown,
             shards: handles,
             bridge: Some(bridge),
-            authority_thread: Some(authority_thread),
+            authority: Some(authority),
             app,
         })
     }
@@ -157,12 +158,9 @@ impl Server {
                 failed += 1;
             }
         }
-        // The authority stops once every handle to it is gone (the App holds the last one);
-        // it finishes its in-flight commits before the bridge closes.
-        let app = std::mem::replace(&mut self.app, Arc::new(App::placeholder()));
-        drop(app);
-        if let Some(thread) = self.authority_thread.take()
-            && thread.join().is_err()
+        // The authority finishes its in-flight commits before the bridge closes.
+        if let Some(authority) = self.authority.take()
+            && !authority.stop()
         {
             failed += 1;
         }

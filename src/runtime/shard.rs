@@ -60,6 +60,8 @@ pub struct Shard {
     stopped: Cell<bool>,
     /// `Date` header value, recomputed when the second changes.
     date: Cell<(u64, [u8; 29])>,
+    /// Realtime sockets of this shard and presence of the channels it owns.
+    pub hub: super::hub::Hub,
 }
 
 impl Shard {
@@ -123,11 +125,22 @@ impl Shard {
         all
     }
 
-    fn handle_message(&self, message: ShardMessage) {
+    /// Sends `message` to shard `to` over the mesh.
+    pub async fn send_to(
+        &self,
+        to: usize,
+        message: ShardMessage,
+    ) -> Result<(), Option<ShardMessage>> {
+        self.mesh.send_to(to, message).await
+    }
+
+    fn handle_message(self: &Rc<Self>, message: ShardMessage) {
         match message {
             ShardMessage::CollectStats { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            ShardMessage::Presence(op) => self.hub.apply(self, op),
+            ShardMessage::Deliver(frames) => self.hub.push_local(frames),
         }
     }
 }
@@ -165,7 +178,25 @@ pub async fn run(seed: ShardSeed) {
         watchdog: Watchdog::default(),
         stopped: Cell::new(false),
         date: Cell::new((0, [b' '; 29])),
+        hub: super::hub::Hub::default(),
     });
+    if let Some(mut broadcasts) = shard.app.take_broadcasts(shard.id) {
+        let pump = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(broadcast) = broadcasts.recv().await {
+                pump.hub.on_broadcast(broadcast);
+            }
+        })
+        .detach();
+    }
+    let typing = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(super::hub::TYPING_SWEEP_INTERVAL).await;
+            typing.hub.expire_typing(&typing);
+        }
+    })
+    .detach();
     for (_, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {

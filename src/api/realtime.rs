@@ -1,0 +1,160 @@
+//! `GET /v1/realtime` (wire contract A.7, B.3): one WebSocket per client and server. Opening it
+//! is the "opening the server" act that admits (or re-admits) the user; it then receives every
+//! committed event of the server, presence and typing of the channels it subscribes to, and
+//! its own read acks. With `since_event_id` it first gets what it missed (or
+//! `chat.resync_required` when that is no longer kept).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use super::RequestCtx;
+use super::identity::{actor, query_param};
+use crate::domain::community::Admission;
+use crate::domain::text::is_valid_id;
+use crate::http::{Params, Request};
+use crate::realtime::{
+    ClientRequest, Member, Resume, encode_frame, error_frame, format_timestamp, parse_client_frame,
+};
+use crate::runtime::shard::Shard;
+use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
+
+fn now_text() -> String {
+    format_timestamp(std::time::SystemTime::now())
+}
+
+fn send_error(handle: &SocketHandle, server_id: &str, message: &str) {
+    let _ = handle.push(error_frame(message, server_id, &now_text()));
+}
+
+pub fn session(shard: Rc<Shard>, request: Request, session: Session) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(run(shard, request, session))
+}
+
+async fn run(shard: Rc<Shard>, request: Request, session: Session) {
+    let mut socket = RealtimeSocket::new(session, &shard);
+    let handle = socket.handle();
+    let app = shard.app.clone();
+    let ctx = RequestCtx {
+        shard: &shard,
+        app: &app,
+        request: &request,
+        params: Params::default(),
+    };
+    let server_id = query_param(&ctx, "server_id")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| app.default_server_id.clone());
+    // Refusals are one chat.error and a close: the socket is already upgraded.
+    let refuse = |message: &str| {
+        send_error(&handle, &server_id, message);
+        handle.close();
+    };
+    let since = match query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => {
+                refuse("since_event_id must be a non-negative integer");
+                while socket.next_client_text().await.is_some() {}
+                return;
+            }
+        },
+    };
+    let who = match actor(&ctx).await {
+        Ok(Some(who)) if is_valid_id(&server_id) => who,
+        Ok(Some(_)) => {
+            refuse("unknown server");
+            while socket.next_client_text().await.is_some() {}
+            return;
+        }
+        Ok(None) => {
+            refuse("identify yourself: user_uid and device_id (headers mode) or access_token");
+            while socket.next_client_text().await.is_some() {}
+            return;
+        }
+        Err(e) => {
+            refuse(&e.to_string());
+            while socket.next_client_text().await.is_some() {}
+            return;
+        }
+    };
+    let admitted = {
+        let who = who.clone();
+        let sid = server_id.clone();
+        app.authority
+            .command(move |c, now| c.admit(&who, &sid, Admission::Connect, now))
+            .await
+    };
+    if let Err(e) = admitted {
+        refuse(&e.message);
+        while socket.next_client_text().await.is_some() {}
+        return;
+    }
+    let id = shard.hub.register(&server_id, &who.user_uid, handle.clone(), since.is_none());
+    app.authority.socket_opened(server_id.clone(), who.user_uid.clone());
+    if let Some(since) = since {
+        match app.authority.resume(server_id.clone(), since).await {
+            Ok((Resume::Events(frames), last)) => {
+                for frame in frames {
+                    if handle.push(frame).is_err() {
+                        break;
+                    }
+                }
+                shard.hub.go_live(id, last);
+            }
+            Ok((Resume::ResyncRequired, last)) => {
+                let payload = format!("{{\"server_id\":{},\"last_event_id\":{last}}}", crate::domain::community::encode(&server_id));
+                let _ = handle.push(encode_frame("chat.resync_required", payload.as_bytes(), None, &server_id, &now_text()));
+                shard.hub.go_live(id, last);
+            }
+            Err(e) => {
+                send_error(&handle, &server_id, &e.message);
+                shard.hub.go_live(id, 0);
+            }
+        }
+    }
+    let member = Member {
+        client_id: format!("c{}_{}", shard.id, id),
+        user_uid: who.user_uid.clone(),
+        device_id: who.device_id.clone(),
+    };
+    while let Some(text) = socket.next_client_text().await {
+        let frame = match parse_client_frame(text.as_bytes()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                send_error(&handle, &server_id, &e.to_string());
+                continue;
+            }
+        };
+        match frame.kind {
+            ClientRequest::Subscribe { channel_id } => {
+                // The check needs the authority; the socket keeps writing meanwhile.
+                let shard = shard.clone();
+                let who = who.clone();
+                let sid = server_id.clone();
+                let member = member.clone();
+                let handle = handle.clone();
+                glommio::spawn_local(async move {
+                    let cid = channel_id.clone();
+                    let sid2 = sid.clone();
+                    let allowed = shard.app.authority.read(move |c, _| c.may_subscribe(&who, &sid2, &cid)).await;
+                    match allowed {
+                        Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
+                        Err(e) => send_error(&handle, &sid, &e.message),
+                    }
+                })
+                .detach();
+            }
+            ClientRequest::Unsubscribe { channel_id } => shard.hub.unsubscribe(&shard, id, &channel_id),
+            ClientRequest::Typing { channel_id, is_typing } => shard.hub.typing(&shard, id, &channel_id, is_typing),
+            ClientRequest::Ping => {
+                let _ = handle.push(encode_frame("pong", b"{}", None, &server_id, &now_text()));
+            }
+            ClientRequest::Unknown { type_ } => {
+                tracing::debug!(kind = %type_, "unknown realtime frame type ignored");
+            }
+        }
+    }
+    shard.hub.unregister(&shard, id);
+    app.authority.socket_closed(server_id, who.user_uid);
+}
