@@ -1,15 +1,22 @@
 //! Helpers shared by the end-to-end tests: scratch directories, driving futures from plain OS
 //! threads (as a glommio shard would, with no tokio runtime around), a throwaway Postgres
-//! database per test ([`pg`]) and a TCP proxy that can make the database vanish ([`proxy`]).
+//! database per test ([`pg`]) and a TCP proxy that can make the database vanish ([`proxy`]);
+//! for the community API a client per identity ([`api`]), a realtime client ([`ws`]), JSON
+//! paths for assertions ([`json`]), form bodies ([`multipart`]) and test images ([`media`]).
 //!
 //! Each test binary uses a subset, hence the `dead_code` allowances.
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod http;
+pub mod json;
+pub mod media;
+pub mod multipart;
 pub mod pg;
 pub mod proxy;
 pub mod server;
+pub mod ws;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

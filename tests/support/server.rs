@@ -114,3 +114,19 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// `OPENCHAT_PUBLIC_BASE_URL` of community test servers: the origin sessions are signed for and
+/// the prefix of every attachment and avatar URL.
+pub const PUBLIC_BASE_URL: &str = "http://chat.test";
+
+/// A server for the community API: headers mode (the desktop client's), the test base URL, no
+/// rate limit in the way; `extra` adds or overrides variables.
+pub fn start_community(engine: Engine, extra: &[(&str, &str)]) -> TestServer {
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("OPENCHAT_AUTH_MODE", "headers"),
+        ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
+        ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000"),
+    ];
+    vars.extend_from_slice(extra);
+    start_with(engine, &vars, |_| {})
+}

@@ -1,0 +1,224 @@
+//! A blocking realtime client: tungstenite's client handshake over a std `TcpStream`, reads with
+//! short timeouts so tests wait for a frame by polling against a deadline instead of sleeping.
+//! Frames that arrive while a test waits for another type are kept in order, so no event is
+//! lost to a wait that looked for something else.
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use simd_json::prelude::*;
+use tungstenite::{Message, WebSocket};
+
+use super::json::{Json, JsonPath, encode, parse};
+
+/// What tests usually give the server to deliver a frame.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be confident that a frame does not come.
+pub const QUIET: Duration = Duration::from_millis(400);
+const POLL: Duration = Duration::from_millis(20);
+
+pub struct Ws {
+    ws: WebSocket<TcpStream>,
+    backlog: VecDeque<Json>,
+    closed: bool,
+    next_request: u64,
+}
+
+/// The realtime query of the headers mode: `server_id`, `user_uid`, `device_id`.
+pub fn headers_query(server_id: &str, uid: &str, device: &str) -> String {
+    format!("server_id={server_id}&user_uid={uid}&device_id={device}")
+}
+
+impl Ws {
+    /// Opens `/v1/realtime?{query}`; panics unless the server answers 101.
+    pub fn connect(addr: SocketAddr, query: &str) -> Ws {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let url = format!("ws://{addr}/v1/realtime?{query}");
+        let (ws, response) = tungstenite::client::client(url.as_str(), stream)
+            .unwrap_or_else(|e| panic!("websocket handshake to {url} failed: {e}"));
+        assert_eq!(response.status().as_u16(), 101);
+        ws.get_ref().set_read_timeout(Some(POLL)).unwrap();
+        Ws {
+            ws,
+            backlog: VecDeque::new(),
+            closed: false,
+            next_request: 0,
+        }
+    }
+
+    /// Sends a client frame `{type, request_id, payload}`.
+    pub fn send(&mut self, kind: &str, payload: Json) {
+        self.next_request += 1;
+        let frame = simd_json::json!({
+            "type": kind,
+            "request_id": format!("req_{}", self.next_request),
+            "payload": payload,
+        });
+        self.send_text(&encode(&frame));
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .expect("send a frame");
+    }
+
+    /// `chat.subscribe`.
+    pub fn subscribe(&mut self, channel_id: &str) {
+        self.send(
+            "chat.subscribe",
+            simd_json::json!({ "channel_id": channel_id }),
+        );
+    }
+
+    /// Reads one frame from the socket into the backlog; false on timeout or close.
+    fn pump(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        match self.ws.read() {
+            Ok(Message::Text(text)) => {
+                self.backlog.push_back(parse(text.as_bytes()));
+                true
+            }
+            Ok(Message::Close(_)) => {
+                self.closed = true;
+                false
+            }
+            Ok(_) => true,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                false
+            }
+            Err(_) => {
+                self.closed = true;
+                false
+            }
+        }
+    }
+
+    /// The first frame (in arrival order) of type `kind` that satisfies `matches`, waiting up
+    /// to `within`; other frames stay queued.
+    pub fn wait_for(
+        &mut self,
+        kind: &str,
+        within: Duration,
+        matches: impl Fn(&Json) -> bool,
+    ) -> Option<Json> {
+        let deadline = Instant::now() + within;
+        let mut checked = 0;
+        loop {
+            while checked < self.backlog.len() {
+                let frame = &self.backlog[checked];
+                if frame.try_at("type").and_then(|t| t.as_str()) == Some(kind) && matches(frame) {
+                    return self.backlog.remove(checked);
+                }
+                checked += 1;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if !self.pump() && self.closed {
+                // Whatever was read before the close is still looked at above.
+                if checked >= self.backlog.len() {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Like [`Ws::wait_for`], but panics when no such frame comes.
+    pub fn expect_where(&mut self, kind: &str, matches: impl Fn(&Json) -> bool) -> Json {
+        match self.wait_for(kind, WAIT, matches) {
+            Some(frame) => frame,
+            None => panic!(
+                "no matching `{kind}` frame within {WAIT:?}; closed: {}; got: {}",
+                self.closed,
+                self.describe_backlog()
+            ),
+        }
+    }
+
+    /// The next frame of type `kind`.
+    pub fn expect(&mut self, kind: &str) -> Json {
+        self.expect_where(kind, |_| true)
+    }
+
+    /// Panics if a frame of type `kind` matching `matches` arrives within `within`.
+    pub fn assert_none_where(
+        &mut self,
+        kind: &str,
+        within: Duration,
+        matches: impl Fn(&Json) -> bool,
+    ) {
+        if let Some(frame) = self.wait_for(kind, within, matches) {
+            panic!("unexpected `{kind}` frame: {}", encode(&frame));
+        }
+    }
+
+    pub fn assert_none(&mut self, kind: &str, within: Duration) {
+        self.assert_none_where(kind, within, |_| true);
+    }
+
+    /// Reads everything that arrives within `within` into the backlog.
+    pub fn drain(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && !self.closed {
+            self.pump();
+        }
+    }
+
+    /// Forgets queued frames.
+    pub fn clear(&mut self) {
+        self.backlog.clear();
+    }
+
+    /// Frames received and not yet taken.
+    pub fn backlog(&self) -> impl Iterator<Item = &Json> {
+        self.backlog.iter()
+    }
+
+    /// True once the server has closed the socket (close frame, EOF or reset) within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.closed && Instant::now() < deadline {
+            self.pump();
+        }
+        self.closed
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn describe_backlog(&self) -> String {
+        self.backlog
+            .iter()
+            .map(encode)
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The `type` of a frame.
+pub fn kind(frame: &Json) -> &str {
+    frame.str_at("type")
+}
