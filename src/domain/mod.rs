@@ -3,5 +3,6 @@
 //! Nothing here touches a socket, a file or a runtime; the authority (see `crate::authority`)
 //! drives it.
 
+pub mod history;
 pub mod model;
 pub mod records;
