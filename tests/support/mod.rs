@@ -10,6 +10,7 @@ pub mod http;
 pub mod pg;
 pub mod proxy;
 pub mod server;
+pub mod storage;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
