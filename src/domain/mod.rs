@@ -1,10 +1,12 @@
 //! The domain layer (sans-IO): the entities of an instance, the rules that decide every read and
 //! write (membership, roles, history visibility), and the records they produce for storage.
 //! Nothing here touches a socket, a file or a runtime; the authority (see `crate::authority`)
-//! drives it.
+//! drives it. [`history`] is the in-memory reference store of messages: the executable
+//! definition of the history queries both storage engines implement.
 
 pub mod community;
 pub mod error;
+pub mod history;
 pub mod model;
 pub mod records;
 pub mod text;

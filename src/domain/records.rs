@@ -12,7 +12,9 @@ use super::model::*;
 pub enum Record {
     Server(Server),
     Category(Category),
-    DeleteCategory { id: String },
+    DeleteCategory {
+        id: String,
+    },
     Channel(Channel),
     /// The whole membership row: role and every span (spans are replaced as a set).
     Membership(Membership),
@@ -24,7 +26,10 @@ pub enum Record {
     ReadAck(ReadAck),
     /// Insert; a message with the same id already stored is left as it is.
     Message(Message),
-    MessageDeleted { id: String, deleted_at: Millis },
+    MessageDeleted {
+        id: String,
+        deleted_at: Millis,
+    },
     /// Insert; `(server_id, event_id)` already stored is left as it is.
     Event(StoredEvent),
 }

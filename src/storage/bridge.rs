@@ -174,6 +174,44 @@ async fn dispatch(
                     async move { database.get_meta(&key).await },
                 );
             }
+            Command::LoadSnapshot {
+                resume_window,
+                reply,
+            } => {
+                let database = database.clone();
+                spawn_read(&in_flight, reply, async move {
+                    database.load_snapshot(resume_window).await
+                });
+            }
+            Command::Messages { query, reply } => {
+                let database = database.clone();
+                spawn_read(
+                    &in_flight,
+                    reply,
+                    async move { database.messages(&query).await },
+                );
+            }
+            Command::Message { id, reply } => {
+                let database = database.clone();
+                spawn_read(
+                    &in_flight,
+                    reply,
+                    async move { database.message(&id).await },
+                );
+            }
+            Command::EventsAfter {
+                server_id,
+                after_event_id,
+                limit,
+                reply,
+            } => {
+                let database = database.clone();
+                spawn_read(&in_flight, reply, async move {
+                    database
+                        .events_after(&server_id, after_event_id, limit)
+                        .await
+                });
+            }
             Command::PutBlob { bytes, reply } => {
                 if bytes.len() > MAX_BLOB_BYTES {
                     let _ = reply.send(Err(StorageError::Internal(format!(

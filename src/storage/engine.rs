@@ -1,14 +1,19 @@
 //! One type over both engines: opening (connect with a bounded wait, then migrate), reads, the
-//! batch commit, and closing. Each method is a two-arm match into `postgres` or `sqlite`, so the
-//! rest of the bridge never cares which engine it runs on.
+//! batch commit, and closing. Each method is a two-arm match into `postgres` or `sqlite` (or into
+//! the shared `reads`, on a connection of that engine), so the rest of the bridge never cares
+//! which engine it runs on.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
+use crate::domain::model::{Message, Millis, StoredEvent};
+use crate::domain::records::{MessagePage, MessageQuery, Snapshot};
+
 use super::{
-    Engine, START_CONNECT_DEADLINE, StorageError, WriteOp, WriteOutcome, bounded, postgres, sqlite,
+    Engine, START_CONNECT_DEADLINE, StorageError, WriteOp, WriteOutcome, bounded, postgres, reads,
+    sqlite,
 };
 
 /// A connected, migrated database. Cloning shares the pool.
@@ -89,11 +94,53 @@ impl Database {
 
     /// Applies `ops` in one transaction and returns one outcome per op, in order.
     pub(super) async fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StorageError> {
-        let result = match self {
+        match self {
             Database::Postgres(pool) => postgres::commit(pool, ops).await,
             Database::Sqlite(pool) => sqlite::commit(pool, ops).await,
-        };
-        Ok(result?)
+        }
+    }
+
+    pub(super) async fn load_snapshot(
+        &self,
+        resume_window: usize,
+    ) -> Result<Snapshot, StorageError> {
+        let now = now_millis();
+        match self {
+            Database::Postgres(pool) => postgres::load_snapshot(pool, resume_window, now).await,
+            Database::Sqlite(pool) => sqlite::load_snapshot(pool, resume_window, now).await,
+        }
+    }
+
+    pub(super) async fn messages(&self, query: &MessageQuery) -> Result<MessagePage, StorageError> {
+        match self {
+            Database::Postgres(pool) => reads::messages(&mut *pool.acquire().await?, query).await,
+            Database::Sqlite(pool) => reads::messages(&mut *pool.acquire().await?, query).await,
+        }
+    }
+
+    pub(super) async fn message(&self, id: &str) -> Result<Option<Message>, StorageError> {
+        match self {
+            Database::Postgres(pool) => reads::message(&mut *pool.acquire().await?, id).await,
+            Database::Sqlite(pool) => reads::message(&mut *pool.acquire().await?, id).await,
+        }
+    }
+
+    pub(super) async fn events_after(
+        &self,
+        server_id: &str,
+        after_event_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        match self {
+            Database::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                reads::events_after(&mut *conn, server_id, after_event_id, limit).await
+            }
+            Database::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                reads::events_after(&mut *conn, server_id, after_event_id, limit).await
+            }
+        }
     }
 
     /// Waits for borrowed connections to come back, then closes them all.
@@ -103,4 +150,13 @@ impl Database {
             Database::Sqlite(pool) => pool.close().await,
         }
     }
+}
+
+/// The system clock in unix milliseconds (0 if it reads before 1970).
+fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }

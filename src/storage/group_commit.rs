@@ -15,8 +15,10 @@
 //! A batch that times out is reported `Unavailable` even though its COMMIT may have reached the
 //! database just before the deadline: the outcome is unknown, and "retry later" is the honest
 //! answer. So a `WriteOp` must be safe to repeat: `PutMeta` overwrites with the same value, a
-//! repeated `InsertMetaIfAbsent` answers `Existing` with its own value, and new variants should
-//! keep that property (for example by carrying a client-chosen id).
+//! repeated `InsertMetaIfAbsent` answers `Existing` with its own value, an `Apply` consists of
+//! upserts and inserts-if-absent keyed by entity ids, and new variants should keep that property
+//! (for example by carrying a client-chosen id). The op-by-op retry works on whole ops, so an
+//! `Apply` is still all-or-nothing when its batch is split.
 //!
 //! `commit_batch` only sees a "commit these ops" function, so the policy is tested without a
 //! database.
@@ -122,6 +124,7 @@ fn checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::records::Record;
 
     fn put(key: &str) -> WriteOp {
         WriteOp::PutMeta {
@@ -133,6 +136,10 @@ mod tests {
     fn key_of(op: &WriteOp) -> &str {
         match op {
             WriteOp::PutMeta { key, .. } | WriteOp::InsertMetaIfAbsent { key, .. } => key,
+            WriteOp::Apply(records) => match records.first() {
+                Some(Record::DeleteCategory { id }) => id,
+                _ => "apply",
+            },
         }
     }
 
@@ -189,6 +196,25 @@ mod tests {
     fn one_bad_op_does_not_fail_its_neighbours() {
         let mut engine = FakeEngine::new();
         let results = run(&mut engine, &[put("a"), put("bad"), put("c")]);
+        assert_eq!(
+            results,
+            vec![
+                Ok(WriteOutcome::Done),
+                Err(StorageError::Conflict("bad op".into())),
+                Ok(WriteOutcome::Done),
+            ]
+        );
+        assert_eq!(
+            engine.transactions,
+            vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]
+        );
+    }
+
+    #[test]
+    fn failing_apply_is_retried_alone_and_its_neighbours_commit() {
+        let apply = |id: &str| WriteOp::Apply(vec![Record::DeleteCategory { id: id.to_owned() }]);
+        let mut engine = FakeEngine::new();
+        let results = run(&mut engine, &[apply("a"), apply("bad"), put("c")]);
         assert_eq!(
             results,
             vec![

@@ -13,6 +13,12 @@
 //! (`sqlite`) so the server runs with nothing else installed. Every command is bounded by
 //! [`COMMAND_TIMEOUT`]; an unreachable database turns into [`StorageError::Unavailable`], never into
 //! a hang.
+//!
+//! The community domain is written as [`WriteOp::Apply`] (the `Record`s of one domain command;
+//! see `records`, which also explains why a batch's messages and events go in as one bulk
+//! statement each) and read back with [`Storage::load_snapshot`], [`Storage::messages`],
+//! [`Storage::message`] and [`Storage::events_after`] (see `reads`). Both engines share that SQL
+//! through the small adapter in `sql`.
 
 mod blobs;
 mod bridge;
@@ -20,6 +26,9 @@ mod engine;
 mod error;
 mod group_commit;
 mod postgres;
+mod reads;
+mod records;
+mod sql;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -30,6 +39,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::model::{Message, StoredEvent};
+use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
 
 pub use blobs::BlobId;
 pub use error::StorageError;
@@ -112,6 +124,10 @@ pub enum WriteOp {
     PutMeta { key: String, value: String },
     /// Set `key` to `value` only if `key` has no value yet: the first writer wins.
     InsertMetaIfAbsent { key: String, value: String },
+    /// The records of one domain command, committed together (in the batch's transaction) or
+    /// not at all. Every record is an idempotent upsert or insert-if-absent; see
+    /// `records` for what each does. Outcome: [`WriteOutcome::Done`].
+    Apply(Vec<Record>),
 }
 
 /// What a committed [`WriteOp`] produced.
@@ -191,6 +207,24 @@ enum Command {
         op: WriteOp,
         reply: Reply<WriteOutcome>,
     },
+    LoadSnapshot {
+        resume_window: usize,
+        reply: Reply<Snapshot>,
+    },
+    Messages {
+        query: MessageQuery,
+        reply: Reply<MessagePage>,
+    },
+    Message {
+        id: String,
+        reply: Reply<Option<Message>>,
+    },
+    EventsAfter {
+        server_id: String,
+        after_event_id: i64,
+        limit: usize,
+        reply: Reply<Vec<StoredEvent>>,
+    },
     /// Sent by [`BridgeHandle`]: stop accepting, finish what is queued, close the pool.
     Shutdown,
 }
@@ -262,6 +296,48 @@ impl Storage {
     pub async fn get_blob(&self, id: &BlobId) -> Result<Option<Bytes>, StorageError> {
         let id = id.clone();
         self.call(|reply| Command::GetBlob { id, reply }).await
+    }
+
+    /// Everything the domain keeps in memory, read in one consistent transaction: every
+    /// entity (lists sorted by primary key), claim tokens still unused and unexpired and sessions
+    /// still unrevoked and unexpired (by the system clock now), the highest message seq (0 when
+    /// none), the highest event id of each server, and each server's newest `resume_window`
+    /// events, oldest first (servers in id order).
+    pub async fn load_snapshot(&self, resume_window: usize) -> Result<Snapshot, StorageError> {
+        self.call(|reply| Command::LoadSnapshot {
+            resume_window,
+            reply,
+        })
+        .await
+    }
+
+    /// One page of a channel's history, exactly as `MessageQuery` and `MessagePage` describe it
+    /// (`crate::domain::history::MemoryHistory::query` is the executable definition).
+    pub async fn messages(&self, query: MessageQuery) -> Result<MessagePage, StorageError> {
+        self.call(|reply| Command::Messages { query, reply }).await
+    }
+
+    /// The message with this id, deleted or not; `Ok(None)` when there is none.
+    pub async fn message(&self, id: &str) -> Result<Option<Message>, StorageError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Message { id, reply }).await
+    }
+
+    /// The events of `server_id` after `after_event_id`, oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        server_id: &str,
+        after_event_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let server_id = server_id.to_owned();
+        self.call(|reply| Command::EventsAfter {
+            server_id,
+            after_event_id,
+            limit,
+            reply,
+        })
+        .await
     }
 
     pub fn stats(&self) -> StorageStats {

@@ -1,14 +1,26 @@
 //! The Postgres engine: pool settings, migrations, and the SQL for each command.
 //!
 //! Adding a [`WriteOp`] variant means adding one arm to [`apply`] here and one to
-//! `sqlite::apply`; batching, transactions and retries live in `group_commit`.
+//! `sqlite::apply`; batching, transactions and retries live in `group_commit`. The community
+//! records' single-row SQL is shared with SQLite (`records`, `reads`, run through the
+//! [`SqlConn`] impl below); the bulk inserts are this engine's own.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
+use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres,
+};
+use sqlx::query::Query;
 
-use super::{ACQUIRE_TIMEOUT, StorageError, WriteOp, WriteOutcome};
+use crate::domain::model::{Millis, StoredEvent};
+use crate::domain::records::Snapshot;
+
+use super::records::{self, Bulk, EVENT_COLUMNS, MESSAGE_COLUMNS, MessageRow};
+use super::sql::{Param, SqlConn, SqlRow, Statement};
+use super::{ACQUIRE_TIMEOUT, StorageError, WriteOp, WriteOutcome, reads};
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -39,21 +51,29 @@ pub(super) async fn get_meta(pool: &PgPool, key: &str) -> Result<Option<String>,
         .await
 }
 
-/// Runs `ops` in one transaction; either all of them commit or none does.
+/// Runs `ops` in one transaction; either all of them commit or none does. The messages and
+/// events of all `Apply` ops go in last, one bulk statement each (see `records`).
 pub(super) async fn commit(
     pool: &PgPool,
     ops: &[WriteOp],
-) -> Result<Vec<WriteOutcome>, sqlx::Error> {
+) -> Result<Vec<WriteOutcome>, StorageError> {
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(ops.len());
+    let mut bulk = Bulk::default();
     for op in ops {
-        outcomes.push(apply(&mut tx, op).await?);
+        outcomes.push(apply(&mut tx, op, &mut bulk).await?);
     }
+    insert_messages(&mut tx, &bulk).await?;
+    insert_events(&mut tx, &bulk.events).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-async fn apply(conn: &mut PgConnection, op: &WriteOp) -> Result<WriteOutcome, sqlx::Error> {
+async fn apply<'a>(
+    conn: &mut PgConnection,
+    op: &'a WriteOp,
+    bulk: &mut Bulk<'a>,
+) -> Result<WriteOutcome, StorageError> {
     match op {
         WriteOp::PutMeta { key, value } => {
             sqlx::query(
@@ -87,6 +107,170 @@ async fn apply(conn: &mut PgConnection, op: &WriteOp) -> Result<WriteOutcome, sq
                     .await?;
             Ok(WriteOutcome::Existing(existing))
         }
+        WriteOp::Apply(batch) => {
+            records::apply_records(conn, batch, bulk).await?;
+            Ok(WriteOutcome::Done)
+        }
+    }
+}
+
+/// One statement for any number of messages: each column travels as one array parameter and
+/// `UNNEST` zips them back into rows. The text never changes, so it is prepared once per
+/// connection.
+static INSERT_MESSAGES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::text[], $16::bigint[], $17::bigint[]) \
+         ON CONFLICT DO NOTHING"
+    )
+});
+
+static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) \
+         ON CONFLICT DO NOTHING"
+    )
+});
+
+async fn insert_messages(conn: &mut PgConnection, bulk: &Bulk<'_>) -> Result<(), StorageError> {
+    if bulk.messages.is_empty() {
+        return Ok(());
+    }
+    let rows = bulk
+        .messages
+        .iter()
+        .map(|message| MessageRow::new(message))
+        .collect::<Result<Vec<_>, _>>()?;
+    let column = |text: for<'r> fn(&'r MessageRow<'r>) -> Option<&'r str>| -> Vec<Option<&str>> {
+        rows.iter().map(text).collect()
+    };
+    sqlx::query(&INSERT_MESSAGES)
+        .bind(rows.iter().map(|r| r.message.seq).collect::<Vec<_>>())
+        .bind(column(|r| Some(r.message.id.as_str())))
+        .bind(column(|r| Some(r.message.channel_id.as_str())))
+        .bind(column(|r| Some(r.message.server_id.as_str())))
+        .bind(column(|r| Some(r.message.author_uid.as_str())))
+        .bind(column(|r| Some(r.message.author_device_id.as_str())))
+        .bind(column(|r| r.body))
+        .bind(rows.iter().map(|r| r.epoch_id).collect::<Vec<_>>())
+        .bind(column(|r| r.ciphertext))
+        .bind(column(|r| r.nonce))
+        .bind(column(|r| r.aad))
+        .bind(column(|r| r.sender_device_id))
+        .bind(column(|r| r.message.reply_to_id.as_deref()))
+        .bind(column(|r| Some(r.mentions.as_str())))
+        .bind(column(|r| Some(r.attachments.as_str())))
+        .bind(
+            rows.iter()
+                .map(|r| r.message.created_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.message.deleted_at)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[&StoredEvent],
+) -> Result<(), StorageError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&INSERT_EVENTS)
+        .bind(
+            events
+                .iter()
+                .map(|e| e.server_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.payload.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The snapshot's many SELECTs in one REPEATABLE READ transaction, so they all see the same
+/// committed state even while the writer keeps committing.
+pub(super) async fn load_snapshot(
+    pool: &PgPool,
+    resume_window: usize,
+    now: Millis,
+) -> Result<Snapshot, StorageError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let snapshot = reads::load_snapshot(&mut *tx, resume_window, now).await?;
+    tx.commit().await?;
+    Ok(snapshot)
+}
+
+fn bind<'q>(statement: &'q Statement<'q>) -> Query<'q, Postgres, PgArguments> {
+    statement
+        .params
+        .iter()
+        .fold(sqlx::query(&statement.sql), |query, param| match *param {
+            Param::Text(value) => query.bind(value),
+            Param::Int(value) => query.bind(value),
+            Param::Bool(value) => query.bind(value),
+        })
+}
+
+impl SqlConn for PgConnection {
+    type Row = PgRow;
+
+    async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(bind(statement).execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all(&mut self, statement: &Statement<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
+        bind(statement).fetch_all(self).await
+    }
+
+    async fn fetch_optional(
+        &mut self,
+        statement: &Statement<'_>,
+    ) -> Result<Option<PgRow>, sqlx::Error> {
+        bind(statement).fetch_optional(self).await
+    }
+}
+
+impl SqlRow for PgRow {
+    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn opt_text(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn opt_int(&self, index: usize) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn boolean(&self, index: usize) -> Result<bool, sqlx::Error> {
+        self.try_get(index)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod multipart;
 pub mod pg;
 pub mod proxy;
 pub mod server;
+pub mod storage;
 pub mod ws;
 
 use std::future::Future;
