@@ -317,7 +317,11 @@ on_both_engines! {
         let chosen = format!("uid_{:08x}", rand::random::<u32>());
         let named_session = named.sign_in(addr, PUBLIC_BASE_URL, Some(&chosen));
         assert_eq!(named_session.str_at("user_uid"), chosen);
-        Client::anonymous(addr).post("/v1/auth/challenge", &json!({"device_id": "d1", "public_key": "not-a-key"})).assert_error(400, "invalid_public_key");
+        for public_key in ["not-a-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            let refused = Client::anonymous(addr).post("/v1/auth/challenge", &json!({"device_id": "desktop_k", "public_key": public_key}));
+            assert_eq!(refused.status, 400, "{}", refused.text());
+            assert!(refused.json().str_at("code").starts_with("invalid_"), "{}", refused.text());
+        }
 
         // Revoking ends the session everywhere.
         let revoked = me.delete("/v1/auth/session");
@@ -352,31 +356,38 @@ on_both_engines! {
     };
 }
 
-/// Posts `bodies` as JSON messages on one keep-alive connection, all written before the
-/// replies are read, so many events are made quickly; every one must answer 201.
+/// Posts `bodies` as JSON messages, pipelined on a few keep-alive connections at once, so many
+/// events are made quickly; every one must answer 201.
 fn post_pipelined(addr: SocketAddr, who: &Client, path: &str, bodies: &[Vec<u8>]) {
     let support::api::Identity::Headers { uid, device } = &who.identity else {
         panic!("headers identity expected")
     };
-    for chunk in bodies.chunks(64) {
-        let mut conn = support::http::Conn::open(addr);
-        let mut bytes = Vec::new();
-        for body in chunk {
-            bytes.extend_from_slice(
-                format!(
-                    "POST {path} HTTP/1.1\r\nHost: test\r\nX-OpenChat-User-UID: {uid}\r\nX-OpenChat-Device-ID: {device}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            bytes.extend_from_slice(body);
+    let per_connection = bodies.len().div_ceil(4).max(1);
+    std::thread::scope(|scope| {
+        for chunk in bodies.chunks(per_connection) {
+            scope.spawn(move || {
+                for batch in chunk.chunks(64) {
+                    let mut conn = support::http::Conn::open(addr);
+                    let mut bytes = Vec::new();
+                    for body in batch {
+                        bytes.extend_from_slice(
+                            format!(
+                                "POST {path} HTTP/1.1\r\nHost: test\r\nX-OpenChat-User-UID: {uid}\r\nX-OpenChat-Device-ID: {device}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        bytes.extend_from_slice(body);
+                    }
+                    conn.send(&bytes);
+                    for _ in batch {
+                        let reply = conn.read_reply().expect("a reply per pipelined request");
+                        assert_eq!(reply.status, 201, "{}", reply.text());
+                    }
+                }
+            });
         }
-        conn.send(&bytes);
-        for _ in chunk {
-            let reply = conn.read_reply().expect("a reply per pipelined request");
-            assert_eq!(reply.status, 201, "{}", reply.text());
-        }
-    }
+    });
 }
 
 /// The real `openchatd` binary on a free port, in headers mode, on `place`'s storage.
