@@ -18,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod media;
+pub mod realtime;
 pub mod runtime;
 pub mod sharding;
 pub mod storage;

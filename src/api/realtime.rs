@@ -27,7 +27,11 @@ fn send_error(handle: &SocketHandle, server_id: &str, message: &str) {
     let _ = handle.push(error_frame(message, server_id, &now_text()));
 }
 
-pub fn session(shard: Rc<Shard>, request: Request, session: Session) -> Pin<Box<dyn Future<Output = ()>>> {
+pub fn session(
+    shard: Rc<Shard>,
+    request: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
     Box::pin(run(shard, request, session))
 }
 
@@ -39,7 +43,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         shard: &shard,
         app: &app,
         request: &request,
-        params: Params::default(),
+        params: Params::empty(),
     };
     let server_id = query_param(&ctx, "server_id")
         .filter(|s| !s.is_empty())
@@ -90,8 +94,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         while socket.next_client_text().await.is_some() {}
         return;
     }
-    let id = shard.hub.register(&server_id, &who.user_uid, handle.clone(), since.is_none());
-    app.authority.socket_opened(server_id.clone(), who.user_uid.clone());
+    let id = shard
+        .hub
+        .register(&server_id, &who.user_uid, handle.clone(), since.is_none());
+    app.authority
+        .socket_opened(server_id.clone(), who.user_uid.clone());
     if let Some(since) = since {
         match app.authority.resume(server_id.clone(), since).await {
             Ok((Resume::Events(frames), last)) => {
@@ -103,8 +110,17 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 shard.hub.go_live(id, last);
             }
             Ok((Resume::ResyncRequired, last)) => {
-                let payload = format!("{{\"server_id\":{},\"last_event_id\":{last}}}", crate::domain::community::encode(&server_id));
-                let _ = handle.push(encode_frame("chat.resync_required", payload.as_bytes(), None, &server_id, &now_text()));
+                let payload = format!(
+                    "{{\"server_id\":{},\"last_event_id\":{last}}}",
+                    crate::domain::community::encode(&server_id)
+                );
+                let _ = handle.push(encode_frame(
+                    "chat.resync_required",
+                    payload.as_bytes(),
+                    None,
+                    &server_id,
+                    &now_text(),
+                ));
                 shard.hub.go_live(id, last);
             }
             Err(e) => {
@@ -137,7 +153,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 glommio::spawn_local(async move {
                     let cid = channel_id.clone();
                     let sid2 = sid.clone();
-                    let allowed = shard.app.authority.read(move |c, _| c.may_subscribe(&who, &sid2, &cid)).await;
+                    let allowed = shard
+                        .app
+                        .authority
+                        .read(move |c, _| c.may_subscribe(&who, &sid2, &cid))
+                        .await;
                     match allowed {
                         Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
                         Err(e) => send_error(&handle, &sid, &e.message),
@@ -145,8 +165,13 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 })
                 .detach();
             }
-            ClientRequest::Unsubscribe { channel_id } => shard.hub.unsubscribe(&shard, id, &channel_id),
-            ClientRequest::Typing { channel_id, is_typing } => shard.hub.typing(&shard, id, &channel_id, is_typing),
+            ClientRequest::Unsubscribe { channel_id } => {
+                shard.hub.unsubscribe(&shard, id, &channel_id)
+            }
+            ClientRequest::Typing {
+                channel_id,
+                is_typing,
+            } => shard.hub.typing(&shard, id, &channel_id, is_typing),
             ClientRequest::Ping => {
                 let _ = handle.push(encode_frame("pong", b"{}", None, &server_id, &now_text()));
             }
