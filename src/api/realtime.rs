@@ -35,25 +35,46 @@ pub fn session(
     Box::pin(run(shard, request, session))
 }
 
-async fn run(shard: Rc<Shard>, request: Request, session: Session) {
-    let mut socket = RealtimeSocket::new(session, &shard);
-    let handle = socket.handle();
+/// What the upgrade request said, read before the request (and the HTTP read buffer it shares)
+/// is dropped: an idle socket must not keep 8 KiB of HTTP buffer alive.
+struct Opening {
+    server_id: String,
+    since: Option<String>,
+    who: Result<Option<crate::domain::community::Actor>, super::ApiError>,
+}
+
+async fn opening(shard: &Shard, request: Request) -> Opening {
     let app = shard.app.clone();
     let ctx = RequestCtx {
-        shard: &shard,
+        shard,
         app: &app,
         request: &request,
         params: Params::empty(),
     };
-    let server_id = query_param(&ctx, "server_id")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| app.default_server_id.clone());
+    Opening {
+        server_id: query_param(&ctx, "server_id")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| app.default_server_id.clone()),
+        since: query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()),
+        who: actor(&ctx).await,
+    }
+}
+
+async fn run(shard: Rc<Shard>, request: Request, session: Session) {
+    let mut socket = RealtimeSocket::new(session, &shard);
+    let handle = socket.handle();
+    let app = shard.app.clone();
+    let Opening {
+        server_id,
+        since,
+        who,
+    } = opening(&shard, request).await;
     // Refusals are one chat.error and a close: the socket is already upgraded.
     let refuse = |message: &str| {
         send_error(&handle, &server_id, message);
         handle.close();
     };
-    let since = match query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()) {
+    let since = match since {
         None => None,
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if n >= 0 => Some(n),
@@ -64,7 +85,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             }
         },
     };
-    let who = match actor(&ctx).await {
+    let who = match who {
         Ok(Some(who)) if is_valid_id(&server_id) => who,
         Ok(Some(_)) => {
             refuse("unknown server");
