@@ -2,11 +2,14 @@
 //!
 //! The folders are the architecture (see `docs/architecture/README.md`):
 //! - sans-IO cores, which import no runtime or sockets: [`http`] (request parsing, routing,
-//!   responses), [`sharding`] (which shard owns what), [`config`], [`domain`] (chat rules such as
-//!   mentions and name normalization), [`media`] (upload checks and metadata stripping),
-//!   [`auth`] (session crypto);
+//!   responses), [`domain`] (entities, the community rules, mentions and names, the reference
+//!   history store), [`realtime`] (realtime frames, presence, typing, outbox, resume window),
+//!   [`media`] (upload checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
+//!   (which shard owns what), [`config`];
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
-//!   listeners, connection driver), [`storage`] (the sqlx bridge thread, blobs);
+//!   listeners, connection driver, the per-shard realtime hub), [`authority`] (the thread that
+//!   owns the community state and orders every command), [`storage`] (the sqlx bridge thread,
+//!   blobs);
 //! - [`api`]: the endpoints, which turn requests into domain calls and domain results into
 //!   responses.
 
@@ -18,6 +21,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod media;
+pub mod realtime;
 pub mod runtime;
 pub mod sharding;
 pub mod storage;

@@ -3,14 +3,26 @@
 
 mod support;
 
-use std::io::Write;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use openchatd::api::{Handler, HandlerFuture, RequestCtx};
-use openchatd::http::{Method, Response, Router};
+use openchatd::http::{Method, Request, Response, Router};
+use openchatd::realtime::encode_frame;
+use openchatd::runtime::shard::Shard;
+use openchatd::runtime::websocket::{RealtimeSocket, RealtimeTuning, Session};
 use simd_json::prelude::*;
 use support::http::{Conn, get};
 use support::server::{Engine, Place, start, start_in, start_with};
+
+// The binary runs on mimalloc; so does this test, so memory measured here is what production
+// would see.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Runs the test body once per storage engine.
 macro_rules! on_both_engines {
@@ -55,10 +67,152 @@ fn echo(
     })
 }
 
+/// Timings short enough to watch in a test: a ping every 200 ms, dropped after 1 s of silence.
+const QUICK: RealtimeTuning = RealtimeTuning {
+    ping_interval: Duration::from_millis(200),
+    idle_timeout: Duration::from_secs(1),
+    outbox_max_frames: 64,
+    outbox_max_bytes: 256 * 1024,
+};
+
+/// Production timings with a small outbox, so a slow consumer overflows quickly.
+const SMALL_OUTBOX: RealtimeTuning = RealtimeTuning {
+    ping_interval: openchatd::runtime::websocket::PING_INTERVAL,
+    idle_timeout: openchatd::runtime::websocket::IDLE_TIMEOUT,
+    outbox_max_frames: 64,
+    outbox_max_bytes: 256 * 1024,
+};
+
+/// A realtime test socket. Text `stream N SIZE` makes another task push N frames
+/// `test.chunk {seq, pad}` of about SIZE bytes, then `test.done`, pausing as a fan-out would;
+/// `close` closes from the server side; anything else comes back as `test.echo {text}`.
+async fn realtime_session(shard: Rc<Shard>, session: Session, tuning: RealtimeTuning) {
+    let mut socket = RealtimeSocket::with_tuning(session, &shard, tuning);
+    let handle = socket.handle();
+    while let Some(text) = socket.next_client_text().await {
+        let words: Vec<&str> = text.split(' ').collect();
+        match words[..] {
+            ["stream", count, size] => {
+                let (count, size): (u64, usize) = (count.parse().unwrap(), size.parse().unwrap());
+                let handle = handle.clone();
+                glommio::spawn_local(async move {
+                    let pad = "x".repeat(size);
+                    for seq in 0..count {
+                        let payload = format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#);
+                        let frame =
+                            encode_frame("test.chunk", payload.as_bytes(), Some(seq), "srv", "t");
+                        if handle.push(frame).is_err() {
+                            return;
+                        }
+                        if seq % 8 == 7 {
+                            // Events arrive over time; a pause also lets the executor poll
+                            // for writable sockets, which a busy task queue defers.
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    let _ = handle.push(encode_frame("test.done", b"{}", None, "srv", "t"));
+                })
+                .detach();
+            }
+            ["close"] => handle.close(),
+            _ => {
+                let payload = format!(r#"{{"text":{}}}"#, simd_json::to_string(&text).unwrap());
+                let _ = handle.push(encode_frame(
+                    "test.echo",
+                    payload.as_bytes(),
+                    None,
+                    "srv",
+                    "t",
+                ));
+            }
+        }
+    }
+}
+
+fn realtime_quick(
+    shard: Rc<Shard>,
+    _: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(realtime_session(shard, session, QUICK))
+}
+
+fn realtime_small_outbox(
+    shard: Rc<Shard>,
+    _: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(realtime_session(shard, session, SMALL_OUTBOX))
+}
+
+/// A realtime socket with production settings that only waits for the client.
+fn realtime_idle(
+    shard: Rc<Shard>,
+    _: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(async move {
+        let mut socket = RealtimeSocket::new(session, &shard);
+        while socket.next_client_text().await.is_some() {}
+    })
+}
+
 fn test_routes(r: &mut Router<Handler>) {
     r.route(Method::Get, "/test/panic", Handler::Async(panicking));
     r.route(Method::Get, "/test/slow", Handler::Async(slow));
     r.route(Method::Get, "/test/echo", Handler::WebSocket(echo));
+    r.route(
+        Method::Get,
+        "/test/realtime",
+        Handler::WebSocket(realtime_quick),
+    );
+    r.route(
+        Method::Get,
+        "/test/realtime-small",
+        Handler::WebSocket(realtime_small_outbox),
+    );
+    r.route(
+        Method::Get,
+        "/test/realtime-idle",
+        Handler::WebSocket(realtime_idle),
+    );
+}
+
+fn upgrade_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").into_bytes()
+}
+
+type Client = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A WebSocket client connected to `path`.
+fn ws_client(addr: SocketAddr, path: &str) -> Client {
+    let mut conn = Conn::open(addr);
+    conn.send(&upgrade_request(path));
+    assert_eq!(conn.read_head_reply().expect("101").status, 101);
+    let leftover = conn.take_buffered();
+    tungstenite::WebSocket::from_partially_read(
+        conn.stream,
+        leftover,
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+}
+
+/// The next text frame as JSON, answering pings on the way; `None` when the socket ends.
+fn next_json(ws: &mut Client) -> Option<simd_json::OwnedValue> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                return Some(simd_json::to_owned_value(&mut text.as_bytes().to_vec()).unwrap());
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn frame_type(frame: &simd_json::OwnedValue) -> &str {
+    frame.get("type").and_then(|t| t.as_str()).unwrap()
 }
 
 /// A client frame (clients must mask): FIN, `opcode`, and the payload.
@@ -318,6 +472,331 @@ on_both_engines! {
         assert!(waited < openchatd::http::limits::HEADER_READ_TIMEOUT + Duration::from_secs(3), "{waited:?}");
         assert!(conn.closed_within(Duration::from_secs(2)));
     };
+}
+
+#[test]
+fn realtime_sockets_ping_echo_and_drop_the_silent() {
+    let server = start_with(Engine::Sqlite, &[], test_routes);
+
+    // A client that reads gets pings, answers them, and outlives the idle timeout.
+    let mut alive = ws_client(server.addr, "/test/realtime");
+    alive
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // Meanwhile a client that never sends anything, not even a pong, is dropped.
+    let mut silent = Conn::open(server.addr);
+    silent.send(&upgrade_request("/test/realtime"));
+    assert_eq!(silent.read_head_reply().unwrap().status, 101);
+    let silent_since = Instant::now();
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < QUICK.idle_timeout * 2 + Duration::from_millis(500) {
+        match alive.read() {
+            Ok(tungstenite::Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("the answering client was dropped: {e}"),
+        }
+    }
+    assert!(pings >= 5, "pings every 200 ms, got {pings}");
+    alive
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    alive
+        .send(tungstenite::Message::text("héllo \"you\""))
+        .unwrap();
+    let echo = next_json(&mut alive).unwrap();
+    assert_eq!(frame_type(&echo), "test.echo");
+    assert_eq!(
+        echo.get("payload")
+            .and_then(|p| p.get("text"))
+            .and_then(|t| t.as_str()),
+        Some("héllo \"you\"")
+    );
+    assert!(echo.get("event_id").is_some_and(|e| e.is_null()));
+
+    assert!(
+        silent.closed_within(Duration::from_secs(3)),
+        "the silent client was not dropped"
+    );
+    let waited = silent_since.elapsed();
+    assert!(
+        waited >= QUICK.idle_timeout - Duration::from_millis(100),
+        "{waited:?}"
+    );
+
+    // The server closing a socket through its handle sends close code 1000.
+    alive.send(tungstenite::Message::text("close")).unwrap();
+    let close = loop {
+        match alive.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(
+        close.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Normal)
+    );
+}
+
+#[test]
+fn a_realtime_frame_over_the_limit_closes_the_socket() {
+    let server = start_with(Engine::Sqlite, &[], test_routes);
+    let mut conn = Conn::open(server.addr);
+    conn.send(&upgrade_request("/test/realtime-small"));
+    assert_eq!(conn.read_head_reply().unwrap().status, 101);
+    let _ = conn
+        .stream
+        .write_all(&client_frame(0x1, &vec![b'x'; 70 * 1024]));
+    assert!(conn.closed_within(Duration::from_secs(3)));
+
+    // A frame at the limit is fine.
+    let mut ws = ws_client(server.addr, "/test/realtime-small");
+    let text = "y".repeat(openchatd::runtime::websocket::MAX_FRAME_BYTES - 20);
+    ws.send(tungstenite::Message::text(text.clone())).unwrap();
+    let echo = next_json(&mut ws).unwrap();
+    assert_eq!(
+        echo.get("payload")
+            .and_then(|p| p.get("text"))
+            .and_then(|t| t.as_str()),
+        Some(text.as_str())
+    );
+}
+
+#[test]
+fn a_slow_consumer_is_dropped_while_others_keep_receiving() {
+    // One shard, so both sockets share it: the slow one must not hold the other back.
+    let server = start_with(Engine::Sqlite, &[("OPENCHAT_SHARDS", "1")], test_routes);
+    // About 9 MiB each: more than the kernel buffers of the slow path hold (about 3 MiB here).
+    const FRAMES: u64 = 8_000;
+    const PAD: usize = 1024;
+
+    // Receive buffers are fixed (no autotuning to tens of MiB): the slow reader's is small, so
+    // what the server cannot write piles up in its outbox soon; the fast reader's absorbs a
+    // few hundred milliseconds of this test thread not being scheduled.
+    let client = |receive_buffer: usize| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(receive_buffer).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        tungstenite::WebSocket::from_raw_socket(
+            handshake(socket.into(), "/test/realtime-small"),
+            tungstenite::protocol::Role::Client,
+            None,
+        )
+    };
+    let mut slow = client(4096);
+    let mut fast = client(1024 * 1024);
+    slow.send(tungstenite::Message::text(format!("stream {FRAMES} {PAD}")))
+        .unwrap();
+    fast.send(tungstenite::Message::text(format!("stream {FRAMES} {PAD}")))
+        .unwrap();
+
+    // The fast reader gets every frame, in order, then the end marker.
+    for expected in 0..FRAMES {
+        let frame = next_json(&mut fast)
+            .unwrap_or_else(|| panic!("the fast reader was dropped after {expected} frames"));
+        assert_eq!(frame_type(&frame), "test.chunk");
+        assert_eq!(
+            frame
+                .get("payload")
+                .and_then(|p| p.get("seq"))
+                .and_then(|s| s.as_u64()),
+            Some(expected)
+        );
+        assert_eq!(
+            frame.get("event_id").and_then(|e| e.as_u64()),
+            Some(expected)
+        );
+    }
+    assert_eq!(frame_type(&next_json(&mut fast).unwrap()), "test.done");
+
+    // The slow reader, reading only now, finds what the kernel buffered and then the end of
+    // the connection: it was dropped, and never got the end marker.
+    slow.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut received = 0u64;
+    loop {
+        match slow.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                assert!(
+                    !text.as_str().contains("test.done"),
+                    "the slow reader was never dropped"
+                );
+                received += 1;
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the slow reader is still connected after {received} frames")
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(received < FRAMES, "{received}");
+
+    // And the server goes on serving.
+    let mut ws = ws_client(server.addr, "/test/realtime-small");
+    ws.send(tungstenite::Message::text("still here")).unwrap();
+    assert_eq!(frame_type(&next_json(&mut ws).unwrap()), "test.echo");
+}
+
+#[test]
+fn a_client_that_pings_without_reading_is_dropped() {
+    let server = start_with(Engine::Sqlite, &[], test_routes);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream = handshake(socket.into(), "/test/realtime-small");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Every ping asks for a pong that cannot be written: the pongs must not pile up forever.
+    let batch = client_frame(0x9, &[b'p'; 125]).repeat(1000);
+    let mut refused = false;
+    for _ in 0..400 {
+        if stream.write_all(&batch).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the server kept reading pings it could not answer");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) => {
+                assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn shutdown_closes_realtime_sockets_with_going_away() {
+    let mut server = start_with(Engine::Sqlite, &[], test_routes);
+    let mut clients: Vec<Client> = (0..4)
+        .map(|_| ws_client(server.addr, "/test/realtime-small"))
+        .collect();
+    for ws in &mut clients {
+        ws.send(tungstenite::Message::text("ready?")).unwrap();
+        assert_eq!(frame_type(&next_json(ws).unwrap()), "test.echo");
+    }
+    let started = Instant::now();
+    let running = server.server.take().unwrap();
+    let stopping = std::thread::spawn(move || running.stop());
+    for ws in &mut clients {
+        let close = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => break frame,
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        };
+        assert_eq!(
+            close.map(|f| f.code),
+            Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+        );
+    }
+    stopping.join().unwrap().expect("clean stop");
+    // The grace time is 3 s: sockets that ignored shutdown would have held the stop that long.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Upgrades `stream` to a WebSocket on `path`, reading the answer byte by byte so that nothing
+/// past the head is consumed.
+fn handshake(mut stream: std::net::TcpStream, path: &str) -> std::net::TcpStream {
+    stream.write_all(&upgrade_request(path)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "closed during the handshake"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Opens a realtime socket with a raw client that holds nothing but its descriptor.
+fn open_idle_socket(addr: SocketAddr) -> std::net::TcpStream {
+    handshake(
+        std::net::TcpStream::connect(addr).unwrap(),
+        "/test/realtime-idle",
+    )
+}
+
+/// Measures the resident memory of idle realtime sockets (both ends are in this process; the
+/// client end holds only a descriptor). Run with
+/// `cargo test --release --test e2e_platform idle_realtime_socket_memory -- --ignored --nocapture`.
+/// Needs about 2 descriptors per socket (see `ulimit -n`).
+#[test]
+#[ignore]
+fn idle_realtime_socket_memory() {
+    const SOCKETS: usize = 9_000;
+    let server = start_with(Engine::Sqlite, &[], test_routes);
+    let mut streams: Vec<std::net::TcpStream> =
+        (0..200).map(|_| open_idle_socket(server.addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_bytes();
+    streams.reserve(SOCKETS);
+    let started = Instant::now();
+    for _ in 0..SOCKETS {
+        streams.push(open_idle_socket(server.addr));
+    }
+    let opened_in = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_bytes();
+    let per_socket = (after.saturating_sub(before)) as f64 / SOCKETS as f64;
+    println!(
+        "{SOCKETS} idle realtime sockets opened in {opened_in:?}: RSS {} -> {} KiB, {:.0} bytes ({:.1} KiB) per socket",
+        before / 1024,
+        after / 1024,
+        per_socket,
+        per_socket / 1024.0
+    );
+    assert!(
+        per_socket < 20.0 * 1024.0,
+        "{per_socket} bytes per idle socket"
+    );
+    drop(streams);
 }
 
 #[test]

@@ -17,14 +17,31 @@ struct ChallengeIn {
     user_uid: Option<String>,
 }
 
-fn ids(device_id: Option<String>, public_key: Option<String>, user_uid: Option<String>) -> Result<(String, String, Option<String>), ApiError> {
-    let device_id = device_id.filter(|d| is_valid_id(d))
-        .ok_or_else(|| ApiError::bad_request("invalid_device_id", "device_id must be 1 to 64 characters of A-Z a-z 0-9 _ -"))?;
-    let public_key = public_key.filter(|k| !k.is_empty() && k.len() <= 128)
-        .ok_or_else(|| ApiError::bad_request("invalid_public_key", "public_key (Ed25519, base64url) is required"))?;
+fn ids(
+    device_id: Option<String>,
+    public_key: Option<String>,
+    user_uid: Option<String>,
+) -> Result<(String, String, Option<String>), ApiError> {
+    let device_id = device_id.filter(|d| is_valid_id(d)).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_device_id",
+            "device_id must be 1 to 64 characters of A-Z a-z 0-9 _ -",
+        )
+    })?;
+    let public_key = public_key
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_public_key",
+                "public_key (Ed25519, base64url) is required",
+            )
+        })?;
     let user_uid = user_uid.filter(|u| !u.is_empty());
     if user_uid.as_deref().is_some_and(|u| !is_valid_id(u)) {
-        return Err(ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
+        return Err(ApiError::bad_request(
+            "invalid_user_uid",
+            "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -",
+        ));
     }
     Ok((device_id, public_key, user_uid))
 }
@@ -65,7 +82,11 @@ handler!(
 );
 
 fn token_of(ctx: &RequestCtx<'_>) -> Result<String, ApiError> {
-    bearer_token(ctx)?.ok_or_else(|| ApiError::Coded(DomainError::unauthorized("Authorization: Bearer <token> is required")))
+    bearer_token(ctx)?.ok_or_else(|| {
+        ApiError::Coded(DomainError::unauthorized(
+            "Authorization: Bearer <token> is required",
+        ))
+    })
 }
 
 handler!(

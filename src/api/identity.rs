@@ -39,7 +39,11 @@ pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Coded(DomainError::unauthorized("Authorization must be 'Bearer <token>'")))?;
+            .ok_or_else(|| {
+                ApiError::Coded(DomainError::unauthorized(
+                    "Authorization must be 'Bearer <token>'",
+                ))
+            })?;
         return Ok(Some(token.to_owned()));
     }
     Ok(query_param(ctx, "access_token").filter(|t| !t.is_empty()))

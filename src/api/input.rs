@@ -14,8 +14,12 @@ pub fn json_body<T: DeserializeOwned>(ctx: &RequestCtx<'_>) -> Result<T, ApiErro
     } else {
         body.to_vec()
     };
-    simd_json::serde::from_slice(&mut bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not the expected JSON: {e}")))
+    simd_json::serde::from_slice(&mut bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
 }
 
 /// A path parameter that must be an id (1–64 of `A-Z a-z 0-9 _ -`); anything else is 404,

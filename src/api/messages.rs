@@ -34,16 +34,24 @@ fn limit_param(ctx: &RequestCtx<'_>, default: usize, max: usize) -> Result<usize
             .ok()
             .filter(|n| *n >= 1)
             .map(|n| n.min(max))
-            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {max}"))),
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {max}"),
+                )
+            }),
     }
 }
 
 fn cursor_param(ctx: &RequestCtx<'_>, name: &str) -> Result<Option<i64>, ApiError> {
     match query_param(ctx, name).filter(|c| !c.is_empty()) {
         None => Ok(None),
-        Some(raw) => decode_cursor(&raw)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request("invalid_cursor", format!("{name} is not a cursor this server gave out"))),
+        Some(raw) => decode_cursor(&raw).map(Some).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("{name} is not a cursor this server gave out"),
+            )
+        }),
     }
 }
 
@@ -106,7 +114,12 @@ async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attac
         .as_deref()
         .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim())
         .filter(|n| !n.is_empty())
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(MAX_FILE_NAME_CHARS).collect())
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_FILE_NAME_CHARS)
+                .collect()
+        })
         .unwrap_or_else(|| format!("image.{}", info.format.extension()));
     Ok(Attachment {
         attachment_id: format!("att_{}", blob.as_str()),
@@ -134,8 +147,9 @@ pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {
 }
 
 fn text_part(part: &Part<'_>) -> Result<String, ApiError> {
-    String::from_utf8(part.data.to_vec())
-        .map_err(|_| ApiError::bad_request("invalid_body", format!("field {} is not UTF-8", part.name)))
+    String::from_utf8(part.data.to_vec()).map_err(|_| {
+        ApiError::bad_request("invalid_body", format!("field {} is not UTF-8", part.name))
+    })
 }
 
 handler!(
@@ -210,7 +224,11 @@ handler!(
     }
 );
 
-async fn load_message(ctx: &RequestCtx<'_>, channel_id: &str, message_id: &str) -> Result<Message, ApiError> {
+async fn load_message(
+    ctx: &RequestCtx<'_>,
+    channel_id: &str,
+    message_id: &str,
+) -> Result<Message, ApiError> {
     match ctx.app.storage.message(message_id).await? {
         Some(m) if m.channel_id == channel_id => Ok(m),
         _ => Err(ApiError::Coded(DomainError::message_not_found())),
@@ -272,8 +290,15 @@ handler!(
 
 /// Serves a stored image by blob id, with its content type read from the bytes.
 pub(super) async fn serve_blob(ctx: &RequestCtx<'_>, blob: &BlobId) -> Result<Response, ApiError> {
-    let bytes = ctx.app.storage.get_blob(blob).await?.ok_or(ApiError::NotFound)?;
-    let content_type = crate::media::sniff(&bytes).map(|f| f.content_type()).unwrap_or("application/octet-stream");
+    let bytes = ctx
+        .app
+        .storage
+        .get_blob(blob)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let content_type = crate::media::sniff(&bytes)
+        .map(|f| f.content_type())
+        .unwrap_or("application/octet-stream");
     Ok(Response::bytes(200, content_type, bytes)
         .header("Cache-Control", BLOB_CACHE_CONTROL)
         .header("X-Content-Type-Options", "nosniff")

@@ -125,25 +125,89 @@ fn routes() -> Router<Handler> {
     use Method::{Delete, Get, Post, Put};
     r.route(Get, "/v1/servers", A(servers::list))
         .route(Post, "/v1/servers", A(servers::create))
-        .route(Post, "/v1/servers/{server_id}/ownership:claim", A(servers::claim))
-        .route(Get, "/v1/servers/{server_id}/settings", A(servers::get_settings))
-        .route(Put, "/v1/servers/{server_id}/settings", A(servers::put_settings))
-        .route(Delete, "/v1/servers/{server_id}/membership", A(servers::leave))
+        .route(
+            Post,
+            "/v1/servers/{server_id}/ownership:claim",
+            A(servers::claim),
+        )
+        .route(
+            Get,
+            "/v1/servers/{server_id}/settings",
+            A(servers::get_settings),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/settings",
+            A(servers::put_settings),
+        )
+        .route(
+            Delete,
+            "/v1/servers/{server_id}/membership",
+            A(servers::leave),
+        )
         .route(Post, "/v1/servers/{server_id}/membership", A(servers::join))
         .route(Get, "/v1/servers/{server_id}/members", A(servers::members))
-        .route(Get, "/v1/servers/{server_id}/channels", A(servers::channels))
-        .route(Post, "/v1/servers/{server_id}/channels", A(servers::create_channel))
-        .route(Post, "/v1/servers/{server_id}/categories", A(servers::create_category))
-        .route(Put, "/v1/servers/{server_id}/categories/{group_id}", A(servers::rename_category))
-        .route(Delete, "/v1/servers/{server_id}/categories/{group_id}", A(servers::delete_category))
-        .route(Put, "/v1/servers/{server_id}/channel-layout", A(servers::put_layout))
+        .route(
+            Get,
+            "/v1/servers/{server_id}/channels",
+            A(servers::channels),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/channels",
+            A(servers::create_channel),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/categories",
+            A(servers::create_category),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/categories/{group_id}",
+            A(servers::rename_category),
+        )
+        .route(
+            Delete,
+            "/v1/servers/{server_id}/categories/{group_id}",
+            A(servers::delete_category),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/channel-layout",
+            A(servers::put_layout),
+        )
         .route(Get, "/v1/channels/{channel_id}/messages", A(messages::list))
-        .route(Post, "/v1/channels/{channel_id}/messages", A(messages::create))
-        .route(Delete, "/v1/channels/{channel_id}/messages/{message_id}", A(messages::delete))
-        .route(Get, "/v1/channels/{channel_id}/read-ack", A(messages::get_read_ack))
-        .route(Put, "/v1/channels/{channel_id}/read-ack", A(messages::put_read_ack))
-        .route(Get, "/v1/channels/{channel_id}/mentions:resolve", A(messages::resolve_mentions))
-        .route(Get, "/v1/attachments/{attachment_id}", A(messages::attachment))
+        .route(
+            Post,
+            "/v1/channels/{channel_id}/messages",
+            A(messages::create),
+        )
+        .route(
+            Delete,
+            "/v1/channels/{channel_id}/messages/{message_id}",
+            A(messages::delete),
+        )
+        .route(
+            Get,
+            "/v1/channels/{channel_id}/read-ack",
+            A(messages::get_read_ack),
+        )
+        .route(
+            Put,
+            "/v1/channels/{channel_id}/read-ack",
+            A(messages::put_read_ack),
+        )
+        .route(
+            Get,
+            "/v1/channels/{channel_id}/mentions:resolve",
+            A(messages::resolve_mentions),
+        )
+        .route(
+            Get,
+            "/v1/attachments/{attachment_id}",
+            A(messages::attachment),
+        )
         .route(Get, "/v1/profile/me", A(profiles::get_me))
         .route(Put, "/v1/profile/me", A(profiles::put_me))
         .route(Post, "/v1/profile/avatar", A(profiles::upload_avatar))

@@ -42,9 +42,9 @@ fn if_match(ctx: &RequestCtx<'_>) -> Result<Option<i64>, ApiError> {
     if text.is_empty() || text == "*" {
         return Ok(None);
     }
-    text.parse::<i64>()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be a profile_version"))
+    text.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request("invalid_if_match", "If-Match must be a profile_version")
+    })
 }
 
 handler!(

@@ -27,29 +27,54 @@ fn send_error(handle: &SocketHandle, server_id: &str, message: &str) {
     let _ = handle.push(error_frame(message, server_id, &now_text()));
 }
 
-pub fn session(shard: Rc<Shard>, request: Request, session: Session) -> Pin<Box<dyn Future<Output = ()>>> {
+pub fn session(
+    shard: Rc<Shard>,
+    request: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
     Box::pin(run(shard, request, session))
+}
+
+/// What the upgrade request said, read before the request (and the HTTP read buffer it shares)
+/// is dropped: an idle socket must not keep 8 KiB of HTTP buffer alive.
+struct Opening {
+    server_id: String,
+    since: Option<String>,
+    who: Result<Option<crate::domain::community::Actor>, super::ApiError>,
+}
+
+async fn opening(shard: &Shard, request: Request) -> Opening {
+    let app = shard.app.clone();
+    let ctx = RequestCtx {
+        shard,
+        app: &app,
+        request: &request,
+        params: Params::empty(),
+    };
+    Opening {
+        server_id: query_param(&ctx, "server_id")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| app.default_server_id.clone()),
+        since: query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()),
+        who: actor(&ctx).await,
+    }
 }
 
 async fn run(shard: Rc<Shard>, request: Request, session: Session) {
     let mut socket = RealtimeSocket::new(session, &shard);
     let handle = socket.handle();
     let app = shard.app.clone();
-    let ctx = RequestCtx {
-        shard: &shard,
-        app: &app,
-        request: &request,
-        params: Params::default(),
-    };
-    let server_id = query_param(&ctx, "server_id")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| app.default_server_id.clone());
+    let Opening {
+        server_id,
+        since,
+        who,
+    } = opening(&shard, request).await;
     // Refusals are one chat.error and a close: the socket is already upgraded.
     let refuse = |message: &str| {
         send_error(&handle, &server_id, message);
         handle.close();
     };
-    let since = match query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()) {
+    let since = match since {
         None => None,
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if n >= 0 => Some(n),
@@ -60,7 +85,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             }
         },
     };
-    let who = match actor(&ctx).await {
+    let who = match who {
         Ok(Some(who)) if is_valid_id(&server_id) => who,
         Ok(Some(_)) => {
             refuse("unknown server");
@@ -90,8 +115,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         while socket.next_client_text().await.is_some() {}
         return;
     }
-    let id = shard.hub.register(&server_id, &who.user_uid, handle.clone(), since.is_none());
-    app.authority.socket_opened(server_id.clone(), who.user_uid.clone());
+    let id = shard
+        .hub
+        .register(&server_id, &who.user_uid, handle.clone(), since.is_none());
+    app.authority
+        .socket_opened(server_id.clone(), who.user_uid.clone());
     if let Some(since) = since {
         match app.authority.resume(server_id.clone(), since).await {
             Ok((Resume::Events(frames), last)) => {
@@ -103,8 +131,17 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 shard.hub.go_live(id, last);
             }
             Ok((Resume::ResyncRequired, last)) => {
-                let payload = format!("{{\"server_id\":{},\"last_event_id\":{last}}}", crate::domain::community::encode(&server_id));
-                let _ = handle.push(encode_frame("chat.resync_required", payload.as_bytes(), None, &server_id, &now_text()));
+                let payload = format!(
+                    "{{\"server_id\":{},\"last_event_id\":{last}}}",
+                    crate::domain::community::encode(&server_id)
+                );
+                let _ = handle.push(encode_frame(
+                    "chat.resync_required",
+                    payload.as_bytes(),
+                    None,
+                    &server_id,
+                    &now_text(),
+                ));
                 shard.hub.go_live(id, last);
             }
             Err(e) => {
@@ -137,7 +174,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 glommio::spawn_local(async move {
                     let cid = channel_id.clone();
                     let sid2 = sid.clone();
-                    let allowed = shard.app.authority.read(move |c, _| c.may_subscribe(&who, &sid2, &cid)).await;
+                    let allowed = shard
+                        .app
+                        .authority
+                        .read(move |c, _| c.may_subscribe(&who, &sid2, &cid))
+                        .await;
                     match allowed {
                         Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
                         Err(e) => send_error(&handle, &sid, &e.message),
@@ -145,8 +186,13 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 })
                 .detach();
             }
-            ClientRequest::Unsubscribe { channel_id } => shard.hub.unsubscribe(&shard, id, &channel_id),
-            ClientRequest::Typing { channel_id, is_typing } => shard.hub.typing(&shard, id, &channel_id, is_typing),
+            ClientRequest::Unsubscribe { channel_id } => {
+                shard.hub.unsubscribe(&shard, id, &channel_id)
+            }
+            ClientRequest::Typing {
+                channel_id,
+                is_typing,
+            } => shard.hub.typing(&shard, id, &channel_id, is_typing),
             ClientRequest::Ping => {
                 let _ = handle.push(encode_frame("pong", b"{}", None, &server_id, &now_text()));
             }

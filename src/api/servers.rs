@@ -5,13 +5,13 @@ use serde::Deserialize;
 
 use super::identity::{actor, require_actor};
 use super::input::{json_body, path_id};
-use super::{ApiError, HandlerFuture, RequestCtx, json};
+use super::{ApiError, json};
 use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility};
 
 macro_rules! handler {
     ($(#[$m:meta])* $name:ident, $ctx:ident => $body:block) => {
         $(#[$m])*
-        pub fn $name<'a>($ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
+        pub fn $name<'a>($ctx: &'a $crate::api::RequestCtx<'a>) -> $crate::api::HandlerFuture<'a> {
             Box::pin(async move $body)
         }
     };

@@ -131,9 +131,11 @@ impl Authority {
         let snapshot = futures_lite::future::block_on(storage.load_snapshot(RESUME_WINDOW_EVENTS))
             .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
         let mut core = Core::new(settings, storage, snapshot);
-        let boot = core
-            .community
-            .bootstrap_default_server(default_server_name, default_owner, now_millis());
+        let boot = core.community.bootstrap_default_server(
+            default_server_name,
+            default_owner,
+            now_millis(),
+        );
         if !boot.records.is_empty() {
             futures_lite::future::block_on(core.storage.write(WriteOp::Apply(boot.records)))
                 .map_err(|e| anyhow::anyhow!("cannot store the default server: {e}"))?;

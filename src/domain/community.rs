@@ -246,7 +246,9 @@ impl Community {
     }
 
     fn settings(&self) -> &Settings {
-        self.settings.as_ref().expect("Community built without settings")
+        self.settings
+            .as_ref()
+            .expect("Community built without settings")
     }
 
     pub fn urls(&self) -> &Urls {
@@ -310,9 +312,9 @@ impl Community {
     }
 
     fn has_public_channel(&self, server_id: &str) -> bool {
-        self.channels.values().any(|c| {
-            c.server_id == server_id && c.history_visibility == HistoryVisibility::Public
-        })
+        self.channels
+            .values()
+            .any(|c| c.server_id == server_id && c.history_visibility == HistoryVisibility::Public)
     }
 
     /// The uid's profile, or the default one for a uid that never saved one.
@@ -519,9 +521,20 @@ impl Community {
         }
     }
 
-    fn require_admin(&mut self, server_id: &str, actor: &Actor, now: Millis) -> Result<Vec<Record>, DomainError> {
+    fn require_admin(
+        &mut self,
+        server_id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Vec<Record>, DomainError> {
         let mut records = Vec::new();
-        let role = self.admit_inner(server_id, &actor.user_uid, Admission::FirstContact, now, &mut records)?;
+        let role = self.admit_inner(
+            server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
         if !role.at_least(Role::Admin) {
             // A first contact may have joined above; that join stands (it is harmless and the
             // uid would be joined by its next request anyway), but it is not persisted here.
@@ -590,7 +603,11 @@ impl Community {
             }
         }
         listed.sort_by(|a, b| {
-            (a.id != *default_id, a.created_at, &a.id).cmp(&(b.id != *default_id, b.created_at, &b.id))
+            (a.id != *default_id, a.created_at, &a.id).cmp(&(
+                b.id != *default_id,
+                b.created_at,
+                &b.id,
+            ))
         });
         listed.into_iter().map(|s| self.directory_item(s)).collect()
     }
@@ -659,7 +676,13 @@ impl Community {
         server
     }
 
-    fn new_claim_token(&mut self, server_id: &str, ttl: Millis, now: Millis, records: &mut Vec<Record>) -> (String, Millis) {
+    fn new_claim_token(
+        &mut self,
+        server_id: &str,
+        ttl: Millis,
+        now: Millis,
+        records: &mut Vec<Record>,
+    ) -> (String, Millis) {
         let token = crate::auth::new_token("occ_");
         let claim = ClaimToken {
             token_hash: crate::auth::hash_token(&token),
@@ -689,7 +712,10 @@ impl Community {
             self.index_membership(m);
         }
         let _ = self.admit_inner(server_id, uid, Admission::Connect, now, records);
-        let m = self.membership(server_id, uid).cloned().expect("admitted above");
+        let m = self
+            .membership(server_id, uid)
+            .cloned()
+            .expect("admitted above");
         if m.role != Role::Owner {
             let m = Membership {
                 role: Role::Owner,
@@ -781,8 +807,15 @@ impl Community {
             now,
             &mut records,
         );
-        self.admit_inner(&server.id, &actor.user_uid, Admission::Connect, now, &mut records)?;
-        let (token, expires_at) = self.new_claim_token(&server.id, CLAIM_TOKEN_TTL_MS, now, &mut records);
+        self.admit_inner(
+            &server.id,
+            &actor.user_uid,
+            Admission::Connect,
+            now,
+            &mut records,
+        )?;
+        let (token, expires_at) =
+            self.new_claim_token(&server.id, CLAIM_TOKEN_TTL_MS, now, &mut records);
         Ok(Outcome {
             records,
             ..Outcome::pure(ServerCreated {
@@ -807,13 +840,21 @@ impl Community {
     ) -> Result<Outcome<Claimed>, DomainError> {
         self.server(server_id)?;
         let hash = crate::auth::hash_token(token);
-        let invalid = || DomainError::forbidden("invalid_claim_token", "the claim token is not valid for this server");
+        let invalid = || {
+            DomainError::forbidden(
+                "invalid_claim_token",
+                "the claim token is not valid for this server",
+            )
+        };
         let claim = self.claim_tokens.get(&hash).ok_or_else(invalid)?;
         if claim.server_id != server_id || claim.used_at.is_some() {
             return Err(invalid());
         }
         if claim.expires_at <= now {
-            return Err(DomainError::forbidden("claim_token_expired", "the claim token has expired"));
+            return Err(DomainError::forbidden(
+                "claim_token_expired",
+                "the claim token has expired",
+            ));
         }
         let mut claim = claim.clone();
         claim.used_at = Some(now);
@@ -838,7 +879,13 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<views::Settings>, DomainError> {
         let mut records = Vec::new();
-        self.admit_inner(server_id, &actor.user_uid, Admission::FirstContact, now, &mut records)?;
+        self.admit_inner(
+            server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
         let s = &self.servers[server_id];
         Ok(Outcome {
             records,
@@ -919,7 +966,10 @@ impl Community {
             .map(|m| MemberItem {
                 id: m.user_uid.clone(),
                 name: self.display_name(&m.user_uid),
-                status: if self.online.contains_key(&(server_id.to_owned(), m.user_uid.clone())) {
+                status: if self
+                    .online
+                    .contains_key(&(server_id.to_owned(), m.user_uid.clone()))
+                {
                     "online"
                 } else {
                     "offline"
@@ -927,7 +977,9 @@ impl Community {
                 role: m.role.as_str(),
             })
             .collect();
-        members.sort_by(|a, b| (a.status != "online", &a.name, &a.id).cmp(&(b.status != "online", &b.name, &b.id)));
+        members.sort_by(|a, b| {
+            (a.status != "online", &a.name, &a.id).cmp(&(b.status != "online", &b.name, &b.id))
+        });
         Ok(Outcome {
             records,
             ..Outcome::pure(Members {
@@ -1016,7 +1068,9 @@ impl Community {
                 .categories
                 .get(g)
                 .filter(|c| c.server_id == server_id)
-                .ok_or_else(|| DomainError::not_found("group_not_found", "no such group in this server"))?,
+                .ok_or_else(|| {
+                    DomainError::not_found("group_not_found", "no such group in this server")
+                })?,
             None => {
                 let mut same_kind: Vec<&Category> = self
                     .categories
@@ -1032,15 +1086,29 @@ impl Community {
         if category.kind != kind {
             return Err(DomainError::bad_request(
                 "group_kind_mismatch",
-                format!("a {} channel cannot go into a {} group", kind.as_str(), category.kind.as_str()),
+                format!(
+                    "a {} channel cannot go into a {} group",
+                    kind.as_str(),
+                    category.kind.as_str()
+                ),
             ));
         }
         if kind == ChannelKind::Voice && encryption == Some(Encryption::E2ee) {
-            return Err(DomainError::bad_request("invalid_encryption", "voice channels carry no messages to encrypt"));
+            return Err(DomainError::bad_request(
+                "invalid_encryption",
+                "voice channels carry no messages to encrypt",
+            ));
         }
-        let count = self.channels.values().filter(|c| c.server_id == server_id).count();
+        let count = self
+            .channels
+            .values()
+            .filter(|c| c.server_id == server_id)
+            .count();
         if count >= MAX_CHANNELS_PER_SERVER {
-            return Err(DomainError::conflict("channel_limit_reached", format!("a server holds at most {MAX_CHANNELS_PER_SERVER} channels")));
+            return Err(DomainError::conflict(
+                "channel_limit_reached",
+                format!("a server holds at most {MAX_CHANNELS_PER_SERVER} channels"),
+            ));
         }
         let category_id = category.id.clone();
         let mut records = self.require_admin(server_id, actor, now)?;
@@ -1093,9 +1161,16 @@ impl Community {
         self.server(server_id)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
-        let existing: Vec<&Category> = self.categories.values().filter(|c| c.server_id == server_id).collect();
+        let existing: Vec<&Category> = self
+            .categories
+            .values()
+            .filter(|c| c.server_id == server_id)
+            .collect();
         if existing.len() >= MAX_CATEGORIES_PER_SERVER {
-            return Err(DomainError::conflict("category_limit_reached", format!("a server holds at most {MAX_CATEGORIES_PER_SERVER} groups")));
+            return Err(DomainError::conflict(
+                "category_limit_reached",
+                format!("a server holds at most {MAX_CATEGORIES_PER_SERVER} groups"),
+            ));
         }
         let position = existing.iter().map(|c| c.position + 1).max().unwrap_or(0);
         let mut records = self.require_admin(server_id, actor, now)?;
@@ -1109,14 +1184,21 @@ impl Community {
             created_at: now,
         };
         records.push(Record::Category(category.clone()));
-        self.categories.insert(category.id.clone(), category.clone());
+        self.categories
+            .insert(category.id.clone(), category.clone());
         let value = CategoryCreated {
             server_id: server_id.to_owned(),
             group: self.group_of(&category.id),
             created_by_uid: actor.user_uid.clone(),
             created_at: views::rfc3339(now),
         };
-        let event = self.server_event(&mut records, server_id, "chat.category.created", &value, now);
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.category.created",
+            &value,
+            now,
+        );
         Ok(Outcome {
             value,
             records,
@@ -1130,7 +1212,9 @@ impl Community {
         self.categories
             .get(group_id)
             .filter(|c| c.server_id == server_id)
-            .ok_or_else(|| DomainError::not_found("group_not_found", "no such group in this server"))
+            .ok_or_else(|| {
+                DomainError::not_found("group_not_found", "no such group in this server")
+            })
     }
 
     /// `PUT /v1/servers/{id}/categories/{group_id}`; emits `chat.category.updated`.
@@ -1156,7 +1240,13 @@ impl Community {
             updated_by_uid: actor.user_uid.clone(),
             updated_at: views::rfc3339(now),
         };
-        let event = self.server_event(&mut records, server_id, "chat.category.updated", &value, now);
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.category.updated",
+            &value,
+            now,
+        );
         Ok(Outcome {
             value,
             records,
@@ -1183,7 +1273,12 @@ impl Community {
         others.sort_by_key(|c| (c.position, c.id.clone()));
         let heir = others.first().map(|c| c.id.clone());
         let orphans: Vec<Channel> = {
-            let mut v: Vec<Channel> = self.channels.values().filter(|c| c.category_id == group_id).cloned().collect();
+            let mut v: Vec<Channel> = self
+                .channels
+                .values()
+                .filter(|c| c.category_id == group_id)
+                .cloned()
+                .collect();
             v.sort_by_key(|c| (c.position, c.id.clone()));
             v
         };
@@ -1210,7 +1305,9 @@ impl Community {
                 self.channels.insert(ch.id.clone(), ch);
             }
         }
-        records.push(Record::DeleteCategory { id: group_id.to_owned() });
+        records.push(Record::DeleteCategory {
+            id: group_id.to_owned(),
+        });
         self.categories.remove(group_id);
         self.layout_event(actor, server_id, now, records)
     }
@@ -1228,7 +1325,13 @@ impl Community {
             updated_by_uid: actor.user_uid.clone(),
             updated_at: views::rfc3339(now),
         };
-        let event = self.server_event(&mut records, server_id, "chat.channel.layout.updated", &value, now);
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.channel.layout.updated",
+            &value,
+            now,
+        );
         Ok(Outcome {
             value,
             records,
@@ -1270,7 +1373,11 @@ impl Community {
                     return Err(bad(format!("channel {id} listed twice")));
                 }
                 if ch.kind != cat.kind {
-                    return Err(bad(format!("channel {id} is {} but group {group_id} is {}", ch.kind.as_str(), cat.kind.as_str())));
+                    return Err(bad(format!(
+                        "channel {id} is {} but group {group_id} is {}",
+                        ch.kind.as_str(),
+                        cat.kind.as_str()
+                    )));
                 }
             }
         }
@@ -1280,7 +1387,9 @@ impl Community {
             .filter(|c| c.server_id == server_id && !seen_channels.contains(c.id.as_str()))
             .count();
         if missing > 0 {
-            return Err(bad(format!("{missing} channel(s) of the server are missing from the layout")));
+            return Err(bad(format!(
+                "{missing} channel(s) of the server are missing from the layout"
+            )));
         }
         let mut records = self.require_admin(server_id, actor, now)?;
         let mut unlisted: Vec<Category> = self
@@ -1290,7 +1399,10 @@ impl Community {
             .cloned()
             .collect();
         unlisted.sort_by_key(|c| (c.position, c.id.clone()));
-        let order = groups.iter().map(|(g, _)| g.clone()).chain(unlisted.into_iter().map(|c| c.id));
+        let order = groups
+            .iter()
+            .map(|(g, _)| g.clone())
+            .chain(unlisted.into_iter().map(|c| c.id));
         for (position, group_id) in order.enumerate() {
             let mut cat = self.categories[&group_id].clone();
             if cat.position != position as i64 {
@@ -1334,18 +1446,30 @@ impl Community {
                     viewer: None,
                 }));
             }
-            return Err(DomainError::unauthorized("identify yourself to read this channel"));
+            return Err(DomainError::unauthorized(
+                "identify yourself to read this channel",
+            ));
         };
         let mut records = Vec::new();
-        let role = match self.admit_inner(&channel.server_id, &actor.user_uid, Admission::FirstContact, now, &mut records) {
+        let role = match self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        ) {
             Ok(role) => Some(role),
             Err(e) if public && e.code == "not_a_member" => None,
             Err(e) => return Err(e),
         };
         let visibility = match (channel.history_visibility, role) {
-            (HistoryVisibility::Public, _) | (HistoryVisibility::Members, Some(_)) => Visibility::All,
+            (HistoryVisibility::Public, _) | (HistoryVisibility::Members, Some(_)) => {
+                Visibility::All
+            }
             (HistoryVisibility::Joined, Some(_)) => {
-                let m = self.membership(&channel.server_id, &actor.user_uid).expect("member");
+                let m = self
+                    .membership(&channel.server_id, &actor.user_uid)
+                    .expect("member");
                 Visibility::Spans(m.spans.iter().map(|s| (s.joined_seq, s.left_seq)).collect())
             }
             (_, None) => return Err(DomainError::not_a_member()),
@@ -1384,17 +1508,29 @@ impl Community {
     ) -> Result<Outcome<MessageItem>, DomainError> {
         let channel = self.channel(channel_id)?.clone();
         if channel.kind != ChannelKind::Text {
-            return Err(DomainError::bad_request("not_a_text_channel", "messages go to text channels"));
+            return Err(DomainError::bad_request(
+                "not_a_text_channel",
+                "messages go to text channels",
+            ));
         }
         match (&new.content, channel.encryption) {
             (Content::Plain { .. }, Encryption::E2ee) => {
-                return Err(DomainError::bad_request("plaintext_not_allowed", "this channel is end-to-end encrypted"));
+                return Err(DomainError::bad_request(
+                    "plaintext_not_allowed",
+                    "this channel is end-to-end encrypted",
+                ));
             }
             (Content::Envelope { .. }, Encryption::None) => {
-                return Err(DomainError::bad_request("envelope_not_allowed", "this channel is not end-to-end encrypted"));
+                return Err(DomainError::bad_request(
+                    "envelope_not_allowed",
+                    "this channel is not end-to-end encrypted",
+                ));
             }
             (Content::Envelope { .. }, Encryption::E2ee) => {
-                return Err(DomainError::conflict("epoch_rotation_required", "encrypted posting needs a committed key epoch, which this instance does not manage yet"));
+                return Err(DomainError::conflict(
+                    "epoch_rotation_required",
+                    "encrypted posting needs a committed key epoch, which this instance does not manage yet",
+                ));
             }
             (Content::Plain { body }, Encryption::None) => {
                 if body.len() > self.settings().max_message_bytes {
@@ -1404,20 +1540,35 @@ impl Community {
                     )));
                 }
                 if body.trim().is_empty() && new.attachments.is_empty() {
-                    return Err(DomainError::bad_request("empty_message", "a message needs a body or an attachment"));
+                    return Err(DomainError::bad_request(
+                        "empty_message",
+                        "a message needs a body or an attachment",
+                    ));
                 }
             }
         }
         if new.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-            return Err(DomainError::bad_request("too_many_attachments", format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message")));
+            return Err(DomainError::bad_request(
+                "too_many_attachments",
+                format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"),
+            ));
         }
         if let Some(target) = &new.reply_to
             && target.channel_id != channel_id
         {
-            return Err(DomainError::bad_request("invalid_reply", "replies stay in their channel"));
+            return Err(DomainError::bad_request(
+                "invalid_reply",
+                "replies stay in their channel",
+            ));
         }
         let mut records = Vec::new();
-        let role = self.admit_inner(&channel.server_id, &actor.user_uid, Admission::FirstContact, now, &mut records)?;
+        let role = self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
         let mentions = match &new.content {
             Content::Plain { body } => self.mentions_in(body, channel_id),
             Content::Envelope { .. } => Vec::new(),
@@ -1443,7 +1594,12 @@ impl Community {
             user_uid: String::new(),
             role: Role::Member,
         };
-        let shared = self.render(&message, new.reply_to.as_ref(), &Visibility::All, Some(&plain_member));
+        let shared = self.render(
+            &message,
+            new.reply_to.as_ref(),
+            &Visibility::All,
+            Some(&plain_member),
+        );
         let value = MessageItem {
             action_permissions: permissions(
                 &message,
@@ -1455,7 +1611,13 @@ impl Community {
             ..shared.clone()
         };
         records.push(Record::Message(message));
-        let event = self.server_event(&mut records, &channel.server_id, "chat.message.created", &MessageOut { message: shared }, now);
+        let event = self.server_event(
+            &mut records,
+            &channel.server_id,
+            "chat.message.created",
+            &MessageOut { message: shared },
+            now,
+        );
         Ok(Outcome {
             value,
             records,
@@ -1469,8 +1631,14 @@ impl Community {
             .into_iter()
             .map(|span| {
                 let (kind, target_id, display_text) = match span.kind {
-                    text::MentionKind::User => ("user", span.target.clone(), format!("@{}", self.display_name(&span.target))),
-                    text::MentionKind::Here | text::MentionKind::Channel => ("channel", channel_id.to_owned(), span.token.clone()),
+                    text::MentionKind::User => (
+                        "user",
+                        span.target.clone(),
+                        format!("@{}", self.display_name(&span.target)),
+                    ),
+                    text::MentionKind::Here | text::MentionKind::Channel => {
+                        ("channel", channel_id.to_owned(), span.token.clone())
+                    }
                 };
                 Mention {
                     kind: kind.to_owned(),
@@ -1503,7 +1671,10 @@ impl Community {
             .current_role(&channel.server_id, &actor.user_uid)
             .ok_or_else(DomainError::not_a_member)?;
         if message.author_uid != actor.user_uid && !role.at_least(Role::Moderator) {
-            return Err(DomainError::forbidden("forbidden", "only the author or a moderator may delete this message"));
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "only the author or a moderator may delete this message",
+            ));
         }
         let deleted_at = message.deleted_at.unwrap_or(now);
         let value = views::MessageDeleted {
@@ -1521,7 +1692,13 @@ impl Community {
             id: message.id.clone(),
             deleted_at: now,
         }];
-        let event = self.server_event(&mut records, &channel.server_id, "chat.message.deleted", &value, now);
+        let event = self.server_event(
+            &mut records,
+            &channel.server_id,
+            "chat.message.deleted",
+            &value,
+            now,
+        );
         Ok(Outcome {
             value,
             records,
@@ -1532,9 +1709,21 @@ impl Community {
 
     // ----- read acks and mentions ---------------------------------------------------------
 
-    fn member_of_channel(&mut self, actor: &Actor, channel_id: &str, now: Millis, records: &mut Vec<Record>) -> Result<(Channel, Role), DomainError> {
+    fn member_of_channel(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        now: Millis,
+        records: &mut Vec<Record>,
+    ) -> Result<(Channel, Role), DomainError> {
         let channel = self.channel(channel_id)?.clone();
-        let role = self.admit_inner(&channel.server_id, &actor.user_uid, Admission::FirstContact, now, records)?;
+        let role = self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            records,
+        )?;
         Ok((channel, role))
     }
 
@@ -1558,7 +1747,12 @@ impl Community {
     }
 
     /// `GET /v1/channels/{id}/read-ack`.
-    pub fn read_ack(&mut self, actor: &Actor, channel_id: &str, now: Millis) -> Result<Outcome<ReadAckOut>, DomainError> {
+    pub fn read_ack(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<ReadAckOut>, DomainError> {
         let mut records = Vec::new();
         self.member_of_channel(actor, channel_id, now, &mut records)?;
         Ok(Outcome {
@@ -1573,7 +1767,13 @@ impl Community {
 
     /// `PUT /v1/channels/{id}/read-ack`: moves forward only; emits `chat.read_ack.updated` to
     /// the same user's sockets.
-    pub fn put_read_ack(&mut self, actor: &Actor, channel_id: &str, message: &Message, now: Millis) -> Result<Outcome<ReadAckOut>, DomainError> {
+    pub fn put_read_ack(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        message: &Message,
+        now: Millis,
+    ) -> Result<Outcome<ReadAckOut>, DomainError> {
         if message.channel_id != channel_id {
             return Err(DomainError::message_not_found());
         }
@@ -1618,7 +1818,14 @@ impl Community {
 
     /// `GET /v1/channels/{id}/mentions:resolve`: members whose name or uid matches `query`
     /// (case-insensitive prefix of a word, or substring of the uid), then `@here`/`@channel`.
-    pub fn resolve_mentions(&mut self, actor: &Actor, channel_id: &str, query: &str, limit: usize, now: Millis) -> Result<Outcome<MentionResults>, DomainError> {
+    pub fn resolve_mentions(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        query: &str,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Outcome<MentionResults>, DomainError> {
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
         let q = query.trim().trim_start_matches('@').to_lowercase();
@@ -1668,13 +1875,23 @@ impl Community {
     }
 
     /// `PUT /v1/profile/me`; emits `profile_updated` to every server the user belongs to.
-    pub fn put_profile(&mut self, actor: &Actor, change: ProfileChange, now: Millis) -> Result<Outcome<ProfileItem>, DomainError> {
+    pub fn put_profile(
+        &mut self,
+        actor: &Actor,
+        change: ProfileChange,
+        now: Millis,
+    ) -> Result<Outcome<ProfileItem>, DomainError> {
         let current = self.profile_of(&actor.user_uid);
         if let Some(expected) = change.if_match
             && expected != current.version
         {
-            return Err(DomainError::conflict("profile_conflict", "the profile changed since you read it")
-                .with_details(encode(&ProfileOut { profile: ProfileItem::of(&current, self.urls()) })));
+            return Err(DomainError::conflict(
+                "profile_conflict",
+                "the profile changed since you read it",
+            )
+            .with_details(encode(&ProfileOut {
+                profile: ProfileItem::of(&current, self.urls()),
+            })));
         }
         let mut next = current.clone();
         if let Some(name) = change.display_name {
@@ -1683,7 +1900,10 @@ impl Community {
         }
         if let Some(preset) = change.avatar_preset_id {
             if preset.chars().count() > MAX_PRESET_ID_CHARS {
-                return Err(DomainError::bad_request("invalid_avatar_preset_id", format!("at most {MAX_PRESET_ID_CHARS} characters")));
+                return Err(DomainError::bad_request(
+                    "invalid_avatar_preset_id",
+                    format!("at most {MAX_PRESET_ID_CHARS} characters"),
+                ));
             }
             next.avatar_preset_id = Some(preset).filter(|p| !p.is_empty());
         }
@@ -1693,7 +1913,12 @@ impl Community {
             } else {
                 match self.avatar_assets.get(&asset) {
                     Some(a) if a.owner_uid == actor.user_uid => next.avatar_asset_id = Some(asset),
-                    _ => return Err(DomainError::forbidden("avatar_asset_forbidden", "that avatar was not uploaded by you")),
+                    _ => {
+                        return Err(DomainError::forbidden(
+                            "avatar_asset_forbidden",
+                            "that avatar was not uploaded by you",
+                        ));
+                    }
                 }
             }
         }
@@ -1701,18 +1926,28 @@ impl Community {
             next.avatar_mode = mode;
         }
         if next.avatar_mode == AvatarMode::Uploaded && next.avatar_asset_id.is_none() {
-            return Err(DomainError::bad_request("avatar_asset_required", "avatar_mode uploaded needs an avatar_asset_id"));
+            return Err(DomainError::bad_request(
+                "avatar_asset_required",
+                "avatar_mode uploaded needs an avatar_asset_id",
+            ));
         }
         next.version = current.version + 1;
         next.updated_at = now;
         let mut records = vec![Record::Profile(next.clone())];
         self.profiles.insert(actor.user_uid.clone(), next.clone());
         let item = ProfileItem::of(&next, self.urls());
-        let payload = ProfileOut { profile: item.clone() };
+        let payload = ProfileOut {
+            profile: item.clone(),
+        };
         let mut servers: Vec<String> = self
             .user_servers
             .get(&actor.user_uid)
-            .map(|s| s.iter().filter(|id| self.current_role(id, &actor.user_uid).is_some()).cloned().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|id| self.current_role(id, &actor.user_uid).is_some())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         servers.sort();
         let events = servers
@@ -1753,7 +1988,10 @@ impl Community {
     /// `GET /v1/profiles:batch`.
     pub fn profiles(&self, uids: &[String]) -> Result<Profiles, DomainError> {
         if uids.len() > MAX_PROFILES_PER_BATCH {
-            return Err(DomainError::bad_request("too_many_profiles", format!("at most {MAX_PROFILES_PER_BATCH} uids per batch")));
+            return Err(DomainError::bad_request(
+                "too_many_profiles",
+                format!("at most {MAX_PROFILES_PER_BATCH} uids per batch"),
+            ));
         }
         let mut seen = HashSet::new();
         Ok(Profiles {
@@ -1768,7 +2006,13 @@ impl Community {
     // ----- sessions -----------------------------------------------------------------------
 
     /// `POST /v1/auth/challenge`.
-    pub fn issue_challenge(&mut self, device_id: &str, public_key: &str, user_uid: Option<&str>, now: Millis) -> Result<views::Challenge, DomainError> {
+    pub fn issue_challenge(
+        &mut self,
+        device_id: &str,
+        public_key: &str,
+        user_uid: Option<&str>,
+        now: Millis,
+    ) -> Result<views::Challenge, DomainError> {
         crate::auth::decode_public_key(public_key)
             .map_err(|e| DomainError::bad_request(e.code(), e.to_string()))?;
         if self.challenges.len() >= MAX_PENDING_CHALLENGES {
@@ -1776,7 +2020,11 @@ impl Community {
             if self.challenges.len() >= MAX_PENDING_CHALLENGES {
                 return Err(DomainError {
                     retryable: true,
-                    ..DomainError::new_public(429, "rate_limited", "too many pending challenges; retry shortly")
+                    ..DomainError::new_public(
+                        429,
+                        "rate_limited",
+                        "too many pending challenges; retry shortly",
+                    )
                 });
             }
         }
@@ -1826,14 +2074,27 @@ impl Community {
             Some(u) => u.to_owned(),
             None => crate::auth::derive_user_uid(&key),
         };
-        let mismatch = || DomainError::conflict("identity_key_mismatch", "this uid or device is bound to another key");
+        let mismatch = || {
+            DomainError::conflict(
+                "identity_key_mismatch",
+                "this uid or device is bound to another key",
+            )
+        };
         let mut records = Vec::new();
         match self.devices.get(device_id) {
             Some(d) if d.user_uid != uid || d.public_key != public_key => return Err(mismatch()),
-            Some(d) if d.revoked_at.is_some() => return Err(DomainError::forbidden("device_revoked", "this device was revoked")),
+            Some(d) if d.revoked_at.is_some() => {
+                return Err(DomainError::forbidden(
+                    "device_revoked",
+                    "this device was revoked",
+                ));
+            }
             Some(_) => {}
             None => {
-                let bound = self.devices.values().any(|d| d.user_uid == uid && d.revoked_at.is_none());
+                let bound = self
+                    .devices
+                    .values()
+                    .any(|d| d.user_uid == uid && d.revoked_at.is_none());
                 if bound {
                     // A new device of an existing uid comes in through device linking.
                     return Err(mismatch());
@@ -1912,7 +2173,12 @@ impl Community {
     // ----- realtime -----------------------------------------------------------------------
 
     /// Whether `actor` may subscribe to `channel_id` on a socket of `server_id`.
-    pub fn may_subscribe(&self, actor: &Actor, server_id: &str, channel_id: &str) -> Result<(), DomainError> {
+    pub fn may_subscribe(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+        channel_id: &str,
+    ) -> Result<(), DomainError> {
         let channel = self.channel(channel_id)?;
         if channel.server_id != server_id {
             return Err(DomainError::channel_not_found());
@@ -1954,7 +2220,7 @@ fn check_banner(preset: &str) -> Result<String, DomainError> {
 /// deleted or outside what the reader may see), attachment URLs, and the reader's
 /// permissions on each.
 pub fn render(
-urls: &Urls,
+    urls: &Urls,
     message: &Message,
     reply_target: Option<&Message>,
     visibility: &Visibility,
@@ -1979,7 +2245,13 @@ urls: &Urls,
     });
     let (body, envelope) = match &message.content {
         Content::Plain { body } => (Some(body.clone()), None),
-        Content::Envelope { epoch_id, ciphertext, nonce, aad, sender_device_id } => (
+        Content::Envelope {
+            epoch_id,
+            ciphertext,
+            nonce,
+            aad,
+            sender_device_id,
+        } => (
             None,
             Some(EnvelopeItem {
                 epoch_id: *epoch_id,
@@ -2000,19 +2272,24 @@ urls: &Urls,
         created_at: views::rfc3339(message.created_at),
         reply_to,
         mentions: message.mentions.clone(),
-        attachments: message.attachments.iter().map(|a| AttachmentItem::of(a, urls)).collect(),
+        attachments: message
+            .attachments
+            .iter()
+            .map(|a| AttachmentItem::of(a, urls))
+            .collect(),
         action_permissions: permissions(message, viewer),
     }
 }
 
-
 /// What `viewer` may do with `message`.
 pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissions {
+    // An anonymous read is what the desktop client does before it acts with its identity:
+    // it gets what any member may do.
     let Some(v) = viewer else {
         return ActionPermissions {
-            can_react: false,
-            can_reply: false,
-            can_mark_unread: false,
+            can_react: true,
+            can_reply: true,
+            can_mark_unread: true,
             can_pin: false,
             can_delete: false,
         };

@@ -79,6 +79,9 @@ impl DomainError {
     }
 
     pub fn needs_admin() -> DomainError {
-        DomainError::forbidden("forbidden", "this needs the owner or an admin of the server")
+        DomainError::forbidden(
+            "forbidden",
+            "this needs the owner or an admin of the server",
+        )
     }
 }

@@ -26,7 +26,10 @@ fn settings(visibility: HistoryVisibility) -> Settings {
 fn community(visibility: HistoryVisibility) -> Community {
     let mut c = Community::new(settings(visibility), Snapshot::default());
     let boot = c.bootstrap_default_server("Home", Some("uid_owner"), 1_000);
-    assert!(boot.value.is_none(), "an owner was configured: no claim token");
+    assert!(
+        boot.value.is_none(),
+        "an owner was configured: no claim token"
+    );
     c
 }
 
@@ -51,7 +54,14 @@ fn text_channel(c: &mut Community, server: &str, who: &Actor) -> String {
 }
 
 /// Posts through the rules and stores the result in `history`, as the authority would.
-fn post(c: &mut Community, history: &mut MemoryHistory, who: &Actor, channel: &str, body: &str, reply: Option<&Message>) -> Message {
+fn post(
+    c: &mut Community,
+    history: &mut MemoryHistory,
+    who: &Actor,
+    channel: &str,
+    body: &str,
+    reply: Option<&Message>,
+) -> Message {
     let out = c
         .post_message(
             who,
@@ -79,7 +89,12 @@ fn post(c: &mut Community, history: &mut MemoryHistory, who: &Actor, channel: &s
     message
 }
 
-fn read(c: &mut Community, history: &MemoryHistory, who: Option<&Actor>, channel: &str) -> Result<Vec<String>, super::error::DomainError> {
+fn read(
+    c: &mut Community,
+    history: &MemoryHistory,
+    who: Option<&Actor>,
+    channel: &str,
+) -> Result<Vec<String>, super::error::DomainError> {
     let access = c.history_access(who, channel, 20)?.value;
     let page = history.query(&MessageQuery {
         channel_id: channel.into(),
@@ -102,12 +117,30 @@ fn read(c: &mut Community, history: &MemoryHistory, who: Option<&Actor>, channel
 #[test]
 fn the_default_server_is_seeded_with_a_text_and_a_voice_group() {
     let mut c = community(HistoryVisibility::Joined);
-    let groups = c.channels_of(Some(&actor("uid_a")), "home", 1).unwrap().value.groups;
+    let groups = c
+        .channels_of(Some(&actor("uid_a")), "home", 1)
+        .unwrap()
+        .value
+        .groups;
     let shape: Vec<(&str, Vec<(&str, &str)>)> = groups
         .iter()
-        .map(|g| (g.kind, g.channels.iter().map(|ch| (ch.name.as_str(), ch.kind)).collect()))
+        .map(|g| {
+            (
+                g.kind,
+                g.channels
+                    .iter()
+                    .map(|ch| (ch.name.as_str(), ch.kind))
+                    .collect(),
+            )
+        })
         .collect();
-    assert_eq!(shape, vec![("text", vec![("general", "text")]), ("voice", vec![("General", "voice")])]);
+    assert_eq!(
+        shape,
+        vec![
+            ("text", vec![("general", "text")]),
+            ("voice", vec![("General", "voice")])
+        ]
+    );
     // Bootstrapping again changes nothing.
     let again = c.bootstrap_default_server("Other name", Some("uid_owner"), 2_000);
     assert!(again.records.is_empty());
@@ -117,16 +150,26 @@ fn the_default_server_is_seeded_with_a_text_and_a_voice_group() {
 #[test]
 fn without_a_configured_owner_the_first_start_yields_a_claim_token_that_works_once() {
     let mut c = Community::new(settings(HistoryVisibility::Joined), Snapshot::default());
-    let token = c.bootstrap_default_server("Home", None, 1).value.expect("claim token");
+    let token = c
+        .bootstrap_default_server("Home", None, 1)
+        .value
+        .expect("claim token");
     let claimer = actor("uid_claimer");
     assert_eq!(
-        c.claim_ownership(&claimer, "home", "occ_wrong", 2).unwrap_err().code,
+        c.claim_ownership(&claimer, "home", "occ_wrong", 2)
+            .unwrap_err()
+            .code,
         "invalid_claim_token"
     );
-    let claimed = c.claim_ownership(&claimer, "home", &token, 2).unwrap().value;
+    let claimed = c
+        .claim_ownership(&claimer, "home", &token, 2)
+        .unwrap()
+        .value;
     assert_eq!(claimed.owner_user_uid, "uid_claimer");
     assert_eq!(c.current_role("home", "uid_claimer"), Some(Role::Owner));
-    let replay = c.claim_ownership(&actor("uid_thief"), "home", &token, 3).unwrap_err();
+    let replay = c
+        .claim_ownership(&actor("uid_thief"), "home", &token, 3)
+        .unwrap_err();
     assert_eq!(replay.code, "invalid_claim_token");
 }
 
@@ -134,26 +177,47 @@ fn without_a_configured_owner_the_first_start_yields_a_claim_token_that_works_on
 fn a_created_server_is_claimed_by_a_different_uid_with_its_token_and_expires() {
     let mut c = community(HistoryVisibility::Joined);
     let creator = actor("uid_creator");
-    let created = c.create_server(&creator, "  Rust  Club ", "hello", "forest", 100).unwrap();
+    let created = c
+        .create_server(&creator, "  Rust  Club ", "hello", "forest", 100)
+        .unwrap();
     let server_id = created.value.server.server_id.clone();
     assert_eq!(created.value.server.display_name, "Rust  Club");
     assert_eq!(created.value.server.banner_preset, "forest");
     assert_eq!(created.value.server.icon_text.chars().count(), 2);
     // The creator is a plain member until someone claims.
-    assert_eq!(c.current_role(&server_id, "uid_creator"), Some(Role::Member));
+    assert_eq!(
+        c.current_role(&server_id, "uid_creator"),
+        Some(Role::Member)
+    );
     let other = actor("uid_other");
     let token = created.value.ownership_claim.token.clone();
     // Expired tokens are refused.
-    let late = c.claim_ownership(&other, &server_id, &token, 100 + CLAIM_TOKEN_TTL_MS).unwrap_err();
+    let late = c
+        .claim_ownership(&other, &server_id, &token, 100 + CLAIM_TOKEN_TTL_MS)
+        .unwrap_err();
     assert_eq!(late.code, "claim_token_expired");
     c.claim_ownership(&other, &server_id, &token, 200).unwrap();
     assert_eq!(c.current_role(&server_id, "uid_other"), Some(Role::Owner));
     // Unknown presets and disabled creation are refused.
-    assert_eq!(c.create_server(&creator, "X", "", "neon", 1).unwrap_err().code, "invalid_banner_preset");
-    let mut locked = Community::new(Settings { allow_server_creation: false, ..settings(HistoryVisibility::Joined) }, Snapshot::default());
+    assert_eq!(
+        c.create_server(&creator, "X", "", "neon", 1)
+            .unwrap_err()
+            .code,
+        "invalid_banner_preset"
+    );
+    let mut locked = Community::new(
+        Settings {
+            allow_server_creation: false,
+            ..settings(HistoryVisibility::Joined)
+        },
+        Snapshot::default(),
+    );
     locked.bootstrap_default_server("Home", None, 1);
     let refused = locked.create_server(&creator, "X", "", "", 1).unwrap_err();
-    assert_eq!((refused.status, refused.code), (403, "server_creation_disabled"));
+    assert_eq!(
+        (refused.status, refused.code),
+        (403, "server_creation_disabled")
+    );
 }
 
 #[test]
@@ -161,56 +225,132 @@ fn layout_changes_need_an_admin_and_emit_events() {
     let mut c = community(HistoryVisibility::Joined);
     let member = actor("uid_member");
     let owner = actor("uid_owner");
-    let refused = c.create_category(&member, "home", "Games", ChannelKind::Text, 5).unwrap_err();
+    let refused = c
+        .create_category(&member, "home", "Games", ChannelKind::Text, 5)
+        .unwrap_err();
     assert_eq!((refused.status, refused.code), (403, "forbidden"));
-    let settings_refused = c.update_settings(&member, "home", Some("Mine"), None, None, 5).unwrap_err();
+    let settings_refused = c
+        .update_settings(&member, "home", Some("Mine"), None, None, 5)
+        .unwrap_err();
     assert_eq!(settings_refused.status, 403);
 
-    let cat = c.create_category(&owner, "home", "Games", ChannelKind::Text, 5).unwrap();
+    let cat = c
+        .create_category(&owner, "home", "Games", ChannelKind::Text, 5)
+        .unwrap();
     assert_eq!(cat.events[0].kind, "chat.category.created");
     let group_id = cat.value.group.id.clone();
     let ch = c
-        .create_channel(&owner, "home", "chess", ChannelKind::Text, Some(&group_id), None, None, 6)
+        .create_channel(
+            &owner,
+            "home",
+            "chess",
+            ChannelKind::Text,
+            Some(&group_id),
+            None,
+            None,
+            6,
+        )
         .unwrap();
     assert_eq!(ch.events[0].kind, "chat.channel.created");
     assert_eq!(ch.value.channel.history_visibility, "joined");
     let wrong_kind = c
-        .create_channel(&owner, "home", "lobby", ChannelKind::Voice, Some(&group_id), None, None, 6)
+        .create_channel(
+            &owner,
+            "home",
+            "lobby",
+            ChannelKind::Voice,
+            Some(&group_id),
+            None,
+            None,
+            6,
+        )
         .unwrap_err();
     assert_eq!(wrong_kind.code, "group_kind_mismatch");
-    let renamed = c.rename_category(&owner, "home", &group_id, "Board games", 7).unwrap();
+    let renamed = c
+        .rename_category(&owner, "home", &group_id, "Board games", 7)
+        .unwrap();
     assert_eq!(renamed.value.group.label, "Board games");
     assert_eq!(renamed.events[0].kind, "chat.category.updated");
 
     // Event ids of a server increase by one.
-    let ids: Vec<i64> = [&cat.events[0], &ch.events[0], &renamed.events[0]].iter().map(|e| e.event_id.unwrap()).collect();
+    let ids: Vec<i64> = [&cat.events[0], &ch.events[0], &renamed.events[0]]
+        .iter()
+        .map(|e| e.event_id.unwrap())
+        .collect();
     assert_eq!(ids, vec![1, 2, 3]);
 
     // A layout must list every channel exactly once, in groups of its kind.
     let groups = c.channels_of(Some(&owner), "home", 8).unwrap().value.groups;
-    let text_group = groups.iter().find(|g| g.kind == "text" && g.id != group_id).unwrap().id.clone();
-    let all_text: Vec<String> = groups.iter().filter(|g| g.kind == "text").flat_map(|g| g.channels.iter().map(|c| c.id.clone())).collect();
+    let text_group = groups
+        .iter()
+        .find(|g| g.kind == "text" && g.id != group_id)
+        .unwrap()
+        .id
+        .clone();
+    let all_text: Vec<String> = groups
+        .iter()
+        .filter(|g| g.kind == "text")
+        .flat_map(|g| g.channels.iter().map(|c| c.id.clone()))
+        .collect();
     let voice_group = groups.iter().find(|g| g.kind == "voice").unwrap();
     let voice_ids: Vec<String> = voice_group.channels.iter().map(|c| c.id.clone()).collect();
-    let dropped = c.set_layout(&owner, "home", &[(group_id.clone(), vec![all_text[0].clone()])], 9).unwrap_err();
+    let dropped = c
+        .set_layout(
+            &owner,
+            "home",
+            &[(group_id.clone(), vec![all_text[0].clone()])],
+            9,
+        )
+        .unwrap_err();
     assert_eq!(dropped.code, "invalid_layout");
     let duplicated = c
-        .set_layout(&owner, "home", &[(group_id.clone(), vec![all_text[0].clone(), all_text[0].clone(), all_text[1].clone()]), (voice_group.id.clone(), voice_ids.clone())], 9)
+        .set_layout(
+            &owner,
+            "home",
+            &[
+                (
+                    group_id.clone(),
+                    vec![
+                        all_text[0].clone(),
+                        all_text[0].clone(),
+                        all_text[1].clone(),
+                    ],
+                ),
+                (voice_group.id.clone(), voice_ids.clone()),
+            ],
+            9,
+        )
         .unwrap_err();
     assert_eq!(duplicated.code, "invalid_layout");
     let invented = c
-        .set_layout(&owner, "home", &[(group_id.clone(), vec!["ch_nope".into()])], 9)
+        .set_layout(
+            &owner,
+            "home",
+            &[(group_id.clone(), vec!["ch_nope".into()])],
+            9,
+        )
         .unwrap_err();
     assert_eq!(invented.code, "invalid_layout");
     let moved = c
-        .set_layout(&owner, "home", &[(group_id.clone(), all_text.clone()), (voice_group.id.clone(), voice_ids), (text_group.clone(), vec![])], 9)
+        .set_layout(
+            &owner,
+            "home",
+            &[
+                (group_id.clone(), all_text.clone()),
+                (voice_group.id.clone(), voice_ids),
+                (text_group.clone(), vec![]),
+            ],
+            9,
+        )
         .unwrap();
     assert_eq!(moved.value.groups[0].id, group_id);
     assert_eq!(moved.value.groups[0].channels.len(), 2);
     assert_eq!(moved.events[0].kind, "chat.channel.layout.updated");
     // Deleting the now-empty group works; deleting the last text group with channels does not.
     c.delete_category(&owner, "home", &text_group, 10).unwrap();
-    let last = c.delete_category(&owner, "home", &group_id, 10).unwrap_err();
+    let last = c
+        .delete_category(&owner, "home", &group_id, 10)
+        .unwrap_err();
     assert_eq!(last.code, "category_not_empty");
 }
 
@@ -222,12 +362,24 @@ fn a_later_joiner_does_not_see_earlier_messages_in_a_joined_channel() {
     let channel = text_channel(&mut c, "home", &alice);
     post(&mut c, &mut history, &alice, &channel, "before bob", None);
     let bob = actor("uid_bob");
-    assert_eq!(read(&mut c, &history, Some(&bob), &channel).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        read(&mut c, &history, Some(&bob), &channel).unwrap(),
+        Vec::<String>::new()
+    );
     post(&mut c, &mut history, &alice, &channel, "after bob", None);
-    assert_eq!(read(&mut c, &history, Some(&bob), &channel).unwrap(), vec!["after bob"]);
-    assert_eq!(read(&mut c, &history, Some(&alice), &channel).unwrap(), vec!["before bob", "after bob"]);
+    assert_eq!(
+        read(&mut c, &history, Some(&bob), &channel).unwrap(),
+        vec!["after bob"]
+    );
+    assert_eq!(
+        read(&mut c, &history, Some(&alice), &channel).unwrap(),
+        vec!["before bob", "after bob"]
+    );
     // Anonymous readers get nothing from a non-public channel.
-    assert_eq!(read(&mut c, &history, None, &channel).unwrap_err().status, 401);
+    assert_eq!(
+        read(&mut c, &history, None, &channel).unwrap_err().status,
+        401
+    );
 }
 
 #[test]
@@ -244,16 +396,37 @@ fn leaving_ends_access_and_rejoining_opens_a_new_span() {
     assert!(c.leave(&bob, "home", 12).unwrap().records.is_empty());
     post(&mut c, &mut history, &alice, &channel, "two", None);
     // A uid that left can neither read nor post nor subscribe until it comes back.
-    assert_eq!(read(&mut c, &history, Some(&bob), &channel).unwrap_err().code, "not_a_member");
+    assert_eq!(
+        read(&mut c, &history, Some(&bob), &channel)
+            .unwrap_err()
+            .code,
+        "not_a_member"
+    );
     let post_err = c
-        .post_message(&bob, &channel, NewMessage { content: Content::Plain { body: "x".into() }, reply_to: None, reply_to_id: None, attachments: vec![] }, 13)
+        .post_message(
+            &bob,
+            &channel,
+            NewMessage {
+                content: Content::Plain { body: "x".into() },
+                reply_to: None,
+                reply_to_id: None,
+                attachments: vec![],
+            },
+            13,
+        )
         .unwrap_err();
     assert_eq!(post_err.code, "not_a_member");
-    assert_eq!(c.may_subscribe(&bob, "home", &channel).unwrap_err().code, "not_a_member");
+    assert_eq!(
+        c.may_subscribe(&bob, "home", &channel).unwrap_err().code,
+        "not_a_member"
+    );
     // Opening the server again (realtime connect) re-admits with a new span.
     c.admit(&bob, "home", Admission::Connect, 14).unwrap();
     post(&mut c, &mut history, &alice, &channel, "three", None);
-    assert_eq!(read(&mut c, &history, Some(&bob), &channel).unwrap(), vec!["one", "three"]);
+    assert_eq!(
+        read(&mut c, &history, Some(&bob), &channel).unwrap(),
+        vec!["one", "three"]
+    );
 }
 
 #[test]
@@ -263,14 +436,23 @@ fn members_and_public_visibility() {
     let alice = actor("uid_alice");
     let channel = text_channel(&mut c, "home", &alice);
     post(&mut c, &mut history, &alice, &channel, "early", None);
-    assert_eq!(read(&mut c, &history, Some(&actor("uid_late")), &channel).unwrap(), vec!["early"]);
-    assert_eq!(read(&mut c, &history, None, &channel).unwrap_err().status, 401);
+    assert_eq!(
+        read(&mut c, &history, Some(&actor("uid_late")), &channel).unwrap(),
+        vec!["early"]
+    );
+    assert_eq!(
+        read(&mut c, &history, None, &channel).unwrap_err().status,
+        401
+    );
 
     let mut p = community(HistoryVisibility::Public);
     let mut history = MemoryHistory::default();
     let channel = text_channel(&mut p, "home", &alice);
     post(&mut p, &mut history, &alice, &channel, "hello world", None);
-    assert_eq!(read(&mut p, &history, None, &channel).unwrap(), vec!["hello world"]);
+    assert_eq!(
+        read(&mut p, &history, None, &channel).unwrap(),
+        vec!["hello world"]
+    );
     // Anonymous reads of a server with public channels work; they join nobody.
     assert!(p.channels_of(None, "home", 1).is_ok());
     assert!(p.members(None, "home", 1).unwrap().records.is_empty());
@@ -283,14 +465,31 @@ fn replies_mentions_and_permissions() {
     let alice = actor("uid_alice");
     let bob = actor("uid_bob");
     let channel = text_channel(&mut c, "home", &alice);
-    c.put_profile(&bob, ProfileChange { display_name: Some("Bob".into()), ..Default::default() }, 5).unwrap();
-    let first = post(&mut c, &mut history, &alice, &channel, "first   message\nwith lines", None);
+    c.put_profile(
+        &bob,
+        ProfileChange {
+            display_name: Some("Bob".into()),
+            ..Default::default()
+        },
+        5,
+    )
+    .unwrap();
+    let first = post(
+        &mut c,
+        &mut history,
+        &alice,
+        &channel,
+        "first   message\nwith lines",
+        None,
+    );
     let out = c
         .post_message(
             &bob,
             &channel,
             NewMessage {
-                content: Content::Plain { body: "😀 @uid_alice look @here".into() },
+                content: Content::Plain {
+                    body: "😀 @uid_alice look @here".into(),
+                },
                 reply_to: Some(first.clone()),
                 reply_to_id: Some(first.id.clone()),
                 attachments: vec![],
@@ -305,14 +504,42 @@ fn replies_mentions_and_permissions() {
     assert_eq!(reply.preview_text, "first message with lines");
     assert!(!reply.is_unavailable);
     assert_eq!(m.mentions.len(), 2);
-    assert_eq!((m.mentions[0].kind.as_str(), m.mentions[0].target_id.as_str()), ("user", "uid_alice"));
+    assert_eq!(
+        (
+            m.mentions[0].kind.as_str(),
+            m.mentions[0].target_id.as_str()
+        ),
+        ("user", "uid_alice")
+    );
     // UTF-16: the emoji is two code units, then a space.
-    assert_eq!((m.mentions[0].range.start, m.mentions[0].range.end), (3, 3 + "@uid_alice".len()));
-    assert_eq!((m.mentions[1].token.as_str(), m.mentions[1].target_id.as_str()), ("@here", channel.as_str()));
+    assert_eq!(
+        (m.mentions[0].range.start, m.mentions[0].range.end),
+        (3, 3 + "@uid_alice".len())
+    );
+    assert_eq!(
+        (
+            m.mentions[1].token.as_str(),
+            m.mentions[1].target_id.as_str()
+        ),
+        ("@here", channel.as_str())
+    );
     assert!(m.action_permissions.can_delete, "the author may delete");
     // Others may not delete; a moderator may.
-    let stored = history.get(&m.id).cloned().unwrap_or_else(|| out.records.iter().find_map(|r| match r { Record::Message(x) => Some(x.clone()), _ => None }).unwrap());
-    assert_eq!(c.delete_message(&alice, &channel, &stored, 30).unwrap_err().status, 403);
+    let stored = history.get(&m.id).cloned().unwrap_or_else(|| {
+        out.records
+            .iter()
+            .find_map(|r| match r {
+                Record::Message(x) => Some(x.clone()),
+                _ => None,
+            })
+            .unwrap()
+    });
+    assert_eq!(
+        c.delete_message(&alice, &channel, &stored, 30)
+            .unwrap_err()
+            .status,
+        403
+    );
     let deleted = c.delete_message(&bob, &channel, &stored, 30).unwrap();
     assert_eq!(deleted.events[0].kind, "chat.message.deleted");
     // A deleted reply target renders as unavailable.
@@ -333,23 +560,64 @@ fn oversize_and_wrong_kind_posts_are_refused() {
     let channel = text_channel(&mut c, "home", &alice);
     let big = "x".repeat(4001);
     let err = c
-        .post_message(&alice, &channel, NewMessage { content: Content::Plain { body: big }, reply_to: None, reply_to_id: None, attachments: vec![] }, 1)
+        .post_message(
+            &alice,
+            &channel,
+            NewMessage {
+                content: Content::Plain { body: big },
+                reply_to: None,
+                reply_to_id: None,
+                attachments: vec![],
+            },
+            1,
+        )
         .unwrap_err();
     assert_eq!((err.status, err.code), (413, "payload_too_large"));
-    let voice = c.channels_of(Some(&alice), "home", 1).unwrap().value.groups[1].channels[0].id.clone();
+    let voice = c.channels_of(Some(&alice), "home", 1).unwrap().value.groups[1].channels[0]
+        .id
+        .clone();
     let err = c
-        .post_message(&alice, &voice, NewMessage { content: Content::Plain { body: "hi".into() }, reply_to: None, reply_to_id: None, attachments: vec![] }, 1)
+        .post_message(
+            &alice,
+            &voice,
+            NewMessage {
+                content: Content::Plain { body: "hi".into() },
+                reply_to: None,
+                reply_to_id: None,
+                attachments: vec![],
+            },
+            1,
+        )
         .unwrap_err();
     assert_eq!(err.code, "not_a_text_channel");
     let owner = actor("uid_owner");
     let e2ee = c
-        .create_channel(&owner, "home", "secret", ChannelKind::Text, None, None, Some(Encryption::E2ee), 2)
+        .create_channel(
+            &owner,
+            "home",
+            "secret",
+            ChannelKind::Text,
+            None,
+            None,
+            Some(Encryption::E2ee),
+            2,
+        )
         .unwrap()
         .value
         .channel
         .id;
     let err = c
-        .post_message(&alice, &e2ee, NewMessage { content: Content::Plain { body: "hi".into() }, reply_to: None, reply_to_id: None, attachments: vec![] }, 3)
+        .post_message(
+            &alice,
+            &e2ee,
+            NewMessage {
+                content: Content::Plain { body: "hi".into() },
+                reply_to: None,
+                reply_to_id: None,
+                attachments: vec![],
+            },
+            3,
+        )
         .unwrap_err();
     assert_eq!(err.code, "plaintext_not_allowed");
 }
@@ -368,7 +636,10 @@ fn read_acks_never_move_backwards_and_go_to_the_same_user_only() {
     assert_eq!(first.events[0].event_id, None);
     let back = c.put_read_ack(&alice, &channel, &m1, 51).unwrap();
     assert_eq!(back.value.applied, Some(false));
-    assert_eq!(back.value.read_ack.last_read_message_id.as_deref(), Some(m2.id.as_str()));
+    assert_eq!(
+        back.value.read_ack.last_read_message_id.as_deref(),
+        Some(m2.id.as_str())
+    );
     assert!(back.records.is_empty() && back.events.is_empty());
     let got = c.read_ack(&alice, &channel, 52).unwrap().value;
     assert_eq!(got.read_ack.cursor_index, m2.seq);
@@ -380,26 +651,97 @@ fn profiles_default_conflict_and_avatar_ownership() {
     let mut c = community(HistoryVisibility::Joined);
     let alice = actor("uid_alice");
     let fresh = c.profile_item("uid_never_seen");
-    assert_eq!((fresh.profile_version, fresh.display_name.as_str()), (0, "uid_never_seen"));
+    assert_eq!(
+        (fresh.profile_version, fresh.display_name.as_str()),
+        (0, "uid_never_seen")
+    );
     c.admit(&alice, "home", Admission::Connect, 1).unwrap();
-    let saved = c.put_profile(&alice, ProfileChange { display_name: Some("Cafe\u{301}".into()), if_match: Some(0), ..Default::default() }, 2).unwrap();
+    let saved = c
+        .put_profile(
+            &alice,
+            ProfileChange {
+                display_name: Some("Cafe\u{301}".into()),
+                if_match: Some(0),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
     assert_eq!(saved.value.display_name, "Café", "names are NFC-normalized");
     assert_eq!(saved.value.profile_version, 1);
-    assert_eq!(saved.events.len(), 1, "one profile_updated per server of the user");
+    assert_eq!(
+        saved.events.len(),
+        1,
+        "one profile_updated per server of the user"
+    );
     assert_eq!(saved.events[0].kind, "profile_updated");
-    let stale = c.put_profile(&alice, ProfileChange { display_name: Some("Other".into()), if_match: Some(0), ..Default::default() }, 3).unwrap_err();
+    let stale = c
+        .put_profile(
+            &alice,
+            ProfileChange {
+                display_name: Some("Other".into()),
+                if_match: Some(0),
+                ..Default::default()
+            },
+            3,
+        )
+        .unwrap_err();
     assert_eq!((stale.status, stale.code), (409, "profile_conflict"));
     assert!(stale.details.unwrap().contains("\"profile_version\":1"));
-    let too_long = c.put_profile(&alice, ProfileChange { display_name: Some("x".repeat(33)), ..Default::default() }, 3).unwrap_err();
+    let too_long = c
+        .put_profile(
+            &alice,
+            ProfileChange {
+                display_name: Some("x".repeat(33)),
+                ..Default::default()
+            },
+            3,
+        )
+        .unwrap_err();
     assert_eq!(too_long.code, "invalid_display_name");
-    let asset = AvatarAsset { id: "av_1".into(), owner_uid: "uid_bob".into(), blob: "00".repeat(32), content_type: "image/png".into(), width: 1, height: 1, bytes: 10, created_at: 1 };
+    let asset = AvatarAsset {
+        id: "av_1".into(),
+        owner_uid: "uid_bob".into(),
+        blob: "00".repeat(32),
+        content_type: "image/png".into(),
+        width: 1,
+        height: 1,
+        bytes: 10,
+        created_at: 1,
+    };
     c.add_avatar_asset(asset);
-    let theft = c.put_profile(&alice, ProfileChange { avatar_mode: Some(AvatarMode::Uploaded), avatar_asset_id: Some("av_1".into()), ..Default::default() }, 4).unwrap_err();
+    let theft = c
+        .put_profile(
+            &alice,
+            ProfileChange {
+                avatar_mode: Some(AvatarMode::Uploaded),
+                avatar_asset_id: Some("av_1".into()),
+                ..Default::default()
+            },
+            4,
+        )
+        .unwrap_err();
     assert_eq!(theft.code, "avatar_asset_forbidden");
     let bob = actor("uid_bob");
-    let ok = c.put_profile(&bob, ProfileChange { avatar_mode: Some(AvatarMode::Uploaded), avatar_asset_id: Some("av_1".into()), ..Default::default() }, 5).unwrap();
-    assert_eq!(ok.value.avatar_url.as_deref(), Some("https://chat.example.test/v1/profile/avatar/av_1"));
-    assert_eq!(c.profiles(&vec!["u".to_string(); 101]).unwrap_err().code, "too_many_profiles");
+    let ok = c
+        .put_profile(
+            &bob,
+            ProfileChange {
+                avatar_mode: Some(AvatarMode::Uploaded),
+                avatar_asset_id: Some("av_1".into()),
+                ..Default::default()
+            },
+            5,
+        )
+        .unwrap();
+    assert_eq!(
+        ok.value.avatar_url.as_deref(),
+        Some("https://chat.example.test/v1/profile/avatar/av_1")
+    );
+    assert_eq!(
+        c.profiles(&vec!["u".to_string(); 101]).unwrap_err().code,
+        "too_many_profiles"
+    );
 }
 
 #[test]
@@ -407,28 +749,85 @@ fn sessions_need_a_fresh_signed_challenge_and_bind_the_uid_to_the_first_key() {
     let mut c = community(HistoryVisibility::Joined);
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let public = base64_url(key.verifying_key().as_bytes());
-    let sign = |challenge: &str| base64_url(&key.sign(format!("openchat-auth-v1\n{ORIGIN}\n{challenge}").as_bytes()).to_bytes());
-    let ch = c.issue_challenge("dev_1", &public, None, 1_000).unwrap().challenge;
+    let sign = |challenge: &str| {
+        base64_url(
+            &key.sign(format!("openchat-auth-v1\n{ORIGIN}\n{challenge}").as_bytes())
+                .to_bytes(),
+        )
+    };
+    let ch = c
+        .issue_challenge("dev_1", &public, None, 1_000)
+        .unwrap()
+        .challenge;
     // A signature for another origin is refused, and the challenge is then spent.
-    let foreign = base64_url(&key.sign(format!("openchat-auth-v1\nhttps://evil.test\n{ch}").as_bytes()).to_bytes());
-    assert_eq!(c.open_session("dev_1", &public, None, &ch, &foreign, 1_001).unwrap_err().status, 401);
-    assert_eq!(c.open_session("dev_1", &public, None, &ch, &sign(&ch), 1_002).unwrap_err().status, 401, "replayed challenge");
-    let ch = c.issue_challenge("dev_1", &public, None, 2_000).unwrap().challenge;
-    let expired = c.open_session("dev_1", &public, None, &ch, &sign(&ch), 2_000 + CHALLENGE_TTL_MS).unwrap_err();
+    let foreign = base64_url(
+        &key.sign(format!("openchat-auth-v1\nhttps://evil.test\n{ch}").as_bytes())
+            .to_bytes(),
+    );
+    assert_eq!(
+        c.open_session("dev_1", &public, None, &ch, &foreign, 1_001)
+            .unwrap_err()
+            .status,
+        401
+    );
+    assert_eq!(
+        c.open_session("dev_1", &public, None, &ch, &sign(&ch), 1_002)
+            .unwrap_err()
+            .status,
+        401,
+        "replayed challenge"
+    );
+    let ch = c
+        .issue_challenge("dev_1", &public, None, 2_000)
+        .unwrap()
+        .challenge;
+    let expired = c
+        .open_session(
+            "dev_1",
+            &public,
+            None,
+            &ch,
+            &sign(&ch),
+            2_000 + CHALLENGE_TTL_MS,
+        )
+        .unwrap_err();
     assert_eq!(expired.status, 401);
-    let ch = c.issue_challenge("dev_1", &public, None, 3_000).unwrap().challenge;
-    let session = c.open_session("dev_1", &public, None, &ch, &sign(&ch), 3_001).unwrap();
+    let ch = c
+        .issue_challenge("dev_1", &public, None, 3_000)
+        .unwrap()
+        .challenge;
+    let session = c
+        .open_session("dev_1", &public, None, &ch, &sign(&ch), 3_001)
+        .unwrap();
     let token = session.value.token.clone();
-    assert!(session.records.iter().all(|r| !format!("{r:?}").contains(&token)), "tokens are stored hashed");
+    assert!(
+        session
+            .records
+            .iter()
+            .all(|r| !format!("{r:?}").contains(&token)),
+        "tokens are stored hashed"
+    );
     let (who, _) = c.authenticate(&token, 3_002).unwrap();
-    assert_eq!(who.user_uid, crate::auth::derive_user_uid(&key.verifying_key()));
+    assert_eq!(
+        who.user_uid,
+        crate::auth::derive_user_uid(&key.verifying_key())
+    );
     assert!(c.authenticate("ocs_forged", 3_002).is_none());
     // Another key cannot take the same uid.
     let other = SigningKey::from_bytes(&[9u8; 32]);
     let other_pub = base64_url(other.verifying_key().as_bytes());
-    let ch = c.issue_challenge("dev_2", &other_pub, Some(&who.user_uid), 4_000).unwrap().challenge;
-    let sig = base64_url(&other.sign(format!("openchat-auth-v1\n{ORIGIN}\n{ch}").as_bytes()).to_bytes());
-    let clash = c.open_session("dev_2", &other_pub, Some(&who.user_uid), &ch, &sig, 4_001).unwrap_err();
+    let ch = c
+        .issue_challenge("dev_2", &other_pub, Some(&who.user_uid), 4_000)
+        .unwrap()
+        .challenge;
+    let sig = base64_url(
+        &other
+            .sign(format!("openchat-auth-v1\n{ORIGIN}\n{ch}").as_bytes())
+            .to_bytes(),
+    );
+    let clash = c
+        .open_session("dev_2", &other_pub, Some(&who.user_uid), &ch, &sig, 4_001)
+        .unwrap_err();
     assert_eq!((clash.status, clash.code), (409, "identity_key_mismatch"));
     // Revoked and expired sessions do not authenticate.
     c.revoke_session(&token, 5_000).unwrap();
@@ -444,16 +843,32 @@ fn base64_url(bytes: &[u8]) -> String {
 fn the_directory_lists_discoverable_servers_and_hides_left_ones() {
     let mut c = community(HistoryVisibility::Joined);
     let alice = actor("uid_alice");
-    let listed = |c: &Community, a: Option<&Actor>| c.directory(a).into_iter().map(|d| d.server_id).collect::<Vec<_>>();
+    let listed = |c: &Community, a: Option<&Actor>| {
+        c.directory(a)
+            .into_iter()
+            .map(|d| d.server_id)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(listed(&c, None), vec!["home"]);
     assert_eq!(listed(&c, Some(&alice)), vec!["home"]);
-    let created = c.create_server(&alice, "Club", "", "", 5).unwrap().value.server.server_id;
-    assert_eq!(listed(&c, Some(&alice)), vec!["home".to_string(), created.clone()]);
+    let created = c
+        .create_server(&alice, "Club", "", "", 5)
+        .unwrap()
+        .value
+        .server
+        .server_id;
+    assert_eq!(
+        listed(&c, Some(&alice)),
+        vec!["home".to_string(), created.clone()]
+    );
     c.admit(&alice, "home", Admission::Connect, 6).unwrap();
     c.leave(&alice, "home", 7).unwrap();
     assert_eq!(listed(&c, Some(&alice)), vec![created]);
     let item = &c.directory(None)[0];
-    assert_eq!((item.trust_state, item.user_identifier_policy), ("verified", "either"));
+    assert_eq!(
+        (item.trust_state, item.user_identifier_policy),
+        ("verified", "either")
+    );
 }
 
 #[test]
@@ -461,7 +876,8 @@ fn a_refused_command_changes_nothing() {
     let mut c = community(HistoryVisibility::Joined);
     let member = actor("uid_member");
     // First contact inside a refused admin command does not leave a membership behind.
-    c.create_category(&member, "home", "X", ChannelKind::Text, 1).unwrap_err();
+    c.create_category(&member, "home", "X", ChannelKind::Text, 1)
+        .unwrap_err();
     assert_eq!(c.current_role("home", "uid_member"), None);
     assert_eq!(c.last_event_id("home"), 0);
 }

@@ -67,7 +67,8 @@ pub struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
-    fn empty() -> Self {
+    /// No parameters (a request that did not come through the router).
+    pub fn empty() -> Self {
         Self {
             names: [""; MAX_PATH_PARAMS],
             values: [""; MAX_PATH_PARAMS],

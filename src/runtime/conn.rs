@@ -84,8 +84,10 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                             return;
                         }
                         // The session owns the socket from here; the bytes already read past
-                        // the head (a first frame sent with the handshake) go with it.
+                        // the head (a first frame sent with the handshake) go with it. The
+                        // HTTP buffers are freed now rather than held for the session's life.
                         drop(watch);
+                        drop((scratch, out, reader));
                         let session_io = websocket::Session::new(stream, buf);
                         return session(shard.clone(), request, session_io).await;
                     }
@@ -232,7 +234,9 @@ async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let _ = stream.set_read_timeout(Some(LINGER_TIME));
     let deadline = Instant::now() + LINGER_TIME;
-    let mut scratch = [0u8; 4096];
+    // On the heap, not in the future: an array here would sit in the state of every
+    // connection's task, WebSocket sessions included, for the connection's whole life.
+    let mut scratch = vec![0u8; 4096];
     let mut drained = 0;
     while drained < LINGER_BYTES && Instant::now() < deadline {
         match stream.read(&mut scratch).await {

@@ -43,7 +43,10 @@ pub enum PresenceOp {
         is_typing: bool,
     },
     /// The socket closed: it leaves every channel of this shard.
-    Closed { server_id: String, socket: SocketRef },
+    Closed {
+        server_id: String,
+        socket: SocketRef,
+    },
 }
 
 struct LocalSocket {
@@ -76,7 +79,13 @@ fn now_text() -> String {
 impl Hub {
     /// Registers a socket of `server_id`; with `live = false` events are held until
     /// [`Hub::go_live`].
-    pub fn register(&self, server_id: &str, user_uid: &str, handle: SocketHandle, live: bool) -> u64 {
+    pub fn register(
+        &self,
+        server_id: &str,
+        user_uid: &str,
+        handle: SocketHandle,
+        live: bool,
+    ) -> u64 {
         let id = self.next_socket.get() + 1;
         self.next_socket.set(id);
         self.sockets.borrow_mut().insert(
@@ -102,7 +111,9 @@ impl Hub {
     /// Ends a replay: events that arrived meanwhile and are newer than `replayed_up_to` go out.
     pub fn go_live(&self, socket: u64, replayed_up_to: i64) {
         let mut sockets = self.sockets.borrow_mut();
-        let Some(s) = sockets.get_mut(&socket) else { return };
+        let Some(s) = sockets.get_mut(&socket) else {
+            return;
+        };
         s.live = true;
         s.last_event_id = replayed_up_to;
         for (event_id, frame) in std::mem::take(&mut s.held) {
@@ -124,14 +135,30 @@ impl Hub {
 
     /// Forgets a closed socket and tells the owners of its channels.
     pub fn unregister(&self, shard: &Rc<Shard>, socket: u64) {
-        let Some(s) = self.sockets.borrow_mut().remove(&socket) else { return };
+        let Some(s) = self.sockets.borrow_mut().remove(&socket) else {
+            return;
+        };
         if let Some(set) = self.by_server.borrow_mut().get_mut(&s.server_id) {
             set.remove(&socket);
         }
-        let owners: HashSet<usize> = s.channels.iter().map(|c| shard_for(c, shard.count)).collect();
-        let me = SocketRef { shard: shard.id, socket };
+        let owners: HashSet<usize> = s
+            .channels
+            .iter()
+            .map(|c| shard_for(c, shard.count))
+            .collect();
+        let me = SocketRef {
+            shard: shard.id,
+            socket,
+        };
         for owner in owners {
-            route_op(shard, owner, PresenceOp::Closed { server_id: s.server_id.clone(), socket: me });
+            route_op(
+                shard,
+                owner,
+                PresenceOp::Closed {
+                    server_id: s.server_id.clone(),
+                    socket: me,
+                },
+            );
         }
     }
 
@@ -139,14 +166,19 @@ impl Hub {
     pub fn subscribe(&self, shard: &Rc<Shard>, socket: u64, channel_id: &str, member: Member) {
         let server_id = {
             let mut sockets = self.sockets.borrow_mut();
-            let Some(s) = sockets.get_mut(&socket) else { return };
+            let Some(s) = sockets.get_mut(&socket) else {
+                return;
+            };
             s.channels.insert(channel_id.to_owned());
             s.server_id.clone()
         };
         let op = PresenceOp::Subscribe {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef { shard: shard.id, socket },
+            socket: SocketRef {
+                shard: shard.id,
+                socket,
+            },
             member,
         };
         route_op(shard, shard_for(channel_id, shard.count), op);
@@ -155,7 +187,9 @@ impl Hub {
     pub fn unsubscribe(&self, shard: &Rc<Shard>, socket: u64, channel_id: &str) {
         let server_id = {
             let mut sockets = self.sockets.borrow_mut();
-            let Some(s) = sockets.get_mut(&socket) else { return };
+            let Some(s) = sockets.get_mut(&socket) else {
+                return;
+            };
             if !s.channels.remove(channel_id) {
                 return;
             }
@@ -164,7 +198,10 @@ impl Hub {
         let op = PresenceOp::Unsubscribe {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef { shard: shard.id, socket },
+            socket: SocketRef {
+                shard: shard.id,
+                socket,
+            },
         };
         route_op(shard, shard_for(channel_id, shard.count), op);
     }
@@ -177,7 +214,10 @@ impl Hub {
         let op = PresenceOp::Typing {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef { shard: shard.id, socket },
+            socket: SocketRef {
+                shard: shard.id,
+                socket,
+            },
             is_typing,
         };
         route_op(shard, shard_for(channel_id, shard.count), op);
@@ -189,30 +229,65 @@ impl Hub {
         let deliveries = {
             let mut presence = self.presence.borrow_mut();
             match &op {
-                PresenceOp::Subscribe { server_id, channel_id, socket, member } => {
-                    self.channel_servers.borrow_mut().insert(channel_id.clone(), server_id.clone());
-                    let ctx = FrameContext { server_id, timestamp: &timestamp };
+                PresenceOp::Subscribe {
+                    server_id,
+                    channel_id,
+                    socket,
+                    member,
+                } => {
+                    self.channel_servers
+                        .borrow_mut()
+                        .insert(channel_id.clone(), server_id.clone());
+                    let ctx = FrameContext {
+                        server_id,
+                        timestamp: &timestamp,
+                    };
                     match presence.subscribe(channel_id, *socket, member.clone(), &ctx) {
                         Ok(d) => d,
                         Err(e) => vec![Delivery {
                             to: *socket,
-                            frame: crate::realtime::error_frame(&e.to_string(), server_id, &timestamp),
+                            frame: crate::realtime::error_frame(
+                                &e.to_string(),
+                                server_id,
+                                &timestamp,
+                            ),
                         }],
                     }
                 }
-                PresenceOp::Unsubscribe { server_id, channel_id, socket } => {
-                    presence.unsubscribe(channel_id, *socket, &FrameContext { server_id, timestamp: &timestamp })
-                }
-                PresenceOp::Typing { server_id, channel_id, socket, is_typing } => presence.typing(
+                PresenceOp::Unsubscribe {
+                    server_id,
+                    channel_id,
+                    socket,
+                } => presence.unsubscribe(
+                    channel_id,
+                    *socket,
+                    &FrameContext {
+                        server_id,
+                        timestamp: &timestamp,
+                    },
+                ),
+                PresenceOp::Typing {
+                    server_id,
+                    channel_id,
+                    socket,
+                    is_typing,
+                } => presence.typing(
                     channel_id,
                     *socket,
                     *is_typing,
                     Instant::now(),
-                    &FrameContext { server_id, timestamp: &timestamp },
+                    &FrameContext {
+                        server_id,
+                        timestamp: &timestamp,
+                    },
                 ),
-                PresenceOp::Closed { server_id, socket } => {
-                    presence.socket_closed(*socket, &FrameContext { server_id, timestamp: &timestamp })
-                }
+                PresenceOp::Closed { server_id, socket } => presence.socket_closed(
+                    *socket,
+                    &FrameContext {
+                        server_id,
+                        timestamp: &timestamp,
+                    },
+                ),
             }
         };
         deliver(shard, deliveries);
@@ -223,11 +298,20 @@ impl Hub {
         let timestamp = now_text();
         let deliveries = {
             let mut presence = self.presence.borrow_mut();
-            if presence.next_typing_expiry().is_none_or(|at| at > Instant::now()) {
+            if presence
+                .next_typing_expiry()
+                .is_none_or(|at| at > Instant::now())
+            {
                 return;
             }
             let server = shard.app.default_server_id.clone();
-            presence.expire_typing(Instant::now(), &FrameContext { server_id: &server, timestamp: &timestamp })
+            presence.expire_typing(
+                Instant::now(),
+                &FrameContext {
+                    server_id: &server,
+                    timestamp: &timestamp,
+                },
+            )
         };
         deliver(shard, deliveries);
     }
@@ -247,7 +331,10 @@ impl Hub {
         match broadcast {
             Broadcast::Event(event) => self.fan_out(event),
             Broadcast::Notice(notice) => match &*notice {
-                Notice::MemberLeft { server_id, user_uid } => {
+                Notice::MemberLeft {
+                    server_id,
+                    user_uid,
+                } => {
                     let sockets = self.sockets.borrow();
                     for id in self.by_server.borrow().get(server_id).into_iter().flatten() {
                         if let Some(s) = sockets.get(id)
@@ -263,10 +350,14 @@ impl Hub {
 
     fn fan_out(&self, event: std::sync::Arc<Published>) {
         let by_server = self.by_server.borrow();
-        let Some(ids) = by_server.get(&event.server_id) else { return };
+        let Some(ids) = by_server.get(&event.server_id) else {
+            return;
+        };
         let mut sockets = self.sockets.borrow_mut();
         for id in ids {
-            let Some(s) = sockets.get_mut(id) else { continue };
+            let Some(s) = sockets.get_mut(id) else {
+                continue;
+            };
             if let Audience::User(uid) = &event.audience
                 && *uid != s.user_uid
             {
@@ -295,7 +386,11 @@ fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
     }
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        if shard.send_to(owner, ShardMessage::Presence(op)).await.is_err() {
+        if shard
+            .send_to(owner, ShardMessage::Presence(op))
+            .await
+            .is_err()
+        {
             tracing::debug!(owner, "presence change not delivered: peer gone");
         }
     })
@@ -306,7 +401,10 @@ fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
 fn deliver(shard: &Rc<Shard>, deliveries: Vec<Delivery>) {
     let mut by_shard: HashMap<usize, Vec<(u64, Bytes)>> = HashMap::new();
     for d in deliveries {
-        by_shard.entry(d.to.shard).or_default().push((d.to.socket, d.frame));
+        by_shard
+            .entry(d.to.shard)
+            .or_default()
+            .push((d.to.socket, d.frame));
     }
     for (target, frames) in by_shard {
         if target == shard.id {

@@ -21,9 +21,9 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::api::{App, Handler};
 use crate::authority::Authority;
+use crate::config::{Config, DatabaseConfig};
 use crate::domain::community::Settings as DomainSettings;
 use crate::domain::views::Urls;
-use crate::config::{Config, DatabaseConfig};
 use crate::http::Router;
 use crate::storage::{BridgeHandle, Engine, Storage, StorageConfig, WriteOp, WriteOutcome};
 pub use shutdown::Shutdown;

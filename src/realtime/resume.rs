@@ -1,0 +1,193 @@
+//! The resume window of one server (wire-contract B.3): the last [`RESUME_WINDOW_EVENTS`]
+//! event frames, so a client that reconnects with `since_event_id=N` gets what it missed, or
+//! learns that it must resync because part of it is no longer kept.
+//!
+//! Event ids are per server and increase; they need not be consecutive. The ring remembers the
+//! highest id it has let go of, so it can tell "nothing was missed" from "something was dropped"
+//! even across gaps.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// Events kept per server for resuming.
+pub const RESUME_WINDOW_EVENTS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The frames after the requested id, oldest first (empty when the client is up to date).
+    Events(Vec<Bytes>),
+    /// Events after the requested id are no longer all kept, or the id was never issued.
+    ResyncRequired,
+}
+
+#[derive(Debug)]
+pub struct EventRing {
+    events: VecDeque<(u64, Bytes)>,
+    capacity: usize,
+    /// Highest event id issued so far (0: none).
+    latest: u64,
+    /// Highest event id no longer kept (0: none dropped).
+    forgotten: u64,
+}
+
+impl Default for EventRing {
+    fn default() -> Self {
+        EventRing::new(RESUME_WINDOW_EVENTS)
+    }
+}
+
+impl EventRing {
+    /// A ring for a server whose events start after id 0.
+    pub fn new(capacity: usize) -> EventRing {
+        EventRing {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            latest: 0,
+            forgotten: 0,
+        }
+    }
+
+    /// A ring for a server that has already issued events up to `last_event_id` (after a
+    /// restart): those are not kept, so resuming from before it requires a resync.
+    pub fn starting_after(last_event_id: u64, capacity: usize) -> EventRing {
+        EventRing {
+            latest: last_event_id,
+            forgotten: last_event_id,
+            ..EventRing::new(capacity)
+        }
+    }
+
+    /// Keeps the frame of event `event_id`, dropping the oldest one when full. Ids must
+    /// increase; a stale or repeated id is refused (returns false) and not kept.
+    pub fn push(&mut self, event_id: u64, frame: Bytes) -> bool {
+        if event_id <= self.latest {
+            return false;
+        }
+        if self.events.len() == self.capacity
+            && let Some((dropped, _)) = self.events.pop_front()
+        {
+            self.forgotten = dropped;
+        }
+        self.events.push_back((event_id, frame));
+        self.latest = event_id;
+        true
+    }
+
+    /// What a client that has seen everything up to `event_id` missed.
+    pub fn since(&self, event_id: u64) -> Resume {
+        if event_id > self.latest || event_id < self.forgotten {
+            return Resume::ResyncRequired;
+        }
+        // Ids increase along the ring: skip the prefix the client already has.
+        let start = self.events.partition_point(|(id, _)| *id <= event_id);
+        Resume::Events(
+            self.events
+                .range(start..)
+                .map(|(_, frame)| frame.clone())
+                .collect(),
+        )
+    }
+
+    /// Highest event id issued so far (0 before the first).
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u64) -> Bytes {
+        Bytes::from(format!("event-{id}"))
+    }
+
+    fn events(ids: impl IntoIterator<Item = u64>) -> Resume {
+        Resume::Events(ids.into_iter().map(frame).collect())
+    }
+
+    fn filled(capacity: usize, ids: impl IntoIterator<Item = u64>) -> EventRing {
+        let mut ring = EventRing::new(capacity);
+        for id in ids {
+            assert!(ring.push(id, frame(id)));
+        }
+        ring
+    }
+
+    #[test]
+    fn replays_what_came_after() {
+        let ring = filled(10, 1..=5);
+        assert_eq!(ring.since(0), events(1..=5));
+        assert_eq!(ring.since(3), events(4..=5));
+        assert_eq!(ring.since(5), events([]), "up to date: nothing to replay");
+        assert_eq!(ring.since(6), Resume::ResyncRequired, "a future id");
+        assert_eq!(ring.latest(), 5);
+    }
+
+    #[test]
+    fn a_fresh_ring_is_up_to_date_at_zero() {
+        let ring = EventRing::default();
+        assert_eq!(ring.since(0), events([]));
+        assert_eq!(ring.since(1), Resume::ResyncRequired);
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn beyond_the_window_requires_a_resync() {
+        let ring = filled(3, 1..=10);
+        assert_eq!(ring.len(), 3);
+        // 8, 9, 10 are kept; 7 was dropped.
+        assert_eq!(ring.since(7), events(8..=10), "7 seen, nothing missing");
+        assert_eq!(ring.since(6), Resume::ResyncRequired, "7 was dropped");
+        assert_eq!(ring.since(0), Resume::ResyncRequired);
+        assert_eq!(ring.since(10), events([]));
+    }
+
+    #[test]
+    fn the_default_window_holds_a_thousand_events() {
+        let ring = filled(RESUME_WINDOW_EVENTS, 1..=1500);
+        assert_eq!(ring.len(), RESUME_WINDOW_EVENTS);
+        assert_eq!(ring.since(500), events(501..=1500));
+        assert_eq!(ring.since(499), Resume::ResyncRequired);
+    }
+
+    #[test]
+    fn gaps_in_ids_are_not_mistaken_for_losses() {
+        let ring = filled(2, [10, 20, 30, 40]);
+        // 10 and 20 were dropped; 30 and 40 are kept.
+        assert_eq!(ring.since(20), events([30, 40]));
+        assert_eq!(
+            ring.since(25),
+            events([30, 40]),
+            "no event had an id in 21..30"
+        );
+        assert_eq!(ring.since(19), Resume::ResyncRequired, "20 was missed");
+    }
+
+    #[test]
+    fn stale_ids_are_refused() {
+        let mut ring = filled(5, [1, 2, 3]);
+        assert!(!ring.push(3, frame(3)));
+        assert!(!ring.push(2, frame(2)));
+        assert_eq!(ring.since(0), events([1, 2, 3]));
+    }
+
+    #[test]
+    fn after_a_restart_older_ids_need_a_resync() {
+        let mut ring = EventRing::starting_after(100, 10);
+        assert_eq!(ring.since(100), events([]));
+        assert_eq!(ring.since(99), Resume::ResyncRequired);
+        ring.push(101, frame(101));
+        assert_eq!(ring.since(100), events([101]));
+        assert!(!ring.push(50, frame(50)));
+    }
+}
