@@ -48,10 +48,10 @@ const MESSAGE_KEYS: &[&str] = &[
     "action_permissions",
 ];
 
-/// The default server and its first text channel.
-fn default_channel(server: &TestServer) -> (String, String) {
+/// The default server and its first text channel, as `reader` (a member from then on) sees it.
+fn default_channel(server: &TestServer, reader: &Client) -> (String, String) {
     let server_id = default_server_id(server.addr);
-    let channel = Client::anonymous(server.addr).first_text_channel(&server_id);
+    let channel = reader.first_text_channel(&server_id);
     (server_id, channel)
 }
 
@@ -173,15 +173,51 @@ on_both_engines! {
             std::thread::sleep(Duration::from_millis(20));
         }
 
-        // A post shows up for the anonymous reader, who may do nothing with it.
+        // A post shows up for the anonymous reader (the client reads before it acts with its
+        // identity), with what a plain member may do.
         let sent = me.send(&general, "hello world");
         let created = ws.expect("chat.message.created");
         assert_eq!(created_id(&created), sent.str_at("id"));
         let page = anon.messages(&general, "limit=150");
         assert_eq!(ids_of(&page, "messages"), vec![sent.str_at("id").to_owned()]);
-        for permission in ["can_react", "can_reply", "can_mark_unread", "can_pin", "can_delete"] {
-            assert!(!page.bool_at(&format!("messages.0.action_permissions.{permission}")));
+        for (permission, allowed) in [("can_react", true), ("can_reply", true), ("can_mark_unread", true), ("can_pin", false), ("can_delete", false)] {
+            assert_eq!(page.bool_at(&format!("messages.0.action_permissions.{permission}")), allowed, "{permission}: {}", encode(&page));
         }
+    };
+
+    anonymous_readers_see_only_public_channels => |engine| {
+        let server = start_community(engine, &[("OPENCHAT_DEFAULT_HISTORY_VISIBILITY", "public"), ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_00000wner")]);
+        let anon = Client::anonymous(server.addr);
+        let owner = Client::with_uid(server.addr, "uid_00000wner");
+        let member = Client::user(server.addr);
+        let server_id = default_server_id(server.addr);
+        let general = anon.first_text_channel(&server_id);
+
+        // The configured owner runs the default server.
+        let staff = owner.post(&format!("/v1/servers/{server_id}/channels"), &json!({"name": "staff", "type": "text", "history_visibility": "members"}));
+        assert_eq!(staff.status, 201, "{}", staff.text());
+        let staff = staff.json();
+        assert_eq!(staff.str_at("channel.history_visibility"), "members");
+        let staff = staff.str_at("channel.id").to_owned();
+        member.put(&format!("/v1/servers/{server_id}/settings"), &json!({"display_name": "Mine now"})).assert_error(403, "forbidden");
+        assert_eq!(owner.put(&format!("/v1/servers/{server_id}/settings"), &json!({"display_name": "Owned"})).status, 200);
+        let members = anon.get(&format!("/v1/servers/{server_id}/members")).json();
+        let listed = members.arr_at("members").iter().find(|m| m.str_at("id") == owner.uid()).unwrap_or_else(|| panic!("{}", encode(&members)));
+        assert_eq!(listed.str_at("role"), "owner");
+
+        let secret = owner.send(&staff, "members only");
+        owner.send(&general, "for everyone");
+
+        // Anonymous: the public channel only.
+        let visible: Vec<String> = anon.groups(&server_id).arr_at("groups").iter().flat_map(|g| ids_of(g, "channels")).collect();
+        assert!(visible.contains(&general) && !visible.contains(&staff), "{visible:?}");
+        anon.get(&format!("/v1/channels/{staff}/messages?limit=150")).assert_error(401, "unauthorized");
+        assert_eq!(bodies(&anon.messages(&general, "limit=150")), vec!["for everyone".to_owned()]);
+
+        // A member sees and reads both.
+        let visible: Vec<String> = member.groups(&server_id).arr_at("groups").iter().flat_map(|g| ids_of(g, "channels")).collect();
+        assert!(visible.contains(&general) && visible.contains(&staff), "{visible:?}");
+        assert_eq!(member.message_ids(&staff, "limit=150"), vec![secret.str_at("id").to_owned()]);
     };
 
     servers_are_created_claimed_and_laid_out => |engine| {
@@ -256,7 +292,7 @@ on_both_engines! {
             stranger.post(&format!("/v1/servers/{server_id}/channels"), &json!({"name": "mine", "type": "text"})),
             creator.put(&format!("/v1/servers/{server_id}/categories/{projects}"), &json!({"name": "Hijacked"})),
             creator.delete(&format!("/v1/servers/{server_id}/categories/{projects}")),
-            stranger.put(&format!("/v1/servers/{server_id}/channel-layout"), &json!({"groups": [{"id": text_group.as_str(), "channel_ids": [general.as_str(), plans.as_str()]}]})),
+            stranger.put(&format!("/v1/servers/{server_id}/channel-layout"), &json!({"groups": [{"id": text_group.as_str(), "channel_ids": [general.as_str(), plans.as_str()]}, {"id": voice_group.as_str(), "channel_ids": [voice.as_str()]}]})),
             stranger.put(&format!("/v1/servers/{server_id}/settings"), &json!({"display_name": "Hijacked"})),
         ] {
             assert_error_shape(&reply, 403, "forbidden");
@@ -345,8 +381,8 @@ on_both_engines! {
 
     messages_have_the_contract_shape_replies_and_mentions => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut alice_ws = socket(&server, &alice, &server_id);
         let mut bob_ws = socket(&server, &bob, &server_id);
@@ -450,8 +486,8 @@ on_both_engines! {
 
     image_attachments_are_checked_stripped_and_served => |engine| {
         let server = start_community(engine, &[("OPENCHAT_MAX_UPLOAD_BYTES", "200000")]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let mut ws = socket(&server, &alice, &server_id);
         let png = media::png_with_text(40, 30, "Comment", "SECRET-PNG-TEXT");
         let jpeg = media::jpeg_with_exif(24, 16, "SECRET-EXIF-GPS");
@@ -460,16 +496,24 @@ on_both_engines! {
         let reply = alice.post_multipart(
             &format!("/v1/channels/{general}/messages"),
             Multipart::new()
-                .text("body", "two pictures")
+                .text("body", "four pictures")
                 .file("files", "shot.png", "image/png", &png)
-                .file("files", "photo.jpg", "image/jpeg", &jpeg),
+                .file("files", "photo.jpg", "image/jpeg", &jpeg)
+                .file("files", "wave.gif", "image/gif", &media::gif(12, 10))
+                // The type is read from the content, not from the name or the declared type.
+                .file("files", "liar.png", "image/png", &media::jpeg(9, 7)),
         );
         assert_eq!(reply.status, 201, "{}", reply.text());
         let message = reply.json().at("message").clone();
-        assert_eq!(message.str_at("body"), "two pictures");
+        assert_eq!(message.str_at("body"), "four pictures");
         let attachments = message.arr_at("attachments");
-        assert_eq!(attachments.len(), 2, "{}", encode(&message));
-        let expected = [("shot.png", "image/png", (40, 30), "SECRET-PNG-TEXT"), ("photo.jpg", "image/jpeg", (24, 16), "SECRET-EXIF-GPS")];
+        assert_eq!(attachments.len(), 4, "{}", encode(&message));
+        let expected = [
+            ("shot.png", "image/png", (40, 30), "SECRET-PNG-TEXT"),
+            ("photo.jpg", "image/jpeg", (24, 16), "SECRET-EXIF-GPS"),
+            ("wave.gif", "image/gif", (12, 10), "SECRET"),
+            ("liar.png", "image/jpeg", (9, 7), "SECRET"),
+        ];
         for (attachment, (name, content_type, (w, h), secret)) in attachments.iter().zip(expected) {
             assert_eq!(
                 attachment.keys_at(""),
@@ -496,6 +540,18 @@ on_both_engines! {
         assert_eq!(encode(event.at("payload.message.attachments")), encode(message.at("attachments")));
         let page = alice.messages(&general, "limit=5");
         assert_eq!(encode(page.at("messages.0.attachments")), encode(message.at("attachments")));
+
+        // A multipart post may reply too.
+        let with_reply = alice.post_multipart(
+            &format!("/v1/channels/{general}/messages"),
+            Multipart::new().text("body", "about those").text("reply_to_message_id", message.str_at("id")).file("files", "b.png", "image/png", &media::png(3, 3)),
+        );
+        assert_eq!(with_reply.status, 201, "{}", with_reply.text());
+        let with_reply = with_reply.json();
+        assert_eq!(with_reply.str_at("message.reply_to.message_id"), message.str_at("id"));
+        assert_eq!(with_reply.str_at("message.reply_to.preview_text"), "four pictures");
+        assert_eq!(with_reply.arr_at("message.attachments").len(), 1);
+        ws.expect_where("chat.message.created", |f| created_id(f) == with_reply.str_at("message.id"));
 
         // An image with no text is a message too.
         let only_image = alice.post_multipart(&format!("/v1/channels/{general}/messages"), Multipart::new().file("files", "a.png", "image/png", &media::png(4, 4)));
@@ -529,9 +585,10 @@ on_both_engines! {
     };
 
     message_limits_and_deletes => |engine| {
-        let server = start_community(engine, &[("OPENCHAT_MAX_MESSAGE_BYTES", "100")]);
-        let (server_id, general) = default_channel(&server);
+        let server = start_community(engine, &[("OPENCHAT_MAX_MESSAGE_BYTES", "100"), ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_0000c0de")]);
+        let owner = Client::with_uid(server.addr, "uid_0000c0de");
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut bob_ws = socket(&server, &bob, &server_id);
 
@@ -560,12 +617,21 @@ on_both_engines! {
         // Deleting again is harmless; a message of another channel is not found here.
         assert_eq!(alice.delete(&format!("{path}/{}", mine.str_at("id"))).status, 200);
         alice.delete(&format!("{path}/msg_nope")).assert_error(404, "message_not_found");
+
+        // The owner (OPENCHAT_DEFAULT_SERVER_OWNER_UID) moderates.
+        let page = owner.messages(&general, "limit=50");
+        let seen = page.arr_at("messages").iter().find(|m| m.str_at("id") == theirs.str_at("id")).expect("the owner reads it");
+        assert!(seen.bool_at("action_permissions.can_delete") && seen.bool_at("action_permissions.can_pin"));
+        let removed = owner.delete(&format!("{path}/{}", theirs.str_at("id")));
+        assert_eq!(removed.status, 200, "{}", removed.text());
+        assert_eq!(removed.json().str_at("deleted_by_uid"), owner.uid());
+        assert!(!alice.message_ids(&general, "limit=50").contains(&theirs.str_at("id").to_owned()));
     };
 
     history_pages_back_and_forth => |engine| {
         let server = start_community(engine, &[("OPENCHAT_DEFAULT_HISTORY_VISIBILITY", "members")]);
-        let (_, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (_, general) = default_channel(&server, &alice);
         let sent: Vec<String> = (0..120).map(|i| alice.send(&general, &format!("m{i}")).str_at("id").to_owned()).collect();
         let body = |i: usize| format!("m{i}");
 
@@ -605,8 +671,8 @@ on_both_engines! {
 
     read_acks_only_move_forward_and_reach_only_their_user => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut alice_ws = socket(&server, &alice, &server_id);
         let mut alice_other_device = Ws::connect(server.addr, &headers_query(&server_id, alice.uid(), "desktop_second"));
@@ -656,8 +722,8 @@ on_both_engines! {
 
     profiles_and_avatars => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, _) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, _) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut bob_ws = socket(&server, &bob, &server_id);
         let _alice_ws = socket(&server, &alice, &server_id);
@@ -711,8 +777,8 @@ on_both_engines! {
     leaving_closes_sockets_and_rejoining_opens_a_new_span => |engine| {
         // `joined` visibility (the default): members read what was posted while they were members.
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let early = alice.send(&general, "before bob").str_at("id").to_owned();
 
@@ -766,8 +832,8 @@ on_both_engines! {
 
     bad_input_is_refused_cleanly_and_stores_nothing => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let path = format!("/v1/channels/{general}/messages");
         alice.send(&general, "the only message");
         let count = || alice.messages(&general, "limit=50").arr_at("messages").len();
@@ -781,6 +847,10 @@ on_both_engines! {
         alice.put(&format!("/v1/channels/{general}/read-ack"), &json!({"last_read_message_id": 5})).assert_error(400, "invalid_json");
         alice.put("/v1/profile/me", &json!({"display_name": false})).assert_error(400, "invalid_json");
         alice.post("/v1/servers", &json!({"display_name": "Bad", "banner_preset": "plaid"})).assert_error(400, "invalid_banner_preset");
+
+        // Voice channels carry no messages.
+        let voice = alice.groups(&server_id).arr_at("groups").iter().flat_map(|g| g.arr_at("channels").iter()).find(|c| c.str_at("type") == "voice").map(|c| c.str_at("id").to_owned()).expect("a voice channel");
+        alice.post(&format!("/v1/channels/{voice}/messages"), &json!({"body": "hello?"})).assert_error(400, "not_a_text_channel");
 
         // Unknown ids.
         alice.get("/v1/channels/ch_nope/messages?limit=5").assert_error(404, "channel_not_found");

@@ -34,9 +34,9 @@ macro_rules! on_both_engines {
     )*};
 }
 
-fn default_channel(server: &TestServer) -> (String, String) {
+fn default_channel(server: &TestServer, reader: &Client) -> (String, String) {
     let server_id = default_server_id(server.addr);
-    let channel = Client::anonymous(server.addr).first_text_channel(&server_id);
+    let channel = reader.first_text_channel(&server_id);
     (server_id, channel)
 }
 
@@ -102,8 +102,8 @@ fn placed_elsewhere(addr: SocketAddr, server_id: &str, uid: &str, channel_id: &s
 on_both_engines! {
     messages_reach_every_socket_on_both_shards => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut sockets = one_per_shard(server.addr, &server_id, alice.uid(), &general);
         sockets.extend(one_per_shard(server.addr, &server_id, bob.uid(), &general));
@@ -133,8 +133,8 @@ on_both_engines! {
 
     presence_and_typing_cross_shards => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut a = open_placed(server.addr, &server_id, alice.uid(), &general);
         let mut b = placed_elsewhere(server.addr, &server_id, bob.uid(), &general, &a.shard);
@@ -176,8 +176,8 @@ on_both_engines! {
 
     bad_frames_get_an_error_and_oversized_ones_close => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let mut ws = Ws::connect(server.addr, &headers_query(&server_id, alice.uid(), "desktop_frames"));
 
         ws.send_text("this is not json");
@@ -187,6 +187,15 @@ on_both_engines! {
         ws.expect("chat.error");
         ws.send_text(r#"{"type":"chat.subscribe","request_id":"r2","payload":{}}"#);
         ws.expect("chat.error");
+        // A channel of another server is not this socket's to watch.
+        let other = alice.create_server("Other");
+        let foreign = alice.first_text_channel(other.str_at("server.server_id"));
+        ws.subscribe(&foreign);
+        ws.expect("chat.error");
+        ws.assert_none("chat.presence.snapshot", QUIET);
+        // Unknown frame types are ignored, not errors.
+        ws.send("chat.future.feature", json!({"x": 1}));
+        ws.assert_none("chat.error", QUIET);
         // Still open and working.
         ws.subscribe(&general);
         ws.expect("chat.presence.snapshot");
@@ -211,8 +220,8 @@ on_both_engines! {
 
     resume_replays_missed_events_or_asks_for_a_resync => |engine| {
         let server = start_community(engine, &[]);
-        let (server_id, general) = default_channel(&server);
         let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let query = headers_query(&server_id, alice.uid(), "desktop_resume");
         let mut ws = Ws::connect(server.addr, &query);
@@ -258,7 +267,8 @@ on_both_engines! {
     sessions_end_to_end => |engine| {
         let server = start_community(engine, &[("OPENCHAT_AUTH_MODE", "session")]);
         let addr = server.addr;
-        let (server_id, general) = default_channel(&server);
+        let server_id = default_server_id(addr);
+        Client::anonymous(addr).get(&format!("/v1/servers/{server_id}/channels")).assert_error(401, "unauthorized");
         let caps = Client::anonymous(addr).get("/v1/client/capabilities").json();
         assert_eq!(caps.str_at("identity_handshake_modes.0"), "challenge_signature");
 
@@ -277,6 +287,7 @@ on_both_engines! {
         let profile = me.get("/v1/profile/me");
         assert_eq!(profile.status, 200, "{}", profile.text());
         assert_eq!(profile.json().str_at("user_uid"), uid);
+        let general = me.first_text_channel(&server_id);
 
         // The token posts and opens the realtime socket.
         let mut ws = Ws::connect(addr, &format!("server_id={server_id}&access_token={token}"));
@@ -329,6 +340,9 @@ on_both_engines! {
         me.get("/v1/auth/session").assert_error(401, "invalid_token");
         me.get("/v1/profile/me").assert_error(401, "invalid_token");
         me.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "after revoke"})).assert_error(401, "invalid_token");
+        let mut revoked_ws = Ws::connect(addr, &format!("server_id={server_id}&access_token={token}"));
+        revoked_ws.expect("chat.error");
+        assert!(revoked_ws.closed_within(Duration::from_secs(3)));
         // The same device signs in again.
         let again = key.sign_in(addr, PUBLIC_BASE_URL, None);
         assert_eq!(again.str_at("user_uid"), uid);
@@ -341,18 +355,46 @@ on_both_engines! {
         let alice = Client::user(daemon.addr);
         let server_id = default_server_id(daemon.addr);
         let general = alice.first_text_channel(&server_id);
-        let mut acknowledged = Vec::new();
-        for i in 0..25 {
-            acknowledged.push(alice.send(&general, &format!("durable {i}")).str_at("id").to_owned());
-        }
+        let query = headers_query(&server_id, alice.uid(), "desktop_durable");
+        let mut ws = Ws::connect(daemon.addr, &query);
+        let first = alice.send(&general, "durable first");
+        let first_event = ws.expect_where("chat.message.created", |f| created_id(f) == first.str_at("id")).i64_at("event_id");
+
+        // Three writers at once, so acknowledgements come out of shared commits; SIGKILL the
+        // moment the last one is acknowledged.
+        let mut acknowledged: BTreeSet<String> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..3)
+                .map(|w| {
+                    let alice = alice.clone();
+                    let general = general.clone();
+                    scope.spawn(move || {
+                        (0..10)
+                            .map(|i| alice.send(&general, &format!("durable {w}.{i}")).str_at("id").to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            writers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
         daemon.kill9();
+        acknowledged.insert(first.str_at("id").to_owned());
 
         let daemon = Daemon::start(&place);
         let alice = Client { addr: daemon.addr, ..alice };
         assert_eq!(default_server_id(daemon.addr), server_id);
-        let page = alice.messages(&general, "limit=50");
-        assert_eq!(ids_of(&page, "messages"), acknowledged, "acknowledged messages were lost");
-        drop(daemon);
+        let stored = ids_of(&alice.messages(&general, "limit=50"), "messages");
+        assert_eq!(stored.len(), 31, "{stored:?}");
+        assert_eq!(stored.iter().cloned().collect::<BTreeSet<_>>(), acknowledged, "acknowledged messages were lost");
+        assert_eq!(stored[0], first.str_at("id"));
+
+        // The event log survived too: a socket resumes across the restart.
+        let mut resumed = Ws::connect(daemon.addr, &format!("{query}&since_event_id={first_event}"));
+        for id in &stored[1..] {
+            let frame = resumed.expect("chat.message.created");
+            assert_eq!(created_id(&frame), id);
+        }
+        let after = alice.send(&general, "after the crash");
+        resumed.expect_where("chat.message.created", |f| created_id(f) == after.str_at("id"));
     };
 }
 

@@ -308,7 +308,8 @@ pub(super) async fn serve_blob(ctx: &RequestCtx<'_>, blob: &BlobId) -> Result<Re
 handler!(
     /// `GET /v1/attachments/{attachment_id}`: no identity (plain `<img src>`).
     attachment, ctx => {
-        let id = path_id(ctx, "attachment_id")?;
+        // `att_` + the 64 hex digits of the blob: longer than `path_id` allows for ids.
+        let id = ctx.params.get("attachment_id").ok_or(ApiError::NotFound)?;
         let blob = id.strip_prefix("att_").and_then(BlobId::parse).ok_or(ApiError::NotFound)?;
         serve_blob(ctx, &blob).await
     }

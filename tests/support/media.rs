@@ -17,6 +17,23 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
     encode(width, height, image::ImageFormat::Png)
 }
 
+/// A plain JPEG.
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Jpeg)
+}
+
+/// A plain (one-frame) GIF.
+pub fn gif(width: u32, height: u32) -> Vec<u8> {
+    let pixels = image::RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x * 5) as u8, (y * 9) as u8, 200, 255])
+    });
+    let mut out = Cursor::new(Vec::new());
+    pixels
+        .write_to(&mut out, image::ImageFormat::Gif)
+        .expect("encode gif");
+    out.into_inner()
+}
+
 /// A PNG with a `tEXt` chunk `keyword\0text` right after `IHDR`.
 pub fn png_with_text(width: u32, height: u32, keyword: &str, text: &str) -> Vec<u8> {
     let plain = png(width, height);
