@@ -2,14 +2,13 @@
 
 use serde::Deserialize;
 
-use super::identity::{query_param, require_actor};
+use super::identity::require_actor;
 use super::input::{is_multipart, json_body, path_id};
 use super::messages::{image_error, serve_blob};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
 use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
-use crate::domain::error::DomainError;
 use crate::domain::model::{AvatarAsset, AvatarMode};
 use crate::http::multipart::{boundary_from_content_type, parse_multipart};
 use crate::http::query::query_pairs;
@@ -133,8 +132,7 @@ handler!(
         if uids.iter().any(|u| !crate::domain::text::is_valid_id(u)) {
             return Err(ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
         }
-        let _ = query_param(ctx, "user_uid");
-        let profiles = ctx.app.authority.read(move |c, _| c.profiles(&uids).map_err(DomainError::from)).await?;
+        let profiles = ctx.app.authority.read(move |c, _| c.profiles(&uids)).await?;
         json(200, &profiles)
     }
 );

@@ -57,6 +57,8 @@ pub struct Settings {
     pub default_history_visibility: HistoryVisibility,
     pub allow_server_creation: bool,
     pub max_message_bytes: usize,
+    /// Writes per user and minute (see `rate`).
+    pub rate_limit_per_minute: u32,
     /// `challenge_signature` (session mode) or `token_proof` (headers mode).
     pub handshake_strategy: &'static str,
     /// `OPENCHAT_PUBLIC_BASE_URL` without a trailing slash: signatures are bound to it.
@@ -196,6 +198,7 @@ pub struct Community {
     last_event_ids: HashMap<String, i64>,
     /// Open realtime sockets per (server, uid), for member status.
     online: HashMap<(String, String), u32>,
+    limiter: super::rate::RateLimiter,
 }
 
 fn new_id(prefix: &str) -> String {
@@ -206,6 +209,7 @@ impl Community {
     /// Builds the state from what storage holds.
     pub fn new(settings: Settings, snapshot: Snapshot) -> Community {
         let mut c = Community {
+            limiter: super::rate::RateLimiter::new(settings.rate_limit_per_minute),
             settings: Some(settings),
             last_seq: snapshot.last_seq,
             last_event_ids: snapshot.last_event_ids,
@@ -614,6 +618,7 @@ impl Community {
 
     /// Creates a server with its seed layout: a text group with `general` and a voice group
     /// with one voice channel.
+    #[allow(clippy::too_many_arguments)]
     fn seed_server(
         &mut self,
         id: String,
@@ -775,6 +780,7 @@ impl Community {
         banner_preset: &str,
         now: Millis,
     ) -> Result<Outcome<ServerCreated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         if !self.settings().allow_server_creation {
             return Err(DomainError::forbidden(
                 "server_creation_disabled",
@@ -838,6 +844,7 @@ impl Community {
         token: &str,
         now: Millis,
     ) -> Result<Outcome<Claimed>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let hash = crate::auth::hash_token(token);
         let invalid = || {
@@ -908,6 +915,7 @@ impl Community {
         banner_preset: Option<&str>,
         now: Millis,
     ) -> Result<Outcome<SettingsUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let display_name = display_name
             .map(|n| text::normalize_label(n, text::SERVER_NAME_MAX_CHARS))
@@ -1060,6 +1068,7 @@ impl Community {
         encryption: Option<Encryption>,
         now: Millis,
     ) -> Result<Outcome<ChannelCreated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let name = text::normalize_label(name, text::CHANNEL_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
@@ -1158,6 +1167,7 @@ impl Community {
         kind: ChannelKind,
         now: Millis,
     ) -> Result<Outcome<CategoryCreated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
@@ -1226,6 +1236,7 @@ impl Community {
         name: &str,
         now: Millis,
     ) -> Result<Outcome<CategoryUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.category_in(server_id, group_id)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
@@ -1264,6 +1275,7 @@ impl Community {
         group_id: &str,
         now: Millis,
     ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         let kind = self.category_in(server_id, group_id)?.kind;
         let mut others: Vec<&Category> = self
             .categories
@@ -1290,17 +1302,16 @@ impl Community {
         }
         let mut records = self.require_admin(server_id, actor, now)?;
         if let Some(heir) = heir {
-            let mut next = self
+            let next = self
                 .channels
                 .values()
                 .filter(|c| c.category_id == heir)
                 .map(|c| c.position + 1)
                 .max()
                 .unwrap_or(0);
-            for mut ch in orphans {
+            for (offset, mut ch) in orphans.into_iter().enumerate() {
                 ch.category_id = heir.clone();
-                ch.position = next;
-                next += 1;
+                ch.position = next + offset as i64;
                 records.push(Record::Channel(ch.clone()));
                 self.channels.insert(ch.id.clone(), ch);
             }
@@ -1350,6 +1361,7 @@ impl Community {
         groups: &[(String, Vec<String>)],
         now: Millis,
     ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let bad = |m: String| DomainError::bad_request("invalid_layout", m);
         let mut seen_groups = HashSet::new();
@@ -1506,6 +1518,7 @@ impl Community {
         new: NewMessage,
         now: Millis,
     ) -> Result<Outcome<MessageItem>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         let channel = self.channel(channel_id)?.clone();
         if channel.kind != ChannelKind::Text {
             return Err(DomainError::bad_request(
@@ -1663,6 +1676,7 @@ impl Community {
         message: &Message,
         now: Millis,
     ) -> Result<Outcome<views::MessageDeleted>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         let channel = self.channel(channel_id)?.clone();
         if message.channel_id != channel_id {
             return Err(DomainError::message_not_found());
@@ -1881,6 +1895,7 @@ impl Community {
         change: ProfileChange,
         now: Millis,
     ) -> Result<Outcome<ProfileItem>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
         let current = self.profile_of(&actor.user_uid);
         if let Some(expected) = change.if_match
             && expected != current.version
@@ -2013,6 +2028,7 @@ impl Community {
         user_uid: Option<&str>,
         now: Millis,
     ) -> Result<views::Challenge, DomainError> {
+        self.limiter.check(device_id, now)?;
         crate::auth::decode_public_key(public_key)
             .map_err(|e| DomainError::bad_request(e.code(), e.to_string()))?;
         if self.challenges.len() >= MAX_PENDING_CHALLENGES {
@@ -2168,6 +2184,7 @@ impl Community {
     pub fn sweep(&mut self, now: Millis) {
         self.challenges.retain(|_, c| c.expires_at > now);
         self.sessions.retain(|_, s| s.expires_at > now);
+        self.limiter.sweep(now);
     }
 
     // ----- realtime -----------------------------------------------------------------------

@@ -57,6 +57,11 @@ impl DomainError {
         }
     }
 
+    pub fn with_status(mut self, status: u16) -> DomainError {
+        self.status = status;
+        self
+    }
+
     pub fn with_details(mut self, details_json: String) -> DomainError {
         self.details = Some(details_json);
         self

@@ -8,6 +8,7 @@ pub mod community;
 pub mod error;
 pub mod history;
 pub mod model;
+pub mod rate;
 pub mod records;
 pub mod text;
 pub mod views;

@@ -17,6 +17,7 @@ fn settings(visibility: HistoryVisibility) -> Settings {
         default_history_visibility: visibility,
         allow_server_creation: true,
         max_message_bytes: 4000,
+        rate_limit_per_minute: 1000,
         handshake_strategy: "token_proof",
         origin: ORIGIN.into(),
         urls: Urls::new(ORIGIN),

@@ -203,6 +203,7 @@ fn domain_settings(config: &Config, default_server_id: &str) -> DomainSettings {
         default_history_visibility: config.default_history_visibility,
         allow_server_creation: config.allow_server_creation,
         max_message_bytes: config.limits.max_message_bytes,
+        rate_limit_per_minute: config.limits.rate_limit_per_minute,
         handshake_strategy: match config.auth_mode {
             crate::config::AuthMode::Session => "challenge_signature",
             crate::config::AuthMode::Headers => "token_proof",

@@ -50,6 +50,8 @@ pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &st
         ),
         ("OPENCHAT_LOG".into(), "warn".into()),
         ("OPENCHAT_SHUTDOWN_TIMEOUT_MS".into(), "3000".into()),
+        // Tests post in bursts; the limit itself has its own tests (set it in `extra`).
+        ("OPENCHAT_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
     ];
     let url = database_url
         .map(str::to_string)
