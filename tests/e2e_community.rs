@@ -830,6 +830,24 @@ on_both_engines! {
         bob_ws3.expect_where("chat.message.created", |f| created_id(f) == posted.str_at("id"));
     };
 
+    writes_are_rate_limited_per_user => |engine| {
+        let server = start_community(engine, &[("OPENCHAT_RATE_LIMIT_PER_MINUTE", "5")]);
+        let alice = Client::user(server.addr);
+        let bob = Client::user(server.addr);
+        let (_, general) = default_channel(&server, &alice);
+        let caps = alice.get("/v1/client/capabilities").json();
+        assert_eq!(caps.i64_at("limits.rate_limit_per_minute"), 5);
+        for i in 0..5 {
+            alice.send(&general, &format!("allowed {i}"));
+        }
+        let refused = alice.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "one too many"}));
+        refused.assert_error(429, "rate_limited");
+        assert!(refused.json().bool_at("retryable"));
+        // Reads are not limited, nothing was stored, and other users are not affected.
+        assert_eq!(alice.message_ids(&general, "limit=50").len(), 5);
+        bob.send(&general, "my own allowance");
+    };
+
     bad_input_is_refused_cleanly_and_stores_nothing => |engine| {
         let server = start_community(engine, &[]);
         let alice = Client::user(server.addr);

@@ -92,7 +92,13 @@ fn one_per_shard(addr: SocketAddr, server_id: &str, uid: &str, channel_id: &str)
 }
 
 /// A socket of `uid` on a shard other than `not_on`.
-fn placed_elsewhere(addr: SocketAddr, server_id: &str, uid: &str, channel_id: &str, not_on: &str) -> Placed {
+fn placed_elsewhere(
+    addr: SocketAddr,
+    server_id: &str,
+    uid: &str,
+    channel_id: &str,
+    not_on: &str,
+) -> Placed {
     one_per_shard(addr, server_id, uid, channel_id)
         .into_iter()
         .find(|p| p.shard != not_on)
@@ -451,6 +457,7 @@ impl Daemon {
             .env("OPENCHAT_DATA_DIR", place.data_dir.path())
             .env("OPENCHAT_AUTH_MODE", "headers")
             .env("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+            .env("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000")
             .env("OPENCHAT_LOG_FORMAT", "json")
             .env("OPENCHAT_LOG", "info")
             .stdout(Stdio::null())

@@ -34,7 +34,13 @@ impl Multipart {
     }
 
     /// A file field.
-    pub fn file(mut self, name: &str, file_name: &str, content_type: &str, data: &[u8]) -> Multipart {
+    pub fn file(
+        mut self,
+        name: &str,
+        file_name: &str,
+        content_type: &str,
+        data: &[u8],
+    ) -> Multipart {
         self.body.extend_from_slice(
             format!(
                 "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n",
