@@ -137,6 +137,59 @@ on_both_engines! {
         }
     };
 
+    concurrent_posts_all_reach_every_socket_in_order => |engine| {
+        let server = start_community(engine, &[]);
+        let alice = Client::user(server.addr);
+        let (server_id, general) = default_channel(&server, &alice);
+        let mut sockets = one_per_shard(server.addr, &server_id, alice.uid(), &general);
+        let writers: Vec<Client> = (0..8).map(|_| Client::user(server.addr)).collect();
+        let before = alice.send(&general, "before the burst");
+        let since = sockets[0].ws.expect_where("chat.message.created", |f| created_id(f) == before.str_at("id")).i64_at("event_id");
+        sockets[1].ws.expect_where("chat.message.created", |f| created_id(f) == before.str_at("id"));
+        let posted: BTreeSet<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = writers
+                .iter()
+                .map(|w| {
+                    let general = general.clone();
+                    scope.spawn(move || {
+                        (0..25)
+                            .map(|i| w.send(&general, &format!("burst {i}")).str_at("id").to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(posted.len(), 200);
+        for placed in sockets.iter_mut() {
+            let mut seen = BTreeSet::new();
+            let mut last_event = 0;
+            while seen.len() < posted.len() {
+                let frame = placed.ws.wait_for("chat.message.created", Duration::from_secs(5), |_| true).unwrap_or_else(|| {
+                    let missing: Vec<&String> = posted.difference(&seen).collect();
+                    panic!("socket on shard {} got {} of 200 messages; missing {missing:?}", placed.shard, seen.len())
+                });
+                let event_id = frame.i64_at("event_id");
+                assert!(event_id > last_event, "event {event_id} after {last_event}");
+                last_event = event_id;
+                seen.insert(created_id(&frame).to_owned());
+            }
+            assert_eq!(seen, posted);
+        }
+        // History holds them all, and so does the resume log.
+        let history = ids_of(&alice.messages(&general, "limit=200"), "messages");
+        assert_eq!(history.iter().cloned().collect::<BTreeSet<_>>(), posted);
+        let mut resumed = Ws::connect(server.addr, &format!("{}&since_event_id={since}", headers_query(&server_id, alice.uid(), "desktop_late")));
+        let mut replayed = BTreeSet::new();
+        while replayed.len() < posted.len() {
+            let frame = resumed.wait_for("chat.message.created", Duration::from_secs(5), |_| true).unwrap_or_else(|| {
+                panic!("the resume replayed {} of {} messages", replayed.len(), posted.len())
+            });
+            replayed.insert(created_id(&frame).to_owned());
+        }
+        assert_eq!(replayed, posted);
+    };
+
     presence_and_typing_cross_shards => |engine| {
         let server = start_community(engine, &[]);
         let alice = Client::user(server.addr);

@@ -13,7 +13,7 @@
 //! itself stale, refuses commands (`503`, retryable) until its in-flight writes have finished,
 //! reloads the state from storage, and goes on. Events of a failed write are never published.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -96,15 +96,27 @@ struct Core {
     loopback: mpsc::UnboundedSender<Internal>,
     in_flight: usize,
     stale: bool,
+    /// Commits finish in any order (storage runs several transactions at once), but event ids
+    /// were handed out in command order, and the resume rings and the shards' hubs drop an id
+    /// lower than one they have seen. So outcomes are published in command order: each commit
+    /// takes a ticket, and a finished one waits in `finished` until all before it are out.
+    next_ticket: u64,
+    next_to_publish: u64,
+    finished: BTreeMap<u64, Option<Publication>>,
 }
+
+/// What a committed command has to publish.
+type Publication = (Vec<Emitted>, Vec<Notice>);
 
 /// Messages from the authority's own commit tasks back to its loop.
 enum Internal {
     Committed {
+        ticket: u64,
         events: Vec<Emitted>,
         notices: Vec<Notice>,
     },
-    Failed,
+    /// A commit failed (`Some(ticket)`), or a reload after one is due again (`None`).
+    Failed { ticket: Option<u64> },
 }
 
 fn unavailable(error: &StorageError) -> DomainError {
@@ -278,6 +290,9 @@ impl Core {
             loopback,
             in_flight: 0,
             stale: false,
+            next_ticket: 0,
+            next_to_publish: 0,
+            finished: BTreeMap::new(),
         };
         core.install(snapshot);
         core
@@ -351,8 +366,11 @@ impl Core {
             events,
             notices,
         } = outcome;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         if records.is_empty() {
-            self.publish(events, notices);
+            self.finished.insert(ticket, Some((events, notices)));
+            self.publish_in_order();
             let _ = reply.send(Ok(value));
             return;
         }
@@ -362,26 +380,52 @@ impl Core {
         tokio::task::spawn_local(async move {
             match storage.write(WriteOp::Apply(records)).await {
                 Ok(_) => {
-                    let _ = loopback.send(Internal::Committed { events, notices });
+                    let _ = loopback.send(Internal::Committed {
+                        ticket,
+                        events,
+                        notices,
+                    });
                     let _ = reply.send(Ok(value));
                 }
                 Err(error) => {
-                    let _ = loopback.send(Internal::Failed);
+                    let _ = loopback.send(Internal::Failed {
+                        ticket: Some(ticket),
+                    });
                     let _ = reply.send(Err(unavailable(&error)));
                 }
             }
         });
     }
 
+    /// Publishes finished commits up to the first one still under way.
+    fn publish_in_order(&mut self) {
+        while let Some(finished) = self.finished.remove(&self.next_to_publish) {
+            self.next_to_publish += 1;
+            if let Some((events, notices)) = finished {
+                self.publish(events, notices);
+            }
+        }
+    }
+
     async fn on_internal(&mut self, msg: Internal) {
         self.in_flight -= 1;
         match msg {
-            Internal::Committed { events, notices } => self.publish(events, notices),
-            Internal::Failed => {
-                tracing::warn!("a write failed; the authority reloads its state from storage");
+            Internal::Committed {
+                ticket,
+                events,
+                notices,
+            } => {
+                self.finished.insert(ticket, Some((events, notices)));
+            }
+            Internal::Failed { ticket } => {
+                if let Some(ticket) = ticket {
+                    tracing::warn!("a write failed; the authority reloads its state from storage");
+                    self.finished.insert(ticket, None);
+                }
                 self.stale = true;
             }
         }
+        self.publish_in_order();
         if self.stale && self.in_flight == 0 {
             match self.storage.load_snapshot(RESUME_WINDOW_EVENTS).await {
                 Ok(snapshot) => {
@@ -396,7 +440,7 @@ impl Core {
                     let loopback = self.loopback.clone();
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        let _ = loopback.send(Internal::Failed);
+                        let _ = loopback.send(Internal::Failed { ticket: None });
                     });
                 }
             }
