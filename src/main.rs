@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             "OPENCHAT_AUTH_MODE=headers: identities are taken from X-OpenChat-User-UID headers without proof; use only for trusted desktop-client setups"
         );
     }
+    raise_descriptor_limit();
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -97,4 +98,31 @@ fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::Parse
         tracing::error!(panic = %info, "panic");
     }));
     Ok(())
+}
+
+/// Every realtime socket is a descriptor; the usual soft limit (1024) would cap an instance at
+/// about a thousand members online. Raise it to the hard limit the operator allows.
+fn raise_descriptor_limit() {
+    // SAFETY: plain getrlimit/setrlimit on a stack value.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+        } else {
+            tracing::warn!(
+                soft,
+                "could not raise the open-file limit; realtime sockets are capped by it"
+            );
+        }
+    }
 }

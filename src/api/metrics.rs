@@ -32,7 +32,7 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
             label(build_info::VERSION),
             label(build_info::COMMIT)
         );
-        let per_shard: [ShardSeries; 5] = [
+        let per_shard: [ShardSeries; 6] = [
             (
                 "openchat_http_requests_total",
                 "counter",
@@ -62,6 +62,12 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
                 "counter",
                 "Panics caught while serving a connection.",
                 |s| s.panics,
+            ),
+            (
+                "openchat_realtime_sockets",
+                "gauge",
+                "Realtime WebSockets open now.",
+                |s| s.realtime_sockets,
             ),
         ];
         for (name, kind, help, read) in per_shard {

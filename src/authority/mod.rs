@@ -13,7 +13,7 @@
 //! itself stale, refuses commands (`503`, retryable) until its in-flight writes have finished,
 //! reloads the state from storage, and goes on. Events of a failed write are never published.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings};
 use crate::domain::error::DomainError;
 use crate::domain::model::Millis;
-use crate::domain::records::Snapshot;
+use crate::domain::records::{Record, Snapshot};
 use crate::domain::views;
 use crate::realtime::{EventRing, RESUME_WINDOW_EVENTS, Resume};
 use crate::storage::{Storage, StorageError, WriteOp};
@@ -96,28 +96,32 @@ struct Core {
     loopback: mpsc::UnboundedSender<Internal>,
     in_flight: usize,
     stale: bool,
-    /// Commits finish in any order (storage runs several transactions at once), but event ids
-    /// were handed out in command order, and the resume rings and the shards' hubs drop an id
-    /// lower than one they have seen. So outcomes are published in command order: each commit
-    /// takes a ticket, and a finished one waits in `finished` until all before it are out.
-    next_ticket: u64,
-    next_to_publish: u64,
-    finished: BTreeMap<u64, Option<Publication>>,
+    pending: Batch,
 }
-
-/// What a committed command has to publish.
-type Publication = (Vec<Emitted>, Vec<Notice>);
 
 /// Messages from the authority's own commit tasks back to its loop.
 enum Internal {
-    Committed {
-        ticket: u64,
-        events: Vec<Emitted>,
-        notices: Vec<Notice>,
-    },
-    /// A commit failed (`Some(ticket)`), or a reload after one is due again (`None`).
-    Failed { ticket: Option<u64> },
+    /// A flushed batch committed: the events and notices of each command, in order.
+    Committed(Vec<(Vec<Emitted>, Vec<Notice>)>),
+    Failed,
 }
+
+/// Commands taken in one wake-up whose records are not yet written.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    done: Vec<Pending>,
+}
+
+struct Pending {
+    events: Vec<Emitted>,
+    notices: Vec<Notice>,
+    answer: Box<dyn FnOnce(Result<(), DomainError>) + Send>,
+}
+
+/// Most commands answered by one storage write. Bounded so one transaction stays small next
+/// to the storage command timeout.
+pub const MAX_COMMANDS_PER_FLUSH: usize = 256;
 
 fn unavailable(error: &StorageError) -> DomainError {
     match error {
@@ -290,9 +294,7 @@ impl Core {
             loopback,
             in_flight: 0,
             stale: false,
-            next_ticket: 0,
-            next_to_publish: 0,
-            finished: BTreeMap::new(),
+            pending: Batch::default(),
         };
         core.install(snapshot);
         core
@@ -338,7 +340,17 @@ impl Core {
                     biased;
                     Some(msg) = internal.recv() => self.on_internal(msg).await,
                     job = inbox.recv() => match job {
-                        Some(job) => job(&mut self),
+                        Some(job) => {
+                            job(&mut self);
+                            // Take whatever else is already queued, then write it all at once.
+                            while self.pending.done.len() < MAX_COMMANDS_PER_FLUSH {
+                                match inbox.try_recv() {
+                                    Ok(job) => job(&mut self),
+                                    Err(_) => break,
+                                }
+                            }
+                            self.flush();
+                        }
                         None => break,
                     },
                     _ = sweep.tick() => self.community.sweep(now_millis()),
@@ -355,6 +367,7 @@ impl Core {
         });
     }
 
+    /// Queues the command's records for the next flush; the answer goes out after it commits.
     fn commit<T: Send + 'static>(
         &mut self,
         outcome: Outcome<T>,
@@ -366,66 +379,71 @@ impl Core {
             events,
             notices,
         } = outcome;
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
         if records.is_empty() {
-            self.finished.insert(ticket, Some((events, notices)));
-            self.publish_in_order();
+            self.publish(events, notices);
             let _ = reply.send(Ok(value));
             return;
         }
+        self.pending.records.extend(records);
+        self.pending.done.push(Pending {
+            events,
+            notices,
+            answer: Box::new(move |result| {
+                let _ = reply.send(result.map(|()| value));
+            }),
+        });
+    }
+
+    /// Writes everything the commands since the last flush produced as one storage write
+    /// (one transaction), then answers them all and publishes their events in order. Under
+    /// load, one wake of this thread takes many commands, so this is where group commit
+    /// starts: fewer, larger writes and one cross-thread round trip per batch.
+    fn flush(&mut self) {
+        if self.pending.done.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
         self.in_flight += 1;
         let storage = self.storage.clone();
         let loopback = self.loopback.clone();
         tokio::task::spawn_local(async move {
-            match storage.write(WriteOp::Apply(records)).await {
+            match storage.write(WriteOp::Apply(batch.records)).await {
                 Ok(_) => {
-                    let _ = loopback.send(Internal::Committed {
-                        ticket,
-                        events,
-                        notices,
-                    });
-                    let _ = reply.send(Ok(value));
+                    let mut published = Vec::with_capacity(batch.done.len());
+                    let mut answers = Vec::with_capacity(batch.done.len());
+                    for p in batch.done {
+                        published.push((p.events, p.notices));
+                        answers.push(p.answer);
+                    }
+                    let _ = loopback.send(Internal::Committed(published));
+                    for answer in answers {
+                        answer(Ok(()));
+                    }
                 }
                 Err(error) => {
-                    let _ = loopback.send(Internal::Failed {
-                        ticket: Some(ticket),
-                    });
-                    let _ = reply.send(Err(unavailable(&error)));
+                    let _ = loopback.send(Internal::Failed);
+                    let error = unavailable(&error);
+                    for p in batch.done {
+                        (p.answer)(Err(error.clone()));
+                    }
                 }
             }
         });
     }
 
-    /// Publishes finished commits up to the first one still under way.
-    fn publish_in_order(&mut self) {
-        while let Some(finished) = self.finished.remove(&self.next_to_publish) {
-            self.next_to_publish += 1;
-            if let Some((events, notices)) = finished {
-                self.publish(events, notices);
-            }
-        }
-    }
-
     async fn on_internal(&mut self, msg: Internal) {
         self.in_flight -= 1;
         match msg {
-            Internal::Committed {
-                ticket,
-                events,
-                notices,
-            } => {
-                self.finished.insert(ticket, Some((events, notices)));
-            }
-            Internal::Failed { ticket } => {
-                if let Some(ticket) = ticket {
-                    tracing::warn!("a write failed; the authority reloads its state from storage");
-                    self.finished.insert(ticket, None);
+            Internal::Committed(batch) => {
+                for (events, notices) in batch {
+                    self.publish(events, notices);
                 }
+            }
+            Internal::Failed => {
+                tracing::warn!("a write failed; the authority reloads its state from storage");
                 self.stale = true;
             }
         }
-        self.publish_in_order();
         if self.stale && self.in_flight == 0 {
             match self.storage.load_snapshot(RESUME_WINDOW_EVENTS).await {
                 Ok(snapshot) => {
@@ -440,7 +458,7 @@ impl Core {
                     let loopback = self.loopback.clone();
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        let _ = loopback.send(Internal::Failed { ticket: None });
+                        let _ = loopback.send(Internal::Failed);
                     });
                 }
             }

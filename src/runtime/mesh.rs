@@ -32,6 +32,7 @@ pub struct ShardStatsSnapshot {
     pub connections_open: u64,
     pub protocol_errors: u64,
     pub panics: u64,
+    pub realtime_sockets: u64,
 }
 
 pub struct Mesh {

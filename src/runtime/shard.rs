@@ -93,6 +93,7 @@ impl Shard {
             connections_open: self.stats.connections_open.get(),
             protocol_errors: self.stats.protocol_errors.get(),
             panics: self.stats.panics.get(),
+            realtime_sockets: self.hub.socket_count() as u64,
         }
     }
 
