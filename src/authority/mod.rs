@@ -13,7 +13,7 @@
 //! itself stale, refuses commands (`503`, retryable) until its in-flight writes have finished,
 //! reloads the state from storage, and goes on. Events of a failed write are never published.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,13 +97,28 @@ struct Core {
     in_flight: usize,
     stale: bool,
     pending: Batch,
+    /// Flushes can finish in any order (each waits for its storage reply on a task of its own,
+    /// and tasks woken together are not polled in a promised order), but event ids were handed
+    /// out in command order, and the resume rings and the shards' hubs drop an id lower than
+    /// one they have seen. So flushes are published in flush order: each takes a ticket, and a
+    /// finished one waits in `finished` until all before it are out.
+    next_ticket: u64,
+    next_to_publish: u64,
+    finished: BTreeMap<u64, Option<Vec<Publication>>>,
 }
+
+/// The events and notices of one committed command.
+type Publication = (Vec<Emitted>, Vec<Notice>);
 
 /// Messages from the authority's own commit tasks back to its loop.
 enum Internal {
-    /// A flushed batch committed: the events and notices of each command, in order.
-    Committed(Vec<(Vec<Emitted>, Vec<Notice>)>),
-    Failed,
+    /// Flush `ticket` committed: the events and notices of each command, in order.
+    Committed {
+        ticket: u64,
+        published: Vec<Publication>,
+    },
+    /// Flush `Some(ticket)` failed, or (`None`) a reload after a failure is due again.
+    Failed { ticket: Option<u64> },
 }
 
 /// Commands taken in one wake-up whose records are not yet written.
@@ -295,6 +310,9 @@ impl Core {
             in_flight: 0,
             stale: false,
             pending: Batch::default(),
+            next_ticket: 0,
+            next_to_publish: 0,
+            finished: BTreeMap::new(),
         };
         core.install(snapshot);
         core
@@ -403,6 +421,8 @@ impl Core {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         self.in_flight += 1;
         let storage = self.storage.clone();
         let loopback = self.loopback.clone();
@@ -415,13 +435,15 @@ impl Core {
                         published.push((p.events, p.notices));
                         answers.push(p.answer);
                     }
-                    let _ = loopback.send(Internal::Committed(published));
+                    let _ = loopback.send(Internal::Committed { ticket, published });
                     for answer in answers {
                         answer(Ok(()));
                     }
                 }
                 Err(error) => {
-                    let _ = loopback.send(Internal::Failed);
+                    let _ = loopback.send(Internal::Failed {
+                        ticket: Some(ticket),
+                    });
                     let error = unavailable(&error);
                     for p in batch.done {
                         (p.answer)(Err(error.clone()));
@@ -434,14 +456,22 @@ impl Core {
     async fn on_internal(&mut self, msg: Internal) {
         self.in_flight -= 1;
         match msg {
-            Internal::Committed(batch) => {
-                for (events, notices) in batch {
-                    self.publish(events, notices);
-                }
+            Internal::Committed { ticket, published } => {
+                self.finished.insert(ticket, Some(published));
             }
-            Internal::Failed => {
-                tracing::warn!("a write failed; the authority reloads its state from storage");
+            Internal::Failed { ticket } => {
+                if let Some(ticket) = ticket {
+                    tracing::warn!("a write failed; the authority reloads its state from storage");
+                    self.finished.insert(ticket, None);
+                }
                 self.stale = true;
+            }
+        }
+        // Publishes finished flushes up to the first one still under way.
+        while let Some(finished) = self.finished.remove(&self.next_to_publish) {
+            self.next_to_publish += 1;
+            for (events, notices) in finished.into_iter().flatten() {
+                self.publish(events, notices);
             }
         }
         if self.stale && self.in_flight == 0 {
@@ -458,7 +488,7 @@ impl Core {
                     let loopback = self.loopback.clone();
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        let _ = loopback.send(Internal::Failed);
+                        let _ = loopback.send(Internal::Failed { ticket: None });
                     });
                 }
             }
