@@ -160,7 +160,7 @@ fn read_ack(user: &str, channel: &str, seq: Seq) -> ReadAck {
     ReadAck {
         user_uid: user.to_owned(),
         channel_id: channel.to_owned(),
-        message_id: format!("msg-{seq}"),
+        message_id: format!("msg_{seq}"),
         seq,
         acked_at: 8_000 + seq,
     }
@@ -169,7 +169,7 @@ fn read_ack(user: &str, channel: &str, seq: Seq) -> ReadAck {
 fn plain(seq: Seq, channel: &str) -> Message {
     Message {
         seq,
-        id: format!("msg-{seq}"),
+        id: format!("msg_{seq}"),
         server_id: "srv-1".to_owned(),
         channel_id: channel.to_owned(),
         author_uid: "u-alice".to_owned(),
@@ -194,7 +194,7 @@ fn rich(seq: Seq, channel: &str) -> Message {
             aad: "YWFk".to_owned(),
             sender_device_id: "dev-1".to_owned(),
         },
-        reply_to_id: Some("msg-1".to_owned()),
+        reply_to_id: Some("msg_1".to_owned()),
         mentions: vec![Mention {
             kind: "user".to_owned(),
             token: "<@u-bob>".to_owned(),
@@ -318,7 +318,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
 fn empty_storage_gives_an_empty_snapshot(h: StorageHarness) {
     let (storage, handle) = h.start();
     assert_eq!(snapshot(&storage), Snapshot::default());
-    assert_eq!(block_on(storage.message("msg-1")), Ok(None));
+    assert_eq!(block_on(storage.message("msg_1")), Ok(None));
     assert_eq!(
         block_on(storage.messages(latest("ch-1", 10))),
         Ok(MessagePage::default())
@@ -333,7 +333,7 @@ fn every_record_round_trips(h: StorageHarness) {
     apply(&storage, records);
     assert_eq!(snapshot(&storage), expected);
 
-    let stored = block_on(storage.message("msg-2")).unwrap().unwrap();
+    let stored = block_on(storage.message("msg_2")).unwrap().unwrap();
     assert_eq!(stored, rich(2, "ch-1"));
     let page = block_on(storage.messages(latest("ch-1", 10))).unwrap();
     assert_eq!(page.messages, vec![plain(1, "ch-1"), rich(2, "ch-1")]);
@@ -352,14 +352,14 @@ fn every_record_round_trips(h: StorageHarness) {
                 id: "cat-2".to_owned(),
             },
             Record::MessageDeleted {
-                id: "msg-1".to_owned(),
+                id: "msg_1".to_owned(),
                 deleted_at: 99_000,
             },
         ],
     );
     let after = snapshot(&storage);
     assert_eq!(after.categories, vec![category("cat-1", "Text")]);
-    let deleted = block_on(storage.message("msg-1")).unwrap().unwrap();
+    let deleted = block_on(storage.message("msg_1")).unwrap().unwrap();
     assert_eq!(deleted.deleted_at, Some(99_000));
     assert_eq!(
         Message {
@@ -447,7 +447,7 @@ fn upserts_overwrite(h: StorageHarness) {
     expected.read_acks[1] = acked;
     assert_eq!(snapshot(&storage), expected);
     assert_eq!(
-        block_on(storage.message("msg-1")),
+        block_on(storage.message("msg_1")),
         Ok(Some(plain(1, "ch-1")))
     );
     assert_eq!(
@@ -748,7 +748,8 @@ fn messages_match_the_reference(h: StorageHarness) {
         case.set(case.get() + 1);
         let base = case.get() * 1_000_000;
         let channel = |which: u8| format!("case{}-ch{which}", case.get());
-        let id = |index: usize| format!("case{}-msg{index}", case.get());
+        // Message ids are positions (`msg_<seq>`): the id of the message at `index`.
+        let mut seqs: Vec<i64> = Vec::new();
 
         let mut reference = MemoryHistory::new();
         let mut messages = Vec::new();
@@ -760,14 +761,16 @@ fn messages_match_the_reference(h: StorageHarness) {
             } else {
                 plain(seq, &channel(second as u8))
             };
-            message.id = id(index);
+            message.id = message_id(seq);
             message.reply_to_id = reply_to.map(|target| {
                 if target < index {
-                    id(target)
+                    message_id(seqs[target])
                 } else {
-                    format!("dangling-{target}")
+                    // A message that was never stored.
+                    message_id(base + 999_000 + target as i64)
                 }
             });
+            seqs.push(seq);
             reference.insert(message.clone());
             messages.push(message);
         }
@@ -784,9 +787,9 @@ fn messages_match_the_reference(h: StorageHarness) {
             .filter(|(_, spec)| spec.4)
             .map(|(index, _)| {
                 let deleted_at = 90_000 + index as Millis;
-                reference.mark_deleted(&id(index), deleted_at);
+                reference.mark_deleted(&message_id(seqs[index]), deleted_at);
                 storage.write(WriteOp::Apply(vec![Record::MessageDeleted {
-                    id: id(index),
+                    id: message_id(seqs[index]),
                     deleted_at,
                 }]))
             })

@@ -16,7 +16,9 @@ CREATE TABLE servers (
     created_by_uid TEXT NULL,
     created_at     BIGINT NOT NULL,
     updated_by_uid TEXT NULL,
-    updated_at     BIGINT NOT NULL
+    updated_at     BIGINT NOT NULL,
+    -- Highest event id handed out for this server (message events are counted here, not logged).
+    last_event_id  BIGINT NOT NULL DEFAULT 0
 );
 
 -- A sidebar group of channels of one kind. Upserted on create/rename/reorder; deleted by
@@ -129,10 +131,11 @@ CREATE TABLE read_acks (
 -- multi-row statement per group commit; only `deleted_at` ever changes afterwards
 -- (`Record::MessageDeleted`, which keeps the row). A message is plaintext (`body`) or an
 -- end-to-end encrypted envelope (the five envelope columns), never both.
--- mentions and attachments are JSON arrays.
+-- mentions and attachments are JSON arrays. `id` is `msg_<seq>` (see `domain::model::message_id`):
+-- lookups go through the primary key, so `id` needs no index of its own.
 CREATE TABLE messages (
     seq              BIGINT PRIMARY KEY,
-    id               TEXT NOT NULL UNIQUE,
+    id               TEXT NOT NULL,
     channel_id       TEXT NOT NULL,
     server_id        TEXT NOT NULL,
     author_uid       TEXT NOT NULL,
@@ -157,8 +160,9 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_channel_seq ON messages (channel_id, seq);
 
--- Each server's event log (the frames clients got live), kept so reconnecting clients can
--- resume. Inserted (if absent) in bulk like messages; never updated.
+-- Each server's log of events other than new messages (layout, settings, deletes, profiles),
+-- as clients got them live. New-message events are numbered in the same sequence but only
+-- counted (`servers.last_event_id`): writing each message twice would halve the write path. Inserted (if absent) in bulk like messages; never updated.
 CREATE TABLE events (
     server_id  TEXT NOT NULL,
     event_id   BIGINT NOT NULL,

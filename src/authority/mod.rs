@@ -159,7 +159,7 @@ impl Authority {
         default_server_name: &str,
         default_owner: Option<&str>,
     ) -> anyhow::Result<Started> {
-        let snapshot = futures_lite::future::block_on(storage.load_snapshot(RESUME_WINDOW_EVENTS))
+        let snapshot = futures_lite::future::block_on(storage.load_snapshot(0))
             .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
         let mut core = Core::new(settings, storage, snapshot);
         let boot = core.community.bootstrap_default_server(
@@ -318,24 +318,12 @@ impl Core {
         core
     }
 
+    /// Takes a loaded state. The resume windows start empty, just after each server's last
+    /// event id: events from before a (re)load are not all stored (new-message events are only
+    /// counted), so resuming across it must answer `chat.resync_required`, never a window with
+    /// holes in it.
     fn install(&mut self, snapshot: Snapshot) {
-        let mut rings: HashMap<String, EventRing> = HashMap::new();
-        for e in &snapshot.recent_events {
-            let frame = crate::realtime::encode_frame(
-                &e.kind,
-                e.payload.as_bytes(),
-                Some(e.event_id as u64),
-                &e.server_id,
-                &views::rfc3339(e.created_at),
-            );
-            rings
-                .entry(e.server_id.clone())
-                .or_insert_with(|| {
-                    EventRing::starting_after(e.event_id as u64 - 1, RESUME_WINDOW_EVENTS)
-                })
-                .push(e.event_id as u64, frame);
-        }
-        self.rings = rings;
+        self.rings.clear();
         self.community = Community::new(self.settings.clone(), snapshot);
     }
 
@@ -475,7 +463,7 @@ impl Core {
             }
         }
         if self.stale && self.in_flight == 0 {
-            match self.storage.load_snapshot(RESUME_WINDOW_EVENTS).await {
+            match self.storage.load_snapshot(0).await {
                 Ok(snapshot) => {
                     self.install(snapshot);
                     self.stale = false;

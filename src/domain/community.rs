@@ -352,16 +352,34 @@ impl Community {
         payload: &T,
         now: Millis,
     ) -> Emitted {
+        let event = self.counted_event(records, server_id, kind, payload, now);
+        records.push(Record::Event(StoredEvent {
+            server_id: server_id.to_owned(),
+            event_id: event.event_id.expect("server events are numbered"),
+            kind: kind.to_owned(),
+            payload: event.payload.clone(),
+            created_at: now,
+        }));
+        event
+    }
+
+    /// A server-wide event with the next event id that is counted but not logged (new
+    /// messages: the message row is the record).
+    fn counted_event<T: serde::Serialize>(
+        &mut self,
+        records: &mut Vec<Record>,
+        server_id: &str,
+        kind: &'static str,
+        payload: &T,
+        now: Millis,
+    ) -> Emitted {
         let payload = encode(payload);
         let next = self.last_event_id(server_id) + 1;
         self.last_event_ids.insert(server_id.to_owned(), next);
-        records.push(Record::Event(StoredEvent {
+        records.push(Record::LastEventId {
             server_id: server_id.to_owned(),
             event_id: next,
-            kind: kind.to_owned(),
-            payload: payload.clone(),
-            created_at: now,
-        }));
+        });
         Emitted {
             server_id: server_id.to_owned(),
             event_id: Some(next),
@@ -1589,7 +1607,7 @@ impl Community {
         self.last_seq += 1;
         let message = Message {
             seq: self.last_seq,
-            id: new_id("msg"),
+            id: message_id(self.last_seq),
             server_id: channel.server_id.clone(),
             channel_id: channel_id.to_owned(),
             author_uid: actor.user_uid.clone(),
@@ -1624,7 +1642,7 @@ impl Community {
             ..shared.clone()
         };
         records.push(Record::Message(message));
-        let event = self.server_event(
+        let event = self.counted_event(
             &mut records,
             &channel.server_id,
             "chat.message.created",

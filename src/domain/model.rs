@@ -282,6 +282,19 @@ pub struct Message {
     pub deleted_at: Option<Millis>,
 }
 
+/// The id of the message at `seq`: ids are positions in the message order, so storage finds a
+/// message by its primary key.
+pub fn message_id(seq: Seq) -> String {
+    format!("msg_{seq}")
+}
+
+/// The position named by a message id (`None` for anything `message_id` does not produce).
+pub fn message_seq(id: &str) -> Option<Seq> {
+    let digits = id.strip_prefix("msg_")?;
+    let seq: Seq = digits.parse().ok()?;
+    (seq > 0 && message_id(seq) == id).then_some(seq)
+}
+
 /// One entry of a server's event log (wire contract B.3): the frame clients got live, kept so a
 /// reconnecting client can resume after `event_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]

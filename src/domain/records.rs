@@ -32,6 +32,12 @@ pub enum Record {
     },
     /// Insert; `(server_id, event_id)` already stored is left as it is.
     Event(StoredEvent),
+    /// The server has handed out event ids up to `event_id` (events that are not logged, such
+    /// as new messages, are counted this way). Never moves backwards.
+    LastEventId {
+        server_id: String,
+        event_id: i64,
+    },
 }
 
 /// Everything the domain keeps in memory, as loaded from storage at start (or after a failed

@@ -882,3 +882,49 @@ fn a_refused_command_changes_nothing() {
     assert_eq!(c.current_role("home", "uid_member"), None);
     assert_eq!(c.last_event_id("home"), 0);
 }
+
+#[test]
+fn message_ids_name_their_position_and_nothing_else() {
+    assert_eq!(message_id(42), "msg_42");
+    assert_eq!(message_seq("msg_42"), Some(42));
+    for other in [
+        "msg_042",
+        "msg_0",
+        "msg_-1",
+        "msg_",
+        "42",
+        "msg_4x",
+        "msg_99999999999999999999",
+    ] {
+        assert_eq!(message_seq(other), None, "{other}");
+    }
+}
+
+#[test]
+fn new_message_events_are_counted_not_logged() {
+    let mut c = community(HistoryVisibility::Joined);
+    let mut history = MemoryHistory::default();
+    let alice = actor("uid_alice");
+    let channel = text_channel(&mut c, "home", &alice);
+    let before = c.last_event_id("home");
+    let out = c
+        .post_message(
+            &alice,
+            &channel,
+            NewMessage {
+                content: Content::Plain { body: "hi".into() },
+                reply_to: None,
+                reply_to_id: None,
+                attachments: vec![],
+            },
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.events[0].event_id, Some(before + 1));
+    assert!(out.records.iter().all(|r| !matches!(r, Record::Event(_))));
+    assert!(out.records.contains(&Record::LastEventId {
+        server_id: "home".into(),
+        event_id: before + 1
+    }));
+    let _ = &mut history;
+}

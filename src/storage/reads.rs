@@ -74,7 +74,9 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         Ok((row.text(0)?, row.int(1)?))
     })
     .await?;
-    last_event_ids.sort_unstable();
+    // A server may appear twice (its logged events and its counter): keep the highest.
+    last_event_ids.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    last_event_ids.dedup_by(|later, first| later.0 == first.0);
     let window = sql_limit(resume_window);
     for (server_id, _) in &last_event_ids {
         if window == 0 {
@@ -152,7 +154,10 @@ pub(super) async fn message<C: SqlConn>(
     conn: &mut C,
     id: &str,
 ) -> Result<Option<Message>, StorageError> {
-    let statement = Statement::new(&SELECT_MESSAGE_BY_ID, vec![id.into()]);
+    let Some(seq) = crate::domain::model::message_seq(id) else {
+        return Ok(None);
+    };
+    let statement = Statement::new(&SELECT_MESSAGE_BY_SEQ, vec![seq.into()]);
     match conn.fetch_optional(&statement).await? {
         Some(row) => Ok(Some(message_row(&row)?)),
         None => Ok(None),
@@ -254,9 +259,10 @@ async fn reply_targets<C: SqlConn>(
     conn: &mut C,
     page: &[Message],
 ) -> Result<Vec<Message>, StorageError> {
-    let mut ids: Vec<&str> = page
+    let mut ids: Vec<i64> = page
         .iter()
         .filter_map(|m| m.reply_to_id.as_deref())
+        .filter_map(crate::domain::model::message_seq)
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -271,7 +277,7 @@ async fn reply_targets<C: SqlConn>(
             .map(|i| statement.push(chunk[i.min(chunk.len() - 1)]))
             .collect();
         statement.sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({})",
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq IN ({})",
             placeholders.join(", ")
         )
         .into();
@@ -308,8 +314,8 @@ const SELECT_SESSIONS: &str = "SELECT token_hash, user_uid, device_id, created_a
 const SELECT_READ_ACKS: &str =
     "SELECT user_uid, channel_id, message_id, seq, acked_at FROM read_acks";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
-const SELECT_LAST_EVENT_IDS: &str =
-    "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id";
+const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
+     UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
 static SELECT_NEWEST_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE server_id = $1 ORDER BY event_id DESC LIMIT $2"
@@ -321,8 +327,8 @@ static SELECT_EVENTS_AFTER: LazyLock<String> = LazyLock::new(|| {
          ORDER BY event_id ASC LIMIT $3"
     )
 });
-static SELECT_MESSAGE_BY_ID: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"));
+static SELECT_MESSAGE_BY_SEQ: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = $1"));
 
 // ---- decoding --------------------------------------------------------------------------------
 

@@ -23,7 +23,30 @@ use super::sql::{Param, SqlConn, Statement};
 pub(super) struct Bulk<'a> {
     pub(super) messages: Vec<&'a Message>,
     pub(super) events: Vec<&'a StoredEvent>,
+    /// Highest `LastEventId` per server in the batch: one update per server, not per message.
+    pub(super) last_event_ids: std::collections::HashMap<&'a str, i64>,
 }
+
+impl Bulk<'_> {
+    /// The statements that raise each server's event counter (run after the bulk inserts).
+    pub(super) fn counter_updates(&self) -> Vec<Statement<'_>> {
+        let mut servers: Vec<(&str, i64)> = self
+            .last_event_ids
+            .iter()
+            .map(|(s, id)| (*s, *id))
+            .collect();
+        servers.sort_unstable();
+        servers
+            .into_iter()
+            .map(|(server_id, event_id)| {
+                Statement::new(RAISE_LAST_EVENT_ID, vec![server_id.into(), event_id.into()])
+            })
+            .collect()
+    }
+}
+
+const RAISE_LAST_EVENT_ID: &str = "UPDATE servers SET last_event_id = $2 \
+     WHERE id = $1 AND last_event_id < $2";
 
 /// Runs the single-row statements of `records` on `conn`, in order, and leaves their messages
 /// and events in `bulk` for the engine's bulk inserts.
@@ -37,6 +60,13 @@ pub(super) async fn apply_records<'a, C: SqlConn>(
         match record {
             Record::Message(message) => bulk.messages.push(message),
             Record::Event(event) => bulk.events.push(event),
+            Record::LastEventId {
+                server_id,
+                event_id,
+            } => {
+                let highest = bulk.last_event_ids.entry(server_id.as_str()).or_insert(0);
+                *highest = (*highest).max(*event_id);
+            }
             other => {
                 statements.clear();
                 statements_for(other, &mut statements)?;
@@ -126,7 +156,7 @@ const UPSERT_READ_ACK: &str = "INSERT INTO read_acks \
      ON CONFLICT (user_uid, channel_id) DO UPDATE SET message_id = excluded.message_id, \
      seq = excluded.seq, acked_at = excluded.acked_at";
 
-const MARK_MESSAGE_DELETED: &str = "UPDATE messages SET deleted_at = $2 WHERE id = $1";
+const MARK_MESSAGE_DELETED: &str = "UPDATE messages SET deleted_at = $2 WHERE seq = $1";
 
 /// Appends the statements that persist `record` (anything but a message or an event).
 fn statements_for<'a>(
@@ -267,9 +297,11 @@ fn statements_for<'a>(
             ],
         ),
         Record::MessageDeleted { id, deleted_at } => {
-            Statement::new(MARK_MESSAGE_DELETED, vec![id.into(), (*deleted_at).into()])
+            // An id no message can have marks nothing.
+            let seq = crate::domain::model::message_seq(id).unwrap_or(0);
+            Statement::new(MARK_MESSAGE_DELETED, vec![seq.into(), (*deleted_at).into()])
         }
-        Record::Message(_) | Record::Event(_) => {
+        Record::Message(_) | Record::Event(_) | Record::LastEventId { .. } => {
             return Err(StorageError::Internal(
                 "messages and events are inserted in bulk, not one by one".to_owned(),
             ));

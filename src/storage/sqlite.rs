@@ -78,6 +78,9 @@ pub(super) async fn commit(
     }
     insert_messages(&mut tx, &bulk).await?;
     insert_events(&mut tx, &bulk.events).await?;
+    for statement in bulk.counter_updates() {
+        SqlConn::execute(&mut *tx, &statement).await?;
+    }
     tx.commit().await?;
     Ok(outcomes)
 }
