@@ -55,12 +55,13 @@ fn default_channel(server: &TestServer, reader: &Client) -> (String, String) {
     (server_id, channel)
 }
 
-/// A realtime socket of `client` on `server_id`.
+/// A realtime socket of `client` on `server_id`, registered for events.
 fn socket(server: &TestServer, client: &Client, server_id: &str) -> Ws {
     Ws::connect(
         server.addr,
         &headers_query(server_id, client.uid(), client.device()),
     )
+    .live()
 }
 
 /// The `payload.message.id` of a `chat.message.created` frame.
@@ -74,6 +75,33 @@ fn bodies(page: &Json) -> Vec<String> {
         .iter()
         .map(|m| m.str_at("body").to_owned())
         .collect()
+}
+
+/// Polls `GET /v1/servers/{id}/members` until `uid` has `status` (socket bookkeeping is
+/// asynchronous).
+fn wait_for_status(reader: &Client, server_id: &str, uid: &str, status: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = reader.get(&format!("/v1/servers/{server_id}/members"));
+        assert_eq!(members.status, 200, "{}", members.text());
+        let members = members.json();
+        let member = members
+            .arr_at("members")
+            .iter()
+            .find(|m| m.str_at("id") == uid);
+        if let Some(m) = member {
+            assert!(!m.str_at("name").is_empty());
+            if m.str_at("status") == status {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{uid} is not {status}: {}",
+            encode(&members)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn assert_error_shape(reply: &support::http::Reply, status: u16, code: &str) {
@@ -161,17 +189,16 @@ on_both_engines! {
         assert!(!mine.str_at("client_id").is_empty());
 
         // Connecting made the uid a member, shown online.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let members = anon.get(&format!("/v1/servers/{server_id}/members")).json();
-            let found = members.arr_at("members").iter().find(|m| m.str_at("id") == me.uid()).cloned();
-            if let Some(m) = &found && m.str_at("status") == "online" {
-                assert!(!m.str_at("name").is_empty());
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "not online: {}", encode(&members));
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_status(&anon, &server_id, me.uid(), "online");
+
+        // A user is offline once its last socket is closed.
+        drop(socket(&server, &me, &server_id));
+        let probe = Client::user(server.addr);
+        let probe_ws = socket(&server, &probe, &server_id);
+        wait_for_status(&anon, &server_id, probe.uid(), "online");
+        drop(probe_ws);
+        wait_for_status(&anon, &server_id, probe.uid(), "offline");
+        wait_for_status(&anon, &server_id, me.uid(), "online");
 
         // A post shows up for the anonymous reader (the client reads before it acts with its
         // identity), with what a plain member may do.
@@ -675,7 +702,7 @@ on_both_engines! {
         let (server_id, general) = default_channel(&server, &alice);
         let bob = Client::user(server.addr);
         let mut alice_ws = socket(&server, &alice, &server_id);
-        let mut alice_other_device = Ws::connect(server.addr, &headers_query(&server_id, alice.uid(), "desktop_second"));
+        let mut alice_other_device = Ws::connect(server.addr, &headers_query(&server_id, alice.uid(), "desktop_second")).live();
         let mut bob_ws = socket(&server, &bob, &server_id);
         let ids: Vec<String> = (0..5).map(|i| alice.send(&general, &format!("r{i}")).str_at("id").to_owned()).collect();
         let path = format!("/v1/channels/{general}/read-ack");

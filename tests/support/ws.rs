@@ -52,6 +52,15 @@ impl Ws {
         }
     }
 
+    /// Waits until the server has registered the socket for its server's events: the upgrade
+    /// answer comes before that, so an event published right after the handshake could miss
+    /// it. The server reads client frames only once registered, so its `pong` proves it.
+    pub fn live(mut self) -> Ws {
+        self.send("ping", simd_json::json!({}));
+        self.expect("pong");
+        self
+    }
+
     /// Sends a client frame `{type, request_id, payload}`.
     pub fn send(&mut self, kind: &str, payload: Json) {
         self.next_request += 1;
