@@ -152,6 +152,12 @@ on_both_engines! {
         assert!(history.arr_at("messages").is_empty());
         assert!(history.is_null_at("next_cursor"));
 
+        // Preflights of the client's identified calls.
+        for path in ["/v1/profile/me", &format!("/v1/channels/{general}/messages"), &format!("/v1/channels/{general}/read-ack")] {
+            let preflight = anon.request("OPTIONS", path, &[("Access-Control-Request-Method", "PUT"), ("Access-Control-Request-Headers", "x-openchat-user-uid, content-type")], None);
+            assert_eq!(preflight.status, 204, "{path}");
+        }
+
         // The user the client makes up on first start.
         let me = Client::user(server.addr);
         let profile = me.get("/v1/profile/me");
