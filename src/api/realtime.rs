@@ -103,6 +103,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             return;
         }
     };
+    // Registered before the admission round trip, its events held until it goes live: an
+    // event committed while the socket is being admitted still reaches it.
+    let id = shard
+        .hub
+        .register(&server_id, &who.user_uid, handle.clone(), false);
     let admitted = {
         let who = who.clone();
         let sid = server_id.clone();
@@ -111,13 +116,11 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             .await
     };
     if let Err(e) = admitted {
+        shard.hub.unregister(&shard, id);
         refuse(&e.message);
         while socket.next_client_text().await.is_some() {}
         return;
     }
-    let id = shard
-        .hub
-        .register(&server_id, &who.user_uid, handle.clone(), since.is_none());
     app.authority
         .socket_opened(server_id.clone(), who.user_uid.clone());
     if let Some(since) = since {
@@ -149,6 +152,8 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 shard.hub.go_live(id, 0);
             }
         }
+    } else {
+        shard.hub.go_live(id, 0);
     }
     let member = Member {
         client_id: format!("c{}_{}", shard.id, id),
