@@ -105,8 +105,7 @@ async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attac
         max_width: ATTACHMENT_MAX_DIMENSION,
         max_height: ATTACHMENT_MAX_DIMENSION,
     };
-    let info = inspect(part.data, &limits).map_err(image_error)?;
-    let clean = strip_metadata(info.format, part.data).map_err(image_error)?;
+    let (info, clean) = checked_image(ctx, part.data, limits).await?;
     let bytes = clean.len() as u64;
     let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
     let name = part
@@ -129,6 +128,25 @@ async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attac
         content_type: info.format.content_type().to_owned(),
         bytes,
     })
+}
+
+/// Checks an uploaded image and strips its metadata on glommio's blocking pool: decoding a
+/// large image takes milliseconds of CPU, which must not stall every connection of the shard.
+pub(super) async fn checked_image(
+    ctx: &RequestCtx<'_>,
+    data: &[u8],
+    limits: ImageLimits,
+) -> Result<(crate::media::ImageInfo, Vec<u8>), ApiError> {
+    // The part is a slice of the request body: share it, do not copy it.
+    let bytes = ctx.request.body().slice_ref(data);
+    glommio::executor()
+        .spawn_blocking(move || {
+            let info = inspect(&bytes, &limits)?;
+            let clean = strip_metadata(info.format, &bytes)?;
+            Ok((info, clean))
+        })
+        .await
+        .map_err(image_error)
 }
 
 pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {

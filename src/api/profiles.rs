@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::identity::require_actor;
 use super::input::{is_multipart, json_body, path_id};
-use super::messages::{image_error, serve_blob};
+use super::messages::{checked_image, serve_blob};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
@@ -12,7 +12,7 @@ use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
 use crate::domain::model::{AvatarAsset, AvatarMode};
 use crate::http::multipart::{boundary_from_content_type, parse_multipart};
 use crate::http::query::query_pairs;
-use crate::media::{ImageLimits, inspect, strip_metadata};
+use crate::media::ImageLimits;
 use crate::storage::BlobId;
 
 handler!(
@@ -83,8 +83,7 @@ handler!(
             max_width: AVATAR_MAX_DIMENSION,
             max_height: AVATAR_MAX_DIMENSION,
         };
-        let info = inspect(part.data, &limits).map_err(image_error)?;
-        let clean = strip_metadata(info.format, part.data).map_err(image_error)?;
+        let (info, clean) = checked_image(ctx, part.data, limits).await?;
         let bytes = clean.len() as u64;
         let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
         let asset = AvatarAsset {
