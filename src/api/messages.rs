@@ -198,6 +198,11 @@ handler!(
             if body.len() > max_body {
                 return Err(too_large());
             }
+            if !files.is_empty() {
+                // Uploads cost a decode and a blob before the post is decided: limit them first.
+                let uid = who.user_uid.clone();
+                ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
+            }
             for part in files {
                 attachments.push(store_attachment(ctx, part).await?);
             }

@@ -83,6 +83,8 @@ handler!(
             max_width: AVATAR_MAX_DIMENSION,
             max_height: AVATAR_MAX_DIMENSION,
         };
+        let uid = who.user_uid.clone();
+        ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
         let (info, clean) = checked_image(ctx, part.data, limits).await?;
         let bytes = clean.len() as u64;
         let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;

@@ -1995,6 +1995,12 @@ impl Community {
         })
     }
 
+    /// Takes a write token for work done before the authority sees the command (uploads are
+    /// checked and stored first): a user over the limit is refused before that work.
+    pub fn take_write_token(&mut self, uid: &str, now: Millis) -> Result<(), DomainError> {
+        self.limiter.check(uid, now)
+    }
+
     /// Registers an avatar the API layer has checked and stored.
     pub fn add_avatar_asset(&mut self, asset: AvatarAsset) -> Outcome<AvatarUploaded> {
         let value = AvatarUploaded {
