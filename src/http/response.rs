@@ -232,7 +232,7 @@ fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// A JSON string literal: quotes, backslashes and all control characters escaped (RFC 8259 §7).
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

@@ -5,6 +5,8 @@
 //! [`Bytes`] go to every recipient.
 
 use bytes::Bytes;
+
+pub(crate) use crate::http::response::write_json_string;
 use simd_json::prelude::*;
 
 /// Longest id a client may send (`channel_id`); ids are `[A-Za-z0-9_-]{1,64}`.
@@ -207,36 +209,6 @@ pub fn format_timestamp(at: std::time::SystemTime) -> String {
         at.second(),
         millis
     )
-}
-
-/// A JSON string literal: quotes, backslashes and control characters escaped (RFC 8259 §7);
-/// everything else, non-ASCII included, is copied as UTF-8.
-pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => &[],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]
