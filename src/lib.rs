@@ -22,6 +22,7 @@ pub mod domain;
 pub mod http;
 pub mod media;
 pub mod realtime;
+pub mod rtc;
 pub mod runtime;
 pub mod sharding;
 pub mod storage;

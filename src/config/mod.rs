@@ -134,7 +134,17 @@ const RTC_TURN_CREDENTIAL: VarSpec = VarSpec {
 const RTC_TURN_CREDENTIAL_TYPE: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_TURN_CREDENTIAL_TYPE",
     default: "static",
-    help: "TURN credential type; only static (a fixed username and password) for now.",
+    help: "TURN credential type: static (OPENCHAT_RTC_TURN_USERNAME/CREDENTIAL) or ephemeral (coturn shared secret OPENCHAT_RTC_TURN_SECRET; the default when that is set).",
+};
+const RTC_TURN_SECRET: VarSpec = VarSpec {
+    name: "OPENCHAT_RTC_TURN_SECRET",
+    default: "(unset: static TURN credentials)",
+    help: "coturn static-auth-secret: join tickets then carry ephemeral TURN credentials valid 12 hours (at least 16 characters).",
+};
+const RTC_TICKET_SECRET: VarSpec = VarSpec {
+    name: "OPENCHAT_RTC_TICKET_SECRET",
+    default: "(unset: random per start; several nodes need the same one)",
+    help: "Secret that signs voice join tickets (HMAC-SHA256), at least 32 characters.",
 };
 const RTC_SUBSCRIBE_MAX_VIDEO_TRACKS: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_SUBSCRIBE_MAX_VIDEO_TRACKS",
@@ -220,6 +230,8 @@ pub const VARIABLES: &[VarSpec] = &[
     RTC_TURN_USERNAME,
     RTC_TURN_CREDENTIAL,
     RTC_TURN_CREDENTIAL_TYPE,
+    RTC_TURN_SECRET,
+    RTC_TICKET_SECRET,
     RTC_SUBSCRIBE_MAX_VIDEO_TRACKS,
     RTC_SUBSCRIBE_MAX_AUDIO_TRACKS,
     RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_SERVER,

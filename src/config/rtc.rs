@@ -13,8 +13,8 @@ use super::{
     RTC_SUBSCRIBE_MAX_AUDIO_TRACKS, RTC_SUBSCRIBE_MAX_AUDIO_TRACKS_BY_CHANNEL,
     RTC_SUBSCRIBE_MAX_AUDIO_TRACKS_BY_SERVER, RTC_SUBSCRIBE_MAX_VIDEO_TRACKS,
     RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_CHANNEL, RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_SERVER,
-    RTC_TURN_CREDENTIAL, RTC_TURN_CREDENTIAL_TYPE, RTC_TURN_URLS, RTC_TURN_USERNAME, RTC_UDP_PORT,
-    VarSpec,
+    RTC_TICKET_SECRET, RTC_TURN_CREDENTIAL, RTC_TURN_CREDENTIAL_TYPE, RTC_TURN_SECRET,
+    RTC_TURN_URLS, RTC_TURN_USERNAME, RTC_UDP_PORT, VarSpec,
 };
 
 /// Largest receive cap accepted for either media kind, instance-wide or as an override.
@@ -30,6 +30,18 @@ pub struct RtcConfig {
     pub udp_port_base: u16,
     pub public_ip: Option<IpAddr>,
     pub max_call_participants: u32,
+    /// Signs join tickets; `None`: a random secret per start.
+    pub ticket_secret: Option<Secret>,
+}
+
+/// A secret that never shows in `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// A TURN server with the credentials every client needs. Debug hides the credential: logs
@@ -39,8 +51,10 @@ pub struct TurnConfig {
     pub urls: Vec<String>,
     pub username: String,
     pub credential: String,
-    /// `static` for now; `ephemeral` arrives with `OPENCHAT_RTC_TURN_SECRET`.
+    /// `static`, or `ephemeral` (then `username`/`credential` are empty and `secret` is set).
     pub credential_type: String,
+    /// The coturn shared secret of ephemeral credentials.
+    pub secret: Option<Secret>,
 }
 
 impl fmt::Debug for TurnConfig {
@@ -50,6 +64,7 @@ impl fmt::Debug for TurnConfig {
             .field("username", &self.username)
             .field("credential", &"***")
             .field("credential_type", &self.credential_type)
+            .field("secret", &self.secret)
             .finish()
     }
 }
@@ -128,13 +143,36 @@ impl RtcConfig {
             });
         }
         // `TurnConfig` cannot exist without credentials, so this entry always carries them.
-        if let Some(turn) = &self.turn {
+        // Ephemeral credentials are minted per user (`ice_servers_for`): not here.
+        if let Some(turn) = self.turn.as_ref().filter(|t| t.secret.is_none()) {
             servers.push(IceServer {
                 urls: turn.urls.clone(),
                 username: Some(turn.username.clone()),
                 credential: Some(turn.credential.clone()),
                 credential_type: Some(turn.credential_type.clone()),
                 expires_at: None,
+            });
+        }
+        servers
+    }
+}
+
+impl RtcConfig {
+    /// ICE servers for one user's join ticket at `now` (Unix seconds): as [`RtcConfig::ice_servers`],
+    /// plus, with a TURN secret, a TURN entry with fresh ephemeral credentials.
+    pub fn ice_servers_for(&self, user: &str, now: i64) -> Vec<IceServer> {
+        let mut servers = self.ice_servers();
+        if let Some(turn) = &self.turn
+            && let Some(secret) = &turn.secret
+        {
+            let expires = now + crate::rtc::turn::TURN_CREDENTIAL_TTL_SECS;
+            let (username, credential) = crate::rtc::turn::credentials(&secret.0, user, expires);
+            servers.push(IceServer {
+                urls: turn.urls.clone(),
+                username: Some(username),
+                credential: Some(credential),
+                credential_type: Some("ephemeral".to_owned()),
+                expires_at: Some(crate::domain::views::rfc3339(expires * 1000)),
             });
         }
         servers
@@ -159,7 +197,20 @@ pub(super) fn rtc_from_env(env: &Env, shards: usize) -> Result<RtcConfig, Config
         .map(|raw| public_ip(&RTC_PUBLIC_IP, raw))
         .transpose()?;
     let max_call_participants = env.integer(&RTC_MAX_CALL_PARTICIPANTS, 1u32, 1000)?;
+    let ticket_secret = match env.value(&RTC_TICKET_SECRET) {
+        None => None,
+        Some(raw) if raw.len() >= crate::rtc::ticket::MIN_SECRET_BYTES => {
+            Some(Secret(raw.as_bytes().to_vec()))
+        }
+        Some(_) => {
+            return Err(ConfigError::new(
+                RTC_TICKET_SECRET.name,
+                "too short: expected at least 32 characters (for example `openssl rand -hex 32`)",
+            ));
+        }
+    };
     Ok(RtcConfig {
+        ticket_secret,
         stun_urls,
         turn,
         receive_caps,
@@ -191,9 +242,57 @@ fn turn(env: &Env) -> Result<Option<TurnConfig>, ConfigError> {
         "expected comma-separated turn: or turns: URLs such as turn:turn.example.com:3478?transport=udp",
     )?;
     // Validated even without TURN URLs so a typo is caught before TURN is switched on.
-    let credential_type = env.keyword(&RTC_TURN_CREDENTIAL_TYPE, &[("static", "static")])?;
+    let secret = match env.value(&RTC_TURN_SECRET) {
+        None => None,
+        Some(raw) if raw.len() >= 16 => Some(Secret(raw.as_bytes().to_vec())),
+        Some(_) => {
+            return Err(ConfigError::new(
+                RTC_TURN_SECRET.name,
+                "too short: expected coturn's static-auth-secret, at least 16 characters",
+            ));
+        }
+    };
+    let credential_type = match env.value(&RTC_TURN_CREDENTIAL_TYPE) {
+        None if secret.is_some() => "ephemeral",
+        _ => env.keyword(
+            &RTC_TURN_CREDENTIAL_TYPE,
+            &[("static", "static"), ("ephemeral", "ephemeral")],
+        )?,
+    };
+    match (credential_type, &secret) {
+        ("ephemeral", None) => {
+            return Err(ConfigError::new(
+                RTC_TURN_SECRET.name,
+                "missing: required when OPENCHAT_RTC_TURN_CREDENTIAL_TYPE=ephemeral",
+            ));
+        }
+        ("static", Some(_)) => {
+            return Err(ConfigError::new(
+                RTC_TURN_CREDENTIAL_TYPE.name,
+                "static conflicts with OPENCHAT_RTC_TURN_SECRET: use ephemeral (or unset it)",
+            ));
+        }
+        _ => {}
+    }
     if urls.is_empty() {
         return Ok(None);
+    }
+    if secret.is_some() {
+        for var in [&RTC_TURN_USERNAME, &RTC_TURN_CREDENTIAL] {
+            if env.value(var).is_some() {
+                return Err(ConfigError::new(
+                    var.name,
+                    "must be unset with ephemeral TURN credentials (OPENCHAT_RTC_TURN_SECRET)",
+                ));
+            }
+        }
+        return Ok(Some(TurnConfig {
+            urls,
+            username: String::new(),
+            credential: String::new(),
+            credential_type: "ephemeral".to_owned(),
+            secret,
+        }));
     }
     // Username and credential are taken verbatim (not trimmed): they are secrets, and a
     // trailing space may be part of one.
@@ -212,6 +311,7 @@ fn turn(env: &Env) -> Result<Option<TurnConfig>, ConfigError> {
         username,
         credential,
         credential_type: credential_type.to_owned(),
+        secret: None,
     }))
 }
 
@@ -431,9 +531,65 @@ mod tests {
         }
         assert_rejected(
             "OPENCHAT_RTC_TURN_CREDENTIAL_TYPE",
-            "ephemeral",
-            "expected static",
+            "dynamic",
+            "expected static or ephemeral",
         );
+    }
+
+    #[test]
+    fn ephemeral_turn_needs_a_secret_and_no_static_credentials() {
+        let no_secret = Config::from_vars(
+            vec![(
+                "OPENCHAT_RTC_TURN_CREDENTIAL_TYPE".to_owned(),
+                "ephemeral".to_owned(),
+            )],
+            2,
+        )
+        .unwrap_err();
+        assert_eq!(no_secret.var, "OPENCHAT_RTC_TURN_SECRET");
+        let vars = |extra: &[(&str, &str)]| {
+            let mut v = vec![
+                (
+                    "OPENCHAT_RTC_TURN_URLS".to_owned(),
+                    "turn:turn.example.com:3478".to_owned(),
+                ),
+                (
+                    "OPENCHAT_RTC_TURN_SECRET".to_owned(),
+                    "0123456789abcdef0123".to_owned(),
+                ),
+            ];
+            v.extend(extra.iter().map(|(k, x)| (k.to_string(), x.to_string())));
+            v
+        };
+        let clash = Config::from_vars(vars(&[("OPENCHAT_RTC_TURN_USERNAME", "u")]), 2).unwrap_err();
+        assert_eq!(clash.var, "OPENCHAT_RTC_TURN_USERNAME");
+        let static_clash =
+            Config::from_vars(vars(&[("OPENCHAT_RTC_TURN_CREDENTIAL_TYPE", "static")]), 2)
+                .unwrap_err();
+        assert_eq!(static_clash.var, "OPENCHAT_RTC_TURN_CREDENTIAL_TYPE");
+        let config = Config::from_vars(vars(&[]), 2).unwrap();
+        // Capabilities never carry a TURN URL without credentials: only the STUN entry.
+        assert!(
+            config
+                .ice_servers()
+                .iter()
+                .all(|s| s.urls.iter().all(|u| !u.starts_with("turn")))
+        );
+        let ticket = config.rtc.ice_servers_for("uid_a", 1_700_000_000);
+        let turn = ticket
+            .iter()
+            .find(|s| s.urls[0].starts_with("turn"))
+            .unwrap();
+        assert_eq!(turn.credential_type.as_deref(), Some("ephemeral"));
+        assert_eq!(turn.username.as_deref(), Some("1700043200:uid_a"));
+        assert_eq!(turn.expires_at.as_deref(), Some("2023-11-15T10:13:20.000Z"));
+        assert!(!format!("{:?}", config.rtc).contains("0123456789abcdef0123"));
+        let short = Config::from_vars(
+            vec![("OPENCHAT_RTC_TICKET_SECRET".to_owned(), "short".to_owned())],
+            2,
+        )
+        .unwrap_err();
+        assert_eq!(short.var, "OPENCHAT_RTC_TICKET_SECRET");
     }
 
     #[test]
