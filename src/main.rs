@@ -53,6 +53,11 @@ fn main() -> ExitCode {
             "OPENCHAT_AUTH_MODE=headers: identities are taken from X-OpenChat-User-UID headers without proof; use only for trusted desktop-client setups"
         );
     }
+    if config.rtc.ticket_secret.is_none() {
+        tracing::warn!(
+            "OPENCHAT_RTC_TICKET_SECRET is unset: voice join tickets are signed with a random secret of this process; several nodes need the same secret"
+        );
+    }
     raise_descriptor_limit();
     let server = match Server::start(config) {
         Ok(server) => server,

@@ -941,3 +941,66 @@ on_both_engines! {
         assert_eq!(count(), 1);
     };
 }
+
+/// The first voice channel of `server_id`.
+fn voice_channel(client: &Client, server_id: &str) -> String {
+    let groups = client.groups(server_id);
+    groups
+        .arr_at("groups")
+        .iter()
+        .flat_map(|g| g.arr_at("channels").iter())
+        .find(|c| c.str_at("type") == "voice")
+        .map(|c| c.str_at("id").to_owned())
+        .expect("the seeded voice channel")
+}
+
+const TICKET_SECRET: &str = "0123456789abcdef0123456789abcdef-e2e";
+
+on_both_engines! {
+    join_tickets_follow_the_contract => |engine| {
+        let server = start_community(engine, &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+            ("OPENCHAT_RTC_SUBSCRIBE_MAX_VIDEO_TRACKS_BY_SERVER", "home=2"),
+            ("OPENCHAT_RTC_TURN_URLS", "turn:turn.chat.test:3478"),
+            ("OPENCHAT_RTC_TURN_SECRET", "coturn-shared-secret"),
+        ]);
+        let alice = Client::user(server.addr);
+        let voice = voice_channel(&alice, "home");
+        let path = format!("/v1/rtc/channels/{voice}/join-ticket");
+        let reply = alice.post(&path, &json!({"server_id": "home"}));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let doc = reply.json();
+        assert_eq!(
+            doc.keys_at(""),
+            key_set(&["ticket", "channel_id", "server_id", "user_uid", "device_id", "expires_at", "signaling_url", "ice_servers", "permissions", "subscribe_receive_policy"])
+        );
+        assert_eq!(doc.str_at("signaling_url"), "ws://chat.test/v1/rtc/signaling");
+        assert!(is_rfc3339_utc(doc.at("expires_at")));
+        assert_eq!(doc.keys_at("permissions"), key_set(&["speak", "video", "screenshare"]));
+        assert!(doc.bool_at("permissions.speak") && doc.bool_at("permissions.screenshare"));
+        // Server override for video, instance default for audio.
+        assert_eq!(doc.i64_at("subscribe_receive_policy.max_video_tracks"), 2);
+        assert!(doc.i64_at("subscribe_receive_policy.max_audio_tracks") > 0);
+        // The ticket carries ephemeral TURN credentials; capabilities never do.
+        let turn = doc.arr_at("ice_servers").iter().find(|s| s.str_at("urls.0").starts_with("turn:")).expect("TURN entry");
+        assert_eq!(turn.str_at("credential_type"), "ephemeral");
+        assert!(turn.str_at("username").ends_with(&format!(":{}", alice.uid())));
+        let caps = Client::anonymous(server.addr).get("/v1/client/capabilities").json();
+        assert!(caps.arr_at("rtc.ice_servers").iter().all(|s| !s.str_at("urls.0").starts_with("turn:")));
+        // The ticket is signed over exactly these claims.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = openchatd::rtc::ticket::verify(TICKET_SECRET.as_bytes(), doc.str_at("ticket"), now).expect("valid ticket");
+        assert_eq!((claims.server_id.as_str(), claims.channel_id.as_str(), claims.user_uid.as_str(), claims.device_id.as_str()), ("home", voice.as_str(), alice.uid(), alice.device()));
+        assert!(claims.exp > now && claims.exp <= now + 61);
+        assert!(openchatd::rtc::ticket::verify(b"another secret of thirty-two bytes!", doc.str_at("ticket"), now).is_err());
+
+        // Refusals: a text channel, another server's id, no identity, no server_id.
+        let text = alice.first_text_channel("home");
+        alice.post(&format!("/v1/rtc/channels/{text}/join-ticket"), &json!({"server_id": "home"})).assert_error(400, "not_a_voice_channel");
+        alice.post(&path, &json!({"server_id": "nope"})).assert_error(404, "server_not_found");
+        Client::anonymous(server.addr).post(&path, &json!({"server_id": "home"})).assert_error(401, "unauthorized");
+        alice.post(&path, &json!({})).assert_error(400, "invalid_server_id");
+        alice.post("/v1/rtc/channels/ch_nope/join-ticket", &json!({"server_id": "home"})).assert_error(404, "channel_not_found");
+    };
+}

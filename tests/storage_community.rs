@@ -292,6 +292,37 @@ fn everything() -> (Vec<Record>, Snapshot) {
     records.extend(devices.iter().cloned().map(Record::Device));
     records.extend(sessions.iter().cloned().map(Record::Session));
     records.extend(read_acks.iter().cloned().map(Record::ReadAck));
+    // In force: a ban until lifted and a channel lock; a lifted timeout is not loaded.
+    let moderation = vec![
+        Moderation {
+            server_id: "srv-1".to_owned(),
+            kind: ModerationKind::Ban,
+            target: "u-carol".to_owned(),
+            until: None,
+            active: true,
+            by_uid: "u-alice".to_owned(),
+            at: 1_000,
+        },
+        Moderation {
+            server_id: "srv-1".to_owned(),
+            kind: ModerationKind::Lock,
+            target: "ch-voice".to_owned(),
+            until: Some(i64::MAX),
+            active: true,
+            by_uid: "u-alice".to_owned(),
+            at: 1_001,
+        },
+    ];
+    records.extend(moderation.iter().cloned().map(Record::Moderation));
+    records.push(Record::Moderation(Moderation {
+        server_id: "srv-1".to_owned(),
+        kind: ModerationKind::Timeout,
+        target: "u-dave".to_owned(),
+        until: Some(5_000),
+        active: false,
+        by_uid: "u-alice".to_owned(),
+        at: 1_002,
+    }));
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -306,6 +337,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
         devices,
         sessions,
         read_acks,
+        moderation,
         last_seq: 2,
         last_event_ids: HashMap::from([("srv-1".to_owned(), 2), ("srv-2".to_owned(), 1)]),
         recent_events: events,

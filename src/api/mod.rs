@@ -12,6 +12,7 @@ pub mod messages;
 pub mod metrics;
 pub mod profiles;
 pub mod realtime;
+pub mod rtc;
 pub mod servers;
 
 use std::future::Future;
@@ -35,6 +36,8 @@ pub struct App {
     pub default_server_id: String,
     pub authority: Authority,
     pub urls: Urls,
+    /// Signs voice join tickets (`OPENCHAT_RTC_TICKET_SECRET`, or random per start).
+    pub ticket_secret: Vec<u8>,
     /// Each shard takes its receiver of committed events once, at start.
     broadcasts: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>>>,
     router: Router<Handler>,
@@ -78,12 +81,17 @@ impl App {
         let mut router = routes();
         extra_routes(&mut router);
         let urls = Urls::new(&config.public_base_url);
+        let ticket_secret = match &config.rtc.ticket_secret {
+            Some(secret) => secret.0.clone(),
+            None => crate::rtc::ticket::random_secret(),
+        };
         App {
             config,
             storage,
             default_server_id,
             authority,
             urls,
+            ticket_secret,
             broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
             router,
             capabilities,
@@ -217,7 +225,12 @@ fn routes() -> Router<Handler> {
         .route(Post, "/v1/auth/session", A(auth::open))
         .route(Get, "/v1/auth/session", A(auth::check))
         .route(Delete, "/v1/auth/session", A(auth::revoke))
-        .route(Get, "/v1/realtime", Handler::WebSocket(realtime::session));
+        .route(Get, "/v1/realtime", Handler::WebSocket(realtime::session))
+        .route(
+            Post,
+            "/v1/rtc/channels/{channel_id}/join-ticket",
+            A(rtc::join_ticket),
+        );
     r
 }
 

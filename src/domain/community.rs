@@ -92,6 +92,8 @@ pub struct Emitted {
 pub enum Notice {
     /// The uid left the server: its sockets of that server stop receiving and are closed.
     MemberLeft { server_id: String, user_uid: String },
+    /// Moderation removed the uid from voice in the server: `rtc.kicked`, then close.
+    VoiceKick { server_id: String, user_uid: String },
 }
 
 /// What a successful command produced.
@@ -199,6 +201,10 @@ pub struct Community {
     /// Open realtime sockets per (server, uid), for member status.
     online: HashMap<(String, String), u32>,
     limiter: super::rate::RateLimiter,
+    /// Moderation measures by (server, kind, target).
+    moderation: HashMap<(String, ModerationKind, String), Moderation>,
+    /// Join tickets already used, with their expiry (Unix seconds), for single use.
+    used_tickets: HashMap<String, i64>,
 }
 
 fn new_id(prefix: &str) -> String {
@@ -241,6 +247,10 @@ impl Community {
         }
         for s in snapshot.sessions {
             c.sessions.insert(s.token_hash.clone(), s);
+        }
+        for m in snapshot.moderation {
+            c.moderation
+                .insert((m.server_id.clone(), m.kind, m.target.clone()), m);
         }
         for a in snapshot.read_acks {
             c.read_acks
@@ -2209,6 +2219,333 @@ impl Community {
         self.challenges.retain(|_, c| c.expires_at > now);
         self.sessions.retain(|_, s| s.expires_at > now);
         self.limiter.sweep(now);
+        let now_secs = now / 1000;
+        self.used_tickets.retain(|_, exp| *exp > now_secs);
+        self.moderation.retain(|_, m| m.in_force(now));
+    }
+
+    // ----- voice and moderation hooks -----------------------------------------------------
+
+    fn measure(
+        &self,
+        server_id: &str,
+        kind: ModerationKind,
+        target: &str,
+        now: Millis,
+    ) -> Option<&Moderation> {
+        self.moderation
+            .get(&(server_id.to_owned(), kind, target.to_owned()))
+            .filter(|m| m.in_force(now))
+    }
+
+    /// Whether `uid` is banned from `server_id` at `now`.
+    pub fn is_banned(&self, server_id: &str, uid: &str, now: Millis) -> bool {
+        self.measure(server_id, ModerationKind::Ban, uid, now)
+            .is_some()
+    }
+
+    /// Checks a join-ticket request (wire contract A.8) and decides the permissions: identity
+    /// and membership (a ticket is an "opening" act: it re-admits a uid that left), the channel
+    /// is a voice channel of `server_id`, the uid is not banned, the channel is not locked. A uid
+    /// in timeout gets a listen-only ticket.
+    pub fn grant_voice(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        channel_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<crate::rtc::ticket::Permissions>, DomainError> {
+        self.server(server_id)?;
+        let channel = self.channel(channel_id)?;
+        if channel.server_id != server_id {
+            return Err(DomainError::channel_not_found());
+        }
+        if channel.kind != ChannelKind::Voice {
+            return Err(DomainError::bad_request(
+                "not_a_voice_channel",
+                "join tickets are for voice channels",
+            ));
+        }
+        if self.is_banned(server_id, &actor.user_uid, now) {
+            return Err(DomainError::forbidden(
+                "banned",
+                "you are banned from this server",
+            ));
+        }
+        if self
+            .measure(server_id, ModerationKind::Lock, channel_id, now)
+            .is_some()
+        {
+            return Err(DomainError::forbidden(
+                "channel_locked",
+                "this voice channel is locked",
+            ));
+        }
+        let mut records = Vec::new();
+        self.admit_inner(
+            server_id,
+            &actor.user_uid,
+            Admission::Connect,
+            now,
+            &mut records,
+        )?;
+        let permissions = if self
+            .measure(server_id, ModerationKind::Timeout, &actor.user_uid, now)
+            .is_some()
+        {
+            crate::rtc::ticket::Permissions::LISTEN_ONLY
+        } else {
+            crate::rtc::ticket::Permissions::ALL
+        };
+        Ok(Outcome {
+            records,
+            ..Outcome::pure(permissions)
+        })
+    }
+
+    /// Marks a ticket used; a second use is `rtc_ticket_replayed`. `exp` is the ticket's expiry
+    /// (Unix seconds): used ids are forgotten once their tickets could not verify anyway.
+    pub fn consume_ticket(&mut self, jti: &str, exp: i64) -> Result<(), DomainError> {
+        if self.used_tickets.contains_key(jti) {
+            return Err(DomainError::forbidden(
+                "rtc_ticket_replayed",
+                "this join ticket was already used",
+            ));
+        }
+        self.used_tickets.insert(jti.to_owned(), exp);
+        Ok(())
+    }
+
+    /// Who may moderate whom: moderators and above, over members of a lower rank.
+    fn moderator_over(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        now: Millis,
+    ) -> Result<(), DomainError> {
+        self.server(server_id)?;
+        let role = self
+            .current_role(server_id, &actor.user_uid)
+            .ok_or_else(DomainError::not_a_member)?;
+        if !role.at_least(Role::Moderator) {
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "this needs a moderator or above",
+            ));
+        }
+        let target_role = self
+            .membership(server_id, target_uid)
+            .map(|m| m.role)
+            .unwrap_or(Role::Member);
+        if target_uid == actor.user_uid || target_role.rank() >= role.rank() {
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "you cannot moderate a member of your rank or above",
+            ));
+        }
+        self.limiter.check(&actor.user_uid, now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_measure(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        kind: ModerationKind,
+        target: &str,
+        until: Option<Millis>,
+        active: bool,
+        now: Millis,
+    ) -> Record {
+        let m = Moderation {
+            server_id: server_id.to_owned(),
+            kind,
+            target: target.to_owned(),
+            until,
+            active,
+            by_uid: actor.user_uid.clone(),
+            at: now,
+        };
+        self.moderation
+            .insert((server_id.to_owned(), kind, target.to_owned()), m.clone());
+        Record::Moderation(m)
+    }
+
+    /// Kick: the uid's voice session ends at once (`rtc.kicked`, then its signaling socket is
+    /// closed) — signaling acts on the notice. Membership stays.
+    pub fn kick(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.moderator_over(actor, server_id, target_uid, now)?;
+        Ok(Outcome {
+            notices: vec![Notice::VoiceKick {
+                server_id: server_id.to_owned(),
+                user_uid: target_uid.to_owned(),
+            }],
+            ..Outcome::pure(())
+        })
+    }
+
+    /// Ban (until `until`, or until lifted): no more join tickets, membership ends, sockets of
+    /// the server close and any voice session is kicked.
+    pub fn ban(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        until: Option<Millis>,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.moderator_over(actor, server_id, target_uid, now)?;
+        let record = self.set_measure(
+            actor,
+            server_id,
+            ModerationKind::Ban,
+            target_uid,
+            until,
+            true,
+            now,
+        );
+        let target = Actor {
+            user_uid: target_uid.to_owned(),
+            device_id: String::new(),
+        };
+        let left = self.leave(&target, server_id, now)?;
+        let mut records = vec![record];
+        records.extend(left.records);
+        let mut notices = left.notices;
+        notices.push(Notice::VoiceKick {
+            server_id: server_id.to_owned(),
+            user_uid: target_uid.to_owned(),
+        });
+        Ok(Outcome {
+            records,
+            notices,
+            ..Outcome::pure(())
+        })
+    }
+
+    pub fn unban(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.moderator_over(actor, server_id, target_uid, now)?;
+        let record = self.set_measure(
+            actor,
+            server_id,
+            ModerationKind::Ban,
+            target_uid,
+            None,
+            false,
+            now,
+        );
+        Ok(Outcome {
+            records: vec![record],
+            ..Outcome::pure(())
+        })
+    }
+
+    /// Timeout until `until`: the uid may still join calls, listen-only.
+    pub fn timeout(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.moderator_over(actor, server_id, target_uid, now)?;
+        let record = self.set_measure(
+            actor,
+            server_id,
+            ModerationKind::Timeout,
+            target_uid,
+            Some(until),
+            true,
+            now,
+        );
+        Ok(Outcome {
+            records: vec![record],
+            ..Outcome::pure(())
+        })
+    }
+
+    /// Locks (or unlocks) a voice channel: no new join tickets; who is in stays.
+    pub fn lock_channel(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        locked: bool,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        let server_id = self.channel(channel_id)?.server_id.clone();
+        let role = self
+            .current_role(&server_id, &actor.user_uid)
+            .ok_or_else(DomainError::not_a_member)?;
+        if !role.at_least(Role::Moderator) {
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "this needs a moderator or above",
+            ));
+        }
+        let record = self.set_measure(
+            actor,
+            &server_id,
+            ModerationKind::Lock,
+            channel_id,
+            None,
+            locked,
+            now,
+        );
+        Ok(Outcome {
+            records: vec![record],
+            ..Outcome::pure(())
+        })
+    }
+
+    /// Sets a member's role (owner only; the owner's own role is not changed this way).
+    pub fn set_role(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        role: Role,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.server(server_id)?;
+        if self.current_role(server_id, &actor.user_uid) != Some(Role::Owner) {
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "only the owner assigns roles",
+            ));
+        }
+        if role == Role::Owner || target_uid == actor.user_uid {
+            return Err(DomainError::bad_request(
+                "invalid_role",
+                "ownership moves by claim, not by role",
+            ));
+        }
+        let m = self
+            .membership(server_id, target_uid)
+            .filter(|m| m.is_current())
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("member_not_found", "no such member"))?;
+        self.limiter.check(&actor.user_uid, now)?;
+        let m = Membership { role, ..m };
+        let records = vec![Record::Membership(m.clone())];
+        self.index_membership(m);
+        Ok(Outcome {
+            records,
+            ..Outcome::pure(())
+        })
     }
 
     // ----- realtime -----------------------------------------------------------------------

@@ -65,6 +65,10 @@ wire_enum!(
 wire_enum!(
     AvatarMode { Generated = "generated", Uploaded = "uploaded" }
 );
+wire_enum!(
+    /// A moderation measure (the hooks voice needs now; the moderation API comes later).
+    ModerationKind { Ban = "ban", Timeout = "timeout", Lock = "lock" }
+);
 
 impl Role {
     /// Higher is more powerful.
@@ -293,6 +297,25 @@ pub fn message_seq(id: &str) -> Option<Seq> {
     let digits = id.strip_prefix("msg_")?;
     let seq: Seq = digits.parse().ok()?;
     (seq > 0 && message_id(seq) == id).then_some(seq)
+}
+
+/// A moderation measure in force (or lifted). `target` is a uid for bans and timeouts and a
+/// channel id for locks; `until` is `None` for "until lifted".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moderation {
+    pub server_id: String,
+    pub kind: ModerationKind,
+    pub target: String,
+    pub until: Option<Millis>,
+    pub active: bool,
+    pub by_uid: String,
+    pub at: Millis,
+}
+
+impl Moderation {
+    pub fn in_force(&self, now: Millis) -> bool {
+        self.active && self.until.is_none_or(|until| until > now)
+    }
 }
 
 /// One entry of a server's event log (wire contract B.3): the frame clients got live, kept so a

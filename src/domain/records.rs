@@ -32,6 +32,8 @@ pub enum Record {
     },
     /// Insert; `(server_id, event_id)` already stored is left as it is.
     Event(StoredEvent),
+    /// Upsert by `(server_id, kind, target)`.
+    Moderation(Moderation),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
     /// as new messages, are counted this way). Never moves backwards.
     LastEventId {
@@ -56,6 +58,8 @@ pub struct Snapshot {
     /// Unrevoked and unexpired only.
     pub sessions: Vec<Session>,
     pub read_acks: Vec<ReadAck>,
+    /// Moderation measures in force.
+    pub moderation: Vec<Moderation>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest event id per server.

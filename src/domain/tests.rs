@@ -928,3 +928,203 @@ fn new_message_events_are_counted_not_logged() {
     }));
     let _ = &mut history;
 }
+
+fn voice_channel(c: &mut Community, who: &Actor) -> String {
+    c.channels_of(Some(who), "home", 1)
+        .unwrap()
+        .value
+        .groups
+        .iter()
+        .flat_map(|g| g.channels.iter())
+        .find(|ch| ch.kind == "voice")
+        .unwrap()
+        .id
+        .clone()
+}
+
+#[test]
+fn voice_grants_check_channel_membership_ban_lock_and_timeout() {
+    use crate::rtc::ticket::Permissions;
+    let mut c = community(HistoryVisibility::Joined);
+    let owner = actor("uid_owner");
+    let alice = actor("uid_alice");
+    let voice = voice_channel(&mut c, &alice);
+    let text = text_channel(&mut c, "home", &alice);
+    assert_eq!(
+        c.grant_voice(&alice, "home", &voice, 1).unwrap().value,
+        Permissions::ALL
+    );
+    assert_eq!(
+        c.grant_voice(&alice, "home", &text, 1).unwrap_err().code,
+        "not_a_voice_channel"
+    );
+    assert_eq!(
+        c.grant_voice(&alice, "nope", &voice, 1).unwrap_err().code,
+        "server_not_found"
+    );
+    let other = c
+        .create_server(&owner, "Other", "", "", 1)
+        .unwrap()
+        .value
+        .server
+        .server_id;
+    assert_eq!(
+        c.grant_voice(&alice, &other, &voice, 1).unwrap_err().code,
+        "channel_not_found"
+    );
+
+    // A ticket re-admits a uid that left (an "opening" act).
+    c.leave(&alice, "home", 2).unwrap();
+    assert!(c.grant_voice(&alice, "home", &voice, 3).is_ok());
+    assert!(c.current_role("home", "uid_alice").is_some());
+
+    // Timeout: listen-only until it ends.
+    c.timeout(&owner, "home", "uid_alice", 100, 4).unwrap();
+    assert_eq!(
+        c.grant_voice(&alice, "home", &voice, 50).unwrap().value,
+        Permissions::LISTEN_ONLY
+    );
+    assert_eq!(
+        c.grant_voice(&alice, "home", &voice, 100).unwrap().value,
+        Permissions::ALL
+    );
+
+    // Lock: no new tickets for anyone until unlocked.
+    c.lock_channel(&owner, &voice, true, 5).unwrap();
+    assert_eq!(
+        c.grant_voice(&alice, "home", &voice, 6).unwrap_err().code,
+        "channel_locked"
+    );
+    c.lock_channel(&owner, &voice, false, 7).unwrap();
+    assert!(c.grant_voice(&alice, "home", &voice, 8).is_ok());
+
+    // Ban: membership ends, sockets close, voice is kicked, no ticket; lifting it restores.
+    let banned = c.ban(&owner, "home", "uid_alice", None, 9).unwrap();
+    assert!(banned.notices.contains(&Notice::VoiceKick {
+        server_id: "home".into(),
+        user_uid: "uid_alice".into()
+    }));
+    assert!(
+        banned
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::MemberLeft { .. }))
+    );
+    assert!(
+        banned.records.iter().any(
+            |r| matches!(r, Record::Moderation(m) if m.kind == ModerationKind::Ban && m.active)
+        )
+    );
+    assert_eq!(
+        c.grant_voice(&alice, "home", &voice, 10).unwrap_err().code,
+        "banned"
+    );
+    c.unban(&owner, "home", "uid_alice", 11).unwrap();
+    assert!(c.grant_voice(&alice, "home", &voice, 12).is_ok());
+}
+
+#[test]
+fn only_moderators_moderate_and_never_upwards() {
+    let mut c = community(HistoryVisibility::Joined);
+    let owner = actor("uid_owner");
+    let moderator = actor("uid_mod");
+    let member = actor("uid_member");
+    c.admit(&moderator, "home", Admission::Connect, 1).unwrap();
+    c.admit(&member, "home", Admission::Connect, 1).unwrap();
+    assert_eq!(
+        c.kick(&member, "home", "uid_mod", 2).unwrap_err().status,
+        403
+    );
+    c.set_role(&owner, "home", "uid_mod", Role::Moderator, 3)
+        .unwrap();
+    assert_eq!(
+        c.set_role(&moderator, "home", "uid_member", Role::Admin, 3)
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        c.set_role(&owner, "home", "uid_mod", Role::Owner, 3)
+            .unwrap_err()
+            .code,
+        "invalid_role"
+    );
+    let kicked = c.kick(&moderator, "home", "uid_member", 4).unwrap();
+    assert_eq!(
+        kicked.notices,
+        vec![Notice::VoiceKick {
+            server_id: "home".into(),
+            user_uid: "uid_member".into()
+        }]
+    );
+    // Not the owner, not oneself, not a peer of the same rank.
+    assert_eq!(
+        c.kick(&moderator, "home", "uid_owner", 5)
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        c.ban(&moderator, "home", "uid_mod", None, 5)
+            .unwrap_err()
+            .status,
+        403
+    );
+    let voice = voice_channel(&mut c, &owner);
+    assert_eq!(
+        c.lock_channel(&member, &voice, true, 6).unwrap_err().status,
+        403
+    );
+}
+
+#[test]
+fn join_tickets_are_single_use() {
+    let mut c = community(HistoryVisibility::Joined);
+    c.consume_ticket("jt_1", 100).unwrap();
+    assert_eq!(
+        c.consume_ticket("jt_1", 100).unwrap_err().code,
+        "rtc_ticket_replayed"
+    );
+    c.consume_ticket("jt_2", 100).unwrap();
+    // Once expired, the id is forgotten (the ticket no longer verifies anyway).
+    c.sweep(100_000);
+    c.consume_ticket("jt_1", 200).unwrap();
+}
+
+#[test]
+fn moderation_survives_a_reload() {
+    let mut c = community(HistoryVisibility::Joined);
+    let owner = actor("uid_owner");
+    let alice = actor("uid_alice");
+    let voice = voice_channel(&mut c, &alice);
+    let banned = c.ban(&owner, "home", "uid_alice", Some(1_000), 9).unwrap();
+    let measures: Vec<Moderation> = banned
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Moderation(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut reloaded = Community::new(
+        settings(HistoryVisibility::Joined),
+        Snapshot {
+            moderation: measures,
+            ..Snapshot::default()
+        },
+    );
+    reloaded.bootstrap_default_server("Home", Some("uid_owner"), 10);
+    let voice2 = voice_channel(&mut reloaded, &owner);
+    assert_eq!(
+        reloaded
+            .grant_voice(&alice, "home", &voice2, 500)
+            .unwrap_err()
+            .code,
+        "banned"
+    );
+    assert!(
+        reloaded.grant_voice(&alice, "home", &voice2, 1_000).is_ok(),
+        "the ban ran out"
+    );
+    let _ = voice;
+}

@@ -344,6 +344,9 @@ impl Hub {
                         }
                     }
                 }
+                // Voice sessions are not carried by the realtime hub; the signaling driver
+                // (voice issue) acts on this notice.
+                Notice::VoiceKick { .. } => {}
             },
         }
     }

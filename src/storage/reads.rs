@@ -36,6 +36,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         devices: all(conn, SELECT_DEVICES, vec![], device).await?,
         sessions: all(conn, SELECT_SESSIONS, vec![now.into()], session).await?,
         read_acks: all(conn, SELECT_READ_ACKS, vec![], read_ack).await?,
+        moderation: all(conn, SELECT_MODERATION, vec![now.into()], moderation).await?,
         last_seq: 0,
         last_event_ids: HashMap::new(),
         recent_events: Vec::new(),
@@ -313,6 +314,9 @@ const SELECT_SESSIONS: &str = "SELECT token_hash, user_uid, device_id, created_a
      revoked_at FROM sessions WHERE revoked_at IS NULL AND expires_at > $1";
 const SELECT_READ_ACKS: &str =
     "SELECT user_uid, channel_id, message_id, seq, acked_at FROM read_acks";
+const SELECT_MODERATION: &str = "SELECT server_id, kind, target, until, active, by_uid, at \
+     FROM moderation WHERE active AND (until IS NULL OR until > $1) \
+     ORDER BY server_id, kind, target";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
      UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
@@ -502,6 +506,18 @@ fn read_ack(row: &impl SqlRow) -> Result<ReadAck, StorageError> {
         message_id: row.text(2)?,
         seq: row.int(3)?,
         acked_at: row.int(4)?,
+    })
+}
+
+fn moderation(row: &impl SqlRow) -> Result<Moderation, StorageError> {
+    Ok(Moderation {
+        server_id: row.text(0)?,
+        kind: wire(ModerationKind::parse, row.text(1)?, "moderation.kind")?,
+        target: row.text(2)?,
+        until: row.opt_int(3)?,
+        active: row.boolean(4)?,
+        by_uid: row.text(5)?,
+        at: row.int(6)?,
     })
 }
 

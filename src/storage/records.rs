@@ -156,6 +156,11 @@ const UPSERT_READ_ACK: &str = "INSERT INTO read_acks \
      ON CONFLICT (user_uid, channel_id) DO UPDATE SET message_id = excluded.message_id, \
      seq = excluded.seq, acked_at = excluded.acked_at";
 
+const UPSERT_MODERATION: &str = "INSERT INTO moderation \
+     (server_id, kind, target, until, active, by_uid, at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (server_id, kind, target) DO UPDATE SET until = excluded.until, \
+     active = excluded.active, by_uid = excluded.by_uid, at = excluded.at";
+
 const MARK_MESSAGE_DELETED: &str = "UPDATE messages SET deleted_at = $2 WHERE seq = $1";
 
 /// Appends the statements that persist `record` (anything but a message or an event).
@@ -294,6 +299,18 @@ fn statements_for<'a>(
                 (&r.message_id).into(),
                 r.seq.into(),
                 r.acked_at.into(),
+            ],
+        ),
+        Record::Moderation(m) => Statement::new(
+            UPSERT_MODERATION,
+            vec![
+                (&m.server_id).into(),
+                m.kind.as_str().into(),
+                (&m.target).into(),
+                m.until.into(),
+                m.active.into(),
+                (&m.by_uid).into(),
+                m.at.into(),
             ],
         ),
         Record::MessageDeleted { id, deleted_at } => {
