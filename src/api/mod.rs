@@ -14,6 +14,7 @@ pub mod profiles;
 pub mod realtime;
 pub mod rtc;
 pub mod servers;
+pub mod signaling;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -226,6 +227,11 @@ fn routes() -> Router<Handler> {
         .route(Get, "/v1/auth/session", A(auth::check))
         .route(Delete, "/v1/auth/session", A(auth::revoke))
         .route(Get, "/v1/realtime", Handler::WebSocket(realtime::session))
+        .route(
+            Get,
+            "/v1/rtc/signaling",
+            Handler::WebSocket(signaling::session),
+        )
         .route(
             Post,
             "/v1/rtc/channels/{channel_id}/join-ticket",

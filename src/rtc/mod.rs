@@ -2,5 +2,6 @@
 //! ephemeral TURN credentials ([`turn`]). The SFU core and the signaling protocol come next
 //! (wire contract A.8).
 
+pub mod room;
 pub mod ticket;
 pub mod turn;

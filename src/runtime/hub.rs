@@ -22,6 +22,38 @@ use crate::sharding::shard_for;
 /// How often typing indicators of silent typists are expired.
 pub const TYPING_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A voice-room change sent to the shard that owns the channel.
+#[derive(Debug)]
+pub enum VoiceOp {
+    Join {
+        claims: crate::rtc::ticket::Claims,
+        socket: SocketRef,
+        joined_at: String,
+        max_participants: usize,
+    },
+    Leave {
+        channel_id: String,
+        socket: SocketRef,
+    },
+    MediaState {
+        channel_id: String,
+        socket: SocketRef,
+        /// The client's payload, JSON.
+        payload: String,
+    },
+}
+
+impl VoiceOp {
+    fn channel_id(&self) -> &str {
+        match self {
+            VoiceOp::Join { claims, .. } => &claims.channel_id,
+            VoiceOp::Leave { channel_id, .. } | VoiceOp::MediaState { channel_id, .. } => {
+                channel_id
+            }
+        }
+    }
+}
+
 /// A presence change sent to the shard that owns the channel.
 #[derive(Debug)]
 pub enum PresenceOp {
@@ -68,6 +100,8 @@ pub struct Hub {
     sockets: RefCell<HashMap<u64, LocalSocket>>,
     by_server: RefCell<HashMap<String, HashSet<u64>>>,
     presence: RefCell<Presence>,
+    /// Voice rooms of the channels this shard owns.
+    rooms: RefCell<crate::rtc::room::Rooms>,
     /// Server of each channel with presence here (for the frames of expiring typists).
     channel_servers: RefCell<HashMap<String, String>>,
 }
@@ -131,6 +165,92 @@ impl Hub {
             s.last_event_id = id;
         }
         s.handle.push(frame.clone()).map_err(|_| ())
+    }
+
+    /// Registers a socket that receives no server events (a voice signaling socket): it is
+    /// only addressed by deliveries.
+    pub fn register_plain(&self, handle: SocketHandle) -> u64 {
+        let id = self.next_socket.get() + 1;
+        self.next_socket.set(id);
+        self.sockets.borrow_mut().insert(
+            id,
+            LocalSocket {
+                server_id: String::new(),
+                user_uid: String::new(),
+                handle,
+                channels: HashSet::new(),
+                live: true,
+                held: Vec::new(),
+                last_event_id: 0,
+            },
+        );
+        id
+    }
+
+    /// Sends a voice-room change to the channel's owner shard.
+    pub fn voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
+        let owner = shard_for(op.channel_id(), shard.count);
+        if owner == shard.id {
+            self.apply_voice(shard, op);
+            return;
+        }
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            if shard.send_to(owner, ShardMessage::Voice(op)).await.is_err() {
+                tracing::debug!(owner, "voice change not delivered: peer gone");
+            }
+        })
+        .detach();
+    }
+
+    /// Applies a voice-room change to a room this shard owns.
+    pub fn apply_voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
+        let deliveries = {
+            let mut rooms = self.rooms.borrow_mut();
+            match op {
+                VoiceOp::Join {
+                    claims,
+                    socket,
+                    joined_at,
+                    max_participants,
+                } => match rooms.join(&claims, socket, &joined_at, max_participants) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        deliver(
+                            shard,
+                            vec![Delivery {
+                                to: socket,
+                                frame: crate::rtc::room::error_frame(
+                                    "rtc_join_denied",
+                                    &e.to_string(),
+                                    false,
+                                ),
+                            }],
+                        );
+                        close_sockets(shard, vec![socket]);
+                        return;
+                    }
+                },
+                VoiceOp::Leave { socket, .. } => rooms.leave(socket),
+                VoiceOp::MediaState {
+                    socket, payload, ..
+                } => match simd_json::to_owned_value(&mut payload.into_bytes()) {
+                    Ok(value) => rooms.media_state(socket, &value),
+                    Err(_) => Vec::new(),
+                },
+            }
+        };
+        deliver(shard, deliveries);
+    }
+
+    /// Closes sockets of this shard (after what is queued for them).
+    pub fn close_local(&self, sockets: &[u64]) {
+        let map = self.sockets.borrow();
+        for id in sockets {
+            if let Some(s) = map.get(id) {
+                s.handle.close();
+            }
+        }
     }
 
     /// Forgets a closed socket and tells the owners of its channels.
@@ -326,8 +446,28 @@ impl Hub {
         }
     }
 
+    /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns.
+    fn kick(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
+        let targets = self.rooms.borrow().sockets_of(server_id, user_uid);
+        if targets.is_empty() {
+            return;
+        }
+        let kicked = crate::rtc::room::frame("rtc.kicked", &serde_json_empty());
+        deliver(
+            shard,
+            targets
+                .iter()
+                .map(|to| Delivery {
+                    to: *to,
+                    frame: kicked.clone(),
+                })
+                .collect(),
+        );
+        close_sockets(shard, targets);
+    }
+
     /// A committed event or a notice from the authority.
-    pub fn on_broadcast(&self, broadcast: Broadcast) {
+    pub fn on_broadcast(&self, shard: &Rc<Shard>, broadcast: Broadcast) {
         match broadcast {
             Broadcast::Event(event) => self.fan_out(event),
             Broadcast::Notice(notice) => match &*notice {
@@ -344,9 +484,10 @@ impl Hub {
                         }
                     }
                 }
-                // Voice sessions are not carried by the realtime hub; the signaling driver
-                // (voice issue) acts on this notice.
-                Notice::VoiceKick { .. } => {}
+                Notice::VoiceKick {
+                    server_id,
+                    user_uid,
+                } => self.kick(shard, server_id, user_uid),
             },
         }
     }
@@ -398,6 +539,31 @@ fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
         }
     })
     .detach();
+}
+
+/// `{}`.
+fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::new()
+}
+
+/// Closes sockets wherever they are held (after the frames already sent to them: the mesh
+/// keeps the order between two shards).
+fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
+    let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
+    for s in sockets {
+        by_shard.entry(s.shard).or_default().push(s.socket);
+    }
+    for (target, ids) in by_shard {
+        if target == shard.id {
+            shard.hub.close_local(&ids);
+        } else {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = shard.send_to(target, ShardMessage::CloseSockets(ids)).await;
+            })
+            .detach();
+        }
+    }
 }
 
 /// Sends each delivery to the shard that holds its socket.

@@ -21,6 +21,10 @@ pub enum ShardMessage {
     Presence(super::hub::PresenceOp),
     /// Frames for realtime sockets the receiving shard holds, by socket number.
     Deliver(Vec<(u64, bytes::Bytes)>),
+    /// A voice-room change for a channel the receiving shard owns.
+    Voice(super::hub::VoiceOp),
+    /// Close these sockets of the receiving shard (after what is queued for them).
+    CloseSockets(Vec<u64>),
 }
 
 /// Counters of one shard at one moment.

@@ -142,6 +142,8 @@ impl Shard {
             }
             ShardMessage::Presence(op) => self.hub.apply(self, op),
             ShardMessage::Deliver(frames) => self.hub.push_local(frames),
+            ShardMessage::Voice(op) => self.hub.apply_voice(self, op),
+            ShardMessage::CloseSockets(ids) => self.hub.close_local(&ids),
         }
     }
 }
@@ -185,7 +187,7 @@ pub async fn run(seed: ShardSeed) {
         let pump = shard.clone();
         glommio::spawn_local(async move {
             while let Some(broadcast) = broadcasts.recv().await {
-                pump.hub.on_broadcast(broadcast);
+                pump.hub.on_broadcast(&pump, broadcast);
             }
         })
         .detach();

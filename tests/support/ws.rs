@@ -34,12 +34,17 @@ pub fn headers_query(server_id: &str, uid: &str, device: &str) -> String {
 impl Ws {
     /// Opens `/v1/realtime?{query}`; panics unless the server answers 101.
     pub fn connect(addr: SocketAddr, query: &str) -> Ws {
+        Ws::connect_to(addr, &format!("/v1/realtime?{query}"))
+    }
+
+    /// Opens the WebSocket at `path` (with its query); panics unless the server answers 101.
+    pub fn connect_to(addr: SocketAddr, path: &str) -> Ws {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let url = format!("ws://{addr}/v1/realtime?{query}");
+        let url = format!("ws://{addr}{path}");
         let (ws, response) = tungstenite::client::client(url.as_str(), stream)
             .unwrap_or_else(|e| panic!("websocket handshake to {url} failed: {e}"));
         assert_eq!(response.status().as_u16(), 101);

@@ -1,0 +1,199 @@
+//! `GET /v1/rtc/signaling` (WebSocket, wire contract A.8): the voice signaling socket. The first
+//! frame must be `rtc.join {ticket}`; the ticket is verified (signature, expiry), consumed once
+//! at the authority (single use across shards), and the socket joins the room on the shard that
+//! owns the channel. Then: `rtc.media.state` is relayed, `rtc.leave` or closing leaves, a
+//! moderation kick sends `rtc.kicked` and closes.
+//!
+//! Not yet: offers/answers, ICE candidates and track announcements — the SFU core. Until it
+//! exists, `rtc.offer.*` and `rtc.ice.candidate` frames are accepted and ignored.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use crate::http::Request;
+use crate::realtime::SocketRef;
+use crate::rtc::room::error_frame;
+use crate::rtc::ticket::{self, TicketError};
+use crate::runtime::hub::VoiceOp;
+use crate::runtime::shard::Shard;
+use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
+
+/// A client frame `{type, request_id, channel_id, payload}`.
+struct Envelope {
+    kind: String,
+    channel_id: Option<String>,
+    payload: Option<simd_json::OwnedValue>,
+}
+
+impl Envelope {
+    fn parse(text: String) -> Option<Envelope> {
+        use simd_json::prelude::*;
+        let mut bytes = text.into_bytes();
+        let value = simd_json::to_owned_value(&mut bytes).ok()?;
+        Some(Envelope {
+            kind: value.get("type")?.as_str()?.to_owned(),
+            channel_id: value
+                .get("channel_id")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned),
+            payload: value.get("payload").cloned(),
+        })
+    }
+}
+
+pub fn session(
+    shard: Rc<Shard>,
+    request: Request,
+    session: Session,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    // Nothing of the upgrade request is needed: identity comes with the ticket.
+    drop(request);
+    Box::pin(run(shard, session))
+}
+
+/// Sends a fatal `rtc.error` and closes.
+fn fail(handle: &SocketHandle, code: &str, message: &str, retryable: bool) {
+    let _ = handle.push(error_frame(code, message, retryable));
+    handle.close();
+}
+
+async fn run(shard: Rc<Shard>, session: Session) {
+    let mut socket = RealtimeSocket::new(session, &shard);
+    let handle = socket.handle();
+    let id = shard.hub.register_plain(handle.clone());
+    let me = SocketRef {
+        shard: shard.id,
+        socket: id,
+    };
+    // The channel of the room this socket is in.
+    let mut joined: Option<String> = None;
+    while let Some(text) = socket.next_client_text().await {
+        let Some(envelope) = Envelope::parse(text) else {
+            if joined.is_none() {
+                fail(
+                    &handle,
+                    "rtc_join_denied",
+                    "the first frame must be rtc.join",
+                    false,
+                );
+            }
+            continue;
+        };
+        match (envelope.kind.as_str(), &joined) {
+            ("rtc.join", None) => match join(&shard, &envelope, me).await {
+                Ok(channel) => joined = Some(channel),
+                Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
+            },
+            (_, None) => fail(
+                &handle,
+                "rtc_join_denied",
+                "join first: rtc.join {ticket}",
+                false,
+            ),
+            ("rtc.leave", Some(channel)) => {
+                shard.hub.voice(
+                    &shard,
+                    VoiceOp::Leave {
+                        channel_id: channel.clone(),
+                        socket: me,
+                    },
+                );
+                joined = None;
+            }
+            ("rtc.media.state", Some(channel)) => {
+                if let Some(payload) = envelope.payload {
+                    shard.hub.voice(
+                        &shard,
+                        VoiceOp::MediaState {
+                            channel_id: channel.clone(),
+                            socket: me,
+                            payload: simd_json::to_string(&payload).unwrap_or_default(),
+                        },
+                    );
+                }
+            }
+            (other, Some(_)) => {
+                tracing::debug!(kind = other, "signaling frame not handled yet");
+            }
+        }
+    }
+    if let Some(channel) = joined {
+        shard.hub.voice(
+            &shard,
+            VoiceOp::Leave {
+                channel_id: channel,
+                socket: me,
+            },
+        );
+    }
+    shard.hub.unregister(&shard, id);
+}
+
+type JoinRefusal = (&'static str, String, bool);
+
+/// Verifies and consumes the ticket of an `rtc.join`, then asks the owner shard to seat the
+/// socket. The value is the channel joined.
+async fn join(
+    shard: &Rc<Shard>,
+    envelope: &Envelope,
+    me: SocketRef,
+) -> Result<String, JoinRefusal> {
+    use simd_json::prelude::*;
+    let ticket_text = envelope
+        .payload
+        .as_ref()
+        .and_then(|p| p.get("ticket"))
+        .and_then(|t| t.as_str())
+        .ok_or((
+            "rtc_join_denied",
+            "rtc.join needs {ticket}".to_owned(),
+            false,
+        ))?;
+    let now = crate::authority::now_millis() / 1000;
+    let claims = ticket::verify(&shard.app.ticket_secret, ticket_text, now)
+        .map_err(|e| (e.code(), e.to_string(), e == TicketError::Expired))?;
+    if envelope
+        .channel_id
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && c != claims.channel_id)
+    {
+        return Err((
+            "rtc_join_denied",
+            "the ticket is for another channel".to_owned(),
+            false,
+        ));
+    }
+    let (jti, exp, server_id, uid) = (
+        claims.jti.clone(),
+        claims.exp,
+        claims.server_id.clone(),
+        claims.user_uid.clone(),
+    );
+    shard
+        .app
+        .authority
+        .submit_mut(move |c, now| {
+            // A ban issued after the ticket still stops the join.
+            if c.is_banned(&server_id, &uid, now) {
+                return Err(crate::domain::error::DomainError::forbidden(
+                    "rtc_join_denied",
+                    "banned from this server",
+                ));
+            }
+            c.consume_ticket(&jti, exp)
+        })
+        .await
+        .map_err(|e| (e.code, e.message, e.retryable))?;
+    let channel = claims.channel_id.clone();
+    shard.hub.voice(
+        shard,
+        VoiceOp::Join {
+            claims,
+            socket: me,
+            joined_at: crate::realtime::format_timestamp(std::time::SystemTime::now()),
+            max_participants: shard.app.config.rtc.max_call_participants as usize,
+        },
+    );
+    Ok(channel)
+}
