@@ -24,5 +24,6 @@ pub mod media;
 pub mod realtime;
 pub mod rtc;
 pub mod runtime;
+pub mod sfu;
 pub mod sharding;
 pub mod storage;

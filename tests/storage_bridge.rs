@@ -108,7 +108,10 @@ fn migrations_are_applied(h: Harness) {
     let applied = h.query_strings(
         "SELECT CAST(version AS TEXT) FROM _sqlx_migrations WHERE success ORDER BY version",
     );
-    assert_eq!(applied, vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]);
+    assert_eq!(
+        applied,
+        vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]
+    );
     let columns = h.query_strings(if h.postgres.is_some() {
         "SELECT CAST(column_name AS TEXT) FROM information_schema.columns \
          WHERE table_name = 'instance_meta' ORDER BY column_name"
@@ -346,7 +349,10 @@ fn data_persists_across_restart(h: Harness) {
     );
     // Migrations are not re-applied (or duplicated) on a second start.
     let applied = h.query_strings("SELECT CAST(version AS TEXT) FROM _sqlx_migrations");
-    assert_eq!(applied, vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]);
+    assert_eq!(
+        applied,
+        vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]
+    );
     handle.shutdown();
 }
 
