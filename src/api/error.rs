@@ -80,26 +80,16 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        if let ApiError::Coded(DomainError {
-            details: Some(details),
-            ..
-        }) = &self
-        {
-            return Response::json(
-                self.status(),
-                format!(
-                    "{{\"code\":{},\"message\":{},\"retryable\":{},\"details\":{details}}}",
-                    crate::domain::community::encode(&self.code()),
-                    crate::domain::community::encode(&self.to_string()),
-                    self.retryable()
-                ),
-            );
-        }
-        let response = Response::error(
+        let details = match &self {
+            ApiError::Coded(e) => e.details.as_deref(),
+            _ => None,
+        };
+        let response = Response::error_with_details(
             self.status(),
             self.code(),
             &self.to_string(),
             self.retryable(),
+            details,
         );
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
@@ -161,5 +151,25 @@ mod tests {
         let e = ApiError::from(StorageError::Internal("password=hunter2".into()));
         assert_eq!(e.to_string(), "internal error");
         assert!(!e.retryable());
+    }
+
+    #[test]
+    fn errors_with_details_keep_their_headers() {
+        let e = ApiError::from(
+            DomainError::rate_limited("slow down").with_details("{\"retry_after_ms\":500}".into()),
+        );
+        let response = e.into_response();
+        assert_eq!(
+            response
+                .headers()
+                .find(|(n, _)| *n == "Retry-After")
+                .map(|(_, v)| v),
+            Some("1")
+        );
+        let body = std::str::from_utf8(response.body()).unwrap();
+        assert_eq!(
+            body,
+            "{\"code\":\"rate_limited\",\"message\":\"slow down\",\"retryable\":true,\"details\":{\"retry_after_ms\":500}}"
+        );
     }
 }

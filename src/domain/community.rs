@@ -2068,14 +2068,9 @@ impl Community {
         if self.challenges.len() >= MAX_PENDING_CHALLENGES {
             self.challenges.retain(|_, c| c.expires_at > now);
             if self.challenges.len() >= MAX_PENDING_CHALLENGES {
-                return Err(DomainError {
-                    retryable: true,
-                    ..DomainError::new_public(
-                        429,
-                        "rate_limited",
-                        "too many pending challenges; retry shortly",
-                    )
-                });
+                return Err(DomainError::rate_limited(
+                    "too many pending challenges; retry shortly",
+                ));
             }
         }
         let challenge = crate::auth::new_challenge();
@@ -2564,18 +2559,6 @@ impl Community {
         self.current_role(server_id, &actor.user_uid)
             .map(|_| ())
             .ok_or_else(DomainError::not_a_member)
-    }
-}
-
-impl DomainError {
-    fn new_public(status: u16, code: &'static str, message: &str) -> DomainError {
-        DomainError {
-            status,
-            code,
-            message: message.to_owned(),
-            details: None,
-            retryable: false,
-        }
     }
 }
 

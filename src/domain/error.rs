@@ -49,17 +49,20 @@ impl DomainError {
         DomainError::new(413, "payload_too_large", message)
     }
 
+    /// 429 `rate_limited`: the same request works a little later.
+    pub fn rate_limited(message: impl Into<String>) -> DomainError {
+        DomainError {
+            retryable: true,
+            ..DomainError::new(429, "rate_limited", message)
+        }
+    }
+
     /// The authority cannot answer now (storage trouble); the same request may work later.
     pub fn unavailable(message: impl Into<String>) -> DomainError {
         DomainError {
             retryable: true,
             ..DomainError::new(503, "storage_unavailable", message)
         }
-    }
-
-    pub fn with_status(mut self, status: u16) -> DomainError {
-        self.status = status;
-        self
     }
 
     pub fn with_details(mut self, details_json: String) -> DomainError {

@@ -47,18 +47,11 @@ impl RateLimiter {
             return Ok(());
         }
         let wait_ms = ((1.0 - bucket.tokens) / per_ms).ceil() as i64;
-        Err(DomainError {
-            retryable: true,
-            details: Some(format!("{{\"retry_after_ms\":{wait_ms}}}")),
-            ..DomainError::bad_request(
-                "rate_limited",
-                format!(
-                    "more than {} writes per minute; retry shortly",
-                    self.per_minute
-                ),
-            )
-        }
-        .with_status(429))
+        Err(DomainError::rate_limited(format!(
+            "more than {} writes per minute; retry shortly",
+            self.per_minute
+        ))
+        .with_details(format!("{{\"retry_after_ms\":{wait_ms}}}")))
     }
 
     /// Forgets buckets that have been idle long enough to be full.

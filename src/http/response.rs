@@ -104,16 +104,34 @@ impl Response {
 
     /// The contract's error shape: `{"code":...,"message":...,"retryable":...}`.
     pub fn error(status: u16, code: &str, message: &str, retryable: bool) -> Self {
-        let mut body = Vec::with_capacity(48 + code.len() + message.len());
+        Self::error_with_details(status, code, message, retryable, None)
+    }
+
+    /// [`Response::error`] plus the optional `details` member, given as encoded JSON.
+    pub fn error_with_details(
+        status: u16,
+        code: &str,
+        message: &str,
+        retryable: bool,
+        details: Option<&str>,
+    ) -> Self {
+        let mut body = Vec::with_capacity(
+            48 + code.len() + message.len() + details.map_or(0, |d| d.len() + 12),
+        );
         body.extend_from_slice(b"{\"code\":");
         write_json_string(&mut body, code);
         body.extend_from_slice(b",\"message\":");
         write_json_string(&mut body, message);
         body.extend_from_slice(if retryable {
-            b",\"retryable\":true}"
+            b",\"retryable\":true"
         } else {
-            b",\"retryable\":false}"
+            b",\"retryable\":false"
         });
+        if let Some(details) = details {
+            body.extend_from_slice(b",\"details\":");
+            body.extend_from_slice(details.as_bytes());
+        }
+        body.push(b'}');
         Self::json(status, body)
     }
 
