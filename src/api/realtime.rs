@@ -14,14 +14,12 @@ use crate::domain::community::Admission;
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
 use crate::realtime::{
-    ClientRequest, Member, Resume, encode_frame, error_frame, format_timestamp, parse_client_frame,
+    ClientRequest, Member, Resume, encode_frame, error_frame, parse_client_frame,
 };
 use crate::runtime::shard::Shard;
 use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
 
-fn now_text() -> String {
-    format_timestamp(std::time::SystemTime::now())
-}
+use crate::authority::now_rfc3339 as now_text;
 
 fn send_error(handle: &SocketHandle, server_id: &str, message: &str) {
     let _ = handle.push(error_frame(message, server_id, &now_text()));

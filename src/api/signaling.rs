@@ -191,7 +191,7 @@ async fn join(
         VoiceOp::Join {
             claims,
             socket: me,
-            joined_at: crate::realtime::format_timestamp(std::time::SystemTime::now()),
+            joined_at: crate::authority::now_rfc3339(),
             max_participants: shard.app.config.rtc.max_call_participants as usize,
         },
     );

@@ -40,6 +40,11 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
+/// The current time as the wire writes it (RFC 3339 UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    views::rfc3339(now_millis())
+}
+
 /// A committed event on its way to the shards: the frame is encoded once and shared.
 #[derive(Debug)]
 pub struct Published {

@@ -399,6 +399,16 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as Millis;
+        let parsed = time::OffsetDateTime::parse(
+            &rfc3339(now),
+            &time::format_description::well_known::Rfc3339,
+        );
+        assert!(parsed.is_ok());
     }
 
     #[test]

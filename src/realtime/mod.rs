@@ -21,7 +21,6 @@ pub use presence::{
     SocketRef, TYPING_RELAY_MIN_INTERVAL, TYPING_TIMEOUT,
 };
 pub use protocol::{
-    ClientFrame, ClientRequest, FrameError, encode_frame, error_frame, format_timestamp,
-    parse_client_frame,
+    ClientFrame, ClientRequest, FrameError, encode_frame, error_frame, parse_client_frame,
 };
 pub use resume::{EventRing, RESUME_WINDOW_EVENTS, Resume};

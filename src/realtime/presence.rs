@@ -43,7 +43,7 @@ pub struct Member {
 #[derive(Debug, Clone, Copy)]
 pub struct FrameContext<'a> {
     pub server_id: &'a str,
-    /// RFC 3339 UTC (see `protocol::format_timestamp`).
+    /// RFC 3339 UTC (see `domain::views::rfc3339`).
     pub timestamp: &'a str,
 }
 

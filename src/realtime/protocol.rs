@@ -154,7 +154,7 @@ fn channel_id(payload: Option<&simd_json::BorrowedValue<'_>>) -> Result<String, 
 
 /// One server frame, `{"type":..,"payload":..,"event_id":..,"server_id":..,"timestamp":..}`.
 /// `payload_json` must already be JSON (an empty slice is written as `null`); `timestamp` is an
-/// RFC 3339 UTC time (see [`format_timestamp`]).
+/// RFC 3339 UTC time (see `domain::views::rfc3339`).
 pub fn encode_frame(
     kind: &str,
     payload_json: &[u8],
@@ -193,22 +193,6 @@ pub fn error_frame(message: &str, server_id: &str, timestamp: &str) -> Bytes {
     write_json_string(&mut payload, message);
     payload.push(b'}');
     encode_frame("chat.error", &payload, None, server_id, timestamp)
-}
-
-/// RFC 3339 in UTC with millisecond precision, e.g. `2024-05-01T12:00:00.123Z`.
-pub fn format_timestamp(at: std::time::SystemTime) -> String {
-    let at = time::OffsetDateTime::from(at);
-    let millis = at.millisecond();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        millis
-    )
 }
 
 #[cfg(test)]
@@ -417,17 +401,6 @@ mod tests {
                 .and_then(|m| m.as_str()),
             Some("bad \"frame\"")
         );
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_714_564_800_123);
-        assert_eq!(format_timestamp(at), "2024-05-01T12:00:00.123Z");
-        let parsed = time::OffsetDateTime::parse(
-            &format_timestamp(std::time::SystemTime::now()),
-            &time::format_description::well_known::Rfc3339,
-        );
-        assert!(parsed.is_ok());
     }
 
     proptest! {

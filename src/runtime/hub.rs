@@ -14,9 +14,10 @@ use bytes::Bytes;
 use super::mesh::ShardMessage;
 use super::shard::Shard;
 use super::websocket::SocketHandle;
+use crate::authority::now_rfc3339 as now_text;
 use crate::authority::{Broadcast, Published};
 use crate::domain::community::{Audience, Notice};
-use crate::realtime::{Delivery, FrameContext, Member, Presence, SocketRef, format_timestamp};
+use crate::realtime::{Delivery, FrameContext, Member, Presence, SocketRef};
 use crate::sharding::shard_for;
 
 /// How often typing indicators of silent typists are expired.
@@ -104,10 +105,6 @@ pub struct Hub {
     rooms: RefCell<crate::rtc::room::Rooms>,
     /// Server of each channel with presence here (for the frames of expiring typists).
     channel_servers: RefCell<HashMap<String, String>>,
-}
-
-fn now_text() -> String {
-    format_timestamp(std::time::SystemTime::now())
 }
 
 impl Hub {
