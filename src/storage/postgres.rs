@@ -150,16 +150,10 @@ fn messages_only(ops: &[WriteOp]) -> Option<Bulk<'_>> {
             return None;
         };
         for record in records {
-            match record {
-                Record::Message(message) => bulk.messages.push(message),
-                Record::LastEventId {
-                    server_id,
-                    event_id,
-                } => {
-                    let highest = bulk.last_event_ids.entry(server_id.as_str()).or_insert(0);
-                    *highest = (*highest).max(*event_id);
-                }
-                _ => return None,
+            // Logged events and other records need the general path.
+            let bulk_only = matches!(record, Record::Message(_) | Record::LastEventId { .. });
+            if !bulk_only || !bulk.take(record) {
+                return None;
             }
         }
     }
@@ -185,12 +179,7 @@ async fn commit_messages(
     ops: usize,
 ) -> Result<Vec<WriteOutcome>, StorageError> {
     let rows = message_rows(bulk)?;
-    let mut counters: Vec<(&str, i64)> = bulk
-        .last_event_ids
-        .iter()
-        .map(|(s, id)| (*s, *id))
-        .collect();
-    counters.sort_unstable();
+    let counters = bulk.counters();
     bind_messages(sqlx::query(&INSERT_MESSAGES_AND_COUNTERS), &rows)
         .bind(counters.iter().map(|(s, _)| *s).collect::<Vec<_>>())
         .bind(counters.iter().map(|(_, id)| *id).collect::<Vec<_>>())

@@ -27,9 +27,27 @@ pub(super) struct Bulk<'a> {
     pub(super) last_event_ids: std::collections::HashMap<&'a str, i64>,
 }
 
-impl Bulk<'_> {
-    /// The statements that raise each server's event counter (run after the bulk inserts).
-    pub(super) fn counter_updates(&self) -> Vec<Statement<'_>> {
+impl<'a> Bulk<'a> {
+    /// Collects `record` when it is one of the bulk kinds (message, event, event counter);
+    /// `false` for a record that needs its own statement.
+    pub(super) fn take(&mut self, record: &'a Record) -> bool {
+        match record {
+            Record::Message(message) => self.messages.push(message),
+            Record::Event(event) => self.events.push(event),
+            Record::LastEventId {
+                server_id,
+                event_id,
+            } => {
+                let highest = self.last_event_ids.entry(server_id.as_str()).or_insert(0);
+                *highest = (*highest).max(*event_id);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Each server's highest event id in the batch, by server id.
+    pub(super) fn counters(&self) -> Vec<(&'a str, i64)> {
         let mut servers: Vec<(&str, i64)> = self
             .last_event_ids
             .iter()
@@ -37,6 +55,11 @@ impl Bulk<'_> {
             .collect();
         servers.sort_unstable();
         servers
+    }
+
+    /// The statements that raise each server's event counter (run after the bulk inserts).
+    pub(super) fn counter_updates(&self) -> Vec<Statement<'a>> {
+        self.counters()
             .into_iter()
             .map(|(server_id, event_id)| {
                 Statement::new(RAISE_LAST_EVENT_ID, vec![server_id.into(), event_id.into()])
@@ -57,22 +80,11 @@ pub(super) async fn apply_records<'a, C: SqlConn>(
 ) -> Result<(), StorageError> {
     let mut statements = Vec::new();
     for record in records {
-        match record {
-            Record::Message(message) => bulk.messages.push(message),
-            Record::Event(event) => bulk.events.push(event),
-            Record::LastEventId {
-                server_id,
-                event_id,
-            } => {
-                let highest = bulk.last_event_ids.entry(server_id.as_str()).or_insert(0);
-                *highest = (*highest).max(*event_id);
-            }
-            other => {
-                statements.clear();
-                statements_for(other, &mut statements)?;
-                for statement in &statements {
-                    conn.execute(statement).await?;
-                }
+        if !bulk.take(record) {
+            statements.clear();
+            statements_for(record, &mut statements)?;
+            for statement in &statements {
+                conn.execute(statement).await?;
             }
         }
     }
