@@ -117,6 +117,23 @@ impl Hub {
         handle: SocketHandle,
         live: bool,
     ) -> u64 {
+        let id = self.insert_socket(server_id, user_uid, handle, live);
+        self.by_server
+            .borrow_mut()
+            .entry(server_id.to_owned())
+            .or_default()
+            .insert(id);
+        id
+    }
+
+    /// Numbers and keeps a socket (without indexing it for a server's events).
+    fn insert_socket(
+        &self,
+        server_id: &str,
+        user_uid: &str,
+        handle: SocketHandle,
+        live: bool,
+    ) -> u64 {
         let id = self.next_socket.get() + 1;
         self.next_socket.set(id);
         self.sockets.borrow_mut().insert(
@@ -131,11 +148,6 @@ impl Hub {
                 last_event_id: 0,
             },
         );
-        self.by_server
-            .borrow_mut()
-            .entry(server_id.to_owned())
-            .or_default()
-            .insert(id);
         id
     }
 
@@ -167,37 +179,16 @@ impl Hub {
     /// Registers a socket that receives no server events (a voice signaling socket): it is
     /// only addressed by deliveries.
     pub fn register_plain(&self, handle: SocketHandle) -> u64 {
-        let id = self.next_socket.get() + 1;
-        self.next_socket.set(id);
-        self.sockets.borrow_mut().insert(
-            id,
-            LocalSocket {
-                server_id: String::new(),
-                user_uid: String::new(),
-                handle,
-                channels: HashSet::new(),
-                live: true,
-                held: Vec::new(),
-                last_event_id: 0,
-            },
-        );
-        id
+        self.insert_socket("", "", handle, true)
     }
 
     /// Sends a voice-room change to the channel's owner shard.
     pub fn voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        let owner = shard_for(op.channel_id(), shard.count);
-        if owner == shard.id {
-            self.apply_voice(shard, op);
-            return;
-        }
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            if shard.send_to(owner, ShardMessage::Voice(op)).await.is_err() {
-                tracing::debug!(owner, "voice change not delivered: peer gone");
-            }
-        })
-        .detach();
+        to_shard(
+            shard,
+            shard_for(op.channel_id(), shard.count),
+            ShardMessage::Voice(op),
+        );
     }
 
     /// Applies a voice-room change to a room this shard owns.
@@ -521,18 +512,20 @@ impl Hub {
 
 /// Runs `op` on the owner shard: here, or over the mesh.
 fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
-    if owner == shard.id {
-        shard.hub.apply(shard, op);
+    to_shard(shard, owner, ShardMessage::Presence(op));
+}
+
+/// Has shard `target` handle `message`: this shard at once, another over the mesh (which keeps
+/// the order of messages between two shards).
+fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
+    if target == shard.id {
+        shard.handle_message(message);
         return;
     }
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        if shard
-            .send_to(owner, ShardMessage::Presence(op))
-            .await
-            .is_err()
-        {
-            tracing::debug!(owner, "presence change not delivered: peer gone");
+        if shard.send_to(target, message).await.is_err() {
+            tracing::debug!(target, "cross-shard message not delivered: peer gone");
         }
     })
     .detach();
@@ -551,15 +544,7 @@ fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
         by_shard.entry(s.shard).or_default().push(s.socket);
     }
     for (target, ids) in by_shard {
-        if target == shard.id {
-            shard.hub.close_local(&ids);
-        } else {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let _ = shard.send_to(target, ShardMessage::CloseSockets(ids)).await;
-            })
-            .detach();
-        }
+        to_shard(shard, target, ShardMessage::CloseSockets(ids));
     }
 }
 
@@ -573,14 +558,6 @@ fn deliver(shard: &Rc<Shard>, deliveries: Vec<Delivery>) {
             .push((d.to.socket, d.frame));
     }
     for (target, frames) in by_shard {
-        if target == shard.id {
-            shard.hub.push_local(frames);
-        } else {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let _ = shard.send_to(target, ShardMessage::Deliver(frames)).await;
-            })
-            .detach();
-        }
+        to_shard(shard, target, ShardMessage::Deliver(frames));
     }
 }

@@ -135,7 +135,9 @@ impl Shard {
         self.mesh.send_to(to, message).await
     }
 
-    fn handle_message(self: &Rc<Self>, message: ShardMessage) {
+    /// Handles a message meant for this shard (from a peer over the mesh, or from this shard
+    /// itself through `hub::to_shard`).
+    pub(super) fn handle_message(self: &Rc<Self>, message: ShardMessage) {
         match message {
             ShardMessage::CollectStats { reply } => {
                 let _ = reply.send(self.snapshot());
