@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use super::RequestCtx;
 use super::identity::{actor, query_param};
-use crate::domain::community::Admission;
+use crate::domain::community::{Actor, Admission};
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
 use crate::realtime::{
@@ -38,7 +38,7 @@ pub fn session(
 struct Opening {
     server_id: String,
     since: Option<String>,
-    who: Result<Option<crate::domain::community::Actor>, super::ApiError>,
+    who: Result<Option<Actor>, super::ApiError>,
 }
 
 async fn opening(shard: &Shard, request: Request) -> Opening {
@@ -58,6 +58,57 @@ async fn opening(shard: &Shard, request: Request) -> Opening {
     }
 }
 
+/// Checks the opening and admits the user; the value is the user, the socket's number in the
+/// hub (registered, events held until it goes live) and the parsed `since_event_id`. A refusal
+/// is the message to send.
+async fn admit(
+    shard: &Rc<Shard>,
+    handle: &SocketHandle,
+    server_id: &str,
+    since: Option<String>,
+    who: Result<Option<Actor>, super::ApiError>,
+) -> Result<(Actor, u64, Option<i64>), String> {
+    let since = match since {
+        None => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => return Err("since_event_id must be a non-negative integer".to_owned()),
+        },
+    };
+    let who = match who {
+        Ok(Some(who)) if is_valid_id(server_id) => who,
+        Ok(Some(_)) => return Err("unknown server".to_owned()),
+        Ok(None) => {
+            return Err(
+                "identify yourself: user_uid and device_id (headers mode) or access_token"
+                    .to_owned(),
+            );
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    // Registered before the admission round trip, its events held until it goes live: an
+    // event committed while the socket is being admitted still reaches it.
+    let id = shard
+        .hub
+        .register(server_id, &who.user_uid, handle.clone(), false);
+    let admitted = {
+        let who = who.clone();
+        let sid = server_id.to_owned();
+        shard
+            .app
+            .authority
+            .command(move |c, now| c.admit(&who, &sid, Admission::Connect, now))
+            .await
+    };
+    match admitted {
+        Ok(_) => Ok((who, id, since)),
+        Err(e) => {
+            shard.hub.unregister(shard, id);
+            Err(e.message)
+        }
+    }
+}
+
 async fn run(shard: Rc<Shard>, request: Request, session: Session) {
     let mut socket = RealtimeSocket::new(session, &shard);
     let handle = socket.handle();
@@ -67,58 +118,17 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         since,
         who,
     } = opening(&shard, request).await;
-    // Refusals are one chat.error and a close: the socket is already upgraded.
-    let refuse = |message: &str| {
-        send_error(&handle, &server_id, message);
-        handle.close();
-    };
-    let since = match since {
-        None => None,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
-            _ => {
-                refuse("since_event_id must be a non-negative integer");
-                while socket.next_client_text().await.is_some() {}
-                return;
-            }
-        },
-    };
-    let who = match who {
-        Ok(Some(who)) if is_valid_id(&server_id) => who,
-        Ok(Some(_)) => {
-            refuse("unknown server");
-            while socket.next_client_text().await.is_some() {}
-            return;
-        }
-        Ok(None) => {
-            refuse("identify yourself: user_uid and device_id (headers mode) or access_token");
-            while socket.next_client_text().await.is_some() {}
-            return;
-        }
-        Err(e) => {
-            refuse(&e.to_string());
+    let admitted = admit(&shard, &handle, &server_id, since, who).await;
+    let (who, id, since) = match admitted {
+        Ok(admitted) => admitted,
+        Err(message) => {
+            // Refusals are one chat.error and a close: the socket is already upgraded.
+            send_error(&handle, &server_id, &message);
+            handle.close();
             while socket.next_client_text().await.is_some() {}
             return;
         }
     };
-    // Registered before the admission round trip, its events held until it goes live: an
-    // event committed while the socket is being admitted still reaches it.
-    let id = shard
-        .hub
-        .register(&server_id, &who.user_uid, handle.clone(), false);
-    let admitted = {
-        let who = who.clone();
-        let sid = server_id.clone();
-        app.authority
-            .command(move |c, now| c.admit(&who, &sid, Admission::Connect, now))
-            .await
-    };
-    if let Err(e) = admitted {
-        shard.hub.unregister(&shard, id);
-        refuse(&e.message);
-        while socket.next_client_text().await.is_some() {}
-        return;
-    }
     app.authority
         .socket_opened(server_id.clone(), who.user_uid.clone());
     if let Some(since) = since {
