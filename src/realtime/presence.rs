@@ -115,12 +115,40 @@ fn frame<T: Serialize>(kind: &str, payload: &T, ctx: &FrameContext<'_>) -> Bytes
     encode_frame(kind, &json, None, ctx.server_id, ctx.timestamp)
 }
 
+/// `chat.typing.updated` for `member`.
+fn typing_frame(
+    channel_id: &str,
+    member: &Member,
+    is_typing: bool,
+    ctx: &FrameContext<'_>,
+) -> Bytes {
+    frame(
+        "chat.typing.updated",
+        &TypingPayload {
+            channel_id,
+            member,
+            is_typing,
+        },
+        ctx,
+    )
+}
+
+/// `chat.presence.joined` or `chat.presence.left` for `member`.
+fn member_frame(kind: &str, channel_id: &str, member: &Member, ctx: &FrameContext<'_>) -> Bytes {
+    frame(kind, &MemberPayload { channel_id, member }, ctx)
+}
+
 impl Channel {
-    fn others(&self, except: SocketRef) -> impl Iterator<Item = SocketRef> + '_ {
+    /// `frame` for every subscriber but `except`.
+    fn to_others(&self, except: SocketRef, frame: Bytes) -> impl Iterator<Item = Delivery> + '_ {
         self.subscribers
             .keys()
             .copied()
             .filter(move |s| *s != except)
+            .map(move |to| Delivery {
+                to,
+                frame: frame.clone(),
+            })
     }
 }
 
@@ -169,18 +197,8 @@ impl Presence {
             channel
                 .subscribers
                 .insert(socket, Subscriber { seq, typing: None });
-            let joined = frame(
-                "chat.presence.joined",
-                &MemberPayload {
-                    channel_id,
-                    member: &entry.member,
-                },
-                ctx,
-            );
-            deliveries.extend(channel.others(socket).map(|to| Delivery {
-                to,
-                frame: joined.clone(),
-            }));
+            let joined = member_frame("chat.presence.joined", channel_id, &entry.member, ctx);
+            deliveries.extend(channel.to_others(socket, joined));
         }
         let snapshot = frame(
             "chat.presence.snapshot",
@@ -220,32 +238,11 @@ impl Presence {
         };
         let mut deliveries = Vec::new();
         if subscriber.typing.is_some() {
-            let stopped = frame(
-                "chat.typing.updated",
-                &TypingPayload {
-                    channel_id,
-                    member: &entry.member,
-                    is_typing: false,
-                },
-                ctx,
-            );
-            deliveries.extend(channel.others(socket).map(|to| Delivery {
-                to,
-                frame: stopped.clone(),
-            }));
+            let stopped = typing_frame(channel_id, &entry.member, false, ctx);
+            deliveries.extend(channel.to_others(socket, stopped));
         }
-        let left = frame(
-            "chat.presence.left",
-            &MemberPayload {
-                channel_id,
-                member: &entry.member,
-            },
-            ctx,
-        );
-        deliveries.extend(channel.others(socket).map(|to| Delivery {
-            to,
-            frame: left.clone(),
-        }));
+        let left = member_frame("chat.presence.left", channel_id, &entry.member, ctx);
+        deliveries.extend(channel.to_others(socket, left));
         if channel.subscribers.is_empty() {
             self.channels.remove(channel_id);
             self.typing_channels.remove(channel_id);
@@ -317,22 +314,8 @@ impl Presence {
         let Some(entry) = self.sockets.get(&socket) else {
             return Vec::new();
         };
-        let update = frame(
-            "chat.typing.updated",
-            &TypingPayload {
-                channel_id,
-                member: &entry.member,
-                is_typing,
-            },
-            ctx,
-        );
-        channel
-            .others(socket)
-            .map(|to| Delivery {
-                to,
-                frame: update.clone(),
-            })
-            .collect()
+        let update = typing_frame(channel_id, &entry.member, is_typing, ctx);
+        channel.to_others(socket, update).collect()
     }
 
     /// Announces `is_typing: false` for every typist silent for [`TYPING_TIMEOUT`] by `now`.
@@ -360,19 +343,8 @@ impl Presence {
                 let Some(entry) = sockets.get(&socket) else {
                     continue;
                 };
-                let stopped = frame(
-                    "chat.typing.updated",
-                    &TypingPayload {
-                        channel_id,
-                        member: &entry.member,
-                        is_typing: false,
-                    },
-                    ctx,
-                );
-                deliveries.extend(channel.others(socket).map(|to| Delivery {
-                    to,
-                    frame: stopped.clone(),
-                }));
+                let stopped = typing_frame(channel_id, &entry.member, false, ctx);
+                deliveries.extend(channel.to_others(socket, stopped));
             }
             still_typing
         });
