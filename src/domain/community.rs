@@ -106,6 +106,24 @@ pub struct Outcome<T> {
 }
 
 impl<T> Outcome<T> {
+    /// A value with records to commit and nothing to publish.
+    fn stored(value: T, records: Vec<Record>) -> Outcome<T> {
+        Outcome {
+            records,
+            ..Outcome::pure(value)
+        }
+    }
+
+    /// A value with records to commit and events to publish after the commit.
+    fn published(value: T, records: Vec<Record>, events: Vec<Emitted>) -> Outcome<T> {
+        Outcome {
+            value,
+            records,
+            events,
+            notices: Vec::new(),
+        }
+    }
+
     fn pure(value: T) -> Outcome<T> {
         Outcome {
             value,
@@ -459,10 +477,7 @@ impl Community {
     ) -> Result<Outcome<Role>, DomainError> {
         let mut records = Vec::new();
         let role = self.admit_inner(server_id, &actor.user_uid, how, now, &mut records)?;
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(role)
-        })
+        Ok(Outcome::stored(role, records))
     }
 
     /// `DELETE /v1/servers/{id}/membership`: closes the current span. Idempotent.
@@ -793,10 +808,7 @@ impl Community {
         {
             self.set_owner(&id, owner, now, &mut records);
         }
-        Outcome {
-            records,
-            ..Outcome::pure(token)
-        }
+        Outcome::stored(token, records)
     }
 
     /// `POST /v1/servers`.
@@ -850,9 +862,8 @@ impl Community {
         )?;
         let (token, expires_at) =
             self.new_claim_token(&server.id, CLAIM_TOKEN_TTL_MS, now, &mut records);
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(ServerCreated {
+        Ok(Outcome::stored(
+            ServerCreated {
                 server: self.directory_item(&server),
                 created_by_uid: actor.user_uid.clone(),
                 created_at: views::rfc3339(now),
@@ -860,8 +871,9 @@ impl Community {
                     token,
                     expires_at: views::rfc3339(expires_at),
                 },
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// `POST /v1/servers/{id}/ownership:claim`: the token alone authorizes.
@@ -896,14 +908,14 @@ impl Community {
         let mut records = vec![Record::ClaimToken(claim)];
         self.claim_tokens.remove(&hash);
         self.set_owner(server_id, &actor.user_uid, now, &mut records);
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(Claimed {
+        Ok(Outcome::stored(
+            Claimed {
                 server_id: server_id.to_owned(),
                 owner_user_uid: actor.user_uid.clone(),
                 claimed_at: views::rfc3339(now),
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// `GET /v1/servers/{id}/settings`.
@@ -922,15 +934,15 @@ impl Community {
             &mut records,
         )?;
         let s = &self.servers[server_id];
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(views::Settings {
+        Ok(Outcome::stored(
+            views::Settings {
                 server_id: s.id.clone(),
                 display_name: s.display_name.clone(),
                 description: s.description.clone(),
                 banner_preset: s.banner_preset.clone(),
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// `PUT /v1/servers/{id}/settings` (owner or admin); emits `chat.server.updated`.
@@ -978,12 +990,7 @@ impl Community {
         };
         self.servers.insert(server.id.clone(), server);
         let event = self.server_event(&mut records, server_id, "chat.server.updated", &value, now);
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     /// `GET /v1/servers/{id}/members`: current members with their live status.
@@ -1016,13 +1023,13 @@ impl Community {
         members.sort_by(|a, b| {
             (a.status != "online", &a.name, &a.id).cmp(&(b.status != "online", &b.name, &b.id))
         });
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(Members {
+        Ok(Outcome::stored(
+            Members {
                 server_id: server_id.to_owned(),
                 members,
-            })
-        })
+            },
+            records,
+        ))
     }
 
     // ----- layout -------------------------------------------------------------------------
@@ -1067,12 +1074,12 @@ impl Community {
     ) -> Result<Outcome<Groups>, DomainError> {
         let mut records = Vec::new();
         let role = self.require_readable_server(server_id, actor, now, &mut records)?;
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(Groups {
+        Ok(Outcome::stored(
+            Groups {
                 groups: self.layout(server_id, role.is_none()),
-            })
-        })
+            },
+            records,
+        ))
     }
 
     fn group_of(&self, category_id: &str) -> Group {
@@ -1178,12 +1185,7 @@ impl Community {
             created_at: views::rfc3339(now),
         };
         let event = self.server_event(&mut records, server_id, "chat.channel.created", &value, now);
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     /// `POST /v1/servers/{id}/categories`; emits `chat.category.created`.
@@ -1237,12 +1239,7 @@ impl Community {
             &value,
             now,
         );
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     fn category_in(&self, server_id: &str, group_id: &str) -> Result<&Category, DomainError> {
@@ -1286,12 +1283,7 @@ impl Community {
             &value,
             now,
         );
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     /// `DELETE /v1/servers/{id}/categories/{group_id}`: its channels move to the first other
@@ -1371,12 +1363,7 @@ impl Community {
             &value,
             now,
         );
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     /// `PUT /v1/servers/{id}/channel-layout`. Listed groups take the order given, groups not
@@ -1514,17 +1501,17 @@ impl Community {
             }
             (_, None) => return Err(DomainError::not_a_member()),
         };
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(HistoryAccess {
+        Ok(Outcome::stored(
+            HistoryAccess {
                 channel,
                 visibility,
                 viewer: role.map(|role| Viewer {
                     user_uid: actor.user_uid.clone(),
                     role,
                 }),
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// Renders a stored message for a reader (see [`render`]).
@@ -1659,12 +1646,7 @@ impl Community {
             &MessageOut { message: shared },
             now,
         );
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     fn mentions_in(&self, body: &str, channel_id: &str) -> Vec<Mention> {
@@ -1741,12 +1723,7 @@ impl Community {
             &value,
             now,
         );
-        Ok(Outcome {
-            value,
-            records,
-            events: vec![event],
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, vec![event]))
     }
 
     // ----- read acks and mentions ---------------------------------------------------------
@@ -1797,14 +1774,14 @@ impl Community {
     ) -> Result<Outcome<ReadAckOut>, DomainError> {
         let mut records = Vec::new();
         self.member_of_channel(actor, channel_id, now, &mut records)?;
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(ReadAckOut {
+        Ok(Outcome::stored(
+            ReadAckOut {
                 channel_id: channel_id.to_owned(),
                 read_ack: self.read_ack_item(&actor.user_uid, channel_id),
                 applied: None,
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// `PUT /v1/channels/{id}/read-ack`: moves forward only; emits `chat.read_ack.updated` to
@@ -1850,12 +1827,7 @@ impl Community {
                 created_at: now,
             });
         }
-        Ok(Outcome {
-            value,
-            records,
-            events,
-            notices: Vec::new(),
-        })
+        Ok(Outcome::published(value, records, events))
     }
 
     /// `GET /v1/channels/{id}/mentions:resolve`: members whose name or uid matches `query`
@@ -1904,10 +1876,7 @@ impl Community {
             }
         }
         results.truncate(limit);
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(MentionResults { results })
-        })
+        Ok(Outcome::stored(MentionResults { results }, records))
     }
 
     // ----- profiles -----------------------------------------------------------------------
@@ -2023,10 +1992,7 @@ impl Community {
         };
         let records = vec![Record::AvatarAsset(asset.clone())];
         self.avatar_assets.insert(asset.id.clone(), asset);
-        Outcome {
-            records,
-            ..Outcome::pure(value)
-        }
+        Outcome::stored(value, records)
     }
 
     /// The stored blob behind an avatar asset id.
@@ -2166,15 +2132,15 @@ impl Community {
         };
         records.push(Record::Session(session.clone()));
         self.sessions.insert(session.token_hash.clone(), session);
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(SessionOut {
+        Ok(Outcome::stored(
+            SessionOut {
                 token,
                 user_uid: uid,
                 device_id: device_id.to_owned(),
                 expires_at: views::rfc3339(now + SESSION_TTL_MS),
-            })
-        })
+            },
+            records,
+        ))
     }
 
     /// The actor behind a bearer token, if the session is live.
@@ -2203,10 +2169,7 @@ impl Community {
             return Err(DomainError::unauthorized("no such session"));
         };
         s.revoked_at = Some(now);
-        Ok(Outcome {
-            records: vec![Record::Session(s)],
-            ..Outcome::pure(())
-        })
+        Ok(Outcome::stored((), vec![Record::Session(s)]))
     }
 
     /// Removes expired challenges (called now and then by the authority).
@@ -2292,10 +2255,7 @@ impl Community {
         } else {
             crate::rtc::ticket::Permissions::ALL
         };
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(permissions)
-        })
+        Ok(Outcome::stored(permissions, records))
     }
 
     /// Marks a ticket used; a second use is `rtc_ticket_replayed`. `exp` is the ticket's expiry
@@ -2442,10 +2402,7 @@ impl Community {
             false,
             now,
         );
-        Ok(Outcome {
-            records: vec![record],
-            ..Outcome::pure(())
-        })
+        Ok(Outcome::stored((), vec![record]))
     }
 
     /// Timeout until `until`: the uid may still join calls, listen-only.
@@ -2467,10 +2424,7 @@ impl Community {
             true,
             now,
         );
-        Ok(Outcome {
-            records: vec![record],
-            ..Outcome::pure(())
-        })
+        Ok(Outcome::stored((), vec![record]))
     }
 
     /// Locks (or unlocks) a voice channel: no new join tickets; who is in stays.
@@ -2500,10 +2454,7 @@ impl Community {
             locked,
             now,
         );
-        Ok(Outcome {
-            records: vec![record],
-            ..Outcome::pure(())
-        })
+        Ok(Outcome::stored((), vec![record]))
     }
 
     /// Sets a member's role (owner only; the owner's own role is not changed this way).
@@ -2537,10 +2488,7 @@ impl Community {
         let m = Membership { role, ..m };
         let records = vec![Record::Membership(m.clone())];
         self.index_membership(m);
-        Ok(Outcome {
-            records,
-            ..Outcome::pure(())
-        })
+        Ok(Outcome::stored((), records))
     }
 
     // ----- realtime -----------------------------------------------------------------------
