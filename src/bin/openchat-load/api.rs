@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use crate::args::Common;
 use crate::http;
 use crate::net::Connector;
 
@@ -79,6 +82,29 @@ pub fn first_text_channel(channels: Vec<u8>) -> Result<Option<String>, String> {
         .flat_map(|g| g.channels)
         .find(|c| c.kind == "text")
         .map(|c| c.id))
+}
+
+/// What a posting run starts from: a connector planned for `connections`, the server's
+/// authority, and the place found as the population's first user.
+pub async fn prepare(
+    common: &Common,
+    population: Population,
+    connections: usize,
+    channel: Option<&str>,
+) -> Result<(Arc<Connector>, String, Place), String> {
+    let target = common.url.resolve()?;
+    let connector = Arc::new(Connector::planned(target, connections, common.source_ips));
+    let authority = common.url.authority.clone();
+    let (uid0, device0) = (uid(population, 0), device(population, 0));
+    let place = discover(
+        &connector,
+        &authority,
+        &http::identity(&uid0, &device0),
+        channel,
+        common.timeout,
+    )
+    .await?;
+    Ok((connector, authority, place))
 }
 
 /// Asks the server for its default server id, and for a text channel unless one is given.

@@ -23,8 +23,6 @@ use tokio::sync::{Semaphore, watch};
 use crate::api::{self, Population};
 use crate::args::FanoutArgs;
 use crate::hist::{self, Histogram, Latency};
-use crate::http;
-use crate::net::Connector;
 use sender::{Sender, run_senders};
 use subscriber::Subscriber;
 
@@ -126,23 +124,11 @@ impl Shared {
 }
 
 pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, String> {
-    let target = args.common.url.resolve()?;
-    let connector = Arc::new(Connector::planned(
-        target,
+    let (connector, authority, place) = api::prepare(
+        &args.common,
+        Population::FanoutSender,
         args.subscribers + args.senders * 8,
-        args.common.source_ips,
-    ));
-    let authority = args.common.url.authority.clone();
-    let (uid0, device0) = (
-        api::uid(Population::FanoutSender, 0),
-        api::device(Population::FanoutSender, 0),
-    );
-    let place = api::discover(
-        &connector,
-        &authority,
-        &http::identity(&uid0, &device0),
         args.channel.as_deref(),
-        args.common.timeout,
     )
     .await?;
     let total = (args.rate * args.duration.as_secs_f64()).floor() as usize;

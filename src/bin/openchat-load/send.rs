@@ -59,23 +59,11 @@ impl ConnStats {
 }
 
 pub async fn run(args: &SendArgs) -> Result<SendReport, String> {
-    let target = args.common.url.resolve()?;
-    let connector = Arc::new(Connector::planned(
-        target,
+    let (connector, authority, place) = api::prepare(
+        &args.common,
+        Population::Send,
         args.connections + 2,
-        args.common.source_ips,
-    ));
-    let authority = args.common.url.authority.clone();
-    let (uid0, device0) = (
-        api::uid(Population::Send, 0),
-        api::device(Population::Send, 0),
-    );
-    let place = api::discover(
-        &connector,
-        &authority,
-        &http::identity(&uid0, &device0),
         args.channel.as_deref(),
-        args.common.timeout,
     )
     .await?;
     eprintln!(
