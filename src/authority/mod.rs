@@ -305,8 +305,8 @@ pub fn frame_of(event: &Emitted) -> Bytes {
 impl Core {
     fn new(settings: Settings, storage: Storage, snapshot: Snapshot) -> Core {
         let (loopback, _) = mpsc::unbounded_channel();
-        let mut core = Core {
-            community: Community::new(settings.clone(), Snapshot::default()),
+        Core {
+            community: Community::new(settings.clone(), snapshot),
             settings,
             storage,
             shards: Vec::new(),
@@ -318,9 +318,7 @@ impl Core {
             next_ticket: 0,
             next_to_publish: 0,
             finished: BTreeMap::new(),
-        };
-        core.install(snapshot);
-        core
+        }
     }
 
     /// Takes a loaded state. The resume windows start empty, just after each server's last
