@@ -54,6 +54,16 @@ fn text_channel(c: &mut Community, server: &str, who: &Actor) -> String {
         .clone()
 }
 
+/// A plaintext message without attachments, replying to `reply` if given.
+fn plain(body: impl Into<String>, reply: Option<&Message>) -> NewMessage {
+    NewMessage {
+        content: Content::Plain { body: body.into() },
+        reply_to: reply.cloned(),
+        reply_to_id: reply.map(|m| m.id.clone()),
+        attachments: Vec::new(),
+    }
+}
+
 /// Posts through the rules and stores the result in `history`, as the authority would.
 fn post(
     c: &mut Community,
@@ -64,17 +74,7 @@ fn post(
     reply: Option<&Message>,
 ) -> Message {
     let out = c
-        .post_message(
-            who,
-            channel,
-            NewMessage {
-                content: Content::Plain { body: body.into() },
-                reply_to: reply.cloned(),
-                reply_to_id: reply.map(|m| m.id.clone()),
-                attachments: Vec::new(),
-            },
-            10,
-        )
+        .post_message(who, channel, plain(body, reply), 10)
         .unwrap();
     let message = out
         .records
@@ -404,17 +404,7 @@ fn leaving_ends_access_and_rejoining_opens_a_new_span() {
         "not_a_member"
     );
     let post_err = c
-        .post_message(
-            &bob,
-            &channel,
-            NewMessage {
-                content: Content::Plain { body: "x".into() },
-                reply_to: None,
-                reply_to_id: None,
-                attachments: vec![],
-            },
-            13,
-        )
+        .post_message(&bob, &channel, plain("x", None), 13)
         .unwrap_err();
     assert_eq!(post_err.code, "not_a_member");
     assert_eq!(
@@ -487,14 +477,7 @@ fn replies_mentions_and_permissions() {
         .post_message(
             &bob,
             &channel,
-            NewMessage {
-                content: Content::Plain {
-                    body: "😀 @uid_alice look @here".into(),
-                },
-                reply_to: Some(first.clone()),
-                reply_to_id: Some(first.id.clone()),
-                attachments: vec![],
-            },
+            plain("😀 @uid_alice look @here", Some(&first)),
             20,
         )
         .unwrap();
@@ -561,34 +544,14 @@ fn oversize_and_wrong_kind_posts_are_refused() {
     let channel = text_channel(&mut c, "home", &alice);
     let big = "x".repeat(4001);
     let err = c
-        .post_message(
-            &alice,
-            &channel,
-            NewMessage {
-                content: Content::Plain { body: big },
-                reply_to: None,
-                reply_to_id: None,
-                attachments: vec![],
-            },
-            1,
-        )
+        .post_message(&alice, &channel, plain(big, None), 1)
         .unwrap_err();
     assert_eq!((err.status, err.code), (413, "payload_too_large"));
     let voice = c.channels_of(Some(&alice), "home", 1).unwrap().value.groups[1].channels[0]
         .id
         .clone();
     let err = c
-        .post_message(
-            &alice,
-            &voice,
-            NewMessage {
-                content: Content::Plain { body: "hi".into() },
-                reply_to: None,
-                reply_to_id: None,
-                attachments: vec![],
-            },
-            1,
-        )
+        .post_message(&alice, &voice, plain("hi", None), 1)
         .unwrap_err();
     assert_eq!(err.code, "not_a_text_channel");
     let owner = actor("uid_owner");
@@ -608,17 +571,7 @@ fn oversize_and_wrong_kind_posts_are_refused() {
         .channel
         .id;
     let err = c
-        .post_message(
-            &alice,
-            &e2ee,
-            NewMessage {
-                content: Content::Plain { body: "hi".into() },
-                reply_to: None,
-                reply_to_id: None,
-                attachments: vec![],
-            },
-            3,
-        )
+        .post_message(&alice, &e2ee, plain("hi", None), 3)
         .unwrap_err();
     assert_eq!(err.code, "plaintext_not_allowed");
 }
@@ -908,17 +861,7 @@ fn new_message_events_are_counted_not_logged() {
     let channel = text_channel(&mut c, "home", &alice);
     let before = c.last_event_id("home");
     let out = c
-        .post_message(
-            &alice,
-            &channel,
-            NewMessage {
-                content: Content::Plain { body: "hi".into() },
-                reply_to: None,
-                reply_to_id: None,
-                attachments: vec![],
-            },
-            1,
-        )
+        .post_message(&alice, &channel, plain("hi", None), 1)
         .unwrap();
     assert_eq!(out.events[0].event_id, Some(before + 1));
     assert!(out.records.iter().all(|r| !matches!(r, Record::Event(_))));
