@@ -9,8 +9,8 @@ use bytes::Bytes;
 pub(crate) use crate::http::response::write_json_string;
 use simd_json::prelude::*;
 
-/// Longest id a client may send (`channel_id`); ids are `[A-Za-z0-9_-]{1,64}`.
-pub const MAX_ID_CHARS: usize = 64;
+/// Ids a client sends (`channel_id`) follow the instance-wide id rule.
+pub use crate::domain::text::{MAX_ID_CHARS, is_valid_id};
 /// Longest `request_id`. It is only echoed back, so it is bounded but not restricted to the id
 /// alphabet (clients generate it their own way).
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
@@ -55,14 +55,6 @@ pub enum FrameError {
     InvalidId(&'static str),
     #[error("field `request_id` must be 1 to 128 characters without control characters")]
     InvalidRequestId,
-}
-
-/// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `[A-Za-z0-9_-]`.
-pub fn is_valid_id(id: &str) -> bool {
-    (1..=MAX_ID_CHARS).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Parses one client text frame. The text is copied once: simd-json parses in place.
