@@ -13,12 +13,18 @@ use crate::http::Response;
 
 pub const API_VERSION: &str = "v1";
 pub const RTC_PROTOCOL_VERSION: &str = "1";
-/// Display names the client may set (wire-contract A.9: at most 32 characters).
-pub const DISPLAY_NAME_MIN_CHARS: u32 = 1;
-pub const DISPLAY_NAME_MAX_CHARS: u32 = 32;
+/// Display names the client may set (wire-contract A.9: at most 32 characters), as the
+/// profile rules enforce them.
+pub const DISPLAY_NAME_MIN_CHARS: u32 = crate::domain::text::DISPLAY_NAME_MIN_CHARS as u32;
+pub const DISPLAY_NAME_MAX_CHARS: u32 = crate::domain::text::DISPLAY_NAME_MAX_CHARS as u32;
 pub const AVATAR_MAX_BYTES: u64 = 2 * 1024 * 1024;
 pub const AVATAR_MAX_DIMENSION: u32 = 1024;
-pub const IMAGE_MIME_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/gif"];
+/// The image types uploads are checked against (`media::ImageFormat`).
+pub const IMAGE_MIME_TYPES: [&str; 3] = [
+    crate::media::ImageFormat::Png.content_type(),
+    crate::media::ImageFormat::Jpeg.content_type(),
+    crate::media::ImageFormat::Gif.content_type(),
+];
 /// How long the client waits for `rtc.joined` and for an SDP answer, and how it backs off.
 pub const RTC_JOIN_TIMEOUT_MS: u32 = 15_000;
 pub const RTC_ANSWER_TIMEOUT_MS: u32 = 10_000;

@@ -38,7 +38,7 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// The MIME type to store and serve the image with.
-    pub fn content_type(self) -> &'static str {
+    pub const fn content_type(self) -> &'static str {
         match self {
             ImageFormat::Png => "image/png",
             ImageFormat::Jpeg => "image/jpeg",
