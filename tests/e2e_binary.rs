@@ -22,6 +22,7 @@ fn starts_under_cargo_run_environment() {
     cmd.envs(from_build_script);
     let mut child = cmd
         .env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+        .env("OPENCHAT_RTC_UDP_PORT", "0")
         .env("OPENCHAT_DATA_DIR", &data)
         .stderr(Stdio::piped())
         .spawn()
@@ -112,6 +113,7 @@ fn starts_with_build_metadata_serves_and_stops_on_sigterm() {
     let data = std::env::temp_dir().join(format!("openchat-bin-{}", uuid::Uuid::new_v4().simple()));
     let mut child = openchatd()
         .env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+        .env("OPENCHAT_RTC_UDP_PORT", "0")
         .env("OPENCHAT_SHARDS", "2")
         .env("OPENCHAT_DATA_DIR", &data)
         .env("OPENCHAT_LOG_FORMAT", "json")

@@ -11,6 +11,7 @@ use std::time::Duration;
 use simd_json::json;
 use simd_json::prelude::*;
 use support::api::{Client, default_server_id, ids_of, is_rfc3339_utc, new_uid};
+use support::call::{ticket_for, voice_channel};
 use support::json::{Json, JsonPath, encode, key_set};
 use support::media;
 use support::multipart::Multipart;
@@ -942,18 +943,6 @@ on_both_engines! {
     };
 }
 
-/// The first voice channel of `server_id`.
-fn voice_channel(client: &Client, server_id: &str) -> String {
-    let groups = client.groups(server_id);
-    groups
-        .arr_at("groups")
-        .iter()
-        .flat_map(|g| g.arr_at("channels").iter())
-        .find(|c| c.str_at("type") == "voice")
-        .map(|c| c.str_at("id").to_owned())
-        .expect("the seeded voice channel")
-}
-
 const TICKET_SECRET: &str = "0123456789abcdef0123456789abcdef-e2e";
 
 on_both_engines! {
@@ -1003,16 +992,6 @@ on_both_engines! {
         alice.post(&path, &json!({})).assert_error(400, "invalid_server_id");
         alice.post("/v1/rtc/channels/ch_nope/join-ticket", &json!({"server_id": "home"})).assert_error(404, "channel_not_found");
     };
-}
-
-/// A fresh join ticket of `client` for `channel` of the default server `home`.
-fn ticket_for(client: &Client, channel: &str) -> String {
-    let reply = client.post(
-        &format!("/v1/rtc/channels/{channel}/join-ticket"),
-        &json!({"server_id": "home"}),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json().str_at("ticket").to_owned()
 }
 
 /// A signaling socket that sent `rtc.join` with `ticket`.

@@ -525,6 +525,7 @@ impl Daemon {
             }
         }
         cmd.env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+            .env("OPENCHAT_RTC_UDP_PORT", "0")
             .env("OPENCHAT_SHARDS", "2")
             .env("OPENCHAT_DATA_DIR", place.data_dir.path())
             .env("OPENCHAT_AUTH_MODE", "headers")

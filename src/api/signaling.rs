@@ -1,23 +1,24 @@
 //! `GET /v1/rtc/signaling` (WebSocket, wire contract A.8): the voice signaling socket. The first
 //! frame must be `rtc.join {ticket}`; the ticket is verified (signature, expiry), consumed once
 //! at the authority (single use across shards), and the socket joins the room on the shard that
-//! owns the channel. Then: `rtc.media.state` is relayed, `rtc.leave` or closing leaves, a
-//! moderation kick sends `rtc.kicked` and closes.
-//!
-//! Not yet: offers/answers, ICE candidates and track announcements — the SFU core. Until it
-//! exists, `rtc.offer.*` and `rtc.ice.candidate` frames are accepted and ignored.
+//! owns the channel. Then every frame goes to that shard: `rtc.offer.publish` /
+//! `rtc.offer.subscribe` are answered by its SFU, `rtc.ice.candidate` adds a client candidate,
+//! `rtc.media.state` is relayed, `rtc.leave` or closing leaves, a moderation kick sends
+//! `rtc.kicked` and closes. Frames of unknown types are ignored.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::rc::Rc;
 
 use crate::http::Request;
 use crate::realtime::SocketRef;
-use crate::rtc::room::error_frame;
+use crate::rtc::room::{Seat, error_frame};
 use crate::rtc::ticket::{self, TicketError};
 use crate::runtime::hub::VoiceOp;
 use crate::runtime::shard::Shard;
 use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
+use crate::sfu::{Caps, Direction};
 
 /// A client frame `{type, request_id, channel_id, payload}`.
 struct Envelope {
@@ -27,6 +28,16 @@ struct Envelope {
 }
 
 impl Envelope {
+    /// A string field of the payload.
+    fn text(&self, field: &str) -> Option<String> {
+        use simd_json::prelude::*;
+        self.payload
+            .as_ref()?
+            .get(field)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
     fn parse(text: String) -> Option<Envelope> {
         use simd_json::prelude::*;
         let mut bytes = text.into_bytes();
@@ -49,7 +60,25 @@ pub fn session(
 ) -> Pin<Box<dyn Future<Output = ()>>> {
     // Nothing of the upgrade request is needed: identity comes with the ticket.
     drop(request);
-    Box::pin(run(shard, session))
+    let media_ip = media_ip(&shard, session.local_addr());
+    Box::pin(run(shard, session, media_ip))
+}
+
+/// The IP a participant's media candidate carries: `OPENCHAT_RTC_PUBLIC_IP`, else the address
+/// its signaling connection reached (the media sockets are IPv4: an IPv6 loopback or mapped
+/// address becomes its IPv4 form).
+fn media_ip(shard: &Shard, local: Option<std::net::SocketAddr>) -> IpAddr {
+    if let Some(ip) = shard.app.config.rtc.public_ip {
+        return ip;
+    }
+    match local.map(|a| a.ip()) {
+        Some(IpAddr::V4(ip)) if !ip.is_unspecified() => IpAddr::V4(ip),
+        Some(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        },
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
 }
 
 /// Sends a fatal `rtc.error` and closes.
@@ -58,7 +87,7 @@ fn fail(handle: &SocketHandle, code: &str, message: &str, retryable: bool) {
     handle.close();
 }
 
-async fn run(shard: Rc<Shard>, session: Session) {
+async fn run(shard: Rc<Shard>, session: Session, media_ip: IpAddr) {
     let mut socket = RealtimeSocket::new(session, &shard);
     let handle = socket.handle();
     let id = shard.hub.register_plain(handle.clone());
@@ -81,7 +110,7 @@ async fn run(shard: Rc<Shard>, session: Session) {
             continue;
         };
         match (envelope.kind.as_str(), &joined) {
-            ("rtc.join", None) => match join(&shard, &envelope, me).await {
+            ("rtc.join", None) => match join(&shard, &envelope, me, media_ip).await {
                 Ok(channel) => joined = Some(channel),
                 Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
             },
@@ -113,8 +142,51 @@ async fn run(shard: Rc<Shard>, session: Session) {
                     );
                 }
             }
+            ("rtc.offer.publish" | "rtc.offer.subscribe", Some(channel)) => {
+                let direction = if envelope.kind == "rtc.offer.publish" {
+                    Direction::Publish
+                } else {
+                    Direction::Subscribe
+                };
+                match envelope.text("sdp") {
+                    Some(sdp) => shard.hub.voice(
+                        &shard,
+                        VoiceOp::Offer {
+                            channel_id: channel.clone(),
+                            socket: me,
+                            direction,
+                            sdp,
+                        },
+                    ),
+                    None => fail(
+                        &handle,
+                        "rtc_negotiation_failed",
+                        "an offer needs {sdp}",
+                        false,
+                    ),
+                }
+            }
+            ("rtc.ice.candidate", Some(channel)) => {
+                // A candidate without a known direction cannot be placed; it is dropped.
+                let direction = envelope
+                    .text("direction")
+                    .as_deref()
+                    .and_then(Direction::parse);
+                if let (Some(direction), Some(candidate)) = (direction, envelope.text("candidate"))
+                {
+                    shard.hub.voice(
+                        &shard,
+                        VoiceOp::Candidate {
+                            channel_id: channel.clone(),
+                            socket: me,
+                            direction,
+                            candidate,
+                        },
+                    );
+                }
+            }
             (other, Some(_)) => {
-                tracing::debug!(kind = other, "signaling frame not handled yet");
+                tracing::debug!(kind = other, "signaling frame of an unknown type ignored");
             }
         }
     }
@@ -138,6 +210,7 @@ async fn join(
     shard: &Rc<Shard>,
     envelope: &Envelope,
     me: SocketRef,
+    media_ip: IpAddr,
 ) -> Result<String, JoinRefusal> {
     use simd_json::prelude::*;
     let ticket_text = envelope
@@ -186,13 +259,26 @@ async fn join(
         .await
         .map_err(|e| (e.code, e.message, e.retryable))?;
     let channel = claims.channel_id.clone();
+    let caps = shard
+        .app
+        .config
+        .rtc
+        .receive_caps
+        .resolve(&claims.server_id, &claims.channel_id);
     shard.hub.voice(
         shard,
         VoiceOp::Join {
             claims,
             socket: me,
             joined_at: crate::authority::now_rfc3339(),
-            max_participants: shard.app.config.rtc.max_call_participants as usize,
+            seat: Seat {
+                max_participants: shard.app.config.rtc.max_call_participants as usize,
+                caps: Caps {
+                    audio: caps.max_audio_tracks as usize,
+                    video: caps.max_video_tracks as usize,
+                },
+                media_ip,
+            },
         },
     );
     Ok(channel)

@@ -179,12 +179,12 @@ const RTC_SUBSCRIBE_MAX_AUDIO_TRACKS_BY_CHANNEL: VarSpec = VarSpec {
 const RTC_UDP_PORT: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_UDP_PORT",
     default: "50000",
-    help: "First UDP media port; shard n uses this port + n, so port + shards - 1 must be at most 65535.",
+    help: "First UDP media port; shard n uses this port + n, so port + shards - 1 must be at most 65535. 0 gives every shard any free port.",
 };
 const RTC_PUBLIC_IP: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_PUBLIC_IP",
     default: "(unset: the address the client reached)",
-    help: "IP address advertised in media candidates; set it when the server is behind NAT.",
+    help: "IP address advertised in media candidates. Unset, a participant gets the IP its signaling connection reached; behind NAT set the public address (and forward the UDP ports).",
 };
 const RTC_MAX_CALL_PARTICIPANTS: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_MAX_CALL_PARTICIPANTS",

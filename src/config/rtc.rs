@@ -372,7 +372,11 @@ fn overrides(var: &VarSpec, raw: &str) -> Result<HashMap<String, u32>, ConfigErr
 
 fn udp_port_base(env: &Env, shards: usize) -> Result<u16, ConfigError> {
     let raw = env.value_or_default(&RTC_UDP_PORT);
-    let port = parse::integer(&RTC_UDP_PORT, raw, 1u16, u16::MAX)?;
+    let port = parse::integer(&RTC_UDP_PORT, raw, 0u16, u16::MAX)?;
+    if port == 0 {
+        // Every shard takes any free port (tests run many servers side by side).
+        return Ok(0);
+    }
     // Every shard binds its own port, so the whole run must fit.
     let highest = usize::from(u16::MAX) + 1 - shards;
     if usize::from(port) > highest {

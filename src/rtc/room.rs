@@ -1,16 +1,21 @@
 //! Voice rooms (sans-IO): who is in which voice channel, and the signaling frames that follow
-//! from joins, leaves, media-state changes and kicks (wire contract A.8, steps 1, 2, 5, 6). A
-//! room lives on the shard that owns its channel (`sharding::shard_for`); its methods return
-//! [`Delivery`]s for the caller to route, like presence does. Media (offers, answers, tracks)
-//! is the SFU's part and comes next.
+//! from joins, leaves, offers, media-state changes and kicks (wire contract A.8). A room lives
+//! on the shard that owns its channel (`sharding::shard_for`); its methods return
+//! [`Delivery`]s for the caller to route, like presence does. The media of the shard's rooms is
+//! one [`Sfu`]: offers become answers, and what the SFU reports (tracks a participant starts or
+//! stops receiving, speaking) becomes `rtc.track.published` / `rtc.track.unpublished` /
+//! `rtc.subscribe.refresh` / `rtc.participant.speaking` frames.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::ticket::{Claims, Permissions};
 use crate::realtime::{Delivery, SocketRef};
+use crate::sfu::{self, Caps, Datagram, Direction, Permit, Sfu};
 
 /// One participant as others see it (`rtc.joined` / `rtc.participant.joined`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,8 +36,19 @@ struct Participant {
 
 #[derive(Debug, Default)]
 struct Room {
+    /// Numbers the room for the SFU.
+    number: sfu::RoomId,
     /// By participant id, in join order (ids increase).
     participants: BTreeMap<u64, Participant>,
+}
+
+/// What a joiner brings besides its ticket.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat {
+    pub max_participants: usize,
+    pub caps: Caps,
+    /// The address the client reached this server at: its media candidate's IP.
+    pub media_ip: IpAddr,
 }
 
 /// Why a join was refused (sent as `rtc.error`).
@@ -45,12 +61,18 @@ pub enum JoinError {
 }
 
 /// The voice rooms of one shard.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Rooms {
     rooms: HashMap<String, Room>,
     /// Where each joined socket is: (channel, participant number).
     by_socket: HashMap<SocketRef, (String, u64)>,
+    /// The channel of each participant number.
+    by_number: HashMap<u64, String>,
     next_participant: u64,
+    next_room: sfu::RoomId,
+    /// The media of every room here (absent when the shard has no UDP socket, as in tests of
+    /// signaling alone).
+    media: Option<Sfu>,
 }
 
 /// `{"type": kind, "payload": payload}`: the server → client signaling envelope.
@@ -93,6 +115,45 @@ struct One<'a> {
     participant: &'a ParticipantView,
 }
 
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sdp: &'a str,
+    direction: &'a str,
+}
+
+#[derive(Serialize)]
+struct IceCandidate<'a> {
+    candidate: &'a str,
+    sdp_mid: &'a str,
+    sdp_mline_index: u32,
+    direction: &'a str,
+}
+
+/// `rtc.track.published` / `rtc.track.unpublished`.
+#[derive(Serialize)]
+struct TrackView<'a> {
+    participant_id: &'a str,
+    user_uid: &'a str,
+    device_id: &'a str,
+    track_id: &'a str,
+    stream_id: &'a str,
+    media_kind: &'a str,
+    stream_kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct Refresh<'a> {
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Speaking<'a> {
+    participant_id: &'a str,
+    speaking: bool,
+}
+
 impl Rooms {
     /// `socket` joins the room of `claims.channel_id` (ticket already verified and consumed).
     /// It gets `rtc.joined` with everyone (itself included); the others get
@@ -102,13 +163,23 @@ impl Rooms {
         claims: &Claims,
         socket: SocketRef,
         joined_at: &str,
-        max_participants: usize,
+        seat: Seat,
     ) -> Result<Vec<Delivery>, JoinError> {
         if self.by_socket.contains_key(&socket) {
             return Err(JoinError::AlreadyJoined);
         }
-        let room = self.rooms.entry(claims.channel_id.clone()).or_default();
-        if room.participants.len() >= max_participants {
+        if !self.rooms.contains_key(&claims.channel_id) {
+            self.next_room += 1;
+            self.rooms.insert(
+                claims.channel_id.clone(),
+                Room {
+                    number: self.next_room,
+                    participants: BTreeMap::new(),
+                },
+            );
+        }
+        let room = self.rooms.get_mut(&claims.channel_id).expect("just made");
+        if room.participants.len() >= seat.max_participants {
             if room.participants.is_empty() {
                 self.rooms.remove(&claims.channel_id);
             }
@@ -155,20 +226,45 @@ impl Rooms {
         );
         self.by_socket
             .insert(socket, (claims.channel_id.clone(), number));
+        self.by_number.insert(number, claims.channel_id.clone());
+        let room_number = room.number;
+        if let Some(media) = self.media.as_mut() {
+            let p = claims.permissions;
+            media.add_participant(
+                room_number,
+                number,
+                seat.caps,
+                Permit {
+                    audio: p.speak,
+                    camera: p.video,
+                    screen: p.screenshare,
+                },
+                seat.media_ip,
+            );
+        }
+        out.extend(self.media_deliveries());
         Ok(out)
     }
 
     /// `rtc.leave` or a closed socket: the others get `rtc.participant.left`; an empty room is
     /// removed.
     pub fn leave(&mut self, socket: SocketRef) -> Vec<Delivery> {
-        let Some((channel, number)) = self.by_socket.remove(&socket) else {
+        let Some((channel, number)) = self.by_socket.get(&socket).cloned() else {
             return Vec::new();
         };
+        // Its tracks are withdrawn while it is still known (the frames name it).
+        let mut withdrawn = Vec::new();
+        if let Some(media) = self.media.as_mut() {
+            media.remove_participant(number);
+            withdrawn = self.media_deliveries();
+        }
+        self.by_socket.remove(&socket);
+        self.by_number.remove(&number);
         let Some(room) = self.rooms.get_mut(&channel) else {
-            return Vec::new();
+            return withdrawn;
         };
         let Some(gone) = room.participants.remove(&number) else {
-            return Vec::new();
+            return withdrawn;
         };
         let left = frame(
             "rtc.participant.left",
@@ -176,7 +272,7 @@ impl Rooms {
                 participant: &gone.view,
             },
         );
-        let out = room
+        let mut out: Vec<Delivery> = room
             .participants
             .values()
             .map(|p| Delivery {
@@ -187,16 +283,32 @@ impl Rooms {
         if room.participants.is_empty() {
             self.rooms.remove(&channel);
         }
+        out.extend(withdrawn.into_iter().filter(|d| d.to != socket));
         out
     }
 
     /// `rtc.media.state` from `socket`, relayed to the others with its `participant_id`. A
     /// listen-only participant may only report `stop`s and mute/deafen changes.
-    pub fn media_state(&self, socket: SocketRef, payload: &simd_json::OwnedValue) -> Vec<Delivery> {
+    pub fn media_state(
+        &mut self,
+        socket: SocketRef,
+        payload: &simd_json::OwnedValue,
+    ) -> Vec<Delivery> {
         use simd_json::prelude::*;
         let Some((channel, number)) = self.by_socket.get(&socket) else {
             return Vec::new();
         };
+        // The stream kind the client gives a track decides how the SFU announces it.
+        if let (Some(media), Some(track), Some(kind)) = (
+            self.media.as_mut(),
+            payload.get("track_id").and_then(|t| t.as_str()),
+            payload
+                .get("stream_kind")
+                .and_then(|k| k.as_str())
+                .and_then(sfu::StreamKind::parse),
+        ) {
+            media.hint_stream_kind(*number, track, kind);
+        }
         let room = &self.rooms[channel];
         let me = &room.participants[number];
         let mut relayed = match payload.as_object() {
@@ -220,6 +332,212 @@ impl Rooms {
                 frame: out.clone(),
             })
             .collect()
+    }
+
+    /// Rooms whose media goes through `media` (the shard's SFU).
+    pub fn with_media(media: Sfu) -> Rooms {
+        Rooms {
+            media: Some(media),
+            ..Rooms::default()
+        }
+    }
+
+    /// `rtc.offer.publish` / `rtc.offer.subscribe` from `socket`: the answer, then the server's
+    /// ICE candidate for that connection (tagged with `direction`), then whatever the
+    /// negotiation changed for the others. A refused offer is one `rtc.error`.
+    pub fn offer(
+        &mut self,
+        socket: SocketRef,
+        direction: Direction,
+        sdp: &str,
+        now: Instant,
+    ) -> Vec<Delivery> {
+        let Some(number) = self.by_socket.get(&socket).map(|(_, n)| *n) else {
+            return vec![Delivery {
+                to: socket,
+                frame: error_frame("rtc_join_denied", "join first: rtc.join {ticket}", false),
+            }];
+        };
+        let Some(media) = self.media.as_mut() else {
+            return vec![Delivery {
+                to: socket,
+                frame: error_frame(
+                    "rtc_negotiation_failed",
+                    "media is not available on this server",
+                    true,
+                ),
+            }];
+        };
+        let answer = match media.accept_offer(number, direction, sdp, now) {
+            Ok(answer) => answer,
+            Err(e) => {
+                return vec![Delivery {
+                    to: socket,
+                    frame: error_frame(e.code(), &e.to_string(), false),
+                }];
+            }
+        };
+        let candidate = media.local_candidate(number).unwrap_or_default();
+        let kind = direction.as_str();
+        let mut out = vec![
+            Delivery {
+                to: socket,
+                frame: frame(
+                    &format!("rtc.answer.{kind}"),
+                    &Answer {
+                        kind: "answer",
+                        sdp: &answer,
+                        direction: kind,
+                    },
+                ),
+            },
+            Delivery {
+                to: socket,
+                frame: frame(
+                    "rtc.ice.candidate",
+                    &IceCandidate {
+                        candidate: &candidate,
+                        sdp_mid: crate::sfu::first_mid(&answer).unwrap_or("0"),
+                        sdp_mline_index: 0,
+                        direction: kind,
+                    },
+                ),
+            },
+        ];
+        out.extend(self.media_deliveries());
+        out
+    }
+
+    /// A trickled client candidate (`rtc.ice.candidate {candidate, direction}`). Candidates
+    /// that do not parse are ignored: a bad one must not end the call.
+    pub fn candidate(&mut self, socket: SocketRef, direction: Direction, candidate: &str) {
+        if let (Some((_, number)), Some(media)) = (self.by_socket.get(&socket), self.media.as_mut())
+        {
+            media.add_remote_candidate(*number, direction, candidate);
+        }
+    }
+
+    /// A datagram for the shard's SFU.
+    pub fn datagram(&mut self, now: Instant, from: SocketAddr, contents: &[u8]) -> Vec<Delivery> {
+        match self.media.as_mut() {
+            Some(media) => {
+                media.handle_datagram(now, from, contents);
+                self.media_deliveries()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// When the SFU next needs [`Rooms::timeout`].
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.media.as_ref().and_then(|m| m.next_timeout())
+    }
+
+    pub fn timeout(&mut self, now: Instant) -> Vec<Delivery> {
+        match self.media.as_mut() {
+            Some(media) => {
+                media.handle_timeout(now);
+                self.media_deliveries()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Datagrams the SFU wants sent.
+    pub fn take_datagrams(&mut self) -> Vec<Datagram> {
+        self.media
+            .as_mut()
+            .map(|m| m.take_datagrams())
+            .unwrap_or_default()
+    }
+
+    pub fn media_counters(&self) -> sfu::Counters {
+        self.media
+            .as_ref()
+            .map(|m| m.counters())
+            .unwrap_or_default()
+    }
+
+    /// Frames for what the SFU reported: each subscriber gets `rtc.track.published` /
+    /// `rtc.track.unpublished` for tracks it starts or stops receiving, then one
+    /// `rtc.subscribe.refresh`; a room hears who speaks.
+    fn media_deliveries(&mut self) -> Vec<Delivery> {
+        let Some(media) = self.media.as_mut() else {
+            return Vec::new();
+        };
+        let events = media.take_events();
+        let mut out = Vec::new();
+        let mut refresh: Vec<SocketRef> = Vec::new();
+        for event in events {
+            let (to, track, kind) = match event {
+                sfu::Event::Announce { to, track } => (to, track, "rtc.track.published"),
+                sfu::Event::Withdraw { to, track } => (to, track, "rtc.track.unpublished"),
+                sfu::Event::Speaking {
+                    participant,
+                    speaking,
+                    ..
+                } => {
+                    let Some(channel) = self.by_number.get(&participant) else {
+                        continue;
+                    };
+                    let room = &self.rooms[channel];
+                    let Some(speaker) = room.participants.get(&participant) else {
+                        continue;
+                    };
+                    let said = frame(
+                        "rtc.participant.speaking",
+                        &Speaking {
+                            participant_id: &speaker.view.participant_id,
+                            speaking,
+                        },
+                    );
+                    out.extend(room.participants.values().map(|p| Delivery {
+                        to: p.socket,
+                        frame: said.clone(),
+                    }));
+                    continue;
+                }
+            };
+            let (Some(subscriber), Some(publisher)) =
+                (self.participant(to), self.participant(track.publisher))
+            else {
+                continue;
+            };
+            out.push(Delivery {
+                to: subscriber.socket,
+                frame: frame(
+                    kind,
+                    &TrackView {
+                        participant_id: &publisher.view.participant_id,
+                        user_uid: &publisher.view.user_uid,
+                        device_id: &publisher.view.device_id,
+                        track_id: &track.track_id,
+                        stream_id: &track.stream_id,
+                        media_kind: track.stream_kind.media_kind(),
+                        stream_kind: track.stream_kind.as_str(),
+                    },
+                ),
+            });
+            if !refresh.contains(&subscriber.socket) {
+                refresh.push(subscriber.socket);
+            }
+        }
+        let again = frame(
+            "rtc.subscribe.refresh",
+            &Refresh {
+                reason: "tracks_changed",
+            },
+        );
+        out.extend(refresh.into_iter().map(|to| Delivery {
+            to,
+            frame: again.clone(),
+        }));
+        out
+    }
+
+    fn participant(&self, number: u64) -> Option<&Participant> {
+        let channel = self.by_number.get(&number)?;
+        self.rooms.get(channel)?.participants.get(&number)
     }
 
     /// Sockets of `user_uid` in rooms of `server_id` on this shard (for a kick).
@@ -261,6 +579,14 @@ mod tests {
         }
     }
 
+    fn seat(max_participants: usize) -> Seat {
+        Seat {
+            max_participants,
+            caps: Caps { audio: 8, video: 8 },
+            media_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+
     fn sock(n: u64) -> SocketRef {
         SocketRef {
             shard: (n % 2) as usize,
@@ -276,7 +602,9 @@ mod tests {
     fn joining_announces_and_lists_everyone() {
         use simd_json::prelude::*;
         let mut rooms = Rooms::default();
-        let first = rooms.join(&claims("uid_a"), sock(1), "t1", 10).unwrap();
+        let first = rooms
+            .join(&claims("uid_a"), sock(1), "t1", seat(10))
+            .unwrap();
         assert_eq!(first.len(), 1);
         let joined = json(&first[0].frame);
         assert_eq!(joined["type"].as_str(), Some("rtc.joined"));
@@ -284,7 +612,9 @@ mod tests {
             joined["payload"]["participants"].as_array().unwrap().len(),
             1
         );
-        let second = rooms.join(&claims("uid_b"), sock(2), "t2", 10).unwrap();
+        let second = rooms
+            .join(&claims("uid_b"), sock(2), "t2", seat(10))
+            .unwrap();
         assert_eq!(second[0].to, sock(2));
         let list = json(&second[0].frame);
         let ids: Vec<&str> = list["payload"]["participants"]
@@ -302,7 +632,7 @@ mod tests {
             Some("uid_b")
         );
         assert_eq!(
-            rooms.join(&claims("uid_b"), sock(2), "t3", 10),
+            rooms.join(&claims("uid_b"), sock(2), "t3", seat(10)),
             Err(JoinError::AlreadyJoined)
         );
     }
@@ -311,8 +641,12 @@ mod tests {
     fn leaving_announces_and_empty_rooms_go_away() {
         use simd_json::prelude::*;
         let mut rooms = Rooms::default();
-        rooms.join(&claims("uid_a"), sock(1), "t", 10).unwrap();
-        rooms.join(&claims("uid_b"), sock(2), "t", 10).unwrap();
+        rooms
+            .join(&claims("uid_a"), sock(1), "t", seat(10))
+            .unwrap();
+        rooms
+            .join(&claims("uid_b"), sock(2), "t", seat(10))
+            .unwrap();
         let left = rooms.leave(sock(1));
         assert_eq!(left.len(), 1);
         assert_eq!(
@@ -332,10 +666,10 @@ mod tests {
     fn a_full_room_refuses_and_media_state_is_relayed_with_the_participant() {
         use simd_json::prelude::*;
         let mut rooms = Rooms::default();
-        rooms.join(&claims("uid_a"), sock(1), "t", 2).unwrap();
-        rooms.join(&claims("uid_b"), sock(2), "t", 2).unwrap();
+        rooms.join(&claims("uid_a"), sock(1), "t", seat(2)).unwrap();
+        rooms.join(&claims("uid_b"), sock(2), "t", seat(2)).unwrap();
         assert_eq!(
-            rooms.join(&claims("uid_c"), sock(3), "t", 2),
+            rooms.join(&claims("uid_c"), sock(3), "t", seat(2)),
             Err(JoinError::Full)
         );
         let payload = simd_json::json!({"stream_id": "s1", "track_id": "t1", "stream_kind": "audio_microphone", "action": "start", "mic_muted": false, "deafened": false});
@@ -352,10 +686,10 @@ mod tests {
         let mut quiet = claims("uid_q");
         quiet.channel_id = "ch_other".into();
         quiet.permissions = Permissions::LISTEN_ONLY;
-        rooms.join(&quiet, sock(4), "t", 5).unwrap();
+        rooms.join(&quiet, sock(4), "t", seat(5)).unwrap();
         let mut listener = claims("uid_l");
         listener.channel_id = "ch_other".into();
-        rooms.join(&listener, sock(5), "t", 5).unwrap();
+        rooms.join(&listener, sock(5), "t", seat(5)).unwrap();
         assert!(rooms.media_state(sock(4), &payload).is_empty());
         assert_eq!(rooms.sockets_of("srv", "uid_q"), vec![sock(4)]);
     }

@@ -30,7 +30,21 @@ pub enum VoiceOp {
         claims: crate::rtc::ticket::Claims,
         socket: SocketRef,
         joined_at: String,
-        max_participants: usize,
+        seat: crate::rtc::room::Seat,
+    },
+    /// `rtc.offer.publish` / `rtc.offer.subscribe`.
+    Offer {
+        channel_id: String,
+        socket: SocketRef,
+        direction: crate::sfu::Direction,
+        sdp: String,
+    },
+    /// A trickled client candidate.
+    Candidate {
+        channel_id: String,
+        socket: SocketRef,
+        direction: crate::sfu::Direction,
+        candidate: String,
     },
     Leave {
         channel_id: String,
@@ -48,9 +62,10 @@ impl VoiceOp {
     fn channel_id(&self) -> &str {
         match self {
             VoiceOp::Join { claims, .. } => &claims.channel_id,
-            VoiceOp::Leave { channel_id, .. } | VoiceOp::MediaState { channel_id, .. } => {
-                channel_id
-            }
+            VoiceOp::Leave { channel_id, .. }
+            | VoiceOp::MediaState { channel_id, .. }
+            | VoiceOp::Offer { channel_id, .. }
+            | VoiceOp::Candidate { channel_id, .. } => channel_id,
         }
     }
 }
@@ -101,8 +116,12 @@ pub struct Hub {
     sockets: RefCell<HashMap<u64, LocalSocket>>,
     by_server: RefCell<HashMap<String, HashSet<u64>>>,
     presence: RefCell<Presence>,
-    /// Voice rooms of the channels this shard owns.
+    /// Voice rooms of the channels this shard owns, with their media.
     rooms: RefCell<crate::rtc::room::Rooms>,
+    /// This shard's UDP media socket (sending side), once bound.
+    media_out: RefCell<Option<std::net::UdpSocket>>,
+    /// Datagrams the kernel refused (send buffer full).
+    media_send_drops: Cell<u64>,
     /// Server of each channel with presence here (for the frames of expiring typists).
     channel_servers: RefCell<HashMap<String, String>>,
 }
@@ -200,8 +219,8 @@ impl Hub {
                     claims,
                     socket,
                     joined_at,
-                    max_participants,
-                } => match rooms.join(&claims, socket, &joined_at, max_participants) {
+                    seat,
+                } => match rooms.join(&claims, socket, &joined_at, seat) {
                     Ok(d) => d,
                     Err(e) => {
                         deliver(
@@ -220,6 +239,21 @@ impl Hub {
                     }
                 },
                 VoiceOp::Leave { socket, .. } => rooms.leave(socket),
+                VoiceOp::Offer {
+                    socket,
+                    direction,
+                    sdp,
+                    ..
+                } => rooms.offer(socket, direction, &sdp, Instant::now()),
+                VoiceOp::Candidate {
+                    socket,
+                    direction,
+                    candidate,
+                    ..
+                } => {
+                    rooms.candidate(socket, direction, &candidate);
+                    Vec::new()
+                }
                 VoiceOp::MediaState {
                     socket, payload, ..
                 } => match simd_json::to_owned_value(&mut payload.into_bytes()) {
@@ -229,6 +263,62 @@ impl Hub {
             }
         };
         deliver(shard, deliveries);
+        self.flush_media();
+    }
+
+    /// Gives this shard's rooms their media: the SFU and the socket it sends on.
+    pub fn start_media(&self, sfu: crate::sfu::Sfu, out: std::net::UdpSocket) {
+        *self.rooms.borrow_mut() = crate::rtc::room::Rooms::with_media(sfu);
+        *self.media_out.borrow_mut() = Some(out);
+    }
+
+    /// A datagram arrived on this shard's UDP socket.
+    pub fn on_datagram(&self, shard: &Rc<Shard>, from: std::net::SocketAddr, contents: &[u8]) {
+        let deliveries = self
+            .rooms
+            .borrow_mut()
+            .datagram(Instant::now(), from, contents);
+        if !deliveries.is_empty() {
+            deliver(shard, deliveries);
+        }
+        self.flush_media();
+    }
+
+    /// When the media next needs [`Hub::media_timeout`].
+    pub fn next_media_timeout(&self) -> Option<Instant> {
+        self.rooms.borrow().next_timeout()
+    }
+
+    pub fn media_timeout(&self, shard: &Rc<Shard>) {
+        let deliveries = self.rooms.borrow_mut().timeout(Instant::now());
+        if !deliveries.is_empty() {
+            deliver(shard, deliveries);
+        }
+        self.flush_media();
+    }
+
+    /// Sends what the SFU produced. A full send buffer drops the datagram (UDP semantics;
+    /// counted), it never blocks the shard.
+    fn flush_media(&self) {
+        let datagrams = self.rooms.borrow_mut().take_datagrams();
+        if datagrams.is_empty() {
+            return;
+        }
+        let out = self.media_out.borrow();
+        let Some(socket) = out.as_ref() else {
+            return;
+        };
+        for d in datagrams {
+            if socket.send_to(&d.contents, d.destination).is_err() {
+                self.media_send_drops.set(self.media_send_drops.get() + 1);
+            }
+        }
+    }
+
+    /// (frames forwarded, datagrams dropped on receive, datagrams dropped on send).
+    pub fn media_counters(&self) -> (u64, u64, u64) {
+        let c = self.rooms.borrow().media_counters();
+        (c.forwarded, c.dropped, self.media_send_drops.get())
     }
 
     /// Closes sockets of this shard (after what is queued for them).

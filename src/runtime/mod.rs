@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod hub;
 pub mod listener;
+pub mod media;
 pub mod mesh;
 pub mod shard;
 pub mod shutdown;
@@ -95,6 +96,15 @@ impl Server {
                     app.config.http_addr
                 )
             })?;
+        let mut udp = Vec::with_capacity(shards);
+        for id in 0..shards {
+            let base = app.config.rtc.udp_port_base;
+            let port = if base == 0 { 0 } else { base + id as u16 };
+            let bound = media::bind(port).with_context(|| {
+                format!("cannot bind UDP media port {port} for shard {id} (OPENCHAT_RTC_UDP_PORT)")
+            })?;
+            udp.push(bound);
+        }
         let cpus = allowed_cpus();
         if shards > cpus.len() {
             tracing::warn!(
@@ -106,7 +116,7 @@ impl Server {
         let shutdown = Shutdown::new();
         let mesh = MeshBuilder::full(shards, mesh::MESH_CHANNEL_CAPACITY);
         let mut handles = Vec::with_capacity(shards);
-        for (id, fd) in fds.into_iter().enumerate() {
+        for (id, (fd, (udp_fd, udp_addr))) in fds.into_iter().zip(udp).enumerate() {
             let placement = if shards <= cpus.len() {
                 Placement::Fixed(cpus[id])
             } else {
@@ -116,6 +126,8 @@ impl Server {
                 id,
                 count: shards,
                 listener_fd: fd,
+                udp_fd,
+                udp_port: udp_addr.port(),
                 app: app.clone(),
                 mesh: mesh.clone(),
                 shutdown: shutdown.clone(),

@@ -155,6 +155,9 @@ pub struct ShardSeed {
     pub id: usize,
     pub count: usize,
     pub listener_fd: RawFd,
+    /// This shard's UDP media socket and its port.
+    pub udp_fd: RawFd,
+    pub udp_port: u16,
     pub app: Arc<App>,
     pub mesh: MeshBuilder<ShardMessage, Full>,
     pub shutdown: Shutdown,
@@ -194,6 +197,7 @@ pub async fn run(seed: ShardSeed) {
         })
         .detach();
     }
+    super::media::start(shard.clone(), seed.udp_fd, seed.udp_port);
     let typing = shard.clone();
     glommio::spawn_local(async move {
         loop {

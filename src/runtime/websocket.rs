@@ -191,6 +191,11 @@ impl Session {
         Session { stream, ws }
     }
 
+    /// The address this connection reached the server at.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
     /// The next data message. Pings are answered (and closes acknowledged) on the way.
     /// `None` once the socket is closed, by either side or because a frame broke the limits.
     pub async fn recv(&mut self) -> Option<Message> {

@@ -20,7 +20,7 @@
 //! shard has no connections and so no timeouts.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,9 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction as MediaDirection, KeyframeRequestKind, MediaData, MediaKind, Mid, Pt, Rid};
+use str0m::media::{
+    Direction as MediaDirection, KeyframeRequestKind, MediaData, MediaKind, Mid, Pt, Rid,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
@@ -239,6 +241,8 @@ struct Slot {
 
 struct Conn {
     rtc: Rtc,
+    /// The local candidate it advertised: where its datagrams arrive.
+    candidate: SocketAddr,
     ufrag: String,
     addr: Option<SocketAddr>,
     timeout: Instant,
@@ -249,6 +253,8 @@ struct Conn {
 
 struct Member {
     room: RoomId,
+    /// The address its connections advertise (and receive on).
+    candidate: SocketAddr,
     caps: Caps,
     permit: Permit,
     publish: Option<Conn>,
@@ -274,10 +280,8 @@ impl Member {
 
 /// The SFU of one shard.
 pub struct Sfu {
-    /// The address clients reach this shard's UDP socket at (advertised as the candidate).
-    public: SocketAddr,
-    /// The address the socket is bound to (the destination of received datagrams).
-    local: SocketAddr,
+    /// The port of this shard's UDP socket.
+    port: u16,
     cert: Option<DtlsCert>,
     members: HashMap<ParticipantId, Member>,
     /// Participants of each room, in join order.
@@ -295,16 +299,15 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    /// An SFU whose socket is bound to `local` and reached by clients at `public`.
-    pub fn new(local: SocketAddr, public: SocketAddr) -> Sfu {
+    /// An SFU whose UDP socket has `port`.
+    pub fn new(port: u16) -> Sfu {
         // One DTLS certificate for every connection of the shard: generating one per
         // connection costs milliseconds on each join.
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
         Sfu {
-            public,
-            local,
+            port,
             cert,
             members: HashMap::new(),
             rooms: HashMap::new(),
@@ -326,18 +329,21 @@ impl Sfu {
         self
     }
 
-    /// A participant joins `room`: it is announced the room's tracks within `caps`.
+    /// A participant joins `room`: it is announced the room's tracks within `caps`. Its
+    /// connections advertise `ip` (with this shard's port) as their candidate.
     pub fn add_participant(
         &mut self,
         room: RoomId,
         participant: ParticipantId,
         caps: Caps,
         permit: Permit,
+        ip: IpAddr,
     ) {
         self.members.insert(
             participant,
             Member {
                 room,
+                candidate: SocketAddr::new(ip, self.port),
                 caps,
                 permit,
                 publish: None,
@@ -371,7 +377,12 @@ impl Sfu {
         let gone: Vec<TrackKey> = self
             .room_tracks
             .get(&room)
-            .map(|keys| keys.iter().filter(|k| k.0 == participant).copied().collect())
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| k.0 == participant)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         for key in gone {
             self.remove_track(key);
@@ -397,7 +408,12 @@ impl Sfu {
     }
 
     /// The client said which stream kind one of its tracks is (`rtc.media.state`).
-    pub fn hint_stream_kind(&mut self, participant: ParticipantId, track_id: &str, kind: StreamKind) {
+    pub fn hint_stream_kind(
+        &mut self,
+        participant: ParticipantId,
+        track_id: &str,
+        kind: StreamKind,
+    ) {
         if let Some(member) = self.members.get_mut(&participant)
             && member.hints.len() < MAX_MEDIA_LINES
         {
@@ -442,7 +458,7 @@ impl Sfu {
         if member.conn_exists(direction) {
             // Renegotiation.
         } else {
-            let conn = self.new_conn(direction, now)?;
+            let conn = self.new_conn(direction, member.candidate, now)?;
             self.by_ufrag
                 .insert(conn.ufrag.clone(), (participant, direction));
             let member = self.members.get_mut(&participant).expect("checked above");
@@ -479,7 +495,12 @@ impl Sfu {
         })
     }
 
-    fn new_conn(&self, direction: Direction, now: Instant) -> Result<Conn, SfuError> {
+    fn new_conn(
+        &self,
+        direction: Direction,
+        candidate: SocketAddr,
+        now: Instant,
+    ) -> Result<Conn, SfuError> {
         let mut config = Rtc::builder().set_ice_lite(true);
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
@@ -488,12 +509,13 @@ impl Sfu {
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
         let mut rtc = config.build(now);
-        let candidate = Candidate::host(self.public, "udp")
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let local =
+            Candidate::host(candidate, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        rtc.add_local_candidate(local);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         Ok(Conn {
             rtc,
+            candidate,
             ufrag,
             addr: None,
             timeout: now,
@@ -505,7 +527,11 @@ impl Sfu {
     /// Rewrites the `msid` of each m-line of a subscriber's answer to the ids of the track it
     /// carries, as announced in `rtc.track.published`.
     fn label_answer(&self, participant: ParticipantId, answer: &str) -> String {
-        let Some(conn) = self.members.get(&participant).and_then(|m| m.subscribe.as_ref()) else {
+        let Some(conn) = self
+            .members
+            .get(&participant)
+            .and_then(|m| m.subscribe.as_ref())
+        else {
             return answer.to_owned();
         };
         let labels: HashMap<String, (&str, &str)> = conn
@@ -537,7 +563,11 @@ impl Sfu {
         let Ok(candidate) = Candidate::from_sdp_string(text) else {
             return false;
         };
-        match self.members.get_mut(&participant).and_then(|m| m.conn(direction)) {
+        match self
+            .members
+            .get_mut(&participant)
+            .and_then(|m| m.conn(direction))
+        {
             Some(conn) => {
                 conn.rtc.add_remote_candidate(candidate);
                 true
@@ -546,11 +576,13 @@ impl Sfu {
         }
     }
 
-    /// The local candidate of a connection, as SDP text (for trickling to the client).
-    pub fn local_candidate(&self) -> String {
-        Candidate::host(self.public, "udp")
+    /// The local candidate of a participant's connections, as SDP text (for trickling it to
+    /// the client).
+    pub fn local_candidate(&self, participant: ParticipantId) -> Option<String> {
+        let member = self.members.get(&participant)?;
+        Candidate::host(member.candidate, "udp")
+            .ok()
             .map(|c| c.to_sdp_string())
-            .unwrap_or_default()
     }
 
     /// Which connection a datagram from `source` belongs to: a known address, or a STUN binding
@@ -573,11 +605,6 @@ impl Sfu {
             self.counters.dropped += 1;
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, contents) else {
-            self.counters.dropped += 1;
-            return;
-        };
-        let input = Input::Receive(now, receive);
         let Some(conn) = self
             .members
             .get_mut(&participant)
@@ -585,6 +612,11 @@ impl Sfu {
         else {
             return;
         };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, conn.candidate, contents) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let input = Input::Receive(now, receive);
         if !conn.rtc.accepts(&input) {
             self.counters.dropped += 1;
             return;
@@ -720,13 +752,12 @@ impl Sfu {
     pub fn receiving(&self, participant: ParticipantId) -> Vec<TrackInfo> {
         self.members
             .get(&participant)
-            .map(|m| {
-                m.receiving.iter().map(|(_, info)| info.clone()).collect()
-            })
+            .map(|m| m.receiving.iter().map(|(_, info)| info.clone()).collect())
             .unwrap_or_default()
     }
 
-    /// A subscriber's bandwidth estimate changed (from its connection's BWE, or set by tests).
+    /// Sets a subscriber's bandwidth estimate as its connection's BWE would.
+    #[cfg(test)]
     pub(crate) fn set_estimate(&mut self, participant: ParticipantId, bps: u64) {
         if let Some(m) = self.members.get_mut(&participant) {
             m.estimate = Some(bps);
@@ -876,11 +907,15 @@ impl Sfu {
             if !allowed {
                 continue;
             }
-            let taken = self.tracks.values().any(|t| {
-                t.room == room && (t.info.track_id == track_id)
-            });
+            let taken = self
+                .tracks
+                .values()
+                .any(|t| t.room == room && (t.info.track_id == track_id));
             let valid = |s: &str| {
-                !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.{}".contains(&b))
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.{}".contains(&b))
             };
             let track_id = if taken || !valid(&track_id) {
                 format!("p{participant}-{mid}")
@@ -1060,7 +1095,11 @@ impl Sfu {
             return;
         }
         let rid = rid.or_else(|| track.layers.first().map(|l| l.rid));
-        let Some(conn) = self.members.get_mut(&key.0).and_then(|m| m.publish.as_mut()) else {
+        let Some(conn) = self
+            .members
+            .get_mut(&key.0)
+            .and_then(|m| m.publish.as_mut())
+        else {
             return;
         };
         if let Some(mut writer) = conn.rtc.writer(key.1) {
@@ -1120,7 +1159,12 @@ impl Sfu {
             let video_slots = member
                 .subscribe
                 .as_ref()
-                .map(|c| c.slots.iter().filter(|s| s.kind == MediaKind::Video && s.track.is_some()).count())
+                .map(|c| {
+                    c.slots
+                        .iter()
+                        .filter(|s| s.kind == MediaKind::Video && s.track.is_some())
+                        .count()
+                })
                 .unwrap_or(0);
             let estimate = member.estimate;
             let Some(conn) = member.subscribe.as_mut() else {
@@ -1130,7 +1174,10 @@ impl Sfu {
                 continue;
             };
             if !layers.is_empty() {
-                if slot.layer_checked.is_none_or(|t| now >= t + LAYER_CHECK_INTERVAL) {
+                if slot
+                    .layer_checked
+                    .is_none_or(|t| now >= t + LAYER_CHECK_INTERVAL)
+                {
                     slot.layer_checked = Some(now);
                     let budget = estimate.map(|e| e / video_slots.max(1) as u64);
                     let choice = choose_layer(&layers, budget);
@@ -1281,6 +1328,11 @@ impl Member {
     }
 }
 
+/// The first `a=mid` of an SDP (the `sdp_mid` of a candidate trickled for the whole bundle).
+pub fn first_mid(sdp: &str) -> Option<&str> {
+    sdp::mids(sdp).into_iter().next()
+}
+
 /// The simulcast layer for a subscriber: the best measured one within `budget` (bits per
 /// second), the smallest when none fits, the best when there is no estimate yet.
 pub fn choose_layer(layers: &[(Rid, u64)], budget: Option<u64>) -> Rid {
@@ -1288,11 +1340,13 @@ pub fn choose_layer(layers: &[(Rid, u64)], budget: Option<u64>) -> Rid {
     sorted.sort_by(|a, b| b.1.cmp(&a.1));
     match budget {
         None => sorted[0].0,
-        Some(budget) => sorted
-            .iter()
-            .find(|(_, bps)| *bps <= budget)
-            .unwrap_or_else(|| sorted.last().expect("layers are not empty"))
-            .0,
+        Some(budget) => {
+            sorted
+                .iter()
+                .find(|(_, bps)| *bps <= budget)
+                .unwrap_or_else(|| sorted.last().expect("layers are not empty"))
+                .0
+        }
     }
 }
 

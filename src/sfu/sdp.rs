@@ -59,9 +59,7 @@ pub fn relabel(answer: &str, labels: &HashMap<String, (&str, &str)>) -> String {
                 Some((stream, track)) if line.starts_with("a=msid:") => {
                     out.push_str(&format!("a=msid:{stream} {track}"));
                 }
-                Some((stream, track))
-                    if line.starts_with("a=ssrc:") && line.contains(" msid:") =>
-                {
+                Some((stream, track)) if line.starts_with("a=ssrc:") && line.contains(" msid:") => {
                     let head = &line[..line.find(" msid:").expect("checked")];
                     out.push_str(&format!("{head} msid:{stream} {track}"));
                 }

@@ -50,7 +50,8 @@ impl Net {
     }
 
     fn join(&mut self, participant: ParticipantId, caps: Caps, permit: Permit) {
-        self.sfu.add_participant(1, participant, caps, permit);
+        self.sfu
+            .add_participant(1, participant, caps, permit, sfu_addr().ip());
         self.collect();
     }
 
@@ -147,7 +148,10 @@ impl Net {
 
     fn connect_all(&mut self) {
         while !self.clients.iter().all(|c| c.peer.connected) {
-            assert!(self.now - self.start < Duration::from_secs(10), "no connection");
+            assert!(
+                self.now - self.start < Duration::from_secs(10),
+                "no connection"
+            );
             self.step(10);
         }
         // DTLS finishes after ICE: let SRTP keys settle.
@@ -190,7 +194,12 @@ impl Net {
             let peer = self.client(publisher, Direction::Publish);
             // Every tenth video frame is a keyframe (first byte even).
             let first = if n % 10 == 0 { 0u8 } else { 1u8 };
-            for (i, rid) in rids.iter().map(Some).chain(rids.is_empty().then_some(None)).enumerate() {
+            for (i, rid) in rids
+                .iter()
+                .map(Some)
+                .chain(rids.is_empty().then_some(None))
+                .enumerate()
+            {
                 let mut frame = vec![first; size / (i + 1)];
                 frame[1..].fill(n as u8);
                 peer.write(
@@ -214,9 +223,12 @@ impl Net {
     }
 }
 
+fn sfu_addr() -> SocketAddr {
+    SFU_ADDR.parse().unwrap()
+}
+
 fn sfu() -> Sfu {
-    let addr: SocketAddr = SFU_ADDR.parse().unwrap();
-    Sfu::new(addr, addr)
+    Sfu::new(sfu_addr().port())
 }
 
 #[test]
@@ -229,7 +241,10 @@ fn audio_reaches_a_subscriber_with_the_announced_ids_and_nothing_echoes() {
         .negotiate(
             2,
             Direction::Subscribe,
-            &[Line::receive(MediaKind::Audio), Line::receive(MediaKind::Video)],
+            &[
+                Line::receive(MediaKind::Audio),
+                Line::receive(MediaKind::Video),
+            ],
         )
         .unwrap();
     let mic = net
@@ -244,7 +259,10 @@ fn audio_reaches_a_subscriber_with_the_announced_ids_and_nothing_echoes() {
     assert_eq!(announced[0].track_id, "alice-mic");
     assert_eq!(announced[0].stream_id, "alice-stream");
     assert_eq!(announced[0].stream_kind, StreamKind::Microphone);
-    assert!(net.announced(1).is_empty(), "alice is not told about her own track");
+    assert!(
+        net.announced(1).is_empty(),
+        "alice is not told about her own track"
+    );
 
     // Bob re-offers (rtc.subscribe.refresh): the answer carries the announced ids.
     let (stream, track) = {
@@ -343,7 +361,10 @@ fn renegotiation_adds_camera_and_screen_and_removal_withdraws() {
         .negotiate(
             2,
             Direction::Subscribe,
-            &[Line::receive(MediaKind::Video), Line::receive(MediaKind::Video)],
+            &[
+                Line::receive(MediaKind::Video),
+                Line::receive(MediaKind::Video),
+            ],
         )
         .unwrap();
     net.connect_all();
@@ -365,11 +386,18 @@ fn renegotiation_adds_camera_and_screen_and_removal_withdraws() {
         net.client(1, Direction::Publish)
             .rtc
             .sdp_api()
-            .accept_answer(pending, str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap())
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
             .unwrap();
         net.collect();
     }
-    let left: Vec<String> = net.announced(2).iter().map(|t| t.track_id.clone()).collect();
+    let left: Vec<String> = net
+        .announced(2)
+        .iter()
+        .map(|t| t.track_id.clone())
+        .collect();
     assert_eq!(left, ["mic", "screen"]);
     assert!(net.events.iter().any(|e| matches!(e,
         Event::Withdraw { to: 2, track } if track.track_id == "cam")));
@@ -382,14 +410,29 @@ fn receive_caps_limit_what_a_subscriber_gets_and_a_leaver_frees_its_place() {
     net.join(3, one_audio, ALL);
     net.join(1, CAPS, ALL);
     net.join(2, CAPS, ALL);
-    net.negotiate(1, Direction::Publish, &[Line::send(MediaKind::Audio, "a", "a-mic")])
-        .unwrap();
-    net.negotiate(2, Direction::Publish, &[Line::send(MediaKind::Audio, "b", "b-mic")])
-        .unwrap();
-    net.negotiate(2, Direction::Publish, &[Line::send(MediaKind::Video, "b", "b-cam")])
-        .unwrap();
+    net.negotiate(
+        1,
+        Direction::Publish,
+        &[Line::send(MediaKind::Audio, "a", "a-mic")],
+    )
+    .unwrap();
+    net.negotiate(
+        2,
+        Direction::Publish,
+        &[Line::send(MediaKind::Audio, "b", "b-mic")],
+    )
+    .unwrap();
+    net.negotiate(
+        2,
+        Direction::Publish,
+        &[Line::send(MediaKind::Video, "b", "b-cam")],
+    )
+    .unwrap();
     let ids = |net: &Net, p| -> Vec<String> {
-        net.announced(p).iter().map(|t| t.track_id.clone()).collect()
+        net.announced(p)
+            .iter()
+            .map(|t| t.track_id.clone())
+            .collect()
     };
     assert_eq!(ids(&net, 3), ["a-mic"], "one audio track, no video");
     assert_eq!(net.sfu.receiving(3).len(), 1);
@@ -397,7 +440,11 @@ fn receive_caps_limit_what_a_subscriber_gets_and_a_leaver_frees_its_place() {
 
     net.sfu.remove_participant(1);
     net.collect();
-    assert_eq!(ids(&net, 3), ["b-mic"], "the freed place goes to the next track");
+    assert_eq!(
+        ids(&net, 3),
+        ["b-mic"],
+        "the freed place goes to the next track"
+    );
     assert_eq!(ids(&net, 2), Vec::<String>::new());
     assert!(net.events.iter().any(|e| matches!(e,
         Event::Withdraw { to: 2, track } if track.track_id == "a-mic")));
@@ -414,7 +461,11 @@ fn lost_packets_are_recovered_by_nack_and_keyframe_requests_reach_the_publisher(
         .negotiate(2, Direction::Subscribe, &[Line::receive(MediaKind::Video)])
         .unwrap()[0];
     let camera = net
-        .negotiate(1, Direction::Publish, &[Line::send(MediaKind::Video, "s", "cam")])
+        .negotiate(
+            1,
+            Direction::Publish,
+            &[Line::send(MediaKind::Video, "s", "cam")],
+        )
         .unwrap()[0];
     net.connect_all();
     // Interframes first: they are held back from the new subscriber, and the publisher is
@@ -479,9 +530,8 @@ fn simulcast_layer_follows_the_subscriber_estimate_switching_on_a_keyframe() {
     net.connect_all();
     // h frames are 1200 bytes, l frames 600 (about 290 and 145 kbit/s at 30 fps).
     net.publish(1, camera, MediaKind::Video, 60, 1200, 33, &["h", "l"], None);
-    let sizes = |net: &mut Net| -> Vec<usize> {
-        net.received(2).iter().map(|f| f.data.len()).collect()
-    };
+    let sizes =
+        |net: &mut Net| -> Vec<usize> { net.received(2).iter().map(|f| f.data.len()).collect() };
     let first = sizes(&mut net);
     assert!(first.len() >= 40, "frames: {}", first.len());
     assert!(
@@ -527,7 +577,11 @@ fn strangers_garbage_bad_offers_and_unpermitted_media_are_refused() {
         net.sfu.accept_offer(1, Direction::Publish, &many, now),
         Err(SfuError::TooManyMedia)
     );
-    assert_eq!(net.sfu.connection_count(), 0, "a refused offer leaves nothing behind");
+    assert_eq!(
+        net.sfu.connection_count(),
+        0,
+        "a refused offer leaves nothing behind"
+    );
 
     // A listen-only participant may not publish audio.
     let listen_only = Permit {
@@ -537,7 +591,11 @@ fn strangers_garbage_bad_offers_and_unpermitted_media_are_refused() {
     };
     net.join(2, CAPS, listen_only);
     let err = net
-        .negotiate(2, Direction::Publish, &[Line::send(MediaKind::Audio, "s", "m")])
+        .negotiate(
+            2,
+            Direction::Publish,
+            &[Line::send(MediaKind::Audio, "s", "m")],
+        )
         .unwrap_err();
     assert_eq!(err.code(), "rtc_permission_denied");
     // It may still receive.
@@ -545,15 +603,21 @@ fn strangers_garbage_bad_offers_and_unpermitted_media_are_refused() {
         .unwrap();
     // A STUN binding request naming no connection of ours is dropped.
     let dropped = net.sfu.counters().dropped;
-    net.sfu
-        .handle_datagram(now, "10.9.9.9:2".parse().unwrap(), &stun_binding("nobody:else"));
+    net.sfu.handle_datagram(
+        now,
+        "10.9.9.9:2".parse().unwrap(),
+        &stun_binding("nobody:else"),
+    );
     assert_eq!(net.sfu.counters().dropped, dropped + 1);
     assert!(net.sfu.take_datagrams().is_empty());
     assert_eq!(net.sfu.connection_count(), 1);
     net.sfu.remove_participant(2);
     net.sfu.remove_participant(1);
     assert_eq!(net.sfu.participant_count(), 0);
-    assert!(net.sfu.next_timeout().is_none(), "an empty SFU has no timers");
+    assert!(
+        net.sfu.next_timeout().is_none(),
+        "an empty SFU has no timers"
+    );
 }
 
 /// A STUN binding request with only a USERNAME attribute.

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod call;
 pub mod http;
 pub mod json;
 pub mod media;

@@ -43,6 +43,7 @@ impl Place {
 pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = vec![
         ("OPENCHAT_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("OPENCHAT_RTC_UDP_PORT".into(), "0".into()),
         ("OPENCHAT_SHARDS".into(), "2".into()),
         (
             "OPENCHAT_DATA_DIR".into(),

@@ -1,0 +1,109 @@
+//! The media driver of one shard: its UDP socket (`OPENCHAT_RTC_UDP_PORT + shard index`,
+//! SO_REUSEPORT set), bound on the main thread so a taken port stops the start with a clear
+//! message, then read by the shard that owns it. Datagrams go to the shard's SFU (in the hub's
+//! rooms) and what it answers is sent from the same socket, so the media of a room never leaves
+//! its core. One timer per shard runs the SFU's timeouts; with no call on the shard it wakes
+//! once a second and does nothing.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::shard::Shard;
+
+/// Kernel receive and send buffer asked for each media socket (bursts of a busy room fit).
+pub const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Largest datagram read; bigger ones are truncated and then refused by the SFU.
+pub const MAX_DATAGRAM_BYTES: usize = 2048;
+/// The longest the timer sleeps with calls on the shard (bounds how late a paced packet or a
+/// retransmission goes out when no datagram wakes the shard first).
+pub const MAX_TIMER_SLEEP: Duration = Duration::from_millis(10);
+/// How often the receive loop checks for due timeouts between datagrams.
+const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(2);
+/// How often an idle shard's timer looks for work.
+pub const IDLE_TIMER_SLEEP: Duration = Duration::from_secs(1);
+
+/// Binds a UDP socket on all IPv4 interfaces at `port` (0: any free port) with SO_REUSEPORT,
+/// non-blocking, with large buffers. Returns the descriptor and the bound address.
+pub fn bind(port: u16) -> std::io::Result<(RawFd, SocketAddr)> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel caps these at its configured maximum.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+    Ok((socket.into_raw_fd(), local))
+}
+
+/// Starts the shard's media: the SFU, its timer and the receive loop on `fd`.
+pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
+    // SAFETY: `fd` is the UDP socket `bind` made for exactly this shard.
+    let send = unsafe { UdpSocket::from_raw_fd(fd) };
+    let recv_fd = match send.try_clone() {
+        Ok(clone) => clone.into_raw_fd(),
+        Err(e) => {
+            tracing::error!(shard = shard.id, error = %e, "media socket could not be shared");
+            return;
+        }
+    };
+    // SAFETY: a fresh duplicate of the same socket, owned by glommio from here on.
+    let recv = unsafe { glommio::net::UdpSocket::from_raw_fd(recv_fd) };
+    shard.hub.start_media(crate::sfu::Sfu::new(port), send);
+
+    let timer = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let now = Instant::now();
+            let sleep = match timer.hub.next_media_timeout() {
+                Some(at) => at.saturating_duration_since(now).min(MAX_TIMER_SLEEP),
+                None => IDLE_TIMER_SLEEP,
+            };
+            glommio::timer::sleep(sleep).await;
+            if timer.is_stopping() {
+                break;
+            }
+            if timer
+                .hub
+                .next_media_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                timer.hub.media_timeout(&timer);
+            }
+        }
+    })
+    .detach();
+
+    // The receive loop is a task of its own: when the shard's main future ends at shutdown,
+    // the executor drops it with the socket.
+    glommio::spawn_local(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+        let mut checked = Instant::now();
+        loop {
+            match recv.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    shard.hub.on_datagram(&shard, from, &buf[..n]);
+                    // Under load the timer task may lag: run due timeouts from here too.
+                    let now = Instant::now();
+                    if now.duration_since(checked) >= TIMEOUT_CHECK_INTERVAL {
+                        checked = now;
+                        if shard.hub.next_media_timeout().is_some_and(|at| at <= now) {
+                            shard.hub.media_timeout(&shard);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(shard = shard.id, error = %e, "media receive failed");
+                }
+            }
+        }
+    })
+    .detach();
+}

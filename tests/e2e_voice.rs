@@ -1,0 +1,328 @@
+//! Voice, video and screen share end to end (wire contract A.8): independent str0m peers get
+//! join tickets over HTTP, join over the signaling WebSocket, negotiate publish and subscribe
+//! connections with the server's SFU and exchange real DTLS-SRTP media over UDP on loopback.
+//! The server runs two shards; media goes to the shard that owns the channel. Voice keeps no
+//! state in storage beyond used tickets, so these run on the embedded default only.
+
+mod support;
+
+use std::time::Duration;
+
+use openchatd::sfu::peer::{Line, media_time};
+use simd_json::json;
+use str0m::media::MediaKind;
+use support::api::Client;
+use support::call::{Caller, expect_track, pump, pump_until, ticket_for, voice_channel};
+use support::json::{JsonPath, encode, key_set};
+use support::server::{Engine, start_community};
+use support::ws::QUIET;
+
+const TICKET_SECRET: &str = "0123456789abcdef0123456789abcdef-voice";
+
+/// The fields of `rtc.track.published` / `rtc.track.unpublished`.
+const TRACK_KEYS: &[&str] = &[
+    "participant_id",
+    "user_uid",
+    "device_id",
+    "track_id",
+    "stream_id",
+    "media_kind",
+    "stream_kind",
+];
+
+#[test]
+fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+        ],
+    );
+    let alice = Client::user(server.addr);
+    let bob = Client::user(server.addr);
+    let carol = Client::user(server.addr);
+    let voice = voice_channel(&alice, "home");
+
+    let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
+    let mut c = Caller::join(server.addr, &ticket_for(&carol, &voice));
+
+    // Subscribers offer before any track exists: one audio and one video slot each.
+    let b_slots = b.negotiate(
+        "subscribe",
+        &[
+            Line::receive(MediaKind::Audio),
+            Line::receive(MediaKind::Video),
+        ],
+    );
+    let c_slots = c.negotiate(
+        "subscribe",
+        &[
+            Line::receive(MediaKind::Audio),
+            Line::receive(MediaKind::Video),
+        ],
+    );
+    // Alice publishes her microphone.
+    let mic = a.negotiate(
+        "publish",
+        &[Line::send(MediaKind::Audio, "alice-stream", "alice-mic")],
+    )[0];
+
+    // Everyone else hears of the track, with the ids they will see in their SDP, then a
+    // refresh; alice does not hear of her own track.
+    for (ws, _) in [(&mut b.ws, "bob"), (&mut c.ws, "carol")] {
+        let published = expect_track(ws, "rtc.track.published", "alice-mic");
+        assert_eq!(
+            published.keys_at("payload"),
+            key_set(TRACK_KEYS),
+            "{}",
+            encode(&published)
+        );
+        assert_eq!(published.str_at("payload.participant_id"), a.participant_id);
+        assert_eq!(published.str_at("payload.user_uid"), alice.uid());
+        assert_eq!(published.str_at("payload.device_id"), alice.device());
+        assert_eq!(published.str_at("payload.stream_id"), "alice-stream");
+        assert_eq!(published.str_at("payload.media_kind"), "audio");
+        assert_eq!(published.str_at("payload.stream_kind"), "audio_microphone");
+        ws.expect("rtc.subscribe.refresh");
+    }
+    a.ws.assert_none("rtc.track.published", QUIET);
+
+    // Bob re-offers on refresh: his answer labels the audio slot with alice's ids.
+    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+    assert_eq!(
+        b.subscribe.peer.answered_msid(b_slots[0]),
+        Some(("alice-stream".to_owned(), "alice-mic".to_owned()))
+    );
+
+    // ICE and DTLS over real UDP.
+    pump_until(
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        "every peer connection to connect",
+        |all| {
+            all[0].publish.peer.connected && all.iter().skip(1).all(|p| p.subscribe.peer.connected)
+        },
+    );
+    pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(300));
+
+    // 50 Opus frames at 20 ms, as a microphone sends them.
+    let start = std::time::Instant::now();
+    for n in 0..50u64 {
+        let frame = vec![(n % 250) as u8 + 1; 60];
+        a.publish.peer.write(
+            mic,
+            std::time::Instant::now(),
+            media_time(MediaKind::Audio, n, 960),
+            &frame,
+            None,
+            Some(-20),
+        );
+        pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(20));
+    }
+    pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(300));
+    for (who, p, slot) in [("bob", &b, b_slots[0]), ("carol", &c, c_slots[0])] {
+        let heard: Vec<_> = p
+            .subscribe
+            .peer
+            .received
+            .iter()
+            .filter(|f| f.mid == slot)
+            .collect();
+        assert!(
+            heard.len() >= 45,
+            "{who} heard {} of 50 frames in {:?}",
+            heard.len(),
+            start.elapsed()
+        );
+        assert!(heard.iter().all(|f| f.data.len() == 60));
+    }
+    assert!(a.subscribe.peer.received.is_empty(), "nothing echoes back");
+    // The audio level marked alice as speaking.
+    let speaking = b.ws.expect_where("rtc.participant.speaking", |f| {
+        f.bool_at("payload.speaking")
+    });
+    assert_eq!(speaking.str_at("payload.participant_id"), a.participant_id);
+
+    // Camera and screen share: the client names the screen's kind in rtc.media.state, then
+    // renegotiates the same publish connection twice.
+    a.ws.send(
+        "rtc.media.state",
+        json!({"stream_id": "alice-screen", "track_id": "alice-screen-0", "stream_kind": "video_screen", "action": "start", "mic_muted": false, "deafened": false}),
+    );
+    let camera = a.negotiate(
+        "publish",
+        &[Line::send(MediaKind::Video, "alice-camera", "alice-cam-0")],
+    )[0];
+    let screen = a.negotiate(
+        "publish",
+        &[Line::send(
+            MediaKind::Video,
+            "alice-screen",
+            "alice-screen-0",
+        )],
+    )[0];
+    let cam_frame = expect_track(&mut b.ws, "rtc.track.published", "alice-cam-0");
+    assert_eq!(cam_frame.str_at("payload.stream_kind"), "video_camera");
+    assert_eq!(cam_frame.str_at("payload.media_kind"), "video");
+    let screen_frame = expect_track(&mut b.ws, "rtc.track.published", "alice-screen-0");
+    assert_eq!(screen_frame.str_at("payload.stream_kind"), "video_screen");
+    // The relayed media state names alice.
+    let state = b.ws.expect("rtc.media.state");
+    assert_eq!(state.str_at("payload.participant_id"), a.participant_id);
+    // Bob adds a second video slot: camera and screen each get one.
+    let more = b.negotiate("subscribe", &[Line::receive(MediaKind::Video)]);
+    let video_slots = [b_slots[1], more[0]];
+    let labels: Vec<_> = video_slots
+        .iter()
+        .map(|m| b.subscribe.peer.answered_msid(*m).unwrap().1)
+        .collect();
+    assert!(labels.contains(&"alice-cam-0".to_owned()), "{labels:?}");
+    assert!(labels.contains(&"alice-screen-0".to_owned()), "{labels:?}");
+    pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(300));
+
+    // 20 frames on each video track; the first is a keyframe (first byte even).
+    for n in 0..20u64 {
+        let first = if n % 10 == 0 { 0u8 } else { 1u8 };
+        let now = std::time::Instant::now();
+        let time = media_time(MediaKind::Video, n, 3000);
+        a.publish
+            .peer
+            .write(camera, now, time, &[first; 1800], None, None);
+        a.publish
+            .peer
+            .write(screen, now, time, &[first; 900], None, None);
+        pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(33));
+    }
+    pump(&mut [&mut a, &mut b, &mut c], Duration::from_millis(300));
+    let video: Vec<_> = b
+        .subscribe
+        .peer
+        .received
+        .iter()
+        .filter(|f| video_slots.contains(&f.mid))
+        .collect();
+    let cams = video.iter().filter(|f| f.data.len() == 1800).count();
+    let screens = video.iter().filter(|f| f.data.len() == 900).count();
+    assert!(
+        cams >= 16 && screens >= 16,
+        "camera {cams}, screen {screens} of 20"
+    );
+
+    // Alice leaves: the others see her go and her three tracks withdrawn.
+    a.ws.send("rtc.leave", json!({}));
+    let left = b.ws.expect("rtc.participant.left");
+    assert_eq!(
+        left.str_at("payload.participant.participant_id"),
+        a.participant_id
+    );
+    for track in ["alice-mic", "alice-cam-0", "alice-screen-0"] {
+        expect_track(&mut c.ws, "rtc.track.unpublished", track);
+    }
+}
+
+#[test]
+fn bad_signaling_and_bad_media_are_refused_without_harm() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+        ],
+    );
+    let alice = Client::user(server.addr);
+    let voice = voice_channel(&alice, "home");
+    let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+
+    // Malformed SDP and an offer with hundreds of m-lines: rtc_negotiation_failed.
+    a.ws.send(
+        "rtc.offer.publish",
+        json!({"type": "offer", "sdp": "v=0 nonsense", "direction": "publish"}),
+    );
+    let error = a.ws.expect("rtc.error");
+    assert_eq!(error.str_at("payload.code"), "rtc_negotiation_failed");
+    let many = format!(
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n{}",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(300)
+    );
+    a.ws.send(
+        "rtc.offer.subscribe",
+        json!({"type": "offer", "sdp": many, "direction": "subscribe"}),
+    );
+    assert_eq!(
+        a.ws.expect("rtc.error").str_at("payload.code"),
+        "rtc_negotiation_failed"
+    );
+    // Garbage and a stranger's STUN at the media ports change nothing; the call still works.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mid = a.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "m")])[0];
+    let server_media = a.publish.peer.answer.lines().find_map(|l| {
+        l.strip_prefix("a=candidate:").and_then(|c| {
+            let f: Vec<&str> = c.split(' ').collect();
+            format!("{}:{}", f.get(4)?, f.get(5)?)
+                .parse::<std::net::SocketAddr>()
+                .ok()
+        })
+    });
+    let server_media = server_media.expect("the answer carries the server's candidate");
+    udp.send_to(b"garbage", server_media).unwrap();
+    udp.send_to(&[0u8; 1500], server_media).unwrap();
+    // Candidates that do not parse are ignored, not fatal.
+    a.ws.send(
+        "rtc.ice.candidate",
+        json!({"candidate": "candidate:nonsense", "sdp_mid": "0", "sdp_mline_index": 0, "direction": "publish"}),
+    );
+    pump_until(
+        &mut [&mut a],
+        Duration::from_secs(10),
+        "the publish connection",
+        |all| all[0].publish.peer.connected,
+    );
+    assert!(a.publish.peer.rtc.writer(mid).is_some());
+    a.ws.assert_none("rtc.error", QUIET);
+}
+
+#[test]
+fn a_listen_only_ticket_cannot_publish() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+        ],
+    );
+    let alice = Client::user(server.addr);
+    let voice = voice_channel(&alice, "home");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // A ticket as a timed-out member gets it: listen only.
+    let claims = openchatd::rtc::ticket::Claims {
+        server_id: "home".into(),
+        channel_id: voice.clone(),
+        user_uid: alice.uid().into(),
+        device_id: alice.device().into(),
+        permissions: openchatd::rtc::ticket::Permissions::LISTEN_ONLY,
+        exp: now + 60,
+        jti: "jt_listen_only".into(),
+    };
+    // Alice must be a member for the ticket's server; her first request makes her one.
+    let _ = ticket_for(&alice, &voice);
+    let ticket = openchatd::rtc::ticket::sign(TICKET_SECRET.as_bytes(), &claims);
+    let mut a = Caller::join(server.addr, &ticket);
+    let (sdp, _) = a
+        .publish
+        .peer
+        .offer(&[Line::send(MediaKind::Audio, "s", "m")])
+        .unwrap();
+    a.ws.send(
+        "rtc.offer.publish",
+        json!({"type": "offer", "sdp": sdp, "direction": "publish"}),
+    );
+    let error = a.ws.expect("rtc.error");
+    assert_eq!(error.str_at("payload.code"), "rtc_permission_denied");
+    // Receiving is still allowed.
+    a.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+}
