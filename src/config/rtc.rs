@@ -739,11 +739,13 @@ mod tests {
             error.message.contains("expected a port from 1 to 65532"),
             "{error}"
         );
-        for bad in ["0", "65536", "udp"] {
+        // 0: every shard takes any free port.
+        assert_eq!(ok(&[("OPENCHAT_RTC_UDP_PORT", "0")]).rtc.udp_port_base, 0);
+        for bad in ["-1", "65536", "udp"] {
             assert_rejected(
                 "OPENCHAT_RTC_UDP_PORT",
                 bad,
-                "expected an integer from 1 to 65535",
+                "expected an integer from 0 to 65535",
             );
         }
     }
