@@ -11,8 +11,13 @@
 //!
 //! ```text
 //! openchat-voice-load --addr 127.0.0.1:8080 --publishers 16 --subscribers 150 --duration 20
-//!     [--server-pid PID] [--warmup 5]
+//!     [--server-pid PID] [--warmup 5] [--spin]
 //! ```
+//!
+//! `--spin` polls the sockets without ever sleeping. On loopback the kernel delivers a datagram
+//! inside the sender's `sendto`, so waking a sleeping receiver is charged to the server's CPU;
+//! a load generator that never sleeps (on its own core) keeps that cost out of the server's
+//! figure, as a real network would.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -26,6 +31,9 @@ use simd_json::prelude::*;
 use str0m::media::{MediaKind, Mid};
 use tungstenite::{Message, WebSocket};
 
+/// Receive buffer asked for each peer's socket.
+const RECV_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+
 struct Args {
     addr: SocketAddr,
     publishers: usize,
@@ -33,6 +41,8 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     server_pid: Option<u32>,
+    /// Poll sockets without sleeping (see the module notes).
+    spin: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,12 +53,24 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(20),
         warmup: Duration::from_secs(5),
         server_pid: None,
+        spin: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
-        let value = argv.get(i + 1).ok_or(format!("{} needs a value", argv[i]))?;
-        let number = || value.parse::<u64>().map_err(|_| format!("{}: not a number", argv[i]));
+        if argv[i] == "--spin" {
+            args.spin = true;
+            i += 1;
+            continue;
+        }
+        let value = argv
+            .get(i + 1)
+            .ok_or(format!("{} needs a value", argv[i]))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{}: not a number", argv[i]))
+        };
         match argv[i].as_str() {
             "--addr" => args.addr = value.parse().map_err(|_| "--addr: host:port")?,
             "--publishers" => args.publishers = number()? as usize,
@@ -90,9 +112,7 @@ fn http(
         .write_all(head.as_bytes())
         .map_err(|e| e.to_string())?;
     let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .map_err(|e| e.to_string())?;
+    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
     let split = reply
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -116,10 +136,27 @@ fn discover(addr: SocketAddr) -> Result<(String, String), String> {
         .and_then(|s| s.as_str())
         .ok_or("capabilities without server_id")?
         .to_owned();
-    let (_, body) = http(addr, "GET", &format!("/v1/servers/{server}/channels"), None, "")?;
+    // Channels as a member sees them (voice channels are not public).
+    let (_, body) = http(
+        addr,
+        "GET",
+        &format!("/v1/servers/{server}/channels"),
+        Some(("uid_05ffffff", "desktop_05ffffff")),
+        "",
+    )?;
     let channels = json(body)?;
-    for group in channels.get("groups").and_then(|g| g.as_array()).into_iter().flatten() {
-        for c in group.get("channels").and_then(|c| c.as_array()).into_iter().flatten() {
+    for group in channels
+        .get("groups")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+    {
+        for c in group
+            .get("channels")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+        {
             if c.get("type").and_then(|t| t.as_str()) == Some("voice") {
                 let id = c.get("id").and_then(|i| i.as_str()).unwrap_or("");
                 return Ok((server, id.to_owned()));
@@ -194,17 +231,27 @@ fn join(
     };
     send(
         &mut ws,
-        format!("{{\"type\":\"rtc.join\",\"request_id\":\"j\",\"payload\":{{\"ticket\":\"{ticket}\"}}}}"),
+        format!(
+            "{{\"type\":\"rtc.join\",\"request_id\":\"j\",\"payload\":{{\"ticket\":\"{ticket}\"}}}}"
+        ),
     )?;
     wait_for(&mut ws, "rtc.joined")?;
     let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     socket.set_nonblocking(true).ok();
+    // Room for bursts while the generator is busy joining others.
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER_BYTES);
     let mut peer = Peer::new(socket.local_addr().unwrap(), Instant::now());
     let direction = if publisher { "publish" } else { "subscribe" };
     let lines: Vec<Line> = if publisher {
-        vec![Line::send(MediaKind::Audio, &format!("s{index}"), &format!("mic{index}"))]
+        vec![Line::send(
+            MediaKind::Audio,
+            &format!("s{index}"),
+            &format!("mic{index}"),
+        )]
     } else {
-        (0..audio_slots).map(|_| Line::receive(MediaKind::Audio)).collect()
+        (0..audio_slots)
+            .map(|_| Line::receive(MediaKind::Audio))
+            .collect()
     };
     let (sdp, mids) = peer.offer(&lines).ok_or("nothing to offer")?;
     let offer = simd_json::json!({"type": format!("rtc.offer.{direction}"), "request_id": "o",
@@ -341,9 +388,13 @@ fn run(args: &Args) -> Result<(), String> {
         // Join subscribers one at a time between media rounds.
         if subscribers_joined < args.subscribers {
             let index = args.publishers + subscribers_joined;
-            people.push(join(args.addr, &server, &channel, index, false, slots, &mut conns)?);
+            people.push(join(
+                args.addr, &server, &channel, index, false, slots, &mut conns,
+            )?);
             subscribers_joined += 1;
-            epoll = Epoll::new(&conns);
+            if !args.spin {
+                epoll = Epoll::new(&conns);
+            }
             if subscribers_joined == args.subscribers {
                 eprintln!(
                     "all {} participants joined in {:.1}s",
@@ -360,20 +411,36 @@ fn run(args: &Args) -> Result<(), String> {
                     && c.peer.connected
                 {
                     let frame = [0x78u8; 80];
-                    c.peer.write(mid, now, media_time(MediaKind::Audio, frame_no, 960), &frame, None, None);
+                    c.peer.write(
+                        mid,
+                        now,
+                        media_time(MediaKind::Audio, frame_no, 960),
+                        &frame,
+                        None,
+                        None,
+                    );
                     c.flush();
                     sent += 1;
                 }
             }
             frame_no += 1;
         }
-        let wait = next_frame.saturating_duration_since(Instant::now()).as_millis() as i32;
-        epoll.wait(&mut ready, wait.min(5));
+        let wait = next_frame
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i32;
+        if args.spin {
+            // Every socket, without epoll: no wait queue for the kernel to wake.
+            ready.clear();
+            ready.extend(0..conns.len());
+        } else {
+            epoll.wait(&mut ready, wait.min(5));
+        }
         let now = Instant::now();
         for &i in &ready {
             let c = &mut conns[i];
             while let Ok((n, from)) = c.socket.recv_from(&mut buf) {
-                if c.subscriber && c.peer.connected
+                if c.subscriber
+                    && c.peer.connected
                     && let Some((ssrc, seq)) = rtp_header(&buf[..n])
                 {
                     c.first_packet.get_or_insert(now);
@@ -408,7 +475,11 @@ fn run(args: &Args) -> Result<(), String> {
                 let _ = p.ws.flush();
             }
         }
-        let received: u64 = conns.iter().flat_map(|c| c.streams.values()).map(|s| s.2).sum();
+        let received: u64 = conns
+            .iter()
+            .flat_map(|c| c.streams.values())
+            .map(|s| s.2)
+            .sum();
         let all_in = subscribers_joined == args.subscribers;
         match (&window, all_in) {
             (None, true) if window_end.is_none() => {
@@ -496,7 +567,10 @@ fn report(
         expected
     );
     if let (Some(cpu), Some(per_core)) = (server_cpu, per_core) {
-        println!("  server CPU: {:.2} cores busy -> {per_core:.0} packets/s per busy core", cpu);
+        println!(
+            "  server CPU: {:.2} cores busy -> {per_core:.0} packets/s per busy core",
+            cpu
+        );
     }
     if let Some(cpu) = load_cpu {
         println!("  load generator CPU: {cpu:.2} cores");
@@ -512,7 +586,9 @@ fn report(
         "{{\"mode\":\"voice\",\"publishers\":{},\"subscribers\":{},\"forwarded_per_s\":{rate:.0},\"loss\":{loss:.6},\"server_cores\":{},\"per_core\":{},\"join_p50_ms\":{:.1},\"join_p90_ms\":{:.1}}}",
         args.publishers,
         args.subscribers,
-        server_cpu.map(|c| format!("{c:.3}")).unwrap_or("null".into()),
+        server_cpu
+            .map(|c| format!("{c:.3}"))
+            .unwrap_or("null".into()),
         per_core.map(|c| format!("{c:.0}")).unwrap_or("null".into()),
         pct(0.5),
         pct(0.9)

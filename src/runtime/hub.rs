@@ -308,11 +308,9 @@ impl Hub {
         let Some(socket) = out.as_ref() else {
             return;
         };
-        for d in datagrams {
-            if socket.send_to(&d.contents, d.destination).is_err() {
-                self.media_send_drops.set(self.media_send_drops.get() + 1);
-            }
-        }
+        let dropped = super::media::send_batch(socket, &datagrams);
+        self.media_send_drops
+            .set(self.media_send_drops.get() + dropped);
     }
 
     /// (frames forwarded, datagrams dropped on receive, datagrams dropped on send).

@@ -6,7 +6,7 @@
 //! once a second and does nothing.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,72 @@ pub const MAX_TIMER_SLEEP: Duration = Duration::from_millis(10);
 const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(2);
 /// How often an idle shard's timer looks for work.
 pub const IDLE_TIMER_SLEEP: Duration = Duration::from_secs(1);
+
+/// Datagrams handed to the kernel per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// Sends `datagrams` from `socket` with as few system calls as `sendmmsg` allows. The socket
+/// is non-blocking: what the kernel refuses (a full send buffer) is dropped, as UDP may, and
+/// counted in the result (datagrams not sent).
+pub fn send_batch(socket: &UdpSocket, datagrams: &[crate::sfu::Datagram]) -> u64 {
+    let mut dropped = 0u64;
+    for chunk in datagrams.chunks(SEND_BATCH) {
+        let mut addrs: Vec<libc::sockaddr_in> = Vec::with_capacity(chunk.len());
+        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(chunk.len());
+        for d in chunk {
+            let SocketAddr::V4(v4) = d.destination else {
+                // The media socket is IPv4; such a destination cannot come from it.
+                dropped += 1;
+                continue;
+            };
+            addrs.push(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            });
+            iovecs.push(libc::iovec {
+                iov_base: d.contents.as_ptr() as *mut libc::c_void,
+                iov_len: d.contents.len(),
+            });
+        }
+        let mut headers: Vec<libc::mmsghdr> = addrs
+            .iter_mut()
+            .zip(iovecs.iter_mut())
+            .map(|(addr, iov)| {
+                // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                header.msg_hdr.msg_name = addr as *mut libc::sockaddr_in as *mut libc::c_void;
+                header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                header.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                header.msg_hdr.msg_iovlen = 1;
+                header
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < headers.len() {
+            // SAFETY: `headers[sent..]` point at live addresses and buffers of `chunk`.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    headers[sent..].as_mut_ptr(),
+                    (headers.len() - sent) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                // Full buffer or a refused destination: drop the first and go on.
+                dropped += 1;
+                sent += 1;
+            } else {
+                sent += n as usize;
+            }
+        }
+    }
+    dropped
+}
 
 /// Binds a UDP socket on all IPv4 interfaces at `port` (0: any free port) with SO_REUSEPORT,
 /// non-blocking, with large buffers. Returns the descriptor and the bound address.

@@ -13,8 +13,13 @@
 //! packets (NACK) on the publisher's side, and packetizes, paces and retransmits on each
 //! subscriber's side. Keyframe requests (PLI/FIR) from a subscriber go to the publisher of the
 //! track it is receiving. Simulcast tracks are forwarded one layer per subscriber, chosen from
-//! the subscriber's bandwidth estimate and the number of video tracks it receives; a switch
-//! waits for a keyframe of the new layer. The audio-level header drives a speaking state.
+//! the subscriber's bandwidth estimate (the REMB its client sends) and the number of video
+//! tracks it receives; a switch waits for a keyframe of the new layer. The audio-level header
+//! drives a speaking state.
+//!
+//! Subscribe connections do not run str0m's send-side estimator (TWCC) and pacer: a pacer
+//! queues whatever exceeds its estimate, and a subscriber that sends no feedback made that
+//! queue (and the shard's memory) grow without bound under load. Media goes out as it comes.
 //!
 //! Time: the driver calls [`Sfu::handle_timeout`] when [`Sfu::next_timeout`] is due. An idle
 //! shard has no connections and so no timeouts.
@@ -24,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::bwe::{Bitrate, BweKind};
+use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
@@ -78,8 +83,6 @@ pub const SPEAKING_THRESHOLD_DBOV: i8 = -50;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a subscriber's simulcast layer is reconsidered.
 pub const LAYER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Starting bandwidth estimate of a subscribe connection.
-pub const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 /// How often str0m checks a connection when it asks for nothing sooner.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -294,8 +297,6 @@ pub struct Sfu {
     out: Vec<Datagram>,
     events: Vec<Event>,
     counters: Counters,
-    /// Bandwidth estimation on subscribe connections (off only in tests that set estimates).
-    bwe: bool,
 }
 
 impl Sfu {
@@ -318,15 +319,7 @@ impl Sfu {
             out: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
-            bwe: true,
         }
-    }
-
-    /// Without bandwidth estimation: estimates come only from [`Sfu::set_estimate`].
-    #[cfg(test)]
-    pub(crate) fn without_bwe(mut self) -> Sfu {
-        self.bwe = false;
-        self
     }
 
     /// A participant joins `room`: it is announced the room's tracks within `caps`. Its
@@ -458,7 +451,7 @@ impl Sfu {
         if member.conn_exists(direction) {
             // Renegotiation.
         } else {
-            let conn = self.new_conn(direction, member.candidate, now)?;
+            let conn = self.new_conn(member.candidate, now)?;
             self.by_ufrag
                 .insert(conn.ufrag.clone(), (participant, direction));
             let member = self.members.get_mut(&participant).expect("checked above");
@@ -495,18 +488,10 @@ impl Sfu {
         })
     }
 
-    fn new_conn(
-        &self,
-        direction: Direction,
-        candidate: SocketAddr,
-        now: Instant,
-    ) -> Result<Conn, SfuError> {
+    fn new_conn(&self, candidate: SocketAddr, now: Instant) -> Result<Conn, SfuError> {
         let mut config = Rtc::builder().set_ice_lite(true);
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
-        }
-        if direction == Direction::Subscribe && self.bwe {
-            config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
         let mut rtc = config.build(now);
         let local =
@@ -796,7 +781,7 @@ impl Sfu {
                     }
                     Ok(Output::Transmit(t)) => self.out.push(Datagram {
                         destination: t.destination,
-                        contents: t.contents.to_vec(),
+                        contents: Vec::from(t.contents),
                     }),
                     Ok(Output::Event(event)) => match event {
                         RtcEvent::MediaAdded(added) => {
@@ -1273,7 +1258,7 @@ impl Sfu {
                 }
                 Ok(Output::Transmit(t)) => self.out.push(Datagram {
                     destination: t.destination,
-                    contents: t.contents.to_vec(),
+                    contents: Vec::from(t.contents),
                 }),
                 Ok(Output::Event(RtcEvent::EgressBitrateEstimate(
                     BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },

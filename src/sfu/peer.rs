@@ -220,7 +220,7 @@ impl Peer {
                 }
                 Ok(Output::Transmit(t)) => self.out.push(Datagram {
                     destination: t.destination,
-                    contents: t.contents.to_vec(),
+                    contents: Vec::from(t.contents),
                 }),
                 Ok(Output::Event(Event::MediaData(data))) => self.received.push(Received {
                     mid: data.mid,

@@ -519,7 +519,7 @@ fn lost_packets_are_recovered_by_nack_and_keyframe_requests_reach_the_publisher(
 
 #[test]
 fn simulcast_layer_follows_the_subscriber_estimate_switching_on_a_keyframe() {
-    let mut net = Net::new(sfu().without_bwe());
+    let mut net = Net::new(sfu());
     net.join(1, CAPS, ALL);
     net.join(2, CAPS, ALL);
     net.negotiate(2, Direction::Subscribe, &[Line::receive(MediaKind::Video)])
