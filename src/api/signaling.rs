@@ -17,7 +17,7 @@ use crate::rtc::room::{Seat, error_frame};
 use crate::rtc::ticket::{self, TicketError};
 use crate::runtime::hub::VoiceOp;
 use crate::runtime::shard::Shard;
-use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
+use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
 use crate::sfu::{Caps, Direction};
 
 /// A client frame `{type, request_id, channel_id, payload}`.
@@ -191,13 +191,24 @@ async fn run(shard: Rc<Shard>, session: Session, media_ip: IpAddr) {
         }
     }
     if let Some(channel) = joined {
-        shard.hub.voice(
-            &shard,
+        // A socket the client closed leaves; one lost to silence or a reset gets the
+        // reconnect grace window (`rtc::room::RECONNECT_GRACE`).
+        let dropped = matches!(
+            socket.close_reason(),
+            Some(CloseReason::Idle | CloseReason::Failed | CloseReason::WriteStalled)
+        );
+        let op = if dropped {
+            VoiceOp::Detach {
+                channel_id: channel,
+                socket: me,
+            }
+        } else {
             VoiceOp::Leave {
                 channel_id: channel,
                 socket: me,
-            },
-        );
+            }
+        };
+        shard.hub.voice(&shard, op);
     }
     shard.hub.unregister(&shard, id);
 }

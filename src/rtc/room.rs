@@ -4,7 +4,9 @@
 //! [`Delivery`]s for the caller to route, like presence does. The media of the shard's rooms is
 //! one [`Sfu`]: offers become answers, and what the SFU reports (tracks a participant starts or
 //! stops receiving, speaking) becomes `rtc.track.published` / `rtc.track.unpublished` /
-//! `rtc.subscribe.refresh` / `rtc.participant.speaking` frames.
+//! `rtc.subscribe.refresh` / `rtc.participant.speaking` frames. A participant whose signaling
+//! socket drops stays for [`RECONNECT_GRACE`] and is taken over when the same user and device
+//! join again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +34,15 @@ struct Participant {
     server_id: String,
     socket: SocketRef,
     permissions: Permissions,
+    /// Set while its signaling socket is gone: it stays in the call until then, unless the
+    /// same user and device join again (see [`RECONNECT_GRACE`]).
+    detached_until: Option<Instant>,
 }
+
+/// How long a participant whose signaling socket dropped (silence, reset) stays in the call,
+/// so that a client on a flaky network can join again as the same participant. A socket the
+/// client closes, `rtc.leave` and a kick leave at once.
+pub const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, Default)]
 struct Room {
@@ -179,6 +189,18 @@ impl Rooms {
             );
         }
         let room = self.rooms.get_mut(&claims.channel_id).expect("just made");
+        let returning = room
+            .participants
+            .iter()
+            .find(|(_, p)| {
+                p.detached_until.is_some()
+                    && p.view.user_uid == claims.user_uid
+                    && p.view.device_id == claims.device_id
+            })
+            .map(|(n, _)| *n);
+        if let Some(number) = returning {
+            return Ok(self.reattach(claims, number, socket, seat));
+        }
         if room.participants.len() >= seat.max_participants {
             if room.participants.is_empty() {
                 self.rooms.remove(&claims.channel_id);
@@ -208,6 +230,7 @@ impl Rooms {
                 server_id: claims.server_id.clone(),
                 socket,
                 permissions: claims.permissions,
+                detached_until: None,
             },
         );
         let me = &room.participants[&number].view;
@@ -228,10 +251,15 @@ impl Rooms {
             .insert(socket, (claims.channel_id.clone(), number));
         self.by_number.insert(number, claims.channel_id.clone());
         let room_number = room.number;
+        self.add_media(room_number, number, claims.permissions, seat);
+        out.extend(self.media_deliveries());
+        Ok(out)
+    }
+
+    fn add_media(&mut self, room: sfu::RoomId, number: u64, p: Permissions, seat: Seat) {
         if let Some(media) = self.media.as_mut() {
-            let p = claims.permissions;
             media.add_participant(
-                room_number,
+                room,
                 number,
                 seat.caps,
                 Permit {
@@ -242,14 +270,131 @@ impl Rooms {
                 seat.media_ip,
             );
         }
-        out.extend(self.media_deliveries());
-        Ok(out)
     }
 
-    /// `rtc.leave` or a closed socket: the others get `rtc.participant.left`; an empty room is
-    /// removed.
+    /// The same user and device join again within the grace window: the new socket takes the
+    /// participant over (same `participant_id`; the others see no leave and no join). Its media
+    /// starts afresh, as the client opens new peer connections: its tracks are withdrawn until
+    /// it publishes again.
+    fn reattach(
+        &mut self,
+        claims: &Claims,
+        number: u64,
+        socket: SocketRef,
+        seat: Seat,
+    ) -> Vec<Delivery> {
+        let room = self
+            .rooms
+            .get_mut(&claims.channel_id)
+            .expect("checked by the caller");
+        let me = room
+            .participants
+            .get_mut(&number)
+            .expect("found by the caller");
+        me.socket = socket;
+        me.detached_until = None;
+        me.permissions = claims.permissions;
+        let room_number = room.number;
+        let joined = frame(
+            "rtc.joined",
+            &Joined {
+                participant_id: &room.participants[&number].view.participant_id,
+                participants: room.participants.values().map(|p| &p.view).collect(),
+            },
+        );
+        self.by_socket
+            .insert(socket, (claims.channel_id.clone(), number));
+        if let Some(media) = self.media.as_mut() {
+            media.remove_participant(number);
+        }
+        self.add_media(room_number, number, claims.permissions, seat);
+        let mut out = vec![Delivery {
+            to: socket,
+            frame: joined,
+        }];
+        out.extend(self.media_deliveries());
+        out
+    }
+
+    /// The signaling socket dropped without a goodbye: the participant stays for
+    /// [`RECONNECT_GRACE`] (its media keeps flowing if its connections live).
+    pub fn detach(&mut self, socket: SocketRef, now: Instant) {
+        let Some((channel, number)) = self.by_socket.remove(&socket) else {
+            return;
+        };
+        if let Some(p) = self
+            .rooms
+            .get_mut(&channel)
+            .and_then(|r| r.participants.get_mut(&number))
+        {
+            p.detached_until = Some(now + RECONNECT_GRACE);
+        }
+    }
+
+    /// Participants whose grace ran out leave.
+    pub fn expire(&mut self, now: Instant) -> Vec<Delivery> {
+        let gone: Vec<(String, u64)> = self
+            .rooms
+            .iter()
+            .flat_map(|(channel, room)| {
+                room.participants
+                    .iter()
+                    .filter(|(_, p)| p.detached_until.is_some_and(|t| t <= now))
+                    .map(|(n, _)| (channel.clone(), *n))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (channel, number) in gone {
+            out.extend(self.remove(&channel, number));
+        }
+        out
+    }
+
+    /// Removes `user_uid`'s participants in rooms of `server_id` (a kick): their live sockets
+    /// come back (to be sent `rtc.kicked` and closed), with the frames for the others.
+    pub fn evict(&mut self, server_id: &str, user_uid: &str) -> (Vec<SocketRef>, Vec<Delivery>) {
+        let targets: Vec<(String, u64, Option<SocketRef>)> = self
+            .rooms
+            .iter()
+            .flat_map(|(channel, room)| {
+                room.participants
+                    .iter()
+                    .filter(|(_, p)| p.server_id == server_id && p.view.user_uid == user_uid)
+                    .map(|(n, p)| {
+                        (
+                            channel.clone(),
+                            *n,
+                            p.detached_until.is_none().then_some(p.socket),
+                        )
+                    })
+            })
+            .collect();
+        let mut sockets = Vec::new();
+        let mut out = Vec::new();
+        for (channel, number, socket) in targets {
+            sockets.extend(socket);
+            out.extend(self.remove(&channel, number));
+        }
+        (sockets, out)
+    }
+
+    /// `rtc.leave` or a closed socket: the others get `rtc.participant.left` and
+    /// `rtc.track.unpublished` for its tracks; an empty room is removed.
     pub fn leave(&mut self, socket: SocketRef) -> Vec<Delivery> {
         let Some((channel, number)) = self.by_socket.get(&socket).cloned() else {
+            return Vec::new();
+        };
+        self.remove(&channel, number)
+    }
+
+    /// Takes participant `number` out of the room of `channel`.
+    fn remove(&mut self, channel: &str, number: u64) -> Vec<Delivery> {
+        let Some(socket) = self
+            .rooms
+            .get(channel)
+            .and_then(|r| r.participants.get(&number))
+            .map(|p| p.socket)
+        else {
             return Vec::new();
         };
         // Its tracks are withdrawn while it is still known (the frames name it).
@@ -258,14 +403,16 @@ impl Rooms {
             media.remove_participant(number);
             withdrawn = self.media_deliveries();
         }
-        self.by_socket.remove(&socket);
+        if self
+            .by_socket
+            .get(&socket)
+            .is_some_and(|(_, n)| *n == number)
+        {
+            self.by_socket.remove(&socket);
+        }
         self.by_number.remove(&number);
-        let Some(room) = self.rooms.get_mut(&channel) else {
-            return withdrawn;
-        };
-        let Some(gone) = room.participants.remove(&number) else {
-            return withdrawn;
-        };
+        let room = self.rooms.get_mut(channel).expect("checked above");
+        let gone = room.participants.remove(&number).expect("checked above");
         let left = frame(
             "rtc.participant.left",
             &One {
@@ -275,13 +422,14 @@ impl Rooms {
         let mut out: Vec<Delivery> = room
             .participants
             .values()
+            .filter(|p| p.detached_until.is_none())
             .map(|p| Delivery {
                 to: p.socket,
                 frame: left.clone(),
             })
             .collect();
         if room.participants.is_empty() {
-            self.rooms.remove(&channel);
+            self.rooms.remove(channel);
         }
         out.extend(withdrawn.into_iter().filter(|d| d.to != socket));
         out
@@ -540,16 +688,6 @@ impl Rooms {
         self.rooms.get(channel)?.participants.get(&number)
     }
 
-    /// Sockets of `user_uid` in rooms of `server_id` on this shard (for a kick).
-    pub fn sockets_of(&self, server_id: &str, user_uid: &str) -> Vec<SocketRef> {
-        self.rooms
-            .values()
-            .flat_map(|r| r.participants.values())
-            .filter(|p| p.server_id == server_id && p.view.user_uid == user_uid)
-            .map(|p| p.socket)
-            .collect()
-    }
-
     /// Participants of a channel's room, in join order.
     pub fn participants(&self, channel_id: &str) -> Vec<&ParticipantView> {
         self.rooms
@@ -691,6 +829,72 @@ mod tests {
         listener.channel_id = "ch_other".into();
         rooms.join(&listener, sock(5), "t", seat(5)).unwrap();
         assert!(rooms.media_state(sock(4), &payload).is_empty());
-        assert_eq!(rooms.sockets_of("srv", "uid_q"), vec![sock(4)]);
+        let (kicked, others) = rooms.evict("srv", "uid_q");
+        assert_eq!(kicked, vec![sock(4)]);
+        assert_eq!(
+            others.len(),
+            1,
+            "the other participant sees the kicked one leave"
+        );
+        assert_eq!(
+            json(&others[0].frame)["type"].as_str(),
+            Some("rtc.participant.left")
+        );
+    }
+
+    #[test]
+    fn a_dropped_socket_keeps_its_place_for_the_grace_window() {
+        use simd_json::prelude::*;
+        let now = Instant::now();
+        let mut rooms = Rooms::default();
+        rooms
+            .join(&claims("uid_a"), sock(1), "t", seat(10))
+            .unwrap();
+        rooms
+            .join(&claims("uid_b"), sock(2), "t", seat(10))
+            .unwrap();
+        // A drops: nobody hears of it, and it is still listed.
+        rooms.detach(sock(1), now);
+        assert_eq!(rooms.participants("ch_voice").len(), 2);
+        assert!(rooms.expire(now + RECONNECT_GRACE / 2).is_empty());
+        // It comes back on a new socket: same participant, and no one is told it joined.
+        let back = rooms
+            .join(&claims("uid_a"), sock(3), "t2", seat(10))
+            .unwrap();
+        assert_eq!(back.len(), 1, "only the returning socket hears: {back:?}");
+        assert_eq!(back[0].to, sock(3));
+        let joined = json(&back[0].frame);
+        assert_eq!(joined["type"].as_str(), Some("rtc.joined"));
+        assert_eq!(joined["payload"]["participant_id"].as_str(), Some("p1"));
+        assert!(
+            rooms.expire(now + RECONNECT_GRACE * 2).is_empty(),
+            "attached again"
+        );
+        // Another user with the same device id does not take it over.
+        rooms.detach(sock(3), now);
+        let mut stranger = claims("uid_c");
+        stranger.device_id = "dev_uid_a".into();
+        let other = rooms.join(&stranger, sock(4), "t", seat(10)).unwrap();
+        assert_eq!(
+            json(&other[0].frame)["payload"]["participant_id"].as_str(),
+            Some("p3")
+        );
+        // The grace runs out: the attached ones hear A leave.
+        let gone = rooms.expire(now + RECONNECT_GRACE);
+        let to: Vec<SocketRef> = gone.iter().map(|d| d.to).collect();
+        assert_eq!(to, vec![sock(2), sock(4)]);
+        assert!(
+            gone.iter()
+                .all(|d| json(&d.frame)["type"].as_str() == Some("rtc.participant.left"))
+        );
+        assert_eq!(rooms.participants("ch_voice").len(), 2);
+        // A kick removes a detached participant at once, with no socket to close.
+        rooms.detach(sock(2), now);
+        let (kicked, others) = rooms.evict("srv", "uid_b");
+        assert!(kicked.is_empty());
+        assert_eq!(others.len(), 1);
+        rooms.leave(sock(4));
+        assert_eq!(rooms.room_count(), 0);
+        assert!(rooms.by_socket.is_empty() && rooms.by_number.is_empty());
     }
 }

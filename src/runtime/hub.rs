@@ -50,6 +50,12 @@ pub enum VoiceOp {
         channel_id: String,
         socket: SocketRef,
     },
+    /// The signaling socket dropped (silence, reset): the participant stays for the reconnect
+    /// grace window.
+    Detach {
+        channel_id: String,
+        socket: SocketRef,
+    },
     MediaState {
         channel_id: String,
         socket: SocketRef,
@@ -63,6 +69,7 @@ impl VoiceOp {
         match self {
             VoiceOp::Join { claims, .. } => &claims.channel_id,
             VoiceOp::Leave { channel_id, .. }
+            | VoiceOp::Detach { channel_id, .. }
             | VoiceOp::MediaState { channel_id, .. }
             | VoiceOp::Offer { channel_id, .. }
             | VoiceOp::Candidate { channel_id, .. } => channel_id,
@@ -239,6 +246,10 @@ impl Hub {
                     }
                 },
                 VoiceOp::Leave { socket, .. } => rooms.leave(socket),
+                VoiceOp::Detach { socket, .. } => {
+                    rooms.detach(socket, Instant::now());
+                    Vec::new()
+                }
                 VoiceOp::Offer {
                     socket,
                     direction,
@@ -287,6 +298,15 @@ impl Hub {
     /// When the media next needs [`Hub::media_timeout`].
     pub fn next_media_timeout(&self) -> Option<Instant> {
         self.rooms.borrow().next_timeout()
+    }
+
+    /// Participants whose reconnect grace ran out leave (run by the media timer).
+    pub fn expire_voice(&self, shard: &Rc<Shard>) {
+        let deliveries = self.rooms.borrow_mut().expire(Instant::now());
+        if !deliveries.is_empty() {
+            deliver(shard, deliveries);
+        }
+        self.flush_media();
     }
 
     pub fn media_timeout(&self, shard: &Rc<Shard>) {
@@ -522,12 +542,10 @@ impl Hub {
         }
     }
 
-    /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns.
+    /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns; they leave
+    /// at once (no reconnect grace).
     fn kick(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
-        let targets = self.rooms.borrow().sockets_of(server_id, user_uid);
-        if targets.is_empty() {
-            return;
-        }
+        let (targets, others) = self.rooms.borrow_mut().evict(server_id, user_uid);
         let kicked = crate::rtc::room::frame("rtc.kicked", &serde_json_empty());
         deliver(
             shard,
@@ -537,9 +555,13 @@ impl Hub {
                     to: *to,
                     frame: kicked.clone(),
                 })
+                .chain(others)
                 .collect(),
         );
-        close_sockets(shard, targets);
+        if !targets.is_empty() {
+            close_sockets(shard, targets);
+        }
+        self.flush_media();
     }
 
     /// A committed event or a notice from the authority.

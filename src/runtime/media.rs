@@ -136,6 +136,7 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
             if timer.is_stopping() {
                 break;
             }
+            timer.hub.expire_voice(&timer);
             if timer
                 .hub
                 .next_media_timeout()
