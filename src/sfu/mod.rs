@@ -1322,7 +1322,7 @@ pub fn first_mid(sdp: &str) -> Option<&str> {
 /// second), the smallest when none fits, the best when there is no estimate yet.
 pub fn choose_layer(layers: &[(Rid, u64)], budget: Option<u64>) -> Rid {
     let mut sorted: Vec<(Rid, u64)> = layers.to_vec();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1));
+    sorted.sort_by_key(|layer| std::cmp::Reverse(layer.1));
     match budget {
         None => sorted[0].0,
         Some(budget) => {

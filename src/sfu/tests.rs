@@ -172,18 +172,16 @@ impl Net {
         now
     }
 
-    /// `count` frames of `size` bytes on the publisher's `mid`, one every `interval` ms.
-    fn publish(
-        &mut self,
-        publisher: ParticipantId,
-        mid: Mid,
-        kind: MediaKind,
-        count: u64,
-        size: usize,
-        interval: u64,
-        rids: &[&str],
-        audio_level: Option<i8>,
-    ) {
+    /// The frames of `burst` on the publisher's `mid`.
+    fn publish(&mut self, publisher: ParticipantId, mid: Mid, burst: Burst) {
+        let Burst {
+            kind,
+            count,
+            size,
+            interval,
+            rids,
+            audio_level,
+        } = burst;
         let per_frame = match kind {
             MediaKind::Audio => 960,
             MediaKind::Video => 3000,
@@ -220,6 +218,47 @@ impl Net {
 
     fn received(&mut self, participant: ParticipantId) -> &Vec<super::peer::Received> {
         &self.client(participant, Direction::Subscribe).received
+    }
+}
+
+/// Frames a publisher sends: `count` frames of `size` bytes, one every `interval` ms.
+struct Burst {
+    kind: MediaKind,
+    count: u64,
+    size: usize,
+    interval: u64,
+    /// Simulcast layers (each gets the frame, smaller by the layer's position).
+    rids: &'static [&'static str],
+    audio_level: Option<i8>,
+}
+
+impl Burst {
+    /// Opus frames every 20 ms, loud enough to count as speech.
+    fn audio(count: u64, size: usize) -> Burst {
+        Burst {
+            kind: MediaKind::Audio,
+            count,
+            size,
+            interval: 20,
+            rids: &[],
+            audio_level: Some(-30),
+        }
+    }
+
+    /// Video frames at 30 per second; every tenth is a keyframe.
+    fn video(count: u64, size: usize) -> Burst {
+        Burst {
+            kind: MediaKind::Video,
+            count,
+            size,
+            interval: 33,
+            rids: &[],
+            audio_level: None,
+        }
+    }
+
+    fn layers(self, rids: &'static [&'static str]) -> Burst {
+        Burst { rids, ..self }
     }
 }
 
@@ -287,7 +326,7 @@ fn audio_reaches_a_subscriber_with_the_announced_ids_and_nothing_echoes() {
     );
 
     net.connect_all();
-    net.publish(1, mic, MediaKind::Audio, 50, 80, 20, &[], Some(-30));
+    net.publish(1, mic, Burst::audio(50, 80));
     let got = net.received(2);
     assert!(got.len() >= 45, "bob got {} of 50 frames", got.len());
     assert!(got.iter().all(|f| f.mid == slots[0] && f.data.len() == 80));
@@ -368,7 +407,7 @@ fn renegotiation_adds_camera_and_screen_and_removal_withdraws() {
         )
         .unwrap();
     net.connect_all();
-    net.publish(1, camera, MediaKind::Video, 20, 1000, 33, &[], None);
+    net.publish(1, camera, Burst::video(20, 1000));
     let got = net.received(2).clone();
     assert!(got.len() >= 18, "camera frames: {}", got.len());
     assert!(got.iter().all(|f| videos.contains(&f.mid)));
@@ -492,7 +531,7 @@ fn lost_packets_are_recovered_by_nack_and_keyframe_requests_reach_the_publisher(
     // One in twenty datagrams from clients is lost; frames span three packets each, so
     // without retransmission about one frame in seven would be broken.
     net.drop_upstream = Some(Box::new(|n| n % 20 == 0));
-    net.publish(1, camera, MediaKind::Video, 40, 3000, 33, &[], None);
+    net.publish(1, camera, Burst::video(40, 3000));
     net.drop_upstream = None;
     for _ in 0..20 {
         net.step(20);
@@ -529,7 +568,7 @@ fn simulcast_layer_follows_the_subscriber_estimate_switching_on_a_keyframe() {
     let camera = net.negotiate(1, Direction::Publish, &[line]).unwrap()[0];
     net.connect_all();
     // h frames are 1200 bytes, l frames 600 (about 290 and 145 kbit/s at 30 fps).
-    net.publish(1, camera, MediaKind::Video, 60, 1200, 33, &["h", "l"], None);
+    net.publish(1, camera, Burst::video(60, 1200).layers(&["h", "l"]));
     let sizes =
         |net: &mut Net| -> Vec<usize> { net.received(2).iter().map(|f| f.data.len()).collect() };
     let first = sizes(&mut net);
@@ -541,7 +580,7 @@ fn simulcast_layer_follows_the_subscriber_estimate_switching_on_a_keyframe() {
     let seen = first.len();
 
     net.sfu.set_estimate(2, 200_000);
-    net.publish(1, camera, MediaKind::Video, 60, 1200, 33, &["h", "l"], None);
+    net.publish(1, camera, Burst::video(60, 1200).layers(&["h", "l"]));
     let after: Vec<usize> = sizes(&mut net)[seen..].to_vec();
     assert!(after.iter().rev().take(20).all(|s| *s == 600), "{after:?}");
     // The switch happened at a keyframe: no l frame before the first l keyframe.
