@@ -14,7 +14,7 @@ use str0m::media::MediaKind;
 use support::api::Client;
 use support::call::{Caller, expect_track, pump, pump_until, ticket_for, voice_channel};
 use support::json::{JsonPath, encode, key_set};
-use support::server::{Engine, start_community};
+use support::server::{Engine, TestServer, start_community};
 use support::ws::QUIET;
 
 const TICKET_SECRET: &str = "0123456789abcdef0123456789abcdef-voice";
@@ -30,8 +30,8 @@ const TRACK_KEYS: &[&str] = &[
     "stream_kind",
 ];
 
-#[test]
-fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
+/// A server with the default server `home`, a first user and the seeded voice channel.
+fn voice_server() -> (TestServer, Client, String) {
     let server = start_community(
         Engine::Sqlite,
         &[
@@ -40,9 +40,15 @@ fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
         ],
     );
     let alice = Client::user(server.addr);
+    let voice = voice_channel(&alice, "home");
+    (server, alice, voice)
+}
+
+#[test]
+fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
+    let (server, alice, voice) = voice_server();
     let bob = Client::user(server.addr);
     let carol = Client::user(server.addr);
-    let voice = voice_channel(&alice, "home");
 
     let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
     let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
@@ -224,15 +230,7 @@ fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
 
 #[test]
 fn bad_signaling_and_bad_media_are_refused_without_harm() {
-    let server = start_community(
-        Engine::Sqlite,
-        &[
-            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
-            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
-        ],
-    );
-    let alice = Client::user(server.addr);
-    let voice = voice_channel(&alice, "home");
+    let (server, alice, voice) = voice_server();
     let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
 
     // Malformed SDP and an offer with hundreds of m-lines: rtc_negotiation_failed.
@@ -285,15 +283,7 @@ fn bad_signaling_and_bad_media_are_refused_without_harm() {
 
 #[test]
 fn a_listen_only_ticket_cannot_publish() {
-    let server = start_community(
-        Engine::Sqlite,
-        &[
-            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
-            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
-        ],
-    );
-    let alice = Client::user(server.addr);
-    let voice = voice_channel(&alice, "home");
+    let (server, alice, voice) = voice_server();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -725,6 +725,15 @@ mod tests {
         }
     }
 
+    /// Rooms with uid_a (socket 1) and uid_b (socket 2) in `ch_voice`.
+    fn two_in_a_room() -> Rooms {
+        let mut rooms = Rooms::default();
+        for (n, uid) in [(1, "uid_a"), (2, "uid_b")] {
+            rooms.join(&claims(uid), sock(n), "t", seat(10)).unwrap();
+        }
+        rooms
+    }
+
     fn sock(n: u64) -> SocketRef {
         SocketRef {
             shard: (n % 2) as usize,
@@ -778,13 +787,7 @@ mod tests {
     #[test]
     fn leaving_announces_and_empty_rooms_go_away() {
         use simd_json::prelude::*;
-        let mut rooms = Rooms::default();
-        rooms
-            .join(&claims("uid_a"), sock(1), "t", seat(10))
-            .unwrap();
-        rooms
-            .join(&claims("uid_b"), sock(2), "t", seat(10))
-            .unwrap();
+        let mut rooms = two_in_a_room();
         let left = rooms.leave(sock(1));
         assert_eq!(left.len(), 1);
         assert_eq!(
@@ -846,13 +849,7 @@ mod tests {
     fn a_dropped_socket_keeps_its_place_for_the_grace_window() {
         use simd_json::prelude::*;
         let now = Instant::now();
-        let mut rooms = Rooms::default();
-        rooms
-            .join(&claims("uid_a"), sock(1), "t", seat(10))
-            .unwrap();
-        rooms
-            .join(&claims("uid_b"), sock(2), "t", seat(10))
-            .unwrap();
+        let mut rooms = two_in_a_room();
         // A drops: nobody hears of it, and it is still listed.
         rooms.detach(sock(1), now);
         assert_eq!(rooms.participants("ch_voice").len(), 2);

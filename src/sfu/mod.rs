@@ -687,13 +687,7 @@ impl Sfu {
             let room = member.room;
             self.forget_conn(&conn);
             if direction == Direction::Publish {
-                let gone: Vec<TrackKey> = self
-                    .tracks
-                    .keys()
-                    .filter(|k| k.0 == participant)
-                    .copied()
-                    .collect();
-                for key in gone {
+                for key in self.tracks_of(participant) {
                     self.remove_track(key);
                 }
             }
@@ -769,34 +763,20 @@ impl Sfu {
             else {
                 return;
             };
-            loop {
-                match conn.rtc.poll_output() {
-                    Err(_) => {
-                        conn.timeout = now + IDLE_CHECK;
-                        break;
+            for event in conn.poll(now, &mut self.out) {
+                match event {
+                    RtcEvent::MediaAdded(added) => {
+                        changed |= conn.note_mid(added.mid, direction);
                     }
-                    Ok(Output::Timeout(t)) => {
-                        conn.timeout = t.min(now + IDLE_CHECK);
-                        break;
+                    RtcEvent::MediaChanged(_) => changed = true,
+                    RtcEvent::MediaData(data) => media.push(data),
+                    RtcEvent::KeyframeRequest(request) => {
+                        keyframe_requests.push((request.mid, request.kind))
                     }
-                    Ok(Output::Transmit(t)) => self.out.push(Datagram {
-                        destination: t.destination,
-                        contents: Vec::from(t.contents),
-                    }),
-                    Ok(Output::Event(event)) => match event {
-                        RtcEvent::MediaAdded(added) => {
-                            changed |= conn.note_mid(added.mid, direction);
-                        }
-                        RtcEvent::MediaChanged(_) => changed = true,
-                        RtcEvent::MediaData(data) => media.push(data),
-                        RtcEvent::KeyframeRequest(request) => {
-                            keyframe_requests.push((request.mid, request.kind))
-                        }
-                        RtcEvent::EgressBitrateEstimate(
-                            BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
-                        ) => estimate = Some(e.as_u64()),
-                        _ => {}
-                    },
+                    RtcEvent::EgressBitrateEstimate(
+                        BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
+                    ) => estimate = Some(e.as_u64()),
+                    _ => {}
                 }
             }
         }
@@ -850,13 +830,7 @@ impl Sfu {
                 rids.clone(),
             ));
         }
-        let existing: Vec<TrackKey> = self
-            .tracks
-            .keys()
-            .filter(|k| k.0 == participant)
-            .copied()
-            .collect();
-        for key in existing {
+        for key in self.tracks_of(participant) {
             if !live.iter().any(|l| l.0 == key.1) {
                 self.remove_track(key);
             }
@@ -937,6 +911,15 @@ impl Sfu {
             );
             self.room_tracks.entry(room).or_default().push(key);
         }
+    }
+
+    /// The tracks `participant` publishes.
+    fn tracks_of(&self, participant: ParticipantId) -> Vec<TrackKey> {
+        self.tracks
+            .keys()
+            .filter(|k| k.0 == participant)
+            .copied()
+            .collect()
     }
 
     fn remove_track(&mut self, key: TrackKey) {
@@ -1249,21 +1232,12 @@ impl Sfu {
         let Some(conn) = member.conn(direction) else {
             return;
         };
-        loop {
-            match conn.rtc.poll_output() {
-                Err(_) => break,
-                Ok(Output::Timeout(t)) => {
-                    conn.timeout = t.min(now + IDLE_CHECK);
-                    break;
-                }
-                Ok(Output::Transmit(t)) => self.out.push(Datagram {
-                    destination: t.destination,
-                    contents: Vec::from(t.contents),
-                }),
-                Ok(Output::Event(RtcEvent::EgressBitrateEstimate(
-                    BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
-                ))) => estimate = Some(e.as_u64()),
-                Ok(Output::Event(_)) => {}
+        for event in conn.poll(now, &mut self.out) {
+            if let RtcEvent::EgressBitrateEstimate(
+                BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
+            ) = event
+            {
+                estimate = Some(e.as_u64());
             }
         }
         if estimate.is_some() {
@@ -1273,6 +1247,30 @@ impl Sfu {
 }
 
 impl Conn {
+    /// Polls str0m until it names its next timeout: datagrams go to `out`, events come back
+    /// (none, without allocating, in the common case of a write).
+    fn poll(&mut self, now: Instant, out: &mut Vec<Datagram>) -> Vec<RtcEvent> {
+        let mut events = Vec::new();
+        loop {
+            match self.rtc.poll_output() {
+                Err(_) => {
+                    self.timeout = now + IDLE_CHECK;
+                    break;
+                }
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t.min(now + IDLE_CHECK);
+                    break;
+                }
+                Ok(Output::Transmit(t)) => out.push(Datagram {
+                    destination: t.destination,
+                    contents: Vec::from(t.contents),
+                }),
+                Ok(Output::Event(event)) => events.push(event),
+            }
+        }
+        events
+    }
+
     /// Records an m-line of the connection (a receive slot on a subscribe connection). Whether
     /// it was new comes back.
     fn note_mid(&mut self, mid: Mid, direction: Direction) -> bool {
