@@ -69,9 +69,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer whose socket is `addr`.
+    /// A peer whose socket is `addr`, with str0m's default codecs.
     pub fn new(addr: SocketAddr, now: Instant) -> Peer {
-        let mut rtc = Rtc::new(now);
+        Peer::with_config(addr, now, Rtc::builder())
+    }
+
+    /// A peer with its own configuration (codecs, for one).
+    pub fn with_config(addr: SocketAddr, now: Instant, config: str0m::RtcConfig) -> Peer {
+        let mut rtc = config.build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
         Peer {
             addr,

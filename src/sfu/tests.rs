@@ -33,6 +33,8 @@ struct Net {
     drop_upstream: Option<Box<dyn FnMut(usize) -> bool>>,
     upstream_count: usize,
     events: Vec<Event>,
+    /// Clients offer H264 as their only video codec.
+    h264: bool,
 }
 
 impl Net {
@@ -46,6 +48,7 @@ impl Net {
             drop_upstream: None,
             upstream_count: 0,
             events: Vec::new(),
+            h264: false,
         }
     }
 
@@ -73,10 +76,18 @@ impl Net {
                 let addr: SocketAddr = format!("10.0.0.{}:{port}", participant + 1)
                     .parse()
                     .unwrap();
+                let config = if self.h264 {
+                    str0m::Rtc::builder()
+                        .clear_codecs()
+                        .enable_opus(true, false)
+                        .enable_h264(true)
+                } else {
+                    str0m::Rtc::builder()
+                };
                 self.clients.push(Client {
                     participant,
                     direction,
-                    peer: Peer::new(addr, self.now),
+                    peer: Peer::with_config(addr, self.now, config),
                 });
                 self.clients.len() - 1
             }
@@ -440,6 +451,55 @@ fn renegotiation_adds_camera_and_screen_and_removal_withdraws() {
     assert_eq!(left, ["mic", "screen"]);
     assert!(net.events.iter().any(|e| matches!(e,
         Event::Withdraw { to: 2, track } if track.track_id == "cam")));
+}
+
+#[test]
+fn h264_video_is_forwarded_from_the_first_keyframe() {
+    let mut net = Net::new(sfu());
+    net.h264 = true;
+    net.join(1, CAPS, ALL);
+    net.join(2, CAPS, ALL);
+    let slot = net
+        .negotiate(2, Direction::Subscribe, &[Line::receive(MediaKind::Video)])
+        .unwrap()[0];
+    let camera = net
+        .negotiate(
+            1,
+            Direction::Publish,
+            &[Line::send(MediaKind::Video, "s", "cam")],
+        )
+        .unwrap()[0];
+    assert!(net.client(2, Direction::Subscribe).answer.contains("H264"));
+    net.connect_all();
+    // Annex B access units: an IDR slice every tenth frame, non-IDR slices otherwise. The
+    // first frames are not IDR, so the subscriber waits for the keyframe it asked for.
+    for n in 0..25u64 {
+        net.now += Duration::from_millis(33);
+        let now = net.now;
+        let nal = if n % 10 == 5 { 0x65 } else { 0x41 };
+        let mut frame = vec![0, 0, 0, 1, nal];
+        frame.extend(std::iter::repeat_n(n as u8 | 0x10, 1500));
+        net.client(1, Direction::Publish).write(
+            camera,
+            now,
+            media_time(MediaKind::Video, n, 3000),
+            &frame,
+            None,
+            None,
+        );
+        net.step(0);
+    }
+    for _ in 0..20 {
+        net.step(20);
+    }
+    let got = net.received(2).clone();
+    assert!(got.iter().all(|f| f.mid == slot));
+    assert!(
+        got.first().is_some_and(|f| f.keyframe),
+        "the first frame is the IDR"
+    );
+    assert!(got.len() >= 18, "frames 5..25 arrive: {}", got.len());
+    assert!(net.client(1, Direction::Publish).keyframe_requests >= 1);
 }
 
 #[test]
