@@ -145,6 +145,22 @@ fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
         assert!(heard.iter().all(|f| f.data.len() == 60));
     }
     assert!(a.subscribe.peer.received.is_empty(), "nothing echoes back");
+    // The operator sees it in /metrics: three participants, frames forwarded.
+    let metrics = Client::anonymous(server.addr).get("/metrics").text();
+    let sum = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("openchat_voice_participants"), 3, "{metrics}");
+    assert!(sum("openchat_media_frames_forwarded_total") >= 90);
+    assert_eq!(
+        sum("openchat_media_connections"),
+        3,
+        "alice publishes, bob and carol receive"
+    );
     // The audio level marked alice as speaking.
     let speaking = b.ws.expect_where("rtc.participant.speaking", |f| {
         f.bool_at("payload.speaking")

@@ -32,7 +32,7 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
             label(build_info::VERSION),
             label(build_info::COMMIT)
         );
-        let per_shard: [ShardSeries; 6] = [
+        let per_shard: [ShardSeries; 11] = [
             (
                 "openchat_http_requests_total",
                 "counter",
@@ -68,6 +68,36 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
                 "gauge",
                 "Realtime WebSockets open now.",
                 |s| s.realtime_sockets,
+            ),
+            (
+                "openchat_voice_participants",
+                "gauge",
+                "Participants in the voice rooms this shard owns.",
+                |s| s.voice_participants,
+            ),
+            (
+                "openchat_media_connections",
+                "gauge",
+                "Peer connections of this shard's SFU.",
+                |s| s.media_connections,
+            ),
+            (
+                "openchat_media_frames_forwarded_total",
+                "counter",
+                "Media frames the SFU wrote to subscribers.",
+                |s| s.media_forwarded,
+            ),
+            (
+                "openchat_media_datagrams_dropped_in_total",
+                "counter",
+                "UDP datagrams no connection accepted (strangers, garbage).",
+                |s| s.media_dropped_in,
+            ),
+            (
+                "openchat_media_datagrams_dropped_out_total",
+                "counter",
+                "UDP datagrams the kernel refused to send (full send buffer).",
+                |s| s.media_dropped_out,
             ),
         ];
         for (name, kind, help, read) in per_shard {

@@ -599,11 +599,13 @@ impl Rooms {
             .unwrap_or_default()
     }
 
-    pub fn media_counters(&self) -> sfu::Counters {
-        self.media
-            .as_ref()
-            .map(|m| m.counters())
-            .unwrap_or_default()
+    /// (participants, peer connections, SFU counters).
+    pub fn media_stats(&self) -> (usize, usize, sfu::Counters) {
+        let participants = self.by_number.len();
+        match self.media.as_ref() {
+            Some(m) => (participants, m.connection_count(), m.counters()),
+            None => (participants, 0, sfu::Counters::default()),
+        }
     }
 
     /// Frames for what the SFU reported: each subscriber gets `rtc.track.published` /

@@ -333,10 +333,18 @@ impl Hub {
             .set(self.media_send_drops.get() + dropped);
     }
 
-    /// (frames forwarded, datagrams dropped on receive, datagrams dropped on send).
-    pub fn media_counters(&self) -> (u64, u64, u64) {
-        let c = self.rooms.borrow().media_counters();
-        (c.forwarded, c.dropped, self.media_send_drops.get())
+    /// The voice and media counters of this shard (other fields left at zero).
+    pub fn media_snapshot(&self) -> super::mesh::ShardStatsSnapshot {
+        let rooms = self.rooms.borrow();
+        let (participants, connections, counters) = rooms.media_stats();
+        super::mesh::ShardStatsSnapshot {
+            voice_participants: participants as u64,
+            media_connections: connections as u64,
+            media_forwarded: counters.forwarded,
+            media_dropped_in: counters.dropped,
+            media_dropped_out: self.media_send_drops.get(),
+            ..Default::default()
+        }
     }
 
     /// Closes sockets of this shard (after what is queued for them).

@@ -37,6 +37,13 @@ pub struct ShardStatsSnapshot {
     pub protocol_errors: u64,
     pub panics: u64,
     pub realtime_sockets: u64,
+    /// Voice: participants in rooms this shard owns, peer connections, media frames
+    /// forwarded, datagrams dropped on receive (strangers, garbage) and on send (full buffer).
+    pub voice_participants: u64,
+    pub media_connections: u64,
+    pub media_forwarded: u64,
+    pub media_dropped_in: u64,
+    pub media_dropped_out: u64,
 }
 
 pub struct Mesh {

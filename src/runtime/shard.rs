@@ -94,6 +94,7 @@ impl Shard {
             protocol_errors: self.stats.protocol_errors.get(),
             panics: self.stats.panics.get(),
             realtime_sockets: self.hub.socket_count() as u64,
+            ..self.hub.media_snapshot()
         }
     }
 
