@@ -147,13 +147,7 @@ fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
     assert!(a.subscribe.peer.received.is_empty(), "nothing echoes back");
     // The operator sees it in /metrics: three participants, frames forwarded.
     let metrics = Client::anonymous(server.addr).get("/metrics").text();
-    let sum = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let sum = |name: &str| metric_sum(&metrics, name);
     assert_eq!(sum("openchat_voice_participants"), 3, "{metrics}");
     assert!(sum("openchat_media_frames_forwarded_total") >= 90);
     assert_eq!(
@@ -242,6 +236,34 @@ fn three_peers_talk_through_the_sfu_with_audio_video_and_screen_share() {
     for track in ["alice-mic", "alice-cam-0", "alice-screen-0"] {
         expect_track(&mut c.ws, "rtc.track.unpublished", track);
     }
+    // The others close their sockets: nothing is left behind on any shard.
+    b.ws.close();
+    c.ws.close();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let metrics = Client::anonymous(server.addr).get("/metrics").text();
+        let (participants, connections) = (
+            metric_sum(&metrics, "openchat_voice_participants"),
+            metric_sum(&metrics, "openchat_media_connections"),
+        );
+        if participants == 0 && connections == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {participants} participants, {connections} connections"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sum over shards of a per-shard series of `/metrics`.
+fn metric_sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]
@@ -295,6 +317,25 @@ fn bad_signaling_and_bad_media_are_refused_without_harm() {
     );
     assert!(a.publish.peer.rtc.writer(mid).is_some());
     a.ws.assert_none("rtc.error", QUIET);
+
+    // An oversized frame closes the socket, and the participant leaves with it.
+    a.ws.send_text(&format!(
+        "{{\"type\":\"rtc.media.state\",\"payload\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    ));
+    assert!(a.ws.closed_within(Duration::from_secs(2)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while metric_sum(
+        &Client::anonymous(server.addr).get("/metrics").text(),
+        "openchat_voice_participants",
+    ) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the participant was left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
