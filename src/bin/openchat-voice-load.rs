@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! openchat-voice-load --addr 127.0.0.1:8080 --publishers 16 --subscribers 150 --duration 20
-//!     [--server-pid PID] [--warmup 5] [--spin]
+//!     [--server-pid PID] [--warmup 5] [--spin] [--video-kbps 500]
 //! ```
 //!
 //! `--spin` polls the sockets without ever sleeping. On loopback the kernel delivers a datagram
@@ -43,6 +43,8 @@ struct Args {
     server_pid: Option<u32>,
     /// Poll sockets without sleeping (see the module notes).
     spin: bool,
+    /// Each publisher also sends a camera track at this bitrate (0: audio only).
+    video_kbps: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: Duration::from_secs(5),
         server_pid: None,
         spin: false,
+        video_kbps: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -78,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => args.duration = Duration::from_secs(number()?),
             "--warmup" => args.warmup = Duration::from_secs(number()?),
             "--server-pid" => args.server_pid = Some(number()? as u32),
+            "--video-kbps" => args.video_kbps = number()?,
             other => return Err(format!("unknown option {other}")),
         }
         i += 2;
@@ -173,6 +177,9 @@ struct Conn {
     streams: HashMap<u32, (u64, u64, u64)>,
     first_packet: Option<Instant>,
     publish_mid: Option<Mid>,
+    /// A publisher's camera m-line, and the keyframe requests already answered.
+    video_mid: Option<Mid>,
+    keyframes_answered: usize,
     subscriber: bool,
 }
 
@@ -197,7 +204,7 @@ fn join(
     channel: &str,
     index: usize,
     publisher: bool,
-    audio_slots: usize,
+    slots: (usize, usize),
     conns: &mut Vec<Conn>,
 ) -> Result<Participant, String> {
     let uid = format!("uid_05{:06x}", index);
@@ -242,15 +249,25 @@ fn join(
     let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER_BYTES);
     let mut peer = Peer::new(socket.local_addr().unwrap(), Instant::now());
     let direction = if publisher { "publish" } else { "subscribe" };
+    let (audio_slots, video_slots) = slots;
     let lines: Vec<Line> = if publisher {
-        vec![Line::send(
+        let mut lines = vec![Line::send(
             MediaKind::Audio,
             &format!("s{index}"),
             &format!("mic{index}"),
-        )]
+        )];
+        if video_slots > 0 {
+            lines.push(Line::send(
+                MediaKind::Video,
+                &format!("s{index}"),
+                &format!("cam{index}"),
+            ));
+        }
+        lines
     } else {
         (0..audio_slots)
             .map(|_| Line::receive(MediaKind::Audio))
+            .chain((0..video_slots).map(|_| Line::receive(MediaKind::Video)))
             .collect()
     };
     let (sdp, mids) = peer.offer(&lines).ok_or("nothing to offer")?;
@@ -271,6 +288,8 @@ fn join(
         streams: HashMap::new(),
         first_packet: None,
         publish_mid: publisher.then(|| mids[0]),
+        video_mid: (publisher && video_slots > 0).then(|| mids[1]),
+        keyframes_answered: 0,
         subscriber: !publisher,
     });
     Ok(Participant {
@@ -371,9 +390,28 @@ fn run(args: &Args) -> Result<(), String> {
     let mut ready = Vec::new();
     // Publishers first; their media flows while subscribers join, as in a live call.
     for i in 0..args.publishers {
-        people.push(join(args.addr, &server, &channel, i, true, 0, &mut conns)?);
+        let video = usize::from(args.video_kbps > 0);
+        people.push(join(
+            args.addr,
+            &server,
+            &channel,
+            i,
+            true,
+            (0, video),
+            &mut conns,
+        )?);
     }
-    let slots = args.publishers.min(16);
+    // One receive slot per publisher, within the default receive caps (16 audio, 8 video).
+    let slots = (
+        args.publishers.min(16),
+        if args.video_kbps > 0 {
+            args.publishers.min(8)
+        } else {
+            0
+        },
+    );
+    // Video: 25 frames/s (every other audio tick) of the size that makes the bitrate.
+    let video_frame_bytes = (args.video_kbps * 1000 / 8 / 25) as usize;
     let mut sent = 0u64;
     let start = Instant::now();
     let mut next_frame = start;
@@ -419,8 +457,27 @@ fn run(args: &Args) -> Result<(), String> {
                         None,
                         None,
                     );
-                    c.flush();
                     sent += 1;
+                    if let Some(video) = c.video_mid
+                        && frame_no % 2 == 0
+                    {
+                        // A keyframe first, every 50 frames, and when the SFU asks.
+                        let asked = c.peer.keyframe_requests > c.keyframes_answered;
+                        c.keyframes_answered = c.peer.keyframe_requests;
+                        let key = frame_no % 100 == 0 || asked;
+                        let mut data = vec![0x5au8; video_frame_bytes.max(16)];
+                        data[0] = if key { 0 } else { 1 };
+                        c.peer.write(
+                            video,
+                            now,
+                            media_time(MediaKind::Video, frame_no / 2, 3600),
+                            &data,
+                            None,
+                            None,
+                        );
+                        sent += 1;
+                    }
+                    c.flush();
                 }
             }
             frame_no += 1;
