@@ -459,12 +459,12 @@ fn run(args: &Args) -> Result<(), String> {
                     );
                     sent += 1;
                     if let Some(video) = c.video_mid
-                        && frame_no % 2 == 0
+                        && frame_no.is_multiple_of(2)
                     {
                         // A keyframe first, every 50 frames, and when the SFU asks.
                         let asked = c.peer.keyframe_requests > c.keyframes_answered;
                         c.keyframes_answered = c.peer.keyframe_requests;
-                        let key = frame_no % 100 == 0 || asked;
+                        let key = frame_no.is_multiple_of(100) || asked;
                         let mut data = vec![0x5au8; video_frame_bytes.max(16)];
                         data[0] = if key { 0 } else { 1 };
                         c.peer.write(
