@@ -357,6 +357,21 @@ fn a_listen_only_ticket_cannot_publish() {
     };
     // Alice must be a member for the ticket's server; her first request makes her one.
     let _ = ticket_for(&alice, &voice);
+    // A ticket issued before the server started (used ids do not survive a restart) is
+    // refused as expired, so the client asks for a new one.
+    let before_start = openchatd::rtc::ticket::Claims {
+        exp: now + 20,
+        jti: "jt_before_start".into(),
+        ..claims.clone()
+    };
+    let mut early = support::ws::Ws::connect_to(server.addr, "/v1/rtc/signaling");
+    early.send(
+        "rtc.join",
+        json!({"ticket": openchatd::rtc::ticket::sign(TICKET_SECRET.as_bytes(), &before_start)}),
+    );
+    let refused = early.expect("rtc.error");
+    assert_eq!(refused.str_at("payload.code"), "rtc_ticket_expired");
+    assert!(refused.bool_at("payload.retryable"));
     let ticket = openchatd::rtc::ticket::sign(TICKET_SECRET.as_bytes(), &claims);
     let mut a = Caller::join(server.addr, &ticket);
     let (sdp, _) = a

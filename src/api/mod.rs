@@ -39,6 +39,9 @@ pub struct App {
     pub urls: Urls,
     /// Signs voice join tickets (`OPENCHAT_RTC_TICKET_SECRET`, or random per start).
     pub ticket_secret: Vec<u8>,
+    /// When this process started (Unix seconds). Used ticket ids are kept in memory only, so
+    /// tickets issued before the start are refused: none can be replayed across a restart.
+    pub started_at_secs: i64,
     /// Each shard takes its receiver of committed events once, at start.
     broadcasts: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>>>,
     router: Router<Handler>,
@@ -93,6 +96,7 @@ impl App {
             authority,
             urls,
             ticket_secret,
+            started_at_secs: crate::authority::now_millis() / 1000,
             broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
             router,
             capabilities,

@@ -237,6 +237,13 @@ async fn join(
     let now = crate::authority::now_millis() / 1000;
     let claims = ticket::verify(&shard.app.ticket_secret, ticket_text, now)
         .map_err(|e| (e.code(), e.to_string(), e == TicketError::Expired))?;
+    if claims.exp - ticket::TICKET_TTL_SECS < shard.app.started_at_secs {
+        return Err((
+            "rtc_ticket_expired",
+            "the ticket was issued before this server started; ask for a new one".to_owned(),
+            true,
+        ));
+    }
     if envelope
         .channel_id
         .as_deref()
