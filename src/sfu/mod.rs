@@ -83,6 +83,8 @@ pub const SPEAKING_THRESHOLD_DBOV: i8 = -50;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a subscriber's simulcast layer is reconsidered.
 pub const LAYER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Client addresses routed to one connection at most.
+pub const MAX_ADDRESSES_PER_CONNECTION: usize = 8;
 /// How often str0m checks a connection when it asks for nothing sooner.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -247,7 +249,9 @@ struct Conn {
     /// The local candidate it advertised: where its datagrams arrive.
     candidate: SocketAddr,
     ufrag: String,
-    addr: Option<SocketAddr>,
+    /// Client addresses that passed a STUN check for it (a client checks from each of its
+    /// candidates; the newest [`MAX_ADDRESSES_PER_CONNECTION`] are kept).
+    addrs: Vec<SocketAddr>,
     timeout: Instant,
     /// Its m-lines, with the simulcast layers each was offered with.
     mids: Vec<(Mid, Vec<Rid>)>,
@@ -395,8 +399,8 @@ impl Sfu {
 
     fn forget_conn(&mut self, conn: &Conn) {
         self.by_ufrag.remove(&conn.ufrag);
-        if let Some(addr) = conn.addr {
-            self.by_addr.remove(&addr);
+        for addr in &conn.addrs {
+            self.by_addr.remove(addr);
         }
     }
 
@@ -448,9 +452,8 @@ impl Sfu {
                 }
             }
         }
-        if member.conn_exists(direction) {
-            // Renegotiation.
-        } else {
+        let created = !member.conn_exists(direction);
+        if created {
             let conn = self.new_conn(member.candidate, now)?;
             self.by_ufrag
                 .insert(conn.ufrag.clone(), (participant, direction));
@@ -465,11 +468,23 @@ impl Sfu {
             .get_mut(&participant)
             .and_then(|m| m.conn(direction))
             .expect("created above");
-        let answer = conn
-            .rtc
-            .sdp_api()
-            .accept_offer(parsed)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let answer = match conn.rtc.sdp_api().accept_offer(parsed) {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A first offer that fails leaves no connection behind.
+                if created {
+                    let member = self.members.get_mut(&participant).expect("checked above");
+                    let conn = match direction {
+                        Direction::Publish => member.publish.take(),
+                        Direction::Subscribe => member.subscribe.take(),
+                    };
+                    if let Some(conn) = conn {
+                        self.forget_conn(&conn);
+                    }
+                }
+                return Err(SfuError::Negotiation(e.to_string()));
+            }
+        };
         // str0m reports new m-lines only once media can flow; take them from the offer now, so
         // tracks are announced and slots filled while ICE and DTLS are still under way.
         for mid in sdp::mids(offer) {
@@ -502,7 +517,7 @@ impl Sfu {
             rtc,
             candidate,
             ufrag,
-            addr: None,
+            addrs: Vec::new(),
             timeout: now,
             mids: Vec::new(),
             slots: Vec::new(),
@@ -609,8 +624,14 @@ impl Sfu {
         if conn.rtc.handle_input(input).is_err() {
             conn.rtc.disconnect();
         }
-        if conn.addr.is_none() {
-            conn.addr = Some(source);
+        if !conn.addrs.contains(&source) {
+            // A STUN check naming this connection from a new address (another candidate of
+            // the client, or a NAT rebinding): route that address here too.
+            if conn.addrs.len() >= MAX_ADDRESSES_PER_CONNECTION {
+                let oldest = conn.addrs.remove(0);
+                self.by_addr.remove(&oldest);
+            }
+            conn.addrs.push(source);
             self.by_addr.insert(source, (participant, direction));
         }
         self.drain(participant, direction, now);
