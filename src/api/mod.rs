@@ -42,6 +42,9 @@ pub struct App {
     /// When this process started (Unix seconds). Used ticket ids are kept in memory only, so
     /// tickets issued before the start are refused: none can be replayed across a restart.
     pub started_at_secs: i64,
+    /// The host's interface IPv4 addresses, read at start: extra media candidates for clients
+    /// on this machine (`rtc::media_ips`).
+    pub host_ips: Vec<std::net::Ipv4Addr>,
     /// Each shard takes its receiver of committed events once, at start.
     broadcasts: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>>>,
     router: Router<Handler>,
@@ -97,6 +100,7 @@ impl App {
             urls,
             ticket_secret,
             started_at_secs: crate::authority::now_millis() / 1000,
+            host_ips: crate::runtime::media::host_ipv4_addresses(),
             broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
             router,
             capabilities,

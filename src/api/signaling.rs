@@ -7,7 +7,7 @@
 //! `rtc.kicked` and closes. Frames of unknown types are ignored.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
@@ -60,25 +60,12 @@ pub fn session(
 ) -> Pin<Box<dyn Future<Output = ()>>> {
     // Nothing of the upgrade request is needed: identity comes with the ticket.
     drop(request);
-    let media_ip = media_ip(&shard, session.local_addr());
-    Box::pin(run(shard, session, media_ip))
-}
-
-/// The IP a participant's media candidate carries: `OPENCHAT_RTC_PUBLIC_IP`, else the address
-/// its signaling connection reached (the media sockets are IPv4: an IPv6 loopback or mapped
-/// address becomes its IPv4 form).
-fn media_ip(shard: &Shard, local: Option<std::net::SocketAddr>) -> IpAddr {
-    if let Some(ip) = shard.app.config.rtc.public_ip {
-        return ip;
-    }
-    match local.map(|a| a.ip()) {
-        Some(IpAddr::V4(ip)) if !ip.is_unspecified() => IpAddr::V4(ip),
-        Some(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        },
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }
+    let media_ips = crate::rtc::media_ips(
+        shard.app.config.rtc.public_ip,
+        session.local_addr(),
+        &shard.app.host_ips,
+    );
+    Box::pin(run(shard, session, media_ips))
 }
 
 /// Sends a fatal `rtc.error` and closes.
@@ -87,7 +74,7 @@ fn fail(handle: &SocketHandle, code: &str, message: &str, retryable: bool) {
     handle.close();
 }
 
-async fn run(shard: Rc<Shard>, session: Session, media_ip: IpAddr) {
+async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
     let mut socket = RealtimeSocket::new(session, &shard);
     let handle = socket.handle();
     let id = shard.hub.register_plain(handle.clone());
@@ -110,7 +97,7 @@ async fn run(shard: Rc<Shard>, session: Session, media_ip: IpAddr) {
             continue;
         };
         match (envelope.kind.as_str(), &joined) {
-            ("rtc.join", None) => match join(&shard, &envelope, me, media_ip).await {
+            ("rtc.join", None) => match join(&shard, &envelope, me, &media_ips).await {
                 Ok(channel) => joined = Some(channel),
                 Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
             },
@@ -221,7 +208,7 @@ async fn join(
     shard: &Rc<Shard>,
     envelope: &Envelope,
     me: SocketRef,
-    media_ip: IpAddr,
+    media_ips: &[IpAddr],
 ) -> Result<String, JoinRefusal> {
     use simd_json::prelude::*;
     let ticket_text = envelope
@@ -295,7 +282,7 @@ async fn join(
                     audio: caps.max_audio_tracks as usize,
                     video: caps.max_video_tracks as usize,
                 },
-                media_ip,
+                media_ips: media_ips.to_vec(),
             },
         },
     );

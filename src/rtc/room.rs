@@ -53,12 +53,12 @@ struct Room {
 }
 
 /// What a joiner brings besides its ticket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Seat {
     pub max_participants: usize,
     pub caps: Caps,
-    /// The address the client reached this server at: its media candidate's IP.
-    pub media_ip: IpAddr,
+    /// The IPs of its media candidates (see `api::signaling::media_ips`).
+    pub media_ips: Vec<IpAddr>,
 }
 
 /// Why a join was refused (sent as `rtc.error`).
@@ -267,7 +267,7 @@ impl Rooms {
                     camera: p.video,
                     screen: p.screenshare,
                 },
-                seat.media_ip,
+                &seat.media_ips,
             );
         }
     }
@@ -491,7 +491,7 @@ impl Rooms {
     }
 
     /// `rtc.offer.publish` / `rtc.offer.subscribe` from `socket`: the answer, then the server's
-    /// ICE candidate for that connection (tagged with `direction`), then whatever the
+    /// ICE candidates for that connection (tagged with `direction`), then whatever the
     /// negotiation changed for the others. A refused offer is one `rtc.error`.
     pub fn offer(
         &mut self,
@@ -525,33 +525,33 @@ impl Rooms {
                 }];
             }
         };
-        let candidate = media.local_candidate(number).unwrap_or_default();
         let kind = direction.as_str();
-        let mut out = vec![
-            Delivery {
-                to: socket,
-                frame: frame(
-                    &format!("rtc.answer.{kind}"),
-                    &Answer {
-                        kind: "answer",
-                        sdp: &answer,
-                        direction: kind,
-                    },
-                ),
-            },
-            Delivery {
+        let mut out = vec![Delivery {
+            to: socket,
+            frame: frame(
+                &format!("rtc.answer.{kind}"),
+                &Answer {
+                    kind: "answer",
+                    sdp: &answer,
+                    direction: kind,
+                },
+            ),
+        }];
+        let sdp_mid = crate::sfu::first_mid(&answer).unwrap_or("0");
+        for candidate in media.local_candidates(number) {
+            out.push(Delivery {
                 to: socket,
                 frame: frame(
                     "rtc.ice.candidate",
                     &IceCandidate {
                         candidate: &candidate,
-                        sdp_mid: crate::sfu::first_mid(&answer).unwrap_or("0"),
+                        sdp_mid,
                         sdp_mline_index: 0,
                         direction: kind,
                     },
                 ),
-            },
-        ];
+            });
+        }
         out.extend(self.media_deliveries());
         out
     }
@@ -723,7 +723,7 @@ mod tests {
         Seat {
             max_participants,
             caps: Caps { audio: 8, video: 8 },
-            media_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            media_ips: vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
         }
     }
 

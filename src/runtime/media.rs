@@ -109,6 +109,41 @@ pub fn bind(port: u16) -> std::io::Result<(RawFd, SocketAddr)> {
     Ok((socket.into_raw_fd(), local))
 }
 
+/// The IPv4 addresses of the host's interfaces that are up, loopback and link-local left out,
+/// in the kernel's order (empty if they cannot be read). Read once at start; an address that
+/// appears later is not advertised until a restart.
+pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        let up = entry.ifa_flags & libc::IFF_UP as u32 != 0;
+        if !up || entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
+        if i32::from(unsafe { (*entry.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let addr = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+        let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out
+}
+
 /// Starts the shard's media: the SFU, its timer and the receive loop on `fd`.
 pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
     // SAFETY: `fd` is the UDP socket `bind` made for exactly this shard.

@@ -83,6 +83,9 @@ pub const SPEAKING_THRESHOLD_DBOV: i8 = -50;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a subscriber's simulcast layer is reconsidered.
 pub const LAYER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Local candidates a connection advertises at most (the configured public address, or the
+/// address the client reached plus the host's interface addresses for a loopback client).
+pub const MAX_LOCAL_CANDIDATES: usize = 4;
 /// Client addresses routed to one connection at most.
 pub const MAX_ADDRESSES_PER_CONNECTION: usize = 8;
 /// How often str0m checks a connection when it asks for nothing sooner.
@@ -246,8 +249,8 @@ struct Slot {
 
 struct Conn {
     rtc: Rtc,
-    /// The local candidate it advertised: where its datagrams arrive.
-    candidate: SocketAddr,
+    /// The local candidates it advertised: where its datagrams arrive.
+    candidates: Vec<SocketAddr>,
     ufrag: String,
     /// Client addresses that passed a STUN check for it (a client checks from each of its
     /// candidates; the newest [`MAX_ADDRESSES_PER_CONNECTION`] are kept).
@@ -260,8 +263,8 @@ struct Conn {
 
 struct Member {
     room: RoomId,
-    /// The address its connections advertise (and receive on).
-    candidate: SocketAddr,
+    /// The addresses its connections advertise (and receive on).
+    candidates: Vec<SocketAddr>,
     caps: Caps,
     permit: Permit,
     publish: Option<Conn>,
@@ -327,20 +330,26 @@ impl Sfu {
     }
 
     /// A participant joins `room`: it is announced the room's tracks within `caps`. Its
-    /// connections advertise `ip` (with this shard's port) as their candidate.
+    /// connections advertise each of `ips` (with this shard's port) as a host candidate, the
+    /// first [`MAX_LOCAL_CANDIDATES`] of them.
     pub fn add_participant(
         &mut self,
         room: RoomId,
         participant: ParticipantId,
         caps: Caps,
         permit: Permit,
-        ip: IpAddr,
+        ips: &[IpAddr],
     ) {
+        let candidates = ips
+            .iter()
+            .take(MAX_LOCAL_CANDIDATES)
+            .map(|ip| SocketAddr::new(*ip, self.port))
+            .collect();
         self.members.insert(
             participant,
             Member {
                 room,
-                candidate: SocketAddr::new(ip, self.port),
+                candidates,
                 caps,
                 permit,
                 publish: None,
@@ -454,7 +463,7 @@ impl Sfu {
         }
         let created = !member.conn_exists(direction);
         if created {
-            let conn = self.new_conn(member.candidate, now)?;
+            let conn = self.new_conn(&member.candidates, direction, now)?;
             self.by_ufrag
                 .insert(conn.ufrag.clone(), (participant, direction));
             let member = self.members.get_mut(&participant).expect("checked above");
@@ -503,19 +512,32 @@ impl Sfu {
         })
     }
 
-    fn new_conn(&self, candidate: SocketAddr, now: Instant) -> Result<Conn, SfuError> {
+    fn new_conn(
+        &self,
+        candidates: &[SocketAddr],
+        direction: Direction,
+        now: Instant,
+    ) -> Result<Conn, SfuError> {
+        if candidates.is_empty() {
+            return Err(SfuError::Negotiation("no media address to offer".into()));
+        }
         let mut config = Rtc::builder().set_ice_lite(true);
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
         }
+        if direction == Direction::Subscribe {
+            config = without_transport_cc(config);
+        }
         let mut rtc = config.build(now);
-        let local =
-            Candidate::host(candidate, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        rtc.add_local_candidate(local);
+        for candidate in candidates {
+            let local = Candidate::host(*candidate, "udp")
+                .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            rtc.add_local_candidate(local);
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         Ok(Conn {
             rtc,
-            candidate,
+            candidates: candidates.to_vec(),
             ufrag,
             addrs: Vec::new(),
             timeout: now,
@@ -576,13 +598,18 @@ impl Sfu {
         }
     }
 
-    /// The local candidate of a participant's connections, as SDP text (for trickling it to
-    /// the client).
-    pub fn local_candidate(&self, participant: ParticipantId) -> Option<String> {
-        let member = self.members.get(&participant)?;
-        Candidate::host(member.candidate, "udp")
-            .ok()
+    /// The local candidates of a participant's connections, as SDP text (for trickling them
+    /// to the client).
+    pub fn local_candidates(&self, participant: ParticipantId) -> Vec<String> {
+        let Some(member) = self.members.get(&participant) else {
+            return Vec::new();
+        };
+        member
+            .candidates
+            .iter()
+            .filter_map(|addr| Candidate::host(*addr, "udp").ok())
             .map(|c| c.to_sdp_string())
+            .collect()
     }
 
     /// Which connection a datagram from `source` belongs to: a known address, or a STUN binding
@@ -612,7 +639,8 @@ impl Sfu {
         else {
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, conn.candidate, contents) else {
+        let destination = conn.local_for(source);
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
             self.counters.dropped += 1;
             return;
         };
@@ -1268,6 +1296,19 @@ impl Sfu {
 }
 
 impl Conn {
+    /// Which of its candidates a datagram from `source` was sent to. The shard's socket is bound
+    /// to every address and the kernel does not say; the kernel does pick the source address of
+    /// the replies by route, which is a loopback address for a loopback client and an interface
+    /// address otherwise, so the candidate of the same kind is the one the client can pair with.
+    fn local_for(&self, source: SocketAddr) -> SocketAddr {
+        let loopback = source.ip().is_loopback();
+        self.candidates
+            .iter()
+            .find(|c| c.ip().is_loopback() == loopback)
+            .unwrap_or(&self.candidates[0])
+            .to_owned()
+    }
+
     /// Polls str0m until it names its next timeout: datagrams go to `out`, events come back
     /// (none, without allocating, in the common case of a write).
     fn poll(&mut self, now: Instant, out: &mut Vec<Datagram>) -> Vec<RtcEvent> {
@@ -1330,6 +1371,31 @@ impl Member {
             Direction::Subscribe => self.subscribe.is_some(),
         }
     }
+}
+
+/// A subscribe connection negotiates no transport-wide congestion control (neither the
+/// `transport-cc` feedback nor its header extension). It runs no send-side estimator (see the
+/// module notes), so TWCC feedback would tell it nothing; without it, a browser estimates on
+/// its receiving side and sends REMB, which is what picks each subscriber's simulcast layer.
+fn without_transport_cc(mut config: str0m::RtcConfig) -> str0m::RtcConfig {
+    let params: Vec<PayloadParams> = config
+        .codec_config()
+        .params()
+        .iter()
+        .map(|p| {
+            let mut p = *p;
+            p.set_fb_transport_cc(false);
+            p
+        })
+        .collect();
+    *config.codec_config() = str0m::format::CodecConfig::new_from_payload_params(params);
+    let mut extensions = str0m::rtp::ExtensionMap::empty();
+    for (id, extension) in str0m::rtp::ExtensionMap::standard().iter() {
+        if *extension != str0m::rtp::Extension::TransportSequenceNumber {
+            extensions.set(id, extension.clone());
+        }
+    }
+    config.set_extension_map(extensions)
 }
 
 /// The first `a=mid` of an SDP (the `sdp_mid` of a candidate trickled for the whole bundle).

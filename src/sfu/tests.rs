@@ -54,7 +54,7 @@ impl Net {
 
     fn join(&mut self, participant: ParticipantId, caps: Caps, permit: Permit) {
         self.sfu
-            .add_participant(1, participant, caps, permit, sfu_addr().ip());
+            .add_participant(1, participant, caps, permit, &[sfu_addr().ip()]);
         self.collect();
     }
 
@@ -363,6 +363,37 @@ fn audio_reaches_a_subscriber_with_the_announced_ids_and_nothing_echoes() {
         participant: 1,
         speaking: false
     }));
+}
+
+/// Chromium sends REMB (the estimate that picks simulcast layers) only when transport-cc is
+/// not negotiated; publish connections keep it for the publisher's own congestion control.
+#[test]
+fn subscribe_answers_leave_out_transport_cc_so_browsers_send_remb() {
+    const TWCC_URI: &str = "transport-wide-cc";
+    let mut net = Net::new(sfu());
+    net.join(1, CAPS, ALL);
+    net.negotiate(
+        1,
+        Direction::Subscribe,
+        &[
+            Line::receive(MediaKind::Audio),
+            Line::receive(MediaKind::Video),
+        ],
+    )
+    .unwrap();
+    net.negotiate(
+        1,
+        Direction::Publish,
+        &[Line::send(MediaKind::Video, "s", "cam")],
+    )
+    .unwrap();
+    let subscribe = net.client(1, Direction::Subscribe).answer.clone();
+    assert!(!subscribe.contains("transport-cc"), "{subscribe}");
+    assert!(!subscribe.contains(TWCC_URI), "{subscribe}");
+    assert!(subscribe.contains("goog-remb"), "{subscribe}");
+    let publish = net.client(1, Direction::Publish).answer.clone();
+    assert!(publish.contains("transport-cc"), "{publish}");
+    assert!(publish.contains(TWCC_URI), "{publish}");
 }
 
 #[test]

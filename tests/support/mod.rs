@@ -2,13 +2,15 @@
 //! threads (as a glommio shard would, with no tokio runtime around), a throwaway Postgres
 //! database per test ([`pg`]) and a TCP proxy that can make the database vanish ([`proxy`]);
 //! for the community API a client per identity ([`api`]), a realtime client ([`ws`]), JSON
-//! paths for assertions ([`json`]), form bodies ([`multipart`]) and test images ([`media`]).
+//! paths for assertions ([`json`]), form bodies ([`multipart`]), test images ([`media`]),
+//! voice callers ([`call`]) and headless Chromium ([`browser`]).
 //!
 //! Each test binary uses a subset, hence the `dead_code` allowances.
 
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
 pub mod call;
 pub mod http;
 pub mod json;

@@ -1,0 +1,145 @@
+//! A call between two participants in headless Chromium, the engine of the OpenChat desktop
+//! client, through openchatd (wire contract A.8): join tickets over HTTP, the signaling socket,
+//! the browser's own WebRTC stack offering publish and subscribe connections, the fake camera
+//! and microphone sent over DTLS-SRTP to the server's UDP sockets and decoded by the other
+//! participant. The page is `tests/browser/call.html`.
+//!
+//! The server listens on loopback with no `OPENCHAT_RTC_PUBLIC_IP`, as on an operator's own
+//! machine: Chromium never pairs with a loopback candidate, so this also checks that such
+//! clients are given the host's interface addresses.
+
+mod support;
+
+use std::time::Duration;
+
+use simd_json::prelude::*;
+use support::api::Client;
+use support::browser::{Browser, PageServer};
+use support::call::voice_channel;
+use support::json::{Json, JsonPath, encode};
+use support::server::{Engine, start_community};
+
+const PAGE: &str = include_str!("browser/call.html");
+
+/// Runs the page's call and returns what it reported.
+fn call_in_chromium(simulcast: bool) -> Json {
+    let server = start_community(Engine::Sqlite, &[("OPENCHAT_DEFAULT_SERVER_ID", "home")]);
+    let voice = voice_channel(&Client::user(server.addr), "home");
+    let pages = PageServer::new(PAGE);
+    let url = format!(
+        "http://{}/page.html?api=http://{}&server=home&channel={voice}&simulcast={}",
+        pages.addr, server.addr, simulcast as u8
+    );
+    let _browser = Browser::open(&url);
+    let result = pages
+        .result(Duration::from_secs(90))
+        .expect("the page reports within 90 s");
+    assert!(
+        result.try_at("error").is_none(),
+        "the call failed in Chromium: {}",
+        encode(&result)
+    );
+    result
+}
+
+fn strings(doc: &Json, path: &str) -> Vec<String> {
+    doc.arr_at(path)
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// What every call must show: Bob is told of Alice's two tracks with the ids she sent, before
+/// the refresh that makes him re-offer; his answer carries those ids; he decodes her audio and
+/// video; Alice hears nothing of her own tracks; the audio level marks her as speaking.
+fn assert_the_call_worked(result: &Json) {
+    let stream = result.str_at("sent.stream_id");
+    let published = result.arr_at("bob_published");
+    assert_eq!(published.len(), 2, "{}", encode(result));
+    for (track, media_kind, stream_kind) in [
+        (result.str_at("sent.mic"), "audio", "audio_microphone"),
+        (result.str_at("sent.camera"), "video", "video_camera"),
+    ] {
+        let frame = published
+            .iter()
+            .find(|p| p.str_at("track_id") == track)
+            .unwrap_or_else(|| panic!("no rtc.track.published for {track}: {}", encode(result)));
+        assert_eq!(frame.str_at("stream_id"), stream);
+        assert_eq!(frame.str_at("media_kind"), media_kind);
+        assert_eq!(frame.str_at("stream_kind"), stream_kind);
+        assert_eq!(
+            frame.str_at("participant_id"),
+            result.str_at("alice_participant_id")
+        );
+        let msid = format!("a=msid:{stream} {track}");
+        assert!(
+            result.str_at("bob_answer_sdp").contains(&msid),
+            "bob's answer lacks {msid}"
+        );
+    }
+    let frames = strings(result, "bob_frames");
+    let first_published = frames.iter().position(|f| f == "rtc.track.published");
+    let refresh = frames.iter().position(|f| f == "rtc.subscribe.refresh");
+    assert!(
+        first_published.is_some() && first_published < refresh,
+        "published, then refresh: {frames:?}"
+    );
+    assert!(
+        frames.iter().any(|f| f == "rtc.participant.speaking"),
+        "{frames:?}"
+    );
+    assert!(result.arr_at("alice_published").is_empty(), "no echo");
+    // The browser's own view: Alice's stream id on both remote tracks.
+    let remote = result.arr_at("bob_remote_tracks");
+    for kind in ["audio", "video"] {
+        assert!(
+            remote
+                .iter()
+                .any(|t| t.str_at("kind") == kind && t.str_at("stream_id") == stream),
+            "bob's {kind} track is not in alice's stream: {}",
+            encode(result)
+        );
+    }
+    let inbound = result.arr_at("bob_inbound");
+    let of = |kind: &str| {
+        inbound
+            .iter()
+            .find(|s| s.str_at("kind") == kind)
+            .unwrap_or_else(|| panic!("no inbound {kind}: {}", encode(result)))
+    };
+    assert!(of("audio").i64_at("packets") > 100);
+    assert!(of("video").i64_at("frames_decoded") > 30);
+}
+
+#[test]
+fn two_chromium_participants_talk_and_see_each_other() {
+    let result = call_in_chromium(false);
+    assert_the_call_worked(&result);
+}
+
+#[test]
+fn a_chromium_simulcast_camera_reaches_the_other_participant() {
+    let result = call_in_chromium(true);
+    assert_the_call_worked(&result);
+    // Chromium sends all three layers only when the answer accepted simulcast.
+    let layers: Vec<&str> = result
+        .arr_at("alice_outbound")
+        .iter()
+        .filter(|s| s.str_at("kind") == "video" && s.i64_at("packets") > 0)
+        .filter_map(|s| s.at("rid").as_str())
+        .collect();
+    for rid in ["q", "h", "f"] {
+        assert!(layers.contains(&rid), "layer {rid} not sent: {layers:?}");
+    }
+    // Bob decodes one layer, whichever his estimate allows.
+    let width = result
+        .arr_at("bob_inbound")
+        .iter()
+        .find(|s| s.str_at("kind") == "video")
+        .map(|s| s.i64_at("frame_width"))
+        .unwrap_or(0);
+    assert!(
+        [320, 640, 1280].contains(&width),
+        "bob decodes {width} wide"
+    );
+}
