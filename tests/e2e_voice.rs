@@ -388,3 +388,35 @@ fn a_listen_only_ticket_cannot_publish() {
     // Receiving is still allowed.
     a.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
 }
+
+#[test]
+fn a_participant_whose_signaling_drops_keeps_its_place_and_comes_back() {
+    let (server, alice, voice) = voice_server();
+    let bob = Client::user(server.addr);
+    let a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
+    let alice_id = a.participant_id.clone();
+
+    // A network failure (a TCP reset, no close frame): alice stays in the call.
+    a.ws.reset();
+    b.ws.assert_none("rtc.participant.left", Duration::from_millis(800));
+
+    // She joins again on a new socket with a new ticket: the same participant, and bob is told
+    // nothing (no leave, no second join).
+    let mut again = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    assert_eq!(again.participant_id, alice_id);
+    b.ws.assert_none("rtc.participant.joined", QUIET);
+    b.ws.assert_none("rtc.participant.left", QUIET);
+    // Her new socket works: her media state reaches bob with her participant id.
+    again.ws.send(
+        "rtc.media.state",
+        json!({"stream_id": "s", "track_id": "m", "stream_kind": "audio_microphone", "action": "start", "mic_muted": true, "deafened": false}),
+    );
+    let state = b.ws.expect("rtc.media.state");
+    assert_eq!(state.str_at("payload.participant_id"), alice_id);
+
+    // A clean close is a leave, at once.
+    again.ws.close();
+    let left = b.ws.expect("rtc.participant.left");
+    assert_eq!(left.str_at("payload.participant.participant_id"), alice_id);
+}

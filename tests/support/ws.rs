@@ -224,11 +224,20 @@ impl Ws {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
     }
+
+    /// Drops the connection with a TCP reset and no close frame, as a network failure does.
+    pub fn reset(mut self) {
+        let _ = socket2::SockRef::from(self.ws.get_ref()).set_linger(Some(Duration::ZERO));
+        // Closed without a shutdown (see Drop): close(2) with a zero linger sends the reset.
+        self.closed = true;
+    }
 }
 
 impl Drop for Ws {
     fn drop(&mut self) {
-        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+        if !self.closed {
+            let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
