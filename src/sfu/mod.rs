@@ -1242,7 +1242,10 @@ impl Sfu {
             {
                 self.counters.forwarded += 1;
             }
-            self.drain_quiet(subscriber, Direction::Subscribe, now);
+            // str0m packetizes written media in its timeout handling, not when polled: the
+            // connection is due now, and the next timeout pass sends what every publisher wrote
+            // to it since (one pass for several frames instead of a poll after each).
+            conn.timeout = now;
         }
         for rid in wants_keyframe {
             self.request_keyframe(key, rid, KeyframeRequestKind::Pli, now);
