@@ -51,7 +51,8 @@ fn strings(doc: &Json, path: &str) -> Vec<String> {
 
 /// What every call must show: Bob is told of Alice's two tracks with the ids she sent, before
 /// the refresh that makes him re-offer; his answer carries those ids; he decodes her audio and
-/// video; Alice hears nothing of her own tracks; the audio level marks her as speaking.
+/// video; Alice hears nothing of her own tracks; the audio level marks her as speaking; Carol,
+/// joining late, gets the same tracks at once; when Alice leaves, her tracks are withdrawn.
 fn assert_the_call_worked(result: &Json) {
     let stream = result.str_at("sent.stream_id");
     let published = result.arr_at("bob_published");
@@ -109,6 +110,40 @@ fn assert_the_call_worked(result: &Json) {
     };
     assert!(of("audio").i64_at("packets") > 100);
     assert!(of("video").i64_at("frames_decoded") > 30);
+
+    // Carol, who joined late, was told of both tracks with the same ids and decoded them.
+    let ids = |path: &str| -> Vec<(String, String)> {
+        let mut ids: Vec<(String, String)> = result
+            .arr_at(path)
+            .iter()
+            .map(|p| {
+                (
+                    p.str_at("stream_id").to_owned(),
+                    p.str_at("track_id").to_owned(),
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut sent = vec![
+        (stream.to_owned(), result.str_at("sent.mic").to_owned()),
+        (stream.to_owned(), result.str_at("sent.camera").to_owned()),
+    ];
+    sent.sort();
+    assert_eq!(ids("carol_published"), sent);
+    let carol = result.arr_at("carol_inbound");
+    let carol_of = |kind: &str| carol.iter().find(|s| s.str_at("kind") == kind);
+    assert!(carol_of("audio").is_some_and(|s| s.i64_at("packets") > 25));
+    assert!(carol_of("video").is_some_and(|s| s.i64_at("frames_decoded") > 10));
+    // Alice left: Bob heard it, and both her tracks were withdrawn with their ids.
+    assert_eq!(ids("bob_unpublished"), sent);
+    let left = result.arr_at("bob_left");
+    assert_eq!(left.len(), 1, "{}", encode(result));
+    assert_eq!(
+        left[0].str_at("participant.participant_id"),
+        result.str_at("alice_participant_id")
+    );
 }
 
 #[test]
