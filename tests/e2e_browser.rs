@@ -49,23 +49,61 @@ fn strings(doc: &Json, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// What every call must show: Bob is told of Alice's two tracks with the ids she sent, before
-/// the refresh that makes him re-offer; his answer carries those ids; he decodes her audio and
-/// video; Alice hears nothing of her own tracks; the audio level marks her as speaking; Carol,
-/// joining late, gets the same tracks at once; when Alice leaves, her tracks are withdrawn.
+/// What every call must show: Bob is told of Alice's three tracks (microphone, camera, screen)
+/// with the ids she sent, before the refresh that makes him re-offer; his answer carries those
+/// ids; he decodes her audio, camera and screen; Alice hears nothing of her own tracks; the
+/// audio level marks her as speaking; Carol, joining late, gets the same tracks at once; when
+/// Alice leaves, her tracks are withdrawn.
 fn assert_the_call_worked(result: &Json) {
     let stream = result.str_at("sent.stream_id");
+    let screen_stream = result.str_at("sent.screen_stream_id");
+    // (stream id, track id, media_kind, stream_kind) of what Alice sent.
+    let sent = [
+        (
+            stream,
+            result.str_at("sent.mic"),
+            "audio",
+            "audio_microphone",
+        ),
+        (
+            stream,
+            result.str_at("sent.camera"),
+            "video",
+            "video_camera",
+        ),
+        (
+            screen_stream,
+            result.str_at("sent.screen"),
+            "video",
+            "video_screen",
+        ),
+    ];
+    let mut sent_ids: Vec<(String, String)> = sent
+        .iter()
+        .map(|(stream, track, ..)| (stream.to_string(), track.to_string()))
+        .collect();
+    sent_ids.sort();
+    let ids = |path: &str| -> Vec<(String, String)> {
+        let mut ids: Vec<(String, String)> = result
+            .arr_at(path)
+            .iter()
+            .map(|p| {
+                (
+                    p.str_at("stream_id").to_owned(),
+                    p.str_at("track_id").to_owned(),
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids("bob_published"), sent_ids, "{}", encode(result));
     let published = result.arr_at("bob_published");
-    assert_eq!(published.len(), 2, "{}", encode(result));
-    for (track, media_kind, stream_kind) in [
-        (result.str_at("sent.mic"), "audio", "audio_microphone"),
-        (result.str_at("sent.camera"), "video", "video_camera"),
-    ] {
+    for (stream, track, media_kind, stream_kind) in sent {
         let frame = published
             .iter()
             .find(|p| p.str_at("track_id") == track)
-            .unwrap_or_else(|| panic!("no rtc.track.published for {track}: {}", encode(result)));
-        assert_eq!(frame.str_at("stream_id"), stream);
+            .expect("compared above");
         assert_eq!(frame.str_at("media_kind"), media_kind);
         assert_eq!(frame.str_at("stream_kind"), stream_kind);
         assert_eq!(
@@ -90,54 +128,41 @@ fn assert_the_call_worked(result: &Json) {
         "{frames:?}"
     );
     assert!(result.arr_at("alice_published").is_empty(), "no echo");
-    // The browser's own view: Alice's stream id on both remote tracks.
+    // The browser's own view: each remote track in the stream it was sent in.
     let remote = result.arr_at("bob_remote_tracks");
-    for kind in ["audio", "video"] {
+    for (kind, stream) in [
+        ("audio", stream),
+        ("video", stream),
+        ("video", screen_stream),
+    ] {
         assert!(
             remote
                 .iter()
                 .any(|t| t.str_at("kind") == kind && t.str_at("stream_id") == stream),
-            "bob's {kind} track is not in alice's stream: {}",
+            "bob has no {kind} track in stream {stream}: {}",
             encode(result)
         );
     }
-    let inbound = result.arr_at("bob_inbound");
-    let of = |kind: &str| {
-        inbound
+    let decoded = |path: &str, frames: i64, packets: i64| {
+        let inbound = result.arr_at(path);
+        let audio = inbound
             .iter()
-            .find(|s| s.str_at("kind") == kind)
-            .unwrap_or_else(|| panic!("no inbound {kind}: {}", encode(result)))
+            .find(|s| s.str_at("kind") == "audio")
+            .is_some_and(|s| s.i64_at("packets") > packets);
+        let videos = inbound
+            .iter()
+            .filter(|s| s.str_at("kind") == "video" && s.i64_at("frames_decoded") > frames)
+            .count();
+        assert!(audio && videos == 2, "{path}: {}", encode(result));
     };
-    assert!(of("audio").i64_at("packets") > 100);
-    assert!(of("video").i64_at("frames_decoded") > 30);
+    // Bob decoded audio, camera and screen.
+    decoded("bob_inbound", 30, 100);
 
-    // Carol, who joined late, was told of both tracks with the same ids and decoded them.
-    let ids = |path: &str| -> Vec<(String, String)> {
-        let mut ids: Vec<(String, String)> = result
-            .arr_at(path)
-            .iter()
-            .map(|p| {
-                (
-                    p.str_at("stream_id").to_owned(),
-                    p.str_at("track_id").to_owned(),
-                )
-            })
-            .collect();
-        ids.sort();
-        ids
-    };
-    let mut sent = vec![
-        (stream.to_owned(), result.str_at("sent.mic").to_owned()),
-        (stream.to_owned(), result.str_at("sent.camera").to_owned()),
-    ];
-    sent.sort();
-    assert_eq!(ids("carol_published"), sent);
-    let carol = result.arr_at("carol_inbound");
-    let carol_of = |kind: &str| carol.iter().find(|s| s.str_at("kind") == kind);
-    assert!(carol_of("audio").is_some_and(|s| s.i64_at("packets") > 25));
-    assert!(carol_of("video").is_some_and(|s| s.i64_at("frames_decoded") > 10));
-    // Alice left: Bob heard it, and both her tracks were withdrawn with their ids.
-    assert_eq!(ids("bob_unpublished"), sent);
+    // Carol, who joined late, was told of the same tracks with the same ids and decoded them.
+    assert_eq!(ids("carol_published"), sent_ids);
+    decoded("carol_inbound", 10, 25);
+    // Alice left: Bob heard it, and her three tracks were withdrawn with their ids.
+    assert_eq!(ids("bob_unpublished"), sent_ids);
     let left = result.arr_at("bob_left");
     assert_eq!(left.len(), 1, "{}", encode(result));
     assert_eq!(
@@ -147,13 +172,13 @@ fn assert_the_call_worked(result: &Json) {
 }
 
 #[test]
-fn two_chromium_participants_talk_and_see_each_other() {
+fn chromium_participants_talk_share_a_screen_join_late_and_leave() {
     let result = call_in_chromium(false);
     assert_the_call_worked(&result);
 }
 
 #[test]
-fn a_chromium_simulcast_camera_reaches_the_other_participant() {
+fn a_chromium_simulcast_camera_reaches_the_other_participants() {
     let result = call_in_chromium(true);
     assert_the_call_worked(&result);
     // Chromium sends all three layers only when the answer accepted simulcast.
@@ -166,15 +191,6 @@ fn a_chromium_simulcast_camera_reaches_the_other_participant() {
     for rid in ["q", "h", "f"] {
         assert!(layers.contains(&rid), "layer {rid} not sent: {layers:?}");
     }
-    // Bob decodes one layer, whichever his estimate allows.
-    let width = result
-        .arr_at("bob_inbound")
-        .iter()
-        .find(|s| s.str_at("kind") == "video")
-        .map(|s| s.i64_at("frame_width"))
-        .unwrap_or(0);
-    assert!(
-        [320, 640, 1280].contains(&width),
-        "bob decodes {width} wide"
-    );
+    // Which camera layer Bob decodes follows his REMB estimate (and Chromium scales layers to
+    // its CPU), so only that he decodes one is checked, by assert_the_call_worked.
 }
