@@ -57,7 +57,7 @@ struct Room {
 pub struct Seat {
     pub max_participants: usize,
     pub caps: Caps,
-    /// The IPs of its media candidates (see `api::signaling::media_ips`).
+    /// The IPs of its media candidates (see [`super::media_ips`]).
     pub media_ips: Vec<IpAddr>,
 }
 

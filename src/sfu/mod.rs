@@ -1131,7 +1131,7 @@ impl Sfu {
                 track.last_keyframe_request = Some(now);
             }
         }
-        self.drain_quiet(key.0, Direction::Publish, now);
+        self.drain_request(key.0, now);
     }
 
     /// Media from a publisher goes to every subscriber receiving that track.
@@ -1274,26 +1274,15 @@ impl Sfu {
         }
     }
 
-    /// Drains a connection's datagrams after a write or a request (events other than an
-    /// estimate do not follow from those).
-    fn drain_quiet(&mut self, participant: ParticipantId, direction: Direction, now: Instant) {
-        let Some(member) = self.members.get_mut(&participant) else {
-            return;
-        };
-        let mut estimate = None;
-        let Some(conn) = member.conn(direction) else {
-            return;
-        };
-        for event in conn.poll(now, &mut self.out) {
-            if let RtcEvent::EgressBitrateEstimate(
-                BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
-            ) = event
-            {
-                estimate = Some(e.as_u64());
-            }
-        }
-        if estimate.is_some() {
-            member.estimate = estimate;
+    /// Sends what a keyframe request queued on a publisher's connection (its RTCP). The
+    /// connection was drained when its last input came, so a request adds no event to handle.
+    fn drain_request(&mut self, publisher: ParticipantId, now: Instant) {
+        if let Some(conn) = self
+            .members
+            .get_mut(&publisher)
+            .and_then(|m| m.publish.as_mut())
+        {
+            conn.poll(now, &mut self.out);
         }
     }
 }
@@ -1313,7 +1302,7 @@ impl Conn {
     }
 
     /// Polls str0m until it names its next timeout: datagrams go to `out`, events come back
-    /// (none, without allocating, in the common case of a write).
+    /// (none, without allocating, when only datagrams came out).
     fn poll(&mut self, now: Instant, out: &mut Vec<Datagram>) -> Vec<RtcEvent> {
         let mut events = Vec::new();
         loop {
