@@ -87,3 +87,23 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .map(|o| o.expect("every future completed"))
         .collect()
 }
+
+/// Runs each test body once per storage engine: `name => |engine| { ... };` becomes a module
+/// `name` with a `sqlite` and a `postgres` test. Use it as `support::on_both_engines! { ... }`.
+macro_rules! on_both_engines {
+    ($($name:ident => $body:expr;)*) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            fn sqlite() {
+                ($body)($crate::support::server::Engine::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                ($body)($crate::support::server::Engine::Postgres)
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_engines;
