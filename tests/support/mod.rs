@@ -90,6 +90,7 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 /// Runs each test body once per storage engine: `name => |engine| { ... };` becomes a module
 /// `name` with a `sqlite` and a `postgres` test. Use it as `support::on_both_engines! { ... }`.
+#[allow(unused_macros)]
 macro_rules! on_both_engines {
     ($($name:ident => $body:expr;)*) => {$(
         mod $name {
