@@ -543,3 +543,71 @@ fn grey_gif(width: u16, height: u16, frames: u32) -> Vec<u8> {
     gif.push(0x3B);
     gif
 }
+
+/// A message straight for storage, with `body`.
+fn stored_message(seq: i64, body: &str) -> openchatd::domain::model::Message {
+    use openchatd::domain::model::{Content, Message};
+    Message {
+        seq,
+        id: format!("msg_{seq}"),
+        server_id: "srv-1".to_owned(),
+        channel_id: "ch-1".to_owned(),
+        author_uid: "u-alice".to_owned(),
+        author_device_id: "dev-1".to_owned(),
+        content: Content::Plain {
+            body: body.to_owned(),
+        },
+        reply_to_id: None,
+        mentions: vec![],
+        attachments: vec![],
+        created_at: 10_000 + seq,
+        deleted_at: None,
+    }
+}
+
+/// Below the domain: what each engine makes of a NUL that reached it anyway. Postgres refuses
+/// it, and that is a permanent error of that one write (not `Unavailable`, so not retryable),
+/// while the writes queued with it commit; SQLite stores it.
+#[test]
+fn a_nul_that_reaches_postgres_fails_that_write_alone_and_permanently() {
+    use openchatd::domain::records::{MessageQuery, Record, Visibility};
+    use openchatd::storage::{StorageError, WriteOp, WriteOutcome};
+    for harness in [
+        support::storage::StorageHarness::postgres(),
+        support::storage::StorageHarness::sqlite(),
+    ] {
+        let (storage, handle) = harness.start();
+        let apply =
+            |seq, body: &str| WriteOp::Apply(vec![Record::Message(stored_message(seq, body))]);
+        let results = support::block_on(storage.write_each(vec![
+            apply(1, "before"),
+            apply(2, "nul \u{0} here"),
+            apply(3, "after"),
+        ]));
+        assert_eq!(results[0], Ok(WriteOutcome::Done));
+        assert_eq!(results[2], Ok(WriteOutcome::Done));
+        let stored: Vec<i64> = support::block_on(storage.messages(MessageQuery {
+            channel_id: "ch-1".to_owned(),
+            visibility: Visibility::All,
+            before: None,
+            after: None,
+            limit: 10,
+            include_deleted: true,
+        }))
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+        if harness.engine_name() == "postgres" {
+            let error = results[1].clone().unwrap_err();
+            assert!(matches!(error, StorageError::Internal(_)), "{error:?}");
+            assert!(!error.is_retryable());
+            assert_eq!(stored, vec![1, 3]);
+        } else {
+            assert_eq!(results[1], Ok(WriteOutcome::Done));
+            assert_eq!(stored, vec![1, 2, 3]);
+        }
+        handle.shutdown();
+    }
+}
