@@ -611,3 +611,75 @@ fn a_nul_that_reaches_postgres_fails_that_write_alone_and_permanently() {
         handle.shutdown();
     }
 }
+
+/// The other way a write fails: the database goes away. The reload once it is back must not
+/// forget the used ticket or the spent rate-limit window either.
+#[test]
+fn a_used_ticket_and_a_spent_window_survive_a_database_outage() {
+    use support::server::{PUBLIC_BASE_URL, Place, start_in};
+    let place = Place::new(Engine::Postgres);
+    let mut proxy = support::proxy::Proxy::start(place.db.as_ref().unwrap().server_addr());
+    let url = place.db.as_ref().unwrap().url_via(proxy.addr());
+    let owner_uid = new_uid();
+    let server = start_in(
+        place,
+        Some(&url),
+        &[
+            ("OPENCHAT_AUTH_MODE", "headers"),
+            ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
+            ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "3"),
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", &owner_uid),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+        ],
+        |_| {},
+    );
+    let owner = Client::with_uid(server.addr, &owner_uid);
+    let general = owner.first_text_channel("home");
+    let voice = voice_channel(&owner, "home");
+    let path = format!("/v1/channels/{general}/messages");
+
+    let caller = Client::user(server.addr);
+    let ticket = support::call::ticket_for(&caller, &voice);
+    let mut first = signal(server.addr, &ticket);
+    first.expect("rtc.joined");
+    first.close();
+    let spammer = Client::user(server.addr);
+    for i in 0..3 {
+        let reply = spammer.post(&path, &json!({"body": format!("spam {i}")}));
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    spammer
+        .post(&path, &json!({"body": "over"}))
+        .assert_error(429, "rate_limited");
+
+    proxy.stop();
+    let failed = Client::user(server.addr).post(&path, &json!({"body": "while down"}));
+    failed.assert_error(503, "storage_unavailable");
+    assert!(failed.json().bool_at("retryable"));
+    proxy.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = Client::user(server.addr).post(&path, &json!({"body": "probe"}));
+        if reply.status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "storage did not recover: {}",
+            reply.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let error = signal(server.addr, &ticket).expect("rtc.error");
+    assert_eq!(
+        error.str_at("payload.code"),
+        "rtc_ticket_replayed",
+        "{}",
+        encode(&error)
+    );
+    spammer
+        .post(&path, &json!({"body": "still over"}))
+        .assert_error(429, "rate_limited");
+}
