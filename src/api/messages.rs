@@ -198,6 +198,11 @@ handler!(
             if body.len() > max_body {
                 return Err(too_large());
             }
+            // The text rule before any upload is stored (the domain applies it again).
+            crate::domain::limits::text_field("body", &body)?;
+            for file in &files {
+                crate::domain::limits::optional_text_field("file_name", file.filename.as_deref())?;
+            }
             if !files.is_empty() {
                 // Uploads cost a decode and a blob before the post is decided: limit them first.
                 let uid = who.user_uid.clone();

@@ -3,10 +3,15 @@
 
 use serde::Deserialize;
 
-use super::identity::{actor, require_actor};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::identity::{actor, query_param, require_actor};
 use super::input::{json_body, path_id};
 use super::{ApiError, json};
+use crate::domain::community::DirectoryKey;
 use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility};
+use crate::domain::text::is_valid_id;
 
 macro_rules! handler {
     ($(#[$m:meta])* $name:ident, $ctx:ident => $body:block) => {
@@ -33,14 +38,80 @@ struct ServerIn {
 #[derive(serde::Serialize)]
 struct ServerList {
     servers: Vec<crate::domain::views::DirectoryItem>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// Directory entries per page when the client gives no `limit` (the desktop client gives none
+/// and finds the default server first).
+pub const DEFAULT_DIRECTORY_PAGE: usize = 100;
+/// Largest `limit` of `GET /v1/servers`; a larger one is cut to it.
+pub const MAX_DIRECTORY_PAGE: usize = 200;
+
+/// The opaque `next_cursor` of a directory page: base64url of `rank:created_at:server_id`.
+fn encode_directory_cursor(key: &DirectoryKey) -> String {
+    let raw = format!(
+        "{}:{}:{}",
+        u8::from(key.after_default),
+        key.created_at,
+        key.server_id
+    );
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_directory_cursor(cursor: &str) -> Option<DirectoryKey> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let mut parts = raw.splitn(3, ':');
+    let after_default = match parts.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    let created_at = parts.next()?.parse().ok()?;
+    let server_id = parts.next()?.to_owned();
+    is_valid_id(&server_id).then_some(DirectoryKey {
+        after_default,
+        created_at,
+        server_id,
+    })
+}
+
+fn directory_query(
+    ctx: &crate::api::RequestCtx<'_>,
+) -> Result<(usize, Option<DirectoryKey>), ApiError> {
+    let limit = match query_param(ctx, "limit") {
+        None => DEFAULT_DIRECTORY_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(|n| n.min(MAX_DIRECTORY_PAGE))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {MAX_DIRECTORY_PAGE}"),
+                )
+            })?,
+    };
+    let cursor = match query_param(ctx, "cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => Some(decode_directory_cursor(&raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not a cursor this server gave out",
+            )
+        })?),
+    };
+    Ok((limit, cursor))
 }
 
 handler!(
-    /// `GET /v1/servers`.
+    /// `GET /v1/servers?limit=&cursor=`: one page of the directory.
     list, ctx => {
         let who = actor(ctx).await?;
-        let servers = ctx.app.authority.read(move |c, _| Ok(c.directory(who.as_ref()))).await?;
-        json(200, &ServerList { servers })
+        let (limit, cursor) = directory_query(ctx)?;
+        let (servers, next) = ctx.app.authority.read(move |c, _| Ok(c.directory_page(who.as_ref(), cursor.as_ref(), limit))).await?;
+        json(200, &ServerList { servers, next_cursor: next.as_ref().map(encode_directory_cursor) })
     }
 );
 
@@ -245,3 +316,40 @@ handler!(
         json(200, &layout)
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_cursors_round_trip_and_refuse_garbage() {
+        for key in [
+            DirectoryKey {
+                after_default: false,
+                created_at: 0,
+                server_id: "home".into(),
+            },
+            DirectoryKey {
+                after_default: true,
+                created_at: 1_700_000_000_123,
+                server_id: "srv_ab-c_1".into(),
+            },
+        ] {
+            assert_eq!(
+                decode_directory_cursor(&encode_directory_cursor(&key)),
+                Some(key)
+            );
+        }
+        for bad in [
+            "",
+            "x",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("2:1:srv"),
+            &URL_SAFE_NO_PAD.encode("1:x:srv"),
+            &URL_SAFE_NO_PAD.encode("1:1:a b"),
+            &URL_SAFE_NO_PAD.encode("1:1"),
+        ] {
+            assert_eq!(decode_directory_cursor(bad), None, "{bad}");
+        }
+    }
+}

@@ -9,11 +9,18 @@
 //! microseconds of in-memory work, while its durable write is batched with its neighbours.
 //!
 //! Failure policy: the state changes as soon as a command is accepted, so that the next command
-//! sees it; if the commit then fails, the state is ahead of the database. The authority marks
-//! itself stale, refuses commands (`503`, retryable) until its in-flight writes have finished,
-//! reloads the state from storage, and goes on. Events of a failed write are never published.
+//! sees it; if the commit then fails, the state is ahead of the database. Each command's records
+//! are their own write in the group commit, so a write the database refuses (a constraint or
+//! data error) fails that command alone: its neighbours commit. After any failure the authority
+//! marks itself stale, holds the jobs that arrive (up to [`MAX_DEFERRED_JOBS`]) until its
+//! in-flight writes have finished, reloads the state from storage, and runs them. What lives
+//! only in memory (rate-limit windows, used join tickets, pending challenges, open sockets) is
+//! carried across the reload. If the reload fails too (the database is gone), commands are
+//! refused (`503`, retryable) until a later reload succeeds. Events of a failed write are never
+//! published. A refused write is answered 503 `storage_unavailable` (retryable) only when the
+//! database was unavailable; otherwise 500 `storage_write_failed`, not retryable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,6 +108,9 @@ struct Core {
     loopback: mpsc::UnboundedSender<Internal>,
     in_flight: usize,
     stale: bool,
+    /// Set from a failed write until the reload after it: jobs wait in `deferred` meanwhile.
+    deferring: bool,
+    deferred: VecDeque<Job>,
     pending: Batch,
     /// Flushes can finish in any order (each waits for its storage reply on a task of its own,
     /// and tasks woken together are not polled in a promised order), but event ids were handed
@@ -117,10 +127,12 @@ type Publication = (Vec<Emitted>, Vec<Notice>);
 
 /// Messages from the authority's own commit tasks back to its loop.
 enum Internal {
-    /// Flush `ticket` committed: the events and notices of each command, in order.
+    /// Flush `ticket` is done: the events and notices of each command that committed, in
+    /// order; `failed` when some command's write did not (the state must be reloaded).
     Committed {
         ticket: u64,
         published: Vec<Publication>,
+        failed: bool,
     },
     /// Flush `Some(ticket)` failed, or (`None`) a reload after a failure is due again.
     Failed { ticket: Option<u64> },
@@ -129,11 +141,12 @@ enum Internal {
 /// Commands taken in one wake-up whose records are not yet written.
 #[derive(Default)]
 struct Batch {
-    records: Vec<Record>,
     done: Vec<Pending>,
 }
 
 struct Pending {
+    /// The command's records: one write of the group commit, committed or refused alone.
+    records: Vec<Record>,
     events: Vec<Emitted>,
     notices: Vec<Notice>,
     answer: Box<dyn FnOnce(Result<(), DomainError>) + Send>,
@@ -143,12 +156,24 @@ struct Pending {
 /// to the storage command timeout.
 pub const MAX_COMMANDS_PER_FLUSH: usize = 256;
 
-fn unavailable(error: &StorageError) -> DomainError {
+/// Most jobs held while the state reloads after a failed write; later ones run at once (and a
+/// command among them is refused, 503, as the state is stale).
+pub const MAX_DEFERRED_JOBS: usize = 10_000;
+
+/// What a command whose write failed is told: retry later only when the database was
+/// unavailable; a write it refused (a constraint or data error) fails the same way again.
+fn write_failed(error: &StorageError) -> DomainError {
     match error {
         StorageError::Unavailable(_) => DomainError::unavailable("storage is unavailable"),
         other => {
             tracing::error!(error = %other, "a domain write failed");
-            DomainError::unavailable("the change could not be stored")
+            DomainError {
+                status: 500,
+                code: "storage_write_failed",
+                message: "the change could not be stored".to_owned(),
+                details: None,
+                retryable: false,
+            }
         }
     }
 }
@@ -314,6 +339,8 @@ impl Core {
             loopback,
             in_flight: 0,
             stale: false,
+            deferring: false,
+            deferred: VecDeque::new(),
             pending: Batch::default(),
             next_ticket: 0,
             next_to_publish: 0,
@@ -327,7 +354,30 @@ impl Core {
     /// holes in it.
     fn install(&mut self, snapshot: Snapshot) {
         self.rings.clear();
+        let volatile = self.community.take_volatile();
         self.community = Community::new(self.settings.clone(), snapshot);
+        self.community.restore_volatile(volatile);
+    }
+
+    /// Runs a job, or holds it while the state reloads after a failed write.
+    fn take(&mut self, job: Job) {
+        if self.deferring && self.deferred.len() < MAX_DEFERRED_JOBS {
+            self.deferred.push_back(job);
+        } else {
+            job(self);
+        }
+    }
+
+    /// Runs the jobs held during a reload, in arrival order, and writes what they produced.
+    fn run_deferred(&mut self) {
+        self.deferring = false;
+        while let Some(job) = self.deferred.pop_front() {
+            job(self);
+            if self.pending.done.len() >= MAX_COMMANDS_PER_FLUSH {
+                self.flush();
+            }
+        }
+        self.flush();
     }
 
     fn run(
@@ -350,11 +400,11 @@ impl Core {
                     Some(msg) = internal.recv() => self.on_internal(msg).await,
                     job = inbox.recv() => match job {
                         Some(job) => {
-                            job(&mut self);
+                            self.take(job);
                             // Take whatever else is already queued, then write it all at once.
                             while self.pending.done.len() < MAX_COMMANDS_PER_FLUSH {
                                 match inbox.try_recv() {
-                                    Ok(job) => job(&mut self),
+                                    Ok(job) => self.take(job),
                                     Err(_) => break,
                                 }
                             }
@@ -393,8 +443,8 @@ impl Core {
             let _ = reply.send(Ok(value));
             return;
         }
-        self.pending.records.extend(records);
         self.pending.done.push(Pending {
+            records,
             events,
             notices,
             answer: Box::new(move |result| {
@@ -403,43 +453,51 @@ impl Core {
         });
     }
 
-    /// Writes everything the commands since the last flush produced as one storage write
-    /// (one transaction), then answers them all and publishes their events in order. Under
-    /// load, one wake of this thread takes many commands, so this is where group commit
-    /// starts: fewer, larger writes and one cross-thread round trip per batch.
+    /// Hands everything the commands since the last flush produced to storage, one write per
+    /// command, sent together so the group commit puts them in one transaction (and, when the
+    /// database refuses one, commits the others without it); then answers them and publishes
+    /// the events of those that committed, in order. Under load, one wake of this thread takes
+    /// many commands, so this is where group commit starts: fewer, larger transactions and one
+    /// cross-thread round trip per batch.
     fn flush(&mut self) {
         if self.pending.done.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
+        let mut batch = std::mem::take(&mut self.pending);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight += 1;
-        let storage = self.storage.clone();
+        let ops = batch
+            .done
+            .iter_mut()
+            .map(|p| WriteOp::Apply(std::mem::take(&mut p.records)))
+            .collect();
+        let writes = self.storage.write_each(ops);
         let loopback = self.loopback.clone();
         tokio::task::spawn_local(async move {
-            match storage.write(WriteOp::Apply(batch.records)).await {
-                Ok(_) => {
-                    let mut published = Vec::with_capacity(batch.done.len());
-                    let mut answers = Vec::with_capacity(batch.done.len());
-                    for p in batch.done {
+            let results = writes.await;
+            let mut published = Vec::with_capacity(batch.done.len());
+            let mut answers = Vec::with_capacity(batch.done.len());
+            let mut failed = false;
+            for (p, result) in batch.done.into_iter().zip(results) {
+                match result {
+                    Ok(_) => {
                         published.push((p.events, p.notices));
-                        answers.push(p.answer);
+                        answers.push((p.answer, Ok(())));
                     }
-                    let _ = loopback.send(Internal::Committed { ticket, published });
-                    for answer in answers {
-                        answer(Ok(()));
-                    }
-                }
-                Err(error) => {
-                    let _ = loopback.send(Internal::Failed {
-                        ticket: Some(ticket),
-                    });
-                    let error = unavailable(&error);
-                    for p in batch.done {
-                        (p.answer)(Err(error.clone()));
+                    Err(error) => {
+                        failed = true;
+                        answers.push((p.answer, Err(write_failed(&error))));
                     }
                 }
+            }
+            let _ = loopback.send(Internal::Committed {
+                ticket,
+                published,
+                failed,
+            });
+            for (answer, result) in answers {
+                answer(result);
             }
         });
     }
@@ -447,8 +505,17 @@ impl Core {
     async fn on_internal(&mut self, msg: Internal) {
         self.in_flight -= 1;
         match msg {
-            Internal::Committed { ticket, published } => {
+            Internal::Committed {
+                ticket,
+                published,
+                failed,
+            } => {
                 self.finished.insert(ticket, Some(published));
+                if failed {
+                    tracing::warn!("a write failed; the authority reloads its state from storage");
+                    self.stale = true;
+                    self.deferring = true;
+                }
             }
             Internal::Failed { ticket } => {
                 if let Some(ticket) = ticket {
@@ -471,9 +538,13 @@ impl Core {
                     self.install(snapshot);
                     self.stale = false;
                     tracing::info!("authority state reloaded");
+                    self.run_deferred();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "reload failed; retrying on the next command");
+                    // The held jobs run now; their commands are refused while the state is
+                    // stale, so they learn at once that storage is unavailable.
+                    self.run_deferred();
                     // Try again soon even if no command arrives.
                     self.in_flight += 1;
                     let loopback = self.loopback.clone();

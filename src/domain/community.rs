@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::error::DomainError;
+use super::limits;
 use super::model::*;
 use super::records::{Record, Snapshot, Visibility};
 use super::text;
@@ -32,16 +33,38 @@ pub const MAX_PENDING_CHALLENGES: usize = 100_000;
 pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
 /// Upper bound of `profiles:batch` (wire contract A.9).
 pub const MAX_PROFILES_PER_BATCH: usize = 100;
-/// Categories and channels per server.
+/// Categories per server (409 `category_limit_reached`, `details.limit` `categories_per_server`).
 pub const MAX_CATEGORIES_PER_SERVER: usize = 100;
+/// Channels per server (409 `channel_limit_reached`, `details.limit` `channels_per_server`).
 pub const MAX_CHANNELS_PER_SERVER: usize = 500;
-/// Servers one uid may create.
-pub const MAX_SERVERS_CREATED_PER_USER: usize = 50;
+/// Servers one uid may create (403 `server_limit_reached`, `details.limit` `servers_per_user`).
+pub const MAX_SERVERS_CREATED_PER_USER: usize = 10;
 /// Largest `limit` for history pages and mention lookups.
 pub const MAX_HISTORY_PAGE: usize = 200;
 pub const MAX_MENTION_RESULTS: usize = 50;
 /// Length bound of a free-form avatar preset id.
 pub const MAX_PRESET_ID_CHARS: usize = 64;
+
+/// Where an entry sits in the server directory's order (the default server first, then by
+/// creation time and id): what a directory page cursor stands for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirectoryKey {
+    pub after_default: bool,
+    pub created_at: Millis,
+    pub server_id: String,
+}
+
+/// What a [`Community`] holds only in memory, carried across a reload of the rest from
+/// storage: the rate-limit windows (or a failed write would refill every bucket), the used
+/// join-ticket ids (or a used ticket would work again), the pending sign-in challenges, and the
+/// open realtime sockets behind member status (the sockets stay open).
+#[derive(Debug, Default)]
+pub struct Volatile {
+    limiter: super::rate::RateLimiter,
+    challenges: HashMap<String, PendingChallenge>,
+    used_tickets: HashMap<String, i64>,
+    online: HashMap<(String, String), u32>,
+}
 
 /// Who is asking: a uid and the device it speaks from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -625,8 +648,44 @@ impl Community {
         }
     }
 
-    /// `GET /v1/servers`.
+    /// `GET /v1/servers`, whole (see [`Community::directory_page`]).
     pub fn directory(&self, actor: Option<&Actor>) -> Vec<DirectoryItem> {
+        self.directory_servers(actor)
+            .into_iter()
+            .map(|s| self.directory_item(s))
+            .collect()
+    }
+
+    /// `GET /v1/servers` one page at a time: at most `limit` entries after `after` (the key
+    /// of the last entry of the previous page), in directory order (the default server first,
+    /// then by creation), and the key to continue after when more follow.
+    pub fn directory_page(
+        &self,
+        actor: Option<&Actor>,
+        after: Option<&DirectoryKey>,
+        limit: usize,
+    ) -> (Vec<DirectoryItem>, Option<DirectoryKey>) {
+        let default_id = &self.settings().default_server_id;
+        let key = |s: &Server| DirectoryKey {
+            after_default: s.id != *default_id,
+            created_at: s.created_at,
+            server_id: s.id.clone(),
+        };
+        let mut page: Vec<&Server> = self
+            .directory_servers(actor)
+            .into_iter()
+            .filter(|s| after.is_none_or(|a| key(s) > *a))
+            .take(limit.saturating_add(1))
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|s| key(s))
+        });
+        let items = page.iter().map(|s| self.directory_item(s)).collect();
+        (items, next.flatten())
+    }
+
+    fn directory_servers(&self, actor: Option<&Actor>) -> Vec<&Server> {
         let default_id = &self.settings().default_server_id;
         let mut listed: Vec<&Server> = self
             .servers
@@ -656,7 +715,7 @@ impl Community {
                 &b.id,
             ))
         });
-        listed.into_iter().map(|s| self.directory_item(s)).collect()
+        listed
     }
 
     /// Creates a server with its seed layout: a text group with `general` and a voice group
@@ -827,6 +886,9 @@ impl Community {
                 "this instance does not allow creating servers",
             ));
         }
+        limits::text_field("display_name", display_name)?;
+        limits::text_field("description", description)?;
+        limits::text_field("banner_preset", banner_preset)?;
         let display_name = text::normalize_label(display_name, text::SERVER_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_display_name", e.to_string()))?;
         let description = text::normalize_description(description)
@@ -838,8 +900,11 @@ impl Community {
             .filter(|s| s.created_by_uid.as_deref() == Some(&actor.user_uid))
             .count();
         if created >= MAX_SERVERS_CREATED_PER_USER {
-            return Err(DomainError::forbidden(
+            return Err(limits::limit_reached(
+                403,
                 "server_limit_reached",
+                "servers_per_user",
+                MAX_SERVERS_CREATED_PER_USER,
                 format!("one user may create at most {MAX_SERVERS_CREATED_PER_USER} servers"),
             ));
         }
@@ -957,6 +1022,9 @@ impl Community {
     ) -> Result<Outcome<SettingsUpdated>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
+        limits::optional_text_field("display_name", display_name)?;
+        limits::optional_text_field("description", description)?;
+        limits::optional_text_field("banner_preset", banner_preset)?;
         let display_name = display_name
             .map(|n| text::normalize_label(n, text::SERVER_NAME_MAX_CHARS))
             .transpose()
@@ -1105,6 +1173,7 @@ impl Community {
     ) -> Result<Outcome<ChannelCreated>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
+        limits::text_field("name", name)?;
         let name = text::normalize_label(name, text::CHANNEL_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
         let category = match group_id {
@@ -1149,8 +1218,11 @@ impl Community {
             .filter(|c| c.server_id == server_id)
             .count();
         if count >= MAX_CHANNELS_PER_SERVER {
-            return Err(DomainError::conflict(
+            return Err(limits::limit_reached(
+                409,
                 "channel_limit_reached",
+                "channels_per_server",
+                MAX_CHANNELS_PER_SERVER,
                 format!("a server holds at most {MAX_CHANNELS_PER_SERVER} channels"),
             ));
         }
@@ -1199,6 +1271,7 @@ impl Community {
     ) -> Result<Outcome<CategoryCreated>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
+        limits::text_field("name", name)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
         let existing: Vec<&Category> = self
@@ -1207,8 +1280,11 @@ impl Community {
             .filter(|c| c.server_id == server_id)
             .collect();
         if existing.len() >= MAX_CATEGORIES_PER_SERVER {
-            return Err(DomainError::conflict(
+            return Err(limits::limit_reached(
+                409,
                 "category_limit_reached",
+                "categories_per_server",
+                MAX_CATEGORIES_PER_SERVER,
                 format!("a server holds at most {MAX_CATEGORIES_PER_SERVER} groups"),
             ));
         }
@@ -1263,6 +1339,7 @@ impl Community {
     ) -> Result<Outcome<CategoryUpdated>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
         self.category_in(server_id, group_id)?;
+        limits::text_field("name", name)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
             .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
         let mut records = self.require_admin(server_id, actor, now)?;
@@ -1376,6 +1453,7 @@ impl Community {
         groups: &[(String, Vec<String>)],
         now: Millis,
     ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        limits::check_layout_size(groups.iter().map(|(_, ids)| ids.as_slice()))?;
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let bad = |m: String| DomainError::bad_request("invalid_layout", m);
@@ -1534,6 +1612,7 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<MessageItem>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
+        check_message_text(&new)?;
         let channel = self.channel(channel_id)?.clone();
         if channel.kind != ChannelKind::Text {
             return Err(DomainError::bad_request(
@@ -1840,6 +1919,7 @@ impl Community {
         limit: usize,
         now: Millis,
     ) -> Result<Outcome<MentionResults>, DomainError> {
+        limits::text_field("query", query)?;
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
         let q = query.trim().trim_start_matches('@').to_lowercase();
@@ -1893,6 +1973,9 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<ProfileItem>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
+        limits::optional_text_field("display_name", change.display_name.as_deref())?;
+        limits::optional_text_field("avatar_preset_id", change.avatar_preset_id.as_deref())?;
+        limits::optional_text_field("avatar_asset_id", change.avatar_asset_id.as_deref())?;
         let current = self.profile_of(&actor.user_uid);
         if let Some(expected) = change.if_match
             && expected != current.version
@@ -2170,6 +2253,25 @@ impl Community {
         };
         s.revoked_at = Some(now);
         Ok(Outcome::stored((), vec![Record::Session(s)]))
+    }
+
+    /// Takes out the state that lives only in memory and that a reload from storage must not
+    /// lose (see [`Volatile`]); this state is left with none of it.
+    pub fn take_volatile(&mut self) -> Volatile {
+        Volatile {
+            limiter: std::mem::take(&mut self.limiter),
+            challenges: std::mem::take(&mut self.challenges),
+            used_tickets: std::mem::take(&mut self.used_tickets),
+            online: std::mem::take(&mut self.online),
+        }
+    }
+
+    /// Puts back what [`Community::take_volatile`] took from the state this one replaces.
+    pub fn restore_volatile(&mut self, volatile: Volatile) {
+        self.limiter = volatile.limiter;
+        self.challenges = volatile.challenges;
+        self.used_tickets = volatile.used_tickets;
+        self.online = volatile.online;
     }
 
     /// Removes expired challenges (called now and then by the authority).
@@ -2508,6 +2610,30 @@ impl Community {
             .map(|_| ())
             .ok_or_else(DomainError::not_a_member)
     }
+}
+
+/// The text rule over everything a new message carries: the body (or the envelope's fields)
+/// and the attachments' file names.
+fn check_message_text(new: &NewMessage) -> Result<(), DomainError> {
+    match &new.content {
+        Content::Plain { body } => limits::text_field("body", body)?,
+        Content::Envelope {
+            ciphertext,
+            nonce,
+            aad,
+            sender_device_id,
+            ..
+        } => {
+            limits::text_field("envelope.ciphertext", ciphertext)?;
+            limits::text_field("envelope.nonce", nonce)?;
+            limits::text_field("envelope.aad", aad)?;
+            limits::text_field("envelope.sender_device_id", sender_device_id)?;
+        }
+    }
+    for attachment in &new.attachments {
+        limits::text_field("file_name", &attachment.file_name)?;
+    }
+    Ok(())
 }
 
 fn check_banner(preset: &str) -> Result<String, DomainError> {

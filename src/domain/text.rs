@@ -87,6 +87,41 @@ pub enum NameError {
     InvalidCharacter,
 }
 
+/// Why [`check_text`] refused a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// U+0000, which Postgres cannot store in a text column (and which a JSON `\u0000`
+    /// escape, or simd-json's reading of a lone `\ud800` surrogate escape, produces).
+    #[error("must not contain NUL (U+0000)")]
+    Nul,
+    /// A control character other than tab, line feed and carriage return: C0 controls, DEL
+    /// and the C1 controls (U+0080 to U+009F).
+    #[error("must not contain the control character U+{0:04X}")]
+    Control(u32),
+}
+
+/// The one rule every text a client sends must pass before it is stored, compared or echoed:
+/// no NUL and no control character except tab, line feed and carriage return (which message
+/// bodies and descriptions may carry). Names and labels add their own, stricter rules
+/// ([`normalize_label`]) after this one. Reports the first offending character.
+///
+/// Lone surrogates cannot occur in a Rust `str`; the JSON reader either refuses their escapes
+/// or (a high surrogate not followed by `\u`) yields NUL, which this refuses.
+pub fn check_text(text: &str) -> Result<(), TextError> {
+    // Fast path: most texts are printable ASCII or plain UTF-8 without controls.
+    if !text.bytes().any(|b| b < 0x20 || b == 0x7F || b == 0xC2) {
+        return Ok(());
+    }
+    match text
+        .chars()
+        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        None => Ok(()),
+        Some('\0') => Err(TextError::Nul),
+        Some(c) => Err(TextError::Control(u32::from(c))),
+    }
+}
+
 /// Finds the `@uid_…`, `@here` and `@channel` mentions of a message body, in order, at most
 /// [`MAX_MENTIONS_PER_MESSAGE`] of them; every occurrence is reported, repeats included.
 ///
@@ -307,6 +342,68 @@ mod tests {
 
     fn tokens(body: &str) -> Vec<String> {
         parse_mentions(body).into_iter().map(|s| s.token).collect()
+    }
+
+    #[test]
+    fn text_rule_refuses_nul_and_controls_but_keeps_tab_and_line_breaks() {
+        assert_eq!(check_text(""), Ok(()));
+        assert_eq!(check_text("plain text, émoji 😀, 中文"), Ok(()));
+        assert_eq!(check_text("tab\there\nline\r\nnext"), Ok(()));
+        // U+00A0 and other characters starting with the byte C2 are fine.
+        assert_eq!(check_text("no\u{a0}break ©"), Ok(()));
+        assert_eq!(check_text("a\u{0}b"), Err(TextError::Nul));
+        assert_eq!(check_text("\u{0}"), Err(TextError::Nul));
+        assert_eq!(check_text("bell\u{7}"), Err(TextError::Control(7)));
+        assert_eq!(check_text("\u{1b}[31mred"), Err(TextError::Control(0x1B)));
+        assert_eq!(check_text("del\u{7f}"), Err(TextError::Control(0x7F)));
+        assert_eq!(check_text("c1\u{85}"), Err(TextError::Control(0x85)));
+        assert_eq!(check_text("c1\u{9f}"), Err(TextError::Control(0x9F)));
+        // The first offender is reported.
+        assert_eq!(check_text("\u{1}\u{0}"), Err(TextError::Control(1)));
+        assert!(TextError::Nul.to_string().contains("NUL"));
+        assert_eq!(
+            TextError::Control(0x1B).to_string(),
+            "must not contain the control character U+001B"
+        );
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_never_reach_storage_as_text() {
+        // What the API's JSON reader does with them: refuses, or yields NUL, which the rule
+        // refuses. Either way no such text is accepted.
+        #[derive(serde::Deserialize)]
+        struct Body {
+            body: String,
+        }
+        for raw in [
+            r#"{"body":"x\ud800y"}"#,
+            r#"{"body":"\ud800"}"#,
+            r#"{"body":"\udc00"}"#,
+            r#"{"body":"\ud800\u0041"}"#,
+            r#"{"body":"a\u0000b"}"#,
+        ] {
+            let mut bytes = raw.as_bytes().to_vec();
+            if let Ok(parsed) = simd_json::serde::from_slice::<Body>(&mut bytes) {
+                assert!(
+                    check_text(&parsed.body).is_err(),
+                    "{raw} gave {:?}",
+                    parsed.body
+                );
+            }
+        }
+        // A proper pair is one character and passes.
+        let mut pair = br#"{"body":"\ud83d\ude00"}"#.to_vec();
+        let parsed: Body = simd_json::serde::from_slice(&mut pair).unwrap();
+        assert_eq!(parsed.body, "😀");
+        assert_eq!(check_text(&parsed.body), Ok(()));
+    }
+
+    proptest! {
+        #[test]
+        fn text_rule_matches_its_definition(s in "(\\PC|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}]){0,40}") {
+            let bad = s.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+            prop_assert_eq!(check_text(&s).is_err(), bad);
+        }
     }
 
     #[test]

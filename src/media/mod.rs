@@ -25,6 +25,14 @@ use std::ops::ControlFlow;
 /// memory. Passed to the decoders as `image::Limits::max_alloc`.
 pub const MAX_DECODE_ALLOC_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Most pixels one upload may carry, avatars and attachments alike: width × height of a PNG or
+/// JPEG, and for a GIF the logical screen's area times its frames (a viewer composes every
+/// frame on the whole screen). A file of a few kilobytes can claim 10,000×10,000 pixels of one
+/// colour; without this bound it would be decoded here and served to every member's viewer.
+/// Past it an upload is [`ImageError::TooManyPixels`] (413 `image_too_large`), checked from the
+/// headers before anything is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
 /// The image formats accepted for upload (wire-contract A.9: png, jpeg, gif).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageFormat {
@@ -113,6 +121,14 @@ pub enum ImageError {
         /// Height allowed.
         max_height: u32,
     },
+    /// More pixels than [`MAX_IMAGE_PIXELS`] (for a GIF: screen area × frames).
+    #[error("image has {pixels} pixels (frames included), more than the {max} allowed")]
+    TooManyPixels {
+        /// Pixels found.
+        pixels: u64,
+        /// Pixels allowed.
+        max: u64,
+    },
     /// The content starts like an image but is malformed, truncated or does not decode.
     #[error("image is corrupt or truncated")]
     Corrupt,
@@ -124,7 +140,9 @@ impl ImageError {
         match self {
             ImageError::UnsupportedType => "unsupported_media_type",
             ImageError::TooLarge { .. } => "payload_too_large",
-            ImageError::DimensionsTooLarge { .. } => "image_too_large",
+            ImageError::DimensionsTooLarge { .. } | ImageError::TooManyPixels { .. } => {
+                "image_too_large"
+            }
             ImageError::Corrupt => "invalid_image",
         }
     }
@@ -154,6 +172,15 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 /// decoder would need more memory than that). The decode covers a GIF's first frame; its later
 /// frames are checked structurally (complete sub-block chains) and against the limits.
 pub fn inspect(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageError> {
+    inspect_within(bytes, limits, MAX_IMAGE_PIXELS)
+}
+
+/// [`inspect`] with a pixel bound other than [`MAX_IMAGE_PIXELS`] (for tests).
+fn inspect_within(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    max_pixels: u64,
+) -> Result<ImageInfo, ImageError> {
     if bytes.len() > limits.max_bytes {
         return Err(ImageError::TooLarge {
             bytes: bytes.len(),
@@ -167,14 +194,22 @@ pub fn inspect(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageErr
         ImageFormat::Gif => gif::dimensions(bytes)?,
     };
     check_dimensions(width, height, limits)?;
+    check_pixels(width, height, 1, max_pixels)?;
     // The structure through its end marker; for a GIF, also every frame's size.
+    let mut frames: u64 = 0;
     let frame_error = match format {
         ImageFormat::Png => png::walk(bytes, |_| ControlFlow::Continue(()))?,
         ImageFormat::Jpeg => jpeg::walk(bytes, |_| ControlFlow::Continue(()))?,
         ImageFormat::Gif => gif::walk(bytes, |block| match block.kind {
             // An empty frame is odd but harmless; only oversized ones are refused.
-            gif::BlockKind::Image { width, height } => {
-                match check_dimensions(width.max(1), height.max(1), limits) {
+            gif::BlockKind::Image {
+                width: frame_width,
+                height: frame_height,
+            } => {
+                frames += 1;
+                let checked = check_dimensions(frame_width.max(1), frame_height.max(1), limits)
+                    .and_then(|()| check_pixels(width, height, frames, max_pixels));
+                match checked {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(error) => ControlFlow::Break(error),
                 }
@@ -191,6 +226,20 @@ pub fn inspect(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageErr
         width,
         height,
     })
+}
+
+/// `frames` frames of `width`×`height` against `max_pixels`.
+fn check_pixels(width: u32, height: u32, frames: u64, max_pixels: u64) -> Result<(), ImageError> {
+    let pixels = u64::from(width)
+        .saturating_mul(u64::from(height))
+        .saturating_mul(frames);
+    if pixels > max_pixels {
+        return Err(ImageError::TooManyPixels {
+            pixels,
+            max: max_pixels,
+        });
+    }
+    Ok(())
 }
 
 fn check_dimensions(width: u32, height: u32, limits: &ImageLimits) -> Result<(), ImageError> {

@@ -502,6 +502,93 @@ fn gif_frame_larger_than_limits_is_refused() {
 }
 
 #[test]
+fn pixel_limit_is_forty_megapixels() {
+    assert_eq!(MAX_IMAGE_PIXELS, 40_000_000);
+    let e = ImageError::TooManyPixels {
+        pixels: 100_000_000,
+        max: MAX_IMAGE_PIXELS,
+    };
+    assert_eq!(e.code(), "image_too_large");
+    assert_eq!(
+        e.to_string(),
+        "image has 100000000 pixels (frames included), more than the 40000000 allowed"
+    );
+}
+
+#[test]
+fn png_bomb_within_the_dimension_limits_is_refused_by_its_pixels() {
+    // 10,000×10,000 fits the attachments' 16,384 per side, and the file is tiny: the pixel
+    // bound refuses it from the header, before the decoder allocates anything.
+    let attachment_limits = ImageLimits {
+        max_bytes: 25 * 1024 * 1024,
+        max_width: 16_384,
+        max_height: 16_384,
+    };
+    let bomb = png_claiming(10_000, 10_000);
+    assert!(bomb.len() < 200);
+    assert_eq!(
+        inspect(&bomb, &attachment_limits),
+        Err(ImageError::TooManyPixels {
+            pixels: 100_000_000,
+            max: MAX_IMAGE_PIXELS
+        })
+    );
+    // Just at the bound passes the pixel check (and fails later, as the data is missing).
+    assert_eq!(
+        inspect_within(&png_claiming(100, 100), &attachment_limits, 10_000),
+        Err(ImageError::Corrupt)
+    );
+    assert_eq!(
+        inspect_within(&png_claiming(100, 101), &attachment_limits, 10_000),
+        Err(ImageError::TooManyPixels {
+            pixels: 10_100,
+            max: 10_000
+        })
+    );
+}
+
+#[test]
+fn still_images_at_the_pixel_bound_are_accepted() {
+    for (format, bytes) in [
+        (ImageFormat::Png, encode_png(20, 10)),
+        (ImageFormat::Jpeg, encode_jpeg(20, 10)),
+        (ImageFormat::Gif, encode_gif(20, 10, 1)),
+    ] {
+        assert!(inspect_within(&bytes, &LIMITS, 200).is_ok(), "{format:?}");
+        assert_eq!(
+            inspect_within(&bytes, &LIMITS, 199),
+            Err(ImageError::TooManyPixels {
+                pixels: 200,
+                max: 199
+            }),
+            "{format:?}"
+        );
+    }
+}
+
+#[test]
+fn gif_frames_count_against_the_pixel_bound() {
+    // 8×8 screen: 64 pixels a frame. Five frames are 320 pixels.
+    let gif = encode_gif(8, 8, 5);
+    assert!(inspect_within(&gif, &LIMITS, 320).is_ok());
+    assert_eq!(
+        inspect_within(&gif, &LIMITS, 319),
+        Err(ImageError::TooManyPixels {
+            pixels: 320,
+            max: 319
+        })
+    );
+    // The count stops at the first frame over the bound.
+    assert_eq!(
+        inspect_within(&gif, &LIMITS, 150),
+        Err(ImageError::TooManyPixels {
+            pixels: 192,
+            max: 150
+        })
+    );
+}
+
+#[test]
 fn gif_with_unknown_block_is_corrupt() {
     let gif = encode_gif(4, 4, 1);
     let header = gif_header_len(&gif);

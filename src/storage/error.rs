@@ -90,11 +90,17 @@ fn is_transient(error: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
 }
 
 /// Lost connections (class 08), server shutting down (57P01–57P03), exhausted resources
-/// (class 53), serialization failures and deadlocks (40001, 40P01).
+/// (class 53), serialization failures and deadlocks (40001, 40P01), a lock not granted in
+/// time (55P03) and a statement cancelled by a timeout (57014). Everything else — data
+/// exceptions (class 22, NUL in text among them), integrity violations (class 23), syntax and
+/// schema errors — fails the same way again.
 fn pg_code_is_transient(sqlstate: &str) -> bool {
     sqlstate.starts_with("08")
         || sqlstate.starts_with("53")
-        || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        || matches!(
+            sqlstate,
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014"
+        )
 }
 
 /// BUSY and LOCKED (primary result codes 5 and 6). sqlx reports the extended result code, whose
@@ -134,8 +140,27 @@ mod tests {
         assert!(pg_code_is_transient("57P01")); // admin_shutdown
         assert!(pg_code_is_transient("53300")); // too_many_connections
         assert!(pg_code_is_transient("40P01")); // deadlock_detected
+        assert!(pg_code_is_transient("40001")); // serialization_failure
+        assert!(pg_code_is_transient("55P03")); // lock_not_available
+        assert!(pg_code_is_transient("57014")); // query_canceled (statement timeout)
         assert!(!pg_code_is_transient("23505")); // unique_violation
         assert!(!pg_code_is_transient("42P01")); // undefined_table
+    }
+
+    #[test]
+    fn postgres_data_and_integrity_errors_are_permanent() {
+        for sqlstate in [
+            "22021", // character_not_in_repertoire: NUL in a text value
+            "22001", // string_data_right_truncation
+            "22P02", // invalid_text_representation
+            "23502", // not_null_violation
+            "23503", // foreign_key_violation
+            "23514", // check_violation
+            "25P02", // in_failed_sql_transaction
+            "P0001", // raise_exception (a trigger)
+        ] {
+            assert!(!pg_code_is_transient(sqlstate), "{sqlstate}");
+        }
     }
 
     #[test]
@@ -145,5 +170,8 @@ mod tests {
         assert!(sqlite_code_is_transient("6")); // SQLITE_LOCKED
         assert!(!sqlite_code_is_transient("2067")); // SQLITE_CONSTRAINT_UNIQUE
         assert!(!sqlite_code_is_transient("1")); // SQLITE_ERROR
+        assert!(!sqlite_code_is_transient("19")); // SQLITE_CONSTRAINT
+        assert!(!sqlite_code_is_transient("1811")); // SQLITE_CONSTRAINT_TRIGGER
+        assert!(!sqlite_code_is_transient("787")); // SQLITE_CONSTRAINT_FOREIGNKEY
     }
 }

@@ -281,6 +281,34 @@ impl Storage {
         self.call(|reply| Command::Write { op, reply }).await
     }
 
+    /// Queues every op of `ops` for the group commit at once, in order, before the returned
+    /// future is first polled (so they share a transaction unless the batch is full, and are
+    /// committed in this order either way); it resolves to one result per op, in order. An op
+    /// the database refuses fails alone (see `group_commit`).
+    pub fn write_each(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> impl std::future::Future<Output = Vec<Result<WriteOutcome, StorageError>>> + use<> {
+        let answers: Vec<_> = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, answer) = oneshot::channel();
+                let sent = self.commands.send(Command::Write { op, reply }).is_ok();
+                (sent, answer)
+            })
+            .collect();
+        async move {
+            let mut results = Vec::with_capacity(answers.len());
+            for (sent, answer) in answers {
+                results.push(match (sent, answer.await) {
+                    (true, Ok(result)) => result,
+                    _ => Err(StorageError::bridge_stopped()),
+                });
+            }
+            results
+        }
+    }
+
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StorageError> {
         let key = key.to_owned();
         self.call(|reply| Command::GetMeta { key, reply }).await
