@@ -246,3 +246,127 @@ fn a_burst_of_media_state_frames_reaches_the_others_as_at_most_the_rate() {
     assert!(!a.ws.is_closed() && !b.ws.is_closed());
     assert!(metric_sum(&server, "openchat_relay_updates_dropped_total") > 0);
 }
+
+/// One publish connection of a voice participant whose UDP socket is bound to `ip`: what the
+/// server must answer from the address the peer sent to, whatever its own route back says.
+struct Publisher {
+    ws: Ws,
+    peer: openchatd::sfu::peer::Peer,
+    socket: std::net::UdpSocket,
+}
+
+impl Publisher {
+    fn join(server: &TestServer, ticket: &str, ip: std::net::IpAddr) -> Publisher {
+        let mut ws = Ws::connect_to(server.addr, "/v1/rtc/signaling");
+        ws.send_text(&encode(
+            &json!({"type": "rtc.join", "request_id": "j", "payload": {"ticket": ticket}}),
+        ));
+        ws.expect("rtc.joined");
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind the peer's socket");
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        Publisher {
+            ws,
+            peer: openchatd::sfu::peer::Peer::new(addr, Instant::now()),
+            socket,
+        }
+    }
+
+    /// Offers one audio line and applies the answer and the server's candidate, which comes
+    /// back.
+    fn negotiate(&mut self) -> std::net::SocketAddr {
+        use openchatd::sfu::peer::Line;
+        let (sdp, _) = self
+            .peer
+            .offer(&[Line::send(
+                str0m::media::MediaKind::Audio,
+                "pub-stream",
+                "pub-mic",
+            )])
+            .expect("an offer");
+        self.ws.send(
+            "rtc.offer.publish",
+            json!({"type": "offer", "sdp": sdp, "direction": "publish"}),
+        );
+        let answer = self.ws.expect("rtc.answer.publish");
+        self.peer
+            .accept_answer(answer.str_at("payload.sdp"))
+            .expect("the answer applies");
+        let candidate = self.ws.expect("rtc.ice.candidate");
+        let parsed = str0m::Candidate::from_sdp_string(
+            candidate
+                .str_at("payload.candidate")
+                .trim_start_matches("a="),
+        )
+        .expect("the server's candidate parses");
+        let server_addr = parsed.addr();
+        self.peer.rtc.add_remote_candidate(parsed);
+        server_addr
+    }
+
+    /// Moves datagrams until the connection is up or `within` has passed; whether it came up,
+    /// and the addresses the server's datagrams came from.
+    fn connect(&mut self, within: Duration) -> (bool, Vec<std::net::SocketAddr>) {
+        let end = Instant::now() + within;
+        let mut sources = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !self.peer.connected && Instant::now() < end {
+            while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                if !sources.contains(&from) {
+                    sources.push(from);
+                }
+                self.peer.handle_datagram(Instant::now(), from, &buf[..n]);
+            }
+            self.peer.handle_timeout(Instant::now());
+            for d in self.peer.take_datagrams() {
+                let _ = self.socket.send_to(&d.contents, d.destination);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (self.peer.connected, sources)
+    }
+}
+
+/// A participant whose socket is on `peer_ip` connects to a server that advertises
+/// `public_ip` (an address of this host the peer can reach, but not the one the kernel would
+/// answer it from).
+fn connects_through(public_ip: &str, peer_ip: std::net::IpAddr) {
+    let server = server_with(&[("OPENCHAT_RTC_PUBLIC_IP", public_ip)]);
+    let alice = Client::user(server.addr);
+    let voice = voice_channel(&alice, "home");
+    let mut a = Publisher::join(&server, &ticket_for(&alice, &voice), peer_ip);
+    let candidate = a.negotiate();
+    assert_eq!(
+        candidate.ip().to_string(),
+        public_ip,
+        "the advertised address"
+    );
+    let (connected, sources) = a.connect(Duration::from_secs(10));
+    assert!(
+        connected,
+        "the peer on {peer_ip} never connected to {candidate}; the server answered from {sources:?}"
+    );
+    assert!(
+        sources.iter().all(|s| *s == candidate),
+        "every datagram came from the candidate the peer used ({candidate}): {sources:?}"
+    );
+}
+
+#[test]
+fn a_peer_on_another_loopback_address_than_the_advertised_one_connects() {
+    // 127.0.0.2 is this host's (all of 127/8 is), but the kernel answers 127.0.0.1 from
+    // 127.0.0.1 unless told otherwise.
+    connects_through("127.0.0.2", "127.0.0.1".parse().unwrap());
+}
+
+#[test]
+fn a_peer_on_the_hosts_interface_address_connects_to_a_loopback_candidate() {
+    let Some(host) = openchatd::runtime::media::host_ipv4_addresses()
+        .first()
+        .copied()
+    else {
+        eprintln!("no non-loopback interface on this host: the loopback variant covers it");
+        return;
+    };
+    connects_through("127.0.0.1", std::net::IpAddr::V4(host));
+}

@@ -709,11 +709,18 @@ impl Rooms {
         }
     }
 
-    /// A datagram for the shard's SFU.
-    pub fn datagram(&mut self, now: Instant, from: SocketAddr, contents: &[u8]) -> Vec<Delivery> {
+    /// A datagram for the shard's SFU, from `from` to the local address `to` (when the kernel
+    /// said which).
+    pub fn datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: Option<SocketAddr>,
+        contents: &[u8],
+    ) -> Vec<Delivery> {
         match self.media.as_mut() {
             Some(media) => {
-                media.handle_datagram(now, from, contents);
+                media.handle_datagram_to(now, from, to, contents);
                 self.media_deliveries()
             }
             None => Vec::new(),

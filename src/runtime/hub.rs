@@ -283,12 +283,19 @@ impl Hub {
         *self.media_out.borrow_mut() = Some(out);
     }
 
-    /// A datagram arrived on this shard's UDP socket.
-    pub fn on_datagram(&self, shard: &Rc<Shard>, from: std::net::SocketAddr, contents: &[u8]) {
+    /// A datagram arrived on this shard's UDP socket from `from`, sent to the local address
+    /// `to` (when the kernel said which).
+    pub fn on_datagram(
+        &self,
+        shard: &Rc<Shard>,
+        from: std::net::SocketAddr,
+        to: Option<std::net::SocketAddr>,
+        contents: &[u8],
+    ) {
         let deliveries = self
             .rooms
             .borrow_mut()
-            .datagram(Instant::now(), from, contents);
+            .datagram(Instant::now(), from, to, contents);
         if !deliveries.is_empty() {
             deliver(shard, deliveries);
         }
