@@ -32,7 +32,7 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
             label(build_info::VERSION),
             label(build_info::COMMIT)
         );
-        let per_shard: [ShardSeries; 11] = [
+        let per_shard: [ShardSeries; 13] = [
             (
                 "openchat_http_requests_total",
                 "counter",
@@ -98,6 +98,18 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
                 "counter",
                 "UDP datagrams the kernel refused to send (full send buffer).",
                 |s| s.media_dropped_out,
+            ),
+            (
+                "openchat_relay_updates_dropped_total",
+                "counter",
+                "Typing and media-state updates not relayed: over a socket's rate, or unreadable.",
+                |s| s.relay_dropped,
+            ),
+            (
+                "openchat_mesh_messages_dropped_total",
+                "counter",
+                "Messages to other shards dropped: the peer's queue was full, or it was gone.",
+                |s| s.mesh_dropped,
             ),
         ];
         for (name, kind, help, read) in per_shard {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::protocol::encode_frame;
+use super::rate::TokenBucket;
 
 /// Channels one socket may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 256;
@@ -21,6 +22,12 @@ pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 256;
 pub const TYPING_RELAY_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A typist silent this long is announced as stopped.
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(8);
+/// Typing changes one socket may have relayed per second (on average; as many at once). An
+/// honest client sends a few a minute: `true` again is relayed at most every
+/// [`TYPING_RELAY_MIN_INTERVAL`] and costs nothing when it is not. A change over the rate is
+/// dropped whole (the others keep the last state they saw) and counted
+/// ([`Presence::dropped_updates`]); no error frame, which would only double the flood.
+pub const TYPING_UPDATES_PER_SECOND: u32 = 10;
 
 /// One realtime socket: the shard that holds it and its number there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,11 +74,20 @@ pub struct Presence {
     /// Channels with at least one typist, so expiry does not walk every channel.
     typing_channels: HashSet<String>,
     next_seq: u64,
+    /// Typing changes refused by the per-socket rate ([`TYPING_UPDATES_PER_SECOND`]).
+    dropped_updates: u64,
 }
 
 struct SocketEntry {
     member: Member,
     channels: Vec<String>,
+    /// Typing changes this socket may still have relayed.
+    typing_budget: TokenBucket,
+}
+
+/// A full typing budget for a new socket.
+const fn typing_budget() -> TokenBucket {
+    TokenBucket::new(TYPING_UPDATES_PER_SECOND, TYPING_UPDATES_PER_SECOND)
 }
 
 #[derive(Default)]
@@ -186,6 +202,7 @@ impl Presence {
             std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(SocketEntry {
                 member,
                 channels: Vec::new(),
+                typing_budget: typing_budget(),
             }),
         };
         let mut deliveries = Vec::new();
@@ -267,9 +284,11 @@ impl Presence {
     }
 
     /// A typing update from `socket`, relayed to the channel's other subscribers as
-    /// `chat.typing.updated`. Ignored unless the socket is subscribed. A repeated `true` is
-    /// relayed at most once per [`TYPING_RELAY_MIN_INTERVAL`]; `false` is relayed only when the
-    /// socket was typing.
+    /// `chat.typing.updated` with the member the server knows for the socket (nothing of the
+    /// client's frame but `is_typing` is relayed). Ignored unless the socket is subscribed. A
+    /// repeated `true` is relayed at most once per [`TYPING_RELAY_MIN_INTERVAL`]; `false` is
+    /// relayed only when the socket was typing. A change that would be relayed but is over the
+    /// socket's [`TYPING_UPDATES_PER_SECOND`] is dropped and changes nothing.
     pub fn typing(
         &mut self,
         channel_id: &str,
@@ -284,14 +303,26 @@ impl Presence {
         let Some(subscriber) = channel.subscribers.get_mut(&socket) else {
             return Vec::new();
         };
-        let relay = match (is_typing, &mut subscriber.typing) {
+        let Some(entry) = self.sockets.get_mut(&socket) else {
+            debug_assert!(false, "a subscriber always has a socket entry");
+            return Vec::new();
+        };
+        let relay = match (is_typing, &subscriber.typing) {
+            (true, Some(typing)) => {
+                now.saturating_duration_since(typing.last_relayed) >= TYPING_RELAY_MIN_INTERVAL
+            }
+            (true, None) | (false, Some(_)) => true,
+            (false, None) => false,
+        };
+        if relay && !entry.typing_budget.try_take(now) {
+            self.dropped_updates += 1;
+            return Vec::new();
+        }
+        match (is_typing, &mut subscriber.typing) {
             (true, Some(typing)) => {
                 typing.last_heard = now;
-                if now.saturating_duration_since(typing.last_relayed) >= TYPING_RELAY_MIN_INTERVAL {
+                if relay {
                     typing.last_relayed = now;
-                    true
-                } else {
-                    false
                 }
             }
             (true, slot @ None) => {
@@ -300,22 +331,19 @@ impl Presence {
                     last_heard: now,
                 });
                 self.typing_channels.insert(channel_id.to_owned());
-                true
             }
-            (false, slot @ Some(_)) => {
-                *slot = None;
-                true
-            }
-            (false, None) => false,
-        };
+            (false, slot) => *slot = None,
+        }
         if !relay {
             return Vec::new();
         }
-        let Some(entry) = self.sockets.get(&socket) else {
-            return Vec::new();
-        };
         let update = typing_frame(channel_id, &entry.member, is_typing, ctx);
         channel.to_others(socket, update).collect()
+    }
+
+    /// Typing changes dropped so far for being over a socket's rate.
+    pub fn dropped_updates(&self) -> u64 {
+        self.dropped_updates
     }
 
     /// Announces `is_typing: false` for every typist silent for [`TYPING_TIMEOUT`] by `now`.
@@ -641,6 +669,63 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn typing_changes_past_the_socket_rate_are_dropped() {
+        let mut p = Presence::new();
+        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
+        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
+        p.subscribe("other", sock(1), member(1), &CTX).unwrap();
+        p.subscribe("other", sock(2), member(2), &CTX).unwrap();
+        let t0 = Instant::now();
+        // A flood of start/stop pairs at one instant: only the budget is relayed.
+        let relayed: usize = (0..1000)
+            .map(|i| p.typing("ch", sock(1), i % 2 == 0, t0, &CTX).len())
+            .sum();
+        assert_eq!(relayed, TYPING_UPDATES_PER_SECOND as usize);
+        // Past the budget the state stays "not typing", so each stop after a dropped start
+        // is no news and costs nothing: only the starts are dropped.
+        assert_eq!(
+            p.dropped_updates(),
+            (1000 - TYPING_UPDATES_PER_SECOND as u64) / 2
+        );
+        // The budget is the socket's, across its channels; another socket has its own.
+        assert!(p.typing("other", sock(1), true, t0, &CTX).is_empty());
+        assert_eq!(p.typing("other", sock(2), true, t0, &CTX).len(), 1);
+        // The last relayed change was a stop (the 10th), and the dropped ones changed nothing:
+        // no typist to expire in "ch".
+        assert!(p.expire_typing(t0 + TYPING_TIMEOUT, &CTX).iter().all(|d| {
+            payload(&d.frame).get("channel_id").and_then(|c| c.as_str()) == Some("other")
+        }));
+        // Repeats that are not relayed cost nothing.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(p.typing("ch", sock(1), true, t1, &CTX).len(), 1);
+        for ms in 1..500 {
+            p.typing("ch", sock(1), true, t1 + Duration::from_millis(ms), &CTX);
+        }
+        let dropped = p.dropped_updates();
+        assert_eq!(
+            p.typing("ch", sock(1), false, t1 + Duration::from_secs(1), &CTX)
+                .len(),
+            1
+        );
+        assert_eq!(p.dropped_updates(), dropped);
+        // After a pause the budget is back: one change per 100 ms.
+        let t2 = t1 + Duration::from_secs(5);
+        let paced: usize = (0..20u64)
+            .map(|i| {
+                p.typing(
+                    "ch",
+                    sock(1),
+                    i % 2 == 0,
+                    t2 + Duration::from_millis(100 * i),
+                    &CTX,
+                )
+                .len()
+            })
+            .sum();
+        assert_eq!(paced, 20);
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Hub {
                 VoiceOp::MediaState {
                     socket, payload, ..
                 } => match simd_json::to_owned_value(&mut payload.into_bytes()) {
-                    Ok(value) => rooms.media_state(socket, &value),
+                    Ok(value) => rooms.media_state(socket, &value, Instant::now()),
                     Err(_) => Vec::new(),
                 },
             }
@@ -283,12 +283,19 @@ impl Hub {
         *self.media_out.borrow_mut() = Some(out);
     }
 
-    /// A datagram arrived on this shard's UDP socket.
-    pub fn on_datagram(&self, shard: &Rc<Shard>, from: std::net::SocketAddr, contents: &[u8]) {
+    /// A datagram arrived on this shard's UDP socket from `from`, sent to the local address
+    /// `to` (when the kernel said which).
+    pub fn on_datagram(
+        &self,
+        shard: &Rc<Shard>,
+        from: std::net::SocketAddr,
+        to: Option<std::net::SocketAddr>,
+        contents: &[u8],
+    ) {
         let deliveries = self
             .rooms
             .borrow_mut()
-            .datagram(Instant::now(), from, contents);
+            .datagram(Instant::now(), from, to, contents);
         if !deliveries.is_empty() {
             deliver(shard, deliveries);
         }
@@ -343,6 +350,7 @@ impl Hub {
             media_forwarded: counters.forwarded,
             media_dropped_in: counters.dropped,
             media_dropped_out: self.media_send_drops.get(),
+            relay_dropped: rooms.dropped_updates() + self.presence.borrow().dropped_updates(),
             ..Default::default()
         }
     }
@@ -633,20 +641,15 @@ fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
     to_shard(shard, owner, ShardMessage::Presence(op));
 }
 
-/// Has shard `target` handle `message`: this shard at once, another over the mesh (which keeps
-/// the order of messages between two shards).
+/// Has shard `target` handle `message`: this shard at once, another over the mesh, after
+/// every message this shard sent it before (`mesh::Mesh::post`: one ordered queue per peer,
+/// never waiting).
 fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
     if target == shard.id {
         shard.handle_message(message);
         return;
     }
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        if shard.send_to(target, message).await.is_err() {
-            tracing::debug!(target, "cross-shard message not delivered: peer gone");
-        }
-    })
-    .detach();
+    shard.post(target, message);
 }
 
 /// `{}`.

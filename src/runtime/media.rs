@@ -4,6 +4,14 @@
 //! rooms) and what it answers is sent from the same socket, so the media of a room never leaves
 //! its core. One timer per shard runs the SFU's timeouts; with no call on the shard it wakes
 //! once a second and does nothing.
+//!
+//! The socket is bound to every address of the host, and a participant's candidates may be
+//! several of them (or an `OPENCHAT_RTC_PUBLIC_IP` that is not the route back to the client).
+//! `IP_PKTINFO` makes the kernel say, for each datagram, the local address it was sent to: the
+//! SFU gives str0m that candidate, and the answers go out from that same address (`IP_PKTINFO`
+//! on send), not from whichever one the kernel's route to the client would pick. Without it a
+//! client that sent to 127.0.0.1 got its answers from the interface address (or the other way
+//! round) and never paired.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -28,6 +36,35 @@ pub const IDLE_TIMER_SLEEP: Duration = Duration::from_secs(1);
 
 /// Datagrams handed to the kernel per `sendmmsg` call.
 const SEND_BATCH: usize = 64;
+/// Datagrams taken from the kernel per `recvmmsg` call.
+const RECV_BATCH: usize = 32;
+/// Room for one `IP_PKTINFO` control message (`CMSG_SPACE(sizeof(in_pktinfo))` is 32 bytes on
+/// Linux), in `u64`s so the buffer is aligned for `cmsghdr`.
+const CONTROL_WORDS: usize = 8;
+
+/// The `IP_PKTINFO` control message that makes the kernel send from `source`.
+fn pktinfo_control(source: Ipv4Addr) -> ([u64; CONTROL_WORDS], usize) {
+    let mut control = [0u64; CONTROL_WORDS];
+    // SAFETY: CMSG_* only compute sizes and offsets; the buffer is large enough for one
+    // cmsghdr with an in_pktinfo (checked by the assertion) and aligned for cmsghdr.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        assert!(space <= std::mem::size_of_val(&control));
+        let header = control.as_mut_ptr() as *mut libc::cmsghdr;
+        (*header).cmsg_level = libc::IPPROTO_IP;
+        (*header).cmsg_type = libc::IP_PKTINFO;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from_ne_bytes(source.octets()),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut libc::in_pktinfo, info);
+        (control, space)
+    }
+}
 
 /// Sends `datagrams` from `socket` with as few system calls as `sendmmsg` allows. The socket
 /// is non-blocking: what the kernel refuses (a full send buffer) is dropped, as UDP may, and
@@ -37,6 +74,7 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[crate::sfu::Datagram]) -> u64
     for chunk in datagrams.chunks(SEND_BATCH) {
         let mut addrs: Vec<libc::sockaddr_in> = Vec::with_capacity(chunk.len());
         let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(chunk.len());
+        let mut controls: Vec<([u64; CONTROL_WORDS], usize)> = Vec::with_capacity(chunk.len());
         for d in chunk {
             let SocketAddr::V4(v4) = d.destination else {
                 // The media socket is IPv4; such a destination cannot come from it.
@@ -55,17 +93,26 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[crate::sfu::Datagram]) -> u64
                 iov_base: d.contents.as_ptr() as *mut libc::c_void,
                 iov_len: d.contents.len(),
             });
+            controls.push(match d.source {
+                Some(std::net::IpAddr::V4(ip)) if !ip.is_unspecified() => pktinfo_control(ip),
+                _ => ([0; CONTROL_WORDS], 0),
+            });
         }
         let mut headers: Vec<libc::mmsghdr> = addrs
             .iter_mut()
             .zip(iovecs.iter_mut())
-            .map(|(addr, iov)| {
+            .zip(controls.iter_mut())
+            .map(|((addr, iov), (control, control_len))| {
                 // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
                 let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 header.msg_hdr.msg_name = addr as *mut libc::sockaddr_in as *mut libc::c_void;
                 header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                 header.msg_hdr.msg_iov = iov as *mut libc::iovec;
                 header.msg_hdr.msg_iovlen = 1;
+                if *control_len > 0 {
+                    header.msg_hdr.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+                    header.msg_hdr.msg_controllen = *control_len as _;
+                }
                 header
             })
             .collect();
@@ -101,12 +148,141 @@ pub fn bind(port: u16) -> std::io::Result<(RawFd, SocketAddr)> {
     // Best effort: the kernel caps these at its configured maximum.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor and an int option of the right size.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
     let local = socket
         .local_addr()?
         .as_socket()
         .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
     Ok((socket.into_raw_fd(), local))
+}
+
+/// Reusable buffers for `recvmmsg`: datagrams with their source and, from `IP_PKTINFO`, the
+/// local address each was sent to.
+struct Received {
+    buffers: Vec<Vec<u8>>,
+    names: Vec<libc::sockaddr_in>,
+    controls: Vec<[u64; CONTROL_WORDS]>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    /// Per datagram read: its length, source and destination.
+    got: Vec<(usize, SocketAddr, Option<SocketAddr>)>,
+}
+
+impl Received {
+    fn new() -> Received {
+        Received {
+            buffers: (0..RECV_BATCH)
+                .map(|_| vec![0u8; MAX_DATAGRAM_BYTES])
+                .collect(),
+            // SAFETY: all-zero sockaddr_in and mmsghdr are valid values.
+            names: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
+            controls: vec![[0u64; CONTROL_WORDS]; RECV_BATCH],
+            iovecs: Vec::with_capacity(RECV_BATCH),
+            headers: Vec::with_capacity(RECV_BATCH),
+            got: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// Reads what the non-blocking socket `fd` (bound at `port`) has queued, up to
+    /// [`RECV_BATCH`] datagrams; none when nothing is.
+    fn read(&mut self, fd: RawFd, port: u16) -> std::io::Result<()> {
+        self.got.clear();
+        self.iovecs.clear();
+        self.headers.clear();
+        for buffer in &mut self.buffers {
+            self.iovecs.push(libc::iovec {
+                iov_base: buffer.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buffer.len(),
+            });
+        }
+        for ((name, control), iov) in self
+            .names
+            .iter_mut()
+            .zip(self.controls.iter_mut())
+            .zip(self.iovecs.iter_mut())
+        {
+            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            header.msg_hdr.msg_name = name as *mut libc::sockaddr_in as *mut libc::c_void;
+            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            header.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            header.msg_hdr.msg_controllen = std::mem::size_of_val(control) as _;
+            self.headers.push(header);
+        }
+        // SAFETY: every header points at live buffers of `self`, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                self.headers.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            };
+        }
+        for (header, name) in self.headers[..n as usize].iter().zip(&self.names) {
+            if i32::from(name.sin_family) != libc::AF_INET {
+                continue;
+            }
+            let from = SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                u16::from_be(name.sin_port),
+            ));
+            let len = (header.msg_len as usize).min(MAX_DATAGRAM_BYTES);
+            self.got
+                .push((len, from, destination(&header.msg_hdr, port)));
+        }
+        Ok(())
+    }
+
+    /// The datagrams of the last read: contents, source, destination.
+    fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr, Option<SocketAddr>)> {
+        self.got
+            .iter()
+            .zip(&self.buffers)
+            .map(|((len, from, to), buffer)| (&buffer[..*len], *from, *to))
+    }
+}
+
+/// The local address a received datagram was sent to, from its `IP_PKTINFO` control message.
+fn destination(header: &libc::msghdr, port: u16) -> Option<SocketAddr> {
+    // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of control messages;
+    // CMSG_FIRSTHDR/NXTHDR stay inside them and each data part is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                let info =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                return Some(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
 }
 
 /// The IPv4 addresses of the host's interfaces that are up, loopback and link-local left out,
@@ -186,12 +362,23 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
     // The receive loop is a task of its own: when the shard's main future ends at shutdown,
     // the executor drops it with the socket.
     glommio::spawn_local(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+        let mut received = Received::new();
+        let mut peek = [0u8; 1];
         let mut checked = Instant::now();
         loop {
-            match recv.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    shard.hub.on_datagram(&shard, from, &buf[..n]);
+            // Wait (in glommio's reactor) until a datagram is there, without taking it; then
+            // take what is queued with its destination address.
+            if let Err(e) = recv.peek_from(&mut peek).await {
+                tracing::debug!(shard = shard.id, error = %e, "media receive failed");
+                continue;
+            }
+            loop {
+                if let Err(e) = received.read(recv.as_raw_fd(), port) {
+                    tracing::debug!(shard = shard.id, error = %e, "media receive failed");
+                    break;
+                }
+                for (contents, from, to) in received.datagrams() {
+                    shard.hub.on_datagram(&shard, from, to, contents);
                     // Under load the timer task may lag: run due timeouts from here too.
                     let now = Instant::now();
                     if now.duration_since(checked) >= TIMEOUT_CHECK_INTERVAL {
@@ -201,9 +388,10 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(shard = shard.id, error = %e, "media receive failed");
+                if received.got.len() < RECV_BATCH {
+                    break;
                 }
+                glommio::yield_if_needed().await;
             }
         }
     })

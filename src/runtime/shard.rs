@@ -94,6 +94,7 @@ impl Shard {
             protocol_errors: self.stats.protocol_errors.get(),
             panics: self.stats.panics.get(),
             realtime_sockets: self.hub.socket_count() as u64,
+            mesh_dropped: self.mesh.dropped(),
             ..self.hub.media_snapshot()
         }
     }
@@ -125,6 +126,16 @@ impl Shard {
             all.push((peer, snapshot));
         }
         all
+    }
+
+    /// Posts `message` to shard `to` over the mesh, in order after what was posted to it
+    /// before, without waiting (see `mesh::Mesh::post`). A message for this shard or for no
+    /// shard is dropped.
+    pub fn post(&self, to: usize, message: ShardMessage) -> super::mesh::Posted {
+        self.mesh.post(to, message).unwrap_or_else(|_| {
+            tracing::debug!(to, "cross-shard message for this or no shard dropped");
+            super::mesh::Posted::Dropped
+        })
     }
 
     /// Sends `message` to shard `to` over the mesh.

@@ -201,6 +201,10 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
     pub destination: SocketAddr,
+    /// The local address to send it from: the one the destination's datagrams arrive at, so
+    /// the client sees its answers come from the candidate it used. `None`: the kernel picks
+    /// by route.
+    pub source: Option<IpAddr>,
     pub contents: Vec<u8>,
 }
 
@@ -255,6 +259,9 @@ struct Conn {
     /// Client addresses that passed a STUN check for it (a client checks from each of its
     /// candidates; the newest [`MAX_ADDRESSES_PER_CONNECTION`] are kept).
     addrs: Vec<SocketAddr>,
+    /// The local address each client address last sent to, as the kernel said (newest
+    /// [`MAX_ADDRESSES_PER_CONNECTION`]): what the answers to it are sent from.
+    arrived_at: Vec<(SocketAddr, IpAddr)>,
     timeout: Instant,
     /// Its m-lines, with the simulcast layers each was offered with.
     mids: Vec<(Mid, Vec<Rid>)>,
@@ -540,6 +547,7 @@ impl Sfu {
             candidates: candidates.to_vec(),
             ufrag,
             addrs: Vec::new(),
+            arrived_at: Vec::new(),
             timeout: now,
             mids: Vec::new(),
             slots: Vec::new(),
@@ -626,8 +634,23 @@ impl Sfu {
         self.by_ufrag.get(local).copied()
     }
 
-    /// A datagram from the network. Datagrams no connection accepts are dropped.
+    /// A datagram from the network, when the local address it was sent to is not known (see
+    /// [`Sfu::handle_datagram_to`]).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.handle_datagram_to(now, source, None, contents);
+    }
+
+    /// A datagram from the network, from `source` to `destination` (the local address it was
+    /// sent to, as the kernel says: `IP_PKTINFO`). str0m is told the candidate the client
+    /// used, and the answers go out from that address. Datagrams no connection accepts are
+    /// dropped.
+    pub fn handle_datagram_to(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: Option<SocketAddr>,
+        contents: &[u8],
+    ) {
         let Some((participant, direction)) = self.route(source, contents) else {
             self.counters.dropped += 1;
             return;
@@ -639,8 +662,8 @@ impl Sfu {
         else {
             return;
         };
-        let destination = conn.local_for(source);
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let candidate = conn.candidate_for(source, destination);
+        let Ok(receive) = Receive::new(Protocol::Udp, source, candidate, contents) else {
             self.counters.dropped += 1;
             return;
         };
@@ -651,6 +674,9 @@ impl Sfu {
         }
         if conn.rtc.handle_input(input).is_err() {
             conn.rtc.disconnect();
+        }
+        if let Some(local) = destination {
+            conn.note_arrival(source, local.ip());
         }
         if !conn.addrs.contains(&source) {
             // A STUN check naming this connection from a new address (another candidate of
@@ -1288,17 +1314,43 @@ impl Sfu {
 }
 
 impl Conn {
-    /// Which of its candidates a datagram from `source` was sent to. The shard's socket is bound
-    /// to every address and the kernel does not say; the kernel does pick the source address of
-    /// the replies by route, which is a loopback address for a loopback client and an interface
-    /// address otherwise, so the candidate of the same kind is the one the client can pair with.
-    fn local_for(&self, source: SocketAddr) -> SocketAddr {
+    /// Which of its candidates a datagram from `source` to the local address `destination` was
+    /// meant for: that address when it is one of them (the kernel said where the datagram
+    /// arrived). Otherwise (not known, or an address behind a NAT that advertises another)
+    /// the candidate of the same kind as the sender (loopback or not), else the first.
+    fn candidate_for(&self, source: SocketAddr, destination: Option<SocketAddr>) -> SocketAddr {
+        if let Some(local) = destination
+            && self.candidates.contains(&local)
+        {
+            return local;
+        }
         let loopback = source.ip().is_loopback();
         self.candidates
             .iter()
             .find(|c| c.ip().is_loopback() == loopback)
             .unwrap_or(&self.candidates[0])
             .to_owned()
+    }
+
+    /// `source` sent to the local address `local`.
+    fn note_arrival(&mut self, source: SocketAddr, local: IpAddr) {
+        match self.arrived_at.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, seen)) => *seen = local,
+            None => {
+                if self.arrived_at.len() >= MAX_ADDRESSES_PER_CONNECTION {
+                    self.arrived_at.remove(0);
+                }
+                self.arrived_at.push((source, local));
+            }
+        }
+    }
+
+    /// The local address to answer `destination` from, if it was heard.
+    fn source_for(&self, destination: SocketAddr) -> Option<IpAddr> {
+        self.arrived_at
+            .iter()
+            .find(|(s, _)| *s == destination)
+            .map(|(_, local)| *local)
     }
 
     /// Polls str0m until it names its next timeout: datagrams go to `out`, events come back
@@ -1317,6 +1369,7 @@ impl Conn {
                 }
                 Ok(Output::Transmit(t)) => out.push(Datagram {
                     destination: t.destination,
+                    source: self.source_for(t.destination),
                     contents: Vec::from(t.contents),
                 }),
                 Ok(Output::Event(event)) => events.push(event),

@@ -225,6 +225,7 @@ impl Peer {
                 }
                 Ok(Output::Transmit(t)) => self.out.push(Datagram {
                     destination: t.destination,
+                    source: None,
                     contents: Vec::from(t.contents),
                 }),
                 Ok(Output::Event(Event::MediaData(data))) => self.received.push(Received {

@@ -765,3 +765,77 @@ fn stun_binding(username: &str) -> Vec<u8> {
     msg.extend_from_slice(&attr);
     msg
 }
+
+/// A client on the host's interface address that pairs with the loopback candidate (or any
+/// candidate other than the one the kernel's route back would pick): str0m is told the
+/// candidate the datagram was really sent to, and every answer names that address as its
+/// source, so the client sees it come from where it sent.
+#[test]
+fn answers_go_out_from_the_address_the_client_sent_to() {
+    let mut sfu = Sfu::new(50000);
+    let loopback: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let interface: SocketAddr = "192.0.2.2:50000".parse().unwrap();
+    sfu.add_participant(1, 1, CAPS, ALL, &[loopback.ip(), interface.ip()]);
+    let mut now = Instant::now();
+    let client: SocketAddr = "192.0.2.2:4000".parse().unwrap();
+    let mut peer = Peer::new(client, now);
+    let (offer, _) = peer
+        .offer(&[Line::send(MediaKind::Audio, "s", "mic")])
+        .unwrap();
+    let answer = sfu
+        .accept_offer(1, Direction::Publish, &offer, now)
+        .unwrap();
+    peer.accept_answer(&answer).unwrap();
+    let mut answered_from = Vec::new();
+    for _ in 0..400 {
+        now += Duration::from_millis(10);
+        peer.handle_timeout(now);
+        for d in peer.take_datagrams() {
+            // Only the loopback candidate is reachable from this client.
+            if d.destination == loopback {
+                sfu.handle_datagram_to(now, client, Some(loopback), &d.contents);
+            }
+        }
+        if sfu.next_timeout().is_some_and(|t| t <= now) {
+            sfu.handle_timeout(now);
+        }
+        for d in sfu.take_datagrams() {
+            assert_eq!(d.destination, client);
+            if !answered_from.contains(&d.source) {
+                answered_from.push(d.source);
+            }
+            if let Some(ip) = d.source {
+                peer.handle_datagram(now, SocketAddr::new(ip, 50000), &d.contents);
+            }
+        }
+        if peer.connected {
+            break;
+        }
+    }
+    assert!(
+        peer.connected,
+        "the client paired with the loopback candidate"
+    );
+    assert_eq!(answered_from, [Some(loopback.ip())], "{answered_from:?}");
+    // Without the destination the SFU falls back to the candidate of the sender's kind, and
+    // leaves the source to the kernel.
+    let mut sfu = Sfu::new(50000);
+    sfu.add_participant(1, 1, CAPS, ALL, &[loopback.ip(), interface.ip()]);
+    let mut peer = Peer::new(client, now);
+    let (offer, _) = peer
+        .offer(&[Line::send(MediaKind::Audio, "s", "mic")])
+        .unwrap();
+    let answer = sfu
+        .accept_offer(1, Direction::Publish, &offer, now)
+        .unwrap();
+    peer.accept_answer(&answer).unwrap();
+    for _ in 0..20 {
+        now += Duration::from_millis(10);
+        peer.handle_timeout(now);
+        for d in peer.take_datagrams() {
+            sfu.handle_datagram(now, client, &d.contents);
+        }
+        sfu.handle_timeout(now);
+        assert!(sfu.take_datagrams().iter().all(|d| d.source.is_none()));
+    }
+}
