@@ -419,6 +419,135 @@ mod tests {
     }
 
     #[test]
+    fn a_body_waits_for_a_decision_made_from_the_head() {
+        let mut buf = BytesMut::from(
+            &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhel"
+                [..],
+        );
+        let mut reader = RequestReader::new(MAX);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        let head = reader.pending_head().expect("the head is there");
+        assert_eq!((head.path(), head.declared_body_len()), ("/a", Some(5)));
+        assert_eq!(&buf[..], b"hel", "not a body byte was taken");
+        assert!(
+            !reader.take_expect_continue(),
+            "no 100 Continue before the decision"
+        );
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        reader.read_body(5).unwrap();
+        assert!(
+            reader.take_expect_continue(),
+            "100 Continue once the body is wanted"
+        );
+        assert!(matches!(reader.poll(&mut buf), Ok(None)));
+        buf.extend_from_slice(b"lo");
+        let Ok(Some(Polled::Request(req))) = reader.poll(&mut buf) else {
+            panic!("complete");
+        };
+        assert_eq!(req.body().as_ref(), b"hello");
+        assert!(!reader.is_mid_request());
+    }
+
+    #[test]
+    fn a_body_over_the_limit_of_its_kind_is_413_before_it_is_read() {
+        let mut reader = RequestReader::new(MAX);
+        let mut buf =
+            BytesMut::from(&b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"[..]);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        assert_eq!(reader.read_body(10).unwrap_err().status, 413);
+        assert_eq!(
+            reader.poll(&mut buf).unwrap_err().status,
+            413,
+            "the reader stays failed"
+        );
+        // Chunked: cut off once the decoded body crosses the limit.
+        let mut reader = RequestReader::new(MAX);
+        let mut buf = BytesMut::from(
+            &b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n6\r\n"[..],
+        );
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        assert_eq!(reader.pending_head().unwrap().declared_body_len(), None);
+        reader.read_body(10).unwrap();
+        assert_eq!(reader.poll(&mut buf).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn a_refused_head_fails_the_reader() {
+        let mut reader = RequestReader::new(MAX);
+        let mut buf =
+            BytesMut::from(&b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..]);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        reader.refuse(HttpError::bad_request("no"));
+        assert_eq!(
+            reader.poll(&mut buf).unwrap_err(),
+            HttpError::bad_request("no")
+        );
+        assert!(reader.pending_head().is_none());
+    }
+
+    #[test]
+    fn a_streamed_body_comes_out_in_pieces_and_nothing_past_it() {
+        for raw in [
+            &b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"[..],
+            b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        ] {
+            let mut wire = raw.to_vec();
+            wire.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut reader = RequestReader::new(MAX);
+            let mut buf = BytesMut::new();
+            let mut body = Vec::new();
+            let mut ended = None;
+            let mut streaming = false;
+            for piece in wire.chunks(3) {
+                buf.extend_from_slice(piece);
+                if ended.is_some() {
+                    continue;
+                }
+                if !streaming {
+                    match reader.poll(&mut buf).unwrap() {
+                        Some(Polled::BodyPending) => {
+                            reader.stream_body().unwrap();
+                            streaming = true;
+                        }
+                        None => continue,
+                        Some(Polled::Request(_)) => panic!("the body is streamed"),
+                    }
+                }
+                loop {
+                    match reader.poll_body(&mut buf).unwrap() {
+                        BodyPiece::Data(d) => body.extend_from_slice(&d),
+                        BodyPiece::More => break,
+                        BodyPiece::End(req) => {
+                            ended = Some(req);
+                            break;
+                        }
+                    }
+                }
+            }
+            let req = ended.expect("the body ended");
+            assert_eq!(req.path(), "/u");
+            assert_eq!(body, b"hello world");
+            let next = reader.poll_request(&mut buf).unwrap().unwrap();
+            assert_eq!(next.path(), "/next", "the next request is intact");
+        }
+    }
+
+    #[test]
     fn bytes_after_an_upgrade_head_stay_in_the_buffer() {
         let frame = [0x81u8, 0x85, 1, 2, 3, 4, b'a', b'b', b'c', b'd', b'e'];
         let mut raw = b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
