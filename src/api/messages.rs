@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::blob_holds::BlobHold;
 use super::identity::{actor, query_param, require_actor};
 use super::input::{is_multipart, json_body, path_id};
 use super::servers::handler;
@@ -13,9 +14,9 @@ use crate::domain::model::{Attachment, Content, Message};
 use crate::domain::records::MessageQuery;
 use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
 use crate::http::Response;
-use crate::http::multipart::{Part, boundary_from_content_type, parse_multipart};
 use crate::media::{ImageLimits, inspect, strip_metadata};
-use crate::storage::BlobId;
+use crate::runtime::upload::{TempFile, Upload, UploadField};
+use crate::storage::{BlobId, blob_path};
 
 /// Page size when the client gives no `limit`.
 pub const DEFAULT_HISTORY_PAGE: usize = 50;
@@ -98,17 +99,29 @@ struct MessageIn {
     envelope: Option<EnvelopeIn>,
 }
 
-/// Checks, strips and stores one uploaded image.
-async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attachment, ApiError> {
+/// Checks, strips and stores one uploaded image. The blob stays held until the post is
+/// decided: dropping the hold without keeping it removes a blob this upload created.
+async fn store_attachment<'a>(
+    ctx: &'a RequestCtx<'a>,
+    field: &UploadField,
+) -> Result<(Attachment, BlobHold<'a>), ApiError> {
     let limits = ImageLimits {
         max_bytes: ctx.app.config.limits.max_upload_bytes,
         max_width: ATTACHMENT_MAX_DIMENSION,
         max_height: ATTACHMENT_MAX_DIMENSION,
     };
-    let (info, clean) = checked_image(ctx, part.data, limits).await?;
+    let file = field.file().ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("field {} is not a file", field.name),
+        )
+    })?;
+    let (info, clean, id) = checked_image(file, limits).await?;
     let bytes = clean.len() as u64;
+    let hold = hold_blob(ctx, id);
     let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
-    let name = part
+    debug_assert_eq!(&blob, hold.id());
+    let name = field
         .filename
         .as_deref()
         .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim())
@@ -120,33 +133,57 @@ async fn store_attachment(ctx: &RequestCtx<'_>, part: &Part<'_>) -> Result<Attac
                 .collect()
         })
         .unwrap_or_else(|| format!("image.{}", info.format.extension()));
-    Ok(Attachment {
+    let attachment = Attachment {
         attachment_id: format!("att_{}", blob.as_str()),
         file_name: name,
         width: info.width,
         height: info.height,
         content_type: info.format.content_type().to_owned(),
         bytes,
-    })
+    };
+    Ok((attachment, hold))
 }
 
-/// Checks an uploaded image and strips its metadata on glommio's blocking pool: decoding a
-/// large image takes milliseconds of CPU, which must not stall every connection of the shard.
+/// Takes the hold on a blob about to be put (see `blob_holds`).
+pub(super) fn hold_blob<'a>(ctx: &'a RequestCtx<'a>, id: BlobId) -> BlobHold<'a> {
+    let path = blob_path(&ctx.app.config.data_dir, &id);
+    ctx.app.blob_holds.hold(id, path)
+}
+
+/// Reads an uploaded image from its temp file, checks it and strips its metadata on glommio's
+/// blocking pool: decoding a large image takes milliseconds of CPU, which must not stall every
+/// connection of the shard. One file is in memory at a time per request; a file over the limit
+/// is refused from its size without being read. Also returns the id the clean bytes are stored
+/// under.
 pub(super) async fn checked_image(
-    ctx: &RequestCtx<'_>,
-    data: &[u8],
+    file: &TempFile,
     limits: ImageLimits,
-) -> Result<(crate::media::ImageInfo, Vec<u8>), ApiError> {
-    // The part is a slice of the request body: share it, do not copy it.
-    let bytes = ctx.request.body().slice_ref(data);
-    glommio::executor()
+) -> Result<(crate::media::ImageInfo, Vec<u8>, BlobId), ApiError> {
+    if file.len() > limits.max_bytes as u64 {
+        return Err(image_error(crate::media::ImageError::TooLarge {
+            bytes: usize::try_from(file.len()).unwrap_or(usize::MAX),
+            max: limits.max_bytes,
+        }));
+    }
+    let path = file.path().to_owned();
+    let checked = glommio::executor()
         .spawn_blocking(move || {
-            let info = inspect(&bytes, &limits)?;
-            let clean = strip_metadata(info.format, &bytes)?;
-            Ok((info, clean))
+            let bytes = std::fs::read(&path)?;
+            Ok::<_, std::io::Error>((|| {
+                let info = inspect(&bytes, &limits)?;
+                let clean = strip_metadata(info.format, &bytes)?;
+                let id = BlobId::of_content(&clean);
+                Ok((info, clean, id))
+            })())
         })
-        .await
-        .map_err(image_error)
+        .await;
+    match checked {
+        Ok(result) => result.map_err(image_error),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an uploaded file back");
+            Err(ApiError::Internal)
+        }
+    }
 }
 
 pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {
@@ -164,9 +201,22 @@ pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {
     })
 }
 
-fn text_part(part: &Part<'_>) -> Result<String, ApiError> {
-    String::from_utf8(part.data.to_vec()).map_err(|_| {
-        ApiError::bad_request("invalid_body", format!("field {} is not UTF-8", part.name))
+fn text_field(field: &UploadField) -> Result<String, ApiError> {
+    field
+        .text()
+        .and_then(|t| String::from_utf8(t.to_vec()).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_body", format!("field {} is not UTF-8", field.name))
+        })
+}
+
+/// The spooled form of a multipart request; a multipart request without a body has none.
+pub(super) fn upload<'a>(ctx: &RequestCtx<'a>) -> Result<&'a Upload, ApiError> {
+    ctx.upload.ok_or_else(|| {
+        crate::http::HttpError::from(
+            crate::http::multipart::MultipartError::MissingOpeningDelimiter,
+        )
+        .into()
     })
 }
 
@@ -178,20 +228,19 @@ handler!(
         let max_body = ctx.app.config.limits.max_message_bytes;
         let too_large = || ApiError::Coded(DomainError::too_large(format!("a message body holds at most {max_body} bytes")));
         let mut attachments = Vec::new();
+        let mut holds = Vec::new();
         let (content, reply_to_id) = if is_multipart(ctx) {
-            let boundary = boundary_from_content_type(ctx.request.header("content-type").unwrap_or_default())
-                .map_err(crate::http::HttpError::from)?;
-            let parts = parse_multipart(ctx.request.body(), &boundary).map_err(crate::http::HttpError::from)?;
+            let form = upload(ctx)?;
             let mut body = String::new();
             let mut reply = None;
-            let files: Vec<&Part<'_>> = parts.iter().filter(|p| p.filename.is_some() || matches!(p.name.as_str(), "files" | "files[]" | "file")).collect();
+            let files: Vec<&UploadField> = form.fields.iter().filter(|f| f.file().is_some()).collect();
             if files.len() > MAX_ATTACHMENTS_PER_MESSAGE {
                 return Err(ApiError::bad_request("too_many_attachments", format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message")));
             }
-            for part in &parts {
-                match part.name.as_str() {
-                    "body" if part.filename.is_none() => body = text_part(part)?,
-                    "reply_to_message_id" if part.filename.is_none() => reply = Some(text_part(part)?.trim().to_owned()).filter(|r| !r.is_empty()),
+            for field in &form.fields {
+                match field.name.as_str() {
+                    "body" if field.filename.is_none() && field.text().is_some() => body = text_field(field)?,
+                    "reply_to_message_id" if field.filename.is_none() && field.text().is_some() => reply = Some(text_field(field)?.trim().to_owned()).filter(|r| !r.is_empty()),
                     _ => {}
                 }
             }
@@ -208,8 +257,10 @@ handler!(
                 let uid = who.user_uid.clone();
                 ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
             }
-            for part in files {
-                attachments.push(store_attachment(ctx, part).await?);
+            for field in files {
+                let (attachment, hold) = store_attachment(ctx, field).await?;
+                attachments.push(attachment);
+                holds.push(hold);
             }
             (Content::Plain { body }, reply)
         } else {
@@ -247,7 +298,9 @@ handler!(
             }
         };
         let new = NewMessage { content, reply_to, reply_to_id, attachments };
+        // Any refusal up to here drops the holds, which removes the blobs this post created.
         let message = ctx.app.authority.command(move |c, now| c.post_message(&who, &channel_id, new, now)).await?;
+        holds.into_iter().for_each(BlobHold::keep);
         json(201, &MessageOut { message })
     }
 );
@@ -316,22 +369,43 @@ handler!(
     }
 );
 
-/// Serves a stored image by blob id, with its content type read from the bytes.
+/// Serves a stored image by blob id, with its content type read from its first bytes. The body
+/// is streamed from the file by the connection driver, never held whole.
 pub(super) async fn serve_blob(ctx: &RequestCtx<'_>, blob: &BlobId) -> Result<Response, ApiError> {
-    let bytes = ctx
-        .app
-        .storage
-        .get_blob(blob)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let content_type = crate::media::sniff(&bytes)
+    let path = blob_path(&ctx.app.config.data_dir, blob);
+    let internal = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot read a blob");
+        ApiError::Internal
+    };
+    let file = match glommio::io::BufferedFile::open(&path).await {
+        Ok(file) => file,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            return Err(if e.kind() == std::io::ErrorKind::NotFound {
+                ApiError::NotFound
+            } else {
+                internal(e)
+            });
+        }
+    };
+    let len = file.file_size().await.map_err(|e| internal(e.into()))?;
+    let start = file
+        .read_at(0, SNIFF_BYTES)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    let content_type = crate::media::sniff(&start)
         .map(|f| f.content_type())
         .unwrap_or("application/octet-stream");
-    Ok(Response::bytes(200, content_type, bytes)
+    drop(start);
+    let _ = file.close().await;
+    Ok(Response::file(200, content_type, path, len)
         .header("Cache-Control", BLOB_CACHE_CONTROL)
         .header("X-Content-Type-Options", "nosniff")
         .header("ETag", format!("\"{}\"", blob.as_str())))
 }
+
+/// Enough of a file to tell PNG, JPEG and GIF apart.
+const SNIFF_BYTES: usize = 16;
 
 handler!(
     /// `GET /v1/attachments/{attachment_id}`: no identity (plain `<img src>`).

@@ -3,6 +3,7 @@
 //! [`App::new`]; errors are [`ApiError`]s, mapped to statuses in one place.
 
 pub mod auth;
+pub mod blob_holds;
 pub mod capabilities;
 pub mod error;
 pub mod health;
@@ -17,16 +18,21 @@ pub mod servers;
 pub mod signaling;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub use error::ApiError;
 
 use crate::authority::{Authority, Broadcast};
 use crate::config::Config;
 use crate::domain::views::Urls;
+use crate::http::limits::{BUSY_RETRY_AFTER_SECS, IDENTITY_BEFORE_BODY_BYTES, MAX_JSON_BODY_BYTES};
 use crate::http::{Method, Params, Request, Response, RouteMatch, Router};
+use crate::runtime::admission::{BodyBudget, BodyPermit, ConnectionCaps};
 use crate::runtime::shard::Shard;
+use crate::runtime::upload::Upload;
 use crate::runtime::websocket::Session;
 use crate::storage::Storage;
 
@@ -50,6 +56,16 @@ pub struct App {
     router: Router<Handler>,
     /// The capabilities document is the same for every caller: encoded once.
     capabilities: bytes::Bytes,
+    /// Request body bytes in flight over all shards (`OPENCHAT_HTTP_BODY_BUDGET_BYTES`).
+    pub body_budget: Arc<BodyBudget>,
+    /// Open connections per shard and per source address.
+    pub connection_caps: ConnectionCaps,
+    /// Where multipart uploads are spooled (`<data_dir>/uploads`).
+    pub upload_dir: PathBuf,
+    /// Blobs stored by uploads whose post or avatar is not decided yet.
+    pub blob_holds: blob_holds::BlobHolds,
+    /// The two endpoints whose bodies may be large multipart uploads.
+    uploads: Router<()>,
 }
 
 /// What a handler sees of its request.
@@ -58,6 +74,9 @@ pub struct RequestCtx<'a> {
     pub app: &'a App,
     pub request: &'a Request,
     pub params: Params<'a>,
+    /// The form of a multipart upload, spooled to temp files while it arrived (only on the
+    /// upload endpoints; their multipart bodies never reach `request.body()`).
+    pub upload: Option<&'a Upload>,
 }
 
 pub type HandlerResult = Result<Response, ApiError>;
@@ -92,7 +111,28 @@ impl App {
             Some(secret) => secret.0.clone(),
             None => crate::rtc::ticket::random_secret(),
         };
+        let upload_dir = match crate::runtime::upload::prepare_dir(&config.data_dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                // Uploads then fail one by one with 500; everything else works.
+                tracing::error!(error = %e, "cannot prepare the upload folder in the data dir");
+                config.data_dir.join(crate::runtime::upload::UPLOAD_DIR)
+            }
+        };
+        let mut uploads = Router::new();
+        uploads
+            .route(Method::Post, "/v1/channels/{channel_id}/messages", ())
+            .route(Method::Post, "/v1/profile/avatar", ());
         App {
+            body_budget: BodyBudget::new(config.limits.body_budget_bytes),
+            connection_caps: ConnectionCaps::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_addr,
+                config.shards,
+            ),
+            upload_dir,
+            blob_holds: blob_holds::BlobHolds::default(),
+            uploads,
             config,
             storage,
             default_server_id,
@@ -248,8 +288,109 @@ fn routes() -> Router<Handler> {
     r
 }
 
+/// What happens to the body of a request whose head has arrived.
+pub enum BodyPlan {
+    /// Read it into memory, at most `limit` bytes.
+    InMemory { limit: usize },
+    /// Stream the multipart form to temp files ([`RequestCtx::upload`]).
+    Upload { boundary: String },
+}
+
+/// A body allowed in: how to read it, and its share of the body budget (held until the request
+/// is answered).
+pub struct AdmittedBody {
+    pub plan: BodyPlan,
+    pub permit: BodyPermit,
+}
+
+/// Decides from the head alone, before a byte of the body is read, whether and how the body of
+/// `head` is taken in. Refusals are the response to send before closing the connection:
+/// 413 for a declared body over the limit of its kind (JSON endpoints take
+/// [`MAX_JSON_BODY_BYTES`]; only the two multipart uploads take up to
+/// `OPENCHAT_HTTP_MAX_BODY_BYTES`), 401 when the endpoint needs identity, the body is large
+/// (over [`IDENTITY_BEFORE_BODY_BYTES`], chunked, or an upload) and the head carries no valid
+/// identity, 503 `server_busy` when the body does not fit in the budget.
+pub async fn admit_body(shard: &Shard, head: &Request) -> Result<AdmittedBody, Response> {
+    let app = &*shard.app;
+    let declared = head.declared_body_len();
+    let route = app.router.find(head.method(), head.path());
+    let is_upload = matches!(
+        app.uploads.find(head.method(), head.path()),
+        RouteMatch::Found { .. }
+    );
+    let boundary = if is_upload {
+        head.header("content-type").and_then(|ct| {
+            (ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data"))
+                .then(|| crate::http::multipart::boundary_from_content_type(ct))
+        })
+    } else {
+        None
+    };
+    let (plan, limit) = match boundary {
+        Some(Err(e)) => return Err(crate::http::HttpError::from(e).response()),
+        Some(Ok(boundary)) => (
+            BodyPlan::Upload { boundary },
+            app.config.limits.max_body_bytes,
+        ),
+        None => {
+            // A JSON post may carry the largest message body (twice, escaped) and an envelope.
+            let message = app.config.limits.max_message_bytes.saturating_mul(2) + 65_536;
+            let limit = if is_upload {
+                MAX_JSON_BODY_BYTES.max(message)
+            } else {
+                MAX_JSON_BODY_BYTES
+            };
+            (BodyPlan::InMemory { limit }, limit)
+        }
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(crate::http::HttpError::payload_too_large("request body too large").response());
+    }
+    let large = matches!(plan, BodyPlan::Upload { .. })
+        || declared.is_none_or(|n| n > IDENTITY_BEFORE_BODY_BYTES);
+    if large
+        && let RouteMatch::Found { handler, params } = route
+        && needs_identity(head, handler)
+    {
+        let ctx = RequestCtx {
+            shard,
+            app,
+            request: head,
+            params,
+            upload: None,
+        };
+        if let Err(e) = identity::require_actor(&ctx).await {
+            return Err(e.into_response());
+        }
+    }
+    let permit = app
+        .body_budget
+        .try_take(declared.unwrap_or(limit))
+        .ok_or_else(|| {
+            Response::error(
+                503,
+                "server_busy",
+                "the server is receiving too many request bodies; retry shortly",
+                true,
+            )
+            .header("Retry-After", BUSY_RETRY_AFTER_SECS.to_string())
+        })?;
+    Ok(AdmittedBody { plan, permit })
+}
+
+/// Whether a request with a body to this endpoint can only succeed with identity: every write
+/// except signing in (`/v1/auth/...`), which is how identity is obtained.
+fn needs_identity(head: &Request, handler: &Handler) -> bool {
+    matches!(handler, Handler::Async(_))
+        && matches!(
+            head.method(),
+            Method::Post | Method::Put | Method::Delete | Method::Patch
+        )
+        && !head.path().starts_with("/v1/auth/")
+}
+
 /// Routes `request` and runs its handler.
-pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
+pub async fn handle(shard: &Shard, request: &Request, upload: Option<&Upload>) -> HandlerResult {
     let app = &*shard.app;
     match app.router.find(request.method(), request.path()) {
         RouteMatch::Found { handler, params } => {
@@ -258,6 +399,7 @@ pub async fn handle(shard: &Shard, request: &Request) -> HandlerResult {
                 app,
                 request,
                 params,
+                upload,
             };
             match *handler {
                 Handler::Sync(f) => f(&ctx),

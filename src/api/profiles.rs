@@ -4,13 +4,12 @@ use serde::Deserialize;
 
 use super::identity::require_actor;
 use super::input::{is_multipart, json_body, path_id};
-use super::messages::{checked_image, serve_blob};
+use super::messages::{checked_image, hold_blob, serve_blob, upload};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
 use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
 use crate::domain::model::{AvatarAsset, AvatarMode};
-use crate::http::multipart::{boundary_from_content_type, parse_multipart};
 use crate::http::query::query_pairs;
 use crate::media::ImageLimits;
 use crate::storage::BlobId;
@@ -73,10 +72,9 @@ handler!(
         if !is_multipart(ctx) {
             return Err(ApiError::bad_request("bad_multipart", "send the image as multipart/form-data part 'file'"));
         }
-        let boundary = boundary_from_content_type(ctx.request.header("content-type").unwrap_or_default())
-            .map_err(crate::http::HttpError::from)?;
-        let parts = parse_multipart(ctx.request.body(), &boundary).map_err(crate::http::HttpError::from)?;
-        let part = parts.iter().find(|p| p.name == "file").or_else(|| parts.iter().find(|p| p.filename.is_some()))
+        let form = upload(ctx)?;
+        let field = form.fields.iter().find(|f| f.name == "file").or_else(|| form.fields.iter().find(|f| f.filename.is_some()))
+            .and_then(|f| f.file())
             .ok_or_else(|| ApiError::bad_request("missing_file", "no part named 'file'"))?;
         let limits = ImageLimits {
             max_bytes: AVATAR_MAX_BYTES as usize,
@@ -85,8 +83,10 @@ handler!(
         };
         let uid = who.user_uid.clone();
         ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
-        let (info, clean) = checked_image(ctx, part.data, limits).await?;
+        let (info, clean, id) = checked_image(field, limits).await?;
         let bytes = clean.len() as u64;
+        // Held until the asset is recorded: a refusal removes a blob this upload created.
+        let hold = hold_blob(ctx, id);
         let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
         let asset = AvatarAsset {
             id: format!("av_{}", uuid::Uuid::new_v4().simple()),
@@ -99,6 +99,7 @@ handler!(
             created_at: crate::authority::now_millis(),
         };
         let uploaded = ctx.app.authority.command(move |c, _| Ok(c.add_avatar_asset(asset))).await?;
+        hold.keep();
         json(201, &uploaded)
     }
 );

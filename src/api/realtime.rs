@@ -48,6 +48,7 @@ async fn opening(shard: &Shard, request: Request) -> Opening {
         app: &app,
         request: &request,
         params: Params::empty(),
+        upload: None,
     };
     Opening {
         server_id: query_param(&ctx, "server_id")

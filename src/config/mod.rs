@@ -96,6 +96,21 @@ const HTTP_MAX_BODY_BYTES: VarSpec = VarSpec {
     default: "27262976",
     help: "Largest request body in bytes (1024 to 1073741824, at least OPENCHAT_MAX_UPLOAD_BYTES).",
 };
+const HTTP_BODY_BUDGET_BYTES: VarSpec = VarSpec {
+    name: "OPENCHAT_HTTP_BODY_BUDGET_BYTES",
+    default: "268435456",
+    help: "Request body bytes all connections may have in flight together (at least OPENCHAT_HTTP_MAX_BODY_BYTES, at most 68719476736); a body that does not fit is answered 503 server_busy before it is read.",
+};
+const MAX_CONNECTIONS: VarSpec = VarSpec {
+    name: "OPENCHAT_MAX_CONNECTIONS",
+    default: "10000",
+    help: "Open connections of the process, split evenly over the shards (1 to 10000000); over it a new connection is answered 503 and closed.",
+};
+const MAX_CONNECTIONS_PER_ADDR: VarSpec = VarSpec {
+    name: "OPENCHAT_MAX_CONNECTIONS_PER_ADDR",
+    default: "256",
+    help: "Open connections from one source IP address (1 to 10000000); over it a new connection from that address is answered 503 and closed.",
+};
 const MAX_MESSAGE_BYTES: VarSpec = VarSpec {
     name: "OPENCHAT_MAX_MESSAGE_BYTES",
     default: "4000",
@@ -222,6 +237,9 @@ pub const VARIABLES: &[VarSpec] = &[
     DEFAULT_HISTORY_VISIBILITY,
     SERVER_NAME,
     HTTP_MAX_BODY_BYTES,
+    HTTP_BODY_BUDGET_BYTES,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDR,
     MAX_MESSAGE_BYTES,
     MAX_UPLOAD_BYTES,
     RATE_LIMIT_PER_MINUTE,
@@ -372,6 +390,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_upload_bytes: usize,
     pub rate_limit_per_minute: u32,
+    /// Body bytes in flight over all connections (`OPENCHAT_HTTP_BODY_BUDGET_BYTES`).
+    pub body_budget_bytes: usize,
+    /// Open connections of the process (`OPENCHAT_MAX_CONNECTIONS`), split over the shards.
+    pub max_connections: usize,
+    /// Open connections from one IP address (`OPENCHAT_MAX_CONNECTIONS_PER_ADDR`).
+    pub max_connections_per_addr: usize,
 }
 
 /// The known `OPENCHAT_*` variables present in the environment, keyed by their static name.
@@ -615,11 +639,24 @@ fn limits_from_env(env: &Env) -> Result<Limits, ConfigError> {
             ),
         ));
     }
+    // A budget smaller than the largest body would refuse every largest upload forever.
+    let budget_raw = env.value_or_default(&HTTP_BODY_BUDGET_BYTES);
+    let body_budget_bytes = parse::integer(
+        &HTTP_BODY_BUDGET_BYTES,
+        budget_raw,
+        max_body_bytes,
+        64 * GIB,
+    )?;
+    let max_connections = env.integer(&MAX_CONNECTIONS, 1, 10_000_000)?;
+    let max_connections_per_addr = env.integer(&MAX_CONNECTIONS_PER_ADDR, 1, 10_000_000)?;
     Ok(Limits {
         max_body_bytes,
         max_message_bytes,
         max_upload_bytes,
         rate_limit_per_minute,
+        body_budget_bytes,
+        max_connections,
+        max_connections_per_addr,
     })
 }
 

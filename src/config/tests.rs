@@ -499,6 +499,40 @@ fn body_limit_must_hold_an_upload() {
 }
 
 #[test]
+fn body_budget_and_connection_caps() {
+    let config = ok(&[]);
+    assert_eq!(config.limits.body_budget_bytes, 256 * 1024 * 1024);
+    assert_eq!(config.limits.max_connections, 10_000);
+    assert_eq!(config.limits.max_connections_per_addr, 256);
+    let config = ok(&[
+        ("OPENCHAT_HTTP_BODY_BUDGET_BYTES", "27262976"),
+        ("OPENCHAT_MAX_CONNECTIONS", "1"),
+        ("OPENCHAT_MAX_CONNECTIONS_PER_ADDR", "10000000"),
+    ]);
+    assert_eq!(config.limits.body_budget_bytes, 27_262_976);
+    assert_eq!(config.limits.max_connections, 1);
+    assert_eq!(config.limits.max_connections_per_addr, 10_000_000);
+    // The budget must hold the largest body.
+    assert_rejected(
+        "OPENCHAT_HTTP_BODY_BUDGET_BYTES",
+        "27262975",
+        "expected an integer from 27262976 to 68719476736",
+    );
+    assert_rejected(
+        "OPENCHAT_HTTP_BODY_BUDGET_BYTES",
+        "lots",
+        "expected an integer from 27262976",
+    );
+    for var in [
+        "OPENCHAT_MAX_CONNECTIONS",
+        "OPENCHAT_MAX_CONNECTIONS_PER_ADDR",
+    ] {
+        assert_rejected(var, "0", "expected an integer from 1 to 10000000");
+        assert_rejected(var, "10000001", "expected an integer from 1 to 10000000");
+    }
+}
+
+#[test]
 fn shutdown_timeout() {
     assert_eq!(
         ok(&[("OPENCHAT_SHUTDOWN_TIMEOUT_MS", "0")]).shutdown_timeout,

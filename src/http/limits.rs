@@ -41,6 +41,37 @@ pub const MAX_TRAILER_BYTES: usize = 4096;
 /// Sized for the largest upload plus multipart overhead.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 26 * 1024 * 1024;
 
+/// Largest body of a JSON endpoint (everything but the two multipart uploads). Declared larger,
+/// it is answered 413 from the head, before any body byte is read; a chunked body is cut off with
+/// 413 once it crosses this. A 500-item batch or a large channel layout fits well inside.
+pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+
+/// Bodies larger than this (declared, or chunked) wait for the identity of the head to be checked
+/// before a byte of them is read: an endpoint that needs identity answers 401 at once and the
+/// connection closes. Smaller bodies are read first, as their cost is bounded by the budget.
+pub const IDENTITY_BEFORE_BODY_BYTES: usize = 64 * 1024;
+
+/// Default of `OPENCHAT_HTTP_BODY_BUDGET_BYTES`: request body bytes the whole process holds in
+/// flight (in memory or spooled to a temp file), counted by declared length from the head. A
+/// request whose body does not fit is answered 503 `server_busy` (retryable, `Retry-After`)
+/// before its body is read.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
+/// `Retry-After` seconds of a 503 `server_busy` (body budget or connection cap exhausted).
+pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
+
+/// Default of `OPENCHAT_MAX_CONNECTIONS`: open connections of the process (HTTP and WebSocket),
+/// split evenly over the shards. A connection over it is answered 503 and closed at accept.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default of `OPENCHAT_MAX_CONNECTIONS_PER_ADDR`: open connections from one source IP address.
+/// Over it, that address's new connections are answered 503 and closed at accept.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDR: usize = 256;
+
+/// A text field of a streamed multipart body (everything that is not a file) is held in memory
+/// up to this; larger is 413.
+pub const MAX_MULTIPART_TEXT_BYTES: usize = 1024 * 1024;
+
 /// Parts in one `multipart/form-data` body; one more is answered with 413.
 pub const MAX_MULTIPART_PARTS: usize = 16;
 

@@ -236,6 +236,202 @@ fn parse_part_head(head: &[u8]) -> Result<Part<'static>, MultipartError> {
     })
 }
 
+/// The head of one part of a streamed form ([`MultipartStream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartHead {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// What [`MultipartStream::next_event`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MultipartEvent {
+    /// A part begins; its data follows in `Data` events until the next `Part` or `End`.
+    Part(PartHead),
+    /// Data of the current part, in order (possibly empty pieces are never returned).
+    Data(bytes::Bytes),
+    /// The closing delimiter was read; the rest of the body (the epilogue) is ignored.
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    /// Before the first delimiter; `at_start` while nothing of the body was dropped yet.
+    Preamble {
+        at_start: bool,
+    },
+    /// Right after a delimiter: `--` closes, padding and CRLF open a part.
+    AfterDelimiter,
+    PartHead,
+    Data,
+    Done,
+}
+
+/// Incremental `multipart/form-data` parser for a body that arrives in pieces: the same grammar
+/// and limits as [`parse_multipart`], but holding at most a part head or a delimiter's length
+/// of the body at a time (plus whatever was fed and not yet taken out), so a 25 MiB upload can
+/// go to disk as it arrives. Feed pieces with [`feed`](Self::feed), take events with
+/// [`next_event`](Self::next_event) until it returns `Ok(None)`, and call
+/// [`finish`](Self::finish) once the body has ended.
+#[derive(Debug)]
+pub struct MultipartStream {
+    /// `\r\n--boundary`; the first delimiter of a body may come without its CRLF.
+    delimiter: Vec<u8>,
+    pending: bytes::BytesMut,
+    state: StreamState,
+    parts: usize,
+}
+
+impl MultipartStream {
+    pub fn new(boundary: &str) -> Result<MultipartStream, MultipartError> {
+        if boundary.is_empty() || boundary.len() > 70 {
+            return Err(MultipartError::InvalidBoundary);
+        }
+        let mut delimiter = Vec::with_capacity(boundary.len() + 4);
+        delimiter.extend_from_slice(b"\r\n--");
+        delimiter.extend_from_slice(boundary.as_bytes());
+        Ok(MultipartStream {
+            delimiter,
+            pending: bytes::BytesMut::new(),
+            state: StreamState::Preamble { at_start: true },
+            parts: 0,
+        })
+    }
+
+    /// Appends the next piece of the body.
+    pub fn feed(&mut self, piece: &[u8]) {
+        if self.state == StreamState::Done {
+            return;
+        }
+        self.pending.extend_from_slice(piece);
+    }
+
+    /// The next event from what was fed; `Ok(None)` when more of the body is needed.
+    pub fn next_event(&mut self) -> Result<Option<MultipartEvent>, MultipartError> {
+        self.step(false)
+    }
+
+    /// The body has ended: the events still due, then an error if the form was not closed.
+    pub fn finish(&mut self) -> Result<Option<MultipartEvent>, MultipartError> {
+        self.step(true)
+    }
+
+    fn step(&mut self, eof: bool) -> Result<Option<MultipartEvent>, MultipartError> {
+        let dlen = self.delimiter.len();
+        loop {
+            match self.state {
+                StreamState::Done => {
+                    self.pending.clear();
+                    return Ok(None);
+                }
+                StreamState::Preamble { at_start } => {
+                    let dash_boundary = &self.delimiter[2..];
+                    if at_start {
+                        if self.pending.starts_with(dash_boundary) {
+                            let _ = self.pending.split_to(dash_boundary.len());
+                            self.state = StreamState::AfterDelimiter;
+                            continue;
+                        }
+                        if !eof
+                            && self.pending.len() < dash_boundary.len()
+                            && dash_boundary.starts_with(&self.pending)
+                        {
+                            return Ok(None);
+                        }
+                    }
+                    match find_subslice(&self.pending, &self.delimiter) {
+                        Some(i) => {
+                            let _ = self.pending.split_to(i + dlen);
+                            self.state = StreamState::AfterDelimiter;
+                        }
+                        None if eof => return Err(MultipartError::MissingOpeningDelimiter),
+                        None => {
+                            // Keep only what could still begin the delimiter.
+                            let drop = self.pending.len().saturating_sub(dlen - 1);
+                            if drop > 0 || !at_start {
+                                let _ = self.pending.split_to(drop);
+                                self.state = StreamState::Preamble { at_start: false };
+                            }
+                            return Ok(None);
+                        }
+                    }
+                }
+                StreamState::AfterDelimiter => {
+                    let rest = &self.pending[..];
+                    if rest.starts_with(b"--") {
+                        self.state = StreamState::Done;
+                        return Ok(Some(MultipartEvent::End));
+                    }
+                    if rest == b"-" && !eof {
+                        return Ok(None);
+                    }
+                    let padding = rest
+                        .iter()
+                        .take_while(|&&b| b == b' ' || b == b'\t')
+                        .count();
+                    let after = &rest[padding..];
+                    if !after.starts_with(b"\r\n") {
+                        if !eof && (after.is_empty() || after == b"\r") {
+                            if padding > MAX_MULTIPART_PART_HEAD_BYTES {
+                                return Err(MultipartError::MalformedDelimiter);
+                            }
+                            return Ok(None);
+                        }
+                        return Err(if after.is_empty() {
+                            MultipartError::MissingClosingDelimiter
+                        } else {
+                            MultipartError::MalformedDelimiter
+                        });
+                    }
+                    let _ = self.pending.split_to(padding + 2);
+                    if self.parts == MAX_MULTIPART_PARTS {
+                        return Err(MultipartError::TooManyParts);
+                    }
+                    self.state = StreamState::PartHead;
+                }
+                StreamState::PartHead => {
+                    let head_len = match part_head_len(&self.pending) {
+                        Ok(n) => n,
+                        Err(MultipartError::MissingClosingDelimiter) if !eof => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    let head = self.pending.split_to(head_len);
+                    let part = parse_part_head(&head)?;
+                    self.parts += 1;
+                    self.state = StreamState::Data;
+                    return Ok(Some(MultipartEvent::Part(PartHead {
+                        name: part.name,
+                        filename: part.filename,
+                        content_type: part.content_type,
+                    })));
+                }
+                StreamState::Data => match find_subslice(&self.pending, &self.delimiter) {
+                    Some(0) => {
+                        let _ = self.pending.split_to(dlen);
+                        self.state = StreamState::AfterDelimiter;
+                    }
+                    Some(i) => {
+                        return Ok(Some(MultipartEvent::Data(
+                            self.pending.split_to(i).freeze(),
+                        )));
+                    }
+                    None if eof => return Err(MultipartError::MissingClosingDelimiter),
+                    None => {
+                        let safe = self.pending.len().saturating_sub(dlen - 1);
+                        if safe == 0 {
+                            return Ok(None);
+                        }
+                        return Ok(Some(MultipartEvent::Data(
+                            self.pending.split_to(safe).freeze(),
+                        )));
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// A header parameter: the name as sent and the value with quoting removed.
 type HeaderParam<'a> = (&'a [u8], Vec<u8>);
 
@@ -544,6 +740,185 @@ Content-Disposition: FORM-DATA;NAME=\"b\"\r\n\r\nx\r\n--b--epilogue\r\n--b\r\nga
             prop::sample::select(vec![b'-', b'b', b'\r', b'\n', b'"', b';', b'=', b':', b'a', b' ', b'\\']), 0..300)) {
             let _ = parse_multipart(&body, "b");
             let _ = boundary_from_content_type(&body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Parsed = (String, Option<String>, Option<String>, Vec<u8>);
+
+    /// Feeds `body` in pieces cut at `cuts` and collects the parts as `parse_multipart` would.
+    fn streamed(
+        body: &[u8],
+        boundary: &str,
+        cuts: &[usize],
+    ) -> Result<Vec<Parsed>, MultipartError> {
+        let mut stream = MultipartStream::new(boundary)?;
+        let mut parts: Vec<Parsed> = Vec::new();
+        let drain = |stream: &mut MultipartStream, eof: bool, parts: &mut Vec<Parsed>| {
+            loop {
+                let event = if eof {
+                    stream.finish()?
+                } else {
+                    stream.next_event()?
+                };
+                match event {
+                    None => return Ok::<bool, MultipartError>(false),
+                    Some(MultipartEvent::Part(h)) => {
+                        parts.push((h.name, h.filename, h.content_type, Vec::new()))
+                    }
+                    Some(MultipartEvent::Data(d)) => {
+                        assert!(!d.is_empty(), "no empty data pieces");
+                        parts
+                            .last_mut()
+                            .expect("data inside a part")
+                            .3
+                            .extend_from_slice(&d);
+                    }
+                    Some(MultipartEvent::End) => return Ok(true),
+                }
+            }
+        };
+        let mut at = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(body.len());
+        for cut in cuts {
+            stream.feed(&body[at..cut.max(at)]);
+            at = cut.max(at);
+            if drain(&mut stream, false, &mut parts)? {
+                return Ok(parts);
+            }
+        }
+        if drain(&mut stream, true, &mut parts)? {
+            return Ok(parts);
+        }
+        Err(MultipartError::MissingClosingDelimiter)
+    }
+
+    fn whole(body: &[u8], boundary: &str) -> Result<Vec<Parsed>, MultipartError> {
+        parse_multipart(body, boundary).map(|parts| {
+            parts
+                .into_iter()
+                .map(|p| (p.name, p.filename, p.content_type, p.data.to_vec()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_browser_form_byte_by_byte() {
+        let body = b"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\n\
+Content-Disposition: form-data; name=\"caption\"\r\n\r\nhello world\r\n\
+------WebKitFormBoundary7MA4YWxkTrZu0gW\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\
+\x89PNG\r\n\x1a\n\0\0--not-a-boundary\r\n\r\n\
+------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\nepilogue";
+        let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+        let every_byte: Vec<usize> = (0..body.len()).collect();
+        let parts = streamed(body, boundary, &every_byte).unwrap();
+        assert_eq!(parts, whole(body, boundary).unwrap());
+        assert_eq!(parts[1].3, b"\x89PNG\r\n\x1a\n\0\0--not-a-boundary\r\n");
+        assert_eq!(parts[1].2.as_deref(), Some("image/png"));
+    }
+
+    #[test]
+    fn holds_only_a_delimiter_of_a_long_part() {
+        let mut stream = MultipartStream::new("b").unwrap();
+        stream.feed(b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n");
+        assert!(matches!(
+            stream.next_event(),
+            Ok(Some(MultipartEvent::Part(_)))
+        ));
+        let mut out = 0;
+        for _ in 0..1000 {
+            stream.feed(&[b'x'; 1000]);
+            while let Some(MultipartEvent::Data(d)) = stream.next_event().unwrap() {
+                out += d.len();
+            }
+            assert!(stream.pending.len() < 8, "{}", stream.pending.len());
+        }
+        stream.feed(b"\r\n--b--");
+        while let Some(event) = stream.next_event().unwrap() {
+            match event {
+                MultipartEvent::Data(d) => out += d.len(),
+                MultipartEvent::End => break,
+                MultipartEvent::Part(_) => panic!("one part only"),
+            }
+        }
+        assert_eq!(out, 1_000_000);
+    }
+
+    #[test]
+    fn errors_match_the_whole_body_parser() {
+        for (body, boundary) in [
+            (&b""[..], "b"),
+            (b"--b", "b"),
+            (b"--b\r\n", "b"),
+            (
+                b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nabc",
+                "b",
+            ),
+            (b"--bx\r\n", "b"),
+            (b"--b-", "b"),
+            (
+                b"--b \t\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n\r\n--b--",
+                "b",
+            ),
+            (b"junk\r\n--b\r\nX: y\r\n\r\n\r\n--b--", "b"),
+            (b"--b\r\n\r\n\r\n--b--", "b"),
+        ] {
+            let expected = whole(body, boundary).map_err(|e| e.status());
+            let got = streamed(body, boundary, &[1, 3, 5]).map_err(|e| e.status());
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(body));
+        }
+        let mut many = Vec::new();
+        for _ in 0..=MAX_MULTIPART_PARTS {
+            many.extend_from_slice(
+                b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n",
+            );
+        }
+        many.extend_from_slice(b"--b--");
+        assert_eq!(streamed(&many, "b", &[]), Err(MultipartError::TooManyParts));
+    }
+
+    proptest! {
+        #[test]
+        fn generated_forms_stream_like_they_parse(
+            parts in proptest::collection::vec(
+                ("[a-z]{1,6}", proptest::option::of("[a-z.]{1,8}"),
+                 proptest::collection::vec(prop::sample::select(vec![b'-', b'b', b'\r', b'\n', b'x', 0u8]), 0..40)),
+                0..6),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let boundary = "bb";
+            let mut body = b"pre\r\n".to_vec();
+            for (name, filename, data) in &parts {
+                body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+                if let Some(f) = filename {
+                    body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+                }
+                body.extend_from_slice(b"\r\n\r\n");
+                body.extend_from_slice(data);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            // The data may well contain the delimiter here: both parsers must cut it the same.
+            let expected = whole(&body, boundary).map_err(|e| e.status());
+            prop_assert_eq!(streamed(&body, boundary, &cuts).map_err(|e| e.status()), expected);
+        }
+
+        #[test]
+        fn arbitrary_bodies_stream_like_they_parse(
+            body in proptest::collection::vec(
+                prop::sample::select(vec![b'-', b'b', b'\r', b'\n', b'"', b';', b'=', b':', b'a', b' ']), 0..200),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let expected = whole(&body, "b").map_err(|e| e.status());
+            prop_assert_eq!(streamed(&body, "b", &cuts).map_err(|e| e.status()), expected);
         }
     }
 }

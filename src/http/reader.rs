@@ -22,21 +22,51 @@ enum State {
     /// Between requests or inside a head. `scanned` is how far the search for the head's end has
     /// got (an index into the buffer); `started` whether any byte of this request has arrived.
     Head { scanned: usize, started: bool },
-    /// The head has been taken off the buffer; `len` body bytes are awaited in one piece.
-    Length {
-        bytes: Bytes,
-        head: Head,
-        len: usize,
-    },
-    /// The head has been taken off the buffer; the body is being decoded into `body`.
+    /// The head of a request with a body has been taken off the buffer; the driver decides what
+    /// happens to the body ([`RequestReader::read_body`], [`RequestReader::stream_body`]) or
+    /// refuses the request before a byte of it is read.
+    Decide(Request),
+    /// `len` body bytes are awaited in one piece (in memory).
+    Length { request: Request, len: usize },
+    /// The body is being decoded into `body` (in memory), at most `limit` bytes.
     Chunked {
-        bytes: Bytes,
-        head: Head,
+        request: Request,
         decoder: ChunkedDecoder,
         body: BytesMut,
+        limit: usize,
+    },
+    /// The body is handed out in pieces as it arrives; `remaining` bytes are still to come.
+    StreamLength { request: Request, remaining: usize },
+    /// A chunked body handed out in pieces as it is decoded.
+    StreamChunked {
+        request: Request,
+        decoder: ChunkedDecoder,
     },
     /// A request was refused; the connection is unusable, and the same error is repeated.
     Failed(HttpError),
+}
+
+/// What [`RequestReader::poll`] found.
+#[derive(Debug)]
+pub enum Polled {
+    /// A complete request (a bodyless one, or one whose body was read into memory).
+    Request(Request),
+    /// The head of a request with a body is complete
+    /// ([`pending_head`](RequestReader::pending_head)); not a byte of the body has been taken.
+    /// The driver must now call `read_body`, `stream_body` or `refuse`.
+    BodyPending,
+}
+
+/// A piece of a streamed body ([`RequestReader::poll_body`]).
+#[derive(Debug)]
+pub enum BodyPiece {
+    /// Body bytes, in order; zero-copy from the read buffer for `Content-Length` bodies.
+    Data(Bytes),
+    /// Everything buffered has been handed out; append more and call again.
+    More,
+    /// The body is complete; the request (with an empty body) and the reader go back to
+    /// awaiting the next head.
+    End(Request),
 }
 
 /// Resumable HTTP/1.1 request reader for one connection.
@@ -50,7 +80,8 @@ pub struct RequestReader {
 impl RequestReader {
     /// `max_body_bytes` applies to the declared `Content-Length` and to the decoded size of a
     /// chunked body (`OPENCHAT_HTTP_MAX_BODY_BYTES`, default
-    /// [`DEFAULT_MAX_BODY_BYTES`](super::limits::DEFAULT_MAX_BODY_BYTES)).
+    /// [`DEFAULT_MAX_BODY_BYTES`](super::limits::DEFAULT_MAX_BODY_BYTES)); a driver may ask for
+    /// less per request ([`read_body`](Self::read_body)).
     pub fn new(max_body_bytes: usize) -> Self {
         Self {
             max_body_bytes,
@@ -62,7 +93,8 @@ impl RequestReader {
         }
     }
 
-    /// Takes from `buf` (via `split_to`, zero-copy) exactly the bytes of the next complete request.
+    /// Takes from `buf` (via `split_to`, zero-copy) exactly the bytes of the next complete request,
+    /// reading every body into memory up to the reader's limit.
     ///
     /// `Ok(None)`: more bytes are needed; call again after appending to `buf`. `buf` may have been
     /// partly consumed (the head of a request whose body is pending, decoded chunks), the state is
@@ -70,19 +102,122 @@ impl RequestReader {
     /// of a request. After an `Err` the connection must be answered and closed; further calls
     /// return the same error.
     pub fn poll_request(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
-        match self.poll_inner(buf) {
-            Ok(Some(request)) => {
-                // The body is complete: a late `100 Continue` would only confuse the client.
-                self.expect_continue = false;
-                Ok(Some(request))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.expect_continue = false;
-                self.state = State::Failed(e.clone());
-                Err(e)
+        loop {
+            match self.poll(buf)? {
+                Some(Polled::Request(request)) => return Ok(Some(request)),
+                Some(Polled::BodyPending) => self.read_body(self.max_body_bytes)?,
+                None => return Ok(None),
             }
         }
+    }
+
+    /// Like [`poll_request`](Self::poll_request), but stops after the head of a request with a
+    /// body ([`Polled::BodyPending`]) so the driver can decide about the body from the head.
+    pub fn poll(&mut self, buf: &mut BytesMut) -> Result<Option<Polled>, HttpError> {
+        match self.poll_inner(buf) {
+            Ok(Some(Polled::Request(request))) => {
+                // The body is complete: a late `100 Continue` would only confuse the client.
+                self.expect_continue = false;
+                Ok(Some(Polled::Request(request)))
+            }
+            Ok(other) => Ok(other),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The head of the request whose body awaits a decision ([`Polled::BodyPending`]).
+    pub fn pending_head(&self) -> Option<&Request> {
+        match &self.state {
+            State::Decide(request) => Some(request),
+            _ => None,
+        }
+    }
+
+    /// Reads the pending body into memory, at most `limit` bytes (and never more than the
+    /// reader's own limit). A declared length over it is a 413 now, before any body byte is
+    /// read; a chunked body is cut off with 413 once it crosses it. Then keep calling
+    /// [`poll`](Self::poll).
+    pub fn read_body(&mut self, limit: usize) -> Result<(), HttpError> {
+        let limit = limit.min(self.max_body_bytes);
+        let State::Decide(request) = std::mem::replace(&mut self.state, State::Failed(DECIDED))
+        else {
+            return Err(self.fail(DECIDED));
+        };
+        self.state = match request.declared_body_len() {
+            Some(len) if len > limit => {
+                return Err(self.fail(HttpError::payload_too_large("request body too large")));
+            }
+            Some(len) => State::Length { request, len },
+            None => State::Chunked {
+                request,
+                decoder: ChunkedDecoder::new(),
+                body: BytesMut::new(),
+                limit,
+            },
+        };
+        self.expect_continue = self.pending_expects_continue();
+        Ok(())
+    }
+
+    /// Hands the pending body out in pieces as it arrives ([`poll_body`](Self::poll_body)),
+    /// bounded by the reader's limit.
+    pub fn stream_body(&mut self) -> Result<(), HttpError> {
+        let State::Decide(request) = std::mem::replace(&mut self.state, State::Failed(DECIDED))
+        else {
+            return Err(self.fail(DECIDED));
+        };
+        self.state = match request.declared_body_len() {
+            Some(remaining) => State::StreamLength { request, remaining },
+            None => State::StreamChunked {
+                request,
+                decoder: ChunkedDecoder::new(),
+            },
+        };
+        self.expect_continue = self.pending_expects_continue();
+        Ok(())
+    }
+
+    /// The pending request is refused with `error` (answered by the driver, which then closes
+    /// the connection without reading the body).
+    pub fn refuse(&mut self, error: HttpError) {
+        self.expect_continue = false;
+        self.state = State::Failed(error);
+    }
+
+    /// The next piece of a body being streamed ([`stream_body`](Self::stream_body)).
+    pub fn poll_body(&mut self, buf: &mut BytesMut) -> Result<BodyPiece, HttpError> {
+        let piece = match &mut self.state {
+            State::Failed(e) => return Err(e.clone()),
+            State::StreamLength { remaining, .. } => {
+                if *remaining == 0 {
+                    None
+                } else if buf.is_empty() {
+                    return Ok(BodyPiece::More);
+                } else {
+                    let n = (*remaining).min(buf.len());
+                    *remaining -= n;
+                    Some(buf.split_to(n).freeze())
+                }
+            }
+            State::StreamChunked { decoder, .. } => {
+                let mut out = BytesMut::new();
+                match decoder.decode(buf, &mut out, self.max_body_bytes) {
+                    Err(e) => return Err(self.fail(e)),
+                    Ok(done) if !out.is_empty() => {
+                        let _ = done;
+                        Some(out.freeze())
+                    }
+                    Ok(Some(_)) => None,
+                    Ok(None) => return Ok(BodyPiece::More),
+                }
+            }
+            _ => return Err(self.fail(DECIDED)),
+        };
+        if let Some(data) = piece {
+            return Ok(BodyPiece::Data(data));
+        }
+        self.expect_continue = false;
+        Ok(BodyPiece::End(self.finish(Bytes::new(), buf)))
     }
 
     /// True while part of a request has been received (the head or body timeout applies), false
@@ -90,8 +225,8 @@ impl RequestReader {
     pub fn is_mid_request(&self) -> bool {
         match self.state {
             State::Head { started, .. } => started,
-            State::Length { .. } | State::Chunked { .. } => true,
             State::Failed(_) => false,
+            _ => true,
         }
     }
 
@@ -101,50 +236,65 @@ impl RequestReader {
         std::mem::take(&mut self.expect_continue)
     }
 
-    fn poll_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
-        loop {
-            match &mut self.state {
-                State::Failed(e) => return Err(e.clone()),
-                State::Head { scanned, started } => {
-                    *started = !buf.is_empty();
-                    let Some((skip, head_len)) = find_head(buf, scanned)? else {
-                        return Ok(None);
+    fn pending_expects_continue(&self) -> bool {
+        match &self.state {
+            State::Length { request, .. }
+            | State::Chunked { request, .. }
+            | State::StreamLength { request, .. }
+            | State::StreamChunked { request, .. } => request.expects_continue(),
+            _ => false,
+        }
+    }
+
+    fn fail(&mut self, e: HttpError) -> HttpError {
+        self.expect_continue = false;
+        self.state = State::Failed(e.clone());
+        e
+    }
+
+    fn poll_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Polled>, HttpError> {
+        match &mut self.state {
+            State::Failed(e) => Err(e.clone()),
+            State::Decide(_) => Ok(Some(Polled::BodyPending)),
+            State::StreamLength { .. } | State::StreamChunked { .. } => Err(DECIDED),
+            State::Head { scanned, started } => {
+                *started = !buf.is_empty();
+                let Some((skip, head_len)) = find_head(buf, scanned)? else {
+                    return Ok(None);
+                };
+                let head = Head::parse(&buf[skip..skip + head_len], self.max_body_bytes)?;
+                buf.advance(skip);
+                let bytes = buf.split_to(head_len).freeze();
+                let framing = head.framing;
+                let request = Request::new(bytes, head, Bytes::new());
+                if framing == Framing::Empty {
+                    self.state = State::Head {
+                        scanned: 0,
+                        started: !buf.is_empty(),
                     };
-                    let head = Head::parse(&buf[skip..skip + head_len], self.max_body_bytes)?;
-                    buf.advance(skip);
-                    let bytes = buf.split_to(head_len).freeze();
-                    self.expect_continue = head.expect_continue;
-                    self.state = match head.framing {
-                        Framing::Empty => {
-                            self.state = State::Head {
-                                scanned: 0,
-                                started: !buf.is_empty(),
-                            };
-                            return Ok(Some(Request::new(bytes, head, Bytes::new())));
-                        }
-                        Framing::Length(len) => State::Length { bytes, head, len },
-                        Framing::Chunked => State::Chunked {
-                            bytes,
-                            head,
-                            decoder: ChunkedDecoder::new(),
-                            body: BytesMut::new(),
-                        },
-                    };
+                    return Ok(Some(Polled::Request(request)));
                 }
-                State::Length { len, .. } => {
-                    if buf.len() < *len {
-                        return Ok(None);
-                    }
-                    let body = buf.split_to(*len).freeze();
-                    return Ok(Some(self.finish(body, buf)));
+                self.state = State::Decide(request);
+                Ok(Some(Polled::BodyPending))
+            }
+            State::Length { len, .. } => {
+                if buf.len() < *len {
+                    return Ok(None);
                 }
-                State::Chunked { decoder, body, .. } => {
-                    if decoder.decode(buf, body, self.max_body_bytes)?.is_none() {
-                        return Ok(None);
-                    }
-                    let body = std::mem::take(body).freeze();
-                    return Ok(Some(self.finish(body, buf)));
+                let body = buf.split_to(*len).freeze();
+                Ok(Some(Polled::Request(self.finish(body, buf))))
+            }
+            State::Chunked {
+                decoder,
+                body,
+                limit,
+                ..
+            } => {
+                if decoder.decode(buf, body, *limit)?.is_none() {
+                    return Ok(None);
                 }
+                let body = std::mem::take(body).freeze();
+                Ok(Some(Polled::Request(self.finish(body, buf))))
             }
         }
     }
@@ -156,14 +306,25 @@ impl RequestReader {
             started: !buf.is_empty(),
         };
         match std::mem::replace(&mut self.state, next) {
-            State::Length { bytes, head, .. } | State::Chunked { bytes, head, .. } => {
-                Request::new(bytes, head, body)
+            State::Length { mut request, .. }
+            | State::Chunked { mut request, .. }
+            | State::StreamLength { mut request, .. }
+            | State::StreamChunked { mut request, .. } => {
+                request.set_body(body);
+                request
             }
-            // Only called from the two body states above.
-            State::Head { .. } | State::Failed(_) => unreachable!("finish without a head"),
+            // Only called from the body states above.
+            _ => unreachable!("finish without a head"),
         }
     }
 }
+
+/// A body call out of order (the driver's bug, not the client's): the connection is closed.
+const DECIDED: HttpError = HttpError {
+    status: 500,
+    code: "internal",
+    message: "request body handled out of order",
+};
 
 /// Locates a complete head at the front of `buf`: `Ok(Some((skip, len)))` where `skip` is the
 /// number of leading empty lines' bytes and `len` the head length through its empty line.
@@ -255,6 +416,135 @@ mod tests {
         assert_eq!(poll(&mut reader, &mut two).unwrap().unwrap().path(), "/1");
         assert_eq!(poll(&mut reader, &mut two).unwrap().unwrap().path(), "/2");
         assert!(two.is_empty());
+    }
+
+    #[test]
+    fn a_body_waits_for_a_decision_made_from_the_head() {
+        let mut buf = BytesMut::from(
+            &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhel"
+                [..],
+        );
+        let mut reader = RequestReader::new(MAX);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        let head = reader.pending_head().expect("the head is there");
+        assert_eq!((head.path(), head.declared_body_len()), ("/a", Some(5)));
+        assert_eq!(&buf[..], b"hel", "not a body byte was taken");
+        assert!(
+            !reader.take_expect_continue(),
+            "no 100 Continue before the decision"
+        );
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        reader.read_body(5).unwrap();
+        assert!(
+            reader.take_expect_continue(),
+            "100 Continue once the body is wanted"
+        );
+        assert!(matches!(reader.poll(&mut buf), Ok(None)));
+        buf.extend_from_slice(b"lo");
+        let Ok(Some(Polled::Request(req))) = reader.poll(&mut buf) else {
+            panic!("complete");
+        };
+        assert_eq!(req.body().as_ref(), b"hello");
+        assert!(!reader.is_mid_request());
+    }
+
+    #[test]
+    fn a_body_over_the_limit_of_its_kind_is_413_before_it_is_read() {
+        let mut reader = RequestReader::new(MAX);
+        let mut buf =
+            BytesMut::from(&b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"[..]);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        assert_eq!(reader.read_body(10).unwrap_err().status, 413);
+        assert_eq!(
+            reader.poll(&mut buf).unwrap_err().status,
+            413,
+            "the reader stays failed"
+        );
+        // Chunked: cut off once the decoded body crosses the limit.
+        let mut reader = RequestReader::new(MAX);
+        let mut buf = BytesMut::from(
+            &b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n6\r\n"[..],
+        );
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        assert_eq!(reader.pending_head().unwrap().declared_body_len(), None);
+        reader.read_body(10).unwrap();
+        assert_eq!(reader.poll(&mut buf).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn a_refused_head_fails_the_reader() {
+        let mut reader = RequestReader::new(MAX);
+        let mut buf =
+            BytesMut::from(&b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..]);
+        assert!(matches!(
+            reader.poll(&mut buf),
+            Ok(Some(Polled::BodyPending))
+        ));
+        reader.refuse(HttpError::bad_request("no"));
+        assert_eq!(
+            reader.poll(&mut buf).unwrap_err(),
+            HttpError::bad_request("no")
+        );
+        assert!(reader.pending_head().is_none());
+    }
+
+    #[test]
+    fn a_streamed_body_comes_out_in_pieces_and_nothing_past_it() {
+        for raw in [
+            &b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"[..],
+            b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        ] {
+            let mut wire = raw.to_vec();
+            wire.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut reader = RequestReader::new(MAX);
+            let mut buf = BytesMut::new();
+            let mut body = Vec::new();
+            let mut ended = None;
+            let mut streaming = false;
+            for piece in wire.chunks(3) {
+                buf.extend_from_slice(piece);
+                if ended.is_some() {
+                    continue;
+                }
+                if !streaming {
+                    match reader.poll(&mut buf).unwrap() {
+                        Some(Polled::BodyPending) => {
+                            reader.stream_body().unwrap();
+                            streaming = true;
+                        }
+                        None => continue,
+                        Some(Polled::Request(_)) => panic!("the body is streamed"),
+                    }
+                }
+                loop {
+                    match reader.poll_body(&mut buf).unwrap() {
+                        BodyPiece::Data(d) => body.extend_from_slice(&d),
+                        BodyPiece::More => break,
+                        BodyPiece::End(req) => {
+                            ended = Some(req);
+                            break;
+                        }
+                    }
+                }
+            }
+            let req = ended.expect("the body ended");
+            assert_eq!(req.path(), "/u");
+            assert_eq!(body, b"hello world");
+            let next = reader.poll_request(&mut buf).unwrap().unwrap();
+            assert_eq!(next.path(), "/next", "the next request is intact");
+        }
     }
 
     #[test]

@@ -350,6 +350,25 @@ impl Request {
         &self.body
     }
 
+    /// The body as the head announced it, known before any body byte is read: `Some(n)` for a
+    /// `Content-Length` (0 when there is no body), `None` for a chunked body of unknown size.
+    pub fn declared_body_len(&self) -> Option<usize> {
+        match self.head.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        }
+    }
+
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
+    pub(crate) fn expects_continue(&self) -> bool {
+        self.head.expect_continue
+    }
+
+    pub(crate) fn set_body(&mut self, body: Bytes) {
+        self.body = body;
+    }
+
     pub fn version_minor(&self) -> u8 {
         self.head.version_minor
     }

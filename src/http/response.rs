@@ -65,6 +65,14 @@ const RESERVED_HEADERS: [&str; 5] = [
     "content-type",
 ];
 
+/// A body the driver streams from a file after the encoded head (blob downloads), so a large
+/// file is never held in memory whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBody {
+    pub path: std::path::PathBuf,
+    pub len: u64,
+}
+
 /// An HTTP response ready to be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -72,6 +80,7 @@ pub struct Response {
     content_type: Option<&'static str>,
     headers: Vec<(&'static str, HeaderValue)>,
     body: Bytes,
+    file: Option<FileBody>,
 }
 
 impl Response {
@@ -82,6 +91,7 @@ impl Response {
             content_type: None,
             headers: Vec::new(),
             body: Bytes::new(),
+            file: None,
         }
     }
 
@@ -95,7 +105,30 @@ impl Response {
             content_type: Some(content_type),
             headers: Vec::new(),
             body: body.into(),
+            file: None,
         }
+    }
+
+    /// A response whose body is the `len` bytes of the file at `path`: [`encode`](Self::encode)
+    /// writes the head only (with `Content-Length: len`), the driver then streams the file.
+    pub fn file(
+        status: u16,
+        content_type: &'static str,
+        path: std::path::PathBuf,
+        len: u64,
+    ) -> Self {
+        Self {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            file: Some(FileBody { path, len }),
+        }
+    }
+
+    /// The file to stream after the head, if the body is one.
+    pub fn file_body(&self) -> Option<&FileBody> {
+        self.file.as_ref()
     }
 
     pub fn no_content() -> Self {
@@ -200,7 +233,8 @@ impl Response {
         }
         if !bodiless {
             out.extend_from_slice(b"Content-Length: ");
-            write_decimal(out, self.body.len() as u64);
+            let len = self.file.as_ref().map_or(self.body.len() as u64, |f| f.len);
+            write_decimal(out, len);
             out.extend_from_slice(b"\r\n");
         }
         for (name, value) in &self.headers {

@@ -12,15 +12,19 @@ use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
+use super::admission::BodyPermit;
 use super::shard::Shard;
+use super::upload::{SpoolError, Spooler, Upload};
 use super::watchdog::{Fired, Watch};
 use super::websocket;
-use crate::api::{self, ApiError};
+use crate::api::{self, ApiError, BodyPlan};
 use crate::http::limits::{
-    BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT, MAX_PIPELINE_DEPTH,
-    WRITE_TIMEOUT,
+    BODY_READ_TIMEOUT, BUSY_RETRY_AFTER_SECS, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT,
+    MAX_PIPELINE_DEPTH, WRITE_TIMEOUT,
 };
-use crate::http::{Method, Request, RequestReader, Response};
+use crate::http::reader::{BodyPiece, Polled};
+use crate::http::{HttpError, Method, Request, RequestReader, Response};
+use glommio::io::BufferedFile;
 use std::os::fd::AsRawFd;
 
 /// Bytes asked of the socket per read (one scratch buffer of this size per connection).
@@ -35,6 +39,17 @@ const LINGER_BYTES: usize = 64 * 1024;
 pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
     let _ = stream.set_nodelay(true);
     let open = &shard.stats.connections_open;
+    // Connection caps (`OPENCHAT_MAX_CONNECTIONS` per shard, `OPENCHAT_MAX_CONNECTIONS_PER_ADDR`
+    // over all shards), checked before anything is read: one address cannot take every
+    // descriptor, and a full shard answers instead of failing to accept.
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    let caps = &shard.app.connection_caps;
+    let Some(_permit) = caps.admit(peer.ip(), usize::try_from(open.get()).unwrap_or(usize::MAX))
+    else {
+        return refuse_connection(stream, &shard).await;
+    };
     open.set(open.get() + 1);
     let outcome = AssertUnwindSafe(drive(stream, shard.clone()))
         .catch_unwind()
@@ -56,6 +71,13 @@ enum Next {
     LingerAndClose,
 }
 
+/// A request body being taken in: its share of the body budget (held until the request is
+/// answered) and, for an upload, the spooler writing its form to temp files.
+struct InFlight {
+    _permit: BodyPermit,
+    spool: Option<Spooler>,
+}
+
 async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
     // Dropped at the end of this function, before `stream` closes the descriptor.
     let watch = shard.watchdog.watch(stream.as_raw_fd());
@@ -65,13 +87,70 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut request_started: Option<Instant> = None;
+    let mut in_flight: Option<InFlight> = None;
 
     loop {
         let mut next = Next::KeepGoing;
         let mut answered = 0usize;
         loop {
-            match reader.poll_request(&mut buf) {
-                Ok(Some(request)) => {
+            // An upload being streamed takes every buffered byte first.
+            if let Some(spool) = in_flight.as_mut().and_then(|f| f.spool.as_mut()) {
+                match reader.poll_body(&mut buf) {
+                    Ok(BodyPiece::Data(piece)) => {
+                        if let Err(e) = spool.feed(&piece).await {
+                            spool_error(e).encode(&mut out, &shard.http_date(), false, false);
+                            next = Next::LingerAndClose;
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(BodyPiece::More) => break,
+                    Ok(BodyPiece::End(request)) => {
+                        request_started = None;
+                        let Some(InFlight {
+                            _permit: permit,
+                            spool: Some(spool),
+                        }) = in_flight.take()
+                        else {
+                            unreachable!("an upload is in flight");
+                        };
+                        let (response, healthy) = match spool.finish().await {
+                            // The form and its temp files are dropped once answered.
+                            Ok(upload) => respond(&shard, &request, Some(&upload)).await,
+                            Err(e) => (spool_error(e), true),
+                        };
+                        drop(permit);
+                        match emit(&shard, &mut stream, &mut out, &request, response, healthy).await
+                        {
+                            Emitted::Gone => return,
+                            Emitted::Close => {
+                                next = Next::Close;
+                                break;
+                            }
+                            Emitted::KeepAlive { flushed } => {
+                                answered = if flushed { 0 } else { answered + 1 };
+                            }
+                        }
+                        if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
+                            if write_all(&mut stream, &out).await.is_err() {
+                                return;
+                            }
+                            out.clear();
+                            answered = 0;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        shard.stats.count_protocol_error();
+                        e.response()
+                            .encode(&mut out, &shard.http_date(), false, false);
+                        next = Next::LingerAndClose;
+                        break;
+                    }
+                }
+            }
+            match reader.poll(&mut buf) {
+                Ok(Some(Polled::Request(request))) => {
                     request_started = None;
                     if let Some(session) = api::websocket_handler(&shard.app, &request) {
                         shard.stats.count_request();
@@ -87,30 +166,71 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                         // the head (a first frame sent with the handshake) go with it. The
                         // HTTP buffers are freed now rather than held for the session's life.
                         drop(watch);
-                        drop((scratch, out, reader));
+                        drop((scratch, out, reader, in_flight));
                         let session_io = websocket::Session::new(stream, buf);
                         return session(shard.clone(), request, session_io).await;
                     }
-                    let (response, healthy) = respond(&shard, &request).await;
-                    let keep_alive = healthy && request.keep_alive() && !shard.is_stopping();
-                    response.encode(
-                        &mut out,
-                        &shard.http_date(),
-                        keep_alive,
-                        request.method() == Method::Head,
-                    );
-                    shard.stats.count_request();
-                    if !keep_alive {
-                        next = Next::Close;
-                        break;
+                    let (response, healthy) = respond(&shard, &request, None).await;
+                    // An in-memory body's share of the budget comes back once it is answered.
+                    in_flight = None;
+                    match emit(&shard, &mut stream, &mut out, &request, response, healthy).await {
+                        Emitted::Gone => return,
+                        Emitted::Close => {
+                            next = Next::Close;
+                            break;
+                        }
+                        Emitted::KeepAlive { flushed } => {
+                            answered = if flushed { 0 } else { answered + 1 };
+                        }
                     }
-                    answered += 1;
                     if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
                         if write_all(&mut stream, &out).await.is_err() {
                             return;
                         }
                         out.clear();
                         answered = 0;
+                    }
+                }
+                Ok(Some(Polled::BodyPending)) => {
+                    // Route, identity and budget are decided from the head, before the body.
+                    let admitted = match reader.pending_head() {
+                        Some(head) => api::admit_body(&shard, head).await,
+                        None => Err(ApiError::Internal.into_response()),
+                    };
+                    let admitted = match admitted {
+                        Ok(admitted) => admitted,
+                        Err(response) => {
+                            reader.refuse(REFUSED);
+                            response.encode(&mut out, &shard.http_date(), false, false);
+                            next = Next::LingerAndClose;
+                            break;
+                        }
+                    };
+                    let spool = match admitted.plan {
+                        BodyPlan::InMemory { limit } => reader.read_body(limit).map(|()| None),
+                        BodyPlan::Upload { boundary } => reader.stream_body().and_then(|()| {
+                            Spooler::new(shard.app.upload_dir.clone(), &boundary)
+                                .map(Some)
+                                .map_err(|e| match e {
+                                    SpoolError::Form(e) => e,
+                                    SpoolError::Io(_) => REFUSED,
+                                })
+                        }),
+                    };
+                    match spool {
+                        Ok(spool) => {
+                            in_flight = Some(InFlight {
+                                _permit: admitted.permit,
+                                spool,
+                            });
+                        }
+                        Err(e) => {
+                            shard.stats.count_protocol_error();
+                            e.response()
+                                .encode(&mut out, &shard.http_date(), false, false);
+                            next = Next::LingerAndClose;
+                            break;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -174,14 +294,121 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
     }
 }
 
+/// What became of an encoded response.
+enum Emitted {
+    /// The connection stays open; `flushed` when `out` was written (a file body).
+    KeepAlive { flushed: bool },
+    /// The response is in `out`; close after writing it.
+    Close,
+    /// Writing failed: the peer is gone.
+    Gone,
+}
+
+/// Encodes `response` into `out`. A file body (blob download) is streamed right away, after
+/// writing what `out` holds, in pieces of [`FILE_CHUNK`].
+async fn emit(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    request: &Request,
+    response: Response,
+    healthy: bool,
+) -> Emitted {
+    let keep_alive = healthy && request.keep_alive() && !shard.is_stopping();
+    let head_request = request.method() == Method::Head;
+    response.encode(out, &shard.http_date(), keep_alive, head_request);
+    shard.stats.count_request();
+    let mut flushed = false;
+    if let Some(file) = response.file_body().filter(|_| !head_request) {
+        if write_all(stream, out).await.is_err() {
+            return Emitted::Gone;
+        }
+        out.clear();
+        if let Err(e) = send_file(stream, &file.path, file.len).await {
+            // The head promised the length: the connection cannot go on.
+            tracing::debug!(error = %e, "file body not sent");
+            return Emitted::Gone;
+        }
+        flushed = true;
+    }
+    if keep_alive {
+        Emitted::KeepAlive { flushed }
+    } else {
+        Emitted::Close
+    }
+}
+
+/// Bytes read from a file and written to the socket at a time.
+const FILE_CHUNK: usize = 64 * 1024;
+
+async fn send_file(
+    stream: &mut TcpStream,
+    path: &std::path::Path,
+    len: u64,
+) -> std::io::Result<()> {
+    let file = BufferedFile::open(path).await?;
+    let mut pos = 0u64;
+    while pos < len {
+        let want = usize::try_from(len - pos)
+            .unwrap_or(FILE_CHUNK)
+            .min(FILE_CHUNK);
+        let piece = file.read_at(pos, want).await?;
+        if piece.is_empty() {
+            let _ = file.close().await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shorter than announced",
+            ));
+        }
+        write_all(stream, &piece).await?;
+        pos += piece.len() as u64;
+    }
+    let _ = file.close().await;
+    Ok(())
+}
+
+/// The answer to an upload that could not be taken in.
+fn spool_error(e: SpoolError) -> Response {
+    match e {
+        SpoolError::Form(e) => e.response(),
+        SpoolError::Io(e) => {
+            tracing::error!(error = %e, "cannot write an upload to its temp file");
+            ApiError::Internal.into_response()
+        }
+    }
+}
+
+/// The reader's state after a request is refused from its head (the answer is the refusal's).
+const REFUSED: HttpError = HttpError {
+    status: 500,
+    code: "internal",
+    message: "request refused",
+};
+
+/// Over a connection cap: a 503 `server_busy` and close, without serving anything.
+async fn refuse_connection(mut stream: TcpStream, shard: &Shard) {
+    let mut out = Vec::with_capacity(512);
+    Response::error(
+        503,
+        "server_busy",
+        "too many open connections; retry shortly",
+        true,
+    )
+    .header("Retry-After", BUSY_RETRY_AFTER_SECS.to_string())
+    .encode(&mut out, &shard.http_date(), false, false);
+    if write_all(&mut stream, &out).await.is_ok() {
+        linger(stream).await;
+    }
+}
+
 /// Routes and runs one request. The flag is false when the connection must close afterwards
 /// (the handler panicked).
-async fn respond(shard: &Shard, request: &Request) -> (Response, bool) {
+async fn respond(shard: &Shard, request: &Request, upload: Option<&Upload>) -> (Response, bool) {
     if request.method() == Method::Options {
         // CORS preflight on any path; `Response::encode` adds the CORS headers.
         return (Response::no_content(), true);
     }
-    let handled = AssertUnwindSafe(api::handle(shard, request))
+    let handled = AssertUnwindSafe(api::handle(shard, request, upload))
         .catch_unwind()
         .await;
     match handled {

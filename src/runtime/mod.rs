@@ -3,6 +3,7 @@
 //! ([`mesh`]) and the shutdown signal ([`shutdown`]). [`Server`] wires them to the storage bridge
 //! and the endpoints.
 
+pub mod admission;
 pub mod conn;
 pub mod hub;
 pub mod listener;
@@ -10,6 +11,7 @@ pub mod media;
 pub mod mesh;
 pub mod shard;
 pub mod shutdown;
+pub mod upload;
 pub mod watchdog;
 pub mod websocket;
 

@@ -56,6 +56,15 @@ impl fmt::Display for BlobId {
     }
 }
 
+/// Where the blob `id` lives under the data dir `data_dir` (whether or not it exists): what
+/// the HTTP side opens to stream a download in pieces, instead of asking storage for the bytes.
+pub fn blob_path(data_dir: &Path, id: &BlobId) -> PathBuf {
+    data_dir
+        .join("blobs")
+        .join(&id.as_str()[..2])
+        .join(id.as_str())
+}
+
 /// The blob folder on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct BlobStore {
@@ -199,6 +208,7 @@ mod tests {
         let id = store.put(b"hello world").unwrap();
         let expected = scratch.0.join("blobs").join("b9").join(HELLO_SHA256);
         assert_eq!(store.path_of(&id), expected);
+        assert_eq!(blob_path(&scratch.0, &id), expected);
         assert_eq!(fs::read(&expected).unwrap(), b"hello world");
     }
 

@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::model::{Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
 
-pub use blobs::BlobId;
+pub use blobs::{BlobId, blob_path};
 pub use error::StorageError;
 pub use postgres::redact_url;
 

@@ -53,6 +53,10 @@ pub fn config_for(place: &Place, database_url: Option<&str>, extra: &[(&str, &st
         ("OPENCHAT_SHUTDOWN_TIMEOUT_MS".into(), "3000".into()),
         // Tests post in bursts; the limit itself has its own tests (set it in `extra`).
         ("OPENCHAT_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
+        // Every test client is 127.0.0.1 and some open thousands of sockets; the caps have
+        // their own tests (set them in `extra`).
+        ("OPENCHAT_MAX_CONNECTIONS".into(), "1000000".into()),
+        ("OPENCHAT_MAX_CONNECTIONS_PER_ADDR".into(), "1000000".into()),
     ];
     let url = database_url
         .map(str::to_string)
