@@ -90,15 +90,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Dependencies that print secrets below a level, and the most they may log whatever
+/// `OPENCHAT_LOG` says: tungstenite prints every WebSocket message at `trace` (join tickets,
+/// SDP with ICE passwords and DTLS fingerprints), the ICE agent (`is`) prints ICE credentials
+/// at `debug`.
+const SECRET_BEARING_LOG_TARGETS: &[(&str, tracing::Level)] = &[
+    ("tungstenite", tracing::Level::DEBUG),
+    ("is", tracing::Level::INFO),
+];
+
 fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::ParseError> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let caps = Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_targets(SECRET_BEARING_LOG_TARGETS.iter().copied());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.log_format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter.and(caps)))
+        .init();
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "panic");
     }));

@@ -379,14 +379,16 @@ on_both_engines! {
         spoofed_ws.expect("chat.error");
         assert!(spoofed_ws.closed_within(Duration::from_secs(3)));
 
-        // A uid belongs to the key that claimed it first.
+        // A uid is derived from the key; another key cannot take it, and a uid nobody holds
+        // is not taken by asking for it (it needs an approved binding).
+        assert_eq!(uid, key.derived_uid());
         let thief = DeviceKey::new();
         let challenge = thief.challenge(addr, Some(&uid));
         thief.open_session(addr, PUBLIC_BASE_URL, Some(&uid), &challenge).assert_error(409, "identity_key_mismatch");
         let named = DeviceKey::new();
         let chosen = format!("uid_{:08x}", rand::random::<u32>());
-        let named_session = named.sign_in(addr, PUBLIC_BASE_URL, Some(&chosen));
-        assert_eq!(named_session.str_at("user_uid"), chosen);
+        let challenge = named.challenge(addr, Some(&chosen));
+        named.open_session(addr, PUBLIC_BASE_URL, Some(&chosen), &challenge).assert_error(403, "binding_required");
         for public_key in ["not-a-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
             let refused = Client::anonymous(addr).post("/v1/auth/challenge", &json!({"device_id": "desktop_k", "public_key": public_key}));
             assert_eq!(refused.status, 400, "{}", refused.text());

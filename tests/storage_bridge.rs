@@ -110,7 +110,12 @@ fn migrations_are_applied(h: Harness) {
     );
     assert_eq!(
         applied,
-        vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]
+        vec![
+            "1".to_owned(),
+            "2".to_owned(),
+            "3".to_owned(),
+            "4".to_owned()
+        ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
         "SELECT CAST(column_name AS TEXT) FROM information_schema.columns \
@@ -351,7 +356,12 @@ fn data_persists_across_restart(h: Harness) {
     let applied = h.query_strings("SELECT CAST(version AS TEXT) FROM _sqlx_migrations");
     assert_eq!(
         applied,
-        vec!["1".to_owned(), "2".to_owned(), "3".to_owned()]
+        vec![
+            "1".to_owned(),
+            "2".to_owned(),
+            "3".to_owned(),
+            "4".to_owned()
+        ]
     );
     handle.shutdown();
 }

@@ -323,6 +323,19 @@ fn everything() -> (Vec<Record>, Snapshot) {
         by_uid: "u-alice".to_owned(),
         at: 1_002,
     }));
+    let identity_bindings = vec![openchatd::domain::identity::IdentityBinding {
+        user_uid: "u-legacy".to_owned(),
+        public_key: "key-legacy".to_owned(),
+        server_id: "srv-1".to_owned(),
+        approved_by_uid: "u-alice".to_owned(),
+        approved_at: 1_003,
+    }];
+    records.extend(
+        identity_bindings
+            .iter()
+            .cloned()
+            .map(Record::IdentityBinding),
+    );
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -338,6 +351,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
         sessions,
         read_acks,
         moderation,
+        identity_bindings,
         last_seq: 2,
         last_event_ids: HashMap::from([("srv-1".to_owned(), 2), ("srv-2".to_owned(), 1)]),
         recent_events: events,

@@ -1,14 +1,20 @@
-//! Sessions (wire contract B.1): challenge, signed answer, bearer token; check and revoke.
+//! Sessions (wire contract B.1): challenge, signed answer, bearer token; check and revoke; and
+//! the approval of identity bindings (`crate::domain::identity`).
 
 use serde::Deserialize;
 
-use super::identity::bearer_token;
-use super::input::json_body;
+use ed25519_dalek::VerifyingKey;
+
+use super::identity::{bearer_token, require_actor};
+use super::input::{json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
+use crate::auth::challenge::ChallengeFor;
+use crate::authority::now_millis;
+use crate::domain::community::{CHALLENGE_TTL_MS, SignIn};
 use crate::domain::error::DomainError;
 use crate::domain::text::is_valid_id;
-use crate::domain::views::{SessionInfo, rfc3339};
+use crate::domain::views::{Challenge, SessionInfo, rfc3339};
 
 #[derive(Deserialize)]
 struct ChallengeIn {
@@ -46,13 +52,24 @@ fn ids(
     Ok((device_id, public_key, user_uid))
 }
 
+/// The key as sent, decoded: 400 when it is not an Ed25519 public key.
+fn decode_key(public_key: &str) -> Result<VerifyingKey, ApiError> {
+    crate::auth::decode_public_key(public_key)
+        .map_err(|e| ApiError::Coded(DomainError::bad_request(e.code(), e.to_string())))
+}
+
 handler!(
-    /// `POST /v1/auth/challenge`.
+    /// `POST /v1/auth/challenge`. Stateless: the challenge is signed by this process and
+    /// nothing is kept for it, so a flood of these costs memory nowhere and cannot crowd out
+    /// anyone's sign-in. The authority is not asked.
     challenge, ctx => {
         let body: ChallengeIn = json_body(ctx)?;
         let (device_id, public_key, user_uid) = ids(body.device_id, body.public_key, body.user_uid)?;
-        let challenge = ctx.app.authority.submit_mut(move |c, now| c.issue_challenge(&device_id, &public_key, user_uid.as_deref(), now)).await?;
-        json(200, &challenge)
+        let key = decode_key(&public_key)?;
+        let expires_at = now_millis() + CHALLENGE_TTL_MS;
+        let what = ChallengeFor { device_id: &device_id, key: &key, user_uid: user_uid.as_deref() };
+        let challenge = ctx.app.challenge_key.issue(&what, expires_at);
+        json(200, &Challenge { challenge, expires_at: rfc3339(expires_at) })
     }
 );
 
@@ -66,7 +83,8 @@ struct SessionIn {
 }
 
 handler!(
-    /// `POST /v1/auth/session`.
+    /// `POST /v1/auth/session`. The challenge and the signature are checked here, on the
+    /// shard; the authority spends the challenge and decides the uid.
     open, ctx => {
         let body: SessionIn = json_body(ctx)?;
         let (device_id, public_key, user_uid) = ids(body.device_id, body.public_key, body.user_uid)?;
@@ -74,10 +92,46 @@ handler!(
             .ok_or_else(|| ApiError::bad_request("invalid_challenge", "challenge is required"))?;
         let signature = body.signature.filter(|s| !s.is_empty() && s.len() <= 256)
             .ok_or_else(|| ApiError::bad_request("invalid_signature", "signature is required"))?;
-        let session = ctx.app.authority.command(move |c, now| {
-            c.open_session(&device_id, &public_key, user_uid.as_deref(), &challenge, &signature, now)
-        }).await?;
+        let key = decode_key(&public_key)?;
+        let what = ChallengeFor { device_id: &device_id, key: &key, user_uid: user_uid.as_deref() };
+        let verified = ctx.app.challenge_key.verify(&challenge, &what, now_millis())
+            .map_err(|e| ApiError::Coded(DomainError::unauthorized(e.to_string())))?;
+        let signature_valid = crate::auth::verify_signature(&key, ctx.app.config.public_base_url.trim_end_matches('/'), &challenge, &signature).is_ok();
+        let sign_in = SignIn {
+            device_id,
+            public_key: crate::auth::encode_public_key(&key),
+            derived_uid: crate::auth::derive_user_uid(&key),
+            requested_uid: user_uid,
+            challenge: verified,
+            signature_valid,
+        };
+        let session = ctx.app.authority.command(move |c, now| c.open_session(&sign_in, now)).await?;
         json(201, &session)
+    }
+);
+
+#[derive(Deserialize)]
+struct BindingIn {
+    user_uid: Option<String>,
+    public_key: Option<String>,
+}
+
+handler!(
+    /// `POST /v1/servers/{id}/identity-bindings` (owner or admin): lets `public_key` sign in as
+    /// `user_uid`, a uid that was a member of the server. 201 with the stored binding.
+    approve_binding, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id = path_id(ctx, "server_id")?;
+        let body: BindingIn = json_body(ctx)?;
+        let user_uid = body.user_uid.filter(|u| is_valid_id(u)).ok_or_else(|| {
+            ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+        })?;
+        let public_key = body.public_key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            ApiError::bad_request("invalid_public_key", "public_key (Ed25519, base64url) is required")
+        })?;
+        let public_key = crate::auth::encode_public_key(&decode_key(&public_key)?);
+        let approved = ctx.app.authority.command(move |c, now| c.approve_binding(&who, &server_id, &user_uid, &public_key, now)).await?;
+        json(201, &approved)
     }
 );
 

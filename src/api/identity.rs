@@ -1,5 +1,6 @@
-//! Who a request comes from. Session mode (the default): `Authorization: Bearer <token>` (or
-//! `access_token` in the query, for WebSockets), checked against the authority's sessions.
+//! Who a request comes from. Session mode (the default): `Authorization: Bearer <token>` (for
+//! WebSockets also the `openchat.session.<token>` subprotocol or `access_token` in the query),
+//! checked against the authority's sessions.
 //! Headers mode (desktop-client compatibility): `X-OpenChat-User-UID` / `X-OpenChat-Device-ID`
 //! headers, or `user_uid` / `device_id` query parameters on the realtime socket, taken on
 //! trust. No identity at all is fine for the reads the contract allows anonymously.
@@ -9,6 +10,7 @@ use crate::config::AuthMode;
 use crate::domain::community::Actor;
 use crate::domain::error::DomainError;
 use crate::domain::text::is_valid_id;
+use crate::http::Request;
 use crate::http::query::query_pairs;
 
 /// Device id assumed in headers mode when a client sends a uid but no device id.
@@ -31,7 +33,22 @@ pub fn query_param(ctx: &RequestCtx<'_>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The bearer token of the request, from the header or the `access_token` query parameter.
+/// Prefix of the WebSocket subprotocol that carries a session token (wire contract A.10).
+pub const SESSION_SUBPROTOCOL_PREFIX: &str = "openchat.session.";
+
+/// The `openchat.session.<token>` entry of a `Sec-WebSocket-Protocol` offer, whole (the server
+/// echoes it, or Chromium fails the handshake).
+pub fn session_subprotocol(request: &Request) -> Option<&str> {
+    let offered = std::str::from_utf8(request.header("sec-websocket-protocol")?).ok()?;
+    offered.split(',').map(str::trim).find(|p| {
+        p.len() > SESSION_SUBPROTOCOL_PREFIX.len() && p.starts_with(SESSION_SUBPROTOCOL_PREFIX)
+    })
+}
+
+/// The bearer token of the request: the `Authorization` header; on a WebSocket upgrade also
+/// the `openchat.session.<token>` subprotocol or the `access_token` query parameter (a browser
+/// cannot set headers there). A plain HTTP request is never authenticated by its query: URLs
+/// end up in logs, proxies and browser history.
 pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
     if let Some(value) = header_str(ctx, "authorization")? {
         let token = value
@@ -45,6 +62,14 @@ pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
                 ))
             })?;
         return Ok(Some(token.to_owned()));
+    }
+    if !ctx.request.is_websocket_upgrade() {
+        return Ok(None);
+    }
+    if let Some(protocol) = session_subprotocol(ctx.request) {
+        return Ok(Some(
+            protocol[SESSION_SUBPROTOCOL_PREFIX.len()..].to_owned(),
+        ));
     }
     Ok(query_param(ctx, "access_token").filter(|t| !t.is_empty()))
 }

@@ -45,6 +45,8 @@ pub struct App {
     pub urls: Urls,
     /// Signs voice join tickets (`OPENCHAT_RTC_TICKET_SECRET`, or random per start).
     pub ticket_secret: Vec<u8>,
+    /// Signs sign-in challenges (random per start: challenges live 60 s).
+    pub challenge_key: crate::auth::challenge::ChallengeKey,
     /// When this process started (Unix seconds). Used ticket ids are kept in memory only, so
     /// tickets issued before the start are refused: none can be replayed across a restart.
     pub started_at_secs: i64,
@@ -139,6 +141,7 @@ impl App {
             authority,
             urls,
             ticket_secret,
+            challenge_key: crate::auth::challenge::ChallengeKey::random(),
             started_at_secs: crate::authority::now_millis() / 1000,
             host_ips: crate::runtime::media::host_ipv4_addresses(),
             broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
@@ -274,6 +277,11 @@ fn routes() -> Router<Handler> {
         .route(Post, "/v1/auth/session", A(auth::open))
         .route(Get, "/v1/auth/session", A(auth::check))
         .route(Delete, "/v1/auth/session", A(auth::revoke))
+        .route(
+            Post,
+            "/v1/servers/{server_id}/identity-bindings",
+            A(auth::approve_binding),
+        )
         .route(Get, "/v1/realtime", Handler::WebSocket(realtime::session))
         .route(
             Get,

@@ -1,8 +1,12 @@
 //! Session crypto (wire-contract B.1): Ed25519 device keys, the signed challenge message, uids
-//! derived from keys, and random challenges and tokens that are stored only as hashes.
+//! derived from keys, stateless signed challenges ([`challenge`]), and random tokens that are
+//! stored only as hashes.
 //!
-//! Sans-IO: the caller stores challenges and token hashes and reads the clock; this module only
-//! makes and checks bytes. The randomness comes from the operating system's generator.
+//! Sans-IO: the caller stores token hashes and used challenge ids and reads the clock; this
+//! module only makes and checks bytes. The randomness comes from the operating system's
+//! generator.
+
+pub mod challenge;
 
 use base64::Engine;
 use base64::alphabet;
@@ -18,14 +22,18 @@ pub const CHALLENGE_TTL_SECS: u64 = 60;
 /// A session token is valid this long after it is issued (30 days), unless revoked.
 pub const SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 
-/// Random bytes in a challenge and in a token (256 bits).
+/// Random bytes in a token (256 bits).
 pub const RANDOM_BYTES: usize = 32;
 
 /// The first line of every signed message; changing it invalidates every client's signatures.
 pub const SIGNED_MESSAGE_DOMAIN: &str = "openchat-auth-v1";
 
-/// Lowercase hex characters of SHA-256 in a derived uid (64 bits), after [`DERIVED_UID_PREFIX`].
-pub const DERIVED_UID_HEX_CHARS: usize = 16;
+/// Lowercase hex characters of SHA-256 in a derived uid (128 bits), after [`DERIVED_UID_PREFIX`]:
+/// enough that nobody can search for a key whose uid is someone else's.
+pub const DERIVED_UID_HEX_CHARS: usize = 32;
+
+/// Hashed before the key bytes when deriving a uid, so the digest means "a uid" and nothing else.
+pub const DERIVED_UID_LABEL: &[u8] = b"openchat-uid-v1\n";
 
 /// The prefix of a uid derived from a key (the same prefix the desktop client uses).
 pub const DERIVED_UID_PREFIX: &str = "uid_";
@@ -112,18 +120,21 @@ pub fn verify_signature(
         .map_err(|_| AuthError::InvalidSignature)
 }
 
-/// The uid of a key when the client gives none: `uid_` and the first 16 lowercase hex
-/// characters of SHA-256 over the 32 key bytes.
+/// The uid a key owns (wire contract B.1): `uid_` and the first 32 lowercase hex characters of
+/// SHA-256 over [`DERIVED_UID_LABEL`] and the 32 key bytes. Any other uid needs a binding.
 pub fn derive_user_uid(key: &VerifyingKey) -> String {
-    let digest = Sha256::digest(key.as_bytes());
+    let mut hasher = Sha256::new();
+    hasher.update(DERIVED_UID_LABEL);
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
     let mut uid = String::from(DERIVED_UID_PREFIX);
     uid.push_str(&lower_hex(&digest[..DERIVED_UID_HEX_CHARS / 2]));
     uid
 }
 
-/// A fresh challenge: 32 random bytes as base64url without padding (43 characters).
-pub fn new_challenge() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes())
+/// The one spelling of a key: base64url of its 32 bytes without padding.
+pub fn encode_public_key(key: &VerifyingKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
 }
 
 /// A fresh bearer token: `prefix` and 32 random bytes as base64url without padding. Store only
@@ -192,10 +203,10 @@ mod tests {
         let key = signing_key();
         let public = decode_public_key(&public_b64(&key)).unwrap();
         assert_eq!(public, key.verifying_key());
-        let challenge = new_challenge();
-        let signature = sign(&key, ORIGIN, &challenge);
+        let challenge = "a-challenge";
+        let signature = sign(&key, ORIGIN, challenge);
         assert_eq!(
-            verify_signature(&public, ORIGIN, &challenge, &signature),
+            verify_signature(&public, ORIGIN, challenge, &signature),
             Ok(())
         );
     }
@@ -378,11 +389,15 @@ mod tests {
             "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
         );
         let uid = derive_user_uid(&key);
-        assert_eq!(uid, "uid_fe812c12f3ab4ce6");
+        assert_eq!(uid, "uid_bfa9ed100288947a887203f659805981");
         assert_eq!(uid.len(), DERIVED_UID_PREFIX.len() + DERIVED_UID_HEX_CHARS);
         assert!(crate::domain::text::is_valid_id(&uid));
-        let expected = lower_hex(&Sha256::digest(key.as_bytes()));
-        assert_eq!(&uid[4..], &expected[..16]);
+        let mut labelled = b"openchat-uid-v1\n".to_vec();
+        labelled.extend_from_slice(key.as_bytes());
+        let expected = lower_hex(&Sha256::digest(&labelled));
+        assert_eq!(&uid[4..], &expected[..32]);
+        // Not the unlabelled digest of the key (the derivation of earlier versions).
+        assert_ne!(&uid[4..], &lower_hex(&Sha256::digest(key.as_bytes()))[..32]);
         assert_ne!(
             derive_user_uid(&SigningKey::from_bytes(&[8u8; 32]).verifying_key()),
             uid
@@ -390,13 +405,15 @@ mod tests {
     }
 
     #[test]
-    fn challenges_are_random_base64url() {
-        let a = new_challenge();
-        let b = new_challenge();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), RANDOM_BYTES);
-        assert!(crate::domain::text::is_valid_id(&a));
+    fn a_key_has_one_spelling() {
+        let key = signing_key().verifying_key();
+        let canonical = encode_public_key(&key);
+        assert_eq!(canonical, public_b64(&signing_key()));
+        let padded = URL_SAFE.encode(key.as_bytes());
+        assert_eq!(
+            encode_public_key(&decode_public_key(&padded).unwrap()),
+            canonical
+        );
     }
 
     #[test]

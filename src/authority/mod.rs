@@ -14,7 +14,7 @@
 //! data error) fails that command alone: its neighbours commit. After any failure the authority
 //! marks itself stale, holds the jobs that arrive (up to [`MAX_DEFERRED_JOBS`]) until its
 //! in-flight writes have finished, reloads the state from storage, and runs them. What lives
-//! only in memory (rate-limit windows, used join tickets, pending challenges, open sockets) is
+//! only in memory (rate-limit windows, used join tickets, answered challenges, open sockets) is
 //! carried across the reload. If the reload fails too (the database is gone), commands are
 //! refused (`503`, retryable) until a later reload succeeds. Events of a failed write are never
 //! published. A refused write is answered 503 `storage_unavailable` (retryable) only when the
@@ -188,15 +188,26 @@ impl Authority {
         shards: usize,
         default_server_name: &str,
         default_owner: Option<&str>,
+        default_owner_key: Option<&str>,
     ) -> anyhow::Result<Started> {
         let snapshot = futures_lite::future::block_on(storage.load_snapshot(0))
             .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
         let mut core = Core::new(settings, storage, snapshot);
-        let boot = core.community.bootstrap_default_server(
+        let mut boot = core.community.bootstrap_default_server(
             default_server_name,
             default_owner,
             now_millis(),
         );
+        if let (Some(uid), Some(key)) = (default_owner, default_owner_key) {
+            let bound = core.community.bind_owner_key(uid, key, now_millis());
+            if bound.records.iter().any(|r| matches!(r, Record::Device(_))) {
+                tracing::warn!(
+                    user_uid = uid,
+                    "devices of the default server's owner uid with another key than OPENCHAT_DEFAULT_SERVER_OWNER_KEY were revoked"
+                );
+            }
+            boot.records.extend(bound.records);
+        }
         if !boot.records.is_empty() {
             futures_lite::future::block_on(core.storage.write(WriteOp::Apply(boot.records)))
                 .map_err(|e| anyhow::anyhow!("cannot store the default server: {e}"))?;

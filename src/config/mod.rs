@@ -79,7 +79,12 @@ const DEFAULT_SERVER_ID: VarSpec = VarSpec {
 const DEFAULT_SERVER_OWNER_UID: VarSpec = VarSpec {
     name: "OPENCHAT_DEFAULT_SERVER_OWNER_UID",
     default: "(unset: the first start logs a single-use claim token instead)",
-    help: "User uid that owns the default server (1 to 64 characters of A-Z a-z 0-9 _ -).",
+    help: "User uid that owns the default server (1 to 64 characters of A-Z a-z 0-9 _ -). In session mode only a key whose derived uid it is, or OPENCHAT_DEFAULT_SERVER_OWNER_KEY, may sign in as it.",
+};
+const DEFAULT_SERVER_OWNER_KEY: VarSpec = VarSpec {
+    name: "OPENCHAT_DEFAULT_SERVER_OWNER_KEY",
+    default: "(unset)",
+    help: "The operator's Ed25519 public key (base64url, 32 bytes): its derived uid owns the default server, or, with OPENCHAT_DEFAULT_SERVER_OWNER_UID, it is the key bound to that uid (devices of that uid with another key are revoked at start).",
 };
 const DEFAULT_HISTORY_VISIBILITY: VarSpec = VarSpec {
     name: "OPENCHAT_DEFAULT_HISTORY_VISIBILITY",
@@ -234,6 +239,7 @@ pub const VARIABLES: &[VarSpec] = &[
     ALLOW_SERVER_CREATION,
     DEFAULT_SERVER_ID,
     DEFAULT_SERVER_OWNER_UID,
+    DEFAULT_SERVER_OWNER_KEY,
     DEFAULT_HISTORY_VISIBILITY,
     SERVER_NAME,
     HTTP_MAX_BODY_BYTES,
@@ -339,6 +345,8 @@ pub struct Config {
     pub default_server_id: Option<String>,
     pub server_name: String,
     pub default_server_owner_uid: Option<String>,
+    /// The operator's key (base64url, unpadded), `OPENCHAT_DEFAULT_SERVER_OWNER_KEY`.
+    pub default_server_owner_key: Option<String>,
     pub default_history_visibility: HistoryVisibility,
     pub limits: Limits,
     pub rtc: RtcConfig,
@@ -506,6 +514,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Config {
+    /// The uid that owns the default server: `OPENCHAT_DEFAULT_SERVER_OWNER_UID`, else the uid
+    /// derived from `OPENCHAT_DEFAULT_SERVER_OWNER_KEY`.
+    pub fn default_server_owner(&self) -> Option<String> {
+        self.default_server_owner_uid.clone().or_else(|| {
+            let key = crate::auth::decode_public_key(self.default_server_owner_key.as_deref()?);
+            key.ok().map(|k| crate::auth::derive_user_uid(&k))
+        })
+    }
+
     /// Reads the process environment; `available_cores` comes from
     /// `std::thread::available_parallelism()`.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -576,6 +593,10 @@ impl Config {
             .value(&DEFAULT_SERVER_OWNER_UID)
             .map(|raw| parse::identifier(&DEFAULT_SERVER_OWNER_UID, raw))
             .transpose()?;
+        let default_server_owner_key = env
+            .value(&DEFAULT_SERVER_OWNER_KEY)
+            .map(|raw| parse::public_key(&DEFAULT_SERVER_OWNER_KEY, raw))
+            .transpose()?;
         let default_history_visibility = env.keyword(
             &DEFAULT_HISTORY_VISIBILITY,
             &[
@@ -607,6 +628,7 @@ impl Config {
             default_server_id,
             server_name,
             default_server_owner_uid,
+            default_server_owner_key,
             default_history_visibility,
             limits,
             rtc,

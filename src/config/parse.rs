@@ -186,6 +186,19 @@ pub(super) fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{path}{query}")
 }
 
+/// An Ed25519 public key, base64url of 32 bytes (padded or not); kept in its unpadded spelling.
+pub(super) fn public_key(var: &VarSpec, raw: &str) -> Result<String, ConfigError> {
+    crate::auth::decode_public_key(raw.trim())
+        .map(|key| crate::auth::encode_public_key(&key))
+        .map_err(|e| {
+            ConfigError::invalid(
+                var,
+                raw,
+                &format!("expected an Ed25519 public key, base64url of 32 bytes ({e})"),
+            )
+        })
+}
+
 /// An id as used in URLs and storage keys: 1 to 64 of `[A-Za-z0-9_-]`.
 pub(super) fn identifier(var: &VarSpec, raw: &str) -> Result<String, ConfigError> {
     let text = raw.trim();

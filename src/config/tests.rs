@@ -404,6 +404,38 @@ fn default_server_id() {
 }
 
 #[test]
+fn default_server_owner_key() {
+    use base64::Engine;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes());
+    let padded = base64::engine::general_purpose::URL_SAFE.encode(key.as_bytes());
+    let derived = crate::auth::derive_user_uid(&key);
+    assert_eq!(ok(&[]).default_server_owner(), None);
+    // Padded or not, kept unpadded; the owner is the key's uid.
+    for spelling in [&unpadded, &padded] {
+        let config = ok(&[("OPENCHAT_DEFAULT_SERVER_OWNER_KEY", spelling.as_str())]);
+        assert_eq!(
+            config.default_server_owner_key.as_deref(),
+            Some(unpadded.as_str())
+        );
+        assert_eq!(config.default_server_owner(), Some(derived.clone()));
+    }
+    // With a uid as well, the uid owns and the key is the one bound to it.
+    let both = ok(&[
+        ("OPENCHAT_DEFAULT_SERVER_OWNER_KEY", unpadded.as_str()),
+        ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_legacy"),
+    ]);
+    assert_eq!(both.default_server_owner().as_deref(), Some("uid_legacy"));
+    for bad in ["not a key", "AAAA", &"A".repeat(43), &unpadded[..40]] {
+        assert_rejected(
+            "OPENCHAT_DEFAULT_SERVER_OWNER_KEY",
+            bad,
+            "expected an Ed25519 public key, base64url of 32 bytes",
+        );
+    }
+}
+
+#[test]
 fn server_name() {
     assert_eq!(
         ok(&[("OPENCHAT_SERVER_NAME", "  Café Ünïcode  ")]).server_name,

@@ -26,9 +26,6 @@ pub const DEFAULT_SERVER_CLAIM_TTL_MS: Millis = 30 * 24 * 3600 * 1000;
 pub const CHALLENGE_TTL_MS: Millis = 60 * 1000;
 /// Lifetime of a bearer session.
 pub const SESSION_TTL_MS: Millis = 30 * 24 * 3600 * 1000;
-/// Challenges outstanding at once; beyond it the oldest expired ones are swept first and new
-/// ones are refused, so a flood of challenge requests cannot grow memory without bound.
-pub const MAX_PENDING_CHALLENGES: usize = 100_000;
 /// Attachments per message (wire contract A.9).
 pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
 /// Upper bound of `profiles:batch` (wire contract A.9).
@@ -56,12 +53,13 @@ pub struct DirectoryKey {
 
 /// What a [`Community`] holds only in memory, carried across a reload of the rest from
 /// storage: the rate-limit windows (or a failed write would refill every bucket), the used
-/// join-ticket ids (or a used ticket would work again), the pending sign-in challenges, and the
-/// open realtime sockets behind member status (the sockets stay open).
+/// join-ticket ids (or a used ticket would work again), the answered sign-in challenges (or an
+/// answered one would work again), and the open realtime sockets behind member status (the
+/// sockets stay open).
 #[derive(Debug, Default)]
 pub struct Volatile {
     limiter: super::rate::RateLimiter,
-    challenges: HashMap<String, PendingChallenge>,
+    used_challenges: crate::auth::challenge::UsedChallenges,
     used_tickets: HashMap<String, i64>,
     online: HashMap<(String, String), u32>,
 }
@@ -192,13 +190,19 @@ pub struct Viewer {
     pub role: Role,
 }
 
-/// A challenge waiting for its signature.
+/// A sign-in whose crypto the caller has checked (`crate::auth::challenge`): the challenge
+/// was issued by this instance for this device, key and uid and has not expired, and the
+/// signature over it was verified (or not).
 #[derive(Debug, Clone)]
-struct PendingChallenge {
-    device_id: String,
-    public_key: String,
-    user_uid: Option<String>,
-    expires_at: Millis,
+pub struct SignIn {
+    pub device_id: String,
+    /// The key, in its one spelling (`crate::auth::encode_public_key`).
+    pub public_key: String,
+    /// The uid derived from the key.
+    pub derived_uid: String,
+    pub requested_uid: Option<String>,
+    pub challenge: crate::auth::challenge::Verified,
+    pub signature_valid: bool,
 }
 
 /// A message to post, after the API layer parsed and size-checked it.
@@ -235,7 +239,10 @@ pub struct Community {
     claim_tokens: HashMap<String, ClaimToken>,
     devices: HashMap<String, Device>,
     sessions: HashMap<String, Session>,
-    challenges: HashMap<String, PendingChallenge>,
+    /// Challenges already answered (challenges themselves are stateless: `crate::auth`).
+    used_challenges: crate::auth::challenge::UsedChallenges,
+    /// Approved bindings of uids to keys other than their own.
+    bindings: super::identity::Bindings,
     read_acks: HashMap<(String, String), ReadAck>,
     last_seq: Seq,
     last_event_ids: HashMap<String, i64>,
@@ -289,6 +296,7 @@ impl Community {
         for s in snapshot.sessions {
             c.sessions.insert(s.token_hash.clone(), s);
         }
+        c.bindings = super::identity::Bindings::new(snapshot.identity_bindings);
         for m in snapshot.moderation {
             c.moderation
                 .insert((m.server_id.clone(), m.kind, m.target.clone()), m);
@@ -2103,77 +2111,44 @@ impl Community {
 
     // ----- sessions -----------------------------------------------------------------------
 
-    /// `POST /v1/auth/challenge`.
-    pub fn issue_challenge(
+    /// `POST /v1/auth/session`: spends the challenge (single use, whether or not the signature
+    /// checked out), decides the uid (`super::identity`), binds the device to the key on first
+    /// use, and opens a session. The value holds the plaintext token.
+    pub fn open_session(
         &mut self,
-        device_id: &str,
-        public_key: &str,
-        user_uid: Option<&str>,
+        sign_in: &SignIn,
         now: Millis,
-    ) -> Result<views::Challenge, DomainError> {
-        self.limiter.check(device_id, now)?;
-        crate::auth::decode_public_key(public_key)
-            .map_err(|e| DomainError::bad_request(e.code(), e.to_string()))?;
-        if self.challenges.len() >= MAX_PENDING_CHALLENGES {
-            self.challenges.retain(|_, c| c.expires_at > now);
-            if self.challenges.len() >= MAX_PENDING_CHALLENGES {
+    ) -> Result<Outcome<SessionOut>, DomainError> {
+        use crate::auth::challenge::Consumed;
+        let invalid = || DomainError::unauthorized("the challenge is unknown, used or expired");
+        if sign_in.challenge.expires_at <= now {
+            return Err(invalid());
+        }
+        match self.used_challenges.consume(&sign_in.challenge, now) {
+            Ok(()) => {}
+            Err(Consumed::Replayed) => return Err(invalid()),
+            Err(Consumed::Full) => {
                 return Err(DomainError::rate_limited(
-                    "too many pending challenges; retry shortly",
+                    "too many sign-ins in the last minute; retry shortly",
                 ));
             }
         }
-        let challenge = crate::auth::new_challenge();
-        let expires_at = now + CHALLENGE_TTL_MS;
-        self.challenges.insert(
-            challenge.clone(),
-            PendingChallenge {
-                device_id: device_id.to_owned(),
-                public_key: public_key.to_owned(),
-                user_uid: user_uid.map(str::to_owned),
-                expires_at,
-            },
-        );
-        Ok(views::Challenge {
-            challenge,
-            expires_at: views::rfc3339(expires_at),
-        })
-    }
-
-    /// `POST /v1/auth/session`: checks the signature over the challenge (single use), binds
-    /// the key to the uid on first use, and opens a session. The value is the plaintext token.
-    pub fn open_session(
-        &mut self,
-        device_id: &str,
-        public_key: &str,
-        user_uid: Option<&str>,
-        challenge: &str,
-        signature: &str,
-        now: Millis,
-    ) -> Result<Outcome<SessionOut>, DomainError> {
-        let invalid = || DomainError::unauthorized("the challenge is unknown, used or expired");
-        // Taken out first: a challenge is single-use whether or not the signature checks out.
-        let pending = self.challenges.remove(challenge).ok_or_else(invalid)?;
-        if pending.expires_at <= now
-            || pending.device_id != device_id
-            || pending.public_key != public_key
-            || pending.user_uid.as_deref() != user_uid
-        {
-            return Err(invalid());
+        if !sign_in.signature_valid {
+            return Err(DomainError::unauthorized("the signature does not match"));
         }
-        let key = crate::auth::decode_public_key(public_key)
-            .map_err(|e| DomainError::bad_request(e.code(), e.to_string()))?;
-        crate::auth::verify_signature(&key, &self.settings().origin, challenge, signature)
-            .map_err(|_| DomainError::unauthorized("the signature does not match"))?;
-        let uid = match user_uid {
-            Some(u) => u.to_owned(),
-            None => crate::auth::derive_user_uid(&key),
-        };
-        let mismatch = || {
-            DomainError::conflict(
-                "identity_key_mismatch",
-                "this uid or device is bound to another key",
-            )
-        };
+        let device_id = sign_in.device_id.as_str();
+        let public_key = sign_in.public_key.as_str();
+        let uid = super::identity::sign_in_uid(
+            &sign_in.derived_uid,
+            sign_in.requested_uid.as_deref(),
+            public_key,
+            sign_in
+                .requested_uid
+                .as_deref()
+                .and_then(|u| self.bindings.get(u)),
+            self.devices.values(),
+        )?;
+        let mismatch = super::identity::key_mismatch;
         let mut records = Vec::new();
         match self.devices.get(device_id) {
             Some(d) if d.user_uid != uid || d.public_key != public_key => return Err(mismatch()),
@@ -2185,14 +2160,8 @@ impl Community {
             }
             Some(_) => {}
             None => {
-                let bound = self
-                    .devices
-                    .values()
-                    .any(|d| d.user_uid == uid && d.revoked_at.is_none());
-                if bound {
-                    // A new device of an existing uid comes in through device linking.
-                    return Err(mismatch());
-                }
+                // Another key of the uid was refused above (`sign_in_uid`); a new device of
+                // the same key is the same identity.
                 let device = Device {
                     device_id: device_id.to_owned(),
                     user_uid: uid.clone(),
@@ -2260,7 +2229,7 @@ impl Community {
     pub fn take_volatile(&mut self) -> Volatile {
         Volatile {
             limiter: std::mem::take(&mut self.limiter),
-            challenges: std::mem::take(&mut self.challenges),
+            used_challenges: std::mem::take(&mut self.used_challenges),
             used_tickets: std::mem::take(&mut self.used_tickets),
             online: std::mem::take(&mut self.online),
         }
@@ -2269,19 +2238,130 @@ impl Community {
     /// Puts back what [`Community::take_volatile`] took from the state this one replaces.
     pub fn restore_volatile(&mut self, volatile: Volatile) {
         self.limiter = volatile.limiter;
-        self.challenges = volatile.challenges;
+        self.used_challenges = volatile.used_challenges;
         self.used_tickets = volatile.used_tickets;
         self.online = volatile.online;
     }
 
     /// Removes expired challenges (called now and then by the authority).
     pub fn sweep(&mut self, now: Millis) {
-        self.challenges.retain(|_, c| c.expires_at > now);
+        self.used_challenges.sweep(now);
         self.sessions.retain(|_, s| s.expires_at > now);
         self.limiter.sweep(now);
         let now_secs = now / 1000;
         self.used_tickets.retain(|_, exp| *exp > now_secs);
         self.moderation.retain(|_, m| m.in_force(now));
+    }
+
+    /// `POST /v1/servers/{id}/identity-bindings`: an owner or admin of the server approves
+    /// that `public_key` may sign in as `user_uid`, a uid that was a member of the server (a
+    /// headers-mode uid moving to sessions). See `super::identity` for who may approve what.
+    pub fn approve_binding(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        user_uid: &str,
+        public_key: &str,
+        now: Millis,
+    ) -> Result<Outcome<super::identity::BindingView>, DomainError> {
+        use super::identity::{IdentityBinding, bound_elsewhere, key_mismatch, may_approve};
+        self.limiter.check(&actor.user_uid, now)?;
+        self.server(server_id)?;
+        let Some(target) = self.membership(server_id, user_uid) else {
+            return Err(DomainError::not_found(
+                "member_not_found",
+                "that uid was never a member of this server",
+            ));
+        };
+        let target_role = target.is_current().then_some(target.role);
+        let elsewhere: Vec<(Option<Role>, Role)> = self
+            .user_servers
+            .get(user_uid)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.as_str() != server_id)
+            .filter_map(|s| {
+                let role = self.current_role(s, user_uid)?;
+                role.at_least(Role::Admin)
+                    .then(|| (self.current_role(s, &actor.user_uid), role))
+            })
+            .collect();
+        may_approve(
+            self.current_role(server_id, &actor.user_uid),
+            target_role,
+            elsewhere.into_iter(),
+        )?;
+        if bound_elsewhere(
+            user_uid,
+            public_key,
+            self.bindings.get(user_uid),
+            self.devices.values(),
+        ) {
+            return Err(key_mismatch());
+        }
+        let binding = match self.bindings.get(user_uid) {
+            // Approved before for the same key: nothing new to record.
+            Some(existing) => existing.clone(),
+            None => IdentityBinding {
+                user_uid: user_uid.to_owned(),
+                public_key: public_key.to_owned(),
+                server_id: server_id.to_owned(),
+                approved_by_uid: actor.user_uid.clone(),
+                approved_at: now,
+            },
+        };
+        let records = if self.bindings.get(user_uid).is_some() {
+            Vec::new()
+        } else {
+            self.bindings.insert(binding.clone());
+            vec![Record::IdentityBinding(binding.clone())]
+        };
+        Ok(Outcome::stored(
+            super::identity::BindingView::of(&binding),
+            records,
+        ))
+    }
+
+    /// At start, with `OPENCHAT_DEFAULT_SERVER_OWNER_KEY`: the operator's key is bound to the
+    /// owner uid (when that uid is not the key's own), and devices that took the uid with
+    /// another key lose it (their sessions stop authenticating), so the operator's word wins
+    /// over whoever asked first.
+    pub fn bind_owner_key(
+        &mut self,
+        owner_uid: &str,
+        public_key: &str,
+        now: Millis,
+    ) -> Outcome<()> {
+        use super::identity::{APPROVED_BY_CONFIGURATION, IdentityBinding};
+        let mut records = Vec::new();
+        let taken: Vec<String> = self
+            .devices
+            .values()
+            .filter(|d| d.user_uid == owner_uid && d.revoked_at.is_none())
+            .filter(|d| d.public_key != public_key)
+            .map(|d| d.device_id.clone())
+            .collect();
+        for id in taken {
+            let device = self.devices.get_mut(&id).expect("listed above");
+            device.revoked_at = Some(now);
+            records.push(Record::Device(device.clone()));
+        }
+        let derived = crate::auth::decode_public_key(public_key)
+            .map(|k| crate::auth::derive_user_uid(&k))
+            .ok();
+        let current = self.bindings.get(owner_uid).map(|b| b.public_key.as_str());
+        if derived.as_deref() != Some(owner_uid) && current != Some(public_key) {
+            let binding = IdentityBinding {
+                user_uid: owner_uid.to_owned(),
+                public_key: public_key.to_owned(),
+                server_id: self.settings().default_server_id.clone(),
+                approved_by_uid: APPROVED_BY_CONFIGURATION.to_owned(),
+                approved_at: now,
+            };
+            records.push(Record::IdentityBinding(binding.clone()));
+            self.bindings.insert(binding);
+        }
+        Outcome::stored((), records)
     }
 
     // ----- voice and moderation hooks -----------------------------------------------------

@@ -7,6 +7,7 @@
 pub mod community;
 pub mod error;
 pub mod history;
+pub mod identity;
 pub mod limits;
 pub mod model;
 pub mod rate;

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use super::identity::IdentityBinding;
 use super::model::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub enum Record {
     Event(StoredEvent),
     /// Upsert by `(server_id, kind, target)`.
     Moderation(Moderation),
+    /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
+    IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
     /// as new messages, are counted this way). Never moves backwards.
     LastEventId {
@@ -60,6 +63,8 @@ pub struct Snapshot {
     pub read_acks: Vec<ReadAck>,
     /// Moderation measures in force.
     pub moderation: Vec<Moderation>,
+    /// Approved identity bindings, by uid.
+    pub identity_bindings: Vec<IdentityBinding>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest event id per server.

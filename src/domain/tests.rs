@@ -1,7 +1,7 @@
 //! The domain rules, exercised without storage or sockets. Messages live in the in-memory
 //! reference store (`history::MemoryHistory`), as storage would hold them.
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 
 use super::community::*;
 use super::history::MemoryHistory;
@@ -698,60 +698,55 @@ fn profiles_default_conflict_and_avatar_ownership() {
     );
 }
 
+/// A sign-in whose challenge checked out (`crate::auth::challenge`), nonce `n`, issued at `at`.
+fn sign_in(
+    key: &SigningKey,
+    device: &str,
+    uid: Option<&str>,
+    n: u8,
+    at: Millis,
+    signature_valid: bool,
+) -> SignIn {
+    SignIn {
+        device_id: device.into(),
+        public_key: base64_url(key.verifying_key().as_bytes()),
+        derived_uid: crate::auth::derive_user_uid(&key.verifying_key()),
+        requested_uid: uid.map(str::to_owned),
+        challenge: crate::auth::challenge::Verified {
+            id: [n; crate::auth::challenge::NONCE_BYTES],
+            expires_at: at + CHALLENGE_TTL_MS,
+        },
+        signature_valid,
+    }
+}
+
 #[test]
-fn sessions_need_a_fresh_signed_challenge_and_bind_the_uid_to_the_first_key() {
+fn sessions_spend_their_challenge_and_take_the_keys_uid() {
     let mut c = community(HistoryVisibility::Joined);
     let key = SigningKey::from_bytes(&[7u8; 32]);
-    let public = base64_url(key.verifying_key().as_bytes());
-    let sign = |challenge: &str| {
-        base64_url(
-            &key.sign(format!("openchat-auth-v1\n{ORIGIN}\n{challenge}").as_bytes())
-                .to_bytes(),
-        )
-    };
-    let ch = c
-        .issue_challenge("dev_1", &public, None, 1_000)
-        .unwrap()
-        .challenge;
-    // A signature for another origin is refused, and the challenge is then spent.
-    let foreign = base64_url(
-        &key.sign(format!("openchat-auth-v1\nhttps://evil.test\n{ch}").as_bytes())
-            .to_bytes(),
-    );
+    // A bad signature is refused, and the challenge is then spent.
     assert_eq!(
-        c.open_session("dev_1", &public, None, &ch, &foreign, 1_001)
+        c.open_session(&sign_in(&key, "dev_1", None, 1, 1_000, false), 1_001)
             .unwrap_err()
             .status,
         401
     );
     assert_eq!(
-        c.open_session("dev_1", &public, None, &ch, &sign(&ch), 1_002)
+        c.open_session(&sign_in(&key, "dev_1", None, 1, 1_000, true), 1_002)
             .unwrap_err()
             .status,
         401,
         "replayed challenge"
     );
-    let ch = c
-        .issue_challenge("dev_1", &public, None, 2_000)
-        .unwrap()
-        .challenge;
     let expired = c
         .open_session(
-            "dev_1",
-            &public,
-            None,
-            &ch,
-            &sign(&ch),
+            &sign_in(&key, "dev_1", None, 2, 2_000, true),
             2_000 + CHALLENGE_TTL_MS,
         )
         .unwrap_err();
     assert_eq!(expired.status, 401);
-    let ch = c
-        .issue_challenge("dev_1", &public, None, 3_000)
-        .unwrap()
-        .challenge;
     let session = c
-        .open_session("dev_1", &public, None, &ch, &sign(&ch), 3_001)
+        .open_session(&sign_in(&key, "dev_1", None, 3, 3_000, true), 3_001)
         .unwrap();
     let token = session.value.token.clone();
     assert!(
@@ -761,31 +756,143 @@ fn sessions_need_a_fresh_signed_challenge_and_bind_the_uid_to_the_first_key() {
             .all(|r| !format!("{r:?}").contains(&token)),
         "tokens are stored hashed"
     );
+    assert!(
+        !format!("{:?}", session.value).contains(&token),
+        "Debug hides the token"
+    );
     let (who, _) = c.authenticate(&token, 3_002).unwrap();
     assert_eq!(
         who.user_uid,
         crate::auth::derive_user_uid(&key.verifying_key())
     );
     assert!(c.authenticate("ocs_forged", 3_002).is_none());
+    // The same key on a new device is the same uid.
+    let again = c
+        .open_session(
+            &sign_in(&key, "dev_1b", Some(&who.user_uid), 4, 3_000, true),
+            3_003,
+        )
+        .unwrap();
+    assert_eq!(again.value.user_uid, who.user_uid);
     // Another key cannot take the same uid.
     let other = SigningKey::from_bytes(&[9u8; 32]);
-    let other_pub = base64_url(other.verifying_key().as_bytes());
-    let ch = c
-        .issue_challenge("dev_2", &other_pub, Some(&who.user_uid), 4_000)
-        .unwrap()
-        .challenge;
-    let sig = base64_url(
-        &other
-            .sign(format!("openchat-auth-v1\n{ORIGIN}\n{ch}").as_bytes())
-            .to_bytes(),
-    );
     let clash = c
-        .open_session("dev_2", &other_pub, Some(&who.user_uid), &ch, &sig, 4_001)
+        .open_session(
+            &sign_in(&other, "dev_2", Some(&who.user_uid), 5, 4_000, true),
+            4_001,
+        )
         .unwrap_err();
     assert_eq!((clash.status, clash.code), (409, "identity_key_mismatch"));
+    // Nor a uid nobody holds yet, by asking for it first.
+    let grab = c
+        .open_session(
+            &sign_in(&other, "dev_2", Some("uid_owner"), 6, 4_000, true),
+            4_001,
+        )
+        .unwrap_err();
+    assert_eq!((grab.status, grab.code), (403, "binding_required"));
     // Revoked and expired sessions do not authenticate.
     c.revoke_session(&token, 5_000).unwrap();
     assert!(c.authenticate(&token, 5_001).is_none());
+}
+
+#[test]
+fn an_approved_binding_lets_a_key_take_a_legacy_uid() {
+    let mut c = community(HistoryVisibility::Joined);
+    // uid_legacy used the server in headers mode; the owner approves its key.
+    c.admit(&actor("uid_legacy"), "home", Admission::Connect, 10)
+        .unwrap();
+    let key = SigningKey::from_bytes(&[11u8; 32]);
+    let public = base64_url(key.verifying_key().as_bytes());
+    let refused = c
+        .open_session(&sign_in(&key, "dev_l", Some("uid_legacy"), 1, 20, true), 21)
+        .unwrap_err();
+    assert_eq!(refused.code, "binding_required");
+    // A member may not approve; the owner may.
+    c.admit(&actor("uid_member"), "home", Admission::Connect, 10)
+        .unwrap();
+    let denied = c
+        .approve_binding(&actor("uid_member"), "home", "uid_legacy", &public, 30)
+        .unwrap_err();
+    assert_eq!(denied.status, 403);
+    let approved = c
+        .approve_binding(&actor("uid_owner"), "home", "uid_legacy", &public, 31)
+        .unwrap();
+    assert_eq!(approved.value.approved_by_uid, "uid_owner");
+    assert!(matches!(
+        approved.records.as_slice(),
+        [Record::IdentityBinding(b)] if b.user_uid == "uid_legacy" && b.public_key == public && b.approved_at == 31
+    ));
+    let session = c
+        .open_session(&sign_in(&key, "dev_l", Some("uid_legacy"), 2, 40, true), 41)
+        .unwrap();
+    assert_eq!(session.value.user_uid, "uid_legacy");
+    // A second key for the same uid is a conflict; a uid that never was a member is unknown.
+    let other = base64_url(
+        SigningKey::from_bytes(&[12u8; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let clash = c
+        .approve_binding(&actor("uid_owner"), "home", "uid_legacy", &other, 50)
+        .unwrap_err();
+    assert_eq!(clash.code, "identity_key_mismatch");
+    let stranger = c
+        .approve_binding(&actor("uid_owner"), "home", "uid_nobody", &other, 50)
+        .unwrap_err();
+    assert_eq!(stranger.status, 404);
+    // The owner uid itself cannot be bound away by anyone below it.
+    c.set_role(&actor("uid_owner"), "home", "uid_member", Role::Admin, 60)
+        .unwrap();
+    let up = c
+        .approve_binding(&actor("uid_member"), "home", "uid_owner", &other, 61)
+        .unwrap_err();
+    assert_eq!(up.status, 403);
+}
+
+#[test]
+fn the_operators_key_owns_the_configured_uid_and_evicts_earlier_takers() {
+    let mut c = community(HistoryVisibility::Joined);
+    // Before the fix someone took uid_owner by asking first: a device with another key.
+    let squatter = SigningKey::from_bytes(&[13u8; 32]);
+    let operator = SigningKey::from_bytes(&[14u8; 32]);
+    let operator_pub = base64_url(operator.verifying_key().as_bytes());
+    let squat = Record::Device(Device {
+        device_id: "dev_squat".into(),
+        user_uid: "uid_owner".into(),
+        public_key: base64_url(squatter.verifying_key().as_bytes()),
+        created_at: 1,
+        revoked_at: None,
+    });
+    let mut snapshot = Snapshot::default();
+    if let Record::Device(d) = squat {
+        snapshot.devices.push(d);
+    }
+    let mut c2 = Community::new(settings(HistoryVisibility::Joined), snapshot);
+    c2.bootstrap_default_server("Home", Some("uid_owner"), 1);
+    let bound = c2.bind_owner_key("uid_owner", &operator_pub, 2);
+    assert!(bound.records.iter().any(
+        |r| matches!(r, Record::Device(d) if d.device_id == "dev_squat" && d.revoked_at == Some(2))
+    ));
+    assert!(bound.records.iter().any(|r| matches!(r, Record::IdentityBinding(b) if b.user_uid == "uid_owner" && b.public_key == operator_pub)));
+    let session = c2
+        .open_session(
+            &sign_in(&operator, "dev_op", Some("uid_owner"), 1, 10, true),
+            11,
+        )
+        .unwrap();
+    assert_eq!(session.value.user_uid, "uid_owner");
+    let evicted = c2
+        .open_session(
+            &sign_in(&squatter, "dev_squat", Some("uid_owner"), 2, 10, true),
+            11,
+        )
+        .unwrap_err();
+    assert_eq!(evicted.code, "identity_key_mismatch");
+    // A key that derives the owner uid needs no binding.
+    let derived = crate::auth::derive_user_uid(&operator.verifying_key());
+    let plain = c.bind_owner_key(&derived, &operator_pub, 3);
+    assert!(plain.records.is_empty());
 }
 
 fn base64_url(bytes: &[u8]) -> String {

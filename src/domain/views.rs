@@ -319,12 +319,24 @@ pub struct Challenge {
     pub expires_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, PartialEq, Eq)]
 pub struct SessionOut {
     pub token: String,
     pub user_uid: String,
     pub device_id: String,
     pub expires_at: String,
+}
+
+/// Without the token: a `{:?}` in a log line must not hand out a session.
+impl std::fmt::Debug for SessionOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOut")
+            .field("token", &"<redacted>")
+            .field("user_uid", &self.user_uid)
+            .field("device_id", &self.device_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -77,7 +77,8 @@ impl Server {
             storage.clone(),
             config.shards,
             &config.server_name,
-            config.default_server_owner_uid.as_deref(),
+            config.default_server_owner().as_deref(),
+            config.default_server_owner_key.as_deref(),
         )
         .context("the community state could not be loaded")?;
         let authority = started.stopper;

@@ -111,13 +111,17 @@ impl Write for MemoryIo {
 }
 
 /// The `101 Switching Protocols` answer to a valid upgrade request, or `None` when the request
-/// has no usable `Sec-WebSocket-Key`.
+/// has no usable `Sec-WebSocket-Key`. A session subprotocol offered is echoed (wire contract
+/// A.10: Chromium fails a handshake whose offered subprotocol is not picked).
 pub fn handshake_response(request: &Request) -> Option<Vec<u8>> {
     let key = request.header("sec-websocket-key")?;
     let accept = tungstenite::handshake::derive_accept_key(key);
+    let protocol = crate::api::identity::session_subprotocol(request)
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
     Some(
         format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
         )
         .into_bytes(),
     )
@@ -739,5 +743,22 @@ mod tests {
         // The example of RFC 6455 section 1.3.
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.starts_with("HTTP/1.1 101 "));
+        assert!(!response.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn handshake_echoes_the_session_subprotocol_only() {
+        let upgrade = |protocols: &str| {
+            let bytes = format!(
+                "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"
+            );
+            let request = Request::from_bytes(bytes.as_bytes(), 1024).unwrap();
+            String::from_utf8(handshake_response(&request).unwrap()).unwrap()
+        };
+        let response = upgrade("chat, openchat.session.ocs_abc");
+        assert!(response.contains("\r\nSec-WebSocket-Protocol: openchat.session.ocs_abc\r\n"));
+        assert!(response.ends_with("\r\n\r\n"));
+        assert!(!upgrade("chat").contains("Sec-WebSocket-Protocol"));
+        assert!(!upgrade("openchat.session.").contains("Sec-WebSocket-Protocol"));
     }
 }

@@ -37,6 +37,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         sessions: all(conn, SELECT_SESSIONS, vec![now.into()], session).await?,
         read_acks: all(conn, SELECT_READ_ACKS, vec![], read_ack).await?,
         moderation: all(conn, SELECT_MODERATION, vec![now.into()], moderation).await?,
+        identity_bindings: all(conn, SELECT_IDENTITY_BINDINGS, vec![], identity_binding).await?,
         last_seq: 0,
         last_event_ids: HashMap::new(),
         recent_events: Vec::new(),
@@ -317,6 +318,8 @@ const SELECT_READ_ACKS: &str =
 const SELECT_MODERATION: &str = "SELECT server_id, kind, target, until, active, by_uid, at \
      FROM moderation WHERE active AND (until IS NULL OR until > $1) \
      ORDER BY server_id, kind, target";
+const SELECT_IDENTITY_BINDINGS: &str = "SELECT user_uid, public_key, server_id, approved_by_uid, \
+     approved_at FROM identity_bindings ORDER BY user_uid";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
      UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
@@ -485,6 +488,18 @@ fn device(row: &impl SqlRow) -> Result<Device, StorageError> {
         public_key: row.text(2)?,
         created_at: row.int(3)?,
         revoked_at: row.opt_int(4)?,
+    })
+}
+
+fn identity_binding(
+    row: &impl SqlRow,
+) -> Result<crate::domain::identity::IdentityBinding, StorageError> {
+    Ok(crate::domain::identity::IdentityBinding {
+        user_uid: row.text(0)?,
+        public_key: row.text(1)?,
+        server_id: row.text(2)?,
+        approved_by_uid: row.text(3)?,
+        approved_at: row.int(4)?,
     })
 }
 

@@ -173,6 +173,12 @@ const UPSERT_MODERATION: &str = "INSERT INTO moderation \
      ON CONFLICT (server_id, kind, target) DO UPDATE SET until = excluded.until, \
      active = excluded.active, by_uid = excluded.by_uid, at = excluded.at";
 
+const UPSERT_IDENTITY_BINDING: &str = "INSERT INTO identity_bindings \
+     (user_uid, public_key, server_id, approved_by_uid, approved_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (user_uid) DO UPDATE SET public_key = excluded.public_key, \
+     server_id = excluded.server_id, approved_by_uid = excluded.approved_by_uid, \
+     approved_at = excluded.approved_at";
+
 const MARK_MESSAGE_DELETED: &str = "UPDATE messages SET deleted_at = $2 WHERE seq = $1";
 
 /// Appends the statements that persist `record` (anything but a message or an event).
@@ -323,6 +329,16 @@ fn statements_for<'a>(
                 m.active.into(),
                 (&m.by_uid).into(),
                 m.at.into(),
+            ],
+        ),
+        Record::IdentityBinding(b) => Statement::new(
+            UPSERT_IDENTITY_BINDING,
+            vec![
+                (&b.user_uid).into(),
+                (&b.public_key).into(),
+                (&b.server_id).into(),
+                (&b.approved_by_uid).into(),
+                b.approved_at.into(),
             ],
         ),
         Record::MessageDeleted { id, deleted_at } => {

@@ -261,6 +261,22 @@ impl DeviceKey {
         URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
     }
 
+    /// The uid this key owns (wire contract B.1), computed from the contract: `uid_` and 32 hex
+    /// of SHA-256 over `openchat-uid-v1\n` and the 32 key bytes.
+    pub fn derived_uid(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"openchat-uid-v1\n");
+        hasher.update(self.key.verifying_key().as_bytes());
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("uid_{hex}")
+    }
+
     /// The signature of wire contract B.1.
     pub fn sign(&self, origin: &str, challenge: &str) -> String {
         let message = format!("openchat-auth-v1\n{origin}\n{challenge}");

@@ -57,6 +57,40 @@ impl Ws {
         }
     }
 
+    /// Opens `/v1/realtime?{query}` offering the WebSocket subprotocol `protocol`; panics
+    /// unless the server answers 101 and picks that subprotocol (tungstenite checks the echo).
+    pub fn connect_with_protocol(addr: SocketAddr, query: &str, protocol: &str) -> Ws {
+        use tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let url = format!("ws://{addr}/v1/realtime?{query}");
+        let mut request = url.as_str().into_client_request().expect("a request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocol.parse().expect("a header value"),
+        );
+        let (ws, response) = tungstenite::client::client(request, stream)
+            .unwrap_or_else(|e| panic!("websocket handshake to {url} failed: {e}"));
+        assert_eq!(response.status().as_u16(), 101);
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        ws.get_ref().set_read_timeout(Some(POLL)).unwrap();
+        Ws {
+            ws,
+            backlog: VecDeque::new(),
+            closed: false,
+            next_request: 0,
+        }
+    }
+
     /// Waits until the server has registered the socket for its server's events: the upgrade
     /// answer comes before that, so an event published right after the handshake could miss
     /// it. The server reads client frames only once registered, so its `pong` proves it.
