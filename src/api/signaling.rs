@@ -41,7 +41,7 @@ impl Envelope {
     fn parse(text: String) -> Option<Envelope> {
         use simd_json::prelude::*;
         let mut bytes = text.into_bytes();
-        let value = simd_json::to_owned_value(&mut bytes).ok()?;
+        let value = crate::json::to_owned_value(&mut bytes).ok()?;
         Some(Envelope {
             kind: value.get("type")?.as_str()?.to_owned(),
             channel_id: value

@@ -267,7 +267,7 @@ impl Hub {
                 }
                 VoiceOp::MediaState {
                     socket, payload, ..
-                } => match simd_json::to_owned_value(&mut payload.into_bytes()) {
+                } => match crate::json::to_owned_value(&mut payload.into_bytes()) {
                     Ok(value) => rooms.media_state(socket, &value),
                     Err(_) => Vec::new(),
                 },
