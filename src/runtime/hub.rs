@@ -528,14 +528,13 @@ impl Hub {
             {
                 return;
             }
-            let server = shard.app.default_server_id.clone();
-            presence.expire_typing(
-                Instant::now(),
-                &FrameContext {
-                    server_id: &server,
-                    timestamp: &timestamp,
-                },
-            )
+            // Each frame names its channel's server (recorded when the channel got its first
+            // subscriber here), not the instance's default one.
+            let servers = self.channel_servers.borrow();
+            let default = shard.app.default_server_id.as_str();
+            presence.expire_typing_in(Instant::now(), &timestamp, |channel_id| {
+                servers.get(channel_id).map_or(default, String::as_str)
+            })
         };
         deliver(shard, deliveries);
     }
