@@ -5,7 +5,7 @@
 //!   responses), [`domain`] (entities, the community rules, mentions and names, the reference
 //!   history store), [`realtime`] (realtime frames, presence, typing, outbox, resume window),
 //!   [`media`] (upload checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
-//!   (which shard owns what), [`config`];
+//!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`];
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver, the per-shard realtime hub), [`authority`] (the thread that
 //!   owns the community state and orders every command), [`storage`] (the sqlx bridge thread,
@@ -20,6 +20,7 @@ pub mod build_info;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod json;
 pub mod media;
 pub mod realtime;
 pub mod rtc;

@@ -1,5 +1,6 @@
 //! Reading what a request carries: JSON bodies into typed structs (unknown fields ignored,
-//! wrong types a 400 naming the problem), and path ids checked for shape.
+//! wrong types or nesting past `json::MAX_JSON_DEPTH` a 400 naming the problem), and path ids
+//! checked for shape.
 
 use serde::de::DeserializeOwned;
 
@@ -14,7 +15,7 @@ pub fn json_body<T: DeserializeOwned>(ctx: &RequestCtx<'_>) -> Result<T, ApiErro
     } else {
         body.to_vec()
     };
-    simd_json::serde::from_slice(&mut bytes).map_err(|e| {
+    crate::json::from_slice(&mut bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("the body is not the expected JSON: {e}"),

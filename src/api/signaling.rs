@@ -20,16 +20,17 @@ use crate::runtime::shard::Shard;
 use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
 use crate::sfu::{Caps, Direction};
 
-/// A client frame `{type, request_id, channel_id, payload}`.
-struct Envelope {
-    kind: String,
-    channel_id: Option<String>,
-    payload: Option<simd_json::OwnedValue>,
+/// A client frame `{type, request_id, channel_id, payload}` (public for the fuzz target).
+#[doc(hidden)]
+pub struct Envelope {
+    pub kind: String,
+    pub channel_id: Option<String>,
+    pub payload: Option<simd_json::OwnedValue>,
 }
 
 impl Envelope {
     /// A string field of the payload.
-    fn text(&self, field: &str) -> Option<String> {
+    pub fn text(&self, field: &str) -> Option<String> {
         use simd_json::prelude::*;
         self.payload
             .as_ref()?
@@ -38,10 +39,11 @@ impl Envelope {
             .map(str::to_owned)
     }
 
-    fn parse(text: String) -> Option<Envelope> {
+    /// `None` for anything that is not a JSON object with a string `type` (too deep included).
+    pub fn parse(text: String) -> Option<Envelope> {
         use simd_json::prelude::*;
         let mut bytes = text.into_bytes();
-        let value = simd_json::to_owned_value(&mut bytes).ok()?;
+        let value = crate::json::to_owned_value(&mut bytes).ok()?;
         Some(Envelope {
             kind: value.get("type")?.as_str()?.to_owned(),
             channel_id: value

@@ -230,6 +230,19 @@ impl RequestReader {
         }
     }
 
+    /// True once a head has been taken and its body is awaited (the body timeout applies, not
+    /// the header timeout).
+    pub fn is_awaiting_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::Decide(_)
+                | State::Length { .. }
+                | State::Chunked { .. }
+                | State::StreamLength { .. }
+                | State::StreamChunked { .. }
+        )
+    }
+
     /// True exactly once after a head with `Expect: 100-continue` whose body is still pending: the
     /// driver then writes `HTTP/1.1 100 Continue\r\n\r\n` before reading on.
     pub fn take_expect_continue(&mut self) -> bool {

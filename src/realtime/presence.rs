@@ -348,6 +348,17 @@ impl Presence {
 
     /// Announces `is_typing: false` for every typist silent for [`TYPING_TIMEOUT`] by `now`.
     pub fn expire_typing(&mut self, now: Instant, ctx: &FrameContext<'_>) -> Vec<Delivery> {
+        self.expire_typing_in(now, ctx.timestamp, |_| ctx.server_id)
+    }
+
+    /// [`Presence::expire_typing`] for channels of several servers: each frame carries the
+    /// server `server_of` names for its channel.
+    pub fn expire_typing_in<'s>(
+        &mut self,
+        now: Instant,
+        timestamp: &str,
+        server_of: impl Fn(&str) -> &'s str,
+    ) -> Vec<Delivery> {
         let mut deliveries = Vec::new();
         let sockets = &self.sockets;
         let channels = &mut self.channels;
@@ -371,7 +382,11 @@ impl Presence {
                 let Some(entry) = sockets.get(&socket) else {
                     continue;
                 };
-                let stopped = typing_frame(channel_id, &entry.member, false, ctx);
+                let ctx = FrameContext {
+                    server_id: server_of(channel_id),
+                    timestamp,
+                };
+                let stopped = typing_frame(channel_id, &entry.member, false, &ctx);
                 deliveries.extend(channel.to_others(socket, stopped));
             }
             still_typing

@@ -61,7 +61,7 @@ pub enum FrameError {
 pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
     let mut bytes = text.to_vec();
     let value =
-        simd_json::to_borrowed_value(&mut bytes).map_err(|e| FrameError::Json(e.to_string()))?;
+        crate::json::to_borrowed_value(&mut bytes).map_err(|e| FrameError::Json(e.to_string()))?;
     if value.as_object().is_none() {
         return Err(FrameError::NotAnObject);
     }

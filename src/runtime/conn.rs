@@ -15,13 +15,10 @@ use glommio::net::TcpStream;
 use super::admission::BodyPermit;
 use super::shard::Shard;
 use super::upload::{SpoolError, Spooler, Upload};
-use super::watchdog::{Fired, Watch};
+use super::watchdog::{Fired, Phase, RequestClock, Watch};
 use super::websocket;
 use crate::api::{self, ApiError, BodyPlan};
-use crate::http::limits::{
-    BODY_READ_TIMEOUT, BUSY_RETRY_AFTER_SECS, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT,
-    MAX_PIPELINE_DEPTH, WRITE_TIMEOUT,
-};
+use crate::http::limits::{BUSY_RETRY_AFTER_SECS, MAX_PIPELINE_DEPTH, WRITE_TIMEOUT};
 use crate::http::reader::{BodyPiece, Polled};
 use crate::http::{HttpError, Method, Request, RequestReader, Response};
 use glommio::io::BufferedFile;
@@ -86,7 +83,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut request_started: Option<Instant> = None;
+    let mut clock = RequestClock::default();
     let mut in_flight: Option<InFlight> = None;
 
     loop {
@@ -106,7 +103,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                     }
                     Ok(BodyPiece::More) => break,
                     Ok(BodyPiece::End(request)) => {
-                        request_started = None;
+                        clock.finished();
                         let Some(InFlight {
                             _permit: permit,
                             spool: Some(spool),
@@ -151,7 +148,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
             }
             match reader.poll(&mut buf) {
                 Ok(Some(Polled::Request(request))) => {
-                    request_started = None;
+                    clock.finished();
                     if let Some(session) = api::websocket_handler(&shard.app, &request) {
                         shard.stats.count_request();
                         let Some(accept) = websocket::handshake_response(&request) else {
@@ -263,21 +260,19 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
         }
 
         let mid_request = reader.is_mid_request() || !buf.is_empty();
-        let now = Instant::now();
-        let wait = if mid_request {
-            let started = *request_started.get_or_insert(now);
-            // Each read must make progress within the header timeout, and the whole request
-            // must arrive within header + body time: a trickling client is cut off either way.
-            let left = (HEADER_READ_TIMEOUT + BODY_READ_TIMEOUT)
-                .saturating_sub(now.saturating_duration_since(started));
-            left.min(HEADER_READ_TIMEOUT)
-        } else {
+        // A head must be complete within the header timeout of its first byte, however
+        // steadily it trickles; a body within the body timeout of its head (`RequestClock`).
+        let phase = if !mid_request {
             if shard.is_stopping() {
                 return;
             }
-            IDLE_KEEPALIVE_TIMEOUT
+            Phase::Idle
+        } else if reader.is_awaiting_body() {
+            Phase::Body
+        } else {
+            Phase::Head
         };
-        watch.arm(now + wait, !mid_request);
+        watch.arm(clock.deadline(phase, Instant::now()), !mid_request);
         match read_more(&mut stream, &mut buf, &mut scratch, &watch).await {
             ReadOutcome::Data => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,

@@ -267,7 +267,7 @@ impl Hub {
                 }
                 VoiceOp::MediaState {
                     socket, payload, ..
-                } => match simd_json::to_owned_value(&mut payload.into_bytes()) {
+                } => match crate::json::to_owned_value(&mut payload.into_bytes()) {
                     Ok(value) => rooms.media_state(socket, &value, Instant::now()),
                     Err(_) => Vec::new(),
                 },
@@ -536,14 +536,13 @@ impl Hub {
             {
                 return;
             }
-            let server = shard.app.default_server_id.clone();
-            presence.expire_typing(
-                Instant::now(),
-                &FrameContext {
-                    server_id: &server,
-                    timestamp: &timestamp,
-                },
-            )
+            // Each frame names its channel's server (recorded when the channel got its first
+            // subscriber here), not the instance's default one.
+            let servers = self.channel_servers.borrow();
+            let default = shard.app.default_server_id.as_str();
+            presence.expire_typing_in(Instant::now(), &timestamp, |channel_id| {
+                servers.get(channel_id).map_or(default, String::as_str)
+            })
         };
         deliver(shard, deliveries);
     }

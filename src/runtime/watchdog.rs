@@ -4,12 +4,15 @@
 //! sweeper per shard looks at all of them every [`SWEEP_INTERVAL`]. An expired connection's
 //! read side is shut down (`shutdown(fd, SHUT_RD)`), which completes its pending read with
 //! end-of-file; the driver then asks the watch why and answers 408 or closes. Shutdown uses the
-//! same path for idle keep-alive connections.
+//! same path for idle keep-alive connections. [`RequestClock`] says which deadline the next
+//! read of an HTTP request gets.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+
+use crate::http::limits::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_KEEPALIVE_TIMEOUT};
 
 /// How often the sweeper looks at deadlines: timeouts fire up to this much late.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -56,6 +59,52 @@ impl Watch {
             // the socket is closed... see `Watchdog::sweep`).
             unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
         }
+    }
+}
+
+/// Where a connection is in its current request, for choosing the deadline of the next read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests: the keep-alive timeout applies.
+    Idle,
+    /// Part of a head has arrived.
+    Head,
+    /// The head is complete; its body is awaited.
+    Body,
+}
+
+/// The deadlines of one request, as the HTTP limits document them:
+/// [`HEADER_READ_TIMEOUT`] from the first byte of a request to the end of its head, however
+/// steadily the head trickles in, and [`BODY_READ_TIMEOUT`] from the end of the head to the end
+/// of the body, with no read waiting longer than [`HEADER_READ_TIMEOUT`] for progress. The same
+/// clock serves every request of a keep-alive connection ([`RequestClock::finished`] between
+/// them). The time is an input, so this is tested without sockets.
+#[derive(Debug, Default)]
+pub struct RequestClock {
+    head_since: Option<Instant>,
+    body_since: Option<Instant>,
+}
+
+impl RequestClock {
+    /// The deadline of the read about to start in `phase` at `now`.
+    pub fn deadline(&mut self, phase: Phase, now: Instant) -> Instant {
+        match phase {
+            Phase::Idle => {
+                self.finished();
+                now + IDLE_KEEPALIVE_TIMEOUT
+            }
+            Phase::Head => *self.head_since.get_or_insert(now) + HEADER_READ_TIMEOUT,
+            Phase::Body => {
+                let since = *self.body_since.get_or_insert(now);
+                (since + BODY_READ_TIMEOUT).min(now + HEADER_READ_TIMEOUT)
+            }
+        }
+    }
+
+    /// A request was read completely: the next one starts its own clock.
+    pub fn finished(&mut self) {
+        self.head_since = None;
+        self.body_since = None;
     }
 }
 
@@ -147,6 +196,46 @@ mod tests {
         dog.sweep(now, true);
         assert_eq!(w_idle.fired(), Some(Fired::Stopping));
         assert_eq!(w_busy.fired(), None);
+    }
+
+    #[test]
+    fn a_trickled_head_gets_the_header_timeout_in_total() {
+        let mut clock = RequestClock::default();
+        let t0 = Instant::now();
+        assert_eq!(clock.deadline(Phase::Head, t0), t0 + HEADER_READ_TIMEOUT);
+        // A byte a second moves nothing: the deadline stays where the first byte put it.
+        for s in 1..10 {
+            let now = t0 + Duration::from_secs(s);
+            assert_eq!(clock.deadline(Phase::Head, now), t0 + HEADER_READ_TIMEOUT);
+        }
+        // The next request on the connection starts its own clock.
+        clock.finished();
+        let t1 = t0 + Duration::from_secs(20);
+        assert_eq!(clock.deadline(Phase::Head, t1), t1 + HEADER_READ_TIMEOUT);
+        // So does one after an idle wait (the idle read restarts the clock too).
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(clock.deadline(Phase::Idle, t2), t2 + IDLE_KEEPALIVE_TIMEOUT);
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!(clock.deadline(Phase::Head, t3), t3 + HEADER_READ_TIMEOUT);
+    }
+
+    #[test]
+    fn a_body_must_progress_and_end_within_the_body_timeout() {
+        let mut clock = RequestClock::default();
+        let t0 = Instant::now();
+        clock.deadline(Phase::Head, t0);
+        let head_done = t0 + Duration::from_secs(2);
+        // Each read must make progress within the header timeout...
+        assert_eq!(
+            clock.deadline(Phase::Body, head_done),
+            head_done + HEADER_READ_TIMEOUT
+        );
+        let later = head_done + Duration::from_secs(25);
+        // ...and the body must be complete within the body timeout of the head's end.
+        assert_eq!(
+            clock.deadline(Phase::Body, later),
+            head_done + BODY_READ_TIMEOUT
+        );
     }
 
     #[test]
