@@ -2,7 +2,7 @@
 # Message send throughput against pgbench's single-row INSERT, same machine, same concurrency,
 # alternating rounds (issue: committed POSTs >= 2x pgbench).
 #
-#   benches/load/send_vs_pgbench.sh [rounds=3] [seconds=10] [concurrency=64]
+#   benches/load/send_vs_pgbench.sh [rounds=3] [seconds=10] [concurrency=64]   (BIN_DIR: builds to run)
 #
 # Needs a local Postgres reachable as postgres@127.0.0.1 (trust auth), pgbench, and release
 # builds of openchatd and openchat-load (cargo build --release --bins).
@@ -11,7 +11,7 @@ ROUNDS=${1:-3}
 SECS=${2:-10}
 CONC=${3:-64}
 PG=postgres://postgres@127.0.0.1:5432
-TARGET=${CARGO_TARGET_DIR:-target}/release
+TARGET=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 PORT=18099
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
