@@ -471,7 +471,7 @@ on_both_engines! {
         assert!(page.bool_at("messages.0.action_permissions.can_delete"));
 
         bob.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "to nothing", "reply_to_message_id": "msg_does_not_exist"}))
-            .assert_error(400, "reply_target_not_found");
+            .assert_error(404, "message_not_found");
 
         // Mentions, with UTF-16 ranges counted past an emoji.
         let body = format!("😀 hi @{} and @here, mail a@here.org", bob.uid());

@@ -287,15 +287,11 @@ handler!(
             };
             (content, input.reply_to_message_id.filter(|r| !r.is_empty()))
         };
+        // The domain decides whether the replier may name it (B.3): a target that is missing,
+        // elsewhere or unreadable gets one answer, `message_not_found`.
         let reply_to = match &reply_to_id {
-            None => None,
-            Some(id) => {
-                let found = if crate::domain::text::is_valid_id(id) { ctx.app.storage.message(id).await? } else { None };
-                match found {
-                    Some(m) if m.channel_id == channel_id => Some(m),
-                    _ => return Err(ApiError::bad_request("reply_target_not_found", "the message replied to is not in this channel")),
-                }
-            }
+            Some(id) if crate::domain::text::is_valid_id(id) => ctx.app.storage.message(id).await?,
+            _ => None,
         };
         let new = NewMessage { content, reply_to, reply_to_id, attachments };
         // Any refusal up to here drops the holds, which removes the blobs this post created.

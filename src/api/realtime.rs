@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::RequestCtx;
-use super::identity::{actor, query_param};
+use super::identity::{actor, bearer_token, query_param};
 use crate::domain::community::{Actor, Admission};
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
@@ -39,6 +39,8 @@ struct Opening {
     server_id: String,
     since: Option<String>,
     who: Result<Option<Actor>, super::ApiError>,
+    /// The session token it was opened with (session mode): a revoke closes the socket.
+    token: Option<String>,
 }
 
 async fn opening(shard: &Shard, request: Request) -> Opening {
@@ -50,25 +52,41 @@ async fn opening(shard: &Shard, request: Request) -> Opening {
         params: Params::empty(),
         upload: None,
     };
+    let token = match app.config.auth_mode {
+        crate::config::AuthMode::Session => bearer_token(&ctx).ok().flatten(),
+        crate::config::AuthMode::Headers => None,
+    };
     Opening {
         server_id: query_param(&ctx, "server_id")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| app.default_server_id.clone()),
         since: query_param(&ctx, "since_event_id").filter(|s| !s.is_empty()),
         who: actor(&ctx).await,
+        token,
     }
 }
 
-/// Checks the opening and admits the user; the value is the user, the socket's number in the
-/// hub (registered, events held until it goes live) and the parsed `since_event_id`. A refusal
-/// is the message to send.
+/// An admitted socket.
+struct Admitted {
+    who: Actor,
+    /// Its number in the hub (registered, events held until it goes live).
+    id: u64,
+    since: Option<i64>,
+    /// When this opening made the user a member (again): the server's last event id then.
+    /// Events up to it were decided before the join, so they do not go out live to this
+    /// socket (the resume, if any, applies the read rule to them instead).
+    joined_after: Option<i64>,
+}
+
+/// Checks the opening and admits the user. A refusal is the message to send.
 async fn admit(
     shard: &Rc<Shard>,
     handle: &SocketHandle,
     server_id: &str,
     since: Option<String>,
     who: Result<Option<Actor>, super::ApiError>,
-) -> Result<(Actor, u64, Option<i64>), String> {
+    token: Option<String>,
+) -> Result<Admitted, String> {
     let since = match since {
         None => None,
         Some(raw) => match raw.parse::<i64>() {
@@ -89,20 +107,42 @@ async fn admit(
     };
     // Registered before the admission round trip, its events held until it goes live: an
     // event committed while the socket is being admitted still reaches it.
+    // The session is known to the hub before the admission: a revoke decided after the
+    // admission finds the socket, one decided before it refuses the admission.
+    let session = token.as_deref().map(crate::auth::hash_token);
     let id = shard
         .hub
-        .register(server_id, &who.user_uid, handle.clone(), false);
+        .register(server_id, &who.user_uid, session, handle.clone(), false);
     let admitted = {
         let who = who.clone();
         let sid = server_id.to_owned();
         shard
             .app
             .authority
-            .command(move |c, now| c.admit(&who, &sid, Admission::Connect, now))
+            .command(move |c, now| {
+                if let Some(token) = &token
+                    && c.authenticate(token, now).is_none()
+                {
+                    return Err(crate::domain::error::DomainError {
+                        code: "invalid_token",
+                        ..crate::domain::error::DomainError::unauthorized(
+                            "the session token is unknown, expired or revoked",
+                        )
+                    });
+                }
+                let admitted = c.admit(&who, &sid, Admission::Connect, now)?;
+                let joined_after = (!admitted.records.is_empty()).then(|| c.last_event_id(&sid));
+                Ok(admitted.map(|_| joined_after))
+            })
             .await
     };
     match admitted {
-        Ok(_) => Ok((who, id, since)),
+        Ok(joined_after) => Ok(Admitted {
+            who,
+            id,
+            since,
+            joined_after,
+        }),
         Err(e) => {
             shard.hub.unregister(shard, id);
             Err(e.message)
@@ -118,9 +158,15 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         server_id,
         since,
         who,
+        token,
     } = opening(&shard, request).await;
-    let admitted = admit(&shard, &handle, &server_id, since, who).await;
-    let (who, id, since) = match admitted {
+    let admitted = admit(&shard, &handle, &server_id, since, who, token).await;
+    let Admitted {
+        who,
+        id,
+        since,
+        joined_after,
+    } = match admitted {
         Ok(admitted) => admitted,
         Err(message) => {
             // Refusals are one chat.error and a close: the socket is already upgraded.
@@ -132,37 +178,48 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
     };
     app.authority
         .socket_opened(server_id.clone(), who.user_uid.clone());
+    let joined_after = joined_after.unwrap_or(0);
     if let Some(since) = since {
-        match app.authority.resume(server_id.clone(), since).await {
-            Ok((Resume::Events(frames), last)) => {
-                for frame in frames {
-                    if handle.push(frame).is_err() {
-                        break;
+        let resumed = app
+            .authority
+            .resume(server_id.clone(), who.user_uid.clone(), since)
+            .await;
+        match resumed {
+            Ok(resumed) => {
+                match resumed.resume {
+                    Resume::Events(frames) => {
+                        for frame in frames {
+                            if handle.push(frame).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Resume::ResyncRequired => {
+                        let payload = format!(
+                            "{{\"server_id\":{},\"last_event_id\":{}}}",
+                            crate::domain::community::encode(&server_id),
+                            resumed.last_event_id
+                        );
+                        let _ = handle.push(encode_frame(
+                            "chat.resync_required",
+                            payload.as_bytes(),
+                            None,
+                            &server_id,
+                            &now_text(),
+                        ));
                     }
                 }
-                shard.hub.go_live(id, last);
-            }
-            Ok((Resume::ResyncRequired, last)) => {
-                let payload = format!(
-                    "{{\"server_id\":{},\"last_event_id\":{last}}}",
-                    crate::domain::community::encode(&server_id)
-                );
-                let _ = handle.push(encode_frame(
-                    "chat.resync_required",
-                    payload.as_bytes(),
-                    None,
-                    &server_id,
-                    &now_text(),
-                ));
-                shard.hub.go_live(id, last);
+                shard
+                    .hub
+                    .go_live(id, resumed.replayed_up_to.max(joined_after));
             }
             Err(e) => {
                 send_error(&handle, &server_id, &e.message);
-                shard.hub.go_live(id, 0);
+                shard.hub.go_live(id, joined_after);
             }
         }
     } else {
-        shard.hub.go_live(id, 0);
+        shard.hub.go_live(id, joined_after);
     }
     let member = Member {
         client_id: format!("c{}_{}", shard.id, id),

@@ -43,22 +43,24 @@ handler!(
             .server_id
             .filter(|s| is_valid_id(s))
             .ok_or_else(|| ApiError::bad_request("invalid_server_id", "server_id is required"))?;
+        let now = crate::authority::now_millis() / 1000;
+        let (jti, exp) = (ticket::new_jti(), now + TICKET_TTL_SECS);
         let permissions = {
-            let (who, server_id, channel_id) = (who.clone(), server_id.clone(), channel_id.clone());
+            let (who, server_id, channel_id, jti) = (who.clone(), server_id.clone(), channel_id.clone(), jti.clone());
+            // The authority remembers the ticket, so a leave, kick, ban or revoke voids it.
             ctx.app
                 .authority
-                .command(move |c, now| c.grant_voice(&who, &server_id, &channel_id, now))
+                .command(move |c, now| c.grant_ticket(&who, &server_id, &channel_id, &jti, exp, now))
                 .await?
         };
-        let now = crate::authority::now_millis() / 1000;
         let claims = Claims {
             server_id: server_id.clone(),
             channel_id: channel_id.clone(),
             user_uid: who.user_uid.clone(),
             device_id: who.device_id.clone(),
             permissions,
-            exp: now + TICKET_TTL_SECS,
-            jti: ticket::new_jti(),
+            exp,
+            jti,
         };
         let config = &ctx.app.config;
         json(200, &TicketOut {

@@ -244,25 +244,11 @@ async fn join(
             false,
         ));
     }
-    let (jti, exp, server_id, uid) = (
-        claims.jti.clone(),
-        claims.exp,
-        claims.server_id.clone(),
-        claims.user_uid.clone(),
-    );
+    let redeemed = claims.clone();
     shard
         .app
         .authority
-        .submit_mut(move |c, now| {
-            // A ban issued after the ticket still stops the join.
-            if c.is_banned(&server_id, &uid, now) {
-                return Err(crate::domain::error::DomainError::forbidden(
-                    "rtc_join_denied",
-                    "banned from this server",
-                ));
-            }
-            c.consume_ticket(&jti, exp)
-        })
+        .submit_mut(move |c, now| c.redeem_ticket(&redeemed, now))
         .await
         .map_err(|e| (e.code, e.message, e.retryable))?;
     let channel = claims.channel_id.clone();

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings};
+use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings, Subject};
 use crate::domain::error::DomainError;
 use crate::domain::model::Millis;
 use crate::domain::records::{Record, Snapshot};
@@ -59,6 +59,26 @@ pub struct Published {
     pub audience: Audience,
     pub event_id: Option<i64>,
     pub frame: Bytes,
+}
+
+/// An event kept for resuming: its frame, and what it is about for the read rule.
+#[derive(Debug, Clone)]
+struct Replayable {
+    frame: Bytes,
+    subject: Subject,
+}
+
+/// What a resuming socket gets ([`Authority::resume`]).
+#[derive(Debug)]
+pub struct Resumed {
+    /// The frames the reader missed and may read, or `ResyncRequired`.
+    pub resume: Resume,
+    /// The server's last event id (named in `chat.resync_required`).
+    pub last_event_id: i64,
+    /// Every event published up to this id was considered for the replay; the socket's live
+    /// events start after it. Events with an id but still being committed are later and go
+    /// out live.
+    pub replayed_up_to: i64,
 }
 
 /// What the shards receive from the authority.
@@ -104,7 +124,7 @@ struct Core {
     settings: Settings,
     storage: Storage,
     shards: Vec<mpsc::UnboundedSender<Broadcast>>,
-    rings: HashMap<String, EventRing>,
+    rings: HashMap<String, EventRing<Replayable>>,
     loopback: mpsc::UnboundedSender<Internal>,
     in_flight: usize,
     stale: bool,
@@ -287,28 +307,43 @@ impl Authority {
         .await
     }
 
-    /// Events of `server_id` after `since` for a resuming socket (wire contract B.3).
-    /// Also returns the server's last event id at that moment, so live events already covered
-    /// by the replay can be skipped.
+    /// Events of `server_id` after `since` for a resuming socket of `reader_uid` (wire
+    /// contract B.3): only those the reader could read when they happened (the read rule of
+    /// history, `Community::replay_rule`), in order.
     pub async fn resume(
         &self,
         server_id: String,
+        reader_uid: String,
         since: i64,
-    ) -> Result<(Resume, i64), DomainError> {
+    ) -> Result<Resumed, DomainError> {
         self.submit(move |core, reply| {
             let last = core.community.last_event_id(&server_id);
+            let ring = core.rings.get(&server_id);
+            let replayed_up_to = ring.map_or(0, |r| r.latest() as i64);
             let resume = if since == last {
                 Resume::Events(Vec::new())
             } else if since > last {
                 // An id this server never issued (a reset database, another instance).
                 Resume::ResyncRequired
             } else {
-                match core.rings.get(&server_id) {
-                    Some(ring) => ring.since(since as u64),
+                match ring {
+                    Some(ring) => {
+                        let mut rule = core.community.replay_rule(&server_id, &reader_uid);
+                        match ring.since_where(since as u64, |e| rule.allows(&e.subject)) {
+                            Resume::Events(events) => {
+                                Resume::Events(events.into_iter().map(|e| e.frame).collect())
+                            }
+                            Resume::ResyncRequired => Resume::ResyncRequired,
+                        }
+                    }
                     None => Resume::ResyncRequired,
                 }
             };
-            let _ = reply.send(Ok((resume, last)));
+            let _ = reply.send(Ok(Resumed {
+                resume,
+                last_event_id: last,
+                replayed_up_to,
+            }));
         })
         .await
     }
@@ -577,7 +612,13 @@ impl Core {
                     .or_insert_with(|| {
                         EventRing::starting_after(id as u64 - 1, RESUME_WINDOW_EVENTS)
                     })
-                    .push(id as u64, frame.clone());
+                    .push(
+                        id as u64,
+                        Replayable {
+                            frame: frame.clone(),
+                            subject: event.subject,
+                        },
+                    );
             }
             let published = Arc::new(Published {
                 server_id: event.server_id,

@@ -17,6 +17,14 @@ use super::records::{Record, Snapshot, Visibility};
 use super::text;
 use super::views::{self, *};
 
+mod access;
+#[cfg(test)]
+mod tests;
+mod tickets;
+
+pub use access::{ReplayRule, Subject, readable};
+pub use tickets::{MAX_TRACKED_TICKETS, TicketBook};
+
 /// How long a server's ownership claim token stays valid.
 pub const CLAIM_TOKEN_TTL_MS: Millis = 24 * 3600 * 1000;
 /// The default server's claim token (logged once at first start) lives longer: an operator may
@@ -106,15 +114,26 @@ pub struct Emitted {
     pub kind: &'static str,
     pub payload: String,
     pub created_at: Millis,
+    /// What the event is about, for the read rule of a replay.
+    pub subject: Subject,
 }
 
 /// Something shards must do besides writing frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// The uid left the server: its sockets of that server stop receiving and are closed.
+    /// The uid left the server (or was kicked or banned): its realtime sockets of that server
+    /// close and its voice participation there ends. A kick's `VoiceKick` comes first, so the
+    /// participant gets `rtc.kicked` before it is removed.
     MemberLeft { server_id: String, user_uid: String },
     /// Moderation removed the uid from voice in the server: `rtc.kicked`, then close.
     VoiceKick { server_id: String, user_uid: String },
+    /// A session was revoked: the realtime sockets opened with its token close, and so does
+    /// the voice participation of its device.
+    SessionRevoked {
+        token_hash: String,
+        user_uid: String,
+        device_id: String,
+    },
 }
 
 /// What a successful command produced.
@@ -253,6 +272,8 @@ pub struct Community {
     moderation: HashMap<(String, ModerationKind, String), Moderation>,
     /// Join tickets already used, with their expiry (Unix seconds), for single use.
     used_tickets: HashMap<String, i64>,
+    /// Issued join tickets and what voided them (leave, kick, ban, revoke).
+    tickets: TicketBook,
 }
 
 fn new_id(prefix: &str) -> String {
@@ -446,6 +467,7 @@ impl Community {
             kind,
             payload,
             created_at: now,
+            subject: Subject::Server,
         }
     }
 
@@ -540,6 +562,7 @@ impl Community {
             span.left_seq = Some(self.last_seq);
             span.left_at = Some(now);
         }
+        self.tickets.void_member(server_id, &actor.user_uid, now);
         out.records.push(Record::Membership(m.clone()));
         out.notices.push(Notice::MemberLeft {
             server_id: server_id.to_owned(),
@@ -1575,18 +1598,9 @@ impl Community {
             Err(e) if public && e.code == "not_a_member" => None,
             Err(e) => return Err(e),
         };
-        let visibility = match (channel.history_visibility, role) {
-            (HistoryVisibility::Public, _) | (HistoryVisibility::Members, Some(_)) => {
-                Visibility::All
-            }
-            (HistoryVisibility::Joined, Some(_)) => {
-                let m = self
-                    .membership(&channel.server_id, &actor.user_uid)
-                    .expect("member");
-                Visibility::Spans(m.spans.iter().map(|s| (s.joined_seq, s.left_seq)).collect())
-            }
-            (_, None) => return Err(DomainError::not_a_member()),
-        };
+        let visibility = self
+            .read_visibility(&channel, Some(&actor.user_uid))
+            .ok_or_else(DomainError::not_a_member)?;
         Ok(Outcome::stored(
             HistoryAccess {
                 channel,
@@ -1668,14 +1682,6 @@ impl Community {
                 format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"),
             ));
         }
-        if let Some(target) = &new.reply_to
-            && target.channel_id != channel_id
-        {
-            return Err(DomainError::bad_request(
-                "invalid_reply",
-                "replies stay in their channel",
-            ));
-        }
         let mut records = Vec::new();
         let role = self.admit_inner(
             &channel.server_id,
@@ -1684,6 +1690,18 @@ impl Community {
             now,
             &mut records,
         )?;
+        // After the admission: a first contact reads from its join on.
+        if let Err(e) = self.check_reply_target(
+            &actor.user_uid,
+            &channel,
+            new.reply_to_id.as_deref(),
+            new.reply_to.as_ref(),
+        ) {
+            if !records.is_empty() {
+                self.rollback_join(&channel.server_id, &actor.user_uid);
+            }
+            return Err(e);
+        }
         let mentions = match &new.content {
             Content::Plain { body } => self.mentions_in(body, channel_id),
             Content::Envelope { .. } => Vec::new(),
@@ -1725,14 +1743,19 @@ impl Community {
             ),
             ..shared.clone()
         };
+        let subject = Subject::Message {
+            channel_id: channel_id.to_owned(),
+            seq: message.seq,
+        };
         records.push(Record::Message(message));
-        let event = self.counted_event(
+        let mut event = self.counted_event(
             &mut records,
             &channel.server_id,
             "chat.message.created",
             &MessageOut { message: shared },
             now,
         );
+        event.subject = subject;
         Ok(Outcome::published(value, records, vec![event]))
     }
 
@@ -1803,13 +1826,17 @@ impl Community {
             id: message.id.clone(),
             deleted_at: now,
         }];
-        let event = self.server_event(
+        let mut event = self.server_event(
             &mut records,
             &channel.server_id,
             "chat.message.deleted",
             &value,
             now,
         );
+        event.subject = Subject::Message {
+            channel_id: channel_id.to_owned(),
+            seq: message.seq,
+        };
         Ok(Outcome::published(value, records, vec![event]))
     }
 
@@ -1912,6 +1939,7 @@ impl Community {
                 kind: "chat.read_ack.updated",
                 payload: encode(&value),
                 created_at: now,
+                subject: Subject::Server,
             });
         }
         Ok(Outcome::published(value, records, events))
@@ -2221,7 +2249,17 @@ impl Community {
             return Err(DomainError::unauthorized("no such session"));
         };
         s.revoked_at = Some(now);
-        Ok(Outcome::stored((), vec![Record::Session(s)]))
+        // Its sockets close, its device's voice ends and its unused tickets stop working.
+        self.tickets.void_device(&s.user_uid, &s.device_id, now);
+        let notice = Notice::SessionRevoked {
+            token_hash: hash,
+            user_uid: s.user_uid.clone(),
+            device_id: s.device_id.clone(),
+        };
+        Ok(Outcome {
+            notices: vec![notice],
+            ..Outcome::stored((), vec![Record::Session(s)])
+        })
     }
 
     /// Takes out the state that lives only in memory and that a reload from storage must not
@@ -2250,6 +2288,7 @@ impl Community {
         self.limiter.sweep(now);
         let now_secs = now / 1000;
         self.used_tickets.retain(|_, exp| *exp > now_secs);
+        self.tickets.sweep(now);
         self.moderation.retain(|_, m| m.in_force(now));
     }
 
@@ -2509,8 +2548,9 @@ impl Community {
         Record::Moderation(m)
     }
 
-    /// Kick: the uid's voice session ends at once (`rtc.kicked`, then its signaling socket is
-    /// closed) — signaling acts on the notice. Membership stays.
+    /// Kick (wire contract D): the membership span ends, the uid's voice session ends at once
+    /// (`rtc.kicked`, then its signaling socket is closed), its realtime sockets of the server
+    /// close and its unused join tickets stop working. Unlike a ban it may come back.
     pub fn kick(
         &mut self,
         actor: &Actor,
@@ -2519,11 +2559,20 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<()>, DomainError> {
         self.moderator_over(actor, server_id, target_uid, now)?;
+        let target = Actor {
+            user_uid: target_uid.to_owned(),
+            device_id: String::new(),
+        };
+        let left = self.leave(&target, server_id, now)?;
+        self.tickets.void_member(server_id, target_uid, now);
+        let mut notices = vec![Notice::VoiceKick {
+            server_id: server_id.to_owned(),
+            user_uid: target_uid.to_owned(),
+        }];
+        notices.extend(left.notices);
         Ok(Outcome {
-            notices: vec![Notice::VoiceKick {
-                server_id: server_id.to_owned(),
-                user_uid: target_uid.to_owned(),
-            }],
+            records: left.records,
+            notices,
             ..Outcome::pure(())
         })
     }
@@ -2553,13 +2602,15 @@ impl Community {
             device_id: String::new(),
         };
         let left = self.leave(&target, server_id, now)?;
+        self.tickets.void_member(server_id, target_uid, now);
         let mut records = vec![record];
         records.extend(left.records);
-        let mut notices = left.notices;
-        notices.push(Notice::VoiceKick {
+        // The kick first, so the participant gets `rtc.kicked` before the leave removes it.
+        let mut notices = vec![Notice::VoiceKick {
             server_id: server_id.to_owned(),
             user_uid: target_uid.to_owned(),
-        });
+        }];
+        notices.extend(left.notices);
         Ok(Outcome {
             records,
             notices,

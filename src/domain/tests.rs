@@ -456,6 +456,9 @@ fn replies_mentions_and_permissions() {
     let alice = actor("uid_alice");
     let bob = actor("uid_bob");
     let channel = text_channel(&mut c, "home", &alice);
+    // Bob is a member before the message he replies to (a reply names only what the replier
+    // may read).
+    c.admit(&bob, "home", Admission::Connect, 1).unwrap();
     c.put_profile(
         &bob,
         ProfileChange {
@@ -1100,13 +1103,21 @@ fn only_moderators_moderate_and_never_upwards() {
         "invalid_role"
     );
     let kicked = c.kick(&moderator, "home", "uid_member", 4).unwrap();
+    // A kick ends the membership: voice first (`rtc.kicked`), then the sockets.
     assert_eq!(
         kicked.notices,
-        vec![Notice::VoiceKick {
-            server_id: "home".into(),
-            user_uid: "uid_member".into()
-        }]
+        vec![
+            Notice::VoiceKick {
+                server_id: "home".into(),
+                user_uid: "uid_member".into()
+            },
+            Notice::MemberLeft {
+                server_id: "home".into(),
+                user_uid: "uid_member".into()
+            }
+        ]
     );
+    assert!(c.current_role("home", "uid_member").is_none());
     // Not the owner, not oneself, not a peer of the same rank.
     assert_eq!(
         c.kick(&moderator, "home", "uid_owner", 5)

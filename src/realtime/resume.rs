@@ -5,6 +5,10 @@
 //! Event ids are per server and increase; they need not be consecutive. The ring remembers the
 //! highest id it has let go of, so it can tell "nothing was missed" from "something was dropped"
 //! even across gaps.
+//!
+//! An entry is a frame, or a frame with what the reader's rights are checked against
+//! ([`EventRing::since_where`]): a replay holds only what its reader could read (B.3), and
+//! which events those are is the caller's rule, not the ring's.
 
 use std::collections::VecDeque;
 
@@ -14,16 +18,16 @@ use bytes::Bytes;
 pub const RESUME_WINDOW_EVENTS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resume {
-    /// The frames after the requested id, oldest first (empty when the client is up to date).
-    Events(Vec<Bytes>),
+pub enum Resume<T = Bytes> {
+    /// The entries after the requested id, oldest first (empty when the client is up to date).
+    Events(Vec<T>),
     /// Events after the requested id are no longer all kept, or the id was never issued.
     ResyncRequired,
 }
 
 #[derive(Debug)]
-pub struct EventRing {
-    events: VecDeque<(u64, Bytes)>,
+pub struct EventRing<T = Bytes> {
+    events: VecDeque<(u64, T)>,
     capacity: usize,
     /// Highest event id issued so far (0: none).
     latest: u64,
@@ -31,15 +35,15 @@ pub struct EventRing {
     forgotten: u64,
 }
 
-impl Default for EventRing {
+impl<T: Clone> Default for EventRing<T> {
     fn default() -> Self {
         EventRing::new(RESUME_WINDOW_EVENTS)
     }
 }
 
-impl EventRing {
+impl<T: Clone> EventRing<T> {
     /// A ring for a server whose events start after id 0.
-    pub fn new(capacity: usize) -> EventRing {
+    pub fn new(capacity: usize) -> EventRing<T> {
         EventRing {
             events: VecDeque::new(),
             capacity: capacity.max(1),
@@ -50,7 +54,7 @@ impl EventRing {
 
     /// A ring for a server that has already issued events up to `last_event_id` (after a
     /// restart): those are not kept, so resuming from before it requires a resync.
-    pub fn starting_after(last_event_id: u64, capacity: usize) -> EventRing {
+    pub fn starting_after(last_event_id: u64, capacity: usize) -> EventRing<T> {
         EventRing {
             latest: last_event_id,
             forgotten: last_event_id,
@@ -60,7 +64,7 @@ impl EventRing {
 
     /// Keeps the frame of event `event_id`, dropping the oldest one when full. Ids must
     /// increase; a stale or repeated id is refused (returns false) and not kept.
-    pub fn push(&mut self, event_id: u64, frame: Bytes) -> bool {
+    pub fn push(&mut self, event_id: u64, frame: T) -> bool {
         if event_id <= self.latest {
             return false;
         }
@@ -75,7 +79,13 @@ impl EventRing {
     }
 
     /// What a client that has seen everything up to `event_id` missed.
-    pub fn since(&self, event_id: u64) -> Resume {
+    pub fn since(&self, event_id: u64) -> Resume<T> {
+        self.since_where(event_id, |_| true)
+    }
+
+    /// Like [`EventRing::since`], keeping only the entries `keep` accepts. Whether a resync is
+    /// required does not depend on `keep`: a window with a hole is a hole for every reader.
+    pub fn since_where(&self, event_id: u64, mut keep: impl FnMut(&T) -> bool) -> Resume<T> {
         if event_id > self.latest || event_id < self.forgotten {
             return Resume::ResyncRequired;
         }
@@ -84,7 +94,8 @@ impl EventRing {
         Resume::Events(
             self.events
                 .range(start..)
-                .map(|(_, frame)| frame.clone())
+                .filter(|(_, entry)| keep(entry))
+                .map(|(_, entry)| entry.clone())
                 .collect(),
         )
     }
@@ -115,7 +126,7 @@ mod tests {
         Resume::Events(ids.into_iter().map(frame).collect())
     }
 
-    fn filled(capacity: usize, ids: impl IntoIterator<Item = u64>) -> EventRing {
+    fn filled(capacity: usize, ids: impl IntoIterator<Item = u64>) -> EventRing<Bytes> {
         let mut ring = EventRing::new(capacity);
         for id in ids {
             assert!(ring.push(id, frame(id)));
@@ -134,8 +145,19 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_keeps_what_the_reader_may_have_and_not_the_resync_rule() {
+        let ring = filled(3, 1..=6);
+        let even = |f: &Bytes| f.ends_with(b"4") || f.ends_with(b"6");
+        assert_eq!(ring.since_where(3, even), events([4, 6]));
+        assert_eq!(ring.since_where(5, even), events([6]));
+        assert_eq!(ring.since_where(3, |_| false), events([]));
+        // 3 was dropped: a resync, whatever the filter says.
+        assert_eq!(ring.since_where(2, |_| false), Resume::ResyncRequired);
+    }
+
+    #[test]
     fn a_fresh_ring_is_up_to_date_at_zero() {
-        let ring = EventRing::default();
+        let ring = EventRing::<Bytes>::default();
         assert_eq!(ring.since(0), events([]));
         assert_eq!(ring.since(1), Resume::ResyncRequired);
         assert!(ring.is_empty());

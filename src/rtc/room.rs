@@ -474,13 +474,30 @@ impl Rooms {
     /// Removes `user_uid`'s participants in rooms of `server_id` (a kick): their live sockets
     /// come back (to be sent `rtc.kicked` and closed), with the frames for the others.
     pub fn evict(&mut self, server_id: &str, user_uid: &str) -> (Vec<SocketRef>, Vec<Delivery>) {
+        self.evict_where(|p| p.server_id == server_id && p.view.user_uid == user_uid)
+    }
+
+    /// Like [`Rooms::evict`], for the participants of one device of `user_uid` in any server
+    /// (its session was revoked).
+    pub fn evict_device(
+        &mut self,
+        user_uid: &str,
+        device_id: &str,
+    ) -> (Vec<SocketRef>, Vec<Delivery>) {
+        self.evict_where(|p| p.view.user_uid == user_uid && p.view.device_id == device_id)
+    }
+
+    fn evict_where(
+        &mut self,
+        evicted: impl Fn(&Participant) -> bool,
+    ) -> (Vec<SocketRef>, Vec<Delivery>) {
         let targets: Vec<(String, u64, Option<SocketRef>)> = self
             .rooms
             .iter()
             .flat_map(|(channel, room)| {
                 room.participants
                     .iter()
-                    .filter(|(_, p)| p.server_id == server_id && p.view.user_uid == user_uid)
+                    .filter(|(_, p)| evicted(p))
                     .map(|(n, p)| {
                         (
                             channel.clone(),

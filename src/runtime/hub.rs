@@ -107,6 +107,8 @@ pub enum PresenceOp {
 struct LocalSocket {
     server_id: String,
     user_uid: String,
+    /// Hash of the session token it was opened with (session mode), so a revoke closes it.
+    session: Option<String>,
     handle: SocketHandle,
     /// Channels it subscribed to (their owners are told when it closes).
     channels: HashSet<String>,
@@ -134,16 +136,21 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Registers a socket of `server_id`; with `live = false` events are held until
+    /// Registers a socket of `server_id` opened by `user_uid` (with the session whose token
+    /// hashes to `session`, if any); with `live = false` events are held until
     /// [`Hub::go_live`].
     pub fn register(
         &self,
         server_id: &str,
         user_uid: &str,
+        session: Option<String>,
         handle: SocketHandle,
         live: bool,
     ) -> u64 {
         let id = self.insert_socket(server_id, user_uid, handle, live);
+        if let Some(s) = self.sockets.borrow_mut().get_mut(&id) {
+            s.session = session;
+        }
         self.by_server
             .borrow_mut()
             .entry(server_id.to_owned())
@@ -167,6 +174,7 @@ impl Hub {
             LocalSocket {
                 server_id: server_id.to_owned(),
                 user_uid: user_uid.to_owned(),
+                session: None,
                 handle,
                 channels: HashSet::new(),
                 live,
@@ -560,23 +568,39 @@ impl Hub {
     /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns; they leave
     /// at once (no reconnect grace).
     fn kick(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
-        let (targets, others) = self.rooms.borrow_mut().evict(server_id, user_uid);
+        let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
         let kicked = crate::rtc::room::frame("rtc.kicked", &serde_json_empty());
-        deliver(
-            shard,
-            targets
-                .iter()
-                .map(|to| Delivery {
-                    to: *to,
-                    frame: kicked.clone(),
-                })
-                .chain(others)
-                .collect(),
-        );
+        self.end_voice(shard, evicted, Some(kicked));
+    }
+
+    /// Sends the others what the eviction of participants produced, `notice` (if any) to the
+    /// evicted ones' signaling sockets, then closes those sockets wherever they are held.
+    fn end_voice(
+        &self,
+        shard: &Rc<Shard>,
+        (targets, others): (Vec<SocketRef>, Vec<Delivery>),
+        notice: Option<Bytes>,
+    ) {
+        let notices = notice.into_iter().flat_map(|frame| {
+            targets.iter().map(move |to| Delivery {
+                to: *to,
+                frame: frame.clone(),
+            })
+        });
+        deliver(shard, notices.chain(others).collect());
         if !targets.is_empty() {
             close_sockets(shard, targets);
         }
         self.flush_media();
+    }
+
+    /// Closes the realtime sockets of this shard that `close` picks.
+    fn close_where(&self, close: impl Fn(&LocalSocket) -> bool) {
+        for s in self.sockets.borrow().values() {
+            if close(s) {
+                s.handle.close();
+            }
+        }
     }
 
     /// A committed event or a notice from the authority.
@@ -588,19 +612,34 @@ impl Hub {
                     server_id,
                     user_uid,
                 } => {
-                    let sockets = self.sockets.borrow();
-                    for id in self.by_server.borrow().get(server_id).into_iter().flatten() {
-                        if let Some(s) = sockets.get(id)
-                            && s.user_uid == *user_uid
-                        {
-                            s.handle.close();
+                    {
+                        let sockets = self.sockets.borrow();
+                        for id in self.by_server.borrow().get(server_id).into_iter().flatten() {
+                            if let Some(s) = sockets.get(id)
+                                && s.user_uid == *user_uid
+                            {
+                                s.handle.close();
+                            }
                         }
                     }
+                    // Its calls in the server end too (signaling sockets are not indexed by
+                    // server: the rooms this shard owns know their participants).
+                    let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
+                    self.end_voice(shard, evicted, None);
                 }
                 Notice::VoiceKick {
                     server_id,
                     user_uid,
                 } => self.kick(shard, server_id, user_uid),
+                Notice::SessionRevoked {
+                    token_hash,
+                    user_uid,
+                    device_id,
+                } => {
+                    self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
+                    let evicted = self.rooms.borrow_mut().evict_device(user_uid, device_id);
+                    self.end_voice(shard, evicted, None);
+                }
             },
         }
     }

@@ -1,0 +1,188 @@
+//! The read rule of history (wire contract B.2, B.3), in one place: may this reader read a
+//! message of this channel, given its membership spans, the channel's history visibility and
+//! when the message was posted (its position in the message order)? History pages, the
+//! realtime resume and reply targets all ask [`readable`]; nothing else decides it.
+//!
+//! - `public`: anyone, identified or not, reads everything;
+//! - `members`: current members read everything;
+//! - `joined`: current members read what was posted during their membership spans (a span
+//!   opens at the last message seq when the uid joins and closes at the last one when it
+//!   leaves), so nothing from before the first join or from while it was away;
+//! - a uid that left reads nothing but `public` channels.
+
+use std::collections::HashMap;
+
+use super::Community;
+use crate::domain::error::DomainError;
+use crate::domain::model::{Channel, HistoryVisibility, Membership, Message, Seq};
+use crate::domain::records::Visibility;
+
+/// What a server-wide realtime event is about, kept next to its frame in the resume window so
+/// a replay can ask the read rule without decoding the frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Subject {
+    /// Server-level state (layout, channels, categories, settings, profiles): what any current
+    /// member can read by asking for it, so it replays to current members.
+    #[default]
+    Server,
+    /// A message (its creation or deletion): replays to whoever may read that message.
+    Message { channel_id: String, seq: Seq },
+}
+
+/// The rule: which messages of a channel with history visibility `history` a reader may read,
+/// given its membership row in the channel's server (current or past; `None` when it never
+/// was a member, or is anonymous). `None` means none at all.
+pub fn readable(history: HistoryVisibility, membership: Option<&Membership>) -> Option<Visibility> {
+    let current = membership.filter(|m| m.is_current());
+    match history {
+        HistoryVisibility::Public => Some(Visibility::All),
+        HistoryVisibility::Members => current.map(|_| Visibility::All),
+        HistoryVisibility::Joined => current.map(|m| {
+            Visibility::Spans(m.spans.iter().map(|s| (s.joined_seq, s.left_seq)).collect())
+        }),
+    }
+}
+
+impl Community {
+    /// What `uid` (`None`: anonymous) may read of `channel` now ([`readable`]).
+    pub fn read_visibility(&self, channel: &Channel, uid: Option<&str>) -> Option<Visibility> {
+        let membership = uid.and_then(|uid| self.membership(&channel.server_id, uid));
+        readable(channel.history_visibility, membership)
+    }
+
+    /// Whether `uid` may read `message` now: it is not deleted and the rule allows its seq in
+    /// its channel.
+    pub fn may_read(&self, uid: Option<&str>, message: &Message) -> bool {
+        message.deleted_at.is_none()
+            && self
+                .channels
+                .get(&message.channel_id)
+                .and_then(|channel| self.read_visibility(channel, uid))
+                .is_some_and(|visibility| visibility.allows(message.seq))
+    }
+
+    /// The reply target of a post by `uid` in `channel` (B.3): `target` is what storage found
+    /// for `reply_to_id`, if anything. A target that is missing, deleted, in another channel
+    /// or not readable by the replier gets the same `message_not_found`, so a reply cannot
+    /// tell a message that exists from one that does not.
+    pub(super) fn check_reply_target(
+        &self,
+        uid: &str,
+        channel: &Channel,
+        reply_to_id: Option<&str>,
+        target: Option<&Message>,
+    ) -> Result<(), DomainError> {
+        let Some(id) = reply_to_id else {
+            return Ok(());
+        };
+        match target {
+            Some(t) if t.id == id && t.channel_id == channel.id && self.may_read(Some(uid), t) => {
+                Ok(())
+            }
+            _ => Err(DomainError::message_not_found()),
+        }
+    }
+
+    /// The read rule for replaying events of `server_id` to `uid` (B.3).
+    pub fn replay_rule<'a>(&'a self, server_id: &str, uid: &str) -> ReplayRule<'a> {
+        ReplayRule {
+            community: self,
+            server_id: server_id.to_owned(),
+            membership: self.membership(server_id, uid),
+            channels: HashMap::new(),
+        }
+    }
+}
+
+/// [`readable`] for one reader over a run of events: each channel's visibility is worked out
+/// once.
+pub struct ReplayRule<'a> {
+    community: &'a Community,
+    server_id: String,
+    membership: Option<&'a Membership>,
+    channels: HashMap<String, Option<Visibility>>,
+}
+
+impl ReplayRule<'_> {
+    /// Whether the reader may get an event about `subject` in a replay: server-level events
+    /// while it is a current member, message events when it may read the message (a message
+    /// of a channel that no longer exists is not replayed).
+    pub fn allows(&mut self, subject: &Subject) -> bool {
+        match subject {
+            Subject::Server => self.membership.is_some_and(|m| m.is_current()),
+            Subject::Message { channel_id, seq } => {
+                if !self.channels.contains_key(channel_id) {
+                    let visibility = self
+                        .community
+                        .channels
+                        .get(channel_id)
+                        .filter(|c| c.server_id == self.server_id)
+                        .and_then(|c| readable(c.history_visibility, self.membership));
+                    self.channels.insert(channel_id.clone(), visibility);
+                }
+                self.channels[channel_id]
+                    .as_ref()
+                    .is_some_and(|v| v.allows(*seq))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{Role, Span};
+
+    fn span(joined_seq: Seq, left_seq: Option<Seq>) -> Span {
+        Span {
+            joined_seq,
+            joined_at: 0,
+            left_seq,
+            left_at: left_seq.map(|_| 1),
+        }
+    }
+
+    fn membership(spans: Vec<Span>) -> Membership {
+        Membership {
+            server_id: "srv".into(),
+            user_uid: "uid_r".into(),
+            role: Role::Member,
+            spans,
+        }
+    }
+
+    fn allowed(visibility: Option<Visibility>, seqs: std::ops::RangeInclusive<Seq>) -> Vec<Seq> {
+        seqs.filter(|s| visibility.as_ref().is_some_and(|v| v.allows(*s)))
+            .collect()
+    }
+
+    #[test]
+    fn joined_channels_show_the_spans_of_a_current_member_only() {
+        // Joined after seq 2, left at 4, back after 7.
+        let back = membership(vec![span(2, Some(4)), span(7, None)]);
+        let joined = readable(HistoryVisibility::Joined, Some(&back));
+        assert_eq!(allowed(joined, 1..=9), vec![3, 4, 8, 9]);
+        // Away now: nothing, not even the old spans.
+        let away = membership(vec![span(2, Some(4))]);
+        assert_eq!(readable(HistoryVisibility::Joined, Some(&away)), None);
+        assert_eq!(readable(HistoryVisibility::Joined, None), None);
+    }
+
+    #[test]
+    fn members_channels_are_whole_for_current_members_and_public_for_all() {
+        let current = membership(vec![span(5, None)]);
+        let away = membership(vec![span(5, Some(6))]);
+        assert_eq!(
+            readable(HistoryVisibility::Members, Some(&current)),
+            Some(Visibility::All)
+        );
+        assert_eq!(readable(HistoryVisibility::Members, Some(&away)), None);
+        assert_eq!(readable(HistoryVisibility::Members, None), None);
+        for who in [Some(&current), Some(&away), None] {
+            assert_eq!(
+                readable(HistoryVisibility::Public, who),
+                Some(Visibility::All)
+            );
+        }
+    }
+}
