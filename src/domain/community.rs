@@ -62,13 +62,15 @@ pub struct DirectoryKey {
 /// What a [`Community`] holds only in memory, carried across a reload of the rest from
 /// storage: the rate-limit windows (or a failed write would refill every bucket), the used
 /// join-ticket ids (or a used ticket would work again), the answered sign-in challenges (or an
-/// answered one would work again), and the open realtime sockets behind member status (the
-/// sockets stay open).
+/// answered one would work again), the issued and voided join tickets (or a ticket voided by a
+/// leave, kick or ban would work again), and the open realtime sockets behind member status
+/// (the sockets stay open).
 #[derive(Debug, Default)]
 pub struct Volatile {
     limiter: super::rate::RateLimiter,
     used_challenges: crate::auth::challenge::UsedChallenges,
     used_tickets: HashMap<String, i64>,
+    tickets: TicketBook,
     online: HashMap<(String, String), u32>,
 }
 
@@ -2269,6 +2271,7 @@ impl Community {
             limiter: std::mem::take(&mut self.limiter),
             used_challenges: std::mem::take(&mut self.used_challenges),
             used_tickets: std::mem::take(&mut self.used_tickets),
+            tickets: std::mem::take(&mut self.tickets),
             online: std::mem::take(&mut self.online),
         }
     }
@@ -2278,6 +2281,7 @@ impl Community {
         self.limiter = volatile.limiter;
         self.used_challenges = volatile.used_challenges;
         self.used_tickets = volatile.used_tickets;
+        self.tickets = volatile.tickets;
         self.online = volatile.online;
     }
 

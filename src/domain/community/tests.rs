@@ -256,3 +256,20 @@ fn leaving_kicks_bans_and_revokes_void_the_tickets_taken_before() {
     let fresh = claims(&c, &alice, "jt_unknown_later", 260);
     c.redeem_ticket(&fresh, 200_001).unwrap();
 }
+
+#[test]
+fn a_reload_keeps_the_voids_of_tickets_taken_before_a_leave() {
+    let mut c = community();
+    let alice = actor("uid_alice");
+    let before = grant(&mut c, &alice, "jt_before_reload", 100_000);
+    c.leave(&alice, "home", 100_000).unwrap();
+    // A failed write makes the authority reload the rest from storage: the fresh state gets
+    // what only lived in memory.
+    let volatile = c.take_volatile();
+    let mut reloaded = community();
+    reloaded.restore_volatile(volatile);
+    assert_eq!(
+        reloaded.redeem_ticket(&before, 100_001).unwrap_err().code,
+        "rtc_join_denied"
+    );
+}
