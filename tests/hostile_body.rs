@@ -24,6 +24,7 @@ use support::json::{JsonPath, encode};
 use support::media;
 use support::multipart::Multipart;
 use support::server::{Engine, PUBLIC_BASE_URL, TestServer, start_community};
+use support::ws::{Ws, headers_query};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -617,4 +618,49 @@ fn connections_are_capped_per_address_and_in_total() {
     drop(open);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(addr, "/healthz").status, 200, "closing frees the slots");
+}
+
+/// A WebSocket session keeps its connection's place under the caps for its whole life (it
+/// runs in a task of its own once the HTTP exchange that opened it is over), and gives it back
+/// when it closes.
+#[test]
+fn websocket_sessions_hold_their_place_under_the_caps() {
+    let _serial = serial();
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_MAX_CONNECTIONS_PER_ADDR", "3"),
+            ("OPENCHAT_MAX_CONNECTIONS", "1000"),
+        ],
+    );
+    let addr = server.addr;
+    let server_id = default_server_id(addr);
+    let mut sockets: Vec<Ws> = (0..3)
+        .map(|i| {
+            Ws::connect(
+                addr,
+                &headers_query(&server_id, &format!("uid_cap{i}"), "desk"),
+            )
+            .live()
+        })
+        .collect();
+    let mut over = connect_from("127.0.0.1", addr);
+    assert!(
+        is_refused(&mut over),
+        "three live sessions fill the address's three places"
+    );
+    let mut other = connect_from("127.0.0.2", addr);
+    assert!(!is_refused(&mut other), "another address is still served");
+    // The sessions still work.
+    for ws in &mut sockets {
+        ws.send("ping", json!({}));
+        ws.expect("pong");
+    }
+    sockets.pop();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = connect_from("127.0.0.1", addr);
+    assert!(
+        !is_refused(&mut again),
+        "a closed session gives its place back"
+    );
 }

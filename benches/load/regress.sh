@@ -33,7 +33,7 @@ start() { # bin_dir database
   echo "server did not start"; cat "$work/server.log"; exit 1
 }
 stop() { kill -TERM "$server"; wait "$server" || true; }
-field() { python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(d$2)" "$work/out.json"; }
+field() { python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(d$1)" "$work/out.json"; }
 
 for round in $(seq 1 "$ROUNDS"); do
   for which in base new; do

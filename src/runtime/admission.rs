@@ -71,13 +71,15 @@ impl Drop for BodyPermit {
 pub struct ConnectionCaps {
     per_shard: usize,
     per_addr: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    /// Shared with the permits, which outlive any borrow of the caps (a WebSocket session
+    /// holds its connection's permit in a task of its own).
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 /// One open connection counted against its address; uncounted on drop.
 #[derive(Debug)]
-pub struct ConnectionPermit<'a> {
-    caps: &'a ConnectionCaps,
+pub struct ConnectionPermit {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     addr: IpAddr,
 }
 
@@ -87,7 +89,7 @@ impl ConnectionCaps {
         ConnectionCaps {
             per_shard: total.div_ceil(shards.max(1)).max(1),
             per_addr,
-            open: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -98,7 +100,7 @@ impl ConnectionCaps {
 
     /// Admits a new connection from `addr` on a shard that has `shard_open` open, or `None`
     /// when either cap is reached.
-    pub fn admit(&self, addr: IpAddr, shard_open: usize) -> Option<ConnectionPermit<'_>> {
+    pub fn admit(&self, addr: IpAddr, shard_open: usize) -> Option<ConnectionPermit> {
         if shard_open >= self.per_shard {
             return None;
         }
@@ -109,13 +111,16 @@ impl ConnectionCaps {
             return None;
         }
         *count += 1;
-        Some(ConnectionPermit { caps: self, addr })
+        Some(ConnectionPermit {
+            open: self.open.clone(),
+            addr,
+        })
     }
 }
 
-impl Drop for ConnectionPermit<'_> {
+impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut open = self.caps.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.get_mut(&self.addr) {
             *count -= 1;
             if *count == 0 {

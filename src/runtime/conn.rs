@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
+use glommio::sync::Gate;
 
 use super::admission::BodyPermit;
 use super::shard::Shard;
@@ -33,32 +34,85 @@ const OUT_FLUSH_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 
-pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
+pub async fn serve(stream: TcpStream, shard: Rc<Shard>, connections: Gate) {
     let _ = stream.set_nodelay(true);
-    let open = &shard.stats.connections_open;
     // Connection caps (`OPENCHAT_MAX_CONNECTIONS` per shard, `OPENCHAT_MAX_CONNECTIONS_PER_ADDR`
     // over all shards), checked before anything is read: one address cannot take every
     // descriptor, and a full shard answers instead of failing to accept.
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
-    let caps = &shard.app.connection_caps;
-    let Some(_permit) = caps.admit(peer.ip(), usize::try_from(open.get()).unwrap_or(usize::MAX))
-    else {
+    let open = usize::try_from(shard.stats.connections_open.get()).unwrap_or(usize::MAX);
+    let Some(permit) = shard.app.connection_caps.admit(peer.ip(), open) else {
         return refuse_connection(stream, &shard).await;
     };
-    open.set(open.get() + 1);
+    let counted = Counted::new(shard.clone());
     let outcome = AssertUnwindSafe(drive(stream, shard.clone()))
         .catch_unwind()
         .await;
-    if outcome.is_err() {
-        shard.stats.count_panic();
-        tracing::error!(
-            shard = shard.id,
-            "connection driver panicked; connection closed"
-        );
+    let upgrade = match outcome {
+        Ok(upgrade) => upgrade,
+        Err(_) => {
+            shard.stats.count_panic();
+            tracing::error!(
+                shard = shard.id,
+                "connection driver panicked; connection closed"
+            );
+            None
+        }
+    };
+    let Some(Upgrade {
+        session,
+        request,
+        io,
+    }) = upgrade
+    else {
+        return;
+    };
+    // A WebSocket session outlives the HTTP exchange that opened it: it runs in a task of its
+    // own, so the HTTP driver's state (its buffers, body and upload states) is freed now
+    // rather than held for the session's whole life. The session keeps the connection's
+    // place under the caps and in the shard's count, and the shutdown gate waits for it.
+    let task = connections.spawn(async move {
+        let _held = (permit, counted);
+        let outcome = AssertUnwindSafe(session(shard.clone(), request, io))
+            .catch_unwind()
+            .await;
+        if outcome.is_err() {
+            shard.stats.count_panic();
+            tracing::error!(shard = shard.id, "WebSocket session panicked; closed");
+        }
+    });
+    // A closing gate (shutdown) refuses the task; the session's socket is then dropped.
+    if let Ok(task) = task {
+        task.detach();
     }
-    open.set(open.get() - 1);
+}
+
+/// A WebSocket handshake answered by the HTTP driver: the session to run on the socket.
+struct Upgrade {
+    session: api::WebSocketHandler,
+    request: Request,
+    io: websocket::Session,
+}
+
+/// One open connection in the shard's count, from admission until the connection (or the
+/// WebSocket session it became) ends.
+struct Counted(Rc<Shard>);
+
+impl Counted {
+    fn new(shard: Rc<Shard>) -> Counted {
+        let open = &shard.stats.connections_open;
+        open.set(open.get() + 1);
+        Counted(shard)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let open = &self.0.stats.connections_open;
+        open.set(open.get() - 1);
+    }
 }
 
 enum Next {
@@ -75,7 +129,7 @@ struct InFlight {
     spool: Option<Spooler>,
 }
 
-async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
+async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
     // Dropped at the end of this function, before `stream` closes the descriptor.
     let watch = shard.watchdog.watch(stream.as_raw_fd());
     let max_body = shard.app.config.limits.max_body_bytes;
@@ -119,7 +173,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                         drop(permit);
                         match emit(&shard, &mut stream, &mut out, &request, response, healthy).await
                         {
-                            Emitted::Gone => return,
+                            Emitted::Gone => return None,
                             Emitted::Close => {
                                 next = Next::Close;
                                 break;
@@ -130,7 +184,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                         }
                         if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
                             if write_all(&mut stream, &out).await.is_err() {
-                                return;
+                                return None;
                             }
                             out.clear();
                             answered = 0;
@@ -157,21 +211,24 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                         };
                         out.extend_from_slice(&accept);
                         if write_all(&mut stream, &out).await.is_err() {
-                            return;
+                            return None;
                         }
                         // The session owns the socket from here; the bytes already read past
                         // the head (a first frame sent with the handshake) go with it. The
                         // HTTP buffers are freed now rather than held for the session's life.
                         drop(watch);
                         drop((scratch, out, reader, in_flight));
-                        let session_io = websocket::Session::new(stream, buf);
-                        return session(shard.clone(), request, session_io).await;
+                        return Some(Upgrade {
+                            session,
+                            request,
+                            io: websocket::Session::new(stream, buf),
+                        });
                     }
                     let (response, healthy) = respond(&shard, &request, None).await;
                     // An in-memory body's share of the budget comes back once it is answered.
                     in_flight = None;
                     match emit(&shard, &mut stream, &mut out, &request, response, healthy).await {
-                        Emitted::Gone => return,
+                        Emitted::Gone => return None,
                         Emitted::Close => {
                             next = Next::Close;
                             break;
@@ -182,7 +239,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                     }
                     if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
                         if write_all(&mut stream, &out).await.is_err() {
-                            return;
+                            return None;
                         }
                         out.clear();
                         answered = 0;
@@ -242,21 +299,24 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
         }
         if !out.is_empty() {
             if write_all(&mut stream, &out).await.is_err() {
-                return;
+                return None;
             }
             out.clear();
         }
         match next {
             Next::KeepGoing => {}
-            Next::Close => return,
-            Next::LingerAndClose => return linger(stream).await,
+            Next::Close => return None,
+            Next::LingerAndClose => {
+                linger(stream).await;
+                return None;
+            }
         }
         if reader.take_expect_continue()
             && write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
         {
-            return;
+            return None;
         }
 
         let mid_request = reader.is_mid_request() || !buf.is_empty();
@@ -264,7 +324,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
         // steadily it trickles; a body within the body timeout of its head (`RequestClock`).
         let phase = if !mid_request {
             if shard.is_stopping() {
-                return;
+                return None;
             }
             Phase::Idle
         } else if reader.is_awaiting_body() {
@@ -275,7 +335,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
         watch.arm(clock.deadline(phase, Instant::now()), !mid_request);
         match read_more(&mut stream, &mut buf, &mut scratch, &watch).await {
             ReadOutcome::Data => {}
-            ReadOutcome::Closed | ReadOutcome::Shutdown => return,
+            ReadOutcome::Closed | ReadOutcome::Shutdown => return None,
             ReadOutcome::TimedOut => {
                 if mid_request {
                     shard.stats.count_protocol_error();
@@ -283,7 +343,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) {
                         .encode(&mut out, &shard.http_date(), false, false);
                     let _ = write_all(&mut stream, &out).await;
                 }
-                return;
+                return None;
             }
         }
     }

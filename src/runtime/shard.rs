@@ -251,7 +251,9 @@ pub async fn run(seed: ShardSeed) {
             Some(Ok(stream)) => {
                 bump(&shard.stats.connections_accepted);
                 let shard = shard.clone();
-                if let Ok(task) = connections.spawn(super::conn::serve(stream, shard)) {
+                if let Ok(task) =
+                    connections.spawn(super::conn::serve(stream, shard, connections.clone()))
+                {
                     task.detach();
                 }
             }
