@@ -29,7 +29,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings, Subject};
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, Outage};
 use crate::domain::model::Millis;
 use crate::domain::records::{Record, Snapshot};
 use crate::domain::views;
@@ -184,16 +184,10 @@ pub const MAX_DEFERRED_JOBS: usize = 10_000;
 /// unavailable; a write it refused (a constraint or data error) fails the same way again.
 fn write_failed(error: &StorageError) -> DomainError {
     match error {
-        StorageError::Unavailable(_) => DomainError::unavailable("storage is unavailable"),
+        StorageError::Unavailable(_) => DomainError::Unavailable(Outage::Storage),
         other => {
             tracing::error!(error = %other, "a domain write failed");
-            DomainError {
-                status: 500,
-                code: "storage_write_failed",
-                message: "the change could not be stored".to_owned(),
-                details: None,
-                retryable: false,
-            }
+            DomainError::WriteFailed
         }
     }
 }
@@ -269,9 +263,9 @@ impl Authority {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |core: &mut Core| job(core, tx)))
-            .map_err(|_| DomainError::unavailable("the server is shutting down"))?;
+            .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?;
         rx.await
-            .map_err(|_| DomainError::unavailable("the server is shutting down"))?
+            .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?
     }
 
     /// Runs `f` against the state without changing it.
@@ -292,9 +286,7 @@ impl Authority {
     ) -> Result<T, DomainError> {
         self.submit(move |core, reply| {
             if core.stale {
-                let _ = reply.send(Err(DomainError::unavailable(
-                    "catching up with storage; retry shortly",
-                )));
+                let _ = reply.send(Err(DomainError::Unavailable(Outage::CatchingUp)));
                 return;
             }
             match f(&mut core.community, now_millis()) {

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::error::DomainError;
+use super::error::{DomainError, Limit, Needs, Readable, What};
 use super::limits;
 use super::model::*;
 use super::records::{Record, Snapshot, Visibility};
@@ -368,13 +368,13 @@ impl Community {
     fn server(&self, server_id: &str) -> Result<&Server, DomainError> {
         self.servers
             .get(server_id)
-            .ok_or_else(DomainError::server_not_found)
+            .ok_or(DomainError::NotFound(What::Server))
     }
 
     fn channel(&self, channel_id: &str) -> Result<&Channel, DomainError> {
         self.channels
             .get(channel_id)
-            .ok_or_else(DomainError::channel_not_found)
+            .ok_or(DomainError::NotFound(What::Channel))
     }
 
     fn membership(&self, server_id: &str, uid: &str) -> Option<&Membership> {
@@ -496,7 +496,7 @@ impl Community {
         };
         let membership = match self.memberships.get(&key) {
             Some(m) if m.is_current() => return Ok(m.role),
-            Some(_) if how == Admission::FirstContact => return Err(DomainError::not_a_member()),
+            Some(_) if how == Admission::FirstContact => return Err(DomainError::NotAMember),
             Some(m) => {
                 let mut m = m.clone();
                 m.spans.push(span);
@@ -603,9 +603,7 @@ impl Community {
         self.server(server_id)?;
         match actor {
             None if self.has_public_channel(server_id) => Ok(None),
-            None => Err(DomainError::unauthorized(
-                "identify yourself to read this server",
-            )),
+            None => Err(DomainError::IdentityRequired(Readable::Server)),
             Some(actor) => {
                 match self.admit_inner(
                     server_id,
@@ -615,9 +613,7 @@ impl Community {
                     records,
                 ) {
                     Ok(role) => Ok(Some(role)),
-                    Err(e) if self.has_public_channel(server_id) && e.code == "not_a_member" => {
-                        Ok(None)
-                    }
+                    Err(DomainError::NotAMember) if self.has_public_channel(server_id) => Ok(None),
                     Err(e) => Err(e),
                 }
             }
@@ -644,7 +640,7 @@ impl Community {
             if !records.is_empty() {
                 self.rollback_join(server_id, &actor.user_uid);
             }
-            return Err(DomainError::needs_admin());
+            return Err(DomainError::Forbidden(Needs::Admin));
         }
         Ok(records)
     }
@@ -914,18 +910,15 @@ impl Community {
     ) -> Result<Outcome<ServerCreated>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
         if !self.settings().allow_server_creation {
-            return Err(DomainError::forbidden(
-                "server_creation_disabled",
-                "this instance does not allow creating servers",
-            ));
+            return Err(DomainError::ServerCreationDisabled);
         }
         limits::text_field("display_name", display_name)?;
         limits::text_field("description", description)?;
         limits::text_field("banner_preset", banner_preset)?;
         let display_name = text::normalize_label(display_name, text::SERVER_NAME_MAX_CHARS)
-            .map_err(|e| DomainError::bad_request("invalid_display_name", e.to_string()))?;
-        let description = text::normalize_description(description)
-            .map_err(|e| DomainError::bad_request("invalid_description", e.to_string()))?;
+            .map_err(DomainError::InvalidDisplayName)?;
+        let description =
+            text::normalize_description(description).map_err(DomainError::InvalidDescription)?;
         let banner = check_banner(banner_preset)?;
         let created = self
             .servers
@@ -933,13 +926,7 @@ impl Community {
             .filter(|s| s.created_by_uid.as_deref() == Some(&actor.user_uid))
             .count();
         if created >= MAX_SERVERS_CREATED_PER_USER {
-            return Err(limits::limit_reached(
-                403,
-                "server_limit_reached",
-                "servers_per_user",
-                MAX_SERVERS_CREATED_PER_USER,
-                format!("one user may create at most {MAX_SERVERS_CREATED_PER_USER} servers"),
-            ));
+            return Err(DomainError::LimitReached(Limit::ServersPerUser));
         }
         let mut records = Vec::new();
         let server = self.seed_server(
@@ -985,21 +972,15 @@ impl Community {
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let hash = crate::auth::hash_token(token);
-        let invalid = || {
-            DomainError::forbidden(
-                "invalid_claim_token",
-                "the claim token is not valid for this server",
-            )
-        };
-        let claim = self.claim_tokens.get(&hash).ok_or_else(invalid)?;
+        let claim = self
+            .claim_tokens
+            .get(&hash)
+            .ok_or(DomainError::InvalidClaimToken)?;
         if claim.server_id != server_id || claim.used_at.is_some() {
-            return Err(invalid());
+            return Err(DomainError::InvalidClaimToken);
         }
         if claim.expires_at <= now {
-            return Err(DomainError::forbidden(
-                "claim_token_expired",
-                "the claim token has expired",
-            ));
+            return Err(DomainError::ClaimTokenExpired);
         }
         let mut claim = claim.clone();
         claim.used_at = Some(now);
@@ -1061,11 +1042,11 @@ impl Community {
         let display_name = display_name
             .map(|n| text::normalize_label(n, text::SERVER_NAME_MAX_CHARS))
             .transpose()
-            .map_err(|e| DomainError::bad_request("invalid_display_name", e.to_string()))?;
+            .map_err(DomainError::InvalidDisplayName)?;
         let description = description
             .map(text::normalize_description)
             .transpose()
-            .map_err(|e| DomainError::bad_request("invalid_description", e.to_string()))?;
+            .map_err(DomainError::InvalidDescription)?;
         let banner = banner_preset.map(check_banner).transpose()?;
         let mut records = self.require_admin(server_id, actor, now)?;
         let mut server = self.servers[server_id].clone();
@@ -1208,15 +1189,13 @@ impl Community {
         self.server(server_id)?;
         limits::text_field("name", name)?;
         let name = text::normalize_label(name, text::CHANNEL_NAME_MAX_CHARS)
-            .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
+            .map_err(DomainError::InvalidName)?;
         let category = match group_id {
             Some(g) => self
                 .categories
                 .get(g)
                 .filter(|c| c.server_id == server_id)
-                .ok_or_else(|| {
-                    DomainError::not_found("group_not_found", "no such group in this server")
-                })?,
+                .ok_or(DomainError::NotFound(What::Group))?,
             None => {
                 let mut same_kind: Vec<&Category> = self
                     .categories
@@ -1224,26 +1203,17 @@ impl Community {
                     .filter(|c| c.server_id == server_id && c.kind == kind)
                     .collect();
                 same_kind.sort_by_key(|c| (c.position, c.id.clone()));
-                *same_kind.first().ok_or_else(|| {
-                    DomainError::bad_request("group_required", "no group of this kind; name one")
-                })?
+                *same_kind.first().ok_or(DomainError::GroupRequired)?
             }
         };
         if category.kind != kind {
-            return Err(DomainError::bad_request(
-                "group_kind_mismatch",
-                format!(
-                    "a {} channel cannot go into a {} group",
-                    kind.as_str(),
-                    category.kind.as_str()
-                ),
-            ));
+            return Err(DomainError::GroupKindMismatch {
+                channel: kind,
+                group: category.kind,
+            });
         }
         if kind == ChannelKind::Voice && encryption == Some(Encryption::E2ee) {
-            return Err(DomainError::bad_request(
-                "invalid_encryption",
-                "voice channels carry no messages to encrypt",
-            ));
+            return Err(DomainError::EncryptedVoice);
         }
         let count = self
             .channels
@@ -1251,13 +1221,7 @@ impl Community {
             .filter(|c| c.server_id == server_id)
             .count();
         if count >= MAX_CHANNELS_PER_SERVER {
-            return Err(limits::limit_reached(
-                409,
-                "channel_limit_reached",
-                "channels_per_server",
-                MAX_CHANNELS_PER_SERVER,
-                format!("a server holds at most {MAX_CHANNELS_PER_SERVER} channels"),
-            ));
+            return Err(DomainError::LimitReached(Limit::ChannelsPerServer));
         }
         let category_id = category.id.clone();
         let mut records = self.require_admin(server_id, actor, now)?;
@@ -1306,20 +1270,14 @@ impl Community {
         self.server(server_id)?;
         limits::text_field("name", name)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
-            .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
+            .map_err(DomainError::InvalidName)?;
         let existing: Vec<&Category> = self
             .categories
             .values()
             .filter(|c| c.server_id == server_id)
             .collect();
         if existing.len() >= MAX_CATEGORIES_PER_SERVER {
-            return Err(limits::limit_reached(
-                409,
-                "category_limit_reached",
-                "categories_per_server",
-                MAX_CATEGORIES_PER_SERVER,
-                format!("a server holds at most {MAX_CATEGORIES_PER_SERVER} groups"),
-            ));
+            return Err(DomainError::LimitReached(Limit::CategoriesPerServer));
         }
         let position = existing.iter().map(|c| c.position + 1).max().unwrap_or(0);
         let mut records = self.require_admin(server_id, actor, now)?;
@@ -1356,9 +1314,7 @@ impl Community {
         self.categories
             .get(group_id)
             .filter(|c| c.server_id == server_id)
-            .ok_or_else(|| {
-                DomainError::not_found("group_not_found", "no such group in this server")
-            })
+            .ok_or(DomainError::NotFound(What::Group))
     }
 
     /// `PUT /v1/servers/{id}/categories/{group_id}`; emits `chat.category.updated`.
@@ -1374,7 +1330,7 @@ impl Community {
         self.category_in(server_id, group_id)?;
         limits::text_field("name", name)?;
         let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
-            .map_err(|e| DomainError::bad_request("invalid_name", e.to_string()))?;
+            .map_err(DomainError::InvalidName)?;
         let mut records = self.require_admin(server_id, actor, now)?;
         let mut category = self.categories[group_id].clone();
         category.label = label;
@@ -1425,10 +1381,7 @@ impl Community {
             v
         };
         if !orphans.is_empty() && heir.is_none() {
-            return Err(DomainError::conflict(
-                "category_not_empty",
-                "move its channels first: no other group of this kind can take them",
-            ));
+            return Err(DomainError::CategoryNotEmpty);
         }
         let mut records = self.require_admin(server_id, actor, now)?;
         if let Some(heir) = heir {
@@ -1489,7 +1442,7 @@ impl Community {
         limits::check_layout_size(groups.iter().map(|(_, ids)| ids.as_slice()))?;
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
-        let bad = |m: String| DomainError::bad_request("invalid_layout", m);
+        let bad = DomainError::InvalidLayout;
         let mut seen_groups = HashSet::new();
         let mut seen_channels = HashSet::new();
         for (group_id, channel_ids) in groups {
@@ -1584,9 +1537,7 @@ impl Community {
                     viewer: None,
                 }));
             }
-            return Err(DomainError::unauthorized(
-                "identify yourself to read this channel",
-            ));
+            return Err(DomainError::IdentityRequired(Readable::Channel));
         };
         let mut records = Vec::new();
         let role = match self.admit_inner(
@@ -1597,12 +1548,12 @@ impl Community {
             &mut records,
         ) {
             Ok(role) => Some(role),
-            Err(e) if public && e.code == "not_a_member" => None,
+            Err(DomainError::NotAMember) if public => None,
             Err(e) => return Err(e),
         };
         let visibility = self
             .read_visibility(&channel, Some(&actor.user_uid))
-            .ok_or_else(DomainError::not_a_member)?;
+            .ok_or(DomainError::NotAMember)?;
         Ok(Outcome::stored(
             HistoryAccess {
                 channel,
@@ -1639,50 +1590,31 @@ impl Community {
         check_message_text(&new)?;
         let channel = self.channel(channel_id)?.clone();
         if channel.kind != ChannelKind::Text {
-            return Err(DomainError::bad_request(
-                "not_a_text_channel",
-                "messages go to text channels",
-            ));
+            return Err(DomainError::NotATextChannel);
         }
         match (&new.content, channel.encryption) {
             (Content::Plain { .. }, Encryption::E2ee) => {
-                return Err(DomainError::bad_request(
-                    "plaintext_not_allowed",
-                    "this channel is end-to-end encrypted",
-                ));
+                return Err(DomainError::PlaintextNotAllowed);
             }
             (Content::Envelope { .. }, Encryption::None) => {
-                return Err(DomainError::bad_request(
-                    "envelope_not_allowed",
-                    "this channel is not end-to-end encrypted",
-                ));
+                return Err(DomainError::EnvelopeNotAllowed);
             }
             (Content::Envelope { .. }, Encryption::E2ee) => {
-                return Err(DomainError::conflict(
-                    "epoch_rotation_required",
-                    "encrypted posting needs a committed key epoch, which this instance does not manage yet",
-                ));
+                return Err(DomainError::EpochRotationRequired);
             }
             (Content::Plain { body }, Encryption::None) => {
                 if body.len() > self.settings().max_message_bytes {
-                    return Err(DomainError::too_large(format!(
-                        "a message body holds at most {} bytes",
-                        self.settings().max_message_bytes
-                    )));
+                    return Err(DomainError::MessageTooLarge {
+                        max_bytes: self.settings().max_message_bytes,
+                    });
                 }
                 if body.trim().is_empty() && new.attachments.is_empty() {
-                    return Err(DomainError::bad_request(
-                        "empty_message",
-                        "a message needs a body or an attachment",
-                    ));
+                    return Err(DomainError::EmptyMessage);
                 }
             }
         }
         if new.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-            return Err(DomainError::bad_request(
-                "too_many_attachments",
-                format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message"),
-            ));
+            return Err(DomainError::TooManyAttachments);
         }
         let mut records = Vec::new();
         let role = self.admit_inner(
@@ -1801,16 +1733,13 @@ impl Community {
         self.limiter.check(&actor.user_uid, now)?;
         let channel = self.channel(channel_id)?.clone();
         if message.channel_id != channel_id {
-            return Err(DomainError::message_not_found());
+            return Err(DomainError::NotFound(What::Message));
         }
         let role = self
             .current_role(&channel.server_id, &actor.user_uid)
-            .ok_or_else(DomainError::not_a_member)?;
+            .ok_or(DomainError::NotAMember)?;
         if message.author_uid != actor.user_uid && !role.at_least(Role::Moderator) {
-            return Err(DomainError::forbidden(
-                "forbidden",
-                "only the author or a moderator may delete this message",
-            ));
+            return Err(DomainError::Forbidden(Needs::AuthorOrModerator));
         }
         let deleted_at = message.deleted_at.unwrap_or(now);
         let value = views::MessageDeleted {
@@ -1910,7 +1839,7 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<ReadAckOut>, DomainError> {
         if message.channel_id != channel_id {
-            return Err(DomainError::message_not_found());
+            return Err(DomainError::NotFound(What::Message));
         }
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
@@ -2018,25 +1947,18 @@ impl Community {
         if let Some(expected) = change.if_match
             && expected != current.version
         {
-            return Err(DomainError::conflict(
-                "profile_conflict",
-                "the profile changed since you read it",
-            )
-            .with_details(encode(&ProfileOut {
-                profile: ProfileItem::of(&current, self.urls()),
-            })));
+            return Err(DomainError::ProfileConflict {
+                current: Box::new(ProfileItem::of(&current, self.urls())),
+            });
         }
         let mut next = current.clone();
         if let Some(name) = change.display_name {
-            next.display_name = text::normalize_display_name(&name)
-                .map_err(|e| DomainError::bad_request("invalid_display_name", e.to_string()))?;
+            next.display_name =
+                text::normalize_display_name(&name).map_err(DomainError::InvalidDisplayName)?;
         }
         if let Some(preset) = change.avatar_preset_id {
             if preset.chars().count() > MAX_PRESET_ID_CHARS {
-                return Err(DomainError::bad_request(
-                    "invalid_avatar_preset_id",
-                    format!("at most {MAX_PRESET_ID_CHARS} characters"),
-                ));
+                return Err(DomainError::InvalidAvatarPresetId);
             }
             next.avatar_preset_id = Some(preset).filter(|p| !p.is_empty());
         }
@@ -2047,10 +1969,7 @@ impl Community {
                 match self.avatar_assets.get(&asset) {
                     Some(a) if a.owner_uid == actor.user_uid => next.avatar_asset_id = Some(asset),
                     _ => {
-                        return Err(DomainError::forbidden(
-                            "avatar_asset_forbidden",
-                            "that avatar was not uploaded by you",
-                        ));
+                        return Err(DomainError::AvatarAssetForbidden);
                     }
                 }
             }
@@ -2059,10 +1978,7 @@ impl Community {
             next.avatar_mode = mode;
         }
         if next.avatar_mode == AvatarMode::Uploaded && next.avatar_asset_id.is_none() {
-            return Err(DomainError::bad_request(
-                "avatar_asset_required",
-                "avatar_mode uploaded needs an avatar_asset_id",
-            ));
+            return Err(DomainError::AvatarAssetRequired);
         }
         next.version = current.version + 1;
         next.updated_at = now;
@@ -2124,10 +2040,7 @@ impl Community {
     /// `GET /v1/profiles:batch`.
     pub fn profiles(&self, uids: &[String]) -> Result<Profiles, DomainError> {
         if uids.len() > MAX_PROFILES_PER_BATCH {
-            return Err(DomainError::bad_request(
-                "too_many_profiles",
-                format!("at most {MAX_PROFILES_PER_BATCH} uids per batch"),
-            ));
+            return Err(DomainError::TooManyProfiles);
         }
         let mut seen = HashSet::new();
         Ok(Profiles {
@@ -2150,21 +2063,16 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<SessionOut>, DomainError> {
         use crate::auth::challenge::Consumed;
-        let invalid = || DomainError::unauthorized("the challenge is unknown, used or expired");
         if sign_in.challenge.expires_at <= now {
-            return Err(invalid());
+            return Err(DomainError::ChallengeInvalid);
         }
         match self.used_challenges.consume(&sign_in.challenge, now) {
             Ok(()) => {}
-            Err(Consumed::Replayed) => return Err(invalid()),
-            Err(Consumed::Full) => {
-                return Err(DomainError::rate_limited(
-                    "too many sign-ins in the last minute; retry shortly",
-                ));
-            }
+            Err(Consumed::Replayed) => return Err(DomainError::ChallengeInvalid),
+            Err(Consumed::Full) => return Err(DomainError::SignInsThrottled),
         }
         if !sign_in.signature_valid {
-            return Err(DomainError::unauthorized("the signature does not match"));
+            return Err(DomainError::SignatureMismatch);
         }
         let device_id = sign_in.device_id.as_str();
         let public_key = sign_in.public_key.as_str();
@@ -2178,16 +2086,12 @@ impl Community {
                 .and_then(|u| self.bindings.get(u)),
             self.devices.values(),
         )?;
-        let mismatch = super::identity::key_mismatch;
         let mut records = Vec::new();
         match self.devices.get(device_id) {
-            Some(d) if d.user_uid != uid || d.public_key != public_key => return Err(mismatch()),
-            Some(d) if d.revoked_at.is_some() => {
-                return Err(DomainError::forbidden(
-                    "device_revoked",
-                    "this device was revoked",
-                ));
+            Some(d) if d.user_uid != uid || d.public_key != public_key => {
+                return Err(DomainError::KeyMismatch);
             }
+            Some(d) if d.revoked_at.is_some() => return Err(DomainError::DeviceRevoked),
             Some(_) => {}
             None => {
                 // Another key of the uid was refused above (`sign_in_uid`); a new device of
@@ -2248,7 +2152,7 @@ impl Community {
     pub fn revoke_session(&mut self, token: &str, now: Millis) -> Result<Outcome<()>, DomainError> {
         let hash = crate::auth::hash_token(token);
         let Some(mut s) = self.sessions.remove(&hash) else {
-            return Err(DomainError::unauthorized("no such session"));
+            return Err(DomainError::NoSuchSession);
         };
         s.revoked_at = Some(now);
         // Its sockets close, its device's voice ends and its unused tickets stop working.
@@ -2307,14 +2211,11 @@ impl Community {
         public_key: &str,
         now: Millis,
     ) -> Result<Outcome<super::identity::BindingView>, DomainError> {
-        use super::identity::{IdentityBinding, bound_elsewhere, key_mismatch, may_approve};
+        use super::identity::{IdentityBinding, bound_elsewhere, may_approve};
         self.limiter.check(&actor.user_uid, now)?;
         self.server(server_id)?;
         let Some(target) = self.membership(server_id, user_uid) else {
-            return Err(DomainError::not_found(
-                "member_not_found",
-                "that uid was never a member of this server",
-            ));
+            return Err(DomainError::NotFound(What::PastMember));
         };
         let target_role = target.is_current().then_some(target.role);
         let elsewhere: Vec<(Option<Role>, Role)> = self
@@ -2340,7 +2241,7 @@ impl Community {
             self.bindings.get(user_uid),
             self.devices.values(),
         ) {
-            return Err(key_mismatch());
+            return Err(DomainError::KeyMismatch);
         }
         let binding = match self.bindings.get(user_uid) {
             // Approved before for the same key: nothing new to record.
@@ -2441,28 +2342,19 @@ impl Community {
         self.server(server_id)?;
         let channel = self.channel(channel_id)?;
         if channel.server_id != server_id {
-            return Err(DomainError::channel_not_found());
+            return Err(DomainError::NotFound(What::Channel));
         }
         if channel.kind != ChannelKind::Voice {
-            return Err(DomainError::bad_request(
-                "not_a_voice_channel",
-                "join tickets are for voice channels",
-            ));
+            return Err(DomainError::NotAVoiceChannel);
         }
         if self.is_banned(server_id, &actor.user_uid, now) {
-            return Err(DomainError::forbidden(
-                "banned",
-                "you are banned from this server",
-            ));
+            return Err(DomainError::Banned);
         }
         if self
             .measure(server_id, ModerationKind::Lock, channel_id, now)
             .is_some()
         {
-            return Err(DomainError::forbidden(
-                "channel_locked",
-                "this voice channel is locked",
-            ));
+            return Err(DomainError::ChannelLocked);
         }
         let mut records = Vec::new();
         self.admit_inner(
@@ -2487,10 +2379,7 @@ impl Community {
     /// (Unix seconds): used ids are forgotten once their tickets could not verify anyway.
     pub fn consume_ticket(&mut self, jti: &str, exp: i64) -> Result<(), DomainError> {
         if self.used_tickets.contains_key(jti) {
-            return Err(DomainError::forbidden(
-                "rtc_ticket_replayed",
-                "this join ticket was already used",
-            ));
+            return Err(DomainError::TicketReplayed);
         }
         self.used_tickets.insert(jti.to_owned(), exp);
         Ok(())
@@ -2507,22 +2396,16 @@ impl Community {
         self.server(server_id)?;
         let role = self
             .current_role(server_id, &actor.user_uid)
-            .ok_or_else(DomainError::not_a_member)?;
+            .ok_or(DomainError::NotAMember)?;
         if !role.at_least(Role::Moderator) {
-            return Err(DomainError::forbidden(
-                "forbidden",
-                "this needs a moderator or above",
-            ));
+            return Err(DomainError::Forbidden(Needs::Moderator));
         }
         let target_role = self
             .membership(server_id, target_uid)
             .map(|m| m.role)
             .unwrap_or(Role::Member);
         if target_uid == actor.user_uid || target_role.rank() >= role.rank() {
-            return Err(DomainError::forbidden(
-                "forbidden",
-                "you cannot moderate a member of your rank or above",
-            ));
+            return Err(DomainError::Forbidden(Needs::HigherRank));
         }
         self.limiter.check(&actor.user_uid, now)
     }
@@ -2675,12 +2558,9 @@ impl Community {
         let server_id = self.channel(channel_id)?.server_id.clone();
         let role = self
             .current_role(&server_id, &actor.user_uid)
-            .ok_or_else(DomainError::not_a_member)?;
+            .ok_or(DomainError::NotAMember)?;
         if !role.at_least(Role::Moderator) {
-            return Err(DomainError::forbidden(
-                "forbidden",
-                "this needs a moderator or above",
-            ));
+            return Err(DomainError::Forbidden(Needs::Moderator));
         }
         let record = self.set_measure(
             actor,
@@ -2705,22 +2585,16 @@ impl Community {
     ) -> Result<Outcome<()>, DomainError> {
         self.server(server_id)?;
         if self.current_role(server_id, &actor.user_uid) != Some(Role::Owner) {
-            return Err(DomainError::forbidden(
-                "forbidden",
-                "only the owner assigns roles",
-            ));
+            return Err(DomainError::Forbidden(Needs::Owner));
         }
         if role == Role::Owner || target_uid == actor.user_uid {
-            return Err(DomainError::bad_request(
-                "invalid_role",
-                "ownership moves by claim, not by role",
-            ));
+            return Err(DomainError::OwnershipByClaim);
         }
         let m = self
             .membership(server_id, target_uid)
             .filter(|m| m.is_current())
             .cloned()
-            .ok_or_else(|| DomainError::not_found("member_not_found", "no such member"))?;
+            .ok_or(DomainError::NotFound(What::Member))?;
         self.limiter.check(&actor.user_uid, now)?;
         let m = Membership { role, ..m };
         let records = vec![Record::Membership(m.clone())];
@@ -2739,11 +2613,11 @@ impl Community {
     ) -> Result<(), DomainError> {
         let channel = self.channel(channel_id)?;
         if channel.server_id != server_id {
-            return Err(DomainError::channel_not_found());
+            return Err(DomainError::NotFound(What::Channel));
         }
         self.current_role(server_id, &actor.user_uid)
             .map(|_| ())
-            .ok_or_else(DomainError::not_a_member)
+            .ok_or(DomainError::NotAMember)
     }
 }
 
@@ -2779,10 +2653,7 @@ fn check_banner(preset: &str) -> Result<String, DomainError> {
     if BANNER_PRESETS.contains(&preset) {
         Ok(preset.to_owned())
     } else {
-        Err(DomainError::bad_request(
-            "invalid_banner_preset",
-            format!("banner_preset must be one of {}", BANNER_PRESETS.join(", ")),
-        ))
+        Err(DomainError::InvalidBannerPreset)
     }
 }
 

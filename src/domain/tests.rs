@@ -159,7 +159,7 @@ fn without_a_configured_owner_the_first_start_yields_a_claim_token_that_works_on
     assert_eq!(
         c.claim_ownership(&claimer, "home", "occ_wrong", 2)
             .unwrap_err()
-            .code,
+            .code(),
         "invalid_claim_token"
     );
     let claimed = c
@@ -171,7 +171,7 @@ fn without_a_configured_owner_the_first_start_yields_a_claim_token_that_works_on
     let replay = c
         .claim_ownership(&actor("uid_thief"), "home", &token, 3)
         .unwrap_err();
-    assert_eq!(replay.code, "invalid_claim_token");
+    assert_eq!(replay.code(), "invalid_claim_token");
 }
 
 #[test]
@@ -196,14 +196,14 @@ fn a_created_server_is_claimed_by_a_different_uid_with_its_token_and_expires() {
     let late = c
         .claim_ownership(&other, &server_id, &token, 100 + CLAIM_TOKEN_TTL_MS)
         .unwrap_err();
-    assert_eq!(late.code, "claim_token_expired");
+    assert_eq!(late.code(), "claim_token_expired");
     c.claim_ownership(&other, &server_id, &token, 200).unwrap();
     assert_eq!(c.current_role(&server_id, "uid_other"), Some(Role::Owner));
     // Unknown presets and disabled creation are refused.
     assert_eq!(
         c.create_server(&creator, "X", "", "neon", 1)
             .unwrap_err()
-            .code,
+            .code(),
         "invalid_banner_preset"
     );
     let mut locked = Community::new(
@@ -216,7 +216,7 @@ fn a_created_server_is_claimed_by_a_different_uid_with_its_token_and_expires() {
     locked.bootstrap_default_server("Home", None, 1);
     let refused = locked.create_server(&creator, "X", "", "", 1).unwrap_err();
     assert_eq!(
-        (refused.status, refused.code),
+        (refused.status(), refused.code()),
         (403, "server_creation_disabled")
     );
 }
@@ -229,11 +229,11 @@ fn layout_changes_need_an_admin_and_emit_events() {
     let refused = c
         .create_category(&member, "home", "Games", ChannelKind::Text, 5)
         .unwrap_err();
-    assert_eq!((refused.status, refused.code), (403, "forbidden"));
+    assert_eq!((refused.status(), refused.code()), (403, "forbidden"));
     let settings_refused = c
         .update_settings(&member, "home", Some("Mine"), None, None, 5)
         .unwrap_err();
-    assert_eq!(settings_refused.status, 403);
+    assert_eq!(settings_refused.status(), 403);
 
     let cat = c
         .create_category(&owner, "home", "Games", ChannelKind::Text, 5)
@@ -266,7 +266,7 @@ fn layout_changes_need_an_admin_and_emit_events() {
             6,
         )
         .unwrap_err();
-    assert_eq!(wrong_kind.code, "group_kind_mismatch");
+    assert_eq!(wrong_kind.code(), "group_kind_mismatch");
     let renamed = c
         .rename_category(&owner, "home", &group_id, "Board games", 7)
         .unwrap();
@@ -303,7 +303,7 @@ fn layout_changes_need_an_admin_and_emit_events() {
             9,
         )
         .unwrap_err();
-    assert_eq!(dropped.code, "invalid_layout");
+    assert_eq!(dropped.code(), "invalid_layout");
     let duplicated = c
         .set_layout(
             &owner,
@@ -322,7 +322,7 @@ fn layout_changes_need_an_admin_and_emit_events() {
             9,
         )
         .unwrap_err();
-    assert_eq!(duplicated.code, "invalid_layout");
+    assert_eq!(duplicated.code(), "invalid_layout");
     let invented = c
         .set_layout(
             &owner,
@@ -331,7 +331,7 @@ fn layout_changes_need_an_admin_and_emit_events() {
             9,
         )
         .unwrap_err();
-    assert_eq!(invented.code, "invalid_layout");
+    assert_eq!(invented.code(), "invalid_layout");
     let moved = c
         .set_layout(
             &owner,
@@ -352,7 +352,7 @@ fn layout_changes_need_an_admin_and_emit_events() {
     let last = c
         .delete_category(&owner, "home", &group_id, 10)
         .unwrap_err();
-    assert_eq!(last.code, "category_not_empty");
+    assert_eq!(last.code(), "category_not_empty");
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn a_later_joiner_does_not_see_earlier_messages_in_a_joined_channel() {
     );
     // Anonymous readers get nothing from a non-public channel.
     assert_eq!(
-        read(&mut c, &history, None, &channel).unwrap_err().status,
+        read(&mut c, &history, None, &channel).unwrap_err().status(),
         401
     );
 }
@@ -400,15 +400,15 @@ fn leaving_ends_access_and_rejoining_opens_a_new_span() {
     assert_eq!(
         read(&mut c, &history, Some(&bob), &channel)
             .unwrap_err()
-            .code,
+            .code(),
         "not_a_member"
     );
     let post_err = c
         .post_message(&bob, &channel, plain("x", None), 13)
         .unwrap_err();
-    assert_eq!(post_err.code, "not_a_member");
+    assert_eq!(post_err.code(), "not_a_member");
     assert_eq!(
-        c.may_subscribe(&bob, "home", &channel).unwrap_err().code,
+        c.may_subscribe(&bob, "home", &channel).unwrap_err().code(),
         "not_a_member"
     );
     // Opening the server again (realtime connect) re-admits with a new span.
@@ -432,7 +432,7 @@ fn members_and_public_visibility() {
         vec!["early"]
     );
     assert_eq!(
-        read(&mut c, &history, None, &channel).unwrap_err().status,
+        read(&mut c, &history, None, &channel).unwrap_err().status(),
         401
     );
 
@@ -524,7 +524,7 @@ fn replies_mentions_and_permissions() {
     assert_eq!(
         c.delete_message(&alice, &channel, &stored, 30)
             .unwrap_err()
-            .status,
+            .status(),
         403
     );
     let deleted = c.delete_message(&bob, &channel, &stored, 30).unwrap();
@@ -549,14 +549,14 @@ fn oversize_and_wrong_kind_posts_are_refused() {
     let err = c
         .post_message(&alice, &channel, plain(big, None), 1)
         .unwrap_err();
-    assert_eq!((err.status, err.code), (413, "payload_too_large"));
+    assert_eq!((err.status(), err.code()), (413, "payload_too_large"));
     let voice = c.channels_of(Some(&alice), "home", 1).unwrap().value.groups[1].channels[0]
         .id
         .clone();
     let err = c
         .post_message(&alice, &voice, plain("hi", None), 1)
         .unwrap_err();
-    assert_eq!(err.code, "not_a_text_channel");
+    assert_eq!(err.code(), "not_a_text_channel");
     let owner = actor("uid_owner");
     let e2ee = c
         .create_channel(
@@ -576,7 +576,7 @@ fn oversize_and_wrong_kind_posts_are_refused() {
     let err = c
         .post_message(&alice, &e2ee, plain("hi", None), 3)
         .unwrap_err();
-    assert_eq!(err.code, "plaintext_not_allowed");
+    assert_eq!(err.code(), "plaintext_not_allowed");
 }
 
 #[test]
@@ -643,8 +643,8 @@ fn profiles_default_conflict_and_avatar_ownership() {
             3,
         )
         .unwrap_err();
-    assert_eq!((stale.status, stale.code), (409, "profile_conflict"));
-    assert!(stale.details.unwrap().contains("\"profile_version\":1"));
+    assert_eq!((stale.status(), stale.code()), (409, "profile_conflict"));
+    assert!(stale.details().unwrap().contains("\"profile_version\":1"));
     let too_long = c
         .put_profile(
             &alice,
@@ -655,7 +655,7 @@ fn profiles_default_conflict_and_avatar_ownership() {
             3,
         )
         .unwrap_err();
-    assert_eq!(too_long.code, "invalid_display_name");
+    assert_eq!(too_long.code(), "invalid_display_name");
     let asset = AvatarAsset {
         id: "av_1".into(),
         owner_uid: "uid_bob".into(),
@@ -678,7 +678,7 @@ fn profiles_default_conflict_and_avatar_ownership() {
             4,
         )
         .unwrap_err();
-    assert_eq!(theft.code, "avatar_asset_forbidden");
+    assert_eq!(theft.code(), "avatar_asset_forbidden");
     let bob = actor("uid_bob");
     let ok = c
         .put_profile(
@@ -696,7 +696,7 @@ fn profiles_default_conflict_and_avatar_ownership() {
         Some("https://chat.example.test/v1/profile/avatar/av_1")
     );
     assert_eq!(
-        c.profiles(&vec!["u".to_string(); 101]).unwrap_err().code,
+        c.profiles(&vec!["u".to_string(); 101]).unwrap_err().code(),
         "too_many_profiles"
     );
 }
@@ -731,13 +731,13 @@ fn sessions_spend_their_challenge_and_take_the_keys_uid() {
     assert_eq!(
         c.open_session(&sign_in(&key, "dev_1", None, 1, 1_000, false), 1_001)
             .unwrap_err()
-            .status,
+            .status(),
         401
     );
     assert_eq!(
         c.open_session(&sign_in(&key, "dev_1", None, 1, 1_000, true), 1_002)
             .unwrap_err()
-            .status,
+            .status(),
         401,
         "replayed challenge"
     );
@@ -747,7 +747,7 @@ fn sessions_spend_their_challenge_and_take_the_keys_uid() {
             2_000 + CHALLENGE_TTL_MS,
         )
         .unwrap_err();
-    assert_eq!(expired.status, 401);
+    assert_eq!(expired.status(), 401);
     let session = c
         .open_session(&sign_in(&key, "dev_1", None, 3, 3_000, true), 3_001)
         .unwrap();
@@ -785,7 +785,10 @@ fn sessions_spend_their_challenge_and_take_the_keys_uid() {
             4_001,
         )
         .unwrap_err();
-    assert_eq!((clash.status, clash.code), (409, "identity_key_mismatch"));
+    assert_eq!(
+        (clash.status(), clash.code()),
+        (409, "identity_key_mismatch")
+    );
     // Nor a uid nobody holds yet, by asking for it first.
     let grab = c
         .open_session(
@@ -793,7 +796,7 @@ fn sessions_spend_their_challenge_and_take_the_keys_uid() {
             4_001,
         )
         .unwrap_err();
-    assert_eq!((grab.status, grab.code), (403, "binding_required"));
+    assert_eq!((grab.status(), grab.code()), (403, "binding_required"));
     // Revoked and expired sessions do not authenticate.
     c.revoke_session(&token, 5_000).unwrap();
     assert!(c.authenticate(&token, 5_001).is_none());
@@ -810,14 +813,14 @@ fn an_approved_binding_lets_a_key_take_a_legacy_uid() {
     let refused = c
         .open_session(&sign_in(&key, "dev_l", Some("uid_legacy"), 1, 20, true), 21)
         .unwrap_err();
-    assert_eq!(refused.code, "binding_required");
+    assert_eq!(refused.code(), "binding_required");
     // A member may not approve; the owner may.
     c.admit(&actor("uid_member"), "home", Admission::Connect, 10)
         .unwrap();
     let denied = c
         .approve_binding(&actor("uid_member"), "home", "uid_legacy", &public, 30)
         .unwrap_err();
-    assert_eq!(denied.status, 403);
+    assert_eq!(denied.status(), 403);
     let approved = c
         .approve_binding(&actor("uid_owner"), "home", "uid_legacy", &public, 31)
         .unwrap();
@@ -839,18 +842,18 @@ fn an_approved_binding_lets_a_key_take_a_legacy_uid() {
     let clash = c
         .approve_binding(&actor("uid_owner"), "home", "uid_legacy", &other, 50)
         .unwrap_err();
-    assert_eq!(clash.code, "identity_key_mismatch");
+    assert_eq!(clash.code(), "identity_key_mismatch");
     let stranger = c
         .approve_binding(&actor("uid_owner"), "home", "uid_nobody", &other, 50)
         .unwrap_err();
-    assert_eq!(stranger.status, 404);
+    assert_eq!(stranger.status(), 404);
     // The owner uid itself cannot be bound away by anyone below it.
     c.set_role(&actor("uid_owner"), "home", "uid_member", Role::Admin, 60)
         .unwrap();
     let up = c
         .approve_binding(&actor("uid_member"), "home", "uid_owner", &other, 61)
         .unwrap_err();
-    assert_eq!(up.status, 403);
+    assert_eq!(up.status(), 403);
 }
 
 #[test]
@@ -891,7 +894,7 @@ fn the_operators_key_owns_the_configured_uid_and_evicts_earlier_takers() {
             11,
         )
         .unwrap_err();
-    assert_eq!(evicted.code, "identity_key_mismatch");
+    assert_eq!(evicted.code(), "identity_key_mismatch");
     // A key that derives the owner uid needs no binding.
     let derived = crate::auth::derive_user_uid(&operator.verifying_key());
     let plain = c.bind_owner_key(&derived, &operator_pub, 3);
@@ -1008,11 +1011,11 @@ fn voice_grants_check_channel_membership_ban_lock_and_timeout() {
         Permissions::ALL
     );
     assert_eq!(
-        c.grant_voice(&alice, "home", &text, 1).unwrap_err().code,
+        c.grant_voice(&alice, "home", &text, 1).unwrap_err().code(),
         "not_a_voice_channel"
     );
     assert_eq!(
-        c.grant_voice(&alice, "nope", &voice, 1).unwrap_err().code,
+        c.grant_voice(&alice, "nope", &voice, 1).unwrap_err().code(),
         "server_not_found"
     );
     let other = c
@@ -1022,7 +1025,7 @@ fn voice_grants_check_channel_membership_ban_lock_and_timeout() {
         .server
         .server_id;
     assert_eq!(
-        c.grant_voice(&alice, &other, &voice, 1).unwrap_err().code,
+        c.grant_voice(&alice, &other, &voice, 1).unwrap_err().code(),
         "channel_not_found"
     );
 
@@ -1045,7 +1048,7 @@ fn voice_grants_check_channel_membership_ban_lock_and_timeout() {
     // Lock: no new tickets for anyone until unlocked.
     c.lock_channel(&owner, &voice, true, 5).unwrap();
     assert_eq!(
-        c.grant_voice(&alice, "home", &voice, 6).unwrap_err().code,
+        c.grant_voice(&alice, "home", &voice, 6).unwrap_err().code(),
         "channel_locked"
     );
     c.lock_channel(&owner, &voice, false, 7).unwrap();
@@ -1069,7 +1072,9 @@ fn voice_grants_check_channel_membership_ban_lock_and_timeout() {
         )
     );
     assert_eq!(
-        c.grant_voice(&alice, "home", &voice, 10).unwrap_err().code,
+        c.grant_voice(&alice, "home", &voice, 10)
+            .unwrap_err()
+            .code(),
         "banned"
     );
     c.unban(&owner, "home", "uid_alice", 11).unwrap();
@@ -1085,7 +1090,7 @@ fn only_moderators_moderate_and_never_upwards() {
     c.admit(&moderator, "home", Admission::Connect, 1).unwrap();
     c.admit(&member, "home", Admission::Connect, 1).unwrap();
     assert_eq!(
-        c.kick(&member, "home", "uid_mod", 2).unwrap_err().status,
+        c.kick(&member, "home", "uid_mod", 2).unwrap_err().status(),
         403
     );
     c.set_role(&owner, "home", "uid_mod", Role::Moderator, 3)
@@ -1093,13 +1098,13 @@ fn only_moderators_moderate_and_never_upwards() {
     assert_eq!(
         c.set_role(&moderator, "home", "uid_member", Role::Admin, 3)
             .unwrap_err()
-            .status,
+            .status(),
         403
     );
     assert_eq!(
         c.set_role(&owner, "home", "uid_mod", Role::Owner, 3)
             .unwrap_err()
-            .code,
+            .code(),
         "invalid_role"
     );
     let kicked = c.kick(&moderator, "home", "uid_member", 4).unwrap();
@@ -1122,18 +1127,20 @@ fn only_moderators_moderate_and_never_upwards() {
     assert_eq!(
         c.kick(&moderator, "home", "uid_owner", 5)
             .unwrap_err()
-            .status,
+            .status(),
         403
     );
     assert_eq!(
         c.ban(&moderator, "home", "uid_mod", None, 5)
             .unwrap_err()
-            .status,
+            .status(),
         403
     );
     let voice = voice_channel(&mut c, &owner);
     assert_eq!(
-        c.lock_channel(&member, &voice, true, 6).unwrap_err().status,
+        c.lock_channel(&member, &voice, true, 6)
+            .unwrap_err()
+            .status(),
         403
     );
 }
@@ -1143,7 +1150,7 @@ fn join_tickets_are_single_use() {
     let mut c = community(HistoryVisibility::Joined);
     c.consume_ticket("jt_1", 100).unwrap();
     assert_eq!(
-        c.consume_ticket("jt_1", 100).unwrap_err().code,
+        c.consume_ticket("jt_1", 100).unwrap_err().code(),
         "rtc_ticket_replayed"
     );
     c.consume_ticket("jt_2", 100).unwrap();
@@ -1180,7 +1187,7 @@ fn moderation_survives_a_reload() {
         reloaded
             .grant_voice(&alice, "home", &voice2, 500)
             .unwrap_err()
-            .code,
+            .code(),
         "banned"
     );
     assert!(

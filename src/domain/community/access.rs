@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::Community;
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, What};
 use crate::domain::model::{Channel, HistoryVisibility, Membership, Message, Seq};
 use crate::domain::records::Visibility;
 
@@ -79,7 +79,7 @@ impl Community {
             Some(t) if t.id == id && t.channel_id == channel.id && self.may_read(Some(uid), t) => {
                 Ok(())
             }
-            _ => Err(DomainError::message_not_found()),
+            _ => Err(DomainError::NotFound(What::Message)),
         }
     }
 

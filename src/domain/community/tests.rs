@@ -104,7 +104,7 @@ fn pages_resume_and_replies_ask_the_same_rule() {
             13,
         )
         .unwrap_err();
-    assert_eq!(refused, DomainError::message_not_found());
+    assert_eq!(refused, DomainError::NotFound(What::Message));
 
     // After leaving, nothing of the joined channel replays, not even server-level events.
     c.leave(&bob, "home", 14).unwrap();
@@ -123,7 +123,7 @@ fn unreadable_missing_foreign_and_deleted_targets_get_one_answer_and_join_nobody
     let missing = c
         .post_message(&carol, &general.id, plain("re", Some("msg_999"), None), 20)
         .unwrap_err();
-    assert_eq!(missing, DomainError::message_not_found());
+    assert_eq!(missing, DomainError::NotFound(What::Message));
     // Carol's first contact would make her a member from now on: the target is before that.
     let unreadable = c
         .post_message(
@@ -192,7 +192,7 @@ fn leaving_kicks_bans_and_revokes_void_the_tickets_taken_before() {
     let mut c = community();
     let owner = actor("uid_owner");
     let alice = actor("uid_alice");
-    let denied = |r: Result<(), DomainError>| r.unwrap_err().code;
+    let denied = |r: Result<(), DomainError>| r.unwrap_err().code();
 
     // Leave: the ticket taken before is void; one taken after (which re-admits) works once.
     let before = grant(&mut c, &alice, "jt_before_leave", 100_000);
@@ -269,7 +269,7 @@ fn a_reload_keeps_the_voids_of_tickets_taken_before_a_leave() {
     let mut reloaded = community();
     reloaded.restore_volatile(volatile);
     assert_eq!(
-        reloaded.redeem_ticket(&before, 100_001).unwrap_err().code,
+        reloaded.redeem_ticket(&before, 100_001).unwrap_err().code(),
         "rtc_join_denied"
     );
 }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::{Community, Outcome};
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, JoinDenial};
 use crate::domain::model::Millis;
 use crate::rtc::ticket::{Claims, Permissions, TICKET_TTL_SECS};
 
@@ -136,16 +136,10 @@ impl Community {
     pub fn redeem_ticket(&mut self, claims: &Claims, now: Millis) -> Result<(), DomainError> {
         // A ban issued after the ticket still stops the join.
         if self.is_banned(&claims.server_id, &claims.user_uid, now) {
-            return Err(DomainError::forbidden(
-                "rtc_join_denied",
-                "banned from this server",
-            ));
+            return Err(DomainError::JoinDenied(JoinDenial::Banned));
         }
         if self.tickets.is_void(claims) {
-            return Err(DomainError::forbidden(
-                "rtc_join_denied",
-                "this ticket was withdrawn when its user left, was removed or signed out; ask for a new one",
-            ));
+            return Err(DomainError::JoinDenied(JoinDenial::Withdrawn));
         }
         self.consume_ticket(&claims.jti, claims.exp)
     }
