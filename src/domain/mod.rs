@@ -14,6 +14,3 @@ pub mod rate;
 pub mod records;
 pub mod text;
 pub mod views;
-
-#[cfg(test)]
-mod tests;
