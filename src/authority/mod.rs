@@ -29,6 +29,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings, Subject};
+use crate::domain::entropy::Entropy;
 use crate::domain::error::{DomainError, Outage};
 use crate::domain::model::Millis;
 use crate::domain::records::{Record, Snapshot};
@@ -179,6 +180,12 @@ pub const MAX_COMMANDS_PER_FLUSH: usize = 256;
 /// Most jobs held while the state reloads after a failed write; later ones run at once (and a
 /// command among them is refused, 503, as the state is stale).
 pub const MAX_DEFERRED_JOBS: usize = 10_000;
+
+/// The community's ids and tokens come from a generator seeded by the OS, as unguessable as
+/// the OS's own randomness.
+fn os_entropy() -> Entropy {
+    Entropy::from_seed(crate::auth::os_seed())
+}
 
 /// What a command whose write failed is told: retry later only when the database was
 /// unavailable; a write it refused (a constraint or data error) fails the same way again.
@@ -369,7 +376,7 @@ impl Core {
     fn new(settings: Settings, storage: Storage, snapshot: Snapshot) -> Core {
         let (loopback, _) = mpsc::unbounded_channel();
         Core {
-            community: Community::new(settings.clone(), snapshot),
+            community: Community::new(settings.clone(), snapshot, os_entropy()),
             settings,
             storage,
             shards: Vec::new(),
@@ -393,7 +400,7 @@ impl Core {
     fn install(&mut self, snapshot: Snapshot) {
         self.rings.clear();
         let volatile = self.community.take_volatile();
-        self.community = Community::new(self.settings.clone(), snapshot);
+        self.community = Community::new(self.settings.clone(), snapshot, os_entropy());
         self.community.restore_volatile(volatile);
     }
 

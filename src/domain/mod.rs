@@ -5,6 +5,7 @@
 //! definition of the history queries both storage engines implement.
 
 pub mod community;
+pub mod entropy;
 pub mod error;
 pub mod history;
 pub mod identity;

@@ -214,7 +214,7 @@ impl Community {
         .enumerate()
         {
             let category = Category {
-                id: new_id("cat"),
+                id: self.entropy.id("cat"),
                 server_id: id.clone(),
                 label: label.to_owned(),
                 kind,
@@ -223,7 +223,7 @@ impl Community {
                 created_at: now,
             };
             let channel = Channel {
-                id: new_id("ch"),
+                id: self.entropy.id("ch"),
                 server_id: id.clone(),
                 category_id: category.id.clone(),
                 name: channel.to_owned(),
@@ -251,7 +251,7 @@ impl Community {
         now: Millis,
         records: &mut Vec<Record>,
     ) -> (String, Millis) {
-        let token = crate::auth::new_token("occ_");
+        let token = self.entropy.token("occ_");
         let claim = ClaimToken {
             token_hash: crate::auth::hash_token(&token),
             server_id: server_id.to_owned(),
@@ -371,8 +371,9 @@ impl Community {
             return Err(DomainError::LimitReached(Limit::ServersPerUser));
         }
         let mut records = Vec::new();
+        let id = self.entropy.id("srv");
         let server = self.seed_server(
-            new_id("srv"),
+            id,
             display_name,
             description,
             banner,
@@ -571,7 +572,11 @@ mod tests {
 
     #[test]
     fn without_a_configured_owner_the_first_start_yields_a_claim_token_that_works_once() {
-        let mut c = Community::new(settings(HistoryVisibility::Joined), Snapshot::default());
+        let mut c = Community::new(
+            settings(HistoryVisibility::Joined),
+            Snapshot::default(),
+            seeded(),
+        );
         let token = c
             .bootstrap_default_server("Home", None, 1)
             .value
@@ -633,6 +638,7 @@ mod tests {
                 ..settings(HistoryVisibility::Joined)
             },
             Snapshot::default(),
+            seeded(),
         );
         locked.bootstrap_default_server("Home", None, 1);
         let refused = locked.create_server(&creator, "X", "", "", 1).unwrap_err();
@@ -672,5 +678,24 @@ mod tests {
             (item.trust_state, item.user_identifier_policy),
             ("verified", "either")
         );
+    }
+
+    #[test]
+    fn the_seed_given_at_construction_fixes_every_id() {
+        let ids = |c: &Community| {
+            let mut ids: Vec<String> = c.directory.channels.keys().cloned().collect();
+            ids.extend(c.directory.categories.keys().cloned());
+            ids.sort();
+            ids
+        };
+        let a = community(HistoryVisibility::Joined);
+        assert_eq!(ids(&a), ids(&community(HistoryVisibility::Joined)));
+        let mut other = Community::new(
+            settings(HistoryVisibility::Joined),
+            Snapshot::default(),
+            Entropy::from_seed([8; 32]),
+        );
+        other.bootstrap_default_server("Home", Some("uid_owner"), 1_000);
+        assert_ne!(ids(&a), ids(&other));
     }
 }

@@ -10,6 +10,11 @@ use crate::domain::records::MessageQuery;
 
 pub const ORIGIN: &str = "https://chat.example.test";
 
+/// The same generator in every test: ids and tokens are the same on every run.
+pub fn seeded() -> Entropy {
+    Entropy::from_seed([7; 32])
+}
+
 pub fn settings(visibility: HistoryVisibility) -> Settings {
     Settings {
         default_server_id: "home".into(),
@@ -25,13 +30,13 @@ pub fn settings(visibility: HistoryVisibility) -> Settings {
 
 /// A community whose default server was bootstrapped at `at`, owned by `uid_owner`.
 pub fn booted(visibility: HistoryVisibility, at: Millis) -> Community {
-    let mut c = Community::new(settings(visibility), Snapshot::default());
+    let mut c = Community::new(settings(visibility), Snapshot::default(), seeded());
     c.bootstrap_default_server("Home", Some("uid_owner"), at);
     c
 }
 
 pub fn community(visibility: HistoryVisibility) -> Community {
-    let mut c = Community::new(settings(visibility), Snapshot::default());
+    let mut c = Community::new(settings(visibility), Snapshot::default(), seeded());
     let boot = c.bootstrap_default_server("Home", Some("uid_owner"), 1_000);
     assert!(
         boot.value.is_none(),

@@ -89,7 +89,7 @@ impl Community {
             .max()
             .unwrap_or(0);
         let channel = Channel {
-            id: new_id("ch"),
+            id: self.entropy.id("ch"),
             server_id: server_id.to_owned(),
             category_id: category_id.clone(),
             name,
@@ -141,7 +141,7 @@ impl Community {
         let position = existing.iter().map(|c| c.position + 1).max().unwrap_or(0);
         let mut records = self.require_admin(server_id, actor, now)?;
         let category = Category {
-            id: new_id("cat"),
+            id: self.entropy.id("cat"),
             server_id: server_id.to_owned(),
             label,
             kind,

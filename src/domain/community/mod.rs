@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use super::entropy::Entropy;
 use super::error::{DomainError, Limit, Needs, Readable, What};
 use super::limits;
 use super::model::*;
@@ -269,9 +270,11 @@ pub struct ProfileChange {
     pub if_match: Option<i64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Community {
-    settings: Option<Settings>,
+    settings: Settings,
+    /// Where ids and tokens come from (given by the caller: the domain draws no randomness).
+    entropy: Entropy,
     directory: Directory,
     roster: Roster,
     profiles: ProfileStore,
@@ -285,19 +288,22 @@ pub struct Community {
     last_event_ids: HashMap<String, i64>,
 }
 
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
-
 impl Community {
-    /// Builds the state from what storage holds.
-    pub fn new(settings: Settings, snapshot: Snapshot) -> Community {
+    /// Builds the state from what storage holds; ids and tokens are drawn from `entropy`.
+    pub fn new(settings: Settings, snapshot: Snapshot, entropy: Entropy) -> Community {
         let mut c = Community {
             limiter: super::rate::RateLimiter::new(settings.rate_limit_per_minute),
-            settings: Some(settings),
+            settings,
+            entropy,
+            directory: Directory::default(),
+            roster: Roster::default(),
+            profiles: ProfileStore::default(),
+            sessions: Sessions::default(),
+            read_acks: ReadAcks::default(),
+            measures: Measures::default(),
+            tickets: TicketBook::default(),
             last_seq: snapshot.last_seq,
             last_event_ids: snapshot.last_event_ids,
-            ..Community::default()
         };
         let d = &mut c.directory;
         for s in snapshot.servers {
@@ -342,9 +348,7 @@ impl Community {
     }
 
     fn settings(&self) -> &Settings {
-        self.settings
-            .as_ref()
-            .expect("Community built without settings")
+        &self.settings
     }
 
     pub fn urls(&self) -> &Urls {

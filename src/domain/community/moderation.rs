@@ -446,6 +446,7 @@ mod tests {
                 moderation: measures,
                 ..Snapshot::default()
             },
+            seeded(),
         );
         reloaded.bootstrap_default_server("Home", Some("uid_owner"), 10);
         let voice2 = voice_channel(&mut reloaded, &owner);

@@ -75,7 +75,7 @@ impl Community {
                 self.sessions.devices.insert(device_id.to_owned(), device);
             }
         }
-        let token = crate::auth::new_token("ocs_");
+        let token = self.entropy.token("ocs_");
         let session = Session {
             token_hash: crate::auth::hash_token(&token),
             user_uid: uid.clone(),
@@ -413,7 +413,7 @@ mod tests {
         if let Record::Device(d) = squat {
             snapshot.devices.push(d);
         }
-        let mut c2 = Community::new(settings(HistoryVisibility::Joined), snapshot);
+        let mut c2 = Community::new(settings(HistoryVisibility::Joined), snapshot, seeded());
         c2.bootstrap_default_server("Home", Some("uid_owner"), 1);
         let bound = c2.bind_owner_key("uid_owner", &operator_pub, 2);
         assert!(bound.records.iter().any(
