@@ -145,7 +145,7 @@ handler!(
     check, ctx => {
         let token = token_of(ctx)?;
         let found = ctx.app.authority.read(move |c, now| Ok(c.authenticate(&token, now))).await?;
-        let (actor, expires_at) = found.ok_or_else(|| ApiError::Domain(DomainError::InvalidToken))?;
+        let (actor, expires_at) = found.ok_or(ApiError::Domain(DomainError::InvalidToken))?;
         json(200, &SessionInfo { user_uid: actor.user_uid, device_id: actor.device_id, expires_at: rfc3339(expires_at) })
     }
 );
