@@ -136,9 +136,8 @@ mod tests {
     use crate::domain::community::fixtures::*;
     use crate::domain::community::{Actor, Admission, Emitted, NewMessage};
     use crate::domain::error::What;
-    use crate::domain::model::{ChannelKind, Content};
+    use crate::domain::model::ChannelKind;
     use crate::domain::model::{Role, Span};
-    use crate::domain::records::Record;
 
     fn span(joined_seq: Seq, left_seq: Option<Seq>) -> Span {
         Span {
@@ -193,12 +192,12 @@ mod tests {
         }
     }
 
+    /// A plaintext reply naming `reply_to_id`, with what storage found for it (`target`).
     fn plain_reply(body: &str, reply_to_id: Option<&str>, target: Option<&Message>) -> NewMessage {
         NewMessage {
-            content: Content::Plain { body: body.into() },
             reply_to: target.cloned(),
             reply_to_id: reply_to_id.map(str::to_owned),
-            attachments: Vec::new(),
+            ..plain(body, None)
         }
     }
 
@@ -210,15 +209,7 @@ mod tests {
         new: NewMessage,
     ) -> (Message, Emitted) {
         let out = c.post_message(who, channel, new, 10).unwrap();
-        let message = out
-            .records
-            .iter()
-            .find_map(|r| match r {
-                Record::Message(m) => Some(m.clone()),
-                _ => None,
-            })
-            .unwrap();
-        (message, out.events[0].clone())
+        (stored_message(&out.records), out.events[0].clone())
     }
 
     #[test]

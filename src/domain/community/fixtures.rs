@@ -88,6 +88,17 @@ pub fn plain(body: impl Into<String>, reply: Option<&Message>) -> NewMessage {
     }
 }
 
+/// The message a post's records store.
+pub fn stored_message(records: &[Record]) -> Message {
+    records
+        .iter()
+        .find_map(|r| match r {
+            Record::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .expect("a post stores a message")
+}
+
 /// Posts through the rules and stores the result in `history`, as the authority would.
 pub fn post(
     c: &mut Community,
@@ -100,14 +111,7 @@ pub fn post(
     let out = c
         .post_message(who, channel, plain(body, reply), 10)
         .unwrap();
-    let message = out
-        .records
-        .iter()
-        .find_map(|r| match r {
-            Record::Message(m) => Some(m.clone()),
-            _ => None,
-        })
-        .expect("a post stores a message");
+    let message = stored_message(&out.records);
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].kind, "chat.message.created");
     history.insert(message.clone());

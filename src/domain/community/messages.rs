@@ -498,15 +498,10 @@ mod tests {
         );
         assert!(m.action_permissions.can_delete, "the author may delete");
         // Others may not delete; a moderator may.
-        let stored = history.get(&m.id).cloned().unwrap_or_else(|| {
-            out.records
-                .iter()
-                .find_map(|r| match r {
-                    Record::Message(x) => Some(x.clone()),
-                    _ => None,
-                })
-                .unwrap()
-        });
+        let stored = history
+            .get(&m.id)
+            .cloned()
+            .unwrap_or_else(|| stored_message(&out.records));
         assert_eq!(
             c.delete_message(&alice, &channel, &stored, 30)
                 .unwrap_err()
