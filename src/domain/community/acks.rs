@@ -3,7 +3,14 @@
 
 use std::collections::HashMap;
 
-use super::*;
+use super::{
+    Actor, Admission, Audience, Community, Emitted, MAX_MENTION_RESULTS, Outcome, Subject, encode,
+};
+use crate::domain::error::{DomainError, What};
+use crate::domain::model::{Channel, Message, Millis, ReadAck, Role};
+use crate::domain::records::Record;
+use crate::domain::views::{MentionCandidate, MentionResults, ReadAckItem, ReadAckOut};
+use crate::domain::{limits, views};
 
 /// The read ack of each (uid, channel).
 #[derive(Debug, Default)]
@@ -177,9 +184,10 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::domain::community::Audience;
     use crate::domain::community::fixtures::*;
     use crate::domain::history::MemoryHistory;
+    use crate::domain::model::HistoryVisibility;
     use crate::domain::views::rfc3339;
 
     #[test]

@@ -5,7 +5,20 @@
 
 use std::collections::HashMap;
 
-use super::*;
+use super::{
+    Actor, Admission, CLAIM_TOKEN_TTL_MS, Community, DEFAULT_SERVER_CLAIM_TTL_MS, DirectoryKey,
+    MAX_SERVERS_CREATED_PER_USER, Outcome,
+};
+use crate::domain::error::{DomainError, Limit, What};
+use crate::domain::model::{
+    BANNER_PRESETS, Category, Channel, ChannelKind, ClaimToken, Encryption, HistoryVisibility,
+    JoinPolicy, Membership, Millis, Role, Server,
+};
+use crate::domain::records::Record;
+use crate::domain::views::{
+    ChannelItem, Claimed, DirectoryItem, Group, OwnershipClaim, ServerCreated, SettingsUpdated,
+};
+use crate::domain::{limits, text, views};
 
 /// Servers, categories, channels and claim tokens, by id (claim tokens by hash).
 #[derive(Debug, Default)]
@@ -534,8 +547,11 @@ fn check_banner(preset: &str) -> Result<String, DomainError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Actor, Admission, CLAIM_TOKEN_TTL_MS, Community, Settings};
+    use crate::domain::entropy::Entropy;
+    use crate::domain::model::{HistoryVisibility, Role};
+    use crate::domain::records::Snapshot;
 
     #[test]
     fn the_default_server_is_seeded_with_a_text_and_a_voice_group() {

@@ -4,7 +4,14 @@
 
 use std::collections::HashSet;
 
-use super::*;
+use super::{Actor, Community, MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER, Outcome};
+use crate::domain::error::{DomainError, Limit, What};
+use crate::domain::model::{Category, Channel, ChannelKind, Encryption, HistoryVisibility, Millis};
+use crate::domain::records::Record;
+use crate::domain::views::{
+    CategoryCreated, CategoryUpdated, ChannelCreated, ChannelItem, Groups, LayoutUpdated,
+};
+use crate::domain::{limits, text, views};
 
 impl Community {
     /// `GET /v1/servers/{id}/channels`.
@@ -380,8 +387,8 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::model::{ChannelKind, HistoryVisibility};
 
     #[test]
     fn layout_changes_need_an_admin_and_emit_events() {

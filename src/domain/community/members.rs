@@ -4,7 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::*;
+use super::{Actor, Admission, Community, Notice, Outcome};
+use crate::domain::error::{DomainError, Needs, Readable, What};
+use crate::domain::model::{JoinPolicy, Membership, Millis, Role, Span};
+use crate::domain::records::Record;
+use crate::domain::views::{self, Left, MemberItem, Members};
 
 /// Memberships (current and past) and who is online, by (server, uid).
 #[derive(Debug, Default)]
@@ -317,9 +321,10 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, Notice};
     use crate::domain::history::MemoryHistory;
+    use crate::domain::model::{ChannelKind, HistoryVisibility};
 
     #[test]
     fn leaving_ends_access_and_rejoining_opens_a_new_span() {

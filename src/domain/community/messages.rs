@@ -3,7 +3,20 @@
 //! stored message for a reader. Messages themselves live in storage; only the order counter
 //! (`last_seq`) is kept here.
 
-use super::*;
+use super::{
+    Actor, Admission, Community, HistoryAccess, MAX_ATTACHMENTS_PER_MESSAGE, NewMessage, Outcome,
+    Subject, Viewer,
+};
+use crate::domain::error::{DomainError, Needs, Readable, What};
+use crate::domain::model::{
+    ChannelKind, Content, Encryption, HistoryVisibility, Mention, Message, Millis, Role,
+    Utf16Range, message_id,
+};
+use crate::domain::records::{Record, Visibility};
+use crate::domain::views::{
+    ActionPermissions, AttachmentItem, EnvelopeItem, MessageItem, MessageOut, ReplyTo, Urls,
+};
+use crate::domain::{limits, text, views};
 
 impl Community {
     /// Decides what `actor` may read of a channel (wire contract B.2). Anonymous readers see
@@ -374,9 +387,11 @@ pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissi
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, ProfileChange};
     use crate::domain::history::MemoryHistory;
+    use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility, Message};
+    use crate::domain::records::{Record, Visibility};
 
     #[test]
     fn a_later_joiner_does_not_see_earlier_messages_in_a_joined_channel() {

@@ -20,12 +20,10 @@
 use std::collections::HashMap;
 
 use super::entropy::Entropy;
-use super::error::{DomainError, Limit, Needs, Readable, What};
-use super::limits;
+use super::error::DomainError;
 use super::model::*;
 use super::records::{Record, Snapshot, Visibility};
-use super::text;
-use super::views::{self, *};
+use super::views::*;
 
 mod access;
 mod acks;

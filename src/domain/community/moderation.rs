@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::*;
+use super::{Actor, Admission, Community, Notice, Outcome};
+use crate::domain::error::{DomainError, Needs, What};
+use crate::domain::model::{ChannelKind, Millis, Moderation, ModerationKind, Role};
+use crate::domain::records::Record;
 
 /// Moderation measures by (server, kind, target).
 #[derive(Debug, Default)]
@@ -277,8 +280,10 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, Community, Notice};
+    use crate::domain::model::{HistoryVisibility, Moderation, ModerationKind, Role};
+    use crate::domain::records::{Record, Snapshot};
 
     #[test]
     fn voice_grants_check_channel_membership_ban_lock_and_timeout() {

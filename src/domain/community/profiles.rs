@@ -4,7 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::*;
+use super::{
+    Actor, Community, MAX_PRESET_ID_CHARS, MAX_PROFILES_PER_BATCH, Outcome, ProfileChange,
+};
+use crate::domain::error::DomainError;
+use crate::domain::model::{AvatarAsset, AvatarMode, Millis, Profile};
+use crate::domain::records::Record;
+use crate::domain::views::{AvatarUploaded, ProfileItem, ProfileOut, Profiles};
+use crate::domain::{limits, text};
 
 /// Saved profiles by uid, and avatar assets by id.
 #[derive(Debug, Default)]
@@ -165,8 +172,9 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, ProfileChange};
+    use crate::domain::model::{AvatarAsset, AvatarMode, HistoryVisibility};
 
     #[test]
     fn profiles_default_conflict_and_avatar_ownership() {

@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 
-use super::*;
+use super::{Actor, Community, Notice, Outcome, SESSION_TTL_MS, SignIn};
+use crate::domain::error::{DomainError, What};
+use crate::domain::model::{Device, Millis, Role, Session};
+use crate::domain::records::Record;
+use crate::domain::views::{self, SessionOut};
 
 /// Devices by id, sessions by token hash, the answered challenges and the approved bindings.
 #[derive(Debug, Default)]
@@ -258,8 +262,10 @@ impl Community {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, CHALLENGE_TTL_MS, Community};
+    use crate::domain::model::{Device, HistoryVisibility, Role};
+    use crate::domain::records::{Record, Snapshot};
     use ed25519_dalek::SigningKey;
 
     #[test]
