@@ -10,12 +10,12 @@
 //!
 //! [`Community`] is the façade the authority calls. Its state is held by sub-stores, one per
 //! concern, each in its own file with the commands of that concern and their tests:
-//! [`directory`] (servers, categories, channels, claim tokens; the server commands),
-//! [`layout`] (the layout commands), [`members`] (memberships, spans, roles, online counts),
-//! [`messages`] (history access, posting, deleting, rendering), [`acks`] (read acks and
-//! mention lookups), [`profiles`] (profiles and avatars), [`sessions`] (devices, sessions,
-//! challenges, bindings), [`moderation`] (bans, timeouts, locks, kicks, the voice grant),
-//! [`tickets`] (join tickets between signing and use) and [`access`] (the read rule).
+//! `directory` (servers, categories, channels, claim tokens; the server commands),
+//! `layout` (the layout commands), `members` (memberships, spans, roles, online counts),
+//! `messages` (history access, posting, deleting, rendering), `acks` (read acks and
+//! mention lookups), `profiles` (profiles and avatars), `sessions` (devices, sessions,
+//! challenges, bindings), `moderation` (bans, timeouts, locks, kicks, the voice grant),
+//! `tickets` (join tickets between signing and use) and `access` (the read rule).
 
 use std::collections::HashMap;
 
