@@ -210,8 +210,8 @@ pub enum What {
     Group,
     /// A current member of the server.
     Member,
-    /// A uid that was never a member of the server.
-    PastMember,
+    /// Any membership of the uid in the server, current or past (it never was a member).
+    AnyMembership,
 }
 
 impl What {
@@ -221,7 +221,7 @@ impl What {
             What::Channel => "channel_not_found",
             What::Message => "message_not_found",
             What::Group => "group_not_found",
-            What::Member | What::PastMember => "member_not_found",
+            What::Member | What::AnyMembership => "member_not_found",
         }
     }
 
@@ -232,7 +232,7 @@ impl What {
             What::Message => "no such message",
             What::Group => "no such group in this server",
             What::Member => "no such member",
-            What::PastMember => "that uid was never a member of this server",
+            What::AnyMembership => "that uid was never a member of this server",
         }
     }
 }

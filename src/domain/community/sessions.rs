@@ -160,7 +160,7 @@ impl Community {
         self.limiter.check(&actor.user_uid, now)?;
         self.directory.server(server_id)?;
         let Some(target) = self.roster.membership(server_id, user_uid) else {
-            return Err(DomainError::NotFound(What::PastMember));
+            return Err(DomainError::NotFound(What::AnyMembership));
         };
         let target_role = target.is_current().then_some(target.role);
         let elsewhere: Vec<(Option<Role>, Role)> = self
