@@ -295,4 +295,103 @@ mod tests {
             "{\"code\":\"rate_limited\",\"message\":\"more than 60 writes per minute; retry shortly\",\"retryable\":true,\"details\":{\"retry_after_ms\":500}}"
         );
     }
+
+    #[test]
+    fn each_refusal_has_its_status_and_retry_rule() {
+        use crate::domain::error::{JoinDenial, Needs, What};
+        let cases: Vec<(ApiError, u16, &str, bool)> = vec![
+            (
+                DomainError::NotFound(What::Channel).into(),
+                404,
+                "channel_not_found",
+                false,
+            ),
+            (
+                DomainError::InvalidToken.into(),
+                401,
+                "invalid_token",
+                false,
+            ),
+            (
+                DomainError::Forbidden(Needs::Admin).into(),
+                403,
+                "forbidden",
+                false,
+            ),
+            (
+                DomainError::JoinDenied(JoinDenial::Banned).into(),
+                403,
+                "rtc_join_denied",
+                false,
+            ),
+            (
+                DomainError::KeyMismatch.into(),
+                409,
+                "identity_key_mismatch",
+                false,
+            ),
+            (
+                DomainError::GroupRequired.into(),
+                400,
+                "group_required",
+                false,
+            ),
+            (
+                DomainError::MessageTooLarge { max_bytes: 4 }.into(),
+                413,
+                "payload_too_large",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::ServersPerUser).into(),
+                403,
+                "server_limit_reached",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::CategoriesPerServer).into(),
+                409,
+                "category_limit_reached",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::LayoutGroups).into(),
+                413,
+                "layout_too_large",
+                false,
+            ),
+            (
+                DomainError::SignInsThrottled.into(),
+                429,
+                "rate_limited",
+                true,
+            ),
+            (
+                DomainError::Unavailable(Outage::CatchingUp).into(),
+                503,
+                "storage_unavailable",
+                true,
+            ),
+            (
+                DomainError::WriteFailed.into(),
+                500,
+                "storage_write_failed",
+                false,
+            ),
+            (
+                ImageError::UnsupportedType.into(),
+                415,
+                "unsupported_media_type",
+                false,
+            ),
+            (ImageError::Corrupt.into(), 400, "invalid_image", false),
+        ];
+        for (e, status, code, retryable) in cases {
+            assert_eq!(
+                (e.status(), e.code(), e.retryable()),
+                (status, code, retryable),
+                "{e}"
+            );
+        }
+    }
 }
