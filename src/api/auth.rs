@@ -55,7 +55,7 @@ fn ids(
 /// The key as sent, decoded: 400 when it is not an Ed25519 public key.
 fn decode_key(public_key: &str) -> Result<VerifyingKey, ApiError> {
     crate::auth::decode_public_key(public_key)
-        .map_err(|e| ApiError::Coded(DomainError::bad_request(e.code(), e.to_string())))
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
 }
 
 handler!(
@@ -95,7 +95,7 @@ handler!(
         let key = decode_key(&public_key)?;
         let what = ChallengeFor { device_id: &device_id, key: &key, user_uid: user_uid.as_deref() };
         let verified = ctx.app.challenge_key.verify(&challenge, &what, now_millis())
-            .map_err(|e| ApiError::Coded(DomainError::unauthorized(e.to_string())))?;
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         let signature_valid = crate::auth::verify_signature(&key, ctx.app.config.public_base_url.trim_end_matches('/'), &challenge, &signature).is_ok();
         let sign_in = SignIn {
             device_id,
@@ -136,11 +136,8 @@ handler!(
 );
 
 fn token_of(ctx: &RequestCtx<'_>) -> Result<String, ApiError> {
-    bearer_token(ctx)?.ok_or_else(|| {
-        ApiError::Coded(DomainError::unauthorized(
-            "Authorization: Bearer <token> is required",
-        ))
-    })
+    bearer_token(ctx)?
+        .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required"))
 }
 
 handler!(
@@ -148,7 +145,7 @@ handler!(
     check, ctx => {
         let token = token_of(ctx)?;
         let found = ctx.app.authority.read(move |c, now| Ok(c.authenticate(&token, now))).await?;
-        let (actor, expires_at) = found.ok_or_else(|| ApiError::Coded(DomainError { code: "invalid_token", ..DomainError::unauthorized("the session token is unknown, expired or revoked") }))?;
+        let (actor, expires_at) = found.ok_or(ApiError::Domain(DomainError::InvalidToken))?;
         json(200, &SessionInfo { user_uid: actor.user_uid, device_id: actor.device_id, expires_at: rfc3339(expires_at) })
     }
 );

@@ -1,8 +1,11 @@
 //! The one error type endpoints return. Each variant has a stable `code` string that clients
-//! match on; the mapping to an HTTP status lives here and nowhere else.
+//! match on; the mapping to an HTTP status lives here and nowhere else, including the status,
+//! retryability and `details` of every domain refusal ([`DomainError`]).
 
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, Limit, Outage};
+use crate::domain::views::ProfileOut;
 use crate::http::{HttpError, Response};
+use crate::media::ImageError;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +30,88 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("internal error")]
     Internal,
-    /// A refusal with its own status and code (domain rules, body parsing, uploads).
-    #[error("{}", .0.message)]
-    Coded(DomainError),
+    /// A refusal of the HTTP layer or of an endpoint's own input checks (body parsing,
+    /// headers, uploads), with its status and code.
+    #[error("{message}")]
+    Refused {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
+    /// A refusal of the domain rules.
+    #[error("{0}")]
+    Domain(DomainError),
+}
+
+/// The HTTP status of a domain refusal.
+fn domain_status(e: &DomainError) -> u16 {
+    use DomainError::*;
+    match e {
+        NotFound(_) => 404,
+        IdentityRequired(_) | ChallengeInvalid | SignatureMismatch | NoSuchSession
+        | InvalidToken => 401,
+        DeviceRevoked
+        | BindingRequired
+        | NotAMember
+        | Forbidden(_)
+        | ServerCreationDisabled
+        | InvalidClaimToken
+        | ClaimTokenExpired
+        | AvatarAssetForbidden
+        | Banned
+        | ChannelLocked
+        | TicketReplayed
+        | JoinDenied(_) => 403,
+        KeyMismatch | CategoryNotEmpty | EpochRotationRequired | ProfileConflict { .. } => 409,
+        InvalidText { .. }
+        | InvalidDisplayName(_)
+        | InvalidDescription(_)
+        | InvalidName(_)
+        | InvalidBannerPreset
+        | InvalidAvatarPresetId
+        | AvatarAssetRequired
+        | InvalidLayout(_)
+        | GroupRequired
+        | GroupKindMismatch { .. }
+        | EncryptedVoice
+        | OwnershipByClaim
+        | NotATextChannel
+        | NotAVoiceChannel
+        | PlaintextNotAllowed
+        | EnvelopeNotAllowed
+        | EmptyMessage
+        | TooManyAttachments
+        | TooManyProfiles => 400,
+        MessageTooLarge { .. } => 413,
+        // What a user may do is 403, what a server holds 409, the size of one request 413.
+        LimitReached(Limit::ServersPerUser) => 403,
+        LimitReached(Limit::ChannelsPerServer | Limit::CategoriesPerServer) => 409,
+        LimitReached(Limit::LayoutGroups | Limit::LayoutChannelIds) => 413,
+        RateLimited { .. } | SignInsThrottled => 429,
+        Unavailable(Outage::Storage | Outage::ShuttingDown | Outage::CatchingUp) => 503,
+        WriteFailed => 500,
+    }
+}
+
+/// The `details` object (encoded JSON) of a domain refusal, for the refusals that carry one.
+fn domain_details(e: &DomainError) -> Option<String> {
+    match e {
+        DomainError::InvalidText { field, .. } => Some(format!("{{\"field\":\"{field}\"}}")),
+        DomainError::LimitReached(limit) => Some(format!(
+            "{{\"limit\":\"{}\",\"max\":{}}}",
+            limit.name(),
+            limit.max()
+        )),
+        DomainError::RateLimited { retry_after_ms, .. } => {
+            Some(format!("{{\"retry_after_ms\":{retry_after_ms}}}"))
+        }
+        DomainError::ProfileConflict { current } => {
+            Some(crate::domain::community::encode(&ProfileOut {
+                profile: (**current).clone(),
+            }))
+        }
+        _ => None,
+    }
 }
 
 impl ApiError {
@@ -45,7 +127,8 @@ impl ApiError {
             ApiError::UpgradeRequired => 426,
             ApiError::StorageUnavailable => 503,
             ApiError::Internal => 500,
-            ApiError::Coded(e) => e.status,
+            ApiError::Refused { status, .. } => *status,
+            ApiError::Domain(e) => domain_status(e),
         }
     }
 
@@ -61,40 +144,64 @@ impl ApiError {
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Internal => "internal",
-            ApiError::Coded(e) => e.code,
+            ApiError::Refused { code, .. } => code,
+            ApiError::Domain(e) => e.code(),
         }
     }
 
     /// Whether the same request may succeed later without change.
     pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::StorageUnavailable
+                | ApiError::Domain(
+                    DomainError::RateLimited { .. }
+                        | DomainError::SignInsThrottled
+                        | DomainError::Unavailable(_)
+                )
+        )
+    }
+
+    /// The `details` object of the error body (encoded JSON), when the error has one.
+    pub fn details(&self) -> Option<String> {
         match self {
-            ApiError::StorageUnavailable => true,
-            ApiError::Coded(e) => e.retryable,
-            _ => false,
+            ApiError::Domain(e) => domain_details(e),
+            _ => None,
         }
     }
 
     /// 400 with a specific code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::Coded(DomainError::bad_request(code, message))
+        ApiError::Refused {
+            status: 400,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 401 `unauthorized`: no identity, or an identity that did not check out.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::Refused {
+            status: 401,
+            code: "unauthorized",
+            message: message.into(),
+        }
     }
 
     pub fn into_response(self) -> Response {
-        let details = match &self {
-            ApiError::Coded(e) => e.details.as_deref(),
-            _ => None,
-        };
+        let details = self.details();
+        let retryable = self.retryable();
         let response = Response::error_with_details(
             self.status(),
             self.code(),
             &self.to_string(),
-            self.retryable(),
-            details,
+            retryable,
+            details.as_deref(),
         );
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
-            ApiError::Coded(e) if e.retryable => response.header("Retry-After", "1"),
+            ApiError::Domain(_) if retryable => response.header("Retry-After", "1"),
             ApiError::UpgradeRequired => response.header("Upgrade", "websocket"),
             _ => response,
         }
@@ -117,19 +224,34 @@ impl From<StorageError> for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        ApiError::Coded(e)
+        ApiError::Domain(e)
     }
 }
 
 impl From<HttpError> for ApiError {
     fn from(e: HttpError) -> Self {
-        ApiError::Coded(DomainError {
+        ApiError::Refused {
             status: e.status,
             code: e.code,
             message: e.message.to_string(),
-            details: None,
-            retryable: false,
-        })
+        }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        let status = match e {
+            ImageError::TooLarge { .. }
+            | ImageError::DimensionsTooLarge { .. }
+            | ImageError::TooManyPixels { .. } => 413,
+            ImageError::UnsupportedType => 415,
+            ImageError::Corrupt => 400,
+        };
+        ApiError::Refused {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -155,9 +277,10 @@ mod tests {
 
     #[test]
     fn errors_with_details_keep_their_headers() {
-        let e = ApiError::from(
-            DomainError::rate_limited("slow down").with_details("{\"retry_after_ms\":500}".into()),
-        );
+        let e = ApiError::from(DomainError::RateLimited {
+            per_minute: 60,
+            retry_after_ms: 500,
+        });
         let response = e.into_response();
         assert_eq!(
             response
@@ -169,7 +292,106 @@ mod tests {
         let body = std::str::from_utf8(response.body()).unwrap();
         assert_eq!(
             body,
-            "{\"code\":\"rate_limited\",\"message\":\"slow down\",\"retryable\":true,\"details\":{\"retry_after_ms\":500}}"
+            "{\"code\":\"rate_limited\",\"message\":\"more than 60 writes per minute; retry shortly\",\"retryable\":true,\"details\":{\"retry_after_ms\":500}}"
         );
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_retry_rule() {
+        use crate::domain::error::{JoinDenial, Needs, What};
+        let cases: Vec<(ApiError, u16, &str, bool)> = vec![
+            (
+                DomainError::NotFound(What::Channel).into(),
+                404,
+                "channel_not_found",
+                false,
+            ),
+            (
+                DomainError::InvalidToken.into(),
+                401,
+                "invalid_token",
+                false,
+            ),
+            (
+                DomainError::Forbidden(Needs::Admin).into(),
+                403,
+                "forbidden",
+                false,
+            ),
+            (
+                DomainError::JoinDenied(JoinDenial::Banned).into(),
+                403,
+                "rtc_join_denied",
+                false,
+            ),
+            (
+                DomainError::KeyMismatch.into(),
+                409,
+                "identity_key_mismatch",
+                false,
+            ),
+            (
+                DomainError::GroupRequired.into(),
+                400,
+                "group_required",
+                false,
+            ),
+            (
+                DomainError::MessageTooLarge { max_bytes: 4 }.into(),
+                413,
+                "payload_too_large",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::ServersPerUser).into(),
+                403,
+                "server_limit_reached",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::CategoriesPerServer).into(),
+                409,
+                "category_limit_reached",
+                false,
+            ),
+            (
+                DomainError::LimitReached(Limit::LayoutGroups).into(),
+                413,
+                "layout_too_large",
+                false,
+            ),
+            (
+                DomainError::SignInsThrottled.into(),
+                429,
+                "rate_limited",
+                true,
+            ),
+            (
+                DomainError::Unavailable(Outage::CatchingUp).into(),
+                503,
+                "storage_unavailable",
+                true,
+            ),
+            (
+                DomainError::WriteFailed.into(),
+                500,
+                "storage_write_failed",
+                false,
+            ),
+            (
+                ImageError::UnsupportedType.into(),
+                415,
+                "unsupported_media_type",
+                false,
+            ),
+            (ImageError::Corrupt.into(), 400, "invalid_image", false),
+        ];
+        for (e, status, code, retryable) in cases {
+            assert_eq!(
+                (e.status(), e.code(), e.retryable()),
+                (status, code, retryable),
+                "{e}"
+            );
+        }
     }
 }

@@ -56,11 +56,7 @@ pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Coded(DomainError::unauthorized(
-                    "Authorization must be 'Bearer <token>'",
-                ))
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
         return Ok(Some(token.to_owned()));
     }
     if !ctx.request.is_websocket_upgrade() {
@@ -116,10 +112,7 @@ pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
                 .await?;
             match found {
                 Some((actor, _)) => Ok(Some(actor)),
-                None => Err(ApiError::Coded(DomainError {
-                    code: "invalid_token",
-                    ..DomainError::unauthorized("the session token is unknown, expired or revoked")
-                })),
+                None => Err(ApiError::Domain(DomainError::InvalidToken)),
             }
         }
     }
@@ -128,9 +121,9 @@ pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
 /// The requester; 401 when it did not identify itself.
 pub async fn require_actor(ctx: &RequestCtx<'_>) -> Result<Actor, ApiError> {
     actor(ctx).await?.ok_or_else(|| {
-        ApiError::Coded(DomainError::unauthorized(match ctx.app.config.auth_mode {
+        ApiError::unauthorized(match ctx.app.config.auth_mode {
             AuthMode::Session => "this needs a session: Authorization: Bearer <token>",
             AuthMode::Headers => "this needs X-OpenChat-User-UID",
-        }))
+        })
     })
 }

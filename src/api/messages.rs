@@ -9,7 +9,7 @@ use super::input::{is_multipart, json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::domain::community::{self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage};
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, What};
 use crate::domain::model::{Attachment, Content, Message};
 use crate::domain::records::MessageQuery;
 use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
@@ -160,7 +160,7 @@ pub(super) async fn checked_image(
     limits: ImageLimits,
 ) -> Result<(crate::media::ImageInfo, Vec<u8>, BlobId), ApiError> {
     if file.len() > limits.max_bytes as u64 {
-        return Err(image_error(crate::media::ImageError::TooLarge {
+        return Err(ApiError::from(crate::media::ImageError::TooLarge {
             bytes: usize::try_from(file.len()).unwrap_or(usize::MAX),
             max: limits.max_bytes,
         }));
@@ -173,32 +173,17 @@ pub(super) async fn checked_image(
                 let info = inspect(&bytes, &limits)?;
                 let clean = strip_metadata(info.format, &bytes)?;
                 let id = BlobId::of_content(&clean);
-                Ok((info, clean, id))
+                Ok::<_, crate::media::ImageError>((info, clean, id))
             })())
         })
         .await;
     match checked {
-        Ok(result) => result.map_err(image_error),
+        Ok(result) => result.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "cannot read an uploaded file back");
             Err(ApiError::Internal)
         }
     }
-}
-
-pub(super) fn image_error(e: crate::media::ImageError) -> ApiError {
-    let status = match e.code() {
-        "payload_too_large" | "image_too_large" => 413,
-        "unsupported_media_type" => 415,
-        _ => 400,
-    };
-    ApiError::Coded(DomainError {
-        status,
-        code: e.code(),
-        message: e.to_string(),
-        details: None,
-        retryable: false,
-    })
 }
 
 fn text_field(field: &UploadField) -> Result<String, ApiError> {
@@ -226,7 +211,7 @@ handler!(
         let who = require_actor(ctx).await?;
         let channel_id = path_id(ctx, "channel_id")?;
         let max_body = ctx.app.config.limits.max_message_bytes;
-        let too_large = || ApiError::Coded(DomainError::too_large(format!("a message body holds at most {max_body} bytes")));
+        let too_large = || ApiError::Domain(DomainError::MessageTooLarge { max_bytes: max_body });
         let mut attachments = Vec::new();
         let mut holds = Vec::new();
         let (content, reply_to_id) = if is_multipart(ctx) {
@@ -308,7 +293,7 @@ async fn load_message(
 ) -> Result<Message, ApiError> {
     match ctx.app.storage.message(message_id).await? {
         Some(m) if m.channel_id == channel_id => Ok(m),
-        _ => Err(ApiError::Coded(DomainError::message_not_found())),
+        _ => Err(ApiError::Domain(DomainError::NotFound(What::Message))),
     }
 }
 

@@ -123,12 +123,7 @@ async fn admit(
                 if let Some(token) = &token
                     && c.authenticate(token, now).is_none()
                 {
-                    return Err(crate::domain::error::DomainError {
-                        code: "invalid_token",
-                        ..crate::domain::error::DomainError::unauthorized(
-                            "the session token is unknown, expired or revoked",
-                        )
-                    });
+                    return Err(crate::domain::error::DomainError::InvalidToken);
                 }
                 let admitted = c.admit(&who, &sid, Admission::Connect, now)?;
                 let joined_after = (!admitted.records.is_empty()).then(|| c.last_event_id(&sid));
@@ -145,7 +140,7 @@ async fn admit(
         }),
         Err(e) => {
             shard.hub.unregister(shard, id);
-            Err(e.message)
+            Err(e.to_string())
         }
     }
 }
@@ -214,7 +209,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                     .go_live(id, resumed.replayed_up_to.max(joined_after));
             }
             Err(e) => {
-                send_error(&handle, &server_id, &e.message);
+                send_error(&handle, &server_id, &e.to_string());
                 shard.hub.go_live(id, joined_after);
             }
         }
@@ -252,7 +247,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                         .await;
                     match allowed {
                         Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
-                        Err(e) => send_error(&handle, &sid, &e.message),
+                        Err(e) => send_error(&handle, &sid, &e.to_string()),
                     }
                 })
                 .detach();

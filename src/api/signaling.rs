@@ -250,7 +250,10 @@ async fn join(
         .authority
         .submit_mut(move |c, now| c.redeem_ticket(&redeemed, now))
         .await
-        .map_err(|e| (e.code, e.message, e.retryable))?;
+        .map_err(|e| {
+            let e = super::ApiError::from(e);
+            (e.code(), e.to_string(), e.retryable())
+        })?;
     let channel = claims.channel_id.clone();
     let caps = shard
         .app

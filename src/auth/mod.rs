@@ -140,9 +140,21 @@ pub fn encode_public_key(key: &VerifyingKey) -> String {
 /// A fresh bearer token: `prefix` and 32 random bytes as base64url without padding. Store only
 /// [`hash_token`] of it.
 pub fn new_token(prefix: &str) -> String {
+    token_from_bytes(prefix, random_bytes())
+}
+
+/// The token spelling of [`new_token`] for random bytes drawn elsewhere (the domain draws them
+/// from its seeded `crate::domain::entropy::Entropy`).
+pub fn token_from_bytes(prefix: &str, bytes: [u8; RANDOM_BYTES]) -> String {
     let mut token = String::from(prefix);
-    URL_SAFE_NO_PAD.encode_string(random_bytes(), &mut token);
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut token);
     token
+}
+
+/// A secret seed from the OS, for a generator that must be as unguessable as the OS itself
+/// (the domain's `Entropy`).
+pub fn os_seed() -> [u8; RANDOM_BYTES] {
+    random_bytes()
 }
 
 /// What is stored for a token: SHA-256 of its bytes in lowercase hex (64 characters). A token

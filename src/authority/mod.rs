@@ -29,7 +29,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings, Subject};
-use crate::domain::error::DomainError;
+use crate::domain::entropy::Entropy;
+use crate::domain::error::{DomainError, Outage};
 use crate::domain::model::Millis;
 use crate::domain::records::{Record, Snapshot};
 use crate::domain::views;
@@ -180,20 +181,20 @@ pub const MAX_COMMANDS_PER_FLUSH: usize = 256;
 /// command among them is refused, 503, as the state is stale).
 pub const MAX_DEFERRED_JOBS: usize = 10_000;
 
+/// The community's ids and tokens come from a generator seeded by the OS, as unguessable as
+/// the OS's own randomness.
+fn os_entropy() -> Entropy {
+    Entropy::from_seed(crate::auth::os_seed())
+}
+
 /// What a command whose write failed is told: retry later only when the database was
 /// unavailable; a write it refused (a constraint or data error) fails the same way again.
 fn write_failed(error: &StorageError) -> DomainError {
     match error {
-        StorageError::Unavailable(_) => DomainError::unavailable("storage is unavailable"),
+        StorageError::Unavailable(_) => DomainError::Unavailable(Outage::Storage),
         other => {
             tracing::error!(error = %other, "a domain write failed");
-            DomainError {
-                status: 500,
-                code: "storage_write_failed",
-                message: "the change could not be stored".to_owned(),
-                details: None,
-                retryable: false,
-            }
+            DomainError::WriteFailed
         }
     }
 }
@@ -269,9 +270,9 @@ impl Authority {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |core: &mut Core| job(core, tx)))
-            .map_err(|_| DomainError::unavailable("the server is shutting down"))?;
+            .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?;
         rx.await
-            .map_err(|_| DomainError::unavailable("the server is shutting down"))?
+            .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?
     }
 
     /// Runs `f` against the state without changing it.
@@ -292,9 +293,7 @@ impl Authority {
     ) -> Result<T, DomainError> {
         self.submit(move |core, reply| {
             if core.stale {
-                let _ = reply.send(Err(DomainError::unavailable(
-                    "catching up with storage; retry shortly",
-                )));
+                let _ = reply.send(Err(DomainError::Unavailable(Outage::CatchingUp)));
                 return;
             }
             match f(&mut core.community, now_millis()) {
@@ -377,7 +376,7 @@ impl Core {
     fn new(settings: Settings, storage: Storage, snapshot: Snapshot) -> Core {
         let (loopback, _) = mpsc::unbounded_channel();
         Core {
-            community: Community::new(settings.clone(), snapshot),
+            community: Community::new(settings.clone(), snapshot, os_entropy()),
             settings,
             storage,
             shards: Vec::new(),
@@ -401,7 +400,7 @@ impl Core {
     fn install(&mut self, snapshot: Snapshot) {
         self.rings.clear();
         let volatile = self.community.take_volatile();
-        self.community = Community::new(self.settings.clone(), snapshot);
+        self.community = Community::new(self.settings.clone(), snapshot, os_entropy());
         self.community.restore_volatile(volatile);
     }
 

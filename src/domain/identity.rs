@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::error::DomainError;
+use super::error::{DomainError, Needs};
 use super::model::{Device, Millis, Role};
 
 /// The `approved_by_uid` of the binding the operator configured: not a valid uid (it has a
@@ -79,20 +79,6 @@ impl Bindings {
     }
 }
 
-pub fn binding_required() -> DomainError {
-    DomainError::forbidden(
-        "binding_required",
-        "this uid is not derived from your key: an owner or admin must approve binding it to your key first",
-    )
-}
-
-pub fn key_mismatch() -> DomainError {
-    DomainError::conflict(
-        "identity_key_mismatch",
-        "this uid or device is bound to another key",
-    )
-}
-
 /// Whether `uid` is bound to a key other than `key`: by a live device, or by a binding.
 pub fn bound_elsewhere<'a>(
     uid: &str,
@@ -116,7 +102,7 @@ pub fn sign_in_uid<'a>(
 ) -> Result<String, DomainError> {
     let uid = requested.unwrap_or(derived);
     if bound_elsewhere(uid, key, binding, devices.clone()) {
-        return Err(key_mismatch());
+        return Err(DomainError::KeyMismatch);
     }
     let allowed = uid == derived
         || binding.is_some_and(|b| b.public_key == key)
@@ -126,7 +112,7 @@ pub fn sign_in_uid<'a>(
     if allowed {
         Ok(uid.to_owned())
     } else {
-        Err(binding_required())
+        Err(DomainError::BindingRequired)
     }
 }
 
@@ -140,14 +126,9 @@ pub fn may_approve(
     elsewhere: impl Iterator<Item = (Option<Role>, Role)>,
 ) -> Result<(), DomainError> {
     let Some(approver) = approver_role.filter(|r| r.at_least(Role::Admin)) else {
-        return Err(DomainError::needs_admin());
+        return Err(DomainError::Forbidden(Needs::Admin));
     };
-    let outranked = || {
-        DomainError::forbidden(
-            "forbidden",
-            "only someone above the uid's role in each of its servers may bind it",
-        )
-    };
+    let outranked = || DomainError::Forbidden(Needs::RankInEveryServer);
     if target_role.is_some_and(|t| t.rank() >= approver.rank()) {
         return Err(outranked());
     }
@@ -200,7 +181,10 @@ mod tests {
     fn asking_for_another_uid_needs_a_binding() {
         let none: Vec<Device> = Vec::new();
         let refused = sign_in_uid("uid_d", Some("uid_legacy"), "K", None, none.iter()).unwrap_err();
-        assert_eq!((refused.status, refused.code), (403, "binding_required"));
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (403, "binding_required")
+        );
         // Approved for this key: granted.
         let b = binding("uid_legacy", "K");
         assert_eq!(
@@ -212,7 +196,7 @@ mod tests {
         let refused =
             sign_in_uid("uid_d", Some("uid_legacy"), "K", Some(&other), none.iter()).unwrap_err();
         assert_eq!(
-            (refused.status, refused.code),
+            (refused.status(), refused.code()),
             (409, "identity_key_mismatch")
         );
     }
@@ -225,19 +209,19 @@ mod tests {
             "uid_legacy"
         );
         let refused = sign_in_uid("uid_d", Some("uid_x"), "K", None, devices.iter()).unwrap_err();
-        assert_eq!(refused.code, "identity_key_mismatch");
+        assert_eq!(refused.code(), "identity_key_mismatch");
         // A revoked device binds nothing.
         let mut revoked = device("d3", "uid_y", "K2");
         revoked.revoked_at = Some(2);
         let refused = sign_in_uid("uid_d", Some("uid_y"), "K", None, [revoked].iter()).unwrap_err();
-        assert_eq!(refused.code, "binding_required");
+        assert_eq!(refused.code(), "binding_required");
     }
 
     #[test]
     fn even_the_derived_uid_is_refused_when_another_key_holds_it() {
         let devices = [device("d1", "uid_d", "K2")];
         let refused = sign_in_uid("uid_d", None, "K", None, devices.iter()).unwrap_err();
-        assert_eq!(refused.code, "identity_key_mismatch");
+        assert_eq!(refused.code(), "identity_key_mismatch");
     }
 
     #[test]
@@ -251,23 +235,25 @@ mod tests {
         assert_eq!(
             may_approve(Some(Admin), Some(Admin), none())
                 .unwrap_err()
-                .status,
+                .status(),
             403
         );
         assert_eq!(
             may_approve(Some(Admin), Some(Owner), none())
                 .unwrap_err()
-                .status,
+                .status(),
             403
         );
         assert_eq!(
             may_approve(Some(Moderator), Some(Member), none())
                 .unwrap_err()
-                .status,
+                .status(),
             403
         );
         assert_eq!(
-            may_approve(None, Some(Member), none()).unwrap_err().status,
+            may_approve(None, Some(Member), none())
+                .unwrap_err()
+                .status(),
             403
         );
         // The target administers another server: only its owner may hand that over.

@@ -1,13 +1,14 @@
 //! What one client may send and make the instance hold: the text rule applied to every text
-//! field a client sends, and the refusals of the per-user and per-server limits, which carry
-//! `details` naming the limit so a client can tell which one it met.
+//! field a client sends, and the size bound of a layout request. A count limit is refused with
+//! [`DomainError::LimitReached`], whose answer carries `details` naming the limit so a client
+//! can tell which one it met.
 //!
 //! The limits themselves are named constants next to the rules that use them
 //! (`community::MAX_SERVERS_CREATED_PER_USER`, `MAX_CHANNELS_PER_SERVER`,
 //! `MAX_CATEGORIES_PER_SERVER`, and the layout bounds below).
 
 use super::community::{MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER};
-use super::error::DomainError;
+use super::error::{DomainError, Limit};
 use super::text;
 
 /// Most groups one `PUT /v1/servers/{id}/channel-layout` may list: a server holds no more.
@@ -18,10 +19,7 @@ pub const MAX_LAYOUT_CHANNEL_IDS: usize = MAX_CHANNELS_PER_SERVER;
 /// Checks one text field a client sent against [`text::check_text`]; a refusal is 400
 /// `invalid_text` with `details.field` naming the field (its wire name).
 pub fn text_field(field: &'static str, value: &str) -> Result<(), DomainError> {
-    text::check_text(value).map_err(|e| {
-        DomainError::bad_request("invalid_text", format!("{field} {e}"))
-            .with_details(format!("{{\"field\":\"{field}\"}}"))
-    })
+    text::check_text(value).map_err(|reason| DomainError::InvalidText { field, reason })
 }
 
 /// [`text_field`] for an optional field.
@@ -29,49 +27,18 @@ pub fn optional_text_field(field: &'static str, value: Option<&str>) -> Result<(
     value.map_or(Ok(()), |v| text_field(field, v))
 }
 
-/// A refusal for a count limit: `status` (403 for what a user may do, 409 for what a server
-/// holds, 413 for the size of one request), a stable `code`, not retryable (waiting does not
-/// help), and `details` `{"limit": <name>, "max": <value>}`.
-pub fn limit_reached(
-    status: u16,
-    code: &'static str,
-    limit: &'static str,
-    max: usize,
-    message: String,
-) -> DomainError {
-    DomainError {
-        status,
-        code,
-        message,
-        details: Some(format!("{{\"limit\":\"{limit}\",\"max\":{max}}}")),
-        retryable: false,
-    }
-}
-
 /// Refuses a layout request larger than any server can be, before any of it is looked at.
 pub fn check_layout_size<'a>(
     groups: impl ExactSizeIterator<Item = &'a [String]>,
 ) -> Result<(), DomainError> {
     if groups.len() > MAX_LAYOUT_GROUPS {
-        return Err(limit_reached(
-            413,
-            "layout_too_large",
-            "layout_groups",
-            MAX_LAYOUT_GROUPS,
-            format!("a layout lists at most {MAX_LAYOUT_GROUPS} groups"),
-        ));
+        return Err(DomainError::LimitReached(Limit::LayoutGroups));
     }
     let mut ids = 0usize;
     for channel_ids in groups {
         ids += channel_ids.len();
         if ids > MAX_LAYOUT_CHANNEL_IDS {
-            return Err(limit_reached(
-                413,
-                "layout_too_large",
-                "layout_channel_ids",
-                MAX_LAYOUT_CHANNEL_IDS,
-                format!("a layout lists at most {MAX_LAYOUT_CHANNEL_IDS} channel ids"),
-            ));
+            return Err(DomainError::LimitReached(Limit::LayoutChannelIds));
         }
     }
     Ok(())
@@ -86,14 +53,13 @@ mod tests {
         assert_eq!(text_field("body", "hello\n"), Ok(()));
         let e = text_field("body", "a\u{0}b").unwrap_err();
         assert_eq!(
-            (e.status, e.code, e.retryable),
+            (e.status(), e.code(), e.retryable()),
             (400, "invalid_text", false)
         );
-        assert_eq!(e.details.as_deref(), Some(r#"{"field":"body"}"#));
+        assert_eq!(e.details().as_deref(), Some(r#"{"field":"body"}"#));
         assert!(
-            e.message.starts_with("body must not contain NUL"),
-            "{}",
-            e.message
+            e.to_string().starts_with("body must not contain NUL"),
+            "{e}"
         );
         assert_eq!(optional_text_field("name", None), Ok(()));
         assert!(optional_text_field("name", Some("\u{1b}")).is_err());
@@ -101,19 +67,13 @@ mod tests {
 
     #[test]
     fn limit_refusals_name_the_limit() {
-        let e = limit_reached(
-            409,
-            "channel_limit_reached",
-            "channels_per_server",
-            500,
-            "x".into(),
-        );
+        let e = DomainError::LimitReached(Limit::ChannelsPerServer);
         assert_eq!(
-            (e.status, e.code, e.retryable),
+            (e.status(), e.code(), e.retryable()),
             (409, "channel_limit_reached", false)
         );
         assert_eq!(
-            e.details.as_deref(),
+            e.details().as_deref(),
             Some(r#"{"limit":"channels_per_server","max":500}"#)
         );
     }
@@ -128,11 +88,11 @@ mod tests {
         assert_eq!(check_layout_size(fits.iter().map(Vec::as_slice)), Ok(()));
         let over = [ids(MAX_LAYOUT_CHANNEL_IDS), ids(1)];
         let e = check_layout_size(over.iter().map(Vec::as_slice)).unwrap_err();
-        assert_eq!((e.status, e.code), (413, "layout_too_large"));
-        assert!(e.details.unwrap().contains("layout_channel_ids"));
+        assert_eq!((e.status(), e.code()), (413, "layout_too_large"));
+        assert!(e.details().unwrap().contains("layout_channel_ids"));
         let groups = vec![Vec::new(); MAX_LAYOUT_GROUPS + 1];
         let e = check_layout_size(groups.iter().map(Vec::as_slice)).unwrap_err();
-        assert!(e.details.unwrap().contains("layout_groups"));
+        assert!(e.details().unwrap().contains("layout_groups"));
         let groups = vec![Vec::new(); MAX_LAYOUT_GROUPS];
         assert_eq!(check_layout_size(groups.iter().map(Vec::as_slice)), Ok(()));
     }

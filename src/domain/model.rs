@@ -329,3 +329,25 @@ pub struct StoredEvent {
     pub payload: String,
     pub created_at: Millis,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_name_their_position_and_nothing_else() {
+        assert_eq!(message_id(42), "msg_42");
+        assert_eq!(message_seq("msg_42"), Some(42));
+        for other in [
+            "msg_042",
+            "msg_0",
+            "msg_-1",
+            "msg_",
+            "42",
+            "msg_4x",
+            "msg_99999999999999999999",
+        ] {
+            assert_eq!(message_seq(other), None, "{other}");
+        }
+    }
+}

@@ -47,11 +47,10 @@ impl RateLimiter {
             return Ok(());
         }
         let wait_ms = ((1.0 - bucket.tokens) / per_ms).ceil() as i64;
-        Err(DomainError::rate_limited(format!(
-            "more than {} writes per minute; retry shortly",
-            self.per_minute
-        ))
-        .with_details(format!("{{\"retry_after_ms\":{wait_ms}}}")))
+        Err(DomainError::RateLimited {
+            per_minute: self.per_minute,
+            retry_after_ms: wait_ms,
+        })
     }
 
     /// Forgets buckets that have been idle long enough to be full.
@@ -72,7 +71,7 @@ mod tests {
         }
         let refused = limiter.check("uid_a", 0).unwrap_err();
         assert_eq!(
-            (refused.status, refused.code, refused.retryable),
+            (refused.status(), refused.code(), refused.retryable()),
             (429, "rate_limited", true)
         );
         // Other users are not affected.

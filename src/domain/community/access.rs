@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::Community;
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, What};
 use crate::domain::model::{Channel, HistoryVisibility, Membership, Message, Seq};
 use crate::domain::records::Visibility;
 
@@ -46,7 +46,7 @@ pub fn readable(history: HistoryVisibility, membership: Option<&Membership>) -> 
 impl Community {
     /// What `uid` (`None`: anonymous) may read of `channel` now ([`readable`]).
     pub fn read_visibility(&self, channel: &Channel, uid: Option<&str>) -> Option<Visibility> {
-        let membership = uid.and_then(|uid| self.membership(&channel.server_id, uid));
+        let membership = uid.and_then(|uid| self.roster.membership(&channel.server_id, uid));
         readable(channel.history_visibility, membership)
     }
 
@@ -55,6 +55,7 @@ impl Community {
     pub fn may_read(&self, uid: Option<&str>, message: &Message) -> bool {
         message.deleted_at.is_none()
             && self
+                .directory
                 .channels
                 .get(&message.channel_id)
                 .and_then(|channel| self.read_visibility(channel, uid))
@@ -79,7 +80,7 @@ impl Community {
             Some(t) if t.id == id && t.channel_id == channel.id && self.may_read(Some(uid), t) => {
                 Ok(())
             }
-            _ => Err(DomainError::message_not_found()),
+            _ => Err(DomainError::NotFound(What::Message)),
         }
     }
 
@@ -88,7 +89,7 @@ impl Community {
         ReplayRule {
             community: self,
             server_id: server_id.to_owned(),
-            membership: self.membership(server_id, uid),
+            membership: self.roster.membership(server_id, uid),
             channels: HashMap::new(),
         }
     }
@@ -114,6 +115,7 @@ impl ReplayRule<'_> {
                 if !self.channels.contains_key(channel_id) {
                     let visibility = self
                         .community
+                        .directory
                         .channels
                         .get(channel_id)
                         .filter(|c| c.server_id == self.server_id)
@@ -131,6 +133,10 @@ impl ReplayRule<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Actor, Admission, Emitted, NewMessage};
+    use crate::domain::error::What;
+    use crate::domain::model::ChannelKind;
     use crate::domain::model::{Role, Span};
 
     fn span(joined_seq: Seq, left_seq: Option<Seq>) -> Span {
@@ -184,5 +190,150 @@ mod tests {
                 Some(Visibility::All)
             );
         }
+    }
+
+    /// A plaintext reply naming `reply_to_id`, with what storage found for it (`target`).
+    fn plain_reply(body: &str, reply_to_id: Option<&str>, target: Option<&Message>) -> NewMessage {
+        NewMessage {
+            reply_to: target.cloned(),
+            reply_to_id: reply_to_id.map(str::to_owned),
+            ..plain(body, None)
+        }
+    }
+
+    /// Posts and returns the stored message and its event.
+    fn post_event(
+        c: &mut Community,
+        who: &Actor,
+        channel: &str,
+        new: NewMessage,
+    ) -> (Message, Emitted) {
+        let out = c.post_message(who, channel, new, 10).unwrap();
+        (stored_message(&out.records), out.events[0].clone())
+    }
+
+    #[test]
+    fn pages_resume_and_replies_ask_the_same_rule() {
+        let mut c = booted(HistoryVisibility::Joined, 1);
+        let general = first_channel(&c, ChannelKind::Text);
+        let alice = actor("uid_alice");
+        let bob = actor("uid_bob");
+        let (before, event) = post_event(
+            &mut c,
+            &alice,
+            &general.id,
+            plain_reply("before", None, None),
+        );
+        assert_eq!(
+            event.subject,
+            Subject::Message {
+                channel_id: general.id.clone(),
+                seq: before.seq
+            }
+        );
+        c.admit(&bob, "home", Admission::Connect, 11).unwrap();
+        let (after, after_event) = post_event(
+            &mut c,
+            &alice,
+            &general.id,
+            plain_reply("after", None, None),
+        );
+
+        // The page.
+        let access = c.history_access(Some(&bob), &general.id, 12).unwrap().value;
+        assert!(!access.visibility.allows(before.seq));
+        assert!(access.visibility.allows(after.seq));
+        // The resume.
+        let mut rule = c.replay_rule("home", "uid_bob");
+        assert!(!rule.allows(&event.subject));
+        assert!(rule.allows(&after_event.subject));
+        assert!(rule.allows(&Subject::Server));
+        let mut alices = c.replay_rule("home", "uid_alice");
+        assert!(alices.allows(&event.subject));
+        // A channel of another server named in a subject is not replayed on this one.
+        let mut elsewhere = c.replay_rule("srv_other", "uid_alice");
+        assert!(!elsewhere.allows(&event.subject));
+        // The reply.
+        assert!(!c.may_read(Some("uid_bob"), &before));
+        assert!(c.may_read(Some("uid_bob"), &after));
+        let refused = c
+            .post_message(
+                &bob,
+                &general.id,
+                plain_reply("re", Some(&before.id), Some(&before)),
+                13,
+            )
+            .unwrap_err();
+        assert_eq!(refused, DomainError::NotFound(What::Message));
+
+        // After leaving, nothing of the joined channel replays, not even server-level events.
+        c.leave(&bob, "home", 14).unwrap();
+        let mut rule = c.replay_rule("home", "uid_bob");
+        assert!(!rule.allows(&after_event.subject));
+        assert!(!rule.allows(&Subject::Server));
+    }
+
+    #[test]
+    fn unreadable_missing_foreign_and_deleted_targets_get_one_answer_and_join_nobody() {
+        let mut c = booted(HistoryVisibility::Joined, 1);
+        let general = first_channel(&c, ChannelKind::Text);
+        let alice = actor("uid_alice");
+        let (target, _) = post_event(
+            &mut c,
+            &alice,
+            &general.id,
+            plain_reply("target", None, None),
+        );
+        let carol = actor("uid_carol");
+        let missing = c
+            .post_message(
+                &carol,
+                &general.id,
+                plain_reply("re", Some("msg_999"), None),
+                20,
+            )
+            .unwrap_err();
+        assert_eq!(missing, DomainError::NotFound(What::Message));
+        // Carol's first contact would make her a member from now on: the target is before that.
+        let unreadable = c
+            .post_message(
+                &carol,
+                &general.id,
+                plain_reply("re", Some(&target.id), Some(&target)),
+                20,
+            )
+            .unwrap_err();
+        assert_eq!(unreadable, missing);
+        assert!(
+            c.roster.membership("home", "uid_carol").is_none(),
+            "a refused post joins nobody"
+        );
+        // In another channel (even one alice reads), a different id, or deleted: the same.
+        let mut elsewhere = target.clone();
+        elsewhere.channel_id = "ch_other".into();
+        let mut renamed = target.clone();
+        renamed.id = "msg_12345".into();
+        let mut deleted = target.clone();
+        deleted.deleted_at = Some(15);
+        for t in [&elsewhere, &renamed, &deleted] {
+            let refused = c
+                .post_message(
+                    &alice,
+                    &general.id,
+                    plain_reply("re", Some(&target.id), Some(t)),
+                    21,
+                )
+                .unwrap_err();
+            assert_eq!(refused, missing);
+        }
+        // The real one, for its reader.
+        let (reply, event) = post_event(
+            &mut c,
+            &alice,
+            &general.id,
+            plain_reply("re", Some(&target.id), Some(&target)),
+        );
+        assert_eq!(reply.reply_to_id.as_deref(), Some(target.id.as_str()));
+        assert!(event.payload.contains("\"preview_text\":\"target\""));
     }
 }

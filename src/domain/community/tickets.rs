@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::{Community, Outcome};
-use crate::domain::error::DomainError;
+use crate::domain::error::{DomainError, JoinDenial};
 use crate::domain::model::Millis;
 use crate::rtc::ticket::{Claims, Permissions, TICKET_TTL_SECS};
 
@@ -40,6 +40,8 @@ pub struct TicketBook {
     by_member: HashMap<(String, String), Void>,
     /// Latest void of the tickets of a uid's device (a revoked session).
     by_device: HashMap<(String, String), Void>,
+    /// Tickets already used, with their expiry (Unix seconds), for single use.
+    used: HashMap<String, i64>,
 }
 
 impl TicketBook {
@@ -99,10 +101,20 @@ impl TicketBook {
         }
     }
 
-    /// Forgets expired tickets and voids no unexpired ticket can predate.
+    /// Marks a ticket used (`exp` in Unix seconds); false when it was used before.
+    pub fn consume(&mut self, jti: &str, exp: i64) -> bool {
+        if self.used.contains_key(jti) {
+            return false;
+        }
+        self.used.insert(jti.to_owned(), exp);
+        true
+    }
+
+    /// Forgets expired tickets (issued and used) and voids no unexpired ticket can predate.
     pub fn sweep(&mut self, now: Millis) {
         let now_secs = now / 1000;
         self.issued.retain(|_, t| t.exp > now_secs);
+        self.used.retain(|_, exp| *exp > now_secs);
         let horizon = (TICKET_TTL_SECS + 1) * 1000;
         self.by_member.retain(|_, v| v.at + horizon > now);
         self.by_device.retain(|_, v| v.at + horizon > now);
@@ -136,24 +148,31 @@ impl Community {
     pub fn redeem_ticket(&mut self, claims: &Claims, now: Millis) -> Result<(), DomainError> {
         // A ban issued after the ticket still stops the join.
         if self.is_banned(&claims.server_id, &claims.user_uid, now) {
-            return Err(DomainError::forbidden(
-                "rtc_join_denied",
-                "banned from this server",
-            ));
+            return Err(DomainError::JoinDenied(JoinDenial::Banned));
         }
         if self.tickets.is_void(claims) {
-            return Err(DomainError::forbidden(
-                "rtc_join_denied",
-                "this ticket was withdrawn when its user left, was removed or signed out; ask for a new one",
-            ));
+            return Err(DomainError::JoinDenied(JoinDenial::Withdrawn));
         }
         self.consume_ticket(&claims.jti, claims.exp)
+    }
+
+    /// Marks a ticket used; a second use is `rtc_ticket_replayed`. `exp` is the ticket's expiry
+    /// (Unix seconds): used ids are forgotten once their tickets could not verify anyway.
+    pub fn consume_ticket(&mut self, jti: &str, exp: i64) -> Result<(), DomainError> {
+        if !self.tickets.consume(jti, exp) {
+            return Err(DomainError::TicketReplayed);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Actor, Notice};
+    use crate::domain::error::DomainError;
+    use crate::domain::model::{ChannelKind, HistoryVisibility, Session};
 
     fn claims(jti: &str, exp: i64) -> Claims {
         Claims {
@@ -230,5 +249,126 @@ mod tests {
         // Once they expired, there is room again.
         book.issue("later", 260, 170_000);
         assert_eq!(book.tracked(), 1);
+    }
+
+    fn community_claims(c: &Community, who: &Actor, jti: &str, exp: i64) -> Claims {
+        Claims {
+            server_id: "home".into(),
+            channel_id: first_channel(c, ChannelKind::Voice).id,
+            user_uid: who.user_uid.clone(),
+            device_id: who.device_id.clone(),
+            permissions: crate::rtc::ticket::Permissions::ALL,
+            exp,
+            jti: jti.into(),
+        }
+    }
+
+    /// A ticket granted at `now` (ms), valid 60 s.
+    fn grant(c: &mut Community, who: &Actor, jti: &str, now: Millis) -> Claims {
+        let voice = first_channel(c, ChannelKind::Voice).id;
+        let exp = now / 1000 + 60;
+        c.grant_ticket(who, "home", &voice, jti, exp, now).unwrap();
+        community_claims(c, who, jti, exp)
+    }
+
+    #[test]
+    fn join_tickets_are_single_use() {
+        let mut c = community(HistoryVisibility::Joined);
+        c.consume_ticket("jt_1", 100).unwrap();
+        assert_eq!(
+            c.consume_ticket("jt_1", 100).unwrap_err().code(),
+            "rtc_ticket_replayed"
+        );
+        c.consume_ticket("jt_2", 100).unwrap();
+        // Once expired, the id is forgotten (the ticket no longer verifies anyway).
+        c.sweep(100_000);
+        c.consume_ticket("jt_1", 200).unwrap();
+    }
+
+    #[test]
+    fn leaving_kicks_bans_and_revokes_void_the_tickets_taken_before() {
+        let mut c = booted(HistoryVisibility::Joined, 1);
+        let owner = actor("uid_owner");
+        let alice = actor("uid_alice");
+        let denied = |r: Result<(), DomainError>| r.unwrap_err().code();
+
+        // Leave: the ticket taken before is void; one taken after (which re-admits) works once.
+        let before = grant(&mut c, &alice, "jt_before_leave", 100_000);
+        c.leave(&alice, "home", 100_000).unwrap();
+        assert_eq!(denied(c.redeem_ticket(&before, 100_001)), "rtc_join_denied");
+        let after = grant(&mut c, &alice, "jt_after_leave", 100_000);
+        c.redeem_ticket(&after, 100_001).unwrap();
+        assert_eq!(
+            denied(c.redeem_ticket(&after, 100_002)),
+            "rtc_ticket_replayed"
+        );
+
+        // Kick: the membership ends too.
+        let before = grant(&mut c, &alice, "jt_before_kick", 101_000);
+        c.kick(&owner, "home", "uid_alice", 101_000).unwrap();
+        assert!(c.current_role("home", "uid_alice").is_none());
+        assert_eq!(denied(c.redeem_ticket(&before, 101_001)), "rtc_join_denied");
+
+        // Ban.
+        let before = grant(&mut c, &alice, "jt_before_ban", 102_000);
+        c.ban(&owner, "home", "uid_alice", None, 102_000).unwrap();
+        assert_eq!(denied(c.redeem_ticket(&before, 102_001)), "rtc_join_denied");
+        c.unban(&owner, "home", "uid_alice", 102_002).unwrap();
+
+        // Revoke: the device's tickets, in every server, and a notice for its sockets.
+        let token = "ocs_revoked_token";
+        let hash = crate::auth::hash_token(token);
+        c.sessions.by_token.insert(
+            hash.clone(),
+            Session {
+                token_hash: hash.clone(),
+                user_uid: alice.user_uid.clone(),
+                device_id: alice.device_id.clone(),
+                created_at: 1,
+                expires_at: 10_000_000,
+                revoked_at: None,
+            },
+        );
+        let before = grant(&mut c, &alice, "jt_before_revoke", 103_000);
+        let other_device = Actor {
+            device_id: "dev_other".into(),
+            ..alice.clone()
+        };
+        let other = grant(&mut c, &other_device, "jt_other_device", 103_000);
+        let revoked = c.revoke_session(token, 103_000).unwrap();
+        assert_eq!(
+            revoked.notices,
+            vec![Notice::SessionRevoked {
+                token_hash: hash,
+                user_uid: alice.user_uid.clone(),
+                device_id: alice.device_id.clone(),
+            }]
+        );
+        assert_eq!(denied(c.redeem_ticket(&before, 103_001)), "rtc_join_denied");
+        c.redeem_ticket(&other, 103_001).unwrap();
+
+        // Voids are forgotten once no ticket from before them can still verify.
+        let late = community_claims(&c, &alice, "jt_unknown", 104);
+        assert_eq!(denied(c.redeem_ticket(&late, 103_500)), "rtc_join_denied");
+        c.sweep(200_000);
+        let fresh = community_claims(&c, &alice, "jt_unknown_later", 260);
+        c.redeem_ticket(&fresh, 200_001).unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_the_voids_of_tickets_taken_before_a_leave() {
+        let mut c = booted(HistoryVisibility::Joined, 1);
+        let alice = actor("uid_alice");
+        let before = grant(&mut c, &alice, "jt_before_reload", 100_000);
+        c.leave(&alice, "home", 100_000).unwrap();
+        // A failed write makes the authority reload the rest from storage: the fresh state gets
+        // what only lived in memory.
+        let volatile = c.take_volatile();
+        let mut reloaded = booted(HistoryVisibility::Joined, 1);
+        reloaded.restore_volatile(volatile);
+        assert_eq!(
+            reloaded.redeem_ticket(&before, 100_001).unwrap_err().code(),
+            "rtc_join_denied"
+        );
     }
 }

@@ -1,0 +1,216 @@
+//! Per-reader channel state: read acks (which move forward only and go to the reader's own
+//! sockets) and the mention lookup of a channel's members.
+
+use std::collections::HashMap;
+
+use super::{
+    Actor, Admission, Audience, Community, Emitted, MAX_MENTION_RESULTS, Outcome, Subject, encode,
+};
+use crate::domain::error::{DomainError, What};
+use crate::domain::model::{Channel, Message, Millis, ReadAck, Role};
+use crate::domain::records::Record;
+use crate::domain::views::{MentionCandidate, MentionResults, ReadAckItem, ReadAckOut};
+use crate::domain::{limits, views};
+
+/// The read ack of each (uid, channel).
+#[derive(Debug, Default)]
+pub struct ReadAcks {
+    pub(super) by_reader: HashMap<(String, String), ReadAck>,
+}
+
+impl Community {
+    pub(super) fn member_of_channel(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        now: Millis,
+        records: &mut Vec<Record>,
+    ) -> Result<(Channel, Role), DomainError> {
+        let channel = self.directory.channel(channel_id)?.clone();
+        let role = self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            records,
+        )?;
+        Ok((channel, role))
+    }
+
+    pub(super) fn read_ack_item(&self, uid: &str, channel_id: &str) -> ReadAckItem {
+        match self
+            .read_acks
+            .by_reader
+            .get(&(uid.to_owned(), channel_id.to_owned()))
+        {
+            Some(a) => ReadAckItem {
+                channel_id: channel_id.to_owned(),
+                user_uid: uid.to_owned(),
+                last_read_message_id: Some(a.message_id.clone()),
+                acked_at: Some(views::rfc3339(a.acked_at)),
+                cursor_index: a.seq,
+            },
+            None => ReadAckItem {
+                channel_id: channel_id.to_owned(),
+                user_uid: uid.to_owned(),
+                last_read_message_id: None,
+                acked_at: None,
+                cursor_index: 0,
+            },
+        }
+    }
+
+    /// `GET /v1/channels/{id}/read-ack`.
+    pub fn read_ack(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<ReadAckOut>, DomainError> {
+        let mut records = Vec::new();
+        self.member_of_channel(actor, channel_id, now, &mut records)?;
+        Ok(Outcome::stored(
+            ReadAckOut {
+                channel_id: channel_id.to_owned(),
+                read_ack: self.read_ack_item(&actor.user_uid, channel_id),
+                applied: None,
+            },
+            records,
+        ))
+    }
+
+    /// `PUT /v1/channels/{id}/read-ack`: moves forward only; emits `chat.read_ack.updated` to
+    /// the same user's sockets.
+    pub fn put_read_ack(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        message: &Message,
+        now: Millis,
+    ) -> Result<Outcome<ReadAckOut>, DomainError> {
+        if message.channel_id != channel_id {
+            return Err(DomainError::NotFound(What::Message));
+        }
+        let mut records = Vec::new();
+        let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
+        let key = (actor.user_uid.clone(), channel_id.to_owned());
+        let applied = self
+            .read_acks
+            .by_reader
+            .get(&key)
+            .is_none_or(|a| a.seq < message.seq);
+        let mut events = Vec::new();
+        if applied {
+            let ack = ReadAck {
+                user_uid: actor.user_uid.clone(),
+                channel_id: channel_id.to_owned(),
+                message_id: message.id.clone(),
+                seq: message.seq,
+                acked_at: now,
+            };
+            records.push(Record::ReadAck(ack.clone()));
+            self.read_acks.by_reader.insert(key, ack);
+        }
+        let value = ReadAckOut {
+            channel_id: channel_id.to_owned(),
+            read_ack: self.read_ack_item(&actor.user_uid, channel_id),
+            applied: Some(applied),
+        };
+        if applied {
+            events.push(Emitted {
+                server_id: channel.server_id.clone(),
+                event_id: None,
+                audience: Audience::User(actor.user_uid.clone()),
+                kind: "chat.read_ack.updated",
+                payload: encode(&value),
+                created_at: now,
+                subject: Subject::Server,
+            });
+        }
+        Ok(Outcome::published(value, records, events))
+    }
+
+    /// `GET /v1/channels/{id}/mentions:resolve`: members whose name or uid matches `query`
+    /// (case-insensitive prefix of a word, or substring of the uid), then `@here`/`@channel`.
+    pub fn resolve_mentions(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        query: &str,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Outcome<MentionResults>, DomainError> {
+        limits::text_field("query", query)?;
+        let mut records = Vec::new();
+        let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
+        let q = query.trim().trim_start_matches('@').to_lowercase();
+        let limit = limit.clamp(1, MAX_MENTION_RESULTS);
+        let mut users: Vec<MentionCandidate> = self
+            .roster
+            .memberships
+            .values()
+            .filter(|m| m.server_id == channel.server_id && m.is_current())
+            .filter_map(|m| {
+                let name = self.profiles.display_name(&m.user_uid);
+                let lname = name.to_lowercase();
+                let hit = q.is_empty()
+                    || lname.split_whitespace().any(|w| w.starts_with(&q))
+                    || lname.starts_with(&q)
+                    || m.user_uid.to_lowercase().contains(&q);
+                hit.then(|| MentionCandidate {
+                    kind: "user",
+                    token: format!("@{}", m.user_uid),
+                    target_id: m.user_uid.clone(),
+                    display_text: name,
+                })
+            })
+            .collect();
+        users.sort_by(|a, b| (&a.display_text, &a.target_id).cmp(&(&b.display_text, &b.target_id)));
+        let mut results: Vec<MentionCandidate> = users;
+        for token in ["@here", "@channel"] {
+            if q.is_empty() || token[1..].starts_with(&q) {
+                results.push(MentionCandidate {
+                    kind: "channel",
+                    token: token.to_owned(),
+                    target_id: channel.id.clone(),
+                    display_text: token.to_owned(),
+                });
+            }
+        }
+        results.truncate(limit);
+        Ok(Outcome::stored(MentionResults { results }, records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::community::Audience;
+    use crate::domain::community::fixtures::*;
+    use crate::domain::history::MemoryHistory;
+    use crate::domain::model::HistoryVisibility;
+    use crate::domain::views::rfc3339;
+
+    #[test]
+    fn read_acks_never_move_backwards_and_go_to_the_same_user_only() {
+        let mut c = community(HistoryVisibility::Joined);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        let m1 = post(&mut c, &mut history, &alice, &channel, "1", None);
+        let m2 = post(&mut c, &mut history, &alice, &channel, "2", None);
+        let first = c.put_read_ack(&alice, &channel, &m2, 50).unwrap();
+        assert_eq!(first.value.applied, Some(true));
+        assert_eq!(first.events[0].audience, Audience::User("uid_alice".into()));
+        assert_eq!(first.events[0].event_id, None);
+        let back = c.put_read_ack(&alice, &channel, &m1, 51).unwrap();
+        assert_eq!(back.value.applied, Some(false));
+        assert_eq!(
+            back.value.read_ack.last_read_message_id.as_deref(),
+            Some(m2.id.as_str())
+        );
+        assert!(back.records.is_empty() && back.events.is_empty());
+        let got = c.read_ack(&alice, &channel, 52).unwrap().value;
+        assert_eq!(got.read_ack.cursor_index, m2.seq);
+        assert_eq!(got.read_ack.acked_at.as_deref(), Some(rfc3339(50).as_str()));
+    }
+}

@@ -1,0 +1,526 @@
+//! The layout commands of a server (owner or admin): creating channels and categories,
+//! renaming and deleting categories, and reordering the whole layout; each emits its event to
+//! the server. The layout itself is held by [`super::directory::Directory`].
+
+use std::collections::HashSet;
+
+use super::{Actor, Community, MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER, Outcome};
+use crate::domain::error::{DomainError, Limit, What};
+use crate::domain::model::{Category, Channel, ChannelKind, Encryption, HistoryVisibility, Millis};
+use crate::domain::records::Record;
+use crate::domain::views::{
+    CategoryCreated, CategoryUpdated, ChannelCreated, ChannelItem, Groups, LayoutUpdated,
+};
+use crate::domain::{limits, text, views};
+
+impl Community {
+    /// `GET /v1/servers/{id}/channels`.
+    pub fn channels_of(
+        &mut self,
+        actor: Option<&Actor>,
+        server_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<Groups>, DomainError> {
+        let mut records = Vec::new();
+        let role = self.require_readable_server(server_id, actor, now, &mut records)?;
+        Ok(Outcome::stored(
+            Groups {
+                groups: self.directory.layout(server_id, role.is_none()),
+            },
+            records,
+        ))
+    }
+
+    /// `POST /v1/servers/{id}/channels`; emits `chat.channel.created`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_channel(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        name: &str,
+        kind: ChannelKind,
+        group_id: Option<&str>,
+        visibility: Option<HistoryVisibility>,
+        encryption: Option<Encryption>,
+        now: Millis,
+    ) -> Result<Outcome<ChannelCreated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        self.directory.server(server_id)?;
+        limits::text_field("name", name)?;
+        let name = text::normalize_label(name, text::CHANNEL_NAME_MAX_CHARS)
+            .map_err(DomainError::InvalidName)?;
+        let category = match group_id {
+            Some(g) => self
+                .directory
+                .categories
+                .get(g)
+                .filter(|c| c.server_id == server_id)
+                .ok_or(DomainError::NotFound(What::Group))?,
+            None => {
+                let mut same_kind: Vec<&Category> = self
+                    .directory
+                    .categories
+                    .values()
+                    .filter(|c| c.server_id == server_id && c.kind == kind)
+                    .collect();
+                same_kind.sort_by_key(|c| (c.position, c.id.clone()));
+                *same_kind.first().ok_or(DomainError::GroupRequired)?
+            }
+        };
+        if category.kind != kind {
+            return Err(DomainError::GroupKindMismatch {
+                channel: kind,
+                group: category.kind,
+            });
+        }
+        if kind == ChannelKind::Voice && encryption == Some(Encryption::E2ee) {
+            return Err(DomainError::EncryptedVoice);
+        }
+        let count = self
+            .directory
+            .channels
+            .values()
+            .filter(|c| c.server_id == server_id)
+            .count();
+        if count >= MAX_CHANNELS_PER_SERVER {
+            return Err(DomainError::LimitReached(Limit::ChannelsPerServer));
+        }
+        let category_id = category.id.clone();
+        let mut records = self.require_admin(server_id, actor, now)?;
+        let position = self
+            .directory
+            .channels
+            .values()
+            .filter(|c| c.category_id == category_id)
+            .map(|c| c.position + 1)
+            .max()
+            .unwrap_or(0);
+        let channel = Channel {
+            id: self.entropy.id("ch"),
+            server_id: server_id.to_owned(),
+            category_id: category_id.clone(),
+            name,
+            kind,
+            position,
+            history_visibility: visibility.unwrap_or(self.settings().default_history_visibility),
+            encryption: encryption.unwrap_or(Encryption::None),
+            created_by_uid: Some(actor.user_uid.clone()),
+            created_at: now,
+        };
+        records.push(Record::Channel(channel.clone()));
+        self.directory
+            .channels
+            .insert(channel.id.clone(), channel.clone());
+        let value = ChannelCreated {
+            server_id: server_id.to_owned(),
+            group_id: category_id,
+            channel: ChannelItem::of(&channel),
+            created_by_uid: actor.user_uid.clone(),
+            created_at: views::rfc3339(now),
+        };
+        let event = self.server_event(&mut records, server_id, "chat.channel.created", &value, now);
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+
+    /// `POST /v1/servers/{id}/categories`; emits `chat.category.created`.
+    pub fn create_category(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        name: &str,
+        kind: ChannelKind,
+        now: Millis,
+    ) -> Result<Outcome<CategoryCreated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        self.directory.server(server_id)?;
+        limits::text_field("name", name)?;
+        let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
+            .map_err(DomainError::InvalidName)?;
+        let existing: Vec<&Category> = self
+            .directory
+            .categories
+            .values()
+            .filter(|c| c.server_id == server_id)
+            .collect();
+        if existing.len() >= MAX_CATEGORIES_PER_SERVER {
+            return Err(DomainError::LimitReached(Limit::CategoriesPerServer));
+        }
+        let position = existing.iter().map(|c| c.position + 1).max().unwrap_or(0);
+        let mut records = self.require_admin(server_id, actor, now)?;
+        let category = Category {
+            id: self.entropy.id("cat"),
+            server_id: server_id.to_owned(),
+            label,
+            kind,
+            position,
+            created_by_uid: Some(actor.user_uid.clone()),
+            created_at: now,
+        };
+        records.push(Record::Category(category.clone()));
+        self.directory
+            .categories
+            .insert(category.id.clone(), category.clone());
+        let value = CategoryCreated {
+            server_id: server_id.to_owned(),
+            group: self.directory.group_of(&category.id),
+            created_by_uid: actor.user_uid.clone(),
+            created_at: views::rfc3339(now),
+        };
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.category.created",
+            &value,
+            now,
+        );
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+
+    /// `PUT /v1/servers/{id}/categories/{group_id}`; emits `chat.category.updated`.
+    pub fn rename_category(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        group_id: &str,
+        name: &str,
+        now: Millis,
+    ) -> Result<Outcome<CategoryUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        self.directory.category_in(server_id, group_id)?;
+        limits::text_field("name", name)?;
+        let label = text::normalize_label(name, text::CATEGORY_NAME_MAX_CHARS)
+            .map_err(DomainError::InvalidName)?;
+        let mut records = self.require_admin(server_id, actor, now)?;
+        let mut category = self.directory.categories[group_id].clone();
+        category.label = label;
+        records.push(Record::Category(category.clone()));
+        self.directory
+            .categories
+            .insert(category.id.clone(), category);
+        let value = CategoryUpdated {
+            server_id: server_id.to_owned(),
+            group: self.directory.group_of(group_id),
+            updated_by_uid: actor.user_uid.clone(),
+            updated_at: views::rfc3339(now),
+        };
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.category.updated",
+            &value,
+            now,
+        );
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+
+    /// `DELETE /v1/servers/{id}/categories/{group_id}`: its channels move to the first other
+    /// group of the same kind (refused when there is none); emits `chat.channel.layout.updated`.
+    pub fn delete_category(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        group_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        let kind = self.directory.category_in(server_id, group_id)?.kind;
+        let mut others: Vec<&Category> = self
+            .directory
+            .categories
+            .values()
+            .filter(|c| c.server_id == server_id && c.id != group_id && c.kind == kind)
+            .collect();
+        others.sort_by_key(|c| (c.position, c.id.clone()));
+        let heir = others.first().map(|c| c.id.clone());
+        let orphans: Vec<Channel> = {
+            let mut v: Vec<Channel> = self
+                .directory
+                .channels
+                .values()
+                .filter(|c| c.category_id == group_id)
+                .cloned()
+                .collect();
+            v.sort_by_key(|c| (c.position, c.id.clone()));
+            v
+        };
+        if !orphans.is_empty() && heir.is_none() {
+            return Err(DomainError::CategoryNotEmpty);
+        }
+        let mut records = self.require_admin(server_id, actor, now)?;
+        if let Some(heir) = heir {
+            let next = self
+                .directory
+                .channels
+                .values()
+                .filter(|c| c.category_id == heir)
+                .map(|c| c.position + 1)
+                .max()
+                .unwrap_or(0);
+            for (offset, mut ch) in orphans.into_iter().enumerate() {
+                ch.category_id = heir.clone();
+                ch.position = next + offset as i64;
+                records.push(Record::Channel(ch.clone()));
+                self.directory.channels.insert(ch.id.clone(), ch);
+            }
+        }
+        records.push(Record::DeleteCategory {
+            id: group_id.to_owned(),
+        });
+        self.directory.categories.remove(group_id);
+        self.layout_event(actor, server_id, now, records)
+    }
+
+    pub(super) fn layout_event(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        now: Millis,
+        mut records: Vec<Record>,
+    ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        let value = LayoutUpdated {
+            server_id: server_id.to_owned(),
+            groups: self.directory.layout(server_id, false),
+            updated_by_uid: actor.user_uid.clone(),
+            updated_at: views::rfc3339(now),
+        };
+        let event = self.server_event(
+            &mut records,
+            server_id,
+            "chat.channel.layout.updated",
+            &value,
+            now,
+        );
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+
+    /// `PUT /v1/servers/{id}/channel-layout`. Listed groups take the order given, groups not
+    /// listed keep their order after them and must end up empty; every channel of the server
+    /// must appear exactly once, in a group of its kind.
+    pub fn set_layout(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        groups: &[(String, Vec<String>)],
+        now: Millis,
+    ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        limits::check_layout_size(groups.iter().map(|(_, ids)| ids.as_slice()))?;
+        self.limiter.check(&actor.user_uid, now)?;
+        self.directory.server(server_id)?;
+        let bad = DomainError::InvalidLayout;
+        let mut seen_groups = HashSet::new();
+        let mut seen_channels = HashSet::new();
+        for (group_id, channel_ids) in groups {
+            let cat = self
+                .directory
+                .categories
+                .get(group_id)
+                .filter(|c| c.server_id == server_id)
+                .ok_or_else(|| bad(format!("unknown group {group_id}")))?;
+            if !seen_groups.insert(group_id.as_str()) {
+                return Err(bad(format!("group {group_id} listed twice")));
+            }
+            for id in channel_ids {
+                let ch = self
+                    .directory
+                    .channels
+                    .get(id)
+                    .filter(|c| c.server_id == server_id)
+                    .ok_or_else(|| bad(format!("unknown channel {id}")))?;
+                if !seen_channels.insert(id.as_str()) {
+                    return Err(bad(format!("channel {id} listed twice")));
+                }
+                if ch.kind != cat.kind {
+                    return Err(bad(format!(
+                        "channel {id} is {} but group {group_id} is {}",
+                        ch.kind.as_str(),
+                        cat.kind.as_str()
+                    )));
+                }
+            }
+        }
+        let missing = self
+            .directory
+            .channels
+            .values()
+            .filter(|c| c.server_id == server_id && !seen_channels.contains(c.id.as_str()))
+            .count();
+        if missing > 0 {
+            return Err(bad(format!(
+                "{missing} channel(s) of the server are missing from the layout"
+            )));
+        }
+        let mut records = self.require_admin(server_id, actor, now)?;
+        let mut unlisted: Vec<Category> = self
+            .directory
+            .categories
+            .values()
+            .filter(|c| c.server_id == server_id && !seen_groups.contains(c.id.as_str()))
+            .cloned()
+            .collect();
+        unlisted.sort_by_key(|c| (c.position, c.id.clone()));
+        let order = groups
+            .iter()
+            .map(|(g, _)| g.clone())
+            .chain(unlisted.into_iter().map(|c| c.id));
+        for (position, group_id) in order.enumerate() {
+            let mut cat = self.directory.categories[&group_id].clone();
+            if cat.position != position as i64 {
+                cat.position = position as i64;
+                records.push(Record::Category(cat.clone()));
+                self.directory.categories.insert(group_id, cat);
+            }
+        }
+        for (group_id, channel_ids) in groups {
+            for (position, id) in channel_ids.iter().enumerate() {
+                let mut ch = self.directory.channels[id].clone();
+                if ch.category_id != *group_id || ch.position != position as i64 {
+                    ch.category_id = group_id.clone();
+                    ch.position = position as i64;
+                    records.push(Record::Channel(ch.clone()));
+                    self.directory.channels.insert(id.clone(), ch);
+                }
+            }
+        }
+        self.layout_event(actor, server_id, now, records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::community::fixtures::*;
+    use crate::domain::model::{ChannelKind, HistoryVisibility};
+
+    #[test]
+    fn layout_changes_need_an_admin_and_emit_events() {
+        let mut c = community(HistoryVisibility::Joined);
+        let member = actor("uid_member");
+        let owner = actor("uid_owner");
+        let refused = c
+            .create_category(&member, "home", "Games", ChannelKind::Text, 5)
+            .unwrap_err();
+        assert_eq!((refused.status(), refused.code()), (403, "forbidden"));
+        let settings_refused = c
+            .update_settings(&member, "home", Some("Mine"), None, None, 5)
+            .unwrap_err();
+        assert_eq!(settings_refused.status(), 403);
+
+        let cat = c
+            .create_category(&owner, "home", "Games", ChannelKind::Text, 5)
+            .unwrap();
+        assert_eq!(cat.events[0].kind, "chat.category.created");
+        let group_id = cat.value.group.id.clone();
+        let ch = c
+            .create_channel(
+                &owner,
+                "home",
+                "chess",
+                ChannelKind::Text,
+                Some(&group_id),
+                None,
+                None,
+                6,
+            )
+            .unwrap();
+        assert_eq!(ch.events[0].kind, "chat.channel.created");
+        assert_eq!(ch.value.channel.history_visibility, "joined");
+        let wrong_kind = c
+            .create_channel(
+                &owner,
+                "home",
+                "lobby",
+                ChannelKind::Voice,
+                Some(&group_id),
+                None,
+                None,
+                6,
+            )
+            .unwrap_err();
+        assert_eq!(wrong_kind.code(), "group_kind_mismatch");
+        let renamed = c
+            .rename_category(&owner, "home", &group_id, "Board games", 7)
+            .unwrap();
+        assert_eq!(renamed.value.group.label, "Board games");
+        assert_eq!(renamed.events[0].kind, "chat.category.updated");
+
+        // Event ids of a server increase by one.
+        let ids: Vec<i64> = [&cat.events[0], &ch.events[0], &renamed.events[0]]
+            .iter()
+            .map(|e| e.event_id.unwrap())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+
+        // A layout must list every channel exactly once, in groups of its kind.
+        let groups = c.channels_of(Some(&owner), "home", 8).unwrap().value.groups;
+        let text_group = groups
+            .iter()
+            .find(|g| g.kind == "text" && g.id != group_id)
+            .unwrap()
+            .id
+            .clone();
+        let all_text: Vec<String> = groups
+            .iter()
+            .filter(|g| g.kind == "text")
+            .flat_map(|g| g.channels.iter().map(|c| c.id.clone()))
+            .collect();
+        let voice_group = groups.iter().find(|g| g.kind == "voice").unwrap();
+        let voice_ids: Vec<String> = voice_group.channels.iter().map(|c| c.id.clone()).collect();
+        let dropped = c
+            .set_layout(
+                &owner,
+                "home",
+                &[(group_id.clone(), vec![all_text[0].clone()])],
+                9,
+            )
+            .unwrap_err();
+        assert_eq!(dropped.code(), "invalid_layout");
+        let duplicated = c
+            .set_layout(
+                &owner,
+                "home",
+                &[
+                    (
+                        group_id.clone(),
+                        vec![
+                            all_text[0].clone(),
+                            all_text[0].clone(),
+                            all_text[1].clone(),
+                        ],
+                    ),
+                    (voice_group.id.clone(), voice_ids.clone()),
+                ],
+                9,
+            )
+            .unwrap_err();
+        assert_eq!(duplicated.code(), "invalid_layout");
+        let invented = c
+            .set_layout(
+                &owner,
+                "home",
+                &[(group_id.clone(), vec!["ch_nope".into()])],
+                9,
+            )
+            .unwrap_err();
+        assert_eq!(invented.code(), "invalid_layout");
+        let moved = c
+            .set_layout(
+                &owner,
+                "home",
+                &[
+                    (group_id.clone(), all_text.clone()),
+                    (voice_group.id.clone(), voice_ids),
+                    (text_group.clone(), vec![]),
+                ],
+                9,
+            )
+            .unwrap();
+        assert_eq!(moved.value.groups[0].id, group_id);
+        assert_eq!(moved.value.groups[0].channels.len(), 2);
+        assert_eq!(moved.events[0].kind, "chat.channel.layout.updated");
+        // Deleting the now-empty group works; deleting the last text group with channels does not.
+        c.delete_category(&owner, "home", &text_group, 10).unwrap();
+        let last = c
+            .delete_category(&owner, "home", &group_id, 10)
+            .unwrap_err();
+        assert_eq!(last.code(), "category_not_empty");
+    }
+}

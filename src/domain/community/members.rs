@@ -1,0 +1,376 @@
+//! Who belongs to which server: memberships with their spans and roles, the open realtime
+//! sockets behind member status, and the rules of admission (first contact, connect), leaving,
+//! the member list, roles and realtime subscriptions.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Actor, Admission, Community, Notice, Outcome};
+use crate::domain::error::{DomainError, Needs, Readable, What};
+use crate::domain::model::{JoinPolicy, Membership, Millis, Role, Span};
+use crate::domain::records::Record;
+use crate::domain::views::{self, Left, MemberItem, Members};
+
+/// Memberships (current and past) and who is online, by (server, uid).
+#[derive(Debug, Default)]
+pub struct Roster {
+    pub(super) memberships: HashMap<(String, String), Membership>,
+    /// uid → servers it has a membership row in (current or past).
+    pub(super) user_servers: HashMap<String, HashSet<String>>,
+    /// Open realtime sockets per (server, uid), for member status.
+    pub(super) online: HashMap<(String, String), u32>,
+}
+
+impl Roster {
+    pub(super) fn index(&mut self, m: Membership) {
+        self.user_servers
+            .entry(m.user_uid.clone())
+            .or_default()
+            .insert(m.server_id.clone());
+        self.memberships
+            .insert((m.server_id.clone(), m.user_uid.clone()), m);
+    }
+
+    pub(super) fn membership(&self, server_id: &str, uid: &str) -> Option<&Membership> {
+        self.memberships
+            .get(&(server_id.to_owned(), uid.to_owned()))
+    }
+
+    /// The uid's role when it is a current member.
+    pub(super) fn current_role(&self, server_id: &str, uid: &str) -> Option<Role> {
+        self.membership(server_id, uid)
+            .filter(|m| m.is_current())
+            .map(|m| m.role)
+    }
+
+    pub(super) fn rollback_join(&mut self, server_id: &str, uid: &str) {
+        let key = (server_id.to_owned(), uid.to_owned());
+        if let Some(m) = self.memberships.get_mut(&key) {
+            m.spans.pop();
+            if m.spans.is_empty() {
+                self.memberships.remove(&key);
+                if let Some(set) = self.user_servers.get_mut(uid) {
+                    set.remove(server_id);
+                }
+            }
+        }
+    }
+}
+
+impl Community {
+    /// Makes sure `actor` is a current member of `server_id`, joining it when `how` allows.
+    /// Returns the role and the records of a join, if one happened.
+    pub(super) fn admit_inner(
+        &mut self,
+        server_id: &str,
+        uid: &str,
+        how: Admission,
+        now: Millis,
+        records: &mut Vec<Record>,
+    ) -> Result<Role, DomainError> {
+        let server = self.directory.server(server_id)?;
+        let JoinPolicy::Open = server.join_policy;
+        let key = (server_id.to_owned(), uid.to_owned());
+        let span = Span {
+            joined_seq: self.last_seq,
+            joined_at: now,
+            left_seq: None,
+            left_at: None,
+        };
+        let membership = match self.roster.memberships.get(&key) {
+            Some(m) if m.is_current() => return Ok(m.role),
+            Some(_) if how == Admission::FirstContact => return Err(DomainError::NotAMember),
+            Some(m) => {
+                let mut m = m.clone();
+                m.spans.push(span);
+                m
+            }
+            None => {
+                let role = if server.owner_uid.as_deref() == Some(uid) {
+                    Role::Owner
+                } else {
+                    Role::Member
+                };
+                Membership {
+                    server_id: server_id.to_owned(),
+                    user_uid: uid.to_owned(),
+                    role,
+                    spans: vec![span],
+                }
+            }
+        };
+        let role = membership.role;
+        records.push(Record::Membership(membership.clone()));
+        self.roster.index(membership);
+        Ok(role)
+    }
+
+    /// Explicit admission (realtime connect, voice join): joins or re-admits.
+    pub fn admit(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        how: Admission,
+        now: Millis,
+    ) -> Result<Outcome<Role>, DomainError> {
+        let mut records = Vec::new();
+        let role = self.admit_inner(server_id, &actor.user_uid, how, now, &mut records)?;
+        Ok(Outcome::stored(role, records))
+    }
+
+    /// `DELETE /v1/servers/{id}/membership`: closes the current span. Idempotent.
+    pub fn leave(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<Left>, DomainError> {
+        self.directory.server(server_id)?;
+        let key = (server_id.to_owned(), actor.user_uid.clone());
+        let mut out = Outcome::pure(Left {
+            server_id: server_id.to_owned(),
+            user_uid: actor.user_uid.clone(),
+            left: true,
+            left_at: views::rfc3339(now),
+        });
+        let Some(m) = self.roster.memberships.get(&key) else {
+            return Ok(out);
+        };
+        if !m.is_current() {
+            if let Some(at) = m.spans.last().and_then(|s| s.left_at) {
+                out.value.left_at = views::rfc3339(at);
+            }
+            return Ok(out);
+        }
+        let mut m = m.clone();
+        if let Some(span) = m.spans.last_mut() {
+            span.left_seq = Some(self.last_seq);
+            span.left_at = Some(now);
+        }
+        self.tickets.void_member(server_id, &actor.user_uid, now);
+        out.records.push(Record::Membership(m.clone()));
+        out.notices.push(Notice::MemberLeft {
+            server_id: server_id.to_owned(),
+            user_uid: actor.user_uid.clone(),
+        });
+        self.roster.index(m);
+        Ok(out)
+    }
+
+    /// Realtime bookkeeping for member status.
+    pub fn socket_opened(&mut self, server_id: &str, uid: &str) {
+        *self
+            .roster
+            .online
+            .entry((server_id.to_owned(), uid.to_owned()))
+            .or_default() += 1;
+    }
+
+    pub fn socket_closed(&mut self, server_id: &str, uid: &str) {
+        let key = (server_id.to_owned(), uid.to_owned());
+        if let Some(n) = self.roster.online.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.roster.online.remove(&key);
+            }
+        }
+    }
+
+    /// Whether the uid may read anonymously-visible parts of the server.
+    pub(super) fn require_readable_server(
+        &mut self,
+        server_id: &str,
+        actor: Option<&Actor>,
+        now: Millis,
+        records: &mut Vec<Record>,
+    ) -> Result<Option<Role>, DomainError> {
+        self.directory.server(server_id)?;
+        match actor {
+            None if self.directory.has_public_channel(server_id) => Ok(None),
+            None => Err(DomainError::IdentityRequired(Readable::Server)),
+            Some(actor) => {
+                match self.admit_inner(
+                    server_id,
+                    &actor.user_uid,
+                    Admission::FirstContact,
+                    now,
+                    records,
+                ) {
+                    Ok(role) => Ok(Some(role)),
+                    Err(DomainError::NotAMember)
+                        if self.directory.has_public_channel(server_id) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    pub(super) fn require_admin(
+        &mut self,
+        server_id: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<Vec<Record>, DomainError> {
+        let mut records = Vec::new();
+        let role = self.admit_inner(
+            server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
+        if !role.at_least(Role::Admin) {
+            // A first contact may have joined above; that join stands (it is harmless and the
+            // uid would be joined by its next request anyway), but it is not persisted here.
+            if !records.is_empty() {
+                self.roster.rollback_join(server_id, &actor.user_uid);
+            }
+            return Err(DomainError::Forbidden(Needs::Admin));
+        }
+        Ok(records)
+    }
+
+    /// `GET /v1/servers/{id}/members`: current members with their live status.
+    pub fn members(
+        &mut self,
+        actor: Option<&Actor>,
+        server_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<Members>, DomainError> {
+        let mut records = Vec::new();
+        self.require_readable_server(server_id, actor, now, &mut records)?;
+        let mut members: Vec<MemberItem> = self
+            .roster
+            .memberships
+            .values()
+            .filter(|m| m.server_id == server_id && m.is_current())
+            .map(|m| MemberItem {
+                id: m.user_uid.clone(),
+                name: self.profiles.display_name(&m.user_uid),
+                status: if self
+                    .roster
+                    .online
+                    .contains_key(&(server_id.to_owned(), m.user_uid.clone()))
+                {
+                    "online"
+                } else {
+                    "offline"
+                },
+                role: m.role.as_str(),
+            })
+            .collect();
+        members.sort_by(|a, b| {
+            (a.status != "online", &a.name, &a.id).cmp(&(b.status != "online", &b.name, &b.id))
+        });
+        Ok(Outcome::stored(
+            Members {
+                server_id: server_id.to_owned(),
+                members,
+            },
+            records,
+        ))
+    }
+
+    /// Sets a member's role (owner only; the owner's own role is not changed this way).
+    pub fn set_role(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        target_uid: &str,
+        role: Role,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        self.directory.server(server_id)?;
+        if self.current_role(server_id, &actor.user_uid) != Some(Role::Owner) {
+            return Err(DomainError::Forbidden(Needs::Owner));
+        }
+        if role == Role::Owner || target_uid == actor.user_uid {
+            return Err(DomainError::OwnershipByClaim);
+        }
+        let m = self
+            .roster
+            .membership(server_id, target_uid)
+            .filter(|m| m.is_current())
+            .cloned()
+            .ok_or(DomainError::NotFound(What::Member))?;
+        self.limiter.check(&actor.user_uid, now)?;
+        let m = Membership { role, ..m };
+        let records = vec![Record::Membership(m.clone())];
+        self.roster.index(m);
+        Ok(Outcome::stored((), records))
+    }
+
+    /// Whether `actor` may subscribe to `channel_id` on a socket of `server_id`.
+    pub fn may_subscribe(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+        channel_id: &str,
+    ) -> Result<(), DomainError> {
+        let channel = self.directory.channel(channel_id)?;
+        if channel.server_id != server_id {
+            return Err(DomainError::NotFound(What::Channel));
+        }
+        self.current_role(server_id, &actor.user_uid)
+            .map(|_| ())
+            .ok_or(DomainError::NotAMember)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, Notice};
+    use crate::domain::history::MemoryHistory;
+    use crate::domain::model::{ChannelKind, HistoryVisibility};
+
+    #[test]
+    fn leaving_ends_access_and_rejoining_opens_a_new_span() {
+        let mut c = community(HistoryVisibility::Joined);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let bob = actor("uid_bob");
+        let channel = text_channel(&mut c, "home", &alice);
+        post(&mut c, &mut history, &bob, &channel, "one", None);
+        let left = c.leave(&bob, "home", 11).unwrap();
+        assert!(matches!(left.notices[0], Notice::MemberLeft { .. }));
+        // Leaving twice is fine and changes nothing.
+        assert!(c.leave(&bob, "home", 12).unwrap().records.is_empty());
+        post(&mut c, &mut history, &alice, &channel, "two", None);
+        // A uid that left can neither read nor post nor subscribe until it comes back.
+        assert_eq!(
+            read(&mut c, &history, Some(&bob), &channel)
+                .unwrap_err()
+                .code(),
+            "not_a_member"
+        );
+        let post_err = c
+            .post_message(&bob, &channel, plain("x", None), 13)
+            .unwrap_err();
+        assert_eq!(post_err.code(), "not_a_member");
+        assert_eq!(
+            c.may_subscribe(&bob, "home", &channel).unwrap_err().code(),
+            "not_a_member"
+        );
+        // Opening the server again (realtime connect) re-admits with a new span.
+        c.admit(&bob, "home", Admission::Connect, 14).unwrap();
+        post(&mut c, &mut history, &alice, &channel, "three", None);
+        assert_eq!(
+            read(&mut c, &history, Some(&bob), &channel).unwrap(),
+            vec!["one", "three"]
+        );
+    }
+
+    #[test]
+    fn a_refused_command_changes_nothing() {
+        let mut c = community(HistoryVisibility::Joined);
+        let member = actor("uid_member");
+        // First contact inside a refused admin command does not leave a membership behind.
+        c.create_category(&member, "home", "X", ChannelKind::Text, 1)
+            .unwrap_err();
+        assert_eq!(c.current_role("home", "uid_member"), None);
+        assert_eq!(c.last_event_id("home"), 0);
+    }
+}

@@ -1,0 +1,596 @@
+//! Messages: what a reader may see of a channel's history (decided before storage is asked),
+//! posting (the checks, mentions, the reply target, the event) and deleting, and rendering a
+//! stored message for a reader. Messages themselves live in storage; only the order counter
+//! (`last_seq`) is kept here.
+
+use super::{
+    Actor, Admission, Community, HistoryAccess, MAX_ATTACHMENTS_PER_MESSAGE, NewMessage, Outcome,
+    Subject, Viewer,
+};
+use crate::domain::error::{DomainError, Needs, Readable, What};
+use crate::domain::model::{
+    ChannelKind, Content, Encryption, HistoryVisibility, Mention, Message, Millis, Role,
+    Utf16Range, message_id,
+};
+use crate::domain::records::{Record, Visibility};
+use crate::domain::views::{
+    ActionPermissions, AttachmentItem, EnvelopeItem, MessageItem, MessageOut, ReplyTo, Urls,
+};
+use crate::domain::{limits, text, views};
+
+impl Community {
+    /// Decides what `actor` may read of a channel (wire contract B.2). Anonymous readers see
+    /// `public` channels only; members see `members` channels whole and `joined` channels for
+    /// their membership spans; a uid that left sees nothing but `public` channels.
+    pub fn history_access(
+        &mut self,
+        actor: Option<&Actor>,
+        channel_id: &str,
+        now: Millis,
+    ) -> Result<Outcome<HistoryAccess>, DomainError> {
+        let channel = self.directory.channel(channel_id)?.clone();
+        let public = channel.history_visibility == HistoryVisibility::Public;
+        let Some(actor) = actor else {
+            if public {
+                return Ok(Outcome::pure(HistoryAccess {
+                    channel,
+                    visibility: Visibility::All,
+                    viewer: None,
+                }));
+            }
+            return Err(DomainError::IdentityRequired(Readable::Channel));
+        };
+        let mut records = Vec::new();
+        let role = match self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        ) {
+            Ok(role) => Some(role),
+            Err(DomainError::NotAMember) if public => None,
+            Err(e) => return Err(e),
+        };
+        let visibility = self
+            .read_visibility(&channel, Some(&actor.user_uid))
+            .ok_or(DomainError::NotAMember)?;
+        Ok(Outcome::stored(
+            HistoryAccess {
+                channel,
+                visibility,
+                viewer: role.map(|role| Viewer {
+                    user_uid: actor.user_uid.clone(),
+                    role,
+                }),
+            },
+            records,
+        ))
+    }
+
+    /// Renders a stored message for a reader (see [`render`]).
+    pub fn render(
+        &self,
+        message: &Message,
+        reply_target: Option<&Message>,
+        visibility: &Visibility,
+        viewer: Option<&Viewer>,
+    ) -> MessageItem {
+        render(self.urls(), message, reply_target, visibility, viewer)
+    }
+
+    /// `POST /v1/channels/{id}/messages`; emits `chat.message.created` to the whole server.
+    pub fn post_message(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        new: NewMessage,
+        now: Millis,
+    ) -> Result<Outcome<MessageItem>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        check_message_text(&new)?;
+        let channel = self.directory.channel(channel_id)?.clone();
+        if channel.kind != ChannelKind::Text {
+            return Err(DomainError::NotATextChannel);
+        }
+        match (&new.content, channel.encryption) {
+            (Content::Plain { .. }, Encryption::E2ee) => {
+                return Err(DomainError::PlaintextNotAllowed);
+            }
+            (Content::Envelope { .. }, Encryption::None) => {
+                return Err(DomainError::EnvelopeNotAllowed);
+            }
+            (Content::Envelope { .. }, Encryption::E2ee) => {
+                return Err(DomainError::EpochRotationRequired);
+            }
+            (Content::Plain { body }, Encryption::None) => {
+                if body.len() > self.settings().max_message_bytes {
+                    return Err(DomainError::MessageTooLarge {
+                        max_bytes: self.settings().max_message_bytes,
+                    });
+                }
+                if body.trim().is_empty() && new.attachments.is_empty() {
+                    return Err(DomainError::EmptyMessage);
+                }
+            }
+        }
+        if new.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(DomainError::TooManyAttachments);
+        }
+        let mut records = Vec::new();
+        let role = self.admit_inner(
+            &channel.server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
+        // After the admission: a first contact reads from its join on.
+        if let Err(e) = self.check_reply_target(
+            &actor.user_uid,
+            &channel,
+            new.reply_to_id.as_deref(),
+            new.reply_to.as_ref(),
+        ) {
+            if !records.is_empty() {
+                self.roster
+                    .rollback_join(&channel.server_id, &actor.user_uid);
+            }
+            return Err(e);
+        }
+        let mentions = match &new.content {
+            Content::Plain { body } => self.mentions_in(body, channel_id),
+            Content::Envelope { .. } => Vec::new(),
+        };
+        self.last_seq += 1;
+        let message = Message {
+            seq: self.last_seq,
+            id: message_id(self.last_seq),
+            server_id: channel.server_id.clone(),
+            channel_id: channel_id.to_owned(),
+            author_uid: actor.user_uid.clone(),
+            author_device_id: actor.device_id.clone(),
+            content: new.content,
+            reply_to_id: new.reply_to_id.clone(),
+            mentions,
+            attachments: new.attachments,
+            created_at: now,
+            deleted_at: None,
+        };
+        // The event is what every member sees, so it carries a plain member's permissions;
+        // the author's own answer carries the author's.
+        let plain_member = Viewer {
+            user_uid: String::new(),
+            role: Role::Member,
+        };
+        let shared = self.render(
+            &message,
+            new.reply_to.as_ref(),
+            &Visibility::All,
+            Some(&plain_member),
+        );
+        let value = MessageItem {
+            action_permissions: permissions(
+                &message,
+                Some(&Viewer {
+                    user_uid: actor.user_uid.clone(),
+                    role,
+                }),
+            ),
+            ..shared.clone()
+        };
+        let subject = Subject::Message {
+            channel_id: channel_id.to_owned(),
+            seq: message.seq,
+        };
+        records.push(Record::Message(message));
+        let mut event = self.counted_event(
+            &mut records,
+            &channel.server_id,
+            "chat.message.created",
+            &MessageOut { message: shared },
+            now,
+        );
+        event.subject = subject;
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+
+    pub(super) fn mentions_in(&self, body: &str, channel_id: &str) -> Vec<Mention> {
+        text::parse_mentions(body)
+            .into_iter()
+            .map(|span| {
+                let (kind, target_id, display_text) = match span.kind {
+                    text::MentionKind::User => (
+                        "user",
+                        span.target.clone(),
+                        format!("@{}", self.profiles.display_name(&span.target)),
+                    ),
+                    text::MentionKind::Here | text::MentionKind::Channel => {
+                        ("channel", channel_id.to_owned(), span.token.clone())
+                    }
+                };
+                Mention {
+                    kind: kind.to_owned(),
+                    token: span.token,
+                    target_id,
+                    display_text,
+                    range: Utf16Range {
+                        start: span.start,
+                        end: span.end,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// `DELETE /v1/channels/{id}/messages/{message_id}` (the author, or a moderator or above);
+    /// emits `chat.message.deleted`.
+    pub fn delete_message(
+        &mut self,
+        actor: &Actor,
+        channel_id: &str,
+        message: &Message,
+        now: Millis,
+    ) -> Result<Outcome<views::MessageDeleted>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        let channel = self.directory.channel(channel_id)?.clone();
+        if message.channel_id != channel_id {
+            return Err(DomainError::NotFound(What::Message));
+        }
+        let role = self
+            .current_role(&channel.server_id, &actor.user_uid)
+            .ok_or(DomainError::NotAMember)?;
+        if message.author_uid != actor.user_uid && !role.at_least(Role::Moderator) {
+            return Err(DomainError::Forbidden(Needs::AuthorOrModerator));
+        }
+        let deleted_at = message.deleted_at.unwrap_or(now);
+        let value = views::MessageDeleted {
+            deleted: true,
+            server_id: channel.server_id.clone(),
+            channel_id: channel_id.to_owned(),
+            message_id: message.id.clone(),
+            deleted_by_uid: actor.user_uid.clone(),
+            deleted_at: views::rfc3339(deleted_at),
+        };
+        if message.deleted_at.is_some() {
+            return Ok(Outcome::pure(value));
+        }
+        let mut records = vec![Record::MessageDeleted {
+            id: message.id.clone(),
+            deleted_at: now,
+        }];
+        let mut event = self.server_event(
+            &mut records,
+            &channel.server_id,
+            "chat.message.deleted",
+            &value,
+            now,
+        );
+        event.subject = Subject::Message {
+            channel_id: channel_id.to_owned(),
+            seq: message.seq,
+        };
+        Ok(Outcome::published(value, records, vec![event]))
+    }
+}
+
+/// The text rule over everything a new message carries: the body (or the envelope's fields)
+/// and the attachments' file names.
+fn check_message_text(new: &NewMessage) -> Result<(), DomainError> {
+    match &new.content {
+        Content::Plain { body } => limits::text_field("body", body)?,
+        Content::Envelope {
+            ciphertext,
+            nonce,
+            aad,
+            sender_device_id,
+            ..
+        } => {
+            limits::text_field("envelope.ciphertext", ciphertext)?;
+            limits::text_field("envelope.nonce", nonce)?;
+            limits::text_field("envelope.aad", aad)?;
+            limits::text_field("envelope.sender_device_id", sender_device_id)?;
+        }
+    }
+    for attachment in &new.attachments {
+        limits::text_field("file_name", &attachment.file_name)?;
+    }
+    Ok(())
+}
+
+/// Renders stored messages for a reader: reply previews (unavailable when the target is
+/// deleted or outside what the reader may see), attachment URLs, and the reader's
+/// permissions on each.
+pub fn render(
+    urls: &Urls,
+    message: &Message,
+    reply_target: Option<&Message>,
+    visibility: &Visibility,
+    viewer: Option<&Viewer>,
+) -> MessageItem {
+    let reply_to = message.reply_to_id.as_ref().map(|id| match reply_target {
+        Some(t) if t.deleted_at.is_none() && visibility.allows(t.seq) => ReplyTo {
+            message_id: id.clone(),
+            author_uid: Some(t.author_uid.clone()),
+            preview_text: match &t.content {
+                Content::Plain { body } => text::preview_text(body),
+                Content::Envelope { .. } => String::new(),
+            },
+            is_unavailable: false,
+        },
+        _ => ReplyTo {
+            message_id: id.clone(),
+            author_uid: None,
+            preview_text: String::new(),
+            is_unavailable: true,
+        },
+    });
+    let (body, envelope) = match &message.content {
+        Content::Plain { body } => (Some(body.clone()), None),
+        Content::Envelope {
+            epoch_id,
+            ciphertext,
+            nonce,
+            aad,
+            sender_device_id,
+        } => (
+            None,
+            Some(EnvelopeItem {
+                epoch_id: *epoch_id,
+                ciphertext: ciphertext.clone(),
+                nonce: nonce.clone(),
+                aad: aad.clone(),
+                sender_device_id: sender_device_id.clone(),
+            }),
+        ),
+    };
+    MessageItem {
+        id: message.id.clone(),
+        channel_id: message.channel_id.clone(),
+        server_id: message.server_id.clone(),
+        author_uid: message.author_uid.clone(),
+        body,
+        envelope,
+        created_at: views::rfc3339(message.created_at),
+        reply_to,
+        mentions: message.mentions.clone(),
+        attachments: message
+            .attachments
+            .iter()
+            .map(|a| AttachmentItem::of(a, urls))
+            .collect(),
+        action_permissions: permissions(message, viewer),
+    }
+}
+
+/// What `viewer` may do with `message`.
+pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissions {
+    // An anonymous read is what the desktop client does before it acts with its identity:
+    // it gets what any member may do.
+    let Some(v) = viewer else {
+        return ActionPermissions {
+            can_react: true,
+            can_reply: true,
+            can_mark_unread: true,
+            can_pin: false,
+            can_delete: false,
+        };
+    };
+    ActionPermissions {
+        can_react: true,
+        can_reply: true,
+        can_mark_unread: true,
+        can_pin: v.role.at_least(Role::Moderator),
+        can_delete: v.user_uid == message.author_uid || v.role.at_least(Role::Moderator),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::community::fixtures::*;
+    use crate::domain::community::{Admission, ProfileChange};
+    use crate::domain::history::MemoryHistory;
+    use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility, Message};
+    use crate::domain::records::{Record, Visibility};
+
+    #[test]
+    fn a_later_joiner_does_not_see_earlier_messages_in_a_joined_channel() {
+        let mut c = community(HistoryVisibility::Joined);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        post(&mut c, &mut history, &alice, &channel, "before bob", None);
+        let bob = actor("uid_bob");
+        assert_eq!(
+            read(&mut c, &history, Some(&bob), &channel).unwrap(),
+            Vec::<String>::new()
+        );
+        post(&mut c, &mut history, &alice, &channel, "after bob", None);
+        assert_eq!(
+            read(&mut c, &history, Some(&bob), &channel).unwrap(),
+            vec!["after bob"]
+        );
+        assert_eq!(
+            read(&mut c, &history, Some(&alice), &channel).unwrap(),
+            vec!["before bob", "after bob"]
+        );
+        // Anonymous readers get nothing from a non-public channel.
+        assert_eq!(
+            read(&mut c, &history, None, &channel).unwrap_err().status(),
+            401
+        );
+    }
+
+    #[test]
+    fn members_and_public_visibility() {
+        let mut c = community(HistoryVisibility::Members);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        post(&mut c, &mut history, &alice, &channel, "early", None);
+        assert_eq!(
+            read(&mut c, &history, Some(&actor("uid_late")), &channel).unwrap(),
+            vec!["early"]
+        );
+        assert_eq!(
+            read(&mut c, &history, None, &channel).unwrap_err().status(),
+            401
+        );
+
+        let mut p = community(HistoryVisibility::Public);
+        let mut history = MemoryHistory::default();
+        let channel = text_channel(&mut p, "home", &alice);
+        post(&mut p, &mut history, &alice, &channel, "hello world", None);
+        assert_eq!(
+            read(&mut p, &history, None, &channel).unwrap(),
+            vec!["hello world"]
+        );
+        // Anonymous reads of a server with public channels work; they join nobody.
+        assert!(p.channels_of(None, "home", 1).is_ok());
+        assert!(p.members(None, "home", 1).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn replies_mentions_and_permissions() {
+        let mut c = community(HistoryVisibility::Joined);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let bob = actor("uid_bob");
+        let channel = text_channel(&mut c, "home", &alice);
+        // Bob is a member before the message he replies to (a reply names only what the replier
+        // may read).
+        c.admit(&bob, "home", Admission::Connect, 1).unwrap();
+        c.put_profile(
+            &bob,
+            ProfileChange {
+                display_name: Some("Bob".into()),
+                ..Default::default()
+            },
+            5,
+        )
+        .unwrap();
+        let first = post(
+            &mut c,
+            &mut history,
+            &alice,
+            &channel,
+            "first   message\nwith lines",
+            None,
+        );
+        let out = c
+            .post_message(
+                &bob,
+                &channel,
+                plain("😀 @uid_alice look @here", Some(&first)),
+                20,
+            )
+            .unwrap();
+        let m = out.value;
+        let reply = m.reply_to.as_ref().unwrap();
+        assert_eq!(reply.message_id, first.id);
+        assert_eq!(reply.author_uid.as_deref(), Some("uid_alice"));
+        assert_eq!(reply.preview_text, "first message with lines");
+        assert!(!reply.is_unavailable);
+        assert_eq!(m.mentions.len(), 2);
+        assert_eq!(
+            (
+                m.mentions[0].kind.as_str(),
+                m.mentions[0].target_id.as_str()
+            ),
+            ("user", "uid_alice")
+        );
+        // UTF-16: the emoji is two code units, then a space.
+        assert_eq!(
+            (m.mentions[0].range.start, m.mentions[0].range.end),
+            (3, 3 + "@uid_alice".len())
+        );
+        assert_eq!(
+            (
+                m.mentions[1].token.as_str(),
+                m.mentions[1].target_id.as_str()
+            ),
+            ("@here", channel.as_str())
+        );
+        assert!(m.action_permissions.can_delete, "the author may delete");
+        // Others may not delete; a moderator may.
+        let stored = history
+            .get(&m.id)
+            .cloned()
+            .unwrap_or_else(|| stored_message(&out.records));
+        assert_eq!(
+            c.delete_message(&alice, &channel, &stored, 30)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        let deleted = c.delete_message(&bob, &channel, &stored, 30).unwrap();
+        assert_eq!(deleted.events[0].kind, "chat.message.deleted");
+        // A deleted reply target renders as unavailable.
+        let mut gone = first.clone();
+        gone.deleted_at = Some(40);
+        let rendered = c.render(&m_as_message(&stored), Some(&gone), &Visibility::All, None);
+        assert!(rendered.reply_to.unwrap().is_unavailable);
+    }
+
+    fn m_as_message(m: &Message) -> Message {
+        m.clone()
+    }
+
+    #[test]
+    fn oversize_and_wrong_kind_posts_are_refused() {
+        let mut c = community(HistoryVisibility::Joined);
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        let big = "x".repeat(4001);
+        let err = c
+            .post_message(&alice, &channel, plain(big, None), 1)
+            .unwrap_err();
+        assert_eq!((err.status(), err.code()), (413, "payload_too_large"));
+        let voice = c.channels_of(Some(&alice), "home", 1).unwrap().value.groups[1].channels[0]
+            .id
+            .clone();
+        let err = c
+            .post_message(&alice, &voice, plain("hi", None), 1)
+            .unwrap_err();
+        assert_eq!(err.code(), "not_a_text_channel");
+        let owner = actor("uid_owner");
+        let e2ee = c
+            .create_channel(
+                &owner,
+                "home",
+                "secret",
+                ChannelKind::Text,
+                None,
+                None,
+                Some(Encryption::E2ee),
+                2,
+            )
+            .unwrap()
+            .value
+            .channel
+            .id;
+        let err = c
+            .post_message(&alice, &e2ee, plain("hi", None), 3)
+            .unwrap_err();
+        assert_eq!(err.code(), "plaintext_not_allowed");
+    }
+
+    #[test]
+    fn new_message_events_are_counted_not_logged() {
+        let mut c = community(HistoryVisibility::Joined);
+        let mut history = MemoryHistory::default();
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        let before = c.last_event_id("home");
+        let out = c
+            .post_message(&alice, &channel, plain("hi", None), 1)
+            .unwrap();
+        assert_eq!(out.events[0].event_id, Some(before + 1));
+        assert!(out.records.iter().all(|r| !matches!(r, Record::Event(_))));
+        assert!(out.records.contains(&Record::LastEventId {
+            server_id: "home".into(),
+            event_id: before + 1
+        }));
+        let _ = &mut history;
+    }
+}
