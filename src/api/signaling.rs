@@ -15,8 +15,8 @@ use crate::http::Request;
 use crate::realtime::SocketRef;
 use crate::rtc::room::{Seat, error_frame};
 use crate::rtc::ticket::{self, TicketError};
-use crate::runtime::hub::VoiceOp;
 use crate::runtime::shard::Shard;
+use crate::runtime::voice::VoiceOp;
 use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
 use crate::sfu::{Caps, Direction};
 

@@ -2,80 +2,32 @@
 //! fan-out of committed events), and the presence and typing state of the channels this shard
 //! owns (`sharding::shard_for(channel_id)`). A socket on shard A subscribing to a channel owned
 //! by shard B sends B a [`PresenceOp`] over the mesh; B's presence answers with deliveries that
-//! go back to whichever shards hold the recipients. Nothing here is shared between threads.
+//! go back to whichever shards hold the recipients. The voice rooms and their media are the
+//! hub's other half, [`Voice`] (`voice.rs`, next to the UDP driver); the hub holds it and
+//! passes it the drivers' calls and the notices that end calls. Nothing here is shared between
+//! threads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::mesh::ShardMessage;
+use super::mesh::{ShardMessage, ShardStatsSnapshot};
 use super::shard::Shard;
+use super::voice::{Voice, VoiceOp};
 use super::websocket::SocketHandle;
 use crate::authority::now_rfc3339 as now_text;
 use crate::authority::{Broadcast, Published};
 use crate::domain::community::{Audience, Notice};
 use crate::realtime::{Delivery, FrameContext, Member, Presence, SocketRef};
+use crate::sfu::Sfu;
 use crate::sharding::shard_for;
 
 /// How often typing indicators of silent typists are expired.
 pub const TYPING_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A voice-room change sent to the shard that owns the channel.
-#[derive(Debug)]
-pub enum VoiceOp {
-    Join {
-        claims: crate::rtc::ticket::Claims,
-        socket: SocketRef,
-        joined_at: String,
-        seat: crate::rtc::room::Seat,
-    },
-    /// `rtc.offer.publish` / `rtc.offer.subscribe`.
-    Offer {
-        channel_id: String,
-        socket: SocketRef,
-        direction: crate::sfu::Direction,
-        sdp: String,
-    },
-    /// A trickled client candidate.
-    Candidate {
-        channel_id: String,
-        socket: SocketRef,
-        direction: crate::sfu::Direction,
-        candidate: String,
-    },
-    Leave {
-        channel_id: String,
-        socket: SocketRef,
-    },
-    /// The signaling socket dropped (silence, reset): the participant stays for the reconnect
-    /// grace window.
-    Detach {
-        channel_id: String,
-        socket: SocketRef,
-    },
-    MediaState {
-        channel_id: String,
-        socket: SocketRef,
-        /// The client's payload, JSON.
-        payload: String,
-    },
-}
-
-impl VoiceOp {
-    fn channel_id(&self) -> &str {
-        match self {
-            VoiceOp::Join { claims, .. } => &claims.channel_id,
-            VoiceOp::Leave { channel_id, .. }
-            | VoiceOp::Detach { channel_id, .. }
-            | VoiceOp::MediaState { channel_id, .. }
-            | VoiceOp::Offer { channel_id, .. }
-            | VoiceOp::Candidate { channel_id, .. } => channel_id,
-        }
-    }
-}
 
 /// A presence change sent to the shard that owns the channel.
 #[derive(Debug)]
@@ -126,11 +78,7 @@ pub struct Hub {
     by_server: RefCell<HashMap<String, HashSet<u64>>>,
     presence: RefCell<Presence>,
     /// Voice rooms of the channels this shard owns, with their media.
-    rooms: RefCell<crate::rtc::room::Rooms>,
-    /// This shard's UDP media socket (sending side), once bound.
-    media_out: RefCell<Option<std::net::UdpSocket>>,
-    /// Datagrams the kernel refused (send buffer full).
-    media_send_drops: Cell<u64>,
+    voice: Voice,
     /// Server of each channel with presence here (for the frames of expiring typists).
     channel_servers: RefCell<HashMap<String, String>>,
 }
@@ -218,77 +166,17 @@ impl Hub {
 
     /// Sends a voice-room change to the channel's owner shard.
     pub fn voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        to_shard(
-            shard,
-            shard_for(op.channel_id(), shard.count),
-            ShardMessage::Voice(op),
-        );
+        self.voice.send(shard, op);
     }
 
     /// Applies a voice-room change to a room this shard owns.
     pub fn apply_voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        let deliveries = {
-            let mut rooms = self.rooms.borrow_mut();
-            match op {
-                VoiceOp::Join {
-                    claims,
-                    socket,
-                    joined_at,
-                    seat,
-                } => match rooms.join(&claims, socket, &joined_at, seat) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        deliver(
-                            shard,
-                            vec![Delivery {
-                                to: socket,
-                                frame: crate::rtc::room::error_frame(
-                                    "rtc_join_denied",
-                                    &e.to_string(),
-                                    false,
-                                ),
-                            }],
-                        );
-                        close_sockets(shard, vec![socket]);
-                        return;
-                    }
-                },
-                VoiceOp::Leave { socket, .. } => rooms.leave(socket),
-                VoiceOp::Detach { socket, .. } => {
-                    rooms.detach(socket, Instant::now());
-                    Vec::new()
-                }
-                VoiceOp::Offer {
-                    socket,
-                    direction,
-                    sdp,
-                    ..
-                } => rooms.offer(socket, direction, &sdp, Instant::now()),
-                VoiceOp::Candidate {
-                    socket,
-                    direction,
-                    candidate,
-                    ..
-                } => {
-                    rooms.candidate(socket, direction, &candidate);
-                    Vec::new()
-                }
-                VoiceOp::MediaState {
-                    socket, payload, ..
-                } => match crate::json::to_owned_value(&mut payload.into_bytes()) {
-                    Ok(value) => rooms.media_state(socket, &value, Instant::now()),
-                    Err(_) => Vec::new(),
-                },
-            }
-        };
-        deliver(shard, deliveries);
-        self.flush_media();
+        self.voice.apply(shard, op);
     }
 
     /// Gives this shard's rooms their media: the SFU and the socket it sends on.
-    pub fn start_media(&self, sfu: crate::sfu::Sfu, out: std::net::UdpSocket) {
-        *self.rooms.borrow_mut() = crate::rtc::room::Rooms::with_media(sfu);
-        *self.media_out.borrow_mut() = Some(out);
+    pub fn start_media(&self, sfu: Sfu, out: UdpSocket) {
+        self.voice.start_media(sfu, out);
     }
 
     /// A datagram arrived on this shard's UDP socket from `from`, sent to the local address
@@ -296,71 +184,32 @@ impl Hub {
     pub fn on_datagram(
         &self,
         shard: &Rc<Shard>,
-        from: std::net::SocketAddr,
-        to: Option<std::net::SocketAddr>,
+        from: SocketAddr,
+        to: Option<SocketAddr>,
         contents: &[u8],
     ) {
-        let deliveries = self
-            .rooms
-            .borrow_mut()
-            .datagram(Instant::now(), from, to, contents);
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
-        self.flush_media();
+        self.voice.on_datagram(shard, from, to, contents);
     }
 
     /// When the media next needs [`Hub::media_timeout`].
     pub fn next_media_timeout(&self) -> Option<Instant> {
-        self.rooms.borrow().next_timeout()
+        self.voice.next_timeout()
     }
 
     /// Participants whose reconnect grace ran out leave (run by the media timer).
     pub fn expire_voice(&self, shard: &Rc<Shard>) {
-        let deliveries = self.rooms.borrow_mut().expire(Instant::now());
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
-        self.flush_media();
+        self.voice.expire(shard);
     }
 
     pub fn media_timeout(&self, shard: &Rc<Shard>) {
-        let deliveries = self.rooms.borrow_mut().timeout(Instant::now());
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
-        self.flush_media();
-    }
-
-    /// Sends what the SFU produced. A full send buffer drops the datagram (UDP semantics;
-    /// counted), it never blocks the shard.
-    fn flush_media(&self) {
-        let datagrams = self.rooms.borrow_mut().take_datagrams();
-        if datagrams.is_empty() {
-            return;
-        }
-        let out = self.media_out.borrow();
-        let Some(socket) = out.as_ref() else {
-            return;
-        };
-        let dropped = super::media::send_batch(socket, &datagrams);
-        self.media_send_drops
-            .set(self.media_send_drops.get() + dropped);
+        self.voice.timeout(shard);
     }
 
     /// The voice and media counters of this shard (other fields left at zero).
-    pub fn media_snapshot(&self) -> super::mesh::ShardStatsSnapshot {
-        let rooms = self.rooms.borrow();
-        let (participants, connections, counters) = rooms.media_stats();
-        super::mesh::ShardStatsSnapshot {
-            voice_participants: participants as u64,
-            media_connections: connections as u64,
-            media_forwarded: counters.forwarded,
-            media_dropped_in: counters.dropped,
-            media_dropped_out: self.media_send_drops.get(),
-            relay_dropped: rooms.dropped_updates() + self.presence.borrow().dropped_updates(),
-            ..Default::default()
-        }
+    pub fn media_snapshot(&self) -> ShardStatsSnapshot {
+        let mut snapshot = self.voice.snapshot();
+        snapshot.relay_dropped += self.presence.borrow().dropped_updates();
+        snapshot
     }
 
     /// Closes sockets of this shard (after what is queued for them).
@@ -565,35 +414,6 @@ impl Hub {
         }
     }
 
-    /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns; they leave
-    /// at once (no reconnect grace).
-    fn kick(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
-        let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
-        let kicked = crate::rtc::room::frame("rtc.kicked", &serde_json_empty());
-        self.end_voice(shard, evicted, Some(kicked));
-    }
-
-    /// Sends the others what the eviction of participants produced, `notice` (if any) to the
-    /// evicted ones' signaling sockets, then closes those sockets wherever they are held.
-    fn end_voice(
-        &self,
-        shard: &Rc<Shard>,
-        (targets, others): (Vec<SocketRef>, Vec<Delivery>),
-        notice: Option<Bytes>,
-    ) {
-        let notices = notice.into_iter().flat_map(|frame| {
-            targets.iter().map(move |to| Delivery {
-                to: *to,
-                frame: frame.clone(),
-            })
-        });
-        deliver(shard, notices.chain(others).collect());
-        if !targets.is_empty() {
-            close_sockets(shard, targets);
-        }
-        self.flush_media();
-    }
-
     /// Closes the realtime sockets of this shard that `close` picks.
     fn close_where(&self, close: impl Fn(&LocalSocket) -> bool) {
         for s in self.sockets.borrow().values() {
@@ -622,23 +442,20 @@ impl Hub {
                             }
                         }
                     }
-                    // Its calls in the server end too (signaling sockets are not indexed by
-                    // server: the rooms this shard owns know their participants).
-                    let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
-                    self.end_voice(shard, evicted, None);
+                    // Its calls in the server end too.
+                    self.voice.member_left(shard, server_id, user_uid);
                 }
                 Notice::VoiceKick {
                     server_id,
                     user_uid,
-                } => self.kick(shard, server_id, user_uid),
+                } => self.voice.kick(shard, server_id, user_uid),
                 Notice::SessionRevoked {
                     token_hash,
                     user_uid,
                     device_id,
                 } => {
                     self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
-                    let evicted = self.rooms.borrow_mut().evict_device(user_uid, device_id);
-                    self.end_voice(shard, evicted, None);
+                    self.voice.session_revoked(shard, user_uid, device_id);
                 }
             },
         }
@@ -682,7 +499,7 @@ fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
 /// Has shard `target` handle `message`: this shard at once, another over the mesh, after
 /// every message this shard sent it before (`mesh::Mesh::post`: one ordered queue per peer,
 /// never waiting).
-fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
+pub(super) fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
     if target == shard.id {
         shard.handle_message(message);
         return;
@@ -690,14 +507,9 @@ fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
     shard.post(target, message);
 }
 
-/// `{}`.
-fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
-    std::collections::BTreeMap::new()
-}
-
 /// Closes sockets wherever they are held (after the frames already sent to them: the mesh
 /// keeps the order between two shards).
-fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
+pub(super) fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
     let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
     for s in sockets {
         by_shard.entry(s.shard).or_default().push(s.socket);
@@ -708,7 +520,7 @@ fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
 }
 
 /// Sends each delivery to the shard that holds its socket.
-fn deliver(shard: &Rc<Shard>, deliveries: Vec<Delivery>) {
+pub(super) fn deliver(shard: &Rc<Shard>, deliveries: Vec<Delivery>) {
     let mut by_shard: HashMap<usize, Vec<(u64, Bytes)>> = HashMap::new();
     for d in deliveries {
         by_shard

@@ -38,7 +38,7 @@ pub enum ShardMessage {
     /// Frames for realtime sockets the receiving shard holds, by socket number.
     Deliver(Vec<(u64, bytes::Bytes)>),
     /// A voice-room change for a channel the receiving shard owns.
-    Voice(super::hub::VoiceOp),
+    Voice(super::voice::VoiceOp),
     /// Close these sockets of the receiving shard (after what is queued for them).
     CloseSockets(Vec<u64>),
 }

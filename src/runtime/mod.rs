@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod shard;
 pub mod shutdown;
 pub mod upload;
+pub mod voice;
 pub mod watchdog;
 pub mod websocket;
 
