@@ -9,6 +9,7 @@
 //! empty variables for optional settings).
 
 mod parse;
+pub use parse::redact_url;
 mod rtc;
 
 use std::fmt;

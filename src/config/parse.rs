@@ -163,27 +163,46 @@ pub(super) fn postgres_url(var: &VarSpec, raw: &str) -> Result<String, ConfigErr
     }
 }
 
-/// The URL with any password and query replaced by `***`, for Debug output.
-pub(super) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "***".to_owned();
+/// `url` with its secrets replaced by `***`, for logs and `Debug` (the one redaction of
+/// database URLs: configuration, storage and tests use it). The password in the userinfo
+/// (`postgres://user:secret@host/db`) and the value of every query parameter whose name
+/// speaks of a secret (`password`, `sslpassword`, `secret`, `token`, `key`) are hidden; the
+/// rest (host, database, `sslmode`, …) stays readable.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let (before_query, query) = match rest.split_once('?') {
-        Some((before, _)) => (before, "?***"),
-        None => (rest, ""),
-    };
-    let (authority, path) = match before_query.find('/') {
-        Some(at) => before_query.split_at(at),
-        None => (before_query, ""),
-    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
     let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{user}:***@{host}")
-        }
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
         None => authority.to_owned(),
     };
-    format!("{scheme}://{authority}{path}{query}")
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if names_a_secret(name) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "key"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// An Ed25519 public key, base64url of 32 bytes (padded or not); kept in its unpadded spelling.
@@ -280,4 +299,47 @@ pub(super) fn url_list(
         urls.push(entry.to_owned());
     }
     Ok(urls)
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_secret_query_parameters_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("postgres://db/openchat?sslmode=verify-full&sslpassword=k&sslkey=/k.pem"),
+            "postgres://db/openchat?sslmode=verify-full&sslpassword=***&sslkey=***"
+        );
+    }
+
+    #[test]
+    fn redacts_password_in_userinfo() {
+        assert_eq!(
+            redact_url("postgres://chat:s3cr%40t@db.example:5432/openchat"),
+            "postgres://chat:***@db.example:5432/openchat"
+        );
+    }
+
+    #[test]
+    fn redacts_password_query_parameter() {
+        assert_eq!(
+            redact_url("postgresql://chat@db/openchat?sslmode=require&password=hunter2"),
+            "postgresql://chat@db/openchat?sslmode=require&password=***"
+        );
+    }
+
+    #[test]
+    fn leaves_urls_without_password_alone() {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres";
+        assert_eq!(redact_url(url), url);
+        assert_eq!(redact_url("postgres://localhost"), "postgres://localhost");
+    }
+
+    #[test]
+    fn password_containing_at_sign_does_not_leak() {
+        // Unencoded '@' is invalid in a URL, but must still not leak if someone writes it.
+        let redacted = redact_url("postgres://chat:p@ss@db/openchat");
+        assert!(!redacted.contains("p@ss"), "{redacted}");
+    }
 }

@@ -313,7 +313,7 @@ fn database_debug_hides_the_password() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(
-        debug.contains("postgres://app:***@db:5432/openchat?***"),
+        debug.contains("postgres://app:***@db:5432/openchat?password=***"),
         "{debug}"
     );
 }
