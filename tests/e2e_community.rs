@@ -15,25 +15,10 @@ use support::call::{ticket_for, voice_channel};
 use support::json::{Json, JsonPath, encode, key_set};
 use support::media;
 use support::multipart::Multipart;
-use support::server::{Engine, PUBLIC_BASE_URL, TestServer, start_community};
+use support::server::{PUBLIC_BASE_URL, TestServer, start_community};
 use support::ws::{QUIET, Ws, headers_query};
 
-/// Runs the test body once per storage engine.
-macro_rules! on_both_engines {
-    ($($name:ident => $body:expr;)*) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                ($body)(Engine::Sqlite)
-            }
-            #[test]
-            fn postgres() {
-                ($body)(Engine::Postgres)
-            }
-        }
-    )*};
-}
+use support::on_both_engines;
 
 /// The fields of a message object (wire contract A.5), plus `server_id`, which this server adds.
 const MESSAGE_KEYS: &[&str] = &[

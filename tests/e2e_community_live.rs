@@ -14,25 +14,10 @@ use simd_json::json;
 use simd_json::prelude::*;
 use support::api::{Client, DeviceKey, default_server_id, ids_of, new_device};
 use support::json::{Json, JsonPath, encode};
-use support::server::{Engine, PUBLIC_BASE_URL, Place, TestServer, start_community};
+use support::server::{PUBLIC_BASE_URL, Place, TestServer, start_community};
 use support::ws::{QUIET, Ws, headers_query};
 
-/// Runs the test body once per storage engine.
-macro_rules! on_both_engines {
-    ($($name:ident => $body:expr;)*) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                ($body)(Engine::Sqlite)
-            }
-            #[test]
-            fn postgres() {
-                ($body)(Engine::Postgres)
-            }
-        }
-    )*};
-}
+use support::on_both_engines;
 
 fn default_channel(server: &TestServer, reader: &Client) -> (String, String) {
     let server_id = default_server_id(server.addr);

@@ -24,22 +24,7 @@ use support::server::{Engine, Place, start, start_in, start_with};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Runs the test body once per storage engine.
-macro_rules! on_both_engines {
-    ($($name:ident => $body:expr;)*) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                ($body)(Engine::Sqlite)
-            }
-            #[test]
-            fn postgres() {
-                ($body)(Engine::Postgres)
-            }
-        }
-    )*};
-}
+use support::on_both_engines;
 
 fn panicking<'a>(_: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
     Box::pin(async { panic!("handler bug on purpose") })
