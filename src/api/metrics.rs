@@ -234,24 +234,54 @@ mod tests {
             build_info::COMMIT
         );
         for (name, kind, help, value) in [
-            ("openchat_http_requests_total", "counter", "HTTP requests answered.", 7),
-            ("openchat_http_connections_accepted_total", "counter", "TCP connections accepted.", 3),
-            ("openchat_http_connections_open", "gauge", "TCP connections open now.", 1),
+            (
+                "openchat_http_requests_total",
+                "counter",
+                "HTTP requests answered.",
+                7,
+            ),
+            (
+                "openchat_http_connections_accepted_total",
+                "counter",
+                "TCP connections accepted.",
+                3,
+            ),
+            (
+                "openchat_http_connections_open",
+                "gauge",
+                "TCP connections open now.",
+                1,
+            ),
             (
                 "openchat_http_protocol_errors_total",
                 "counter",
                 "Requests rejected by the HTTP parser or timed out.",
                 2,
             ),
-            ("openchat_panics_total", "counter", "Panics caught while serving a connection.", 0),
-            ("openchat_realtime_sockets", "gauge", "Realtime WebSockets open now.", 4),
+            (
+                "openchat_panics_total",
+                "counter",
+                "Panics caught while serving a connection.",
+                0,
+            ),
+            (
+                "openchat_realtime_sockets",
+                "gauge",
+                "Realtime WebSockets open now.",
+                4,
+            ),
             (
                 "openchat_voice_participants",
                 "gauge",
                 "Participants in the voice rooms this shard owns.",
                 5,
             ),
-            ("openchat_media_connections", "gauge", "Peer connections of this shard's SFU.", 6),
+            (
+                "openchat_media_connections",
+                "gauge",
+                "Peer connections of this shard's SFU.",
+                6,
+            ),
             (
                 "openchat_media_frames_forwarded_total",
                 "counter",

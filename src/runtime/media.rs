@@ -454,7 +454,10 @@ mod tests {
     #[test]
     fn host_addresses_leave_out_loopback_and_link_local() {
         let ips = host_ipv4_addresses();
-        assert!(ips.iter().all(|ip| !ip.is_loopback() && !ip.is_link_local()));
+        assert!(
+            ips.iter()
+                .all(|ip| !ip.is_loopback() && !ip.is_link_local())
+        );
         let unique: std::collections::HashSet<_> = ips.iter().collect();
         assert_eq!(unique.len(), ips.len());
     }
