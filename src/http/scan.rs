@@ -1,46 +1,25 @@
 //! Byte-search primitives shared by the parsers of this folder: finding a line end in a head or
-//! chunk-size line, and a multipart delimiter in a body of up to tens of megabytes. Without a
-//! `memchr` dependency, a word-at-a-time (SWAR) scan keeps these searches several times faster
-//! than a byte loop on long inputs, which matters for multipart bodies.
+//! chunk-size line, and a multipart delimiter in a body of up to tens of megabytes. The `memchr`
+//! crate does the searching (vectorized, chosen at run time for the CPU); this module only fixes
+//! the folder's calling convention (haystack first) and its contract that an empty needle is
+//! never found, so the parsers do not depend on the crate's argument order or its edge cases.
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
+use memchr::memmem;
 
 /// Index of the first `needle` byte in `hay`.
+#[inline]
 pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    let splat = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in chunks.by_ref() {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])) ^ splat;
-        // Classic "has a zero byte": the lowest flagged byte is always a true zero (only bytes
-        // above a true zero can be false positives), so trailing_zeros finds the first match.
-        let zero = word.wrapping_sub(LO) & !word & HI;
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
+    memchr::memchr(needle, hay)
 }
 
-/// Index of the first occurrence of `needle` (non-empty) in `hay`.
+/// Index of the first occurrence of `needle` (non-empty) in `hay`; `None` for an empty needle
+/// (`memmem` would report one at 0).
+#[inline]
 pub(crate) fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut from = 0;
-    while hay.len() - from >= needle.len() {
-        let last_start = hay.len() - needle.len();
-        let i = from + find_byte(&hay[from..=last_start], first)?;
-        if hay[i + 1..i + needle.len()] == *rest {
-            return Some(i);
-        }
-        from = i + 1;
+    if needle.is_empty() {
+        return None;
     }
-    None
+    memmem::find(hay, needle)
 }
 
 #[cfg(test)]
@@ -78,6 +57,19 @@ mod tests {
         assert_eq!(find_subslice(b"\r\n--xy", b"\r\n--xyz"), None);
         assert_eq!(find_subslice(b"", b"a"), None);
         assert_eq!(find_subslice(b"abc", b""), None);
+    }
+
+    #[test]
+    fn subslice_search_past_the_short_haystack_path() {
+        // memmem switches strategy at 64 bytes of haystack; both sides must agree.
+        let delimiter = b"\r\n--boundary-0123456789";
+        for len in [0usize, 10, 63, 64, 65, 200, 4096] {
+            let mut hay = vec![b'-'; len];
+            hay.extend_from_slice(delimiter);
+            hay.extend_from_slice(b"tail");
+            assert_eq!(find_subslice(&hay, delimiter), Some(len), "len {len}");
+            assert_eq!(find_subslice(&hay[..len + 5], delimiter), None, "len {len}");
+        }
     }
 
     proptest! {

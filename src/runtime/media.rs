@@ -18,6 +18,9 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use nix::ifaddrs::getifaddrs;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::shard::Shard;
@@ -33,6 +36,14 @@ pub const MAX_TIMER_SLEEP: Duration = Duration::from_millis(10);
 const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(2);
 /// How often an idle shard's timer looks for work.
 pub const IDLE_TIMER_SLEEP: Duration = Duration::from_secs(1);
+
+// The batched send and receive below stay on raw `libc` (the socket option and the interface
+// list use `nix`). nix 0.27's `sendmmsg` gives every datagram of a batch the same control
+// messages, while each answer here carries its own `IP_PKTINFO` source. Its `recvmmsg` reuses
+// preallocated headers without restoring `msg_controllen` and `msg_namelen`, which the kernel
+// overwrites with what it wrote: a slot's control room shrinks to its last datagram's, safe only
+// while every datagram carries the same control messages, and fresh headers per call would
+// allocate on every read of the media path. The code here rebuilds its headers in place.
 
 /// Datagrams handed to the kernel per `sendmmsg` call.
 const SEND_BATCH: usize = 64;
@@ -148,20 +159,7 @@ pub fn bind(port: u16) -> std::io::Result<(RawFd, SocketAddr)> {
     // Best effort: the kernel caps these at its configured maximum.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
-    let on: libc::c_int = 1;
-    // SAFETY: a valid descriptor and an int option of the right size.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            &on as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if set != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
     socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
     let local = socket
         .local_addr()?
@@ -289,34 +287,22 @@ fn destination(header: &libc::msghdr, port: u16) -> Option<SocketAddr> {
 /// in the kernel's order (empty if they cannot be read). Read once at start; an address that
 /// appears later is not advertised until a restart.
 pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+    let Ok(interfaces) = getifaddrs() else {
         return Vec::new();
-    }
+    };
     let mut out = Vec::new();
-    let mut cursor = list;
-    while !cursor.is_null() {
-        // SAFETY: `cursor` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        let up = entry.ifa_flags & libc::IFF_UP as u32 != 0;
-        if !up || entry.ifa_addr.is_null() {
+    for interface in interfaces {
+        if !interface.flags.contains(InterfaceFlags::IFF_UP) {
             continue;
         }
-        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
-        if i32::from(unsafe { (*entry.ifa_addr).sa_family }) != libc::AF_INET {
+        let Some(addr) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
             continue;
-        }
-        // SAFETY: an AF_INET address is a sockaddr_in.
-        let addr = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-        let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        };
+        let ip = Ipv4Addr::from(addr.ip());
         if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !out.contains(&ip) {
             out.push(ip);
         }
     }
-    // SAFETY: `list` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
     out
 }
 
@@ -396,4 +382,83 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
         }
     })
     .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::getsockopt;
+    use std::os::fd::OwnedFd;
+
+    /// A media socket as `bind` makes it, owned so the test closes it.
+    fn media_socket() -> (OwnedFd, SocketAddr) {
+        let (fd, local) = bind(0).unwrap();
+        // SAFETY: `bind` hands over a fresh descriptor nobody else owns.
+        (unsafe { OwnedFd::from_raw_fd(fd) }, local)
+    }
+
+    #[test]
+    fn bind_asks_for_the_destination_of_each_datagram() {
+        let (fd, local) = media_socket();
+        assert_ne!(local.port(), 0);
+        assert!(getsockopt(&fd, sockopt::Ipv4PacketInfo).unwrap());
+    }
+
+    #[test]
+    fn a_batch_read_gives_source_and_destination() {
+        let (fd, local) = media_socket();
+        let port = local.port();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3u8 {
+            peer.send_to(&[i; 5], ("127.0.0.1", port)).unwrap();
+        }
+        let mut received = Received::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        while got.len() < 3 && Instant::now() < deadline {
+            received.read(fd.as_raw_fd(), port).unwrap();
+            got.extend(received.datagrams().map(|(c, f, t)| (c.to_vec(), f, t)));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        let expected: Vec<_> = (0..3u8)
+            .map(|i| (vec![i; 5], peer.local_addr().unwrap(), Some(to)))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_batch_send_delivers_every_datagram_with_or_without_a_source() {
+        // More than one `sendmmsg` batch, every other datagram with an IP_PKTINFO source (a
+        // malformed control message would make the kernel refuse it, counted as dropped).
+        let (fd, local) = media_socket();
+        let socket = UdpSocket::from(fd);
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let datagrams: Vec<crate::sfu::Datagram> = (0..70u8)
+            .map(|i| crate::sfu::Datagram {
+                destination: peer.local_addr().unwrap(),
+                source: (i % 2 == 0).then_some(Ipv4Addr::LOCALHOST.into()),
+                contents: vec![i; 3],
+            })
+            .collect();
+        assert_eq!(send_batch(&socket, &datagrams), 0);
+        let mut buf = [0u8; 16];
+        for i in 0..70u8 {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 3]);
+            assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], local.port())));
+        }
+    }
+
+    #[test]
+    fn host_addresses_leave_out_loopback_and_link_local() {
+        let ips = host_ipv4_addresses();
+        assert!(
+            ips.iter()
+                .all(|ip| !ip.is_loopback() && !ip.is_link_local())
+        );
+        let unique: std::collections::HashSet<_> = ips.iter().collect();
+        assert_eq!(unique.len(), ips.len());
+    }
 }
