@@ -75,5 +75,50 @@ fn encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, encode);
+/// A 4 MiB upload form (one text field, one file of pseudo-random bytes): the delimiter
+/// search over a large body, whole and streamed in 64 KiB pieces as the upload spooler feeds it.
+fn multipart(c: &mut Criterion) {
+    use openchatd::http::multipart::{MultipartStream, parse_multipart};
+    const BOUNDARY: &str = "----openchatBenchBoundary7MA4YWxkTrZu0gW";
+    let mut file = vec![0u8; 4 << 20];
+    let mut x: u32 = 0x9E37_79B9;
+    for byte in &mut file {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *byte = x as u8;
+    }
+    let mut body = Vec::with_capacity(file.len() + 512);
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"body\"\r\n\r\nhello\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let mut group = c.benchmark_group("multipart");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("parse_4mib", |b| {
+        b.iter(|| parse_multipart(black_box(&body), BOUNDARY).unwrap().len())
+    });
+    group.bench_function("stream_4mib_64k_pieces", |b| {
+        b.iter(|| {
+            let mut stream = MultipartStream::new(BOUNDARY).unwrap();
+            let mut events = 0usize;
+            for piece in body.chunks(64 * 1024) {
+                stream.feed(piece);
+                while stream.next_event().unwrap().is_some() {
+                    events += 1;
+                }
+            }
+            while stream.finish().unwrap().is_some() {
+                events += 1;
+            }
+            black_box(events)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, encode, multipart);
 criterion_main!(benches);
