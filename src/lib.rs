@@ -4,7 +4,7 @@
 //! - sans-IO cores, which import no runtime or sockets: [`http`] (request parsing, routing,
 //!   responses), [`domain`] (entities, the community rules, mentions and names, the reference
 //!   history store), [`realtime`] (realtime frames, presence, typing, outbox, resume window),
-//!   [`media`] (upload checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
+//!   [`uploads`] (image checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
 //!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`];
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver, the per-shard realtime hub), [`authority`] (the thread that
@@ -21,10 +21,10 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod json;
-pub mod media;
 pub mod realtime;
 pub mod rtc;
 pub mod runtime;
 pub mod sfu;
 pub mod sharding;
 pub mod storage;
+pub mod uploads;

@@ -4,6 +4,7 @@
 #
 #   benches/wrk/healthz_vs_nginx.sh [rounds] [duration] [connections]
 #
+# BIN_DIR=dir takes openchatd from dir instead of building it (to compare two builds).
 # Needs wrk and nginx (apt-get install wrk nginx). Prints one line per run and a summary with
 # the median requests/s of each and their ratio. Run by hand, not in CI.
 set -euo pipefail
@@ -17,9 +18,12 @@ NG_PORT=18081
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet --bin openchatd
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --quiet --bin openchatd
+  BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+fi
 OPENCHAT_SHARDS=2 OPENCHAT_HTTP_ADDR=127.0.0.1:$OC_PORT OPENCHAT_DATA_DIR="$WORK/data" OPENCHAT_LOG=warn \
-  "${CARGO_TARGET_DIR:-target}/release/openchatd" &
+  "$BIN_DIR/openchatd" &
 sed -e "s|__PREFIX__|$WORK|g" -e "s|__PORT__|$NG_PORT|g" benches/wrk/nginx.conf > "$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 for port in $OC_PORT $NG_PORT; do

@@ -21,9 +21,9 @@ pub const AVATAR_MAX_BYTES: u64 = 2 * 1024 * 1024;
 pub const AVATAR_MAX_DIMENSION: u32 = 1024;
 /// The image types uploads are checked against (`media::ImageFormat`).
 pub const IMAGE_MIME_TYPES: [&str; 3] = [
-    crate::media::ImageFormat::Png.content_type(),
-    crate::media::ImageFormat::Jpeg.content_type(),
-    crate::media::ImageFormat::Gif.content_type(),
+    crate::uploads::ImageFormat::Png.content_type(),
+    crate::uploads::ImageFormat::Jpeg.content_type(),
+    crate::uploads::ImageFormat::Gif.content_type(),
 ];
 /// How long the client waits for `rtc.joined` and for an SDP answer, and how it backs off.
 pub const RTC_JOIN_TIMEOUT_MS: u32 = 15_000;

@@ -5,8 +5,8 @@
 use crate::domain::error::{DomainError, Limit, Outage};
 use crate::domain::views::ProfileOut;
 use crate::http::{HttpError, Response};
-use crate::media::ImageError;
 use crate::storage::StorageError;
+use crate::uploads::ImageError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {

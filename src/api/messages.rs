@@ -14,9 +14,9 @@ use crate::domain::model::{Attachment, Content, Message};
 use crate::domain::records::MessageQuery;
 use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
 use crate::http::Response;
-use crate::media::{ImageLimits, inspect, strip_metadata};
 use crate::runtime::upload::{TempFile, Upload, UploadField};
 use crate::storage::{BlobId, blob_path};
+use crate::uploads::{ImageLimits, inspect, strip_metadata};
 
 /// Page size when the client gives no `limit`.
 pub const DEFAULT_HISTORY_PAGE: usize = 50;
@@ -158,9 +158,9 @@ pub(super) fn hold_blob<'a>(ctx: &'a RequestCtx<'a>, id: BlobId) -> BlobHold<'a>
 pub(super) async fn checked_image(
     file: &TempFile,
     limits: ImageLimits,
-) -> Result<(crate::media::ImageInfo, Vec<u8>, BlobId), ApiError> {
+) -> Result<(crate::uploads::ImageInfo, Vec<u8>, BlobId), ApiError> {
     if file.len() > limits.max_bytes as u64 {
-        return Err(ApiError::from(crate::media::ImageError::TooLarge {
+        return Err(ApiError::from(crate::uploads::ImageError::TooLarge {
             bytes: usize::try_from(file.len()).unwrap_or(usize::MAX),
             max: limits.max_bytes,
         }));
@@ -173,7 +173,7 @@ pub(super) async fn checked_image(
                 let info = inspect(&bytes, &limits)?;
                 let clean = strip_metadata(info.format, &bytes)?;
                 let id = BlobId::of_content(&clean);
-                Ok::<_, crate::media::ImageError>((info, clean, id))
+                Ok::<_, crate::uploads::ImageError>((info, clean, id))
             })())
         })
         .await;
@@ -374,7 +374,7 @@ pub(super) async fn serve_blob(ctx: &RequestCtx<'_>, blob: &BlobId) -> Result<Re
         .read_at(0, SNIFF_BYTES)
         .await
         .map_err(|e| internal(e.into()))?;
-    let content_type = crate::media::sniff(&start)
+    let content_type = crate::uploads::sniff(&start)
         .map(|f| f.content_type())
         .unwrap_or("application/octet-stream");
     drop(start);

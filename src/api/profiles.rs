@@ -11,8 +11,8 @@ use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
 use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
 use crate::domain::model::{AvatarAsset, AvatarMode};
 use crate::http::query::query_pairs;
-use crate::media::ImageLimits;
 use crate::storage::BlobId;
+use crate::uploads::ImageLimits;
 
 handler!(
     /// `GET /v1/profile/me`: a default profile for a uid that never saved one.
