@@ -25,11 +25,11 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::api::{App, Handler};
 use crate::authority::Authority;
-use crate::config::{Config, DatabaseConfig};
+use crate::config::Config;
 use crate::domain::community::Settings as DomainSettings;
 use crate::domain::views::Urls;
 use crate::http::Router;
-use crate::storage::{BridgeHandle, Engine, Storage, StorageConfig, WriteOp, WriteOutcome};
+use crate::storage::{BridgeHandle, Storage, StorageConfig, WriteOp, WriteOutcome};
 pub use shutdown::Shutdown;
 
 /// Memory each shard registers with io_uring for file I/O buffers. Shards do network I/O into
@@ -62,10 +62,7 @@ impl Server {
         config: Config,
         extra_routes: fn(&mut Router<Handler>),
     ) -> anyhow::Result<Server> {
-        let engine = match &config.database {
-            DatabaseConfig::Postgres { url } => Engine::Postgres { url: url.clone() },
-            DatabaseConfig::Sqlite { path } => Engine::Sqlite { path: path.clone() },
-        };
+        let engine = config.database.clone();
         let (storage, bridge) = Storage::start(StorageConfig {
             engine,
             data_dir: config.data_dir.clone(),

@@ -85,27 +85,9 @@ pub struct StorageConfig {
     pub max_connections: u32,
 }
 
-/// Which database the bridge talks to.
-#[derive(Clone)]
-pub enum Engine {
-    /// Production engine. The URL may carry a password; it is never logged unredacted.
-    Postgres { url: String },
-    /// Embedded engine; the file (and its parent folder) is created if missing.
-    Sqlite { path: PathBuf },
-}
-
-impl std::fmt::Debug for Engine {
-    // Hand-written so that `{:?}` of a config can never print a database password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Engine::Postgres { url } => f
-                .debug_struct("Postgres")
-                .field("url", &postgres::redact_url(url))
-                .finish(),
-            Engine::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
-        }
-    }
-}
+/// Which database the bridge talks to: the configuration's choice itself (its `Debug` never
+/// prints a password).
+pub use crate::config::DatabaseConfig as Engine;
 
 impl Engine {
     fn name(&self) -> &'static str {
