@@ -5,9 +5,13 @@
 //!   responses), [`domain`] (entities, the community rules, mentions and names, the reference
 //!   history store), [`realtime`] (realtime frames, presence, typing, outbox, resume window),
 //!   [`uploads`] (image checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
-//!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`];
+//!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`]
+//!   (every `OPENCHAT_*` variable), [`rtc`] (join tickets, TURN credentials, voice rooms, the
+//!   addresses media candidates carry), [`sfu`] (the str0m SFU along its run loop: route,
+//!   connection, negotiation, track assignment, forwarding), [`build_info`];
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
-//!   listeners, connection driver, the per-shard realtime hub), [`authority`] (the thread that
+//!   listeners, connection driver, the per-shard realtime hub, voice and the UDP media
+//!   driver), [`authority`] (the thread that
 //!   owns the community state and orders every command), [`storage`] (the sqlx bridge thread,
 //!   blobs);
 //! - [`api`]: the endpoints, which turn requests into domain calls and domain results into
