@@ -1,6 +1,7 @@
 //! The one error type endpoints return. Each variant has a stable `code` string that clients
 //! match on; the mapping to an HTTP status lives here and nowhere else.
 
+use crate::authority::AuthorityError;
 use crate::domain::error::DomainError;
 use crate::http::{HttpError, Response};
 use crate::storage::StorageError;
@@ -25,6 +26,9 @@ pub enum ApiError {
     UpgradeRequired,
     #[error("storage unavailable")]
     StorageUnavailable,
+    /// A queue between threads is full (authority or storage): the request was not taken.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
     #[error("internal error")]
     Internal,
     /// A refusal with its own status and code (domain rules, body parsing, uploads).
@@ -43,7 +47,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UpgradeRequired => 426,
-            ApiError::StorageUnavailable => 503,
+            ApiError::StorageUnavailable | ApiError::Overloaded => 503,
             ApiError::Internal => 500,
             ApiError::Coded(e) => e.status,
         }
@@ -60,6 +64,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal",
             ApiError::Coded(e) => e.code,
         }
@@ -68,7 +73,7 @@ impl ApiError {
     /// Whether the same request may succeed later without change.
     pub fn retryable(&self) -> bool {
         match self {
-            ApiError::StorageUnavailable => true,
+            ApiError::StorageUnavailable | ApiError::Overloaded => true,
             ApiError::Coded(e) => e.retryable,
             _ => false,
         }
@@ -94,6 +99,10 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
+            ApiError::Overloaded => response.header(
+                "Retry-After",
+                crate::http::limits::BUSY_RETRY_AFTER_SECS.to_string(),
+            ),
             ApiError::Coded(e) if e.retryable => response.header("Retry-After", "1"),
             ApiError::UpgradeRequired => response.header("Upgrade", "websocket"),
             _ => response,
@@ -105,6 +114,7 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Unavailable(_) => ApiError::StorageUnavailable,
+            StorageError::Overloaded => ApiError::Overloaded,
             StorageError::NotFound => ApiError::NotFound,
             StorageError::Conflict(m) => ApiError::Conflict(m),
             StorageError::Internal(m) => {
@@ -118,6 +128,15 @@ impl From<StorageError> for ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         ApiError::Coded(e)
+    }
+}
+
+impl From<AuthorityError> for ApiError {
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::Domain(e) => e.into(),
+            AuthorityError::Overloaded => ApiError::Overloaded,
+        }
     }
 }
 
@@ -144,6 +163,18 @@ mod tests {
             (e.status(), e.code(), e.retryable()),
             (503, "storage_unavailable", true)
         );
+    }
+
+    #[test]
+    fn a_full_queue_is_a_retryable_503_overloaded_with_retry_after() {
+        for e in [
+            ApiError::from(AuthorityError::Overloaded),
+            ApiError::from(StorageError::Overloaded),
+        ] {
+            assert_eq!((e.status(), e.code(), e.retryable()), (503, "overloaded", true));
+            let response = e.into_response();
+            assert!(response.headers().any(|(n, _)| n == "Retry-After"));
+        }
     }
 
     #[test]

@@ -145,7 +145,8 @@ async fn admit(
         }),
         Err(e) => {
             shard.hub.unregister(shard, id);
-            Err(e.message)
+            // A full authority queue reads "the server is overloaded; retry shortly".
+            Err(e.to_string())
         }
     }
 }
@@ -214,7 +215,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                     .go_live(id, resumed.replayed_up_to.max(joined_after));
             }
             Err(e) => {
-                send_error(&handle, &server_id, &e.message);
+                send_error(&handle, &server_id, &e.to_string());
                 shard.hub.go_live(id, joined_after);
             }
         }
@@ -252,7 +253,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                         .await;
                     match allowed {
                         Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
-                        Err(e) => send_error(&handle, &sid, &e.message),
+                        Err(e) => send_error(&handle, &sid, &e.to_string()),
                     }
                 })
                 .detach();

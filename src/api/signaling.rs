@@ -250,7 +250,12 @@ async fn join(
         .authority
         .submit_mut(move |c, now| c.redeem_ticket(&redeemed, now))
         .await
-        .map_err(|e| (e.code, e.message, e.retryable))?;
+        .map_err(|e| {
+            // `rtc.error {code, message, retryable}`: a full authority queue is `overloaded`,
+            // retryable, like its HTTP answer.
+            let e = crate::api::ApiError::from(e);
+            (e.code(), e.to_string(), e.retryable())
+        })?;
     let channel = claims.channel_id.clone();
     let caps = shard
         .app
