@@ -261,6 +261,7 @@ impl Authority {
     /// Loads the state, bootstraps the default server (creating and seeding it on first
     /// start), and spawns the authority thread. The claim token of a freshly created default
     /// server is logged once here.
+    ///
     /// `queue` is the command queue's size (`OPENCHAT_AUTHORITY_QUEUE`, at least 1).
     pub fn start(
         settings: Settings,

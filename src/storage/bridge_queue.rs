@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn more_ops_than_the_queue_holds_go_in_pieces_in_order() {
-        let (tx, mut rx) = mpsc::channel(2);
+        let (tx, mut rx) = mpsc::channel::<PendingWrite>(2);
         let reader = std::thread::spawn(move || {
             let mut seen = Vec::new();
             while let Some(write) = rx.blocking_recv() {
