@@ -185,7 +185,9 @@ impl InFlight {
                 .find(|h| h.name.eq_ignore_ascii_case(name))
                 .map(|h| String::from_utf8_lossy(h.value).into_owned())
         };
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if self.buf.len() < head + length {
             return false;
         }
@@ -219,7 +221,12 @@ fn collect(requests: &mut [InFlight], within: Duration) {
 
 fn assert_overloaded(answer: &Answer) {
     assert_eq!(answer.status, 503, "{:?}", answer.body);
-    assert_eq!(answer.body.str_at("code"), "overloaded", "{:?}", answer.body);
+    assert_eq!(
+        answer.body.str_at("code"),
+        "overloaded",
+        "{:?}",
+        answer.body
+    );
     assert_eq!(answer.body.at("retryable").as_bool(), Some(true));
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
     assert!(answer.after < QUICK, "a refusal took {:?}", answer.after);

@@ -171,7 +171,10 @@ mod tests {
             ApiError::from(AuthorityError::Overloaded),
             ApiError::from(StorageError::Overloaded),
         ] {
-            assert_eq!((e.status(), e.code(), e.retryable()), (503, "overloaded", true));
+            assert_eq!(
+                (e.status(), e.code(), e.retryable()),
+                (503, "overloaded", true)
+            );
             let response = e.into_response();
             assert!(response.headers().any(|(n, _)| n == "Retry-After"));
         }

@@ -155,10 +155,7 @@ impl App {
     }
 
     /// The committed-event feed of shard `shard` (handed out once).
-    pub fn take_broadcasts(
-        &self,
-        shard: usize,
-    ) -> Option<Broadcasts> {
+    pub fn take_broadcasts(&self, shard: usize) -> Option<Broadcasts> {
         self.broadcasts
             .lock()
             .ok()

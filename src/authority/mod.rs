@@ -439,7 +439,9 @@ pub fn frame_of(event: &Emitted) -> Bytes {
 impl Core {
     fn new(settings: Settings, storage: Storage, snapshot: Snapshot, shards: Fanout) -> Core {
         let (loopback, _) = mpsc::unbounded_channel();
-        let flush_limit = MAX_COMMANDS_PER_FLUSH.min(storage.write_queue_size()).max(1);
+        let flush_limit = MAX_COMMANDS_PER_FLUSH
+            .min(storage.write_queue_size())
+            .max(1);
         Core {
             community: Community::new(settings.clone(), snapshot),
             settings,

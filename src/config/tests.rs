@@ -573,7 +573,10 @@ fn queues_between_threads() {
         ("OPENCHAT_AUTHORITY_QUEUE", "1"),
         ("OPENCHAT_STORAGE_QUEUE", "1000000"),
     ]);
-    assert_eq!((config.authority_queue, config.storage_queue), (1, 1_000_000));
+    assert_eq!(
+        (config.authority_queue, config.storage_queue),
+        (1, 1_000_000)
+    );
     for var in ["OPENCHAT_AUTHORITY_QUEUE", "OPENCHAT_STORAGE_QUEUE"] {
         assert_rejected(var, "0", "expected an integer from 1 to 1000000");
         assert_rejected(var, "1000001", "expected an integer from 1 to 1000000");

@@ -171,7 +171,13 @@ async fn serve(database: Database, blobs: BlobStore, inboxes: Inboxes, stats: Ar
     // needs no `Send` bound that way. Both end once the stop signal closed their queues and
     // they served what was in them.
     tokio::join!(
-        dispatch(database.clone(), blobs, commands, stop.clone(), reads.clone()),
+        dispatch(
+            database.clone(),
+            blobs,
+            commands,
+            stop.clone(),
+            reads.clone()
+        ),
         group_commit::run_writer(database.clone(), writes, stop, stats),
     );
     let _ = reads.acquire_many(MAX_READS_IN_FLIGHT as u32).await;
@@ -213,11 +219,7 @@ async fn dispatch(
             }
             Command::GetMeta { key, reply } => {
                 let database = database.clone();
-                spawn_read(
-                    permit,
-                    reply,
-                    async move { database.get_meta(&key).await },
-                );
+                spawn_read(permit, reply, async move { database.get_meta(&key).await });
             }
             Command::LoadSnapshot {
                 resume_window,
@@ -238,11 +240,7 @@ async fn dispatch(
             }
             Command::Message { id, reply } => {
                 let database = database.clone();
-                spawn_read(
-                    permit,
-                    reply,
-                    async move { database.message(&id).await },
-                );
+                spawn_read(permit, reply, async move { database.message(&id).await });
             }
             Command::EventsAfter {
                 server_id,

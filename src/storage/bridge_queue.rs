@@ -64,7 +64,10 @@ impl Writes {
 
 /// Takes room for every op of `ops` in `queue` without waiting, or gives `ops` back when the
 /// queue has not that much room (or could never hold them all at once).
-fn try_queue(queue: &mpsc::Sender<PendingWrite>, ops: Vec<WriteOp>) -> Result<Writes, Vec<WriteOp>> {
+fn try_queue(
+    queue: &mpsc::Sender<PendingWrite>,
+    ops: Vec<WriteOp>,
+) -> Result<Writes, Vec<WriteOp>> {
     let mut writes = Writes {
         answers: Vec::with_capacity(ops.len()),
     };
@@ -158,7 +161,9 @@ mod tests {
     #[test]
     fn ops_that_fit_are_queued_together_and_in_order() {
         let (tx, mut rx) = mpsc::channel(4);
-        let writes = try_queue(&tx, vec![put("a"), put("b"), put("c")]).ok().unwrap();
+        let writes = try_queue(&tx, vec![put("a"), put("b"), put("c")])
+            .ok()
+            .unwrap();
         assert_eq!(writes.len(), 3);
         assert_eq!(keys(&mut rx), ["a", "b", "c"]);
         let outcomes = futures_lite::future::block_on(writes.outcomes());
@@ -169,7 +174,9 @@ mod tests {
     fn ops_that_do_not_all_fit_are_given_back_and_none_is_queued() {
         let (tx, mut rx) = mpsc::channel(4);
         let _first = try_queue(&tx, vec![put("a"), put("b")]).ok().unwrap();
-        let refused = try_queue(&tx, vec![put("c"), put("d"), put("e")]).err().unwrap();
+        let refused = try_queue(&tx, vec![put("c"), put("d"), put("e")])
+            .err()
+            .unwrap();
         assert_eq!(refused, vec![put("c"), put("d"), put("e")]);
         // More than the queue could ever hold is refused as well, even when it is empty.
         assert_eq!(keys(&mut rx), ["a", "b"]);
@@ -204,9 +211,8 @@ mod tests {
             seen
         });
         let ops: Vec<WriteOp> = (0..5).map(|i| put(&i.to_string())).collect();
-        let outcomes = futures_lite::future::block_on(async {
-            queue(&tx, ops).await.outcomes().await
-        });
+        let outcomes =
+            futures_lite::future::block_on(async { queue(&tx, ops).await.outcomes().await });
         drop(tx);
         assert_eq!(outcomes, vec![Ok(WriteOutcome::Done); 5]);
         assert_eq!(reader.join().unwrap(), ["0", "1", "2", "3", "4"]);

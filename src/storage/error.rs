@@ -30,7 +30,10 @@ pub enum StorageError {
 impl StorageError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_) | StorageError::Overloaded)
+        matches!(
+            self,
+            StorageError::Unavailable(_) | StorageError::Overloaded
+        )
     }
 
     pub(crate) fn bridge_stopped() -> StorageError {
