@@ -4,7 +4,7 @@
 //! arrives. The queues between shards, authority and storage bridge are bounded, so the posts
 //! past them are answered 503 `overloaded` (retryable, `Retry-After`) at once instead of piling
 //! up in memory; `/healthz` stays fast; a realtime socket that needs the authority gets a
-//! `chat.error` saying so; and once the lock is released every post that was answered 201 is in
+//! `chat.error` saying so, a voice join an `rtc.error overloaded` (retryable); and once the lock is released every post that was answered 201 is in
 //! the history and the server works as before.
 
 mod support;
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use simd_json::prelude::*;
 use support::api::{Client, default_server_id};
-use support::json::JsonPath;
+use support::call::{ticket_for, voice_channel};
+use support::json::{JsonPath, encode};
 use support::server::{Engine, TestServer, start_community};
 use support::ws::{Ws, headers_query};
 
@@ -266,6 +267,7 @@ support::on_both_engines! {
             &[
                 ("OPENCHAT_AUTHORITY_QUEUE", queue.as_str()),
                 ("OPENCHAT_STORAGE_QUEUE", queue.as_str()),
+                ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
             ],
         );
         let alice = Client::user(server.addr);
@@ -273,6 +275,7 @@ support::on_both_engines! {
         let channel = alice.first_text_channel(&server_id);
         // Alice is a member before the stall: her posts need only the message write.
         let before = alice.send(&channel, "before the stall").str_at("id").to_owned();
+        let ticket = ticket_for(&alice, &voice_channel(&alice, &server_id));
 
         let stall = Stall::hold(engine, &server);
         let stalled_at = Instant::now();
@@ -300,6 +303,15 @@ support::on_both_engines! {
             refused.str_at("payload.message").contains("overloaded"),
             "{refused:?}"
         );
+        // A voice join spends its ticket at the authority: refused, retryable, before closing.
+        let mut signaling = Ws::connect_to(server.addr, "/v1/rtc/signaling");
+        signaling.send_text(&encode(&simd_json::json!({
+            "type": "rtc.join", "request_id": "r1", "payload": {"ticket": ticket},
+        })));
+        let refused = signaling.expect("rtc.error");
+        assert_eq!(refused.str_at("payload.code"), "overloaded", "{}", encode(&refused));
+        assert_eq!(refused.at("payload.retryable").as_bool(), Some(true));
+        assert!(signaling.closed_within(QUICK), "a refused join closes the socket");
         assert!(
             stalled_at.elapsed() < STALL,
             "the checks above outlasted the stall ({:?}); the test proves nothing",
