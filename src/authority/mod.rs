@@ -803,3 +803,61 @@ async fn finish(
         answer(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose queue nobody reads.
+    fn unread(queue: usize) -> (Authority, mpsc::Receiver<Job>) {
+        let (jobs, inbox) = mpsc::channel(queue);
+        let authority = Authority {
+            jobs,
+            sockets: Arc::default(),
+        };
+        (authority, inbox)
+    }
+
+    fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+        futures_lite::future::block_on(futures_lite::future::poll_once(std::pin::pin!(future)))
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_takes_nothing() {
+        let (authority, mut inbox) = unread(1);
+        let mut waiting = Box::pin(authority.read(|_, _| Ok(1)));
+        assert!(
+            poll_once(&mut waiting).is_none(),
+            "the first job is queued and waits"
+        );
+        assert_eq!(
+            poll_once(authority.read(|_, _| Ok(2))),
+            Some(Err(AuthorityError::Overloaded))
+        );
+        assert!(inbox.try_recv().is_ok());
+        assert!(inbox.try_recv().is_err(), "the refused job was not queued");
+    }
+
+    #[test]
+    fn a_stopped_authority_is_unavailable_not_overloaded() {
+        let (authority, inbox) = unread(1);
+        drop(inbox);
+        let refused = poll_once(authority.read(|_, _| Ok(1))).expect("answered at once");
+        // Refused as the shutdown it is (503 `storage_unavailable`), not as a full queue.
+        assert!(
+            matches!(refused, Err(AuthorityError::Domain(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn socket_bookkeeping_is_counted_even_when_the_queue_is_full() {
+        let (authority, _inbox) = unread(1);
+        let _waiting = Box::pin(authority.read(|_, _| Ok(())));
+        authority.socket_opened("srv".into(), "alice".into());
+        authority.socket_opened("srv".into(), "alice".into());
+        authority.socket_closed("srv".into(), "alice".into());
+        let counted = authority.sockets.take();
+        assert_eq!(counted[&("srv".to_owned(), "alice".to_owned())], 1);
+    }
+}

@@ -219,6 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_read_queue_is_overloaded_at_once() {
+        let (commands, mut inbox) = mpsc::channel(1);
+        let (writes, _writes) = mpsc::channel(1);
+        let storage = Storage {
+            commands,
+            writes,
+            engine: "test",
+            stats: Default::default(),
+        };
+        let mut first = Box::pin(storage.ping());
+        let early = futures_lite::future::block_on(futures_lite::future::poll_once(&mut first));
+        assert!(early.is_none(), "the first ping is queued and waits");
+        assert_eq!(
+            futures_lite::future::block_on(storage.ping()),
+            Err(StorageError::Overloaded)
+        );
+        assert!(inbox.try_recv().is_ok());
+        assert!(inbox.try_recv().is_err(), "the refused ping was not queued");
+    }
+
+    #[test]
     fn a_stopped_writer_answers_every_op_with_bridge_stopped() {
         let (tx, rx) = mpsc::channel(4);
         drop(rx);
