@@ -2,6 +2,7 @@
 //! match on; the mapping to an HTTP status lives here and nowhere else, including the status,
 //! retryability and `details` of every domain refusal ([`DomainError`]).
 
+use crate::authority::AuthorityError;
 use crate::domain::error::{DomainError, Limit, Outage};
 use crate::domain::views::ProfileOut;
 use crate::http::{HttpError, Response};
@@ -28,6 +29,9 @@ pub enum ApiError {
     UpgradeRequired,
     #[error("storage unavailable")]
     StorageUnavailable,
+    /// A queue between threads is full (authority or storage): the request was not taken.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
     #[error("internal error")]
     Internal,
     /// A refusal of the HTTP layer or of an endpoint's own input checks (body parsing,
@@ -88,7 +92,9 @@ fn domain_status(e: &DomainError) -> u16 {
         LimitReached(Limit::ChannelsPerServer | Limit::CategoriesPerServer) => 409,
         LimitReached(Limit::LayoutGroups | Limit::LayoutChannelIds) => 413,
         RateLimited { .. } | SignInsThrottled => 429,
-        Unavailable(Outage::Storage | Outage::ShuttingDown | Outage::CatchingUp) => 503,
+        Unavailable(
+            Outage::Storage | Outage::ShuttingDown | Outage::CatchingUp | Outage::StorageOverloaded,
+        ) => 503,
         WriteFailed => 500,
     }
 }
@@ -125,7 +131,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UpgradeRequired => 426,
-            ApiError::StorageUnavailable => 503,
+            ApiError::StorageUnavailable | ApiError::Overloaded => 503,
             ApiError::Internal => 500,
             ApiError::Refused { status, .. } => *status,
             ApiError::Domain(e) => domain_status(e),
@@ -143,6 +149,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal",
             ApiError::Refused { code, .. } => code,
             ApiError::Domain(e) => e.code(),
@@ -154,6 +161,7 @@ impl ApiError {
         matches!(
             self,
             ApiError::StorageUnavailable
+                | ApiError::Overloaded
                 | ApiError::Domain(
                     DomainError::RateLimited { .. }
                         | DomainError::SignInsThrottled
@@ -201,6 +209,10 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
             ApiError::StorageUnavailable => response.header("Retry-After", "1"),
+            ApiError::Overloaded => response.header(
+                "Retry-After",
+                crate::http::limits::BUSY_RETRY_AFTER_SECS.to_string(),
+            ),
             ApiError::Domain(_) if retryable => response.header("Retry-After", "1"),
             ApiError::UpgradeRequired => response.header("Upgrade", "websocket"),
             _ => response,
@@ -212,6 +224,7 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Unavailable(_) => ApiError::StorageUnavailable,
+            StorageError::Overloaded => ApiError::Overloaded,
             StorageError::NotFound => ApiError::NotFound,
             StorageError::Conflict(m) => ApiError::Conflict(m),
             StorageError::Internal(m) => {
@@ -225,6 +238,15 @@ impl From<StorageError> for ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         ApiError::Domain(e)
+    }
+}
+
+impl From<AuthorityError> for ApiError {
+    fn from(e: AuthorityError) -> Self {
+        match e {
+            AuthorityError::Domain(e) => e.into(),
+            AuthorityError::Overloaded => ApiError::Overloaded,
+        }
     }
 }
 
@@ -266,6 +288,21 @@ mod tests {
             (e.status(), e.code(), e.retryable()),
             (503, "storage_unavailable", true)
         );
+    }
+
+    #[test]
+    fn a_full_queue_is_a_retryable_503_overloaded_with_retry_after() {
+        for e in [
+            ApiError::from(AuthorityError::Overloaded),
+            ApiError::from(StorageError::Overloaded),
+        ] {
+            assert_eq!(
+                (e.status(), e.code(), e.retryable()),
+                (503, "overloaded", true)
+            );
+            let response = e.into_response();
+            assert!(response.headers().any(|(n, _)| n == "Retry-After"));
+        }
     }
 
     #[test]

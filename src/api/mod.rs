@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 
-use crate::authority::{Authority, Broadcast};
+use crate::authority::{Authority, Broadcasts};
 use crate::config::Config;
 use crate::domain::views::Urls;
 use crate::http::limits::{BUSY_RETRY_AFTER_SECS, IDENTITY_BEFORE_BODY_BYTES, MAX_JSON_BODY_BYTES};
@@ -54,7 +54,7 @@ pub struct App {
     /// on this machine (`rtc::media_ips`).
     pub host_ips: Vec<std::net::Ipv4Addr>,
     /// Each shard takes its receiver of committed events once, at start.
-    broadcasts: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>>>,
+    broadcasts: std::sync::Mutex<Vec<Option<Broadcasts>>>,
     router: Router<Handler>,
     /// The capabilities document is the same for every caller: encoded once.
     capabilities: bytes::Bytes,
@@ -102,7 +102,7 @@ impl App {
         storage: Storage,
         default_server_id: String,
         authority: Authority,
-        broadcasts: Vec<tokio::sync::mpsc::UnboundedReceiver<Broadcast>>,
+        broadcasts: Vec<Broadcasts>,
         extra_routes: fn(&mut Router<Handler>),
     ) -> App {
         let capabilities = capabilities::encode(&config, &default_server_id);
@@ -155,10 +155,7 @@ impl App {
     }
 
     /// The committed-event feed of shard `shard` (handed out once).
-    pub fn take_broadcasts(
-        &self,
-        shard: usize,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Broadcast>> {
+    pub fn take_broadcasts(&self, shard: usize) -> Option<Broadcasts> {
         self.broadcasts
             .lock()
             .ok()

@@ -140,6 +140,7 @@ async fn admit(
         }),
         Err(e) => {
             shard.hub.unregister(shard, id);
+            // A full authority queue reads "the server is overloaded; retry shortly".
             Err(e.to_string())
         }
     }

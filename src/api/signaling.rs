@@ -251,6 +251,8 @@ async fn join(
         .submit_mut(move |c, now| c.redeem_ticket(&redeemed, now))
         .await
         .map_err(|e| {
+            // `rtc.error {code, message, retryable}`: a full authority queue is `overloaded`,
+            // retryable, like its HTTP answer.
             let e = super::ApiError::from(e);
             (e.code(), e.to_string(), e.retryable())
         })?;

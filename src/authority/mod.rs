@@ -19,6 +19,23 @@
 //! refused (`503`, retryable) until a later reload succeeds. Events of a failed write are never
 //! published. A refused write is answered 503 `storage_unavailable` (retryable) only when the
 //! database was unavailable; otherwise 500 `storage_write_failed`, not retryable.
+//!
+//! Back-pressure: every queue into and out of this thread is bounded, and nothing on either
+//! side waits on a full one. Shards hand in commands with a `try_send` on a queue of
+//! `OPENCHAT_AUTHORITY_QUEUE` places ([`DEFAULT_QUEUE`]); a full queue is
+//! [`AuthorityError::Overloaded`] at once (503 `overloaded`, retryable, or a realtime error
+//! frame), and the command was never taken, so it changed nothing. The authority hands each
+//! flush to the storage bridge's bounded write queue (`OPENCHAT_STORAGE_QUEUE`) whole; when the
+//! bridge has no room for it (a slow or locked database), the flush waits on a task of its own
+//! and the authority takes no new command until it is queued: commands pile up in the bounded
+//! command queue instead, and shards answer 503. That is the chain a stalled database travels
+//! back to the clients by, without memory growing anywhere and without losing an acknowledged
+//! write: a command is either refused before it ran, or committed and answered as always.
+//! Events go to the shards the same way (`queues::Fanout`): a shard that falls behind gets the
+//! rest in order, and until it has, no new command is taken. Realtime sockets opening and
+//! closing are counted in a shared ledger (`queues::SocketLedger`) instead of queued, so they
+//! are never refused. What the thread sends itself (commit results) is one message per flush in
+//! flight, bounded by the flushes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,7 +52,17 @@ use crate::domain::model::Millis;
 use crate::domain::records::{Record, Snapshot};
 use crate::domain::views;
 use crate::realtime::{EventRing, RESUME_WINDOW_EVENTS, Resume};
-use crate::storage::{Storage, StorageError, WriteOp};
+use crate::storage::{Storage, StorageError, WriteOp, WriteOutcome, Writes};
+
+mod queues;
+
+pub use queues::{Broadcasts, SHARD_EVENT_QUEUE};
+use queues::{Fanout, SocketLedger};
+
+/// Default of `OPENCHAT_AUTHORITY_QUEUE`: commands (and reads) that may wait for the authority
+/// thread. At ~15 k commands/s that is a quarter second of work; a command over it is refused at
+/// once with 503 `overloaded`.
+pub const DEFAULT_QUEUE: usize = 4096;
 
 /// How often expired challenges and sessions are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -91,17 +118,29 @@ pub enum Broadcast {
 
 type Job = Box<dyn FnOnce(&mut Core) + Send>;
 
+/// Why the authority did not answer a command with the command's own result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    /// The command ran and was refused (or could not be stored), or the authority is gone.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The authority's queue is full: the command was not taken and changed nothing.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+}
+
 /// The shards' handle. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Authority {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
+    sockets: Arc<SocketLedger>,
 }
 
 /// Returned by [`Authority::start`].
 pub struct Started {
     pub authority: Authority,
     /// One receiver per shard, in shard order.
-    pub receivers: Vec<mpsc::UnboundedReceiver<Broadcast>>,
+    pub receivers: Vec<Broadcasts>,
     pub stopper: Stopper,
 }
 
@@ -124,10 +163,20 @@ struct Core {
     community: Community,
     settings: Settings,
     storage: Storage,
-    shards: Vec<mpsc::UnboundedSender<Broadcast>>,
+    shards: Fanout,
+    sockets: Arc<SocketLedger>,
     rings: HashMap<String, EventRing<Replayable>>,
     loopback: mpsc::UnboundedSender<Internal>,
+    /// Flushes not yet published: waiting for room at the bridge, queued there, or committed
+    /// and waiting for an earlier one.
     in_flight: usize,
+    /// Most commands in one flush: [`MAX_COMMANDS_PER_FLUSH`], or less when the bridge's write
+    /// queue is smaller (a flush enters it whole).
+    flush_limit: usize,
+    /// A flush waits for room at the bridge; until it is queued, later flushes wait in
+    /// `blocked` (in order) and no new command is taken.
+    bridge_full: bool,
+    blocked: VecDeque<Flush>,
     stale: bool,
     /// Set from a failed write until the reload after it: jobs wait in `deferred` meanwhile.
     deferring: bool,
@@ -146,8 +195,17 @@ struct Core {
 /// The events and notices of one committed command.
 type Publication = (Vec<Emitted>, Vec<Notice>);
 
-/// Messages from the authority's own commit tasks back to its loop.
+/// A flush on its way to the bridge.
+struct Flush {
+    ticket: u64,
+    batch: Batch,
+}
+
+/// Messages from the authority's own commit tasks back to its loop. Unbounded but bounded by
+/// construction: at most two per flush in flight (plus one reload retry).
 enum Internal {
+    /// The flush that waited for room at the bridge is queued there.
+    Queued,
     /// Flush `ticket` is done: the events and notices of each command that committed, in
     /// order; `failed` when some command's write did not (the state must be reloaded).
     Committed {
@@ -192,6 +250,7 @@ fn os_entropy() -> Entropy {
 fn write_failed(error: &StorageError) -> DomainError {
     match error {
         StorageError::Unavailable(_) => DomainError::Unavailable(Outage::Storage),
+        StorageError::Overloaded => DomainError::Unavailable(Outage::StorageOverloaded),
         other => {
             tracing::error!(error = %other, "a domain write failed");
             DomainError::WriteFailed
@@ -203,17 +262,21 @@ impl Authority {
     /// Loads the state, bootstraps the default server (creating and seeding it on first
     /// start), and spawns the authority thread. The claim token of a freshly created default
     /// server is logged once here.
+    ///
+    /// `queue` is the command queue's size (`OPENCHAT_AUTHORITY_QUEUE`, at least 1).
     pub fn start(
         settings: Settings,
         storage: Storage,
         shards: usize,
+        queue: usize,
         default_server_name: &str,
         default_owner: Option<&str>,
         default_owner_key: Option<&str>,
     ) -> anyhow::Result<Started> {
         let snapshot = futures_lite::future::block_on(storage.load_snapshot(0))
             .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
-        let mut core = Core::new(settings, storage, snapshot);
+        let (fanout, receivers) = Fanout::new(shards, SHARD_EVENT_QUEUE);
+        let mut core = Core::new(settings, storage, snapshot, fanout);
         let mut boot = core.community.bootstrap_default_server(
             default_server_name,
             default_owner,
@@ -242,19 +305,14 @@ impl Authority {
                 "default server created without an owner: claim it with POST /v1/servers/{{server_id}}/ownership:claim and this single-use token (valid 30 days), or set OPENCHAT_DEFAULT_SERVER_OWNER_UID"
             );
         }
-        let (jobs, inbox) = mpsc::unbounded_channel();
-        let mut receivers = Vec::with_capacity(shards);
-        for _ in 0..shards {
-            let (tx, rx) = mpsc::unbounded_channel();
-            core.shards.push(tx);
-            receivers.push(rx);
-        }
+        let (jobs, inbox) = mpsc::channel(queue.max(1));
+        let sockets = core.sockets.clone();
         let (stop, stop_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("authority".to_owned())
             .spawn(move || core.run(inbox, stop_rx))?;
         Ok(Started {
-            authority: Authority { jobs },
+            authority: Authority { jobs, sockets },
             receivers,
             stopper: Stopper {
                 stop,
@@ -263,23 +321,31 @@ impl Authority {
         })
     }
 
+    /// Queues `job` without waiting for room: a full queue is [`AuthorityError::Overloaded`]
+    /// at once (the job is dropped unrun).
     async fn submit<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Core, oneshot::Sender<Result<T, DomainError>>) + Send + 'static,
-    ) -> Result<T, DomainError> {
+    ) -> Result<T, AuthorityError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |core: &mut Core| job(core, tx)))
-            .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?;
+        let job: Job = Box::new(move |core: &mut Core| job(core, tx));
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(AuthorityError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(DomainError::Unavailable(Outage::ShuttingDown).into());
+            }
+        }
         rx.await
             .map_err(|_| DomainError::Unavailable(Outage::ShuttingDown))?
+            .map_err(AuthorityError::Domain)
     }
 
     /// Runs `f` against the state without changing it.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Community, Millis) -> Result<T, DomainError> + Send + 'static,
-    ) -> Result<T, DomainError> {
+    ) -> Result<T, AuthorityError> {
         self.submit(move |core, reply| {
             let _ = reply.send(f(&core.community, now_millis()));
         })
@@ -290,7 +356,7 @@ impl Authority {
     pub async fn command<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Community, Millis) -> Result<Outcome<T>, DomainError> + Send + 'static,
-    ) -> Result<T, DomainError> {
+    ) -> Result<T, AuthorityError> {
         self.submit(move |core, reply| {
             if core.stale {
                 let _ = reply.send(Err(DomainError::Unavailable(Outage::CatchingUp)));
@@ -314,7 +380,7 @@ impl Authority {
         server_id: String,
         reader_uid: String,
         since: i64,
-    ) -> Result<Resumed, DomainError> {
+    ) -> Result<Resumed, AuthorityError> {
         self.submit(move |core, reply| {
             let last = core.community.last_event_id(&server_id);
             let ring = core.rings.get(&server_id);
@@ -347,17 +413,14 @@ impl Authority {
         .await
     }
 
-    /// Fire-and-forget status bookkeeping from realtime sockets.
+    /// Status bookkeeping from realtime sockets: counted in the ledger, never refused; the
+    /// authority applies it before the next command it runs.
     pub fn socket_opened(&self, server_id: String, uid: String) {
-        let _ = self.jobs.send(Box::new(move |core: &mut Core| {
-            core.community.socket_opened(&server_id, &uid)
-        }));
+        self.sockets.record(server_id, uid, 1);
     }
 
     pub fn socket_closed(&self, server_id: String, uid: String) {
-        let _ = self.jobs.send(Box::new(move |core: &mut Core| {
-            core.community.socket_closed(&server_id, &uid)
-        }));
+        self.sockets.record(server_id, uid, -1);
     }
 }
 
@@ -373,16 +436,23 @@ pub fn frame_of(event: &Emitted) -> Bytes {
 }
 
 impl Core {
-    fn new(settings: Settings, storage: Storage, snapshot: Snapshot) -> Core {
+    fn new(settings: Settings, storage: Storage, snapshot: Snapshot, shards: Fanout) -> Core {
         let (loopback, _) = mpsc::unbounded_channel();
+        let flush_limit = MAX_COMMANDS_PER_FLUSH
+            .min(storage.write_queue_size())
+            .max(1);
         Core {
             community: Community::new(settings.clone(), snapshot, os_entropy()),
             settings,
             storage,
-            shards: Vec::new(),
+            shards,
+            sockets: Arc::default(),
             rings: HashMap::new(),
             loopback,
             in_flight: 0,
+            flush_limit,
+            bridge_full: false,
+            blocked: VecDeque::new(),
             stale: false,
             deferring: false,
             deferred: VecDeque::new(),
@@ -404,11 +474,32 @@ impl Core {
         self.community.restore_volatile(volatile);
     }
 
-    /// Runs a job, or holds it while the state reloads after a failed write.
+    /// Folds the sockets opened and closed since the last look into the state.
+    fn count_sockets(&mut self) {
+        for ((server_id, uid), net) in self.sockets.take() {
+            for _ in 0..net.unsigned_abs() {
+                if net > 0 {
+                    self.community.socket_opened(&server_id, &uid);
+                } else {
+                    self.community.socket_closed(&server_id, &uid);
+                }
+            }
+        }
+    }
+
+    /// Whether the loop takes commands: not while a flush waits for the bridge or a shard
+    /// falls behind on events (see the module docs).
+    fn taking(&self) -> bool {
+        !self.bridge_full && self.shards.caught_up()
+    }
+
+    /// Runs a job, or holds it while the state reloads after a failed write. The socket counts
+    /// are brought up to date first: a socket opened before the job was sent is counted in it.
     fn take(&mut self, job: Job) {
         if self.deferring && self.deferred.len() < MAX_DEFERRED_JOBS {
             self.deferred.push_back(job);
         } else {
+            self.count_sockets();
             job(self);
         }
     }
@@ -417,19 +508,16 @@ impl Core {
     fn run_deferred(&mut self) {
         self.deferring = false;
         while let Some(job) = self.deferred.pop_front() {
+            self.count_sockets();
             job(self);
-            if self.pending.done.len() >= MAX_COMMANDS_PER_FLUSH {
+            if self.pending.done.len() >= self.flush_limit {
                 self.flush();
             }
         }
         self.flush();
     }
 
-    fn run(
-        mut self,
-        mut inbox: mpsc::UnboundedReceiver<Job>,
-        mut stop: mpsc::UnboundedReceiver<()>,
-    ) {
+    fn run(mut self, mut inbox: mpsc::Receiver<Job>, mut stop: mpsc::UnboundedReceiver<()>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -440,14 +528,17 @@ impl Core {
         local.block_on(&runtime, async move {
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
             loop {
+                let taking = self.taking();
+                let lagging = self.shards.lagging();
                 tokio::select! {
                     biased;
                     Some(msg) = internal.recv() => self.on_internal(msg).await,
-                    job = inbox.recv() => match job {
+                    (shard, permit) = room_at(lagging) => self.shards.resume(shard, permit),
+                    job = inbox.recv(), if taking => match job {
                         Some(job) => {
                             self.take(job);
                             // Take whatever else is already queued, then write it all at once.
-                            while self.pending.done.len() < MAX_COMMANDS_PER_FLUSH {
+                            while self.pending.done.len() < self.flush_limit {
                                 match inbox.try_recv() {
                                     Ok(job) => self.take(job),
                                     Err(_) => break,
@@ -457,11 +548,14 @@ impl Core {
                         }
                         None => break,
                     },
-                    _ = sweep.tick() => self.community.sweep(now_millis()),
+                    _ = sweep.tick() => {
+                        self.count_sockets();
+                        self.community.sweep(now_millis());
+                    }
                     _ = stop.recv() => break,
                 }
             }
-            // Let commits already under way finish and publish.
+            // Let commits already under way (or waiting for the bridge) finish and publish.
             while self.in_flight > 0 {
                 match internal.recv().await {
                     Some(msg) => self.on_internal(msg).await,
@@ -508,48 +602,66 @@ impl Core {
         if self.pending.done.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.pending);
-        let ticket = self.next_ticket;
+        let batch = std::mem::take(&mut self.pending);
+        let flush = Flush {
+            ticket: self.next_ticket,
+            batch,
+        };
         self.next_ticket += 1;
         self.in_flight += 1;
+        if self.bridge_full {
+            self.blocked.push_back(flush);
+        } else {
+            self.send(flush);
+        }
+    }
+
+    /// Hands `flush` to the bridge whole: at once when its write queue has room, else from a
+    /// task that waits for the room while the loop takes no new command (`bridge_full`).
+    fn send(&mut self, flush: Flush) {
+        let Flush { ticket, mut batch } = flush;
         let ops = batch
             .done
             .iter_mut()
             .map(|p| WriteOp::Apply(std::mem::take(&mut p.records)))
             .collect();
-        let writes = self.storage.write_each(ops);
         let loopback = self.loopback.clone();
-        tokio::task::spawn_local(async move {
-            let results = writes.await;
-            let mut published = Vec::with_capacity(batch.done.len());
-            let mut answers = Vec::with_capacity(batch.done.len());
-            let mut failed = false;
-            for (p, result) in batch.done.into_iter().zip(results) {
-                match result {
-                    Ok(_) => {
-                        published.push((p.events, p.notices));
-                        answers.push((p.answer, Ok(())));
-                    }
-                    Err(error) => {
-                        failed = true;
-                        answers.push((p.answer, Err(write_failed(&error))));
-                    }
-                }
+        match self.storage.try_write_each(ops) {
+            Ok(writes) => {
+                tokio::task::spawn_local(finish(ticket, batch, writes, loopback));
             }
-            let _ = loopback.send(Internal::Committed {
-                ticket,
-                published,
-                failed,
-            });
-            for (answer, result) in answers {
-                answer(result);
+            Err(ops) => {
+                tracing::debug!("the storage bridge is full; commands wait");
+                self.bridge_full = true;
+                let storage = self.storage.clone();
+                tokio::task::spawn_local(async move {
+                    let writes = storage.queue_writes(ops).await;
+                    let _ = loopback.send(Internal::Queued);
+                    finish(ticket, batch, writes, loopback).await;
+                });
             }
-        });
+        }
+    }
+
+    /// The flush that waited is queued at the bridge: send the ones behind it, until one has
+    /// to wait again.
+    fn on_queued(&mut self) {
+        self.bridge_full = false;
+        while !self.bridge_full
+            && let Some(flush) = self.blocked.pop_front()
+        {
+            self.send(flush);
+        }
     }
 
     async fn on_internal(&mut self, msg: Internal) {
+        if let Internal::Queued = msg {
+            self.on_queued();
+            return;
+        }
         self.in_flight -= 1;
         match msg {
+            Internal::Queued => {}
             Internal::Committed {
                 ticket,
                 published,
@@ -625,15 +737,10 @@ impl Core {
                 event_id: event.event_id,
                 frame,
             });
-            for shard in &self.shards {
-                let _ = shard.send(Broadcast::Event(published.clone()));
-            }
+            self.shards.send(Broadcast::Event(published));
         }
         for notice in notices {
-            let notice = Arc::new(notice);
-            for shard in &self.shards {
-                let _ = shard.send(Broadcast::Notice(notice.clone()));
-            }
+            self.shards.send(Broadcast::Notice(Arc::new(notice)));
         }
     }
 }
@@ -644,10 +751,112 @@ impl Authority {
     pub async fn submit_mut<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Community, Millis) -> Result<T, DomainError> + Send + 'static,
-    ) -> Result<T, DomainError> {
+    ) -> Result<T, AuthorityError> {
         self.submit(move |core, reply| {
             let _ = reply.send(f(&mut core.community, now_millis()));
         })
         .await
+    }
+}
+
+/// Waits for room in the channel of the lagging shard, if any (never resolves otherwise).
+async fn room_at(
+    lagging: Option<(usize, mpsc::Sender<Broadcast>)>,
+) -> (usize, Option<mpsc::OwnedPermit<Broadcast>>) {
+    match lagging {
+        Some((shard, sender)) => (shard, sender.reserve_owned().await.ok()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a flush's writes, answers each command, and reports the flush to the loop (which
+/// publishes the events of those that committed, in flush order).
+async fn finish(
+    ticket: u64,
+    batch: Batch,
+    writes: Writes,
+    loopback: mpsc::UnboundedSender<Internal>,
+) {
+    let results: Vec<Result<WriteOutcome, StorageError>> = writes.outcomes().await;
+    let mut published = Vec::with_capacity(batch.done.len());
+    let mut answers = Vec::with_capacity(batch.done.len());
+    let mut failed = false;
+    for (p, result) in batch.done.into_iter().zip(results) {
+        match result {
+            Ok(_) => {
+                published.push((p.events, p.notices));
+                answers.push((p.answer, Ok(())));
+            }
+            Err(error) => {
+                failed = true;
+                answers.push((p.answer, Err(write_failed(&error))));
+            }
+        }
+    }
+    let _ = loopback.send(Internal::Committed {
+        ticket,
+        published,
+        failed,
+    });
+    for (answer, result) in answers {
+        answer(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose queue nobody reads.
+    fn unread(queue: usize) -> (Authority, mpsc::Receiver<Job>) {
+        let (jobs, inbox) = mpsc::channel(queue);
+        let authority = Authority {
+            jobs,
+            sockets: Arc::default(),
+        };
+        (authority, inbox)
+    }
+
+    fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+        futures_lite::future::block_on(futures_lite::future::poll_once(std::pin::pin!(future)))
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_takes_nothing() {
+        let (authority, mut inbox) = unread(1);
+        let mut waiting = Box::pin(authority.read(|_, _| Ok(1)));
+        assert!(
+            poll_once(&mut waiting).is_none(),
+            "the first job is queued and waits"
+        );
+        assert_eq!(
+            poll_once(authority.read(|_, _| Ok(2))),
+            Some(Err(AuthorityError::Overloaded))
+        );
+        assert!(inbox.try_recv().is_ok());
+        assert!(inbox.try_recv().is_err(), "the refused job was not queued");
+    }
+
+    #[test]
+    fn a_stopped_authority_is_unavailable_not_overloaded() {
+        let (authority, inbox) = unread(1);
+        drop(inbox);
+        let refused = poll_once(authority.read(|_, _| Ok(1))).expect("answered at once");
+        // Refused as the shutdown it is (503 `storage_unavailable`), not as a full queue.
+        assert!(
+            matches!(refused, Err(AuthorityError::Domain(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn socket_bookkeeping_is_counted_even_when_the_queue_is_full() {
+        let (authority, _inbox) = unread(1);
+        let _waiting = Box::pin(authority.read(|_, _| Ok(())));
+        authority.socket_opened("srv".into(), "alice".into());
+        authority.socket_opened("srv".into(), "alice".into());
+        authority.socket_closed("srv".into(), "alice".into());
+        let counted = authority.sockets.take();
+        assert_eq!(counted[&("srv".to_owned(), "alice".to_owned())], 1);
     }
 }

@@ -117,6 +117,16 @@ const MAX_CONNECTIONS_PER_ADDR: VarSpec = VarSpec {
     default: "256",
     help: "Open connections from one source IP address (1 to 10000000); over it a new connection from that address is answered 503 and closed.",
 };
+const AUTHORITY_QUEUE: VarSpec = VarSpec {
+    name: "OPENCHAT_AUTHORITY_QUEUE",
+    default: "4096",
+    help: "Commands that may wait for the community authority thread (1 to 1000000); over it a request is answered 503 overloaded at once.",
+};
+const STORAGE_QUEUE: VarSpec = VarSpec {
+    name: "OPENCHAT_STORAGE_QUEUE",
+    default: "4096",
+    help: "Writes that may wait for the database (1 to 1000000); while it is full the authority takes no new command, so its own queue fills.",
+};
 const MAX_MESSAGE_BYTES: VarSpec = VarSpec {
     name: "OPENCHAT_MAX_MESSAGE_BYTES",
     default: "4000",
@@ -247,6 +257,8 @@ pub const VARIABLES: &[VarSpec] = &[
     HTTP_BODY_BUDGET_BYTES,
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_ADDR,
+    AUTHORITY_QUEUE,
+    STORAGE_QUEUE,
     MAX_MESSAGE_BYTES,
     MAX_UPLOAD_BYTES,
     RATE_LIMIT_PER_MINUTE,
@@ -350,6 +362,10 @@ pub struct Config {
     pub default_server_owner_key: Option<String>,
     pub default_history_visibility: HistoryVisibility,
     pub limits: Limits,
+    /// Places in the authority's command queue (`OPENCHAT_AUTHORITY_QUEUE`).
+    pub authority_queue: usize,
+    /// Places in the storage bridge's write queue (`OPENCHAT_STORAGE_QUEUE`).
+    pub storage_queue: usize,
     pub rtc: RtcConfig,
     pub shutdown_timeout: Duration,
     pub log_filter: String,
@@ -609,6 +625,8 @@ impl Config {
         let server_name =
             parse::display_name(&SERVER_NAME, env.value_or_default(&SERVER_NAME), 100)?;
         let limits = limits_from_env(&env)?;
+        let authority_queue = env.integer(&AUTHORITY_QUEUE, 1usize, 1_000_000)?;
+        let storage_queue = env.integer(&STORAGE_QUEUE, 1usize, 1_000_000)?;
         let rtc = rtc::rtc_from_env(&env, shards)?;
         let shutdown_ms = env.integer(&SHUTDOWN_TIMEOUT_MS, 0u64, 600_000)?;
         let log_filter = parse::log_filter(&LOG, env.value_or_default(&LOG))?;
@@ -632,6 +650,8 @@ impl Config {
             default_server_owner_key,
             default_history_visibility,
             limits,
+            authority_queue,
+            storage_queue,
             rtc,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             log_filter,

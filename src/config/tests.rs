@@ -565,6 +565,25 @@ fn body_budget_and_connection_caps() {
 }
 
 #[test]
+fn queues_between_threads() {
+    let defaults = ok(&[]);
+    assert_eq!(defaults.authority_queue, crate::authority::DEFAULT_QUEUE);
+    assert_eq!(defaults.storage_queue, crate::storage::DEFAULT_WRITE_QUEUE);
+    let config = ok(&[
+        ("OPENCHAT_AUTHORITY_QUEUE", "1"),
+        ("OPENCHAT_STORAGE_QUEUE", "1000000"),
+    ]);
+    assert_eq!(
+        (config.authority_queue, config.storage_queue),
+        (1, 1_000_000)
+    );
+    for var in ["OPENCHAT_AUTHORITY_QUEUE", "OPENCHAT_STORAGE_QUEUE"] {
+        assert_rejected(var, "0", "expected an integer from 1 to 1000000");
+        assert_rejected(var, "1000001", "expected an integer from 1 to 1000000");
+    }
+}
+
+#[test]
 fn shutdown_timeout() {
     assert_eq!(
         ok(&[("OPENCHAT_SHUTDOWN_TIMEOUT_MS", "0")]).shutdown_timeout,

@@ -378,6 +378,8 @@ pub enum Outage {
     ShuttingDown,
     /// The state is reloading from storage after a failed write.
     CatchingUp,
+    /// The database's queue is full.
+    StorageOverloaded,
 }
 
 impl Outage {
@@ -386,6 +388,7 @@ impl Outage {
             Outage::Storage => "storage is unavailable",
             Outage::ShuttingDown => "the server is shutting down",
             Outage::CatchingUp => "catching up with storage; retry shortly",
+            Outage::StorageOverloaded => "storage is overloaded",
         }
     }
 }

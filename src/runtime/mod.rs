@@ -62,18 +62,21 @@ impl Server {
         config: Config,
         extra_routes: fn(&mut Router<Handler>),
     ) -> anyhow::Result<Server> {
-        let engine = config.database.clone();
-        let (storage, bridge) = Storage::start(StorageConfig {
-            engine,
-            data_dir: config.data_dir.clone(),
-            max_connections: config.db_max_connections,
-        })
+        let (storage, bridge) = Storage::start_with_write_queue(
+            StorageConfig {
+                engine: config.database.clone(),
+                data_dir: config.data_dir.clone(),
+                max_connections: config.db_max_connections,
+            },
+            config.storage_queue,
+        )
         .context("storage could not be opened")?;
         let default_server_id = resolve_default_server_id(&config, &storage)?;
         let started = Authority::start(
             domain_settings(&config, &default_server_id),
             storage.clone(),
             config.shards,
+            config.authority_queue,
             &config.server_name,
             config.default_server_owner().as_deref(),
             config.default_server_owner_key.as_deref(),

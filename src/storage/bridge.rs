@@ -12,10 +12,13 @@
 //!    report success or the error to [`Storage::start`](super::Storage::start), which is blocked
 //!    waiting for it;
 //! 2. receive commands: reads become their own tasks (concurrent on the pool, each bounded by
-//!    `COMMAND_TIMEOUT`), writes go to the single group-commit writer;
-//! 3. on `Shutdown`, close the inbox (later sends fail at once with "storage bridge stopped"),
-//!    still serve every command already queued, let the writer commit its last batch, wait for
-//!    in-flight reads, close the pool, and let the thread end.
+//!    `COMMAND_TIMEOUT`, at most `MAX_READS_IN_FLIGHT` at once: with that many under way the
+//!    dispatcher waits, and the bounded inbox fills); writes arrive in the single group-commit
+//!    writer's own bounded queue;
+//! 3. on the stop signal ([`BridgeHandle`](super::BridgeHandle)), close the inbox and the write
+//!    queue (later sends fail at once with "storage bridge stopped"), still serve every command
+//!    and write already queued, let the writer commit its last batch, wait for in-flight reads,
+//!    close the pool, and let the thread end.
 
 use std::future::Future;
 use std::path::Path;
@@ -23,26 +26,49 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::blobs::BlobStore;
 use super::engine::Database;
 use super::group_commit::{self, PendingWrite};
 use super::{
-    Command, Engine, MAX_BLOB_BYTES, Reply, StatsCounters, StorageConfig, StorageError, bounded,
-    postgres,
+    Command, Engine, MAX_BLOB_BYTES, MAX_READS_IN_FLIGHT, READ_QUEUE, Reply, StatsCounters,
+    StorageConfig, StorageError, bounded, postgres,
 };
+
+/// The handles of a started bridge.
+pub(super) struct Spawned {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) writes: mpsc::Sender<PendingWrite>,
+    pub(super) stop: watch::Sender<bool>,
+    pub(super) thread: JoinHandle<()>,
+}
+
+/// The bridge side of the queues.
+struct Inboxes {
+    commands: mpsc::Receiver<Command>,
+    writes: mpsc::Receiver<PendingWrite>,
+    stop: watch::Receiver<bool>,
+}
 
 /// Spawns the bridge thread and blocks until it is ready to serve (or failed to start).
 pub(super) fn spawn(
     config: StorageConfig,
     stats: Arc<StatsCounters>,
-) -> Result<(mpsc::UnboundedSender<Command>, JoinHandle<()>), StorageError> {
-    let (commands, inbox) = mpsc::unbounded_channel();
+    write_queue: usize,
+) -> Result<Spawned, StorageError> {
+    let (commands, commands_rx) = mpsc::channel(READ_QUEUE);
+    let (writes, writes_rx) = mpsc::channel(write_queue);
+    let (stop, stop_rx) = watch::channel(false);
+    let inboxes = Inboxes {
+        commands: commands_rx,
+        writes: writes_rx,
+        stop: stop_rx,
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("storage-bridge".to_owned())
-        .spawn(move || run(config, stats, inbox, ready_tx))
+        .spawn(move || run(config, stats, inboxes, ready_tx))
         .map_err(|error| StorageError::Internal(format!("cannot spawn storage bridge: {error}")))?;
     let started = ready_rx.recv().unwrap_or_else(|_| {
         Err(StorageError::Internal(
@@ -50,7 +76,12 @@ pub(super) fn spawn(
         ))
     });
     match started {
-        Ok(()) => Ok((commands, thread)),
+        Ok(()) => Ok(Spawned {
+            commands,
+            writes,
+            stop,
+            thread,
+        }),
         Err(error) => {
             let _ = thread.join();
             Err(error)
@@ -61,7 +92,7 @@ pub(super) fn spawn(
 fn run(
     config: StorageConfig,
     stats: Arc<StatsCounters>,
-    inbox: mpsc::UnboundedReceiver<Command>,
+    inboxes: Inboxes,
     ready: std::sync::mpsc::Sender<Result<(), StorageError>>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +126,7 @@ fn run(
         };
         log_ready(&config);
         let _ = ready.send(Ok(()));
-        serve(database, blobs, inbox, stats).await;
+        serve(database, blobs, inboxes, stats).await;
         tracing::info!("storage bridge stopped");
     });
 }
@@ -128,76 +159,88 @@ fn log_ready(config: &StorageConfig) {
 }
 
 /// Steps 2 and 3 of the run loop: dispatch until the inbox is closed and drained, then wind down.
-async fn serve(
-    database: Database,
-    blobs: BlobStore,
-    inbox: mpsc::UnboundedReceiver<Command>,
-    stats: Arc<StatsCounters>,
-) {
-    let (write_queue, writes) = mpsc::unbounded_channel();
-    // Every read task holds a clone of `in_flight`; once all clones are dropped, `reads_done`
-    // yields `None` — the reads have finished without us tracking their handles.
-    let (in_flight, mut reads_done) = mpsc::channel::<()>(1);
+async fn serve(database: Database, blobs: BlobStore, inboxes: Inboxes, stats: Arc<StatsCounters>) {
+    let Inboxes {
+        commands,
+        writes,
+        stop,
+    } = inboxes;
+    // Every read task holds a permit; holding them all means the reads have finished.
+    let reads = Arc::new(Semaphore::new(MAX_READS_IN_FLIGHT));
     // The writer runs beside the dispatcher in this same task rather than as a spawned one: it
-    // needs no `Send` bound that way, and when `dispatch` returns it drops `write_queue`, which is
-    // what lets the writer commit its last batch and finish.
+    // needs no `Send` bound that way. Both end once the stop signal closed their queues and
+    // they served what was in them.
     tokio::join!(
-        dispatch(database.clone(), blobs, inbox, write_queue, in_flight),
-        group_commit::run_writer(database.clone(), writes, stats),
+        dispatch(
+            database.clone(),
+            blobs,
+            commands,
+            stop.clone(),
+            reads.clone()
+        ),
+        group_commit::run_writer(database.clone(), writes, stop, stats),
     );
-    let _ = reads_done.recv().await;
+    let _ = reads.acquire_many(MAX_READS_IN_FLIGHT as u32).await;
     database.close().await;
 }
 
 async fn dispatch(
     database: Database,
     blobs: BlobStore,
-    mut inbox: mpsc::UnboundedReceiver<Command>,
-    write_queue: mpsc::UnboundedSender<PendingWrite>,
-    in_flight: mpsc::Sender<()>,
+    mut inbox: mpsc::Receiver<Command>,
+    mut stop: watch::Receiver<bool>,
+    reads: Arc<Semaphore>,
 ) {
-    while let Some(command) = inbox.recv().await {
-        match command {
-            Command::Write { op, reply } => {
-                // The writer outlives this loop, so the send cannot fail.
-                let _ = write_queue.send(PendingWrite { op, reply });
+    let mut stopping = false;
+    loop {
+        let command = tokio::select! {
+            biased;
+            // A dropped handle stops the bridge too.
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                // Commands already in the channel are still delivered after `close`.
+                inbox.close();
+                stopping = true;
+                continue;
             }
+            command = inbox.recv() => command,
+        };
+        let Some(command) = command else {
+            break;
+        };
+        // With MAX_READS_IN_FLIGHT under way, wait here: the inbox fills meanwhile, and callers
+        // are told `Overloaded` instead of tasks piling up. The semaphore is never closed.
+        let Ok(permit) = reads.clone().acquire_owned().await else {
+            break;
+        };
+        match command {
             Command::Ping(reply) => {
                 let database = database.clone();
-                spawn_read(&in_flight, reply, async move { database.ping().await });
+                spawn_read(permit, reply, async move { database.ping().await });
             }
             Command::GetMeta { key, reply } => {
                 let database = database.clone();
-                spawn_read(
-                    &in_flight,
-                    reply,
-                    async move { database.get_meta(&key).await },
-                );
+                spawn_read(permit, reply, async move { database.get_meta(&key).await });
             }
             Command::LoadSnapshot {
                 resume_window,
                 reply,
             } => {
                 let database = database.clone();
-                spawn_read(&in_flight, reply, async move {
+                spawn_read(permit, reply, async move {
                     database.load_snapshot(resume_window).await
                 });
             }
             Command::Messages { query, reply } => {
                 let database = database.clone();
                 spawn_read(
-                    &in_flight,
+                    permit,
                     reply,
                     async move { database.messages(&query).await },
                 );
             }
             Command::Message { id, reply } => {
                 let database = database.clone();
-                spawn_read(
-                    &in_flight,
-                    reply,
-                    async move { database.message(&id).await },
-                );
+                spawn_read(permit, reply, async move { database.message(&id).await });
             }
             Command::EventsAfter {
                 server_id,
@@ -206,7 +249,7 @@ async fn dispatch(
                 reply,
             } => {
                 let database = database.clone();
-                spawn_read(&in_flight, reply, async move {
+                spawn_read(permit, reply, async move {
                     database
                         .events_after(&server_id, after_event_id, limit)
                         .await
@@ -221,20 +264,16 @@ async fn dispatch(
                     continue;
                 }
                 let blobs = blobs.clone();
-                spawn_read(&in_flight, reply, async move {
+                spawn_read(permit, reply, async move {
                     blocking(move || blobs.put(&bytes)).await
                 });
             }
             Command::GetBlob { id, reply } => {
                 let blobs = blobs.clone();
-                spawn_read(&in_flight, reply, async move {
+                spawn_read(permit, reply, async move {
                     let found = blocking(move || blobs.get(&id)).await?;
                     Ok(found.map(Bytes::from))
                 });
-            }
-            Command::Shutdown => {
-                // Commands already in the channel are still delivered after `close`.
-                inbox.close();
             }
         }
     }
@@ -243,7 +282,7 @@ async fn dispatch(
 /// Runs one non-write command as its own task, bounded by `COMMAND_TIMEOUT`. The name is loose:
 /// blob puts take this path too, because they do not touch the database and need no batching.
 fn spawn_read<T: Send + 'static>(
-    in_flight: &mpsc::Sender<()>,
+    permit: OwnedSemaphorePermit,
     reply: Reply<T>,
     work: impl Future<Output = Result<T, StorageError>> + Send + 'static,
 ) {
@@ -251,11 +290,10 @@ fn spawn_read<T: Send + 'static>(
         // The caller stopped waiting before we started; nothing would see the answer.
         return;
     }
-    let in_flight = in_flight.clone();
     tokio::spawn(async move {
         let result = bounded(work).await;
         let _ = reply.send(result);
-        drop(in_flight);
+        drop(permit);
     });
 }
 

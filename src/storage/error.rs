@@ -3,7 +3,9 @@
 //! The sorting matters beyond messages: [`StorageError::Unavailable`] means "the database could
 //! not be reached or did not answer in time" — the HTTP layer answers 503 and clients retry, and
 //! the group-commit writer fails a whole batch with it instead of retrying op by op. Everything
-//! else is a property of the request or a bug, and retrying it unchanged will not help.
+//! else is a property of the request or a bug, and retrying it unchanged will not help — except
+//! [`StorageError::Overloaded`], which the database never produces: the bridge's queue was full
+//! and the command was not taken at all.
 
 use sqlx::error::ErrorKind;
 
@@ -12,6 +14,9 @@ pub enum StorageError {
     /// The database is unreachable, refused us, or did not answer within the command timeout.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The bridge's queue was full: the command was not sent, nothing happened; retry shortly.
+    #[error("storage overloaded: its queue is full")]
+    Overloaded,
     /// The write contradicts data already stored (for example a unique key).
     #[error("storage conflict: {0}")]
     Conflict(String),
@@ -25,7 +30,10 @@ pub enum StorageError {
 impl StorageError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_))
+        matches!(
+            self,
+            StorageError::Unavailable(_) | StorageError::Overloaded
+        )
     }
 
     pub(crate) fn bridge_stopped() -> StorageError {

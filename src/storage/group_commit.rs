@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::engine::Database;
 use super::{
@@ -38,14 +38,31 @@ pub(super) struct PendingWrite {
     pub(super) reply: Reply<WriteOutcome>,
 }
 
-/// Runs until `queue` is closed and empty, which is how shutdown drains the last batch.
+/// Runs until `queue` is closed and empty: the stop signal closes it, and what it still holds is
+/// committed, which is how shutdown drains the last batch. The queue is bounded
+/// (`OPENCHAT_STORAGE_QUEUE`): while a batch commits, at most that many writes wait behind it.
 pub(super) async fn run_writer(
     database: Database,
-    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
+    mut queue: mpsc::Receiver<PendingWrite>,
+    mut stop: watch::Receiver<bool>,
     stats: Arc<StatsCounters>,
 ) {
     let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
-    while queue.recv_many(&mut batch, MAX_WRITE_BATCH).await > 0 {
+    let mut stopping = false;
+    loop {
+        let taken = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                // Writes already in the queue are still delivered after `close`.
+                queue.close();
+                stopping = true;
+                continue;
+            }
+            taken = queue.recv_many(&mut batch, MAX_WRITE_BATCH) => taken,
+        };
+        if taken == 0 {
+            break;
+        }
         // Writes whose caller has gone away are still applied: the caller asked for them and
         // cannot know whether they happened either way, so doing them is the least surprising.
         let (ops, replies): (Vec<WriteOp>, Vec<Reply<WriteOutcome>>) =

@@ -3,9 +3,18 @@
 //! Shards run on glommio, whose futures are not `Send`, while sqlx needs tokio. So storage lives on
 //! one dedicated thread, `storage-bridge`, that runs a current-thread tokio runtime and the sqlx
 //! pool (see `bridge`). A [`Storage`] is the shards' side of it: every method sends a typed
-//! command over an unbounded tokio channel (a plain synchronous send) and awaits the reply on a
-//! tokio oneshot. Both primitives are runtime-agnostic, so the methods work from glommio, from a
-//! test thread with `block_on`, or from tokio alike.
+//! command over a bounded tokio channel and awaits the reply on a tokio oneshot. Both primitives
+//! are runtime-agnostic, so the methods work from glommio, from a test thread with `block_on`,
+//! or from tokio alike.
+//!
+//! Back-pressure: nothing queues without limit on the way to the database (see `bridge_queue`).
+//! Reads, blob puts and pings take a place in a queue of [`READ_QUEUE`] commands without waiting:
+//! a full queue fails the call at once with [`StorageError::Overloaded`] (503 `overloaded`), so a
+//! shard's event loop never waits on it; the bridge runs at most [`MAX_READS_IN_FLIGHT`] of them
+//! at once and stops taking more while that many are under way. Writes go straight to the
+//! group-commit writer's queue ([`DEFAULT_WRITE_QUEUE`], `OPENCHAT_STORAGE_QUEUE`); a writer
+//! waits for room there (the authority stops taking commands meanwhile, see `crate::authority`)
+//! or asks for room without waiting ([`Storage::try_write_each`]).
 //!
 //! Reads run as concurrent tasks on the pool; writes go to one writer task that commits whatever
 //! has queued up in a single transaction (group commit, see `group_commit`). Two engines sit
@@ -22,6 +31,7 @@
 
 mod blobs;
 mod bridge;
+mod bridge_queue;
 mod engine;
 mod error;
 mod group_commit;
@@ -38,12 +48,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::model::{Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
 
 pub use blobs::{BlobId, blob_path};
+pub use bridge_queue::Writes;
 pub use error::StorageError;
 pub use postgres::redact_url;
 
@@ -70,6 +81,21 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most writes committed in one transaction. Large enough that a burst commits in a few fsyncs,
 /// small enough that one transaction stays well inside [`COMMAND_TIMEOUT`].
 pub const MAX_WRITE_BATCH: usize = 512;
+
+/// Default of `OPENCHAT_STORAGE_QUEUE`: writes that may wait for the group-commit writer
+/// (beside the batch it is committing). A writer waits for room ([`Storage::write`],
+/// [`Storage::write_each`]) or is told there is none ([`Storage::try_write_each`]); the authority
+/// stops taking commands while it waits, so a stalled database ends in 503 `overloaded` at the
+/// shards instead of memory growing.
+pub const DEFAULT_WRITE_QUEUE: usize = 4096;
+
+/// Reads, blob puts and pings that may wait for the bridge's dispatcher; past it a call fails at
+/// once with [`StorageError::Overloaded`].
+pub const READ_QUEUE: usize = 1024;
+
+/// Reads (and blob puts) the bridge runs at once; while that many are under way it takes no
+/// further command, so the [`READ_QUEUE`] fills instead.
+pub const MAX_READS_IN_FLIGHT: usize = 256;
 
 /// Largest blob accepted by [`Storage::put_blob`]. The HTTP layer should reject bigger bodies
 /// earlier; this is the storage layer's own backstop.
@@ -170,7 +196,8 @@ async fn bounded<T>(
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
-/// A request to the bridge thread. Each carries the oneshot its answer goes to.
+/// A request to the bridge thread's dispatcher (writes go to the writer's own queue instead).
+/// Each carries the oneshot its answer goes to.
 enum Command {
     Ping(Reply<()>),
     GetMeta {
@@ -184,10 +211,6 @@ enum Command {
     GetBlob {
         id: BlobId,
         reply: Reply<Option<Bytes>>,
-    },
-    Write {
-        op: WriteOp,
-        reply: Reply<WriteOutcome>,
     },
     LoadSnapshot {
         resume_window: usize,
@@ -207,21 +230,22 @@ enum Command {
         limit: usize,
         reply: Reply<Vec<StoredEvent>>,
     },
-    /// Sent by [`BridgeHandle`]: stop accepting, finish what is queued, close the pool.
-    Shutdown,
 }
 
 /// The shards' handle on storage. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Storage {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    writes: mpsc::Sender<group_commit::PendingWrite>,
     engine: &'static str,
     stats: Arc<StatsCounters>,
 }
 
 /// Owns the bridge thread. Dropping it shuts the bridge down like [`BridgeHandle::shutdown`].
 pub struct BridgeHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    /// Set to `true` to stop: the dispatcher and the writer close their queues, serve what is
+    /// in them and end.
+    stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -233,17 +257,27 @@ impl Storage {
     /// [`START_CONNECT_DEADLINE`], and with [`StorageError::Internal`] for anything that waiting
     /// will not fix (bad URL, failed migration, unwritable data dir).
     pub fn start(config: StorageConfig) -> Result<(Storage, BridgeHandle), StorageError> {
+        Storage::start_with_write_queue(config, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// [`Storage::start`] with room for `write_queue` waiting writes (`OPENCHAT_STORAGE_QUEUE`,
+    /// at least 1) instead of [`DEFAULT_WRITE_QUEUE`].
+    pub fn start_with_write_queue(
+        config: StorageConfig,
+        write_queue: usize,
+    ) -> Result<(Storage, BridgeHandle), StorageError> {
         let engine = config.engine.name();
         let stats = Arc::new(StatsCounters::default());
-        let (commands, thread) = bridge::spawn(config, stats.clone())?;
+        let spawned = bridge::spawn(config, stats.clone(), write_queue.max(1))?;
         let storage = Storage {
-            commands: commands.clone(),
+            commands: spawned.commands,
+            writes: spawned.writes,
             engine,
             stats,
         };
         let handle = BridgeHandle {
-            commands,
-            thread: Some(thread),
+            stop: spawned.stop,
+            thread: Some(spawned.thread),
         };
         Ok((storage, handle))
     }
@@ -258,37 +292,15 @@ impl Storage {
         self.call(Command::Ping).await
     }
 
-    /// Queues `op` for the next group commit and resolves once its transaction committed.
+    /// Queues `op` for the next group commit (waiting for room in the write queue) and resolves
+    /// once its transaction committed.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
-        self.call(|reply| Command::Write { op, reply }).await
-    }
-
-    /// Queues every op of `ops` for the group commit at once, in order, before the returned
-    /// future is first polled (so they share a transaction unless the batch is full, and are
-    /// committed in this order either way); it resolves to one result per op, in order. An op
-    /// the database refuses fails alone (see `group_commit`).
-    pub fn write_each(
-        &self,
-        ops: Vec<WriteOp>,
-    ) -> impl std::future::Future<Output = Vec<Result<WriteOutcome, StorageError>>> + use<> {
-        let answers: Vec<_> = ops
-            .into_iter()
-            .map(|op| {
-                let (reply, answer) = oneshot::channel();
-                let sent = self.commands.send(Command::Write { op, reply }).is_ok();
-                (sent, answer)
-            })
-            .collect();
-        async move {
-            let mut results = Vec::with_capacity(answers.len());
-            for (sent, answer) in answers {
-                results.push(match (sent, answer.await) {
-                    (true, Ok(result)) => result,
-                    _ => Err(StorageError::bridge_stopped()),
-                });
-            }
-            results
-        }
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(group_commit::PendingWrite { op, reply })
+            .await
+            .map_err(|_| StorageError::bridge_stopped())?;
+        answer.await.map_err(|_| StorageError::bridge_stopped())?
     }
 
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StorageError> {
@@ -354,11 +366,16 @@ impl Storage {
         self.stats.snapshot()
     }
 
+    /// Sends a command without waiting for room: a full [`READ_QUEUE`] is
+    /// [`StorageError::Overloaded`] at once.
     async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StorageError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(command(reply))
-            .map_err(|_| StorageError::bridge_stopped())?;
+            .try_send(command(reply))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StorageError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StorageError::bridge_stopped(),
+            })?;
         // The bridge always answers unless its thread is gone (the sender is dropped with it).
         answer.await.map_err(|_| StorageError::bridge_stopped())?
     }
@@ -377,7 +394,7 @@ impl BridgeHandle {
             return;
         };
         // If the send fails the thread is already on its way out; joining is still right.
-        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.stop.send(true);
         if thread.join().is_err() {
             tracing::error!("storage bridge thread panicked");
         }
