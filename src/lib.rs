@@ -8,7 +8,7 @@
 //!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`]
 //!   (every `OPENCHAT_*` variable), [`rtc`] (join tickets, TURN credentials, voice rooms, the
 //!   addresses media candidates carry), [`sfu`] (the str0m SFU along its run loop: route,
-//!   connection, negotiation, track assignment, forwarding), [`build_info`];
+//!   connection, negotiation, track assignment, forwarding), [`build_info`], [`clock`] (the OS clock, for drivers);
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver, the per-shard realtime hub, voice and the UDP media
 //!   driver), [`authority`] (the thread that
@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod authority;
 pub mod build_info;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

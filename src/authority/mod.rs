@@ -40,7 +40,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -67,13 +67,7 @@ pub const DEFAULT_QUEUE: usize = 4096;
 /// How often expired challenges and sessions are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Milliseconds since the epoch, now.
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_millis;
 
 /// The current time as the wire writes it (RFC 3339 UTC, milliseconds).
 pub fn now_rfc3339() -> String {

@@ -3,12 +3,12 @@
 //! the shared `reads`, on a connection of that engine), so the rest of the bridge never cares
 //! which engine it runs on.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::domain::model::{Message, Millis, StoredEvent};
+use crate::domain::model::{Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Snapshot};
 
 use super::{
@@ -152,11 +152,4 @@ impl Database {
     }
 }
 
-/// The system clock in unix milliseconds (0 if it reads before 1970).
-fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+use crate::clock::now_millis;
