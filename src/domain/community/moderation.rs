@@ -149,11 +149,24 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<()>, DomainError> {
         self.moderator_over(actor, server_id, target_uid, now)?;
+        self.expel(server_id, target_uid, now)
+    }
+
+    /// What a kick and a ban both do to their target: its membership ends, the join tickets
+    /// it took before are void, and its voice session is kicked — the kick notice first, so
+    /// the participant gets `rtc.kicked` before the leave removes it.
+    fn expel(
+        &mut self,
+        server_id: &str,
+        target_uid: &str,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
         let target = Actor {
             user_uid: target_uid.to_owned(),
             device_id: String::new(),
         };
         let left = self.leave(&target, server_id, now)?;
+        // `leave` voids them only when the target is a current member.
         self.tickets.void_member(server_id, target_uid, now);
         let mut notices = vec![Notice::VoiceKick {
             server_id: server_id.to_owned(),
@@ -187,25 +200,9 @@ impl Community {
             true,
             now,
         );
-        let target = Actor {
-            user_uid: target_uid.to_owned(),
-            device_id: String::new(),
-        };
-        let left = self.leave(&target, server_id, now)?;
-        self.tickets.void_member(server_id, target_uid, now);
-        let mut records = vec![record];
-        records.extend(left.records);
-        // The kick first, so the participant gets `rtc.kicked` before the leave removes it.
-        let mut notices = vec![Notice::VoiceKick {
-            server_id: server_id.to_owned(),
-            user_uid: target_uid.to_owned(),
-        }];
-        notices.extend(left.notices);
-        Ok(Outcome {
-            records,
-            notices,
-            ..Outcome::pure(())
-        })
+        let mut expelled = self.expel(server_id, target_uid, now)?;
+        expelled.records.insert(0, record);
+        Ok(expelled)
     }
 
     pub fn unban(
