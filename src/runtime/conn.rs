@@ -171,25 +171,24 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                             Err(e) => (spool_error(e), true),
                         };
                         drop(permit);
-                        match emit(&shard, &mut stream, &mut out, &request, response, healthy).await
+                        match pipeline(
+                            &shard,
+                            &mut stream,
+                            &mut out,
+                            &mut answered,
+                            &request,
+                            response,
+                            healthy,
+                        )
+                        .await
                         {
                             Emitted::Gone => return None,
                             Emitted::Close => {
                                 next = Next::Close;
                                 break;
                             }
-                            Emitted::KeepAlive { flushed } => {
-                                answered = if flushed { 0 } else { answered + 1 };
-                            }
+                            Emitted::KeepAlive { .. } => continue,
                         }
-                        if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
-                            if write_all(&mut stream, &out).await.is_err() {
-                                return None;
-                            }
-                            out.clear();
-                            answered = 0;
-                        }
-                        continue;
                     }
                     Err(e) => {
                         shard.stats.count_protocol_error();
@@ -227,22 +226,23 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                     let (response, healthy) = respond(&shard, &request, None).await;
                     // An in-memory body's share of the budget comes back once it is answered.
                     in_flight = None;
-                    match emit(&shard, &mut stream, &mut out, &request, response, healthy).await {
+                    match pipeline(
+                        &shard,
+                        &mut stream,
+                        &mut out,
+                        &mut answered,
+                        &request,
+                        response,
+                        healthy,
+                    )
+                    .await
+                    {
                         Emitted::Gone => return None,
                         Emitted::Close => {
                             next = Next::Close;
                             break;
                         }
-                        Emitted::KeepAlive { flushed } => {
-                            answered = if flushed { 0 } else { answered + 1 };
-                        }
-                    }
-                    if answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
-                        if write_all(&mut stream, &out).await.is_err() {
-                            return None;
-                        }
-                        out.clear();
-                        answered = 0;
+                        Emitted::KeepAlive { .. } => {}
                     }
                 }
                 Ok(Some(Polled::BodyPending)) => {
@@ -357,6 +357,32 @@ enum Emitted {
     Close,
     /// Writing failed: the peer is gone.
     Gone,
+}
+
+/// [`emit`]s one answer of a pipeline (`answered` counts those still in `out`), then writes
+/// `out` once the pipeline is [`MAX_PIPELINE_DEPTH`] deep or holds [`OUT_FLUSH_BYTES`], so a
+/// long pipeline neither waits for its end nor grows the buffer without bound.
+async fn pipeline(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    answered: &mut usize,
+    request: &Request,
+    response: Response,
+    healthy: bool,
+) -> Emitted {
+    let emitted = emit(shard, stream, out, request, response, healthy).await;
+    if let Emitted::KeepAlive { flushed } = emitted {
+        *answered = if flushed { 0 } else { *answered + 1 };
+        if *answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
+            if write_all(stream, out).await.is_err() {
+                return Emitted::Gone;
+            }
+            out.clear();
+            *answered = 0;
+        }
+    }
+    emitted
 }
 
 /// Encodes `response` into `out`. A file body (blob download) is streamed right away, after
