@@ -126,12 +126,13 @@ mod tests {
         drop(holds.hold(id.clone(), path.clone()));
         assert!(path.exists());
         std::fs::remove_file(&path).unwrap();
-        // Created, but another request held it meanwhile (and was accepted): kept.
+        // Created, but another request held it meanwhile (and was accepted later): kept.
         let first = holds.hold(id.clone(), path.clone());
         std::fs::write(&path, b"x").unwrap();
         let second = holds.hold(id.clone(), path.clone());
-        second.keep();
         drop(first);
+        assert!(path.exists());
+        second.keep();
         assert!(path.exists());
         std::fs::remove_file(&path).unwrap();
         // The other order: the accepted one leaves first, the refused creator later.
