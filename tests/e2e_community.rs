@@ -1070,7 +1070,11 @@ fn kick_route(router: &mut openchatd::http::Router<openchatd::api::Handler>) {
             };
             ctx.app
                 .authority
-                .command(move |c, now| c.kick(&owner, "home", &target, now))
+                .command(openchatd::domain::community::commands::Kick {
+                    actor: owner,
+                    server_id: "home".into(),
+                    target_uid: target,
+                })
                 .await?;
             Ok(openchatd::http::Response::no_content())
         })

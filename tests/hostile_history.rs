@@ -335,7 +335,11 @@ fn moderation_routes(router: &mut openchatd::http::Router<openchatd::api::Handle
             let owner = owner();
             ctx.app
                 .authority
-                .command(move |c, now| c.kick(&owner, "home", &target, now))
+                .command(openchatd::domain::community::commands::Kick {
+                    actor: owner,
+                    server_id: "home".into(),
+                    target_uid: target,
+                })
                 .await?;
             Ok(openchatd::http::Response::no_content())
         })
@@ -346,7 +350,12 @@ fn moderation_routes(router: &mut openchatd::http::Router<openchatd::api::Handle
             let owner = owner();
             ctx.app
                 .authority
-                .command(move |c, now| c.ban(&owner, "home", &target, None, now))
+                .command(openchatd::domain::community::commands::Ban {
+                    actor: owner,
+                    server_id: "home".into(),
+                    target_uid: target,
+                    until: None,
+                })
                 .await?;
             Ok(openchatd::http::Response::no_content())
         })

@@ -4,8 +4,10 @@
 //! arrives. The queues between shards, authority and storage bridge are bounded, so the posts
 //! past them are answered 503 `overloaded` (retryable, `Retry-After`) at once instead of piling
 //! up in memory; `/healthz` stays fast; a realtime socket that needs the authority gets a
-//! `chat.error` saying so, a voice join an `rtc.error overloaded` (retryable); and once the lock is released every post that was answered 201 is in
-//! the history and the server works as before.
+//! `chat.error` saying so, a voice join an `rtc.error overloaded` (retryable); reads that need
+//! no ordering (profiles, the directory) still answer at once, as they do not queue; and once
+//! the lock is released every post that was answered 201 is in the history and the server
+//! works as before.
 
 mod support;
 
@@ -294,6 +296,16 @@ support::on_both_engines! {
         let mut probe = InFlight::send(server.addr, &post_bytes(&alice, &channel, "probe"));
         collect(std::slice::from_mut(&mut probe), QUICK);
         assert_overloaded(probe.answer.as_ref().expect("the probe is answered at once"));
+
+        // Reads that need no ordering do not queue behind the stalled commands: the profile,
+        // the directory and the profile batch answer at once while posts are refused.
+        let profiles = format!("/v1/profiles:batch?user_uid={}", alice.uid());
+        for path in ["/v1/profile/me", "/v1/servers", profiles.as_str()] {
+            let started = Instant::now();
+            let reply = alice.get(path);
+            assert_eq!(reply.status, 200, "{path}: {}", String::from_utf8_lossy(&reply.body));
+            assert!(started.elapsed() < QUICK, "{path} took {:?}", started.elapsed());
+        }
 
         // A realtime socket needs the authority to be admitted: it is told in its own frame.
         let bob = Client::user(server.addr);

@@ -11,7 +11,7 @@ use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::auth::challenge::ChallengeFor;
 use crate::authority::now_millis;
-use crate::domain::community::{CHALLENGE_TTL_MS, SignIn};
+use crate::domain::community::{CHALLENGE_TTL_MS, SignIn, commands};
 use crate::domain::error::DomainError;
 use crate::domain::text::is_valid_id;
 use crate::domain::views::{Challenge, SessionInfo, rfc3339};
@@ -105,7 +105,7 @@ handler!(
             challenge: verified,
             signature_valid,
         };
-        let session = ctx.app.authority.command(move |c, now| c.open_session(&sign_in, now)).await?;
+        let session = ctx.app.authority.command(commands::OpenSession { sign_in }).await?;
         json(201, &session)
     }
 );
@@ -130,7 +130,7 @@ handler!(
             ApiError::bad_request("invalid_public_key", "public_key (Ed25519, base64url) is required")
         })?;
         let public_key = crate::auth::encode_public_key(&decode_key(&public_key)?);
-        let approved = ctx.app.authority.command(move |c, now| c.approve_binding(&who, &server_id, &user_uid, &public_key, now)).await?;
+        let approved = ctx.app.authority.command(commands::ApproveBinding { actor: who, server_id, user_uid, public_key }).await?;
         json(201, &approved)
     }
 );
@@ -144,7 +144,7 @@ handler!(
     /// `GET /v1/auth/session`.
     check, ctx => {
         let token = token_of(ctx)?;
-        let found = ctx.app.authority.read(move |c, now| Ok(c.authenticate(&token, now))).await?;
+        let found = ctx.app.authority.read(|c, now| Ok(c.authenticate(&token, now)))?;
         let (actor, expires_at) = found.ok_or(ApiError::Domain(DomainError::InvalidToken))?;
         json(200, &SessionInfo { user_uid: actor.user_uid, device_id: actor.device_id, expires_at: rfc3339(expires_at) })
     }
@@ -159,7 +159,7 @@ handler!(
     /// `DELETE /v1/auth/session`.
     revoke, ctx => {
         let token = token_of(ctx)?;
-        ctx.app.authority.command(move |c, now| c.revoke_session(&token, now)).await?;
+        ctx.app.authority.command(commands::RevokeSession { token }).await?;
         json(200, &Revoked { revoked: true })
     }
 );

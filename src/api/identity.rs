@@ -105,11 +105,11 @@ pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
             let Some(token) = bearer_token(ctx)? else {
                 return Ok(None);
             };
+            // A session check reads the state where it is asked: it never queues behind writes.
             let found = ctx
                 .app
                 .authority
-                .read(move |c, now| Ok(c.authenticate(&token, now)))
-                .await?;
+                .read(|c, now| Ok(c.authenticate(&token, now)))?;
             match found {
                 Some((actor, _)) => Ok(Some(actor)),
                 None => Err(ApiError::Domain(DomainError::InvalidToken)),

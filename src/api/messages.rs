@@ -8,7 +8,9 @@ use super::identity::{actor, query_param, require_actor};
 use super::input::{is_multipart, json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
-use crate::domain::community::{self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage};
+use crate::domain::community::{
+    self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage, commands,
+};
 use crate::domain::error::{DomainError, What};
 use crate::domain::model::{Attachment, Content, Message};
 use crate::domain::records::MessageQuery;
@@ -64,7 +66,12 @@ handler!(
         let limit = limit_param(ctx, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
         let before = cursor_param(ctx, "before")?;
         let after = cursor_param(ctx, "after")?;
-        let access = ctx.app.authority.command(move |c, now| c.history_access(who.as_ref(), &channel_id, now)).await?;
+        // A reader the state already decides needs no command: the page does not wait for writes.
+        let decided = ctx.app.authority.read(|c, _| Ok(c.history_access_now(who.as_ref(), &channel_id)))?;
+        let access = match decided {
+            Some(decided) => decided?,
+            None => ctx.app.authority.command(commands::OpenHistory { actor: who, channel_id }).await?,
+        };
         let page = ctx.app.storage.messages(MessageQuery {
             channel_id: access.channel.id.clone(),
             visibility: access.visibility.clone(),
@@ -240,7 +247,7 @@ handler!(
             if !files.is_empty() {
                 // Uploads cost a decode and a blob before the post is decided: limit them first.
                 let uid = who.user_uid.clone();
-                ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
+                ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
             }
             for field in files {
                 let (attachment, hold) = store_attachment(ctx, field).await?;
@@ -280,7 +287,7 @@ handler!(
         };
         let new = NewMessage { content, reply_to, reply_to_id, attachments };
         // Any refusal up to here drops the holds, which removes the blobs this post created.
-        let message = ctx.app.authority.command(move |c, now| c.post_message(&who, &channel_id, new, now)).await?;
+        let message = ctx.app.authority.command(commands::PostMessage { actor: who, channel_id, new }).await?;
         holds.into_iter().for_each(BlobHold::keep);
         json(201, &MessageOut { message })
     }
@@ -304,7 +311,7 @@ handler!(
         let channel_id = path_id(ctx, "channel_id")?;
         let message_id = path_id(ctx, "message_id")?;
         let message = load_message(ctx, &channel_id, &message_id).await?;
-        let deleted = ctx.app.authority.command(move |c, now| c.delete_message(&who, &channel_id, &message, now)).await?;
+        let deleted = ctx.app.authority.command(commands::DeleteMessage { actor: who, channel_id, message }).await?;
         json(200, &deleted)
     }
 );
@@ -314,7 +321,7 @@ handler!(
     get_read_ack, ctx => {
         let who = require_actor(ctx).await?;
         let channel_id = path_id(ctx, "channel_id")?;
-        let ack = ctx.app.authority.command(move |c, now| c.read_ack(&who, &channel_id, now)).await?;
+        let ack = ctx.app.authority.command(commands::ReadAck { actor: who, channel_id }).await?;
         json(200, &ack)
     }
 );
@@ -333,7 +340,7 @@ handler!(
         let message_id = body.last_read_message_id.filter(|m| crate::domain::text::is_valid_id(m))
             .ok_or_else(|| ApiError::bad_request("invalid_message_id", "last_read_message_id is required"))?;
         let message = load_message(ctx, &channel_id, &message_id).await?;
-        let ack = ctx.app.authority.command(move |c, now| c.put_read_ack(&who, &channel_id, &message, now)).await?;
+        let ack = ctx.app.authority.command(commands::PutReadAck { actor: who, channel_id, message }).await?;
         json(200, &ack)
     }
 );
@@ -345,7 +352,7 @@ handler!(
         let channel_id = path_id(ctx, "channel_id")?;
         let query = query_param(ctx, "query").or_else(|| query_param(ctx, "q")).unwrap_or_default();
         let limit = limit_param(ctx, 10, community::MAX_MENTION_RESULTS)?;
-        let results = ctx.app.authority.command(move |c, now| c.resolve_mentions(&who, &channel_id, &query, limit, now)).await?;
+        let results = ctx.app.authority.command(commands::ResolveMentions { actor: who, channel_id, query, limit }).await?;
         json(200, &results)
     }
 );

@@ -8,7 +8,7 @@ use super::messages::{checked_image, hold_blob, serve_blob, upload};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
-use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange};
+use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange, commands};
 use crate::domain::model::{AvatarAsset, AvatarMode};
 use crate::http::query::query_pairs;
 use crate::storage::BlobId;
@@ -18,7 +18,7 @@ handler!(
     /// `GET /v1/profile/me`: a default profile for a uid that never saved one.
     get_me, ctx => {
         let who = require_actor(ctx).await?;
-        let profile = ctx.app.authority.read(move |c, _| Ok(c.profile_item(&who.user_uid))).await?;
+        let profile = ctx.app.authority.read(|c, _| Ok(c.profile_item(&who.user_uid)))?;
         json(200, &profile)
     }
 );
@@ -60,7 +60,7 @@ handler!(
             avatar_asset_id: body.avatar_asset_id,
             if_match: if_match(ctx)?,
         };
-        let profile = ctx.app.authority.command(move |c, now| c.put_profile(&who, change, now)).await?;
+        let profile = ctx.app.authority.command(commands::PutProfile { actor: who, change }).await?;
         json(200, &profile)
     }
 );
@@ -82,7 +82,7 @@ handler!(
             max_height: AVATAR_MAX_DIMENSION,
         };
         let uid = who.user_uid.clone();
-        ctx.app.authority.submit_mut(move |c, now| c.take_write_token(&uid, now)).await?;
+        ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
         let (info, clean, id) = checked_image(field, limits).await?;
         let bytes = clean.len() as u64;
         // Held until the asset is recorded: a refusal removes a blob this upload created.
@@ -98,7 +98,7 @@ handler!(
             bytes,
             created_at: crate::authority::now_millis(),
         };
-        let uploaded = ctx.app.authority.command(move |c, _| Ok(c.add_avatar_asset(asset))).await?;
+        let uploaded = ctx.app.authority.command(commands::AddAvatarAsset { asset }).await?;
         hold.keep();
         json(201, &uploaded)
     }
@@ -108,7 +108,7 @@ handler!(
     /// `GET /v1/profile/avatar/{asset_id}`: no identity (plain `<img src>`).
     avatar, ctx => {
         let id = path_id(ctx, "asset_id")?;
-        let blob = ctx.app.authority.read(move |c, _| Ok(c.avatar_asset(&id).map(|a| a.blob.clone()))).await?;
+        let blob = ctx.app.authority.read(|c, _| Ok(c.avatar_asset(&id).map(|a| a.blob.clone())))?;
         let blob = blob.and_then(|b| BlobId::parse(&b)).ok_or(ApiError::NotFound)?;
         serve_blob(ctx, &blob).await
     }
@@ -134,7 +134,7 @@ handler!(
         if uids.iter().any(|u| !crate::domain::text::is_valid_id(u)) {
             return Err(ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
         }
-        let profiles = ctx.app.authority.read(move |c, _| c.profiles(&uids)).await?;
+        let profiles = ctx.app.authority.read(|c, _| c.profiles(&uids))?;
         json(200, &profiles)
     }
 );

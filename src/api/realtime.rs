@@ -10,7 +10,8 @@ use std::rc::Rc;
 
 use super::RequestCtx;
 use super::identity::{actor, bearer_token, query_param};
-use crate::domain::community::{Actor, Admission};
+use crate::domain::community::Actor;
+use crate::domain::community::commands::OpenRealtime;
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
 use crate::realtime::{
@@ -116,20 +117,12 @@ async fn admit(
     let admitted = {
         let who = who.clone();
         let sid = server_id.to_owned();
-        shard
-            .app
-            .authority
-            .command(move |c, now| {
-                if let Some(token) = &token
-                    && c.authenticate(token, now).is_none()
-                {
-                    return Err(crate::domain::error::DomainError::InvalidToken);
-                }
-                let admitted = c.admit(&who, &sid, Admission::Connect, now)?;
-                let joined_after = (!admitted.records.is_empty()).then(|| c.last_event_id(&sid));
-                Ok(admitted.map(|_| joined_after))
-            })
-            .await
+        let open = OpenRealtime {
+            actor: who,
+            server_id: sid,
+            token,
+        };
+        shard.app.authority.command(open).await
     };
     match admitted {
         Ok(joined_after) => Ok(Admitted {
@@ -239,13 +232,10 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                 let member = member.clone();
                 let handle = handle.clone();
                 glommio::spawn_local(async move {
-                    let cid = channel_id.clone();
-                    let sid2 = sid.clone();
                     let allowed = shard
                         .app
                         .authority
-                        .read(move |c, _| c.may_subscribe(&who, &sid2, &cid))
-                        .await;
+                        .read(|c, _| c.may_subscribe(&who, &sid, &channel_id));
                     match allowed {
                         Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
                         Err(e) => send_error(&handle, &sid, &e.to_string()),

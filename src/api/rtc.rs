@@ -10,6 +10,7 @@ use super::servers::handler;
 use super::{ApiError, json};
 use crate::api::capabilities::websocket_url;
 use crate::config::{IceServer, ReceiveCaps};
+use crate::domain::community::commands::GrantTicket;
 use crate::domain::text::is_valid_id;
 use crate::domain::views::rfc3339;
 use crate::rtc::ticket::{self, Claims, Permissions, TICKET_TTL_SECS};
@@ -45,14 +46,15 @@ handler!(
             .ok_or_else(|| ApiError::bad_request("invalid_server_id", "server_id is required"))?;
         let now = crate::authority::now_millis() / 1000;
         let (jti, exp) = (ticket::new_jti(), now + TICKET_TTL_SECS);
-        let permissions = {
-            let (who, server_id, channel_id, jti) = (who.clone(), server_id.clone(), channel_id.clone(), jti.clone());
-            // The authority remembers the ticket, so a leave, kick, ban or revoke voids it.
-            ctx.app
-                .authority
-                .command(move |c, now| c.grant_ticket(&who, &server_id, &channel_id, &jti, exp, now))
-                .await?
+        // The authority remembers the ticket, so a leave, kick, ban or revoke voids it.
+        let grant = GrantTicket {
+            actor: who.clone(),
+            server_id: server_id.clone(),
+            channel_id: channel_id.clone(),
+            jti: jti.clone(),
+            exp,
         };
+        let permissions = ctx.app.authority.command(grant).await?;
         let claims = Claims {
             server_id: server_id.clone(),
             channel_id: channel_id.clone(),

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::identity::{actor, query_param, require_actor};
 use super::input::{json_body, path_id};
 use super::{ApiError, json};
-use crate::domain::community::DirectoryKey;
+use crate::domain::community::{Admission, DirectoryKey, commands};
 use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility};
 use crate::domain::text::is_valid_id;
 
@@ -110,7 +110,7 @@ handler!(
     list, ctx => {
         let who = actor(ctx).await?;
         let (limit, cursor) = directory_query(ctx)?;
-        let (servers, next) = ctx.app.authority.read(move |c, _| Ok(c.directory_page(who.as_ref(), cursor.as_ref(), limit))).await?;
+        let (servers, next) = ctx.app.authority.read(|c, _| Ok(c.directory_page(who.as_ref(), cursor.as_ref(), limit)))?;
         json(200, &ServerList { servers, next_cursor: next.as_ref().map(encode_directory_cursor) })
     }
 );
@@ -121,8 +121,11 @@ handler!(
         let who = require_actor(ctx).await?;
         let body: ServerIn = json_body(ctx)?;
         let name = body.display_name.ok_or_else(|| ApiError::bad_request("invalid_display_name", "display_name is required"))?;
-        let created = ctx.app.authority.command(move |c, now| {
-            c.create_server(&who, &name, body.description.as_deref().unwrap_or(""), body.banner_preset.as_deref().unwrap_or(""), now)
+        let created = ctx.app.authority.command(commands::CreateServer {
+            actor: who,
+            display_name: name,
+            description: body.description.unwrap_or_default(),
+            banner_preset: body.banner_preset.unwrap_or_default(),
         }).await?;
         json(201, &created)
     }
@@ -140,7 +143,7 @@ handler!(
         let server_id = path_id(ctx, "server_id")?;
         let body: ClaimIn = json_body(ctx)?;
         let token = body.claim_token.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_claim_token", "claim_token is required"))?;
-        let claimed = ctx.app.authority.command(move |c, now| c.claim_ownership(&who, &server_id, &token, now)).await?;
+        let claimed = ctx.app.authority.command(commands::ClaimOwnership { actor: who, server_id, token }).await?;
         json(200, &claimed)
     }
 );
@@ -150,7 +153,7 @@ handler!(
     get_settings, ctx => {
         let who = require_actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
-        let settings = ctx.app.authority.command(move |c, now| c.settings_of(&who, &server_id, now)).await?;
+        let settings = ctx.app.authority.command(commands::ServerSettings { actor: who, server_id }).await?;
         json(200, &settings)
     }
 );
@@ -161,8 +164,12 @@ handler!(
         let who = require_actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
         let body: ServerIn = json_body(ctx)?;
-        let updated = ctx.app.authority.command(move |c, now| {
-            c.update_settings(&who, &server_id, body.display_name.as_deref(), body.description.as_deref(), body.banner_preset.as_deref(), now)
+        let updated = ctx.app.authority.command(commands::UpdateSettings {
+            actor: who,
+            server_id,
+            display_name: body.display_name,
+            description: body.description,
+            banner_preset: body.banner_preset,
         }).await?;
         json(200, &updated)
     }
@@ -173,7 +180,7 @@ handler!(
     leave, ctx => {
         let who = require_actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
-        let left = ctx.app.authority.command(move |c, now| c.leave(&who, &server_id, now)).await?;
+        let left = ctx.app.authority.command(commands::Leave { actor: who, server_id }).await?;
         json(200, &left)
     }
 );
@@ -186,7 +193,7 @@ handler!(
         let server_id = path_id(ctx, "server_id")?;
         let uid = who.user_uid.clone();
         let sid = server_id.clone();
-        let role = ctx.app.authority.command(move |c, now| c.admit(&who, &server_id, crate::domain::community::Admission::Connect, now)).await?;
+        let role = ctx.app.authority.command(commands::Admit { actor: who, server_id, how: Admission::Connect }).await?;
         json(200, &Joined { server_id: sid, user_uid: uid, role: role.as_str(), joined: true })
     }
 );
@@ -204,7 +211,7 @@ handler!(
     members, ctx => {
         let who = actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
-        let members = ctx.app.authority.command(move |c, now| c.members(who.as_ref(), &server_id, now)).await?;
+        let members = ctx.app.authority.command(commands::ListMembers { actor: who, server_id }).await?;
         json(200, &members)
     }
 );
@@ -214,7 +221,7 @@ handler!(
     channels, ctx => {
         let who = actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
-        let groups = ctx.app.authority.command(move |c, now| c.channels_of(who.as_ref(), &server_id, now)).await?;
+        let groups = ctx.app.authority.command(commands::ListChannels { actor: who, server_id }).await?;
         json(200, &groups)
     }
 );
@@ -244,8 +251,14 @@ handler!(
             Encryption::parse(v).ok_or_else(|| ApiError::bad_request("invalid_encryption", "encryption must be none or e2ee"))
         }).transpose()?;
         let group = body.group_id.filter(|g| !g.is_empty());
-        let created = ctx.app.authority.command(move |c, now| {
-            c.create_channel(&who, &server_id, &name, kind, group.as_deref(), visibility, encryption, now)
+        let created = ctx.app.authority.command(commands::CreateChannel {
+            actor: who,
+            server_id,
+            name,
+            kind,
+            group_id: group,
+            visibility,
+            encryption,
         }).await?;
         json(201, &created)
     }
@@ -265,7 +278,7 @@ handler!(
         let body: CategoryIn = json_body(ctx)?;
         let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
         let kind = kind(body.kind.as_deref().unwrap_or("text"))?;
-        let created = ctx.app.authority.command(move |c, now| c.create_category(&who, &server_id, &name, kind, now)).await?;
+        let created = ctx.app.authority.command(commands::CreateCategory { actor: who, server_id, name, kind }).await?;
         json(201, &created)
     }
 );
@@ -278,7 +291,7 @@ handler!(
         let group_id = path_id(ctx, "group_id")?;
         let body: CategoryIn = json_body(ctx)?;
         let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
-        let updated = ctx.app.authority.command(move |c, now| c.rename_category(&who, &server_id, &group_id, &name, now)).await?;
+        let updated = ctx.app.authority.command(commands::RenameCategory { actor: who, server_id, group_id, name }).await?;
         json(200, &updated)
     }
 );
@@ -289,7 +302,7 @@ handler!(
         let who = require_actor(ctx).await?;
         let server_id = path_id(ctx, "server_id")?;
         let group_id = path_id(ctx, "group_id")?;
-        let layout = ctx.app.authority.command(move |c, now| c.delete_category(&who, &server_id, &group_id, now)).await?;
+        let layout = ctx.app.authority.command(commands::DeleteCategory { actor: who, server_id, group_id }).await?;
         json(200, &layout)
     }
 );
@@ -312,7 +325,7 @@ handler!(
         let server_id = path_id(ctx, "server_id")?;
         let body: LayoutIn = json_body(ctx)?;
         let groups: Vec<(String, Vec<String>)> = body.groups.into_iter().map(|g| (g.id, g.channel_ids)).collect();
-        let layout = ctx.app.authority.command(move |c, now| c.set_layout(&who, &server_id, &groups, now)).await?;
+        let layout = ctx.app.authority.command(commands::SetLayout { actor: who, server_id, groups }).await?;
         json(200, &layout)
     }
 );

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use crate::domain::community::commands::RedeemTicket;
 use crate::http::Request;
 use crate::realtime::SocketRef;
 use crate::rtc::room::{Seat, error_frame};
@@ -244,18 +245,15 @@ async fn join(
             false,
         ));
     }
-    let redeemed = claims.clone();
-    shard
-        .app
-        .authority
-        .submit_mut(move |c, now| c.redeem_ticket(&redeemed, now))
-        .await
-        .map_err(|e| {
-            // `rtc.error {code, message, retryable}`: a full authority queue is `overloaded`,
-            // retryable, like its HTTP answer.
-            let e = super::ApiError::from(e);
-            (e.code(), e.to_string(), e.retryable())
-        })?;
+    let redeem = RedeemTicket {
+        claims: claims.clone(),
+    };
+    shard.app.authority.command(redeem).await.map_err(|e| {
+        // `rtc.error {code, message, retryable}`: a full authority queue is `overloaded`,
+        // retryable, like its HTTP answer.
+        let e = super::ApiError::from(e);
+        (e.code(), e.to_string(), e.retryable())
+    })?;
     let channel = claims.channel_id.clone();
     let caps = shard
         .app

@@ -1,8 +1,16 @@
-//! The domain authority: the one thread that owns the [`Community`] state and decides every
-//! command, in arrival order. Shards send it closures (`Send`, run on its thread against the
-//! state) and await the answers; it commits what a command changed through the storage bridge's
-//! group commit before answering, and publishes the command's realtime events to every shard
-//! only after the commit, in commit order.
+//! The domain authority: the one thread that changes the [`Community`] state and decides every
+//! command, in arrival order. Shards send it typed commands ([`Command`]: plain data, one type
+//! per command, `crate::domain::community::commands`) and await the answers; it commits what a
+//! command changed through the storage bridge's group commit before answering, and publishes
+//! the command's realtime events to every shard only after the commit, in commit order.
+//!
+//! Reads that need no ordering (session checks, a member's history access, profiles, the
+//! directory) do not queue: [`Authority::read`] runs on the caller's thread against the same
+//! state, behind a read-write lock the authority holds for the few microseconds each command
+//! takes. A read therefore never waits for the command queue, a stalled database or a flush:
+//! only, at most, for the one command being decided. It sees what the commands before it
+//! decided, as a queued read did (their records may still be on the way to the database; their
+//! events are published only after the commit).
 //!
 //! Why one owner: the rules (membership spans, roles, ordering of messages and event ids) are
 //! simplest and cheapest when one thread sees every change in order; a command costs a few
@@ -38,14 +46,16 @@
 //! flight, bounded by the flushes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::community::{Audience, Community, Emitted, Notice, Outcome, Settings, Subject};
+use crate::domain::community::{
+    Audience, Command, Community, Emitted, Notice, Outcome, Settings, Subject,
+};
 use crate::domain::entropy::Entropy;
 use crate::domain::error::{DomainError, Outage};
 use crate::domain::model::Millis;
@@ -123,11 +133,15 @@ pub enum AuthorityError {
     Overloaded,
 }
 
+/// The state, changed only by the authority thread and read by any thread.
+type Shared = Arc<RwLock<Community>>;
+
 /// The shards' handle. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct Authority {
     jobs: mpsc::Sender<Job>,
     sockets: Arc<SocketLedger>,
+    state: Shared,
 }
 
 /// Returned by [`Authority::start`].
@@ -154,7 +168,8 @@ impl Stopper {
 }
 
 struct Core {
-    community: Community,
+    /// Written only here, each command under the lock for the time it takes to decide.
+    community: Shared,
     settings: Settings,
     storage: Storage,
     shards: Fanout,
@@ -270,14 +285,12 @@ impl Authority {
         let snapshot = futures_lite::future::block_on(storage.load_snapshot(0))
             .map_err(|e| anyhow::anyhow!("cannot load the community state: {e}"))?;
         let (fanout, receivers) = Fanout::new(shards, SHARD_EVENT_QUEUE);
-        let mut core = Core::new(settings, storage, snapshot, fanout);
-        let mut boot = core.community.bootstrap_default_server(
-            default_server_name,
-            default_owner,
-            now_millis(),
-        );
+        let core = Core::new(settings, storage, snapshot, fanout);
+        let mut state = core.state();
+        let mut boot =
+            state.bootstrap_default_server(default_server_name, default_owner, now_millis());
         if let (Some(uid), Some(key)) = (default_owner, default_owner_key) {
-            let bound = core.community.bind_owner_key(uid, key, now_millis());
+            let bound = state.bind_owner_key(uid, key, now_millis());
             if bound.records.iter().any(|r| matches!(r, Record::Device(_))) {
                 tracing::warn!(
                     user_uid = uid,
@@ -286,6 +299,8 @@ impl Authority {
             }
             boot.records.extend(bound.records);
         }
+        let default_server_id = state.default_server_id().to_owned();
+        drop(state);
         if !boot.records.is_empty() {
             futures_lite::future::block_on(core.storage.write(WriteOp::Apply(boot.records)))
                 .map_err(|e| anyhow::anyhow!("cannot store the default server: {e}"))?;
@@ -294,19 +309,24 @@ impl Authority {
             // Logged once, at the start that created the server; it is the only way to claim
             // the default server when no owner uid is configured.
             tracing::warn!(
-                server_id = core.community.default_server_id(),
+                server_id = default_server_id,
                 claim_token = %token,
                 "default server created without an owner: claim it with POST /v1/servers/{{server_id}}/ownership:claim and this single-use token (valid 30 days), or set OPENCHAT_DEFAULT_SERVER_OWNER_UID"
             );
         }
         let (jobs, inbox) = mpsc::channel(queue.max(1));
         let sockets = core.sockets.clone();
+        let state = core.community.clone();
         let (stop, stop_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("authority".to_owned())
             .spawn(move || core.run(inbox, stop_rx))?;
         Ok(Started {
-            authority: Authority { jobs, sockets },
+            authority: Authority {
+                jobs,
+                sockets,
+                state,
+            },
             receivers,
             stopper: Stopper {
                 stop,
@@ -335,29 +355,28 @@ impl Authority {
             .map_err(AuthorityError::Domain)
     }
 
-    /// Runs `f` against the state without changing it.
-    pub async fn read<T: Send + 'static>(
+    /// Runs `f` against the state without changing it, on the caller's thread: it waits for
+    /// no queue, only (at most) for the command being decided. `f` must not block; it cannot
+    /// hold the state across an await.
+    pub fn read<T>(
         &self,
-        f: impl FnOnce(&Community, Millis) -> Result<T, DomainError> + Send + 'static,
+        f: impl FnOnce(&Community, Millis) -> Result<T, DomainError>,
     ) -> Result<T, AuthorityError> {
-        self.submit(move |core, reply| {
-            let _ = reply.send(f(&core.community, now_millis()));
-        })
-        .await
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        f(&state, now_millis()).map_err(AuthorityError::Domain)
     }
 
-    /// Runs a command; answers once what it changed is committed.
-    pub async fn command<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Community, Millis) -> Result<Outcome<T>, DomainError> + Send + 'static,
-    ) -> Result<T, AuthorityError> {
+    /// Runs a command in arrival order; answers once what it changed is committed.
+    pub async fn command<C: Command>(&self, command: C) -> Result<C::Output, AuthorityError> {
         self.submit(move |core, reply| {
-            if core.stale {
+            if C::DURABLE && core.stale {
                 let _ = reply.send(Err(DomainError::Unavailable(Outage::CatchingUp)));
                 return;
             }
-            match f(&mut core.community, now_millis()) {
+            let decided = command.run(&mut core.state(), now_millis());
+            match decided {
                 Err(e) => {
+                    tracing::debug!(command = C::NAME, refused = e.code(), "command refused");
                     let _ = reply.send(Err(e));
                 }
                 Ok(outcome) => core.commit(outcome, reply),
@@ -376,7 +395,11 @@ impl Authority {
         since: i64,
     ) -> Result<Resumed, AuthorityError> {
         self.submit(move |core, reply| {
-            let last = core.community.last_event_id(&server_id);
+            let community = core
+                .community
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let last = community.last_event_id(&server_id);
             let ring = core.rings.get(&server_id);
             let replayed_up_to = ring.map_or(0, |r| r.latest() as i64);
             let resume = if since == last {
@@ -387,7 +410,7 @@ impl Authority {
             } else {
                 match ring {
                     Some(ring) => {
-                        let mut rule = core.community.replay_rule(&server_id, &reader_uid);
+                        let mut rule = community.replay_rule(&server_id, &reader_uid);
                         match ring.since_where(since as u64, |e| rule.allows(&e.subject)) {
                             Resume::Events(events) => {
                                 Resume::Events(events.into_iter().map(|e| e.frame).collect())
@@ -398,6 +421,7 @@ impl Authority {
                     None => Resume::ResyncRequired,
                 }
             };
+            drop(community);
             let _ = reply.send(Ok(Resumed {
                 resume,
                 last_event_id: last,
@@ -436,7 +460,11 @@ impl Core {
             .min(storage.write_queue_size())
             .max(1);
         Core {
-            community: Community::new(settings.clone(), snapshot, os_entropy()),
+            community: Arc::new(RwLock::new(Community::new(
+                settings.clone(),
+                snapshot,
+                os_entropy(),
+            ))),
             settings,
             storage,
             shards,
@@ -463,19 +491,33 @@ impl Core {
     /// holes in it.
     fn install(&mut self, snapshot: Snapshot) {
         self.rings.clear();
-        let volatile = self.community.take_volatile();
-        self.community = Community::new(self.settings.clone(), snapshot, os_entropy());
-        self.community.restore_volatile(volatile);
+        let mut fresh = Community::new(self.settings.clone(), snapshot, os_entropy());
+        let mut state = self.state();
+        fresh.restore_volatile(state.take_volatile());
+        *state = fresh;
+    }
+
+    /// The state, to change it. Held for one command (or one bookkeeping step) at a time:
+    /// every read on the shards waits while it is held.
+    fn state(&self) -> RwLockWriteGuard<'_, Community> {
+        self.community
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Folds the sockets opened and closed since the last look into the state.
     fn count_sockets(&mut self) {
-        for ((server_id, uid), net) in self.sockets.take() {
+        let counts = self.sockets.take();
+        if counts.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        for ((server_id, uid), net) in counts {
             for _ in 0..net.unsigned_abs() {
                 if net > 0 {
-                    self.community.socket_opened(&server_id, &uid);
+                    state.socket_opened(&server_id, &uid);
                 } else {
-                    self.community.socket_closed(&server_id, &uid);
+                    state.socket_closed(&server_id, &uid);
                 }
             }
         }
@@ -544,7 +586,7 @@ impl Core {
                     },
                     _ = sweep.tick() => {
                         self.count_sockets();
-                        self.community.sweep(now_millis());
+                        self.state().sweep(now_millis());
                     }
                     _ = stop.recv() => break,
                 }
@@ -739,20 +781,6 @@ impl Core {
     }
 }
 
-impl Authority {
-    /// Runs `f` with write access to the state for changes that need no storage (in-memory
-    /// challenges).
-    pub async fn submit_mut<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Community, Millis) -> Result<T, DomainError> + Send + 'static,
-    ) -> Result<T, AuthorityError> {
-        self.submit(move |core, reply| {
-            let _ = reply.send(f(&mut core.community, now_millis()));
-        })
-        .await
-    }
-}
-
 /// Waits for room in the channel of the lagging shard, if any (never resolves otherwise).
 async fn room_at(
     lagging: Option<(usize, mpsc::Sender<Broadcast>)>,
@@ -800,15 +828,35 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::community::commands::TakeWriteToken;
+    use crate::domain::model::HistoryVisibility;
 
-    /// A handle whose queue nobody reads.
+    /// A handle whose queue nobody reads, over a state with the default server.
     fn unread(queue: usize) -> (Authority, mpsc::Receiver<Job>) {
         let (jobs, inbox) = mpsc::channel(queue);
+        let settings = Settings {
+            default_server_id: "home".into(),
+            default_history_visibility: HistoryVisibility::Joined,
+            allow_server_creation: true,
+            max_message_bytes: 4000,
+            rate_limit_per_minute: 1000,
+            handshake_strategy: "token_proof",
+            origin: "https://chat.example.test".into(),
+            urls: views::Urls::new("https://chat.example.test"),
+        };
+        let mut community =
+            Community::new(settings, Snapshot::default(), Entropy::from_seed([7; 32]));
+        community.bootstrap_default_server("Home", Some("uid_owner"), 1_000);
         let authority = Authority {
             jobs,
             sockets: Arc::default(),
+            state: Arc::new(RwLock::new(community)),
         };
         (authority, inbox)
+    }
+
+    fn spend(uid: &str) -> TakeWriteToken {
+        TakeWriteToken { uid: uid.into() }
     }
 
     fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
@@ -818,13 +866,13 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_at_once_and_takes_nothing() {
         let (authority, mut inbox) = unread(1);
-        let mut waiting = Box::pin(authority.read(|_, _| Ok(1)));
+        let mut waiting = Box::pin(authority.command(spend("a")));
         assert!(
             poll_once(&mut waiting).is_none(),
             "the first job is queued and waits"
         );
         assert_eq!(
-            poll_once(authority.read(|_, _| Ok(2))),
+            poll_once(authority.command(spend("b"))),
             Some(Err(AuthorityError::Overloaded))
         );
         assert!(inbox.try_recv().is_ok());
@@ -832,10 +880,31 @@ mod tests {
     }
 
     #[test]
+    fn reads_answer_while_the_queue_is_full() {
+        let (authority, _inbox) = unread(1);
+        let mut waiting = Box::pin(authority.command(spend("a")));
+        assert!(poll_once(&mut waiting).is_none());
+        assert_eq!(
+            poll_once(authority.command(spend("b"))),
+            Some(Err(AuthorityError::Overloaded)),
+            "the queue is full"
+        );
+        // A session check or a history decision does not queue: it is answered at once.
+        let read = authority.read(|c, _| Ok(c.default_server_id().to_owned()));
+        assert_eq!(read, Ok("home".to_owned()));
+        let access = authority.read(|c, _| Ok(c.history_access_now(None, "nope").is_some()));
+        assert_eq!(
+            access,
+            Ok(true),
+            "an unknown channel is decided without a command"
+        );
+    }
+
+    #[test]
     fn a_stopped_authority_is_unavailable_not_overloaded() {
         let (authority, inbox) = unread(1);
         drop(inbox);
-        let refused = poll_once(authority.read(|_, _| Ok(1))).expect("answered at once");
+        let refused = poll_once(authority.command(spend("a"))).expect("answered at once");
         // Refused as the shutdown it is (503 `storage_unavailable`), not as a full queue.
         assert!(
             matches!(refused, Err(AuthorityError::Domain(_))),
@@ -846,7 +915,7 @@ mod tests {
     #[test]
     fn socket_bookkeeping_is_counted_even_when_the_queue_is_full() {
         let (authority, _inbox) = unread(1);
-        let _waiting = Box::pin(authority.read(|_, _| Ok(())));
+        let _waiting = Box::pin(authority.command(spend("a")));
         authority.socket_opened("srv".into(), "alice".into());
         authority.socket_opened("srv".into(), "alice".into());
         authority.socket_closed("srv".into(), "alice".into());

@@ -21,51 +21,81 @@ use crate::domain::{limits, text, views};
 impl Community {
     /// Decides what `actor` may read of a channel (wire contract B.2). Anonymous readers see
     /// `public` channels only; members see `members` channels whole and `joined` channels for
-    /// their membership spans; a uid that left sees nothing but `public` channels.
+    /// their membership spans; a uid that left sees nothing but `public` channels. A uid this
+    /// server has never seen is admitted first (`Admission::FirstContact`), which is the only
+    /// case that changes the state.
     pub fn history_access(
         &mut self,
         actor: Option<&Actor>,
         channel_id: &str,
         now: Millis,
     ) -> Result<Outcome<HistoryAccess>, DomainError> {
-        let channel = self.directory.channel(channel_id)?.clone();
+        if let Some(decided) = self.history_access_now(actor, channel_id) {
+            return decided.map(Outcome::pure);
+        }
+        // Only an identified first contact of an existing channel is left undecided.
+        let Some(actor) = actor else {
+            return Err(DomainError::IdentityRequired(Readable::Channel));
+        };
+        let server_id = self.directory.channel(channel_id)?.server_id.clone();
+        let mut records = Vec::new();
+        self.admit_inner(
+            &server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
+        let access = self
+            .history_access_now(Some(actor), channel_id)
+            .unwrap_or(Err(DomainError::NotAMember))?;
+        Ok(Outcome::stored(access, records))
+    }
+
+    /// [`Community::history_access`] for a reader it can decide without changing anything:
+    /// `None` when the reader is a first contact of the channel's server (the command admits
+    /// it). Shards ask this on their own thread, so a history page of a member never waits for
+    /// the sequencer.
+    pub fn history_access_now(
+        &self,
+        actor: Option<&Actor>,
+        channel_id: &str,
+    ) -> Option<Result<HistoryAccess, DomainError>> {
+        let channel = match self.directory.channel(channel_id) {
+            Ok(channel) => channel.clone(),
+            Err(e) => return Some(Err(e)),
+        };
         let public = channel.history_visibility == HistoryVisibility::Public;
         let Some(actor) = actor else {
             if public {
-                return Ok(Outcome::pure(HistoryAccess {
+                return Some(Ok(HistoryAccess {
                     channel,
                     visibility: Visibility::All,
                     viewer: None,
                 }));
             }
-            return Err(DomainError::IdentityRequired(Readable::Channel));
+            return Some(Err(DomainError::IdentityRequired(Readable::Channel)));
         };
-        let mut records = Vec::new();
-        let role = match self.admit_inner(
-            &channel.server_id,
-            &actor.user_uid,
-            Admission::FirstContact,
-            now,
-            &mut records,
-        ) {
-            Ok(role) => Some(role),
-            Err(DomainError::NotAMember) if public => None,
-            Err(e) => return Err(e),
+        let key = (channel.server_id.clone(), actor.user_uid.clone());
+        let role = match self.roster.memberships.get(&key) {
+            Some(m) if m.is_current() => Some(m.role),
+            Some(_) if public => None,
+            Some(_) => return Some(Err(DomainError::NotAMember)),
+            None => return None,
         };
-        let visibility = self
-            .read_visibility(&channel, Some(&actor.user_uid))
-            .ok_or(DomainError::NotAMember)?;
-        Ok(Outcome::stored(
-            HistoryAccess {
-                channel,
-                visibility,
-                viewer: role.map(|role| Viewer {
-                    user_uid: actor.user_uid.clone(),
-                    role,
-                }),
-            },
-            records,
-        ))
+        let visibility = self.read_visibility(&channel, Some(&actor.user_uid));
+        Some(
+            visibility
+                .map(|visibility| HistoryAccess {
+                    channel,
+                    visibility,
+                    viewer: role.map(|role| Viewer {
+                        user_uid: actor.user_uid.clone(),
+                        role,
+                    }),
+                })
+                .ok_or(DomainError::NotAMember),
+        )
     }
 
     /// Renders a stored message for a reader (see [`render`]).
@@ -389,9 +419,51 @@ pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissi
 mod tests {
     use crate::domain::community::fixtures::*;
     use crate::domain::community::{Admission, ProfileChange};
+    use crate::domain::error::DomainError;
     use crate::domain::history::MemoryHistory;
     use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility, Message};
     use crate::domain::records::{Record, Visibility};
+
+    /// The read path decides every reader the command would, the same way, except a first
+    /// contact (which the command admits): a history page of a member never needs a command.
+    #[test]
+    fn history_access_now_decides_what_the_command_decides_without_changing_anything() {
+        let mut c = community(HistoryVisibility::Joined);
+        let alice = actor("uid_alice");
+        let channel = text_channel(&mut c, "home", &alice);
+        // A member: decided, with the same answer as the command.
+        let now = c
+            .history_access_now(Some(&alice), &channel)
+            .expect("decided");
+        let by_command = c.history_access(Some(&alice), &channel, 20).unwrap();
+        assert!(
+            by_command.records.is_empty(),
+            "a member's access changes nothing"
+        );
+        assert_eq!(now, Ok(by_command.value));
+        // Anonymous readers of a non-public channel and unknown channels: decided refusals.
+        assert!(matches!(c.history_access_now(None, &channel), Some(Err(_))));
+        assert!(matches!(
+            c.history_access_now(Some(&alice), "ch_missing"),
+            Some(Err(_))
+        ));
+        // A first contact is left to the command, which admits it.
+        let bob = actor("uid_bob");
+        assert_eq!(c.history_access_now(Some(&bob), &channel), None);
+        let admitted = c.history_access(Some(&bob), &channel, 30).unwrap();
+        assert!(!admitted.records.is_empty(), "the first contact joined");
+        assert!(c.history_access_now(Some(&bob), &channel).is_some());
+        // One who left is decided (refused) without a command.
+        c.leave(&bob, "home", 40).unwrap();
+        assert_eq!(
+            c.history_access_now(Some(&bob), &channel),
+            Some(Err(DomainError::NotAMember))
+        );
+        assert_eq!(
+            c.history_access(Some(&bob), &channel, 41).map(|o| o.value),
+            Err(DomainError::NotAMember)
+        );
+    }
 
     #[test]
     fn a_later_joiner_does_not_see_earlier_messages_in_a_joined_channel() {

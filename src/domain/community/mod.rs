@@ -16,6 +16,7 @@
 //! mention lookups), `profiles` (profiles and avatars), `sessions` (devices, sessions,
 //! challenges, bindings), `moderation` (bans, timeouts, locks, kicks, the voice grant),
 //! `tickets` (join tickets between signing and use) and `access` (the read rule).
+//! [`commands`] names every command the authority takes as a type of its own.
 
 use std::collections::HashMap;
 
@@ -27,6 +28,7 @@ use super::views::*;
 
 mod access;
 mod acks;
+pub mod commands;
 mod directory;
 #[cfg(test)]
 mod fixtures;
@@ -39,6 +41,7 @@ mod sessions;
 mod tickets;
 
 pub use access::{ReplayRule, Subject, readable};
+pub use commands::Command;
 pub use messages::{permissions, render};
 pub use tickets::{MAX_TRACKED_TICKETS, TicketBook};
 
