@@ -217,7 +217,7 @@ fn rich(seq: Seq, channel: &str) -> Message {
 fn event(server_id: &str, event_id: i64) -> StoredEvent {
     StoredEvent {
         server_id: server_id.to_owned(),
-        event_id,
+        event_id: EventId(event_id as u64),
         kind: "message.created".to_owned(),
         payload: format!(r#"{{"type":"message.created","event_id":{event_id},"text":"a\"b"}}"#),
         created_at: 20_000 + event_id,
@@ -353,7 +353,10 @@ fn everything() -> (Vec<Record>, Snapshot) {
         moderation,
         identity_bindings,
         last_seq: 2,
-        last_event_ids: HashMap::from([("srv-1".to_owned(), 2), ("srv-2".to_owned(), 1)]),
+        last_event_ids: HashMap::from([
+            ("srv-1".to_owned(), EventId(2)),
+            ("srv-2".to_owned(), EventId(1)),
+        ]),
         recent_events: events,
     };
     (records, expected)
@@ -369,7 +372,10 @@ fn empty_storage_gives_an_empty_snapshot(h: StorageHarness) {
         block_on(storage.messages(latest("ch-1", 10))),
         Ok(MessagePage::default())
     );
-    assert_eq!(block_on(storage.events_after("srv-1", 0, 10)), Ok(vec![]));
+    assert_eq!(
+        block_on(storage.events_after("srv-1", EventId(0), 10)),
+        Ok(vec![])
+    );
     handle.shutdown();
 }
 
@@ -386,7 +392,7 @@ fn every_record_round_trips(h: StorageHarness) {
     assert_eq!(page.reply_targets, vec![plain(1, "ch-1")]);
     assert!(!page.has_older);
     assert_eq!(
-        block_on(storage.events_after("srv-1", 0, 10)),
+        block_on(storage.events_after("srv-1", EventId(0), 10)),
         Ok(vec![event("srv-1", 1), event("srv-1", 2)])
     );
 
@@ -497,7 +503,7 @@ fn upserts_overwrite(h: StorageHarness) {
         Ok(Some(plain(1, "ch-1")))
     );
     assert_eq!(
-        block_on(storage.events_after("srv-1", 0, 1)),
+        block_on(storage.events_after("srv-1", EventId(0), 1)),
         Ok(vec![event("srv-1", 1)])
     );
     handle.shutdown();
@@ -610,9 +616,9 @@ fn events_are_windowed_per_server(h: StorageHarness) {
     assert_eq!(
         snapshot.last_event_ids,
         HashMap::from([
-            ("srv-a".to_owned(), 10),
-            ("srv-b".to_owned(), 2),
-            ("srv-c".to_owned(), 7),
+            ("srv-a".to_owned(), EventId(10)),
+            ("srv-b".to_owned(), EventId(2)),
+            ("srv-c".to_owned(), EventId(7)),
         ])
     );
     assert_eq!(
@@ -633,7 +639,7 @@ fn events_are_windowed_per_server(h: StorageHarness) {
     );
 
     assert_eq!(
-        block_on(storage.events_after("srv-a", 4, 3)),
+        block_on(storage.events_after("srv-a", EventId(4), 3)),
         Ok(vec![
             event("srv-a", 5),
             event("srv-a", 6),
@@ -641,11 +647,17 @@ fn events_are_windowed_per_server(h: StorageHarness) {
         ])
     );
     assert_eq!(
-        block_on(storage.events_after("srv-c", 5, 10)),
+        block_on(storage.events_after("srv-c", EventId(5), 10)),
         Ok(vec![event("srv-c", 7)])
     );
-    assert_eq!(block_on(storage.events_after("srv-a", 10, 10)), Ok(vec![]));
-    assert_eq!(block_on(storage.events_after("srv-z", 0, 10)), Ok(vec![]));
+    assert_eq!(
+        block_on(storage.events_after("srv-a", EventId(10), 10)),
+        Ok(vec![])
+    );
+    assert_eq!(
+        block_on(storage.events_after("srv-z", EventId(0), 10)),
+        Ok(vec![])
+    );
     handle.shutdown();
 }
 
@@ -695,12 +707,12 @@ fn concurrent_applies_are_group_committed(h: StorageHarness) {
     let seqs: Vec<Seq> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, (1..=TOTAL as Seq).collect::<Vec<_>>());
     assert_eq!(page.messages[41], plain(42, "ch-busy"));
-    let events = block_on(storage.events_after("srv-1", 0, TOTAL + 1)).unwrap();
+    let events = block_on(storage.events_after("srv-1", EventId(0), TOTAL + 1)).unwrap();
     assert_eq!(events.len(), TOTAL);
     assert_eq!(events[TOTAL - 1], event("srv-1", TOTAL as i64));
     let snapshot = block_on(storage.load_snapshot(10)).unwrap();
     assert_eq!(snapshot.last_seq, TOTAL as Seq);
-    assert_eq!(snapshot.last_event_ids["srv-1"], TOTAL as i64);
+    assert_eq!(snapshot.last_event_ids["srv-1"], EventId(TOTAL as u64));
     assert_eq!(snapshot.recent_events.len(), 10);
     handle.shutdown();
 }

@@ -12,6 +12,7 @@ use super::RequestCtx;
 use super::identity::{actor, bearer_token, query_param};
 use crate::domain::community::Actor;
 use crate::domain::community::commands::OpenRealtime;
+use crate::domain::model::EventId;
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
 use crate::realtime::{
@@ -72,11 +73,11 @@ struct Admitted {
     who: Actor,
     /// Its number in the hub (registered, events held until it goes live).
     id: u64,
-    since: Option<i64>,
+    since: Option<EventId>,
     /// When this opening made the user a member (again): the server's last event id then.
     /// Events up to it were decided before the join, so they do not go out live to this
     /// socket (the resume, if any, applies the read rule to them instead).
-    joined_after: Option<i64>,
+    joined_after: Option<EventId>,
 }
 
 /// Checks the opening and admits the user. A refusal is the message to send.
@@ -90,8 +91,8 @@ async fn admit(
 ) -> Result<Admitted, String> {
     let since = match since {
         None => None,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) => Some(EventId(n)),
             _ => return Err("since_event_id must be a non-negative integer".to_owned()),
         },
     };
@@ -167,7 +168,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
     };
     app.authority
         .socket_opened(server_id.clone(), who.user_uid.clone());
-    let joined_after = joined_after.unwrap_or(0);
+    let joined_after = joined_after.unwrap_or_default();
     if let Some(since) = since {
         let resumed = app
             .authority

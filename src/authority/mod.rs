@@ -58,7 +58,7 @@ use crate::domain::community::{
 };
 use crate::domain::entropy::Entropy;
 use crate::domain::error::{DomainError, Outage};
-use crate::domain::model::Millis;
+use crate::domain::model::{EventId, Millis};
 use crate::domain::records::{Record, Snapshot};
 use crate::domain::views;
 use crate::realtime::{EventRing, RESUME_WINDOW_EVENTS, Resume};
@@ -89,7 +89,7 @@ pub fn now_rfc3339() -> String {
 pub struct Published {
     pub server_id: String,
     pub audience: Audience,
-    pub event_id: Option<i64>,
+    pub event_id: Option<EventId>,
     pub frame: Bytes,
 }
 
@@ -106,11 +106,11 @@ pub struct Resumed {
     /// The frames the reader missed and may read, or `ResyncRequired`.
     pub resume: Resume,
     /// The server's last event id (named in `chat.resync_required`).
-    pub last_event_id: i64,
+    pub last_event_id: EventId,
     /// Every event published up to this id was considered for the replay; the socket's live
     /// events start after it. Events with an id but still being committed are later and go
     /// out live.
-    pub replayed_up_to: i64,
+    pub replayed_up_to: EventId,
 }
 
 /// What the shards receive from the authority.
@@ -392,7 +392,7 @@ impl Authority {
         &self,
         server_id: String,
         reader_uid: String,
-        since: i64,
+        since: EventId,
     ) -> Result<Resumed, AuthorityError> {
         self.submit(move |core, reply| {
             let community = core
@@ -401,7 +401,7 @@ impl Authority {
                 .unwrap_or_else(PoisonError::into_inner);
             let last = community.last_event_id(&server_id);
             let ring = core.rings.get(&server_id);
-            let replayed_up_to = ring.map_or(0, |r| r.latest() as i64);
+            let replayed_up_to = ring.map_or(EventId::NONE, |r| r.latest());
             let resume = if since == last {
                 Resume::Events(Vec::new())
             } else if since > last {
@@ -411,7 +411,7 @@ impl Authority {
                 match ring {
                     Some(ring) => {
                         let mut rule = community.replay_rule(&server_id, &reader_uid);
-                        match ring.since_where(since as u64, |e| rule.allows(&e.subject)) {
+                        match ring.since_where(since, |e| rule.allows(&e.subject)) {
                             Resume::Events(events) => {
                                 Resume::Events(events.into_iter().map(|e| e.frame).collect())
                             }
@@ -447,7 +447,7 @@ pub fn frame_of(event: &Emitted) -> Bytes {
     crate::realtime::encode_frame(
         event.kind,
         event.payload.as_bytes(),
-        event.event_id.map(|id| id as u64),
+        event.event_id.map(|id| id.0),
         &event.server_id,
         &views::rfc3339(event.created_at),
     )
@@ -757,10 +757,10 @@ impl Core {
                 self.rings
                     .entry(event.server_id.clone())
                     .or_insert_with(|| {
-                        EventRing::starting_after(id as u64 - 1, RESUME_WINDOW_EVENTS)
+                        EventRing::starting_after(EventId(id.0 - 1), RESUME_WINDOW_EVENTS)
                     })
                     .push(
-                        id as u64,
+                        id,
                         Replayable {
                             frame: frame.clone(),
                             subject: event.subject,

@@ -13,6 +13,43 @@ pub type Millis = i64;
 /// Position of a message in the instance-wide message order (1, 2, 3…; 0 = before any).
 pub type Seq = i64;
 
+/// A server's realtime event id (wire contract B.3): 1, 2, 3… per server, handed out in
+/// command order, never reused; 0 means "none yet". The wire and the resume cursor carry it as
+/// an unsigned integer; storage keeps it in a signed 64-bit column, converted only at that
+/// boundary ([`EventId::from_stored`], [`EventId::stored`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct EventId(pub u64);
+
+impl EventId {
+    /// No event yet.
+    pub const NONE: EventId = EventId(0);
+
+    /// The id after this one.
+    pub fn next(self) -> EventId {
+        EventId(self.0 + 1)
+    }
+
+    /// The id as storage writes it. Ids count up by one from zero, so they stay far below
+    /// `i64::MAX`; one that did not would be a bug, refused rather than wrapped.
+    pub fn stored(self) -> i64 {
+        i64::try_from(self.0).expect("event ids stay below i64::MAX")
+    }
+
+    /// An id read from storage; a negative one is corrupt data.
+    pub fn from_stored(value: i64) -> Option<EventId> {
+        u64::try_from(value).ok().map(EventId)
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -323,7 +360,7 @@ impl Moderation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     pub server_id: String,
-    pub event_id: i64,
+    pub event_id: EventId,
     pub kind: String,
     /// The JSON payload as sent.
     pub payload: String,

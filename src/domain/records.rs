@@ -41,7 +41,7 @@ pub enum Record {
     /// as new messages, are counted this way). Never moves backwards.
     LastEventId {
         server_id: String,
-        event_id: i64,
+        event_id: EventId,
     },
 }
 
@@ -68,7 +68,7 @@ pub struct Snapshot {
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest event id per server.
-    pub last_event_ids: HashMap<String, i64>,
+    pub last_event_ids: HashMap<String, EventId>,
     /// The newest events of each server (at most the resume window), oldest first.
     pub recent_events: Vec<StoredEvent>,
 }

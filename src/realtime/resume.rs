@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::domain::model::EventId;
+
 /// Events kept per server for resuming.
 pub const RESUME_WINDOW_EVENTS: usize = 1000;
 
@@ -27,12 +29,12 @@ pub enum Resume<T = Bytes> {
 
 #[derive(Debug)]
 pub struct EventRing<T = Bytes> {
-    events: VecDeque<(u64, T)>,
+    events: VecDeque<(EventId, T)>,
     capacity: usize,
     /// Highest event id issued so far (0: none).
-    latest: u64,
+    latest: EventId,
     /// Highest event id no longer kept (0: none dropped).
-    forgotten: u64,
+    forgotten: EventId,
 }
 
 impl<T: Clone> Default for EventRing<T> {
@@ -47,14 +49,14 @@ impl<T: Clone> EventRing<T> {
         EventRing {
             events: VecDeque::new(),
             capacity: capacity.max(1),
-            latest: 0,
-            forgotten: 0,
+            latest: EventId::NONE,
+            forgotten: EventId::NONE,
         }
     }
 
     /// A ring for a server that has already issued events up to `last_event_id` (after a
     /// restart): those are not kept, so resuming from before it requires a resync.
-    pub fn starting_after(last_event_id: u64, capacity: usize) -> EventRing<T> {
+    pub fn starting_after(last_event_id: EventId, capacity: usize) -> EventRing<T> {
         EventRing {
             latest: last_event_id,
             forgotten: last_event_id,
@@ -64,7 +66,7 @@ impl<T: Clone> EventRing<T> {
 
     /// Keeps the frame of event `event_id`, dropping the oldest one when full. Ids must
     /// increase; a stale or repeated id is refused (returns false) and not kept.
-    pub fn push(&mut self, event_id: u64, frame: T) -> bool {
+    pub fn push(&mut self, event_id: EventId, frame: T) -> bool {
         if event_id <= self.latest {
             return false;
         }
@@ -79,13 +81,13 @@ impl<T: Clone> EventRing<T> {
     }
 
     /// What a client that has seen everything up to `event_id` missed.
-    pub fn since(&self, event_id: u64) -> Resume<T> {
+    pub fn since(&self, event_id: EventId) -> Resume<T> {
         self.since_where(event_id, |_| true)
     }
 
     /// Like [`EventRing::since`], keeping only the entries `keep` accepts. Whether a resync is
     /// required does not depend on `keep`: a window with a hole is a hole for every reader.
-    pub fn since_where(&self, event_id: u64, mut keep: impl FnMut(&T) -> bool) -> Resume<T> {
+    pub fn since_where(&self, event_id: EventId, mut keep: impl FnMut(&T) -> bool) -> Resume<T> {
         if event_id > self.latest || event_id < self.forgotten {
             return Resume::ResyncRequired;
         }
@@ -101,7 +103,7 @@ impl<T: Clone> EventRing<T> {
     }
 
     /// Highest event id issued so far (0 before the first).
-    pub fn latest(&self) -> u64 {
+    pub fn latest(&self) -> EventId {
         self.latest
     }
 
@@ -129,7 +131,7 @@ mod tests {
     fn filled(capacity: usize, ids: impl IntoIterator<Item = u64>) -> EventRing<Bytes> {
         let mut ring = EventRing::new(capacity);
         for id in ids {
-            assert!(ring.push(id, frame(id)));
+            assert!(ring.push(EventId(id), frame(id)));
         }
         ring
     }
@@ -137,29 +139,40 @@ mod tests {
     #[test]
     fn replays_what_came_after() {
         let ring = filled(10, 1..=5);
-        assert_eq!(ring.since(0), events(1..=5));
-        assert_eq!(ring.since(3), events(4..=5));
-        assert_eq!(ring.since(5), events([]), "up to date: nothing to replay");
-        assert_eq!(ring.since(6), Resume::ResyncRequired, "a future id");
-        assert_eq!(ring.latest(), 5);
+        assert_eq!(ring.since(EventId(0)), events(1..=5));
+        assert_eq!(ring.since(EventId(3)), events(4..=5));
+        assert_eq!(
+            ring.since(EventId(5)),
+            events([]),
+            "up to date: nothing to replay"
+        );
+        assert_eq!(
+            ring.since(EventId(6)),
+            Resume::ResyncRequired,
+            "a future id"
+        );
+        assert_eq!(ring.latest(), EventId(5));
     }
 
     #[test]
     fn a_filter_keeps_what_the_reader_may_have_and_not_the_resync_rule() {
         let ring = filled(3, 1..=6);
         let even = |f: &Bytes| f.ends_with(b"4") || f.ends_with(b"6");
-        assert_eq!(ring.since_where(3, even), events([4, 6]));
-        assert_eq!(ring.since_where(5, even), events([6]));
-        assert_eq!(ring.since_where(3, |_| false), events([]));
+        assert_eq!(ring.since_where(EventId(3), even), events([4, 6]));
+        assert_eq!(ring.since_where(EventId(5), even), events([6]));
+        assert_eq!(ring.since_where(EventId(3), |_| false), events([]));
         // 3 was dropped: a resync, whatever the filter says.
-        assert_eq!(ring.since_where(2, |_| false), Resume::ResyncRequired);
+        assert_eq!(
+            ring.since_where(EventId(2), |_| false),
+            Resume::ResyncRequired
+        );
     }
 
     #[test]
     fn a_fresh_ring_is_up_to_date_at_zero() {
         let ring = EventRing::<Bytes>::default();
-        assert_eq!(ring.since(0), events([]));
-        assert_eq!(ring.since(1), Resume::ResyncRequired);
+        assert_eq!(ring.since(EventId(0)), events([]));
+        assert_eq!(ring.since(EventId(1)), Resume::ResyncRequired);
         assert!(ring.is_empty());
     }
 
@@ -168,48 +181,60 @@ mod tests {
         let ring = filled(3, 1..=10);
         assert_eq!(ring.len(), 3);
         // 8, 9, 10 are kept; 7 was dropped.
-        assert_eq!(ring.since(7), events(8..=10), "7 seen, nothing missing");
-        assert_eq!(ring.since(6), Resume::ResyncRequired, "7 was dropped");
-        assert_eq!(ring.since(0), Resume::ResyncRequired);
-        assert_eq!(ring.since(10), events([]));
+        assert_eq!(
+            ring.since(EventId(7)),
+            events(8..=10),
+            "7 seen, nothing missing"
+        );
+        assert_eq!(
+            ring.since(EventId(6)),
+            Resume::ResyncRequired,
+            "7 was dropped"
+        );
+        assert_eq!(ring.since(EventId(0)), Resume::ResyncRequired);
+        assert_eq!(ring.since(EventId(10)), events([]));
     }
 
     #[test]
     fn the_default_window_holds_a_thousand_events() {
         let ring = filled(RESUME_WINDOW_EVENTS, 1..=1500);
         assert_eq!(ring.len(), RESUME_WINDOW_EVENTS);
-        assert_eq!(ring.since(500), events(501..=1500));
-        assert_eq!(ring.since(499), Resume::ResyncRequired);
+        assert_eq!(ring.since(EventId(500)), events(501..=1500));
+        assert_eq!(ring.since(EventId(499)), Resume::ResyncRequired);
     }
 
     #[test]
     fn gaps_in_ids_are_not_mistaken_for_losses() {
         let ring = filled(2, [10, 20, 30, 40]);
         // 10 and 20 were dropped; 30 and 40 are kept.
-        assert_eq!(ring.since(20), events([30, 40]));
+        assert_eq!(ring.since(EventId(20)), events([30, 40]));
         assert_eq!(
-            ring.since(25),
+            ring.since(EventId(25)),
             events([30, 40]),
             "no event had an id in 21..30"
         );
-        assert_eq!(ring.since(19), Resume::ResyncRequired, "20 was missed");
+        assert_eq!(
+            ring.since(EventId(19)),
+            Resume::ResyncRequired,
+            "20 was missed"
+        );
     }
 
     #[test]
     fn stale_ids_are_refused() {
         let mut ring = filled(5, [1, 2, 3]);
-        assert!(!ring.push(3, frame(3)));
-        assert!(!ring.push(2, frame(2)));
-        assert_eq!(ring.since(0), events([1, 2, 3]));
+        assert!(!ring.push(EventId(3), frame(3)));
+        assert!(!ring.push(EventId(2), frame(2)));
+        assert_eq!(ring.since(EventId(0)), events([1, 2, 3]));
     }
 
     #[test]
     fn after_a_restart_older_ids_need_a_resync() {
-        let mut ring = EventRing::starting_after(100, 10);
-        assert_eq!(ring.since(100), events([]));
-        assert_eq!(ring.since(99), Resume::ResyncRequired);
-        ring.push(101, frame(101));
-        assert_eq!(ring.since(100), events([101]));
-        assert!(!ring.push(50, frame(50)));
+        let mut ring = EventRing::starting_after(EventId(100), 10);
+        assert_eq!(ring.since(EventId(100)), events([]));
+        assert_eq!(ring.since(EventId(99)), Resume::ResyncRequired);
+        ring.push(EventId(101), frame(101));
+        assert_eq!(ring.since(EventId(100)), events([101]));
+        assert!(!ring.push(EventId(50), frame(50)));
     }
 }

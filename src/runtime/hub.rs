@@ -22,6 +22,7 @@ use super::websocket::SocketHandle;
 use crate::authority::now_rfc3339 as now_text;
 use crate::authority::{Broadcast, Published};
 use crate::domain::community::{Audience, Notice};
+use crate::domain::model::EventId;
 use crate::realtime::{Delivery, FrameContext, Member, Presence, SocketRef};
 use crate::sfu::Sfu;
 use crate::sharding::shard_for;
@@ -66,9 +67,9 @@ struct LocalSocket {
     channels: HashSet<String>,
     /// `false` while a resume is being replayed: live events wait in `held`.
     live: bool,
-    held: Vec<(Option<i64>, Bytes)>,
+    held: Vec<(Option<EventId>, Bytes)>,
     /// Highest server event id written to it; older ones (seen in the replay) are skipped.
-    last_event_id: i64,
+    last_event_id: EventId,
 }
 
 #[derive(Default)]
@@ -127,14 +128,14 @@ impl Hub {
                 channels: HashSet::new(),
                 live,
                 held: Vec::new(),
-                last_event_id: 0,
+                last_event_id: EventId::NONE,
             },
         );
         id
     }
 
     /// Ends a replay: events that arrived meanwhile and are newer than `replayed_up_to` go out.
-    pub fn go_live(&self, socket: u64, replayed_up_to: i64) {
+    pub fn go_live(&self, socket: u64, replayed_up_to: EventId) {
         let mut sockets = self.sockets.borrow_mut();
         let Some(s) = sockets.get_mut(&socket) else {
             return;
@@ -148,7 +149,7 @@ impl Hub {
         }
     }
 
-    fn write(s: &mut LocalSocket, event_id: Option<i64>, frame: &Bytes) -> Result<(), ()> {
+    fn write(s: &mut LocalSocket, event_id: Option<EventId>, frame: &Bytes) -> Result<(), ()> {
         if let Some(id) = event_id {
             if id <= s.last_event_id {
                 return Ok(());

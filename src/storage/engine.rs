@@ -8,7 +8,7 @@ use std::time::Instant;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::domain::model::{Message, StoredEvent};
+use crate::domain::model::{EventId, Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Snapshot};
 
 use super::{
@@ -128,7 +128,7 @@ impl Database {
     pub(super) async fn events_after(
         &self,
         server_id: &str,
-        after_event_id: i64,
+        after_event_id: EventId,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         match self {

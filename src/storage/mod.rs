@@ -50,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::domain::model::{Message, StoredEvent};
+use crate::domain::model::{EventId, Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
 
 pub use blobs::{BlobId, blob_path};
@@ -226,7 +226,7 @@ enum Command {
     },
     EventsAfter {
         server_id: String,
-        after_event_id: i64,
+        after_event_id: EventId,
         limit: usize,
         reply: Reply<Vec<StoredEvent>>,
     },
@@ -349,7 +349,7 @@ impl Storage {
     pub async fn events_after(
         &self,
         server_id: &str,
-        after_event_id: i64,
+        after_event_id: EventId,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let server_id = server_id.to_owned();

@@ -256,7 +256,12 @@ async fn insert_events(
                 .map(|e| e.server_id.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_id.stored())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
         .bind(
             events

@@ -72,10 +72,11 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         None => 0,
     };
 
-    let mut last_event_ids: Vec<(String, i64)> = all(conn, SELECT_LAST_EVENT_IDS, vec![], |row| {
-        Ok((row.text(0)?, row.int(1)?))
-    })
-    .await?;
+    let mut last_event_ids: Vec<(String, EventId)> =
+        all(conn, SELECT_LAST_EVENT_IDS, vec![], |row| {
+            Ok((row.text(0)?, event_id(row, 1)?))
+        })
+        .await?;
     // A server may appear twice (its logged events and its counter): keep the highest.
     last_event_ids.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     last_event_ids.dedup_by(|later, first| later.0 == first.0);
@@ -170,7 +171,7 @@ pub(super) async fn message<C: SqlConn>(
 pub(super) async fn events_after<C: SqlConn>(
     conn: &mut C,
     server_id: &str,
-    after_event_id: i64,
+    after_event_id: EventId,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StorageError> {
     all(
@@ -178,7 +179,7 @@ pub(super) async fn events_after<C: SqlConn>(
         &SELECT_EVENTS_AFTER,
         vec![
             server_id.into(),
-            after_event_id.into(),
+            after_event_id.stored().into(),
             sql_limit(limit).into(),
         ],
         event,
@@ -536,10 +537,16 @@ fn moderation(row: &impl SqlRow) -> Result<Moderation, StorageError> {
     })
 }
 
+/// An event id column: stored signed, never negative.
+fn event_id(row: &impl SqlRow, index: usize) -> Result<EventId, StorageError> {
+    let stored = row.int(index)?;
+    EventId::from_stored(stored).ok_or_else(|| corrupt("event id", stored))
+}
+
 fn event(row: &impl SqlRow) -> Result<StoredEvent, StorageError> {
     Ok(StoredEvent {
         server_id: row.text(0)?,
-        event_id: row.int(1)?,
+        event_id: event_id(row, 1)?,
         kind: row.text(2)?,
         payload: row.text(3)?,
         created_at: row.int(4)?,

@@ -12,7 +12,7 @@
 //! and events do nothing when the row exists, a membership replaces its span set, deletions of
 //! absent rows delete nothing. A batch retried after an ambiguous failure changes nothing.
 
-use crate::domain::model::{Content, Message, StoredEvent};
+use crate::domain::model::{Content, EventId, Message, StoredEvent};
 use crate::domain::records::Record;
 
 use super::StorageError;
@@ -24,7 +24,7 @@ pub(super) struct Bulk<'a> {
     pub(super) messages: Vec<&'a Message>,
     pub(super) events: Vec<&'a StoredEvent>,
     /// Highest `LastEventId` per server in the batch: one update per server, not per message.
-    pub(super) last_event_ids: std::collections::HashMap<&'a str, i64>,
+    pub(super) last_event_ids: std::collections::HashMap<&'a str, EventId>,
 }
 
 impl<'a> Bulk<'a> {
@@ -38,7 +38,10 @@ impl<'a> Bulk<'a> {
                 server_id,
                 event_id,
             } => {
-                let highest = self.last_event_ids.entry(server_id.as_str()).or_insert(0);
+                let highest = self
+                    .last_event_ids
+                    .entry(server_id.as_str())
+                    .or_insert(EventId::NONE);
                 *highest = (*highest).max(*event_id);
             }
             _ => return false,
@@ -51,7 +54,7 @@ impl<'a> Bulk<'a> {
         let mut servers: Vec<(&str, i64)> = self
             .last_event_ids
             .iter()
-            .map(|(s, id)| (*s, *id))
+            .map(|(s, id)| (*s, id.stored()))
             .collect();
         servers.sort_unstable();
         servers

@@ -175,7 +175,7 @@ async fn insert_events(
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
         insert.push_values(chunk, |mut row, e| {
             row.push_bind(e.server_id.as_str())
-                .push_bind(e.event_id)
+                .push_bind(e.event_id.stored())
                 .push_bind(e.kind.as_str())
                 .push_bind(e.payload.as_str())
                 .push_bind(e.created_at);

@@ -14,7 +14,7 @@ use super::{
 use crate::domain::error::DomainError;
 use crate::domain::identity::BindingView;
 use crate::domain::model::{
-    AvatarAsset, ChannelKind, Encryption, HistoryVisibility, Message, Millis, Role,
+    AvatarAsset, ChannelKind, Encryption, EventId, HistoryVisibility, Message, Millis, Role,
 };
 use crate::domain::views;
 use crate::rtc::ticket::{Claims, Permissions};
@@ -209,9 +209,9 @@ pub struct OpenRealtime {
 }
 
 impl Command for OpenRealtime {
-    type Output = Option<i64>;
+    type Output = Option<EventId>;
     const NAME: &'static str = "open_realtime";
-    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Option<i64>>, DomainError> {
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Option<EventId>>, DomainError> {
         if let Some(token) = &self.token
             && c.authenticate(token, now).is_none()
         {

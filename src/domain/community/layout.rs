@@ -443,9 +443,9 @@ mod tests {
         assert_eq!(renamed.events[0].kind, "chat.category.updated");
 
         // Event ids of a server increase by one.
-        let ids: Vec<i64> = [&cat.events[0], &ch.events[0], &renamed.events[0]]
+        let ids: Vec<u64> = [&cat.events[0], &ch.events[0], &renamed.events[0]]
             .iter()
-            .map(|e| e.event_id.unwrap())
+            .map(|e| e.event_id.unwrap().0)
             .collect();
         assert_eq!(ids, vec![1, 2, 3]);
 

@@ -324,7 +324,7 @@ mod tests {
     use crate::domain::community::fixtures::*;
     use crate::domain::community::{Admission, Notice};
     use crate::domain::history::MemoryHistory;
-    use crate::domain::model::{ChannelKind, HistoryVisibility};
+    use crate::domain::model::{ChannelKind, EventId, HistoryVisibility};
 
     #[test]
     fn leaving_ends_access_and_rejoining_opens_a_new_span() {
@@ -371,6 +371,6 @@ mod tests {
         c.create_category(&member, "home", "X", ChannelKind::Text, 1)
             .unwrap_err();
         assert_eq!(c.current_role("home", "uid_member"), None);
-        assert_eq!(c.last_event_id("home"), 0);
+        assert_eq!(c.last_event_id("home"), EventId::NONE);
     }
 }

@@ -657,11 +657,11 @@ mod tests {
         let out = c
             .post_message(&alice, &channel, plain("hi", None), 1)
             .unwrap();
-        assert_eq!(out.events[0].event_id, Some(before + 1));
+        assert_eq!(out.events[0].event_id, Some(before.next()));
         assert!(out.records.iter().all(|r| !matches!(r, Record::Event(_))));
         assert!(out.records.contains(&Record::LastEventId {
             server_id: "home".into(),
-            event_id: before + 1
+            event_id: before.next()
         }));
         let _ = &mut history;
     }

@@ -136,7 +136,7 @@ pub enum Audience {
 pub struct Emitted {
     pub server_id: String,
     /// Set for server-wide events (they are logged for resume); `None` for private ones.
-    pub event_id: Option<i64>,
+    pub event_id: Option<EventId>,
     pub audience: Audience,
     pub kind: &'static str,
     pub payload: String,
@@ -286,7 +286,7 @@ pub struct Community {
     tickets: TicketBook,
     limiter: super::rate::RateLimiter,
     last_seq: Seq,
-    last_event_ids: HashMap<String, i64>,
+    last_event_ids: HashMap<String, EventId>,
 }
 
 impl Community {
@@ -365,8 +365,11 @@ impl Community {
     }
 
     /// Highest event id handed out for `server_id` (0 when none).
-    pub fn last_event_id(&self, server_id: &str) -> i64 {
-        self.last_event_ids.get(server_id).copied().unwrap_or(0)
+    pub fn last_event_id(&self, server_id: &str) -> EventId {
+        self.last_event_ids
+            .get(server_id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The uid's role when it is a current member.
@@ -415,7 +418,7 @@ impl Community {
         now: Millis,
     ) -> Emitted {
         let payload = encode(payload);
-        let next = self.last_event_id(server_id) + 1;
+        let next = self.last_event_id(server_id).next();
         self.last_event_ids.insert(server_id.to_owned(), next);
         records.push(Record::LastEventId {
             server_id: server_id.to_owned(),
