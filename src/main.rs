@@ -125,26 +125,19 @@ fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::Parse
 /// Every realtime socket is a descriptor; the usual soft limit (1024) would cap an instance at
 /// about a thousand members online. Raise it to the hard limit the operator allows.
 fn raise_descriptor_limit() {
-    // SAFETY: plain getrlimit/setrlimit on a stack value.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let soft = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::debug!(
-                from = soft,
-                to = limit.rlim_max,
-                "raised the open-file limit"
-            );
-        } else {
-            tracing::warn!(
-                soft,
-                "could not raise the open-file limit; realtime sockets are capped by it"
-            );
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+        Err(error) => tracing::warn!(
+            soft,
+            %error,
+            "could not raise the open-file limit; realtime sockets are capped by it"
+        ),
     }
 }

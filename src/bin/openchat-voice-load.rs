@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -337,31 +336,27 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-struct Epoll(i32);
+/// Readiness of every connection's socket, by index into the connection list.
+struct Epoll(nix::sys::epoll::Epoll);
 
 impl Epoll {
     fn new(conns: &[Conn]) -> Epoll {
-        // SAFETY: plain epoll calls on descriptors this process owns.
-        let fd = unsafe { libc::epoll_create1(0) };
+        use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollFlags};
+        let epoll = nix::sys::epoll::Epoll::new(EpollCreateFlags::empty()).expect("epoll_create1");
         for (i, c) in conns.iter().enumerate() {
-            let mut event = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: i as u64,
-            };
-            unsafe {
-                libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, c.socket.as_raw_fd(), &mut event);
-            }
+            epoll
+                .add(&c.socket, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .expect("epoll_ctl");
         }
-        Epoll(fd)
+        Epoll(epoll)
     }
 
     fn wait(&self, out: &mut Vec<usize>, timeout_ms: i32) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
-        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), 256, timeout_ms) };
+        let mut events = [nix::sys::epoll::EpollEvent::empty(); 256];
+        // An interrupted wait reports nothing ready; the caller's loop comes back.
+        let n = self.0.wait(&mut events, timeout_ms as isize).unwrap_or(0);
         out.clear();
-        for e in events.iter().take(n.max(0) as usize) {
-            out.push(e.u64 as usize);
-        }
+        out.extend(events[..n].iter().map(|e| e.data() as usize));
     }
 }
 

@@ -54,10 +54,11 @@ impl Watch {
     fn fire(&self, why: Fired) {
         if self.fired.get().is_none() {
             self.fired.set(Some(why));
-            // SAFETY: `fd` belongs to a connection that is still alive (we hold a strong
-            // reference obtained from its Weak, and the connection drops its Watch only after
-            // the socket is closed... see `Watchdog::sweep`).
-            unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+            // `fd` belongs to a connection that is still alive (we hold a strong reference
+            // obtained from its Weak, and the connection drops its Watch only after the socket
+            // is closed; see `Watchdog::sweep`), so this cannot reach a reused descriptor. A
+            // failure (the peer already gone) leaves nothing to wake.
+            let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Read);
         }
     }
 }

@@ -70,7 +70,7 @@ impl Connector {
 
 /// `IP_BIND_ADDRESS_NO_PORT`: with a source address bound, pick the port at `connect` (per
 /// destination) instead of at `bind` (unique per address), so each source address really
-/// offers the whole ephemeral range.
+/// offers the whole ephemeral range. A raw `setsockopt`: nix 0.27 has no typed option for it.
 fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;
@@ -114,24 +114,12 @@ pub fn source_ips_needed(planned: usize, ports: usize) -> usize {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (before, after).
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit owned by this frame.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let before = limit.rlim_cur;
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok((before, limit.rlim_cur))
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (before, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if before < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
+    Ok((before, before.max(hard)))
 }
 
 /// `VmRSS` of a process in KiB.
