@@ -13,12 +13,14 @@
 //! make this shard grow without end. Drops are counted ([`Mesh::dropped`], in `/metrics`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use tokio::sync::oneshot;
+
+use crate::realtime::{Delivery, SocketRef};
 
 /// Messages waiting per ordered pair of shards before a sender has to wait.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -41,6 +43,81 @@ pub enum ShardMessage {
     Voice(super::voice::VoiceOp),
     /// Close these sockets of the receiving shard (after what is queued for them).
     CloseSockets(Vec<u64>),
+}
+
+/// What a change of a shard's realtime state (the hub, the voice rooms) asks to be sent: each
+/// message with the shard it is for, this one included, in the order they were produced. The
+/// state returns these instead of sending them, so it can be driven and checked without a
+/// shard; the shard driver sends them (`Shard::dispatch`): its own at once, others over the
+/// mesh, after what it posted them before.
+#[derive(Default)]
+pub struct Outgoing(Vec<(usize, ShardMessage)>);
+
+impl Outgoing {
+    /// Nothing to send.
+    pub fn none() -> Outgoing {
+        Outgoing(Vec::new())
+    }
+
+    /// One message for shard `to`.
+    pub fn one(to: usize, message: ShardMessage) -> Outgoing {
+        Outgoing(vec![(to, message)])
+    }
+
+    pub fn push(&mut self, to: usize, message: ShardMessage) {
+        self.0.push((to, message));
+    }
+
+    /// Each delivery to the shard that holds its socket: one [`ShardMessage::Deliver`] per
+    /// shard (in shard order), frames for one shard in the order given.
+    pub fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        let mut by_shard: BTreeMap<usize, Vec<(u64, bytes::Bytes)>> = BTreeMap::new();
+        for d in deliveries {
+            by_shard
+                .entry(d.to.shard)
+                .or_default()
+                .push((d.to.socket, d.frame));
+        }
+        for (target, frames) in by_shard {
+            self.push(target, ShardMessage::Deliver(frames));
+        }
+    }
+
+    /// Closes sockets wherever they are held, after the frames sent to them before (the mesh
+    /// keeps the order between two shards): one [`ShardMessage::CloseSockets`] per shard.
+    pub fn close(&mut self, sockets: Vec<SocketRef>) {
+        let mut by_shard: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for s in sockets {
+            by_shard.entry(s.shard).or_default().push(s.socket);
+        }
+        for (target, ids) in by_shard {
+            self.push(target, ShardMessage::CloseSockets(ids));
+        }
+    }
+
+    /// [`Outgoing::deliver`] on nothing else.
+    pub fn deliveries(deliveries: Vec<Delivery>) -> Outgoing {
+        let mut out = Outgoing::none();
+        out.deliver(deliveries);
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl IntoIterator for Outgoing {
+    type Item = (usize, ShardMessage);
+    type IntoIter = std::vec::IntoIter<(usize, ShardMessage)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 /// Which messages a full queue gives up first.
