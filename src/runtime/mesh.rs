@@ -105,10 +105,6 @@ impl Outgoing {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
 }
 
 impl IntoIterator for Outgoing {
@@ -313,6 +309,61 @@ mod tests {
     use glommio::LocalExecutorBuilder;
     use glommio::channels::channel_mesh::MeshBuilder;
     use std::time::Duration;
+
+    fn to(shard: usize, socket: u64) -> SocketRef {
+        SocketRef { shard, socket }
+    }
+
+    /// What an `Outgoing` holds, by target: `D` frames (socket, frame text), `C` closes.
+    fn summary(out: Outgoing) -> Vec<(usize, char, Vec<(u64, String)>)> {
+        out.into_iter()
+            .map(|(target, message)| match message {
+                ShardMessage::Deliver(frames) => (
+                    target,
+                    'D',
+                    frames
+                        .into_iter()
+                        .map(|(s, f)| (s, String::from_utf8(f.to_vec()).unwrap()))
+                        .collect(),
+                ),
+                ShardMessage::CloseSockets(ids) => (
+                    target,
+                    'C',
+                    ids.into_iter().map(|s| (s, String::new())).collect(),
+                ),
+                _ => panic!("only deliveries and closes here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outgoing_groups_by_shard_and_keeps_frames_before_the_close_after_them() {
+        let frame = |to, text: &'static str| Delivery {
+            to,
+            frame: bytes::Bytes::from_static(text.as_bytes()),
+        };
+        let mut out = Outgoing::deliveries(vec![
+            frame(to(2, 5), "a"),
+            frame(to(0, 1), "b"),
+            frame(to(2, 6), "c"),
+            frame(to(2, 5), "d"),
+        ]);
+        out.close(vec![to(2, 5), to(0, 1)]);
+        let s = |t: &str| t.to_owned();
+        assert_eq!(
+            summary(out),
+            [
+                (0, 'D', vec![(1, s("b"))]),
+                (2, 'D', vec![(5, s("a")), (6, s("c")), (5, s("d"))]),
+                (0, 'C', vec![(1, s(""))]),
+                (2, 'C', vec![(5, s(""))]),
+            ]
+        );
+        assert!(Outgoing::deliveries(Vec::new()).is_empty());
+        let mut none = Outgoing::none();
+        none.close(Vec::new());
+        assert!(none.is_empty());
+    }
 
     /// A test message: its number, and whether a full queue may drop it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -285,3 +285,44 @@ impl Voice {
 fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leave(channel_id: &str) -> VoiceOp {
+        VoiceOp::Leave {
+            channel_id: channel_id.to_owned(),
+            socket: SocketRef {
+                shard: 0,
+                socket: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_voice_change_goes_to_the_shard_that_owns_its_channel() {
+        for channel in ["ch_1", "ch_2", "ch_3", "ch_4", "ch_5"] {
+            let out: Vec<_> = Voice::to_owner(leave(channel), 3).into_iter().collect();
+            let [(owner, ShardMessage::Voice(VoiceOp::Leave { channel_id, .. }))] = &out[..] else {
+                panic!("one voice op");
+            };
+            assert_eq!(
+                (*owner, channel_id.as_str()),
+                (shard_for(channel, 3), channel)
+            );
+        }
+    }
+
+    #[test]
+    fn changes_to_rooms_nobody_is_in_send_nothing() {
+        let voice = Voice::default();
+        assert!(voice.apply(leave("ch_1")).is_empty());
+        let notice = Notice::MemberLeft {
+            server_id: "srv".to_owned(),
+            user_uid: "u".to_owned(),
+        };
+        assert!(voice.on_notice(&notice).is_empty());
+        assert!(voice.expire().is_empty());
+    }
+}
