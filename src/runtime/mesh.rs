@@ -314,8 +314,11 @@ mod tests {
         SocketRef { shard, socket }
     }
 
-    /// What an `Outgoing` holds, by target: `D` frames (socket, frame text), `C` closes.
-    fn summary(out: Outgoing) -> Vec<(usize, char, Vec<(u64, String)>)> {
+    /// One message of an `Outgoing`: its target, `D` (frames) or `C` (closes), and the sockets
+    /// with their frame text (empty for a close).
+    type Summary = (usize, char, Vec<(u64, String)>);
+
+    fn summary(out: Outgoing) -> Vec<Summary> {
         out.into_iter()
             .map(|(target, message)| match message {
                 ShardMessage::Deliver(frames) => (
