@@ -11,11 +11,12 @@
 //!   connection, negotiation, track assignment, forwarding), [`build_info`], [`clock`] (the OS clock, for drivers);
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver, the per-shard realtime hub, voice and the UDP media
-//!   driver), [`authority`] (the thread that
-//!   owns the community state and orders every command), [`storage`] (the sqlx bridge thread,
-//!   blobs);
+//!   driver; it serves any `runtime::Service` and imports no endpoint), [`authority`] (the
+//!   thread that owns the community state and orders every command), [`storage`] (the sqlx
+//!   bridge thread, blobs);
 //! - [`api`]: the endpoints, which turn requests into domain calls and domain results into
-//!   responses.
+//!   responses; its `App` is the service the runtime serves;
+//! - [`server`]: the wiring, the only module that knows both `api` and `runtime`.
 
 pub mod api;
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod json;
 pub mod realtime;
 pub mod rtc;
 pub mod runtime;
+pub mod server;
 pub mod sfu;
 pub mod sharding;
 pub mod storage;

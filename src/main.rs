@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use openchatd::build_info;
 use openchatd::config::{self, AuthMode, Config, LogFormat};
-use openchatd::runtime::Server;
+use openchatd::server::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

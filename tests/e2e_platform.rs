@@ -10,10 +10,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use openchatd::api::Shard;
 use openchatd::api::{Handler, HandlerFuture, RequestCtx};
 use openchatd::http::{Method, Request, Response, Router};
 use openchatd::realtime::encode_frame;
-use openchatd::runtime::shard::Shard;
 use openchatd::runtime::websocket::{RealtimeSocket, RealtimeTuning, Session};
 use simd_json::prelude::*;
 use support::http::{Conn, get};
@@ -39,7 +39,7 @@ fn slow<'a>(_: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
 
 /// Echoes text messages until the client goes away.
 fn echo(
-    _: std::rc::Rc<openchatd::runtime::shard::Shard>,
+    _: std::rc::Rc<openchatd::api::Shard>,
     _: openchatd::http::Request,
     mut session: openchatd::runtime::websocket::Session,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {

@@ -1,6 +1,7 @@
 //! The endpoints: each turns a parsed request into calls on storage (and, in later issues, the
 //! domain layer) and the result into a [`Response`]. Routing is a table built once in
-//! [`App::new`]; errors are [`ApiError`]s, mapped to statuses in one place.
+//! [`App::new`]; errors are [`ApiError`]s, mapped to statuses in one place. [`App`] is the
+//! service the drivers serve (`runtime::Service`, implemented in [`service`]).
 
 pub mod auth;
 pub mod blob_holds;
@@ -15,26 +16,25 @@ pub mod profiles;
 pub mod realtime;
 pub mod rtc;
 pub mod servers;
+pub mod service;
 pub mod signaling;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::Arc;
 
 pub use error::ApiError;
 
-use crate::authority::{Authority, Broadcasts};
+use crate::authority::Authority;
 use crate::config::Config;
 use crate::domain::views::Urls;
-use crate::http::limits::{BUSY_RETRY_AFTER_SECS, IDENTITY_BEFORE_BODY_BYTES, MAX_JSON_BODY_BYTES};
+use crate::http::limits::{IDENTITY_BEFORE_BODY_BYTES, MAX_JSON_BODY_BYTES};
 use crate::http::{Method, Params, Request, Response, RouteMatch, Router};
-use crate::runtime::admission::{BodyBudget, BodyPermit, ConnectionCaps};
-use crate::runtime::shard::Shard;
+use crate::runtime::service::{BodyPlan, SessionFn};
 use crate::runtime::upload::Upload;
-use crate::runtime::websocket::Session;
 use crate::storage::Storage;
+
+/// A shard serving the endpoints: what handlers and sessions see of the driver.
+pub type Shard = crate::runtime::shard::Shard<App>;
 
 /// Shared by every shard; immutable after start.
 pub struct App {
@@ -50,20 +50,12 @@ pub struct App {
     /// When this process started (Unix seconds). Used ticket ids are kept in memory only, so
     /// tickets issued before the start are refused: none can be replayed across a restart.
     pub started_at_secs: i64,
-    /// The host's interface IPv4 addresses, read at start: extra media candidates for clients
-    /// on this machine (`rtc::media_ips`).
+    /// The host's interface IPv4 addresses, read at start by the drivers and handed in:
+    /// extra media candidates for clients on this machine (`rtc::media_ips`).
     pub host_ips: Vec<std::net::Ipv4Addr>,
-    /// Each shard takes its receiver of committed events once, at start.
-    broadcasts: std::sync::Mutex<Vec<Option<Broadcasts>>>,
     router: Router<Handler>,
     /// The capabilities document is the same for every caller: encoded once.
     capabilities: bytes::Bytes,
-    /// Request body bytes in flight over all shards (`OPENCHAT_HTTP_BODY_BUDGET_BYTES`).
-    pub body_budget: Arc<BodyBudget>,
-    /// Open connections per shard and per source address.
-    pub connection_caps: ConnectionCaps,
-    /// Where multipart uploads are spooled (`<data_dir>/uploads`).
-    pub upload_dir: PathBuf,
     /// Blobs stored by uploads whose post or avatar is not decided yet.
     pub blob_holds: blob_holds::BlobHolds,
     /// The two endpoints whose bodies may be large multipart uploads.
@@ -85,7 +77,7 @@ pub type HandlerResult = Result<Response, ApiError>;
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = HandlerResult> + 'a>>;
 
 /// Runs a WebSocket session after the handshake; it owns the connection until it returns.
-pub type WebSocketHandler = fn(Rc<Shard>, Request, Session) -> Pin<Box<dyn Future<Output = ()>>>;
+pub type WebSocketHandler = SessionFn<App>;
 
 /// Handlers that need no I/O answer synchronously, so the hot probes cost no allocation.
 #[derive(Clone, Copy)]
@@ -97,12 +89,14 @@ pub enum Handler {
 }
 
 impl App {
+    /// The endpoints over `storage` and `authority`; `host_ips` are the host's interface
+    /// addresses (`runtime::media::host_ipv4_addresses`, read by the wiring).
     pub fn new(
         config: Config,
         storage: Storage,
         default_server_id: String,
         authority: Authority,
-        broadcasts: Vec<Broadcasts>,
+        host_ips: Vec<std::net::Ipv4Addr>,
         extra_routes: fn(&mut Router<Handler>),
     ) -> App {
         let capabilities = capabilities::encode(&config, &default_server_id);
@@ -113,26 +107,11 @@ impl App {
             Some(secret) => secret.0.clone(),
             None => crate::rtc::ticket::random_secret(),
         };
-        let upload_dir = match crate::runtime::upload::prepare_dir(&config.data_dir) {
-            Ok(dir) => dir,
-            Err(e) => {
-                // Uploads then fail one by one with 500; everything else works.
-                tracing::error!(error = %e, "cannot prepare the upload folder in the data dir");
-                config.data_dir.join(crate::runtime::upload::UPLOAD_DIR)
-            }
-        };
         let mut uploads = Router::new();
         uploads
             .route(Method::Post, "/v1/channels/{channel_id}/messages", ())
             .route(Method::Post, "/v1/profile/avatar", ());
         App {
-            body_budget: BodyBudget::new(config.limits.body_budget_bytes),
-            connection_caps: ConnectionCaps::new(
-                config.limits.max_connections,
-                config.limits.max_connections_per_addr,
-                config.shards,
-            ),
-            upload_dir,
             blob_holds: blob_holds::BlobHolds::default(),
             uploads,
             config,
@@ -143,8 +122,7 @@ impl App {
             ticket_secret,
             challenge_key: crate::auth::challenge::ChallengeKey::random(),
             started_at_secs: crate::authority::now_millis() / 1000,
-            host_ips: crate::runtime::media::host_ipv4_addresses(),
-            broadcasts: std::sync::Mutex::new(broadcasts.into_iter().map(Some).collect()),
+            host_ips,
             router,
             capabilities,
         }
@@ -152,14 +130,6 @@ impl App {
 
     pub fn capabilities_json(&self) -> &bytes::Bytes {
         &self.capabilities
-    }
-
-    /// The committed-event feed of shard `shard` (handed out once).
-    pub fn take_broadcasts(&self, shard: usize) -> Option<Broadcasts> {
-        self.broadcasts
-            .lock()
-            .ok()
-            .and_then(|mut v| v.get_mut(shard).and_then(Option::take))
     }
 }
 
@@ -293,29 +263,15 @@ fn routes() -> Router<Handler> {
     r
 }
 
-/// What happens to the body of a request whose head has arrived.
-pub enum BodyPlan {
-    /// Read it into memory, at most `limit` bytes.
-    InMemory { limit: usize },
-    /// Stream the multipart form to temp files ([`RequestCtx::upload`]).
-    Upload { boundary: String },
-}
-
-/// A body allowed in: how to read it, and its share of the body budget (held until the request
-/// is answered).
-pub struct AdmittedBody {
-    pub plan: BodyPlan,
-    pub permit: BodyPermit,
-}
-
 /// Decides from the head alone, before a byte of the body is read, whether and how the body of
-/// `head` is taken in. Refusals are the response to send before closing the connection:
-/// 413 for a declared body over the limit of its kind (JSON endpoints take
-/// [`MAX_JSON_BODY_BYTES`]; only the two multipart uploads take up to
-/// `OPENCHAT_HTTP_MAX_BODY_BYTES`), 401 when the endpoint needs identity, the body is large
-/// (over [`IDENTITY_BEFORE_BODY_BYTES`], chunked, or an upload) and the head carries no valid
-/// identity, 503 `server_busy` when the body does not fit in the budget.
-pub async fn admit_body(shard: &Shard, head: &Request) -> Result<AdmittedBody, Response> {
+/// `head` is taken in (a multipart upload is streamed to temp files, [`RequestCtx::upload`]).
+/// Refusals are the response to send before closing the connection: 413 for a declared body
+/// over the limit of its kind (JSON endpoints take [`MAX_JSON_BODY_BYTES`]; only the two
+/// multipart uploads take up to `OPENCHAT_HTTP_MAX_BODY_BYTES`), 401 when the endpoint needs
+/// identity, the body is large (over [`IDENTITY_BEFORE_BODY_BYTES`], chunked, or an upload)
+/// and the head carries no valid identity. (The driver then reserves the body's share of the
+/// body budget, or answers 503 `server_busy`.)
+pub async fn plan_body(shard: &Shard, head: &Request) -> Result<BodyPlan, Response> {
     let app = &*shard.app;
     let declared = head.declared_body_len();
     let route = app.router.find(head.method(), head.path());
@@ -331,12 +287,12 @@ pub async fn admit_body(shard: &Shard, head: &Request) -> Result<AdmittedBody, R
     } else {
         None
     };
-    let (plan, limit) = match boundary {
+    let plan = match boundary {
         Some(Err(e)) => return Err(crate::http::HttpError::from(e).response()),
-        Some(Ok(boundary)) => (
-            BodyPlan::Upload { boundary },
-            app.config.limits.max_body_bytes,
-        ),
+        Some(Ok(boundary)) => BodyPlan::Upload {
+            boundary,
+            limit: app.config.limits.max_body_bytes,
+        },
         None => {
             // A JSON post may carry the largest message body (twice, escaped) and an envelope.
             let message = app.config.limits.max_message_bytes.saturating_mul(2) + 65_536;
@@ -345,10 +301,10 @@ pub async fn admit_body(shard: &Shard, head: &Request) -> Result<AdmittedBody, R
             } else {
                 MAX_JSON_BODY_BYTES
             };
-            (BodyPlan::InMemory { limit }, limit)
+            BodyPlan::InMemory { limit }
         }
     };
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > plan.limit()) {
         return Err(crate::http::HttpError::payload_too_large("request body too large").response());
     }
     let large = matches!(plan, BodyPlan::Upload { .. })
@@ -368,19 +324,7 @@ pub async fn admit_body(shard: &Shard, head: &Request) -> Result<AdmittedBody, R
             return Err(e.into_response());
         }
     }
-    let permit = app
-        .body_budget
-        .try_take(declared.unwrap_or(limit))
-        .ok_or_else(|| {
-            Response::error(
-                503,
-                "server_busy",
-                "the server is receiving too many request bodies; retry shortly",
-                true,
-            )
-            .header("Retry-After", BUSY_RETRY_AFTER_SECS.to_string())
-        })?;
-    Ok(AdmittedBody { plan, permit })
+    Ok(plan)
 }
 
 /// Whether a request with a body to this endpoint can only succeed with identity: every write

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::RequestCtx;
+use super::Shard;
 use super::identity::{actor, bearer_token, query_param};
 use crate::domain::community::Actor;
 use crate::domain::community::commands::OpenRealtime;
@@ -18,7 +19,6 @@ use crate::http::{Params, Request};
 use crate::realtime::{
     ClientRequest, Member, Resume, encode_frame, error_frame, parse_client_frame,
 };
-use crate::runtime::shard::Shard;
 use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
 
 use crate::authority::now_rfc3339 as now_text;
@@ -133,7 +133,7 @@ async fn admit(
             joined_after,
         }),
         Err(e) => {
-            shard.hub.unregister(shard, id);
+            shard.unregister(id);
             // A full authority queue reads "the server is overloaded; retry shortly".
             Err(e.to_string())
         }
@@ -238,19 +238,17 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
                         .authority
                         .read(|c, _| c.may_subscribe(&who, &sid, &channel_id));
                     match allowed {
-                        Ok(()) => shard.hub.subscribe(&shard, id, &channel_id, member),
+                        Ok(()) => shard.subscribe(id, &channel_id, member),
                         Err(e) => send_error(&handle, &sid, &e.to_string()),
                     }
                 })
                 .detach();
             }
-            ClientRequest::Unsubscribe { channel_id } => {
-                shard.hub.unsubscribe(&shard, id, &channel_id)
-            }
+            ClientRequest::Unsubscribe { channel_id } => shard.unsubscribe(id, &channel_id),
             ClientRequest::Typing {
                 channel_id,
                 is_typing,
-            } => shard.hub.typing(&shard, id, &channel_id, is_typing),
+            } => shard.typing(id, &channel_id, is_typing),
             ClientRequest::Ping => {
                 let _ = handle.push(encode_frame("pong", b"{}", None, &server_id, &now_text()));
             }
@@ -259,6 +257,6 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             }
         }
     }
-    shard.hub.unregister(&shard, id);
+    shard.unregister(id);
     app.authority.socket_closed(server_id, who.user_uid);
 }

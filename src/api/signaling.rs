@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use super::Shard;
 use crate::domain::community::commands::RedeemTicket;
 use crate::http::Request;
 use crate::realtime::SocketRef;
 use crate::rtc::room::{Seat, error_frame};
 use crate::rtc::ticket::{self, TicketError};
-use crate::runtime::shard::Shard;
 use crate::runtime::voice::VoiceOp;
 use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
 use crate::sfu::{Caps, Direction};
@@ -111,25 +111,19 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                 false,
             ),
             ("rtc.leave", Some(channel)) => {
-                shard.hub.voice(
-                    &shard,
-                    VoiceOp::Leave {
-                        channel_id: channel.clone(),
-                        socket: me,
-                    },
-                );
+                shard.voice(VoiceOp::Leave {
+                    channel_id: channel.clone(),
+                    socket: me,
+                });
                 joined = None;
             }
             ("rtc.media.state", Some(channel)) => {
                 if let Some(payload) = envelope.payload {
-                    shard.hub.voice(
-                        &shard,
-                        VoiceOp::MediaState {
-                            channel_id: channel.clone(),
-                            socket: me,
-                            payload: simd_json::to_string(&payload).unwrap_or_default(),
-                        },
-                    );
+                    shard.voice(VoiceOp::MediaState {
+                        channel_id: channel.clone(),
+                        socket: me,
+                        payload: simd_json::to_string(&payload).unwrap_or_default(),
+                    });
                 }
             }
             ("rtc.offer.publish" | "rtc.offer.subscribe", Some(channel)) => {
@@ -139,15 +133,12 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                     Direction::Subscribe
                 };
                 match envelope.text("sdp") {
-                    Some(sdp) => shard.hub.voice(
-                        &shard,
-                        VoiceOp::Offer {
-                            channel_id: channel.clone(),
-                            socket: me,
-                            direction,
-                            sdp,
-                        },
-                    ),
+                    Some(sdp) => shard.voice(VoiceOp::Offer {
+                        channel_id: channel.clone(),
+                        socket: me,
+                        direction,
+                        sdp,
+                    }),
                     None => fail(
                         &handle,
                         "rtc_negotiation_failed",
@@ -164,15 +155,12 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                     .and_then(Direction::parse);
                 if let (Some(direction), Some(candidate)) = (direction, envelope.text("candidate"))
                 {
-                    shard.hub.voice(
-                        &shard,
-                        VoiceOp::Candidate {
-                            channel_id: channel.clone(),
-                            socket: me,
-                            direction,
-                            candidate,
-                        },
-                    );
+                    shard.voice(VoiceOp::Candidate {
+                        channel_id: channel.clone(),
+                        socket: me,
+                        direction,
+                        candidate,
+                    });
                 }
             }
             (other, Some(_)) => {
@@ -198,9 +186,9 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                 socket: me,
             }
         };
-        shard.hub.voice(&shard, op);
+        shard.voice(op);
     }
-    shard.hub.unregister(&shard, id);
+    shard.unregister(id);
 }
 
 type JoinRefusal = (&'static str, String, bool);
@@ -261,21 +249,18 @@ async fn join(
         .rtc
         .receive_caps
         .resolve(&claims.server_id, &claims.channel_id);
-    shard.hub.voice(
-        shard,
-        VoiceOp::Join {
-            claims,
-            socket: me,
-            joined_at: crate::authority::now_rfc3339(),
-            seat: Seat {
-                max_participants: shard.app.config.rtc.max_call_participants as usize,
-                caps: Caps {
-                    audio: caps.max_audio_tracks as usize,
-                    video: caps.max_video_tracks as usize,
-                },
-                media_ips: media_ips.to_vec(),
+    shard.voice(VoiceOp::Join {
+        claims,
+        socket: me,
+        joined_at: crate::authority::now_rfc3339(),
+        seat: Seat {
+            max_participants: shard.app.config.rtc.max_call_participants as usize,
+            caps: Caps {
+                audio: caps.max_audio_tracks as usize,
+                video: caps.max_video_tracks as usize,
             },
+            media_ips: media_ips.to_vec(),
         },
-    );
+    });
     Ok(channel)
 }

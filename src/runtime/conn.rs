@@ -2,7 +2,9 @@
 //! [`RequestReader`]. It reads into one buffer, answers every complete request already buffered
 //! (pipelining) in one write, enforces the timeouts of `http::limits`, and closes the
 //! connection after any protocol error. A panic while handling a request answers 500, closes
-//! that one connection and is counted; the shard goes on.
+//! that one connection and is counted; the shard goes on. What a request means is the
+//! [`Service`]'s to say: this loop asks it how to take a body in, what to answer, and which
+//! WebSocket session an upgrade opens.
 
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -14,11 +16,11 @@ use glommio::net::TcpStream;
 use glommio::sync::Gate;
 
 use super::admission::BodyPermit;
+use super::service::{BodyPlan, Service, SessionFn};
 use super::shard::Shard;
 use super::upload::{SpoolError, Spooler, Upload};
 use super::watchdog::{Fired, Phase, RequestClock, Watch};
 use super::websocket;
-use crate::api::{self, ApiError, BodyPlan};
 use crate::http::limits::{BUSY_RETRY_AFTER_SECS, MAX_PIPELINE_DEPTH, WRITE_TIMEOUT};
 use crate::http::reader::{BodyPiece, Polled};
 use crate::http::{HttpError, Method, Request, RequestReader, Response};
@@ -34,7 +36,7 @@ const OUT_FLUSH_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 
-pub async fn serve(stream: TcpStream, shard: Rc<Shard>, connections: Gate) {
+pub async fn serve<S: Service>(stream: TcpStream, shard: Rc<Shard<S>>, connections: Gate) {
     let _ = stream.set_nodelay(true);
     // Connection caps (`OPENCHAT_MAX_CONNECTIONS` per shard, `OPENCHAT_MAX_CONNECTIONS_PER_ADDR`
     // over all shards), checked before anything is read: one address cannot take every
@@ -43,7 +45,7 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>, connections: Gate) {
         return;
     };
     let open = usize::try_from(shard.stats.connections_open.get()).unwrap_or(usize::MAX);
-    let Some(permit) = shard.app.connection_caps.admit(peer.ip(), open) else {
+    let Some(permit) = shard.shared.connection_caps.admit(peer.ip(), open) else {
         return refuse_connection(stream, &shard).await;
     };
     let counted = Counted::new(shard.clone());
@@ -90,25 +92,25 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>, connections: Gate) {
 }
 
 /// A WebSocket handshake answered by the HTTP driver: the session to run on the socket.
-struct Upgrade {
-    session: api::WebSocketHandler,
+struct Upgrade<S> {
+    session: SessionFn<S>,
     request: Request,
     io: websocket::Session,
 }
 
 /// One open connection in the shard's count, from admission until the connection (or the
 /// WebSocket session it became) ends.
-struct Counted(Rc<Shard>);
+struct Counted<S>(Rc<Shard<S>>);
 
-impl Counted {
-    fn new(shard: Rc<Shard>) -> Counted {
+impl<S> Counted<S> {
+    fn new(shard: Rc<Shard<S>>) -> Counted<S> {
         let open = &shard.stats.connections_open;
         open.set(open.get() + 1);
         Counted(shard)
     }
 }
 
-impl Drop for Counted {
+impl<S> Drop for Counted<S> {
     fn drop(&mut self) {
         let open = &self.0.stats.connections_open;
         open.set(open.get() - 1);
@@ -129,10 +131,10 @@ struct InFlight {
     spool: Option<Spooler>,
 }
 
-async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
+async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option<Upgrade<S>> {
     // Dropped at the end of this function, before `stream` closes the descriptor.
     let watch = shard.watchdog.watch(stream.as_raw_fd());
-    let max_body = shard.app.config.limits.max_body_bytes;
+    let max_body = shard.shared.max_body_bytes;
     let mut reader = RequestReader::new(max_body);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
@@ -149,7 +151,12 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                 match reader.poll_body(&mut buf) {
                     Ok(BodyPiece::Data(piece)) => {
                         if let Err(e) = spool.feed(&piece).await {
-                            spool_error(e).encode(&mut out, &shard.http_date(), false, false);
+                            spool_error(&*shard.app, e).encode(
+                                &mut out,
+                                &shard.http_date(),
+                                false,
+                                false,
+                            );
                             next = Next::LingerAndClose;
                             break;
                         }
@@ -168,7 +175,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                         let (response, healthy) = match spool.finish().await {
                             // The form and its temp files are dropped once answered.
                             Ok(upload) => respond(&shard, &request, Some(&upload)).await,
-                            Err(e) => (spool_error(e), true),
+                            Err(e) => (spool_error(&*shard.app, e), true),
                         };
                         drop(permit);
                         match pipeline(
@@ -202,9 +209,10 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
             match reader.poll(&mut buf) {
                 Ok(Some(Polled::Request(request))) => {
                     clock.finished();
-                    if let Some(session) = api::websocket_handler(&shard.app, &request) {
+                    if let Some(session) = shard.app.websocket(&request) {
                         shard.stats.count_request();
-                        let Some(accept) = websocket::handshake_response(&request) else {
+                        let protocol = shard.app.subprotocol(&request);
+                        let Some(accept) = websocket::handshake_response(&request, protocol) else {
                             next = Next::LingerAndClose;
                             break;
                         };
@@ -248,10 +256,10 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                 Ok(Some(Polled::BodyPending)) => {
                     // Route, identity and budget are decided from the head, before the body.
                     let admitted = match reader.pending_head() {
-                        Some(head) => api::admit_body(&shard, head).await,
-                        None => Err(ApiError::Internal.into_response()),
+                        Some(head) => admit_body(&shard, head).await,
+                        None => Err(shard.app.internal_error()),
                     };
-                    let admitted = match admitted {
+                    let (plan, permit) = match admitted {
                         Ok(admitted) => admitted,
                         Err(response) => {
                             reader.refuse(REFUSED);
@@ -260,10 +268,10 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                             break;
                         }
                     };
-                    let spool = match admitted.plan {
+                    let spool = match plan {
                         BodyPlan::InMemory { limit } => reader.read_body(limit).map(|()| None),
-                        BodyPlan::Upload { boundary } => reader.stream_body().and_then(|()| {
-                            Spooler::new(shard.app.upload_dir.clone(), &boundary)
+                        BodyPlan::Upload { boundary, .. } => reader.stream_body().and_then(|()| {
+                            Spooler::new(shard.shared.upload_dir.clone(), &boundary)
                                 .map(Some)
                                 .map_err(|e| match e {
                                     SpoolError::Form(e) => e,
@@ -274,7 +282,7 @@ async fn drive(mut stream: TcpStream, shard: Rc<Shard>) -> Option<Upgrade> {
                     match spool {
                         Ok(spool) => {
                             in_flight = Some(InFlight {
-                                _permit: admitted.permit,
+                                _permit: permit,
                                 spool,
                             });
                         }
@@ -362,8 +370,8 @@ enum Emitted {
 /// [`emit`]s one answer of a pipeline (`answered` counts those still in `out`), then writes
 /// `out` once the pipeline is [`MAX_PIPELINE_DEPTH`] deep or holds [`OUT_FLUSH_BYTES`], so a
 /// long pipeline neither waits for its end nor grows the buffer without bound.
-async fn pipeline(
-    shard: &Shard,
+async fn pipeline<S: Service>(
+    shard: &Shard<S>,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     answered: &mut usize,
@@ -387,8 +395,8 @@ async fn pipeline(
 
 /// Encodes `response` into `out`. A file body (blob download) is streamed right away, after
 /// writing what `out` holds, in pieces of [`FILE_CHUNK`].
-async fn emit(
-    shard: &Shard,
+async fn emit<S: Service>(
+    shard: &Shard<S>,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     request: &Request,
@@ -449,14 +457,36 @@ async fn send_file(
 }
 
 /// The answer to an upload that could not be taken in.
-fn spool_error(e: SpoolError) -> Response {
+fn spool_error(service: &impl Service, e: SpoolError) -> Response {
     match e {
         SpoolError::Form(e) => e.response(),
         SpoolError::Io(e) => {
             tracing::error!(error = %e, "cannot write an upload to its temp file");
-            ApiError::Internal.into_response()
+            service.internal_error()
         }
     }
+}
+
+/// How the body of `head` is taken in (the service's plan, or its refusal to send), and the
+/// body's share of the body budget, held until the request is answered: its declared length,
+/// or the plan's limit when the length is not declared. Over the budget: 503 `server_busy`,
+/// after the service's own refusals (413, 401), as the service decides those from the head.
+async fn admit_body<S: Service>(
+    shard: &Shard<S>,
+    head: &Request,
+) -> Result<(BodyPlan, BodyPermit), Response> {
+    let plan = shard.app.plan_body(shard, head).await?;
+    let reserve = head.declared_body_len().unwrap_or(plan.limit());
+    let permit = shard.shared.body_budget.try_take(reserve).ok_or_else(|| {
+        Response::error(
+            503,
+            "server_busy",
+            "the server is receiving too many request bodies; retry shortly",
+            true,
+        )
+        .header("Retry-After", BUSY_RETRY_AFTER_SECS.to_string())
+    })?;
+    Ok((plan, permit))
 }
 
 /// The reader's state after a request is refused from its head (the answer is the refusal's).
@@ -467,7 +497,7 @@ const REFUSED: HttpError = HttpError {
 };
 
 /// Over a connection cap: a 503 `server_busy` and close, without serving anything.
-async fn refuse_connection(mut stream: TcpStream, shard: &Shard) {
+async fn refuse_connection<S: Service>(mut stream: TcpStream, shard: &Shard<S>) {
     let mut out = Vec::with_capacity(512);
     Response::error(
         503,
@@ -484,21 +514,24 @@ async fn refuse_connection(mut stream: TcpStream, shard: &Shard) {
 
 /// Routes and runs one request. The flag is false when the connection must close afterwards
 /// (the handler panicked).
-async fn respond(shard: &Shard, request: &Request, upload: Option<&Upload>) -> (Response, bool) {
+async fn respond<S: Service>(
+    shard: &Shard<S>,
+    request: &Request,
+    upload: Option<&Upload>,
+) -> (Response, bool) {
     if request.method() == Method::Options {
         // CORS preflight on any path; `Response::encode` adds the CORS headers.
         return (Response::no_content(), true);
     }
-    let handled = AssertUnwindSafe(api::handle(shard, request, upload))
+    let handled = AssertUnwindSafe(shard.app.handle(shard, request, upload))
         .catch_unwind()
         .await;
     match handled {
-        Ok(Ok(response)) => (response, true),
-        Ok(Err(error)) => (error.into_response(), true),
+        Ok(response) => (response, true),
         Err(_) => {
             shard.stats.count_panic();
             tracing::error!(shard = shard.id, path = request.path(), "handler panicked");
-            (ApiError::Internal.into_response(), false)
+            (shard.app.internal_error(), false)
         }
     }
 }

@@ -2,29 +2,25 @@
 //! fan-out of committed events), and the presence and typing state of the channels this shard
 //! owns (`sharding::shard_for(channel_id)`). A socket on shard A subscribing to a channel owned
 //! by shard B sends B a [`PresenceOp`] over the mesh; B's presence answers with deliveries that
-//! go back to whichever shards hold the recipients. The voice rooms and their media are the
-//! hub's other half, [`Voice`] (`voice.rs`, next to the UDP driver); the hub holds it and
-//! passes it the drivers' calls and the notices that end calls. Nothing here is shared between
-//! threads.
+//! go back to whichever shards hold the recipients. The hub sends nothing itself: a change
+//! returns the [`Outgoing`] messages it calls for, and the shard driver (`shard.rs`) sends
+//! them, so the hub can be driven and checked alone. The voice rooms and their media are the
+//! shard's other realtime half, `voice.rs`, next to the UDP driver. Nothing here is shared
+//! between threads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
-use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::mesh::{ShardMessage, ShardStatsSnapshot};
-use super::shard::Shard;
-use super::voice::{Voice, VoiceOp};
+use super::mesh::{Outgoing, ShardMessage};
 use super::websocket::SocketHandle;
 use crate::authority::now_rfc3339 as now_text;
 use crate::authority::{Broadcast, Published};
 use crate::domain::community::{Audience, Notice};
 use crate::domain::model::EventId;
 use crate::realtime::{Delivery, FrameContext, Member, Presence, SocketRef};
-use crate::sfu::Sfu;
 use crate::sharding::shard_for;
 
 /// How often typing indicators of silent typists are expired.
@@ -72,19 +68,35 @@ struct LocalSocket {
     last_event_id: EventId,
 }
 
-#[derive(Default)]
 pub struct Hub {
+    /// This shard's number and how many there are (socket references, channel owners).
+    shard: usize,
+    count: usize,
+    /// The server named by typing frames of a channel whose server is not recorded.
+    default_server_id: String,
     next_socket: Cell<u64>,
     sockets: RefCell<HashMap<u64, LocalSocket>>,
     by_server: RefCell<HashMap<String, HashSet<u64>>>,
     presence: RefCell<Presence>,
-    /// Voice rooms of the channels this shard owns, with their media.
-    voice: Voice,
     /// Server of each channel with presence here (for the frames of expiring typists).
     channel_servers: RefCell<HashMap<String, String>>,
 }
 
 impl Hub {
+    /// The hub of shard `shard` of `count`.
+    pub fn new(shard: usize, count: usize, default_server_id: String) -> Hub {
+        Hub {
+            shard,
+            count,
+            default_server_id,
+            next_socket: Cell::new(0),
+            sockets: RefCell::default(),
+            by_server: RefCell::default(),
+            presence: RefCell::default(),
+            channel_servers: RefCell::default(),
+        }
+    }
+
     /// Registers a socket of `server_id` opened by `user_uid` (with the session whose token
     /// hashes to `session`, if any); with `live = false` events are held until
     /// [`Hub::go_live`].
@@ -165,52 +177,9 @@ impl Hub {
         self.insert_socket("", "", handle, true)
     }
 
-    /// Sends a voice-room change to the channel's owner shard.
-    pub fn voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        self.voice.send(shard, op);
-    }
-
-    /// Applies a voice-room change to a room this shard owns.
-    pub fn apply_voice(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        self.voice.apply(shard, op);
-    }
-
-    /// Gives this shard's rooms their media: the SFU and the socket it sends on.
-    pub fn start_media(&self, sfu: Sfu, out: UdpSocket) {
-        self.voice.start_media(sfu, out);
-    }
-
-    /// A datagram arrived on this shard's UDP socket from `from`, sent to the local address
-    /// `to` (when the kernel said which).
-    pub fn on_datagram(
-        &self,
-        shard: &Rc<Shard>,
-        from: SocketAddr,
-        to: Option<SocketAddr>,
-        contents: &[u8],
-    ) {
-        self.voice.on_datagram(shard, from, to, contents);
-    }
-
-    /// When the media next needs [`Hub::media_timeout`].
-    pub fn next_media_timeout(&self) -> Option<Instant> {
-        self.voice.next_timeout()
-    }
-
-    /// Participants whose reconnect grace ran out leave (run by the media timer).
-    pub fn expire_voice(&self, shard: &Rc<Shard>) {
-        self.voice.expire(shard);
-    }
-
-    pub fn media_timeout(&self, shard: &Rc<Shard>) {
-        self.voice.timeout(shard);
-    }
-
-    /// The voice and media counters of this shard (other fields left at zero).
-    pub fn media_snapshot(&self) -> ShardStatsSnapshot {
-        let mut snapshot = self.voice.snapshot();
-        snapshot.relay_dropped += self.presence.borrow().dropped_updates();
-        snapshot
+    /// Typing and presence updates not relayed (over a socket's rate), for metrics.
+    pub fn relay_dropped(&self) -> u64 {
+        self.presence.borrow().dropped_updates()
     }
 
     /// Closes sockets of this shard (after what is queued for them).
@@ -223,10 +192,10 @@ impl Hub {
         }
     }
 
-    /// Forgets a closed socket and tells the owners of its channels.
-    pub fn unregister(&self, shard: &Rc<Shard>, socket: u64) {
+    /// Forgets a closed socket; the owners of its channels are told.
+    pub fn unregister(&self, socket: u64) -> Outgoing {
         let Some(s) = self.sockets.borrow_mut().remove(&socket) else {
-            return;
+            return Outgoing::none();
         };
         if let Some(set) = self.by_server.borrow_mut().get_mut(&s.server_id) {
             set.remove(&socket);
@@ -234,30 +203,43 @@ impl Hub {
         let owners: HashSet<usize> = s
             .channels
             .iter()
-            .map(|c| shard_for(c, shard.count))
+            .map(|c| shard_for(c, self.count))
             .collect();
-        let me = SocketRef {
-            shard: shard.id,
-            socket,
-        };
+        let me = self.socket_ref(socket);
+        let mut out = Outgoing::none();
         for owner in owners {
-            route_op(
-                shard,
+            out.push(
                 owner,
-                PresenceOp::Closed {
+                ShardMessage::Presence(PresenceOp::Closed {
                     server_id: s.server_id.clone(),
                     socket: me,
-                },
+                }),
             );
+        }
+        out
+    }
+
+    fn socket_ref(&self, socket: u64) -> SocketRef {
+        SocketRef {
+            shard: self.shard,
+            socket,
         }
     }
 
-    /// Records a subscription (for the close notice) and forwards it to the channel's owner.
-    pub fn subscribe(&self, shard: &Rc<Shard>, socket: u64, channel_id: &str, member: Member) {
+    /// `op` for the shard that owns `channel_id`.
+    fn to_owner(&self, channel_id: &str, op: PresenceOp) -> Outgoing {
+        Outgoing::one(
+            shard_for(channel_id, self.count),
+            ShardMessage::Presence(op),
+        )
+    }
+
+    /// Records a subscription (for the close notice); it goes to the channel's owner.
+    pub fn subscribe(&self, socket: u64, channel_id: &str, member: Member) -> Outgoing {
         let server_id = {
             let mut sockets = self.sockets.borrow_mut();
             let Some(s) = sockets.get_mut(&socket) else {
-                return;
+                return Outgoing::none();
             };
             s.channels.insert(channel_id.to_owned());
             s.server_id.clone()
@@ -265,56 +247,48 @@ impl Hub {
         let op = PresenceOp::Subscribe {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef {
-                shard: shard.id,
-                socket,
-            },
+            socket: self.socket_ref(socket),
             member,
         };
-        route_op(shard, shard_for(channel_id, shard.count), op);
+        self.to_owner(channel_id, op)
     }
 
-    pub fn unsubscribe(&self, shard: &Rc<Shard>, socket: u64, channel_id: &str) {
+    pub fn unsubscribe(&self, socket: u64, channel_id: &str) -> Outgoing {
         let server_id = {
             let mut sockets = self.sockets.borrow_mut();
             let Some(s) = sockets.get_mut(&socket) else {
-                return;
+                return Outgoing::none();
             };
             if !s.channels.remove(channel_id) {
-                return;
+                return Outgoing::none();
             }
             s.server_id.clone()
         };
         let op = PresenceOp::Unsubscribe {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef {
-                shard: shard.id,
-                socket,
-            },
+            socket: self.socket_ref(socket),
         };
-        route_op(shard, shard_for(channel_id, shard.count), op);
+        self.to_owner(channel_id, op)
     }
 
-    pub fn typing(&self, shard: &Rc<Shard>, socket: u64, channel_id: &str, is_typing: bool) {
+    pub fn typing(&self, socket: u64, channel_id: &str, is_typing: bool) -> Outgoing {
         let server_id = match self.sockets.borrow().get(&socket) {
             Some(s) if s.channels.contains(channel_id) => s.server_id.clone(),
-            _ => return,
+            _ => return Outgoing::none(),
         };
         let op = PresenceOp::Typing {
             server_id,
             channel_id: channel_id.to_owned(),
-            socket: SocketRef {
-                shard: shard.id,
-                socket,
-            },
+            socket: self.socket_ref(socket),
             is_typing,
         };
-        route_op(shard, shard_for(channel_id, shard.count), op);
+        self.to_owner(channel_id, op)
     }
 
-    /// Applies a presence change to a channel this shard owns.
-    pub fn apply(&self, shard: &Rc<Shard>, op: PresenceOp) {
+    /// Applies a presence change to a channel this shard owns; the frames it makes go to the
+    /// shards that hold their sockets.
+    pub fn apply(&self, op: PresenceOp) -> Outgoing {
         let timestamp = now_text();
         let deliveries = {
             let mut presence = self.presence.borrow_mut();
@@ -380,11 +354,11 @@ impl Hub {
                 ),
             }
         };
-        deliver(shard, deliveries);
+        Outgoing::deliveries(deliveries)
     }
 
     /// Expires typists that went silent (run every [`TYPING_SWEEP_INTERVAL`]).
-    pub fn expire_typing(&self, shard: &Rc<Shard>) {
+    pub fn expire_typing(&self) -> Outgoing {
         let timestamp = now_text();
         let deliveries = {
             let mut presence = self.presence.borrow_mut();
@@ -392,17 +366,17 @@ impl Hub {
                 .next_typing_expiry()
                 .is_none_or(|at| at > Instant::now())
             {
-                return;
+                return Outgoing::none();
             }
             // Each frame names its channel's server (recorded when the channel got its first
             // subscriber here), not the instance's default one.
             let servers = self.channel_servers.borrow();
-            let default = shard.app.default_server_id.as_str();
+            let default = self.default_server_id.as_str();
             presence.expire_typing_in(Instant::now(), &timestamp, |channel_id| {
                 servers.get(channel_id).map_or(default, String::as_str)
             })
         };
-        deliver(shard, deliveries);
+        Outgoing::deliveries(deliveries)
     }
 
     /// Writes frames to sockets of this shard.
@@ -424,45 +398,40 @@ impl Hub {
         }
     }
 
-    /// A committed event or a notice from the authority.
-    pub fn on_broadcast(&self, shard: &Rc<Shard>, broadcast: Broadcast) {
+    /// A committed event or a notice from the authority, for this shard's realtime sockets
+    /// (the voice rooms take the notices next, `Voice::on_notice`).
+    pub fn on_broadcast(&self, broadcast: &Broadcast) {
         match broadcast {
             Broadcast::Event(event) => self.fan_out(event),
-            Broadcast::Notice(notice) => match &*notice {
-                Notice::MemberLeft {
-                    server_id,
-                    user_uid,
-                } => {
-                    {
-                        let sockets = self.sockets.borrow();
-                        for id in self.by_server.borrow().get(server_id).into_iter().flatten() {
-                            if let Some(s) = sockets.get(id)
-                                && s.user_uid == *user_uid
-                            {
-                                s.handle.close();
-                            }
-                        }
-                    }
-                    // Its calls in the server end too.
-                    self.voice.member_left(shard, server_id, user_uid);
-                }
-                Notice::VoiceKick {
-                    server_id,
-                    user_uid,
-                } => self.voice.kick(shard, server_id, user_uid),
-                Notice::SessionRevoked {
-                    token_hash,
-                    user_uid,
-                    device_id,
-                } => {
-                    self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
-                    self.voice.session_revoked(shard, user_uid, device_id);
-                }
-            },
+            Broadcast::Notice(notice) => self.on_notice(notice),
         }
     }
 
-    fn fan_out(&self, event: std::sync::Arc<Published>) {
+    /// A member that left its server loses its sockets there; a revoked session loses the
+    /// sockets opened with it. (A voice kick concerns only the voice rooms.)
+    fn on_notice(&self, notice: &Notice) {
+        match notice {
+            Notice::MemberLeft {
+                server_id,
+                user_uid,
+            } => {
+                let sockets = self.sockets.borrow();
+                for id in self.by_server.borrow().get(server_id).into_iter().flatten() {
+                    if let Some(s) = sockets.get(id)
+                        && s.user_uid == *user_uid
+                    {
+                        s.handle.close();
+                    }
+                }
+            }
+            Notice::VoiceKick { .. } => {}
+            Notice::SessionRevoked { token_hash, .. } => {
+                self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
+            }
+        }
+    }
+
+    fn fan_out(&self, event: &Published) {
         let by_server = self.by_server.borrow();
         let Some(ids) = by_server.get(&event.server_id) else {
             return;
@@ -492,44 +461,163 @@ impl Hub {
     }
 }
 
-/// Runs `op` on the owner shard: here, or over the mesh.
-fn route_op(shard: &Rc<Shard>, owner: usize, op: PresenceOp) {
-    to_shard(shard, owner, ShardMessage::Presence(op));
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Has shard `target` handle `message`: this shard at once, another over the mesh, after
-/// every message this shard sent it before (`mesh::Mesh::post`: one ordered queue per peer,
-/// never waiting).
-pub(super) fn to_shard(shard: &Rc<Shard>, target: usize, message: ShardMessage) {
-    if target == shard.id {
-        shard.handle_message(message);
-        return;
+    fn member(client: &str) -> Member {
+        Member {
+            client_id: client.to_owned(),
+            user_uid: format!("u_{client}"),
+            device_id: "d".to_owned(),
+        }
     }
-    shard.post(target, message);
-}
 
-/// Closes sockets wherever they are held (after the frames already sent to them: the mesh
-/// keeps the order between two shards).
-pub(super) fn close_sockets(shard: &Rc<Shard>, sockets: Vec<SocketRef>) {
-    let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-    for s in sockets {
-        by_shard.entry(s.shard).or_default().push(s.socket);
+    /// A channel id that shard `owner` of `count` owns.
+    fn channel_of(owner: usize, count: usize) -> String {
+        (0..)
+            .map(|i| format!("ch_{i}"))
+            .find(|c| shard_for(c, count) == owner)
+            .unwrap()
     }
-    for (target, ids) in by_shard {
-        to_shard(shard, target, ShardMessage::CloseSockets(ids));
-    }
-}
 
-/// Sends each delivery to the shard that holds its socket.
-pub(super) fn deliver(shard: &Rc<Shard>, deliveries: Vec<Delivery>) {
-    let mut by_shard: HashMap<usize, Vec<(u64, Bytes)>> = HashMap::new();
-    for d in deliveries {
-        by_shard
-            .entry(d.to.shard)
-            .or_default()
-            .push((d.to.socket, d.frame));
+    fn frame_kinds(frames: &[(u64, Bytes)]) -> Vec<(u64, String)> {
+        frames
+            .iter()
+            .map(|(socket, frame)| {
+                let text = std::str::from_utf8(frame).unwrap();
+                let kind = text
+                    .split("\"type\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                (*socket, kind)
+            })
+            .collect()
     }
-    for (target, frames) in by_shard {
-        to_shard(shard, target, ShardMessage::Deliver(frames));
+
+    #[test]
+    fn a_subscription_goes_to_the_channel_owner_and_a_close_tells_every_owner() {
+        let hub = Hub::new(0, 2, "srv".to_owned());
+        let handle = SocketHandle::detached();
+        let id = hub.register("srv_a", "u_a", None, handle, true);
+        let here = channel_of(0, 2);
+        let there = channel_of(1, 2);
+        let me = SocketRef {
+            shard: 0,
+            socket: id,
+        };
+        for (channel, owner) in [(&here, 0), (&there, 1)] {
+            let out: Vec<_> = hub
+                .subscribe(id, channel, member("a"))
+                .into_iter()
+                .collect();
+            assert_eq!(out.len(), 1);
+            let (
+                target,
+                ShardMessage::Presence(PresenceOp::Subscribe {
+                    server_id,
+                    channel_id,
+                    socket,
+                    member: m,
+                }),
+            ) = &out[0]
+            else {
+                panic!("a subscription is a presence op");
+            };
+            // Even a channel of this shard is sent (to itself): the hub applies nothing it
+            // did not receive.
+            assert_eq!(*target, owner);
+            assert_eq!(
+                (server_id.as_str(), channel_id.as_str(), *socket, m),
+                ("srv_a", channel.as_str(), me, &member("a"))
+            );
+        }
+        assert!(hub.typing(id, "not_subscribed", true).is_empty());
+        assert!(hub.unsubscribe(id, "not_subscribed").is_empty());
+        let mut owners: Vec<usize> = hub
+            .unregister(id)
+            .into_iter()
+            .map(|(target, message)| match message {
+                ShardMessage::Presence(PresenceOp::Closed { server_id, socket }) => {
+                    assert_eq!((server_id.as_str(), socket), ("srv_a", me));
+                    target
+                }
+                _ => panic!("a close is a presence op"),
+            })
+            .collect();
+        owners.sort_unstable();
+        assert_eq!(owners, [0, 1]);
+        assert_eq!(hub.socket_count(), 0);
+        assert!(hub.unregister(id).is_empty(), "a socket is forgotten once");
+    }
+
+    #[test]
+    fn presence_answers_go_to_the_shards_that_hold_the_sockets() {
+        let hub = Hub::new(1, 2, "srv".to_owned());
+        let channel = channel_of(1, 2);
+        let subscribe = |shard, socket, client: &str| PresenceOp::Subscribe {
+            server_id: "srv_a".to_owned(),
+            channel_id: channel.clone(),
+            socket: SocketRef { shard, socket },
+            member: member(client),
+        };
+        // First subscriber, held by shard 0: its snapshot goes back to shard 0.
+        let out: Vec<_> = hub.apply(subscribe(0, 7, "a")).into_iter().collect();
+        let [(0, ShardMessage::Deliver(frames))] = &out[..] else {
+            panic!("one delivery to shard 0");
+        };
+        assert_eq!(
+            frame_kinds(frames),
+            [(7, "chat.presence.snapshot".to_owned())]
+        );
+        // A second one, held here: its snapshot comes here, the first one hears it joined.
+        let out: Vec<_> = hub.apply(subscribe(1, 3, "b")).into_iter().collect();
+        let mut seen: Vec<(usize, Vec<(u64, String)>)> = out
+            .into_iter()
+            .map(|(target, message)| match message {
+                ShardMessage::Deliver(frames) => (target, frame_kinds(&frames)),
+                _ => panic!("presence answers are deliveries"),
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (0, vec![(7, "chat.presence.joined".to_owned())]),
+                (1, vec![(3, "chat.presence.snapshot".to_owned())]),
+            ]
+        );
+        // The socket on shard 0 closes: the one here hears it left.
+        let out: Vec<_> = hub
+            .apply(PresenceOp::Closed {
+                server_id: "srv_a".to_owned(),
+                socket: SocketRef {
+                    shard: 0,
+                    socket: 7,
+                },
+            })
+            .into_iter()
+            .collect();
+        let [(1, ShardMessage::Deliver(frames))] = &out[..] else {
+            panic!("one delivery to shard 1");
+        };
+        assert_eq!(frame_kinds(frames), [(3, "chat.presence.left".to_owned())]);
+    }
+
+    #[test]
+    fn frames_for_this_shard_reach_its_sockets_and_closes_close_them() {
+        let hub = Hub::new(0, 1, "srv".to_owned());
+        let handle = SocketHandle::detached();
+        let id = hub.register_plain(handle.clone());
+        hub.push_local(vec![
+            (id, Bytes::from_static(b"{\"a\":1}")),
+            (id + 1, Bytes::from_static(b"{\"nobody\":1}")),
+        ]);
+        assert_eq!(handle.take_queued(), [Bytes::from_static(b"{\"a\":1}")]);
+        assert!(!handle.is_closed());
+        hub.close_local(&[id]);
+        assert!(handle.is_closed());
     }
 }

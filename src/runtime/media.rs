@@ -1,6 +1,6 @@
 //! The media driver of one shard: its UDP socket (`OPENCHAT_RTC_UDP_PORT + shard index`,
 //! SO_REUSEPORT set), bound on the main thread so a taken port stops the start with a clear
-//! message, then read by the shard that owns it. Datagrams go to the shard's SFU (in the hub's
+//! message, then read by the shard that owns it. Datagrams go to the shard's SFU (in its voice
 //! rooms) and what it answers is sent from the same socket, so the media of a room never leaves
 //! its core. One timer per shard runs the SFU's timeouts; with no call on the shard it wakes
 //! once a second and does nothing.
@@ -23,6 +23,7 @@ use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::service::Service;
 use super::shard::Shard;
 
 /// Kernel receive and send buffer asked for each media socket (bursts of a busy room fit).
@@ -307,7 +308,7 @@ pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
 }
 
 /// Starts the shard's media: the SFU, its timer and the receive loop on `fd`.
-pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
+pub fn start<S: Service>(shard: Rc<Shard<S>>, fd: RawFd, port: u16) {
     // SAFETY: `fd` is the UDP socket `bind` made for exactly this shard.
     let send = unsafe { UdpSocket::from_raw_fd(fd) };
     let recv_fd = match send.try_clone() {
@@ -319,13 +320,13 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
     };
     // SAFETY: a fresh duplicate of the same socket, owned by glommio from here on.
     let recv = unsafe { glommio::net::UdpSocket::from_raw_fd(recv_fd) };
-    shard.hub.start_media(crate::sfu::Sfu::new(port), send);
+    shard.voice.start_media(crate::sfu::Sfu::new(port), send);
 
     let timer = shard.clone();
     glommio::spawn_local(async move {
         loop {
             let now = Instant::now();
-            let sleep = match timer.hub.next_media_timeout() {
+            let sleep = match timer.voice.next_timeout() {
                 Some(at) => at.saturating_duration_since(now).min(MAX_TIMER_SLEEP),
                 None => IDLE_TIMER_SLEEP,
             };
@@ -333,13 +334,13 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
             if timer.is_stopping() {
                 break;
             }
-            timer.hub.expire_voice(&timer);
+            timer.dispatch(timer.voice.expire());
             if timer
-                .hub
-                .next_media_timeout()
+                .voice
+                .next_timeout()
                 .is_some_and(|at| at <= Instant::now())
             {
-                timer.hub.media_timeout(&timer);
+                timer.dispatch(timer.voice.timeout());
             }
         }
     })
@@ -364,13 +365,13 @@ pub fn start(shard: Rc<Shard>, fd: RawFd, port: u16) {
                     break;
                 }
                 for (contents, from, to) in received.datagrams() {
-                    shard.hub.on_datagram(&shard, from, to, contents);
+                    shard.dispatch(shard.voice.on_datagram(from, to, contents));
                     // Under load the timer task may lag: run due timeouts from here too.
                     let now = Instant::now();
                     if now.duration_since(checked) >= TIMEOUT_CHECK_INTERVAL {
                         checked = now;
-                        if shard.hub.next_media_timeout().is_some_and(|at| at <= now) {
-                            shard.hub.media_timeout(&shard);
+                        if shard.voice.next_timeout().is_some_and(|at| at <= now) {
+                            shard.dispatch(shard.voice.timeout());
                         }
                     }
                 }

@@ -13,12 +13,14 @@
 //! make this shard grow without end. Drops are counted ([`Mesh::dropped`], in `/metrics`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use tokio::sync::oneshot;
+
+use crate::realtime::{Delivery, SocketRef};
 
 /// Messages waiting per ordered pair of shards before a sender has to wait.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -41,6 +43,77 @@ pub enum ShardMessage {
     Voice(super::voice::VoiceOp),
     /// Close these sockets of the receiving shard (after what is queued for them).
     CloseSockets(Vec<u64>),
+}
+
+/// What a change of a shard's realtime state (the hub, the voice rooms) asks to be sent: each
+/// message with the shard it is for, this one included, in the order they were produced. The
+/// state returns these instead of sending them, so it can be driven and checked without a
+/// shard; the shard driver sends them (`Shard::dispatch`): its own at once, others over the
+/// mesh, after what it posted them before.
+#[derive(Default)]
+pub struct Outgoing(Vec<(usize, ShardMessage)>);
+
+impl Outgoing {
+    /// Nothing to send.
+    pub fn none() -> Outgoing {
+        Outgoing(Vec::new())
+    }
+
+    /// One message for shard `to`.
+    pub fn one(to: usize, message: ShardMessage) -> Outgoing {
+        Outgoing(vec![(to, message)])
+    }
+
+    pub fn push(&mut self, to: usize, message: ShardMessage) {
+        self.0.push((to, message));
+    }
+
+    /// Each delivery to the shard that holds its socket: one [`ShardMessage::Deliver`] per
+    /// shard (in shard order), frames for one shard in the order given.
+    pub fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        let mut by_shard: BTreeMap<usize, Vec<(u64, bytes::Bytes)>> = BTreeMap::new();
+        for d in deliveries {
+            by_shard
+                .entry(d.to.shard)
+                .or_default()
+                .push((d.to.socket, d.frame));
+        }
+        for (target, frames) in by_shard {
+            self.push(target, ShardMessage::Deliver(frames));
+        }
+    }
+
+    /// Closes sockets wherever they are held, after the frames sent to them before (the mesh
+    /// keeps the order between two shards): one [`ShardMessage::CloseSockets`] per shard.
+    pub fn close(&mut self, sockets: Vec<SocketRef>) {
+        let mut by_shard: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for s in sockets {
+            by_shard.entry(s.shard).or_default().push(s.socket);
+        }
+        for (target, ids) in by_shard {
+            self.push(target, ShardMessage::CloseSockets(ids));
+        }
+    }
+
+    /// [`Outgoing::deliver`] on nothing else.
+    pub fn deliveries(deliveries: Vec<Delivery>) -> Outgoing {
+        let mut out = Outgoing::none();
+        out.deliver(deliveries);
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl IntoIterator for Outgoing {
+    type Item = (usize, ShardMessage);
+    type IntoIter = std::vec::IntoIter<(usize, ShardMessage)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 /// Which messages a full queue gives up first.
@@ -236,6 +309,64 @@ mod tests {
     use glommio::LocalExecutorBuilder;
     use glommio::channels::channel_mesh::MeshBuilder;
     use std::time::Duration;
+
+    fn to(shard: usize, socket: u64) -> SocketRef {
+        SocketRef { shard, socket }
+    }
+
+    /// One message of an `Outgoing`: its target, `D` (frames) or `C` (closes), and the sockets
+    /// with their frame text (empty for a close).
+    type Summary = (usize, char, Vec<(u64, String)>);
+
+    fn summary(out: Outgoing) -> Vec<Summary> {
+        out.into_iter()
+            .map(|(target, message)| match message {
+                ShardMessage::Deliver(frames) => (
+                    target,
+                    'D',
+                    frames
+                        .into_iter()
+                        .map(|(s, f)| (s, String::from_utf8(f.to_vec()).unwrap()))
+                        .collect(),
+                ),
+                ShardMessage::CloseSockets(ids) => (
+                    target,
+                    'C',
+                    ids.into_iter().map(|s| (s, String::new())).collect(),
+                ),
+                _ => panic!("only deliveries and closes here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outgoing_groups_by_shard_and_keeps_frames_before_the_close_after_them() {
+        let frame = |to, text: &'static str| Delivery {
+            to,
+            frame: bytes::Bytes::from_static(text.as_bytes()),
+        };
+        let mut out = Outgoing::deliveries(vec![
+            frame(to(2, 5), "a"),
+            frame(to(0, 1), "b"),
+            frame(to(2, 6), "c"),
+            frame(to(2, 5), "d"),
+        ]);
+        out.close(vec![to(2, 5), to(0, 1)]);
+        let s = |t: &str| t.to_owned();
+        assert_eq!(
+            summary(out),
+            [
+                (0, 'D', vec![(1, s("b"))]),
+                (2, 'D', vec![(5, s("a")), (6, s("c")), (5, s("d"))]),
+                (0, 'C', vec![(1, s(""))]),
+                (2, 'C', vec![(5, s(""))]),
+            ]
+        );
+        assert!(Outgoing::deliveries(Vec::new()).is_empty());
+        let mut none = Outgoing::none();
+        none.close(Vec::new());
+        assert!(none.is_empty());
+    }
 
     /// A test message: its number, and whether a full queue may drop it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,9 @@
 //! Drivers that own threads, executors and sockets: one pinned glommio executor per shard
 //! ([`shard`]), the connection loop ([`conn`]), listeners ([`listener`]), the shard mesh
-//! ([`mesh`]) and the shutdown signal ([`shutdown`]). [`Server`] wires them to the storage bridge
-//! and the endpoints.
+//! ([`mesh`]), the realtime hub ([`hub`]), the voice rooms and the UDP media driver ([`voice`],
+//! [`media`]) and the shutdown signal ([`shutdown`]). The endpoints are a [`Service`] to them
+//! ([`service`]): [`Shards::start`] runs any service, and the wiring (`crate::server`) is what
+//! hands it the endpoints.
 
 pub mod admission;
 pub mod conn;
@@ -9,6 +11,7 @@ pub mod hub;
 pub mod listener;
 pub mod media;
 pub mod mesh;
+pub mod service;
 pub mod shard;
 pub mod shutdown;
 pub mod upload;
@@ -23,86 +26,42 @@ use anyhow::Context;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::api::{App, Handler};
-use crate::authority::Authority;
+use crate::authority::Broadcasts;
 use crate::config::Config;
-use crate::domain::community::Settings as DomainSettings;
-use crate::domain::views::Urls;
-use crate::http::Router;
-use crate::storage::{BridgeHandle, Storage, StorageConfig, WriteOp, WriteOutcome};
+pub use service::Service;
 pub use shutdown::Shutdown;
 
 /// Memory each shard registers with io_uring for file I/O buffers. Shards do network I/O into
 /// their own buffers, so glommio's default of 10 MiB per shard would only pin memory.
 const IO_MEMORY_PER_SHARD: usize = 1024 * 1024;
 
-/// Storage key of the default server's id when it is generated rather than configured.
-const DEFAULT_SERVER_ID_KEY: &str = "default_server_id";
-
-/// A running `openchatd`: shards accepting on `local_addr`, the storage bridge behind them.
-pub struct Server {
+/// The running shards: each accepting on `local_addr`, serving one service.
+pub struct Shards {
     addr: SocketAddr,
     shutdown: Shutdown,
-    shards: Vec<ExecutorJoinHandle<()>>,
-    bridge: Option<BridgeHandle>,
-    authority: Option<crate::authority::Stopper>,
-    app: Arc<App>,
+    handles: Vec<ExecutorJoinHandle<()>>,
 }
 
-impl Server {
-    /// Opens storage (running migrations), binds the listeners and starts every shard. Returns
-    /// once all shards are started; errors name what could not be set up.
-    pub fn start(config: Config) -> anyhow::Result<Server> {
-        Self::start_with_routes(config, |_| {})
-    }
-
-    /// Like [`Server::start`], with extra routes added to the table (tests use it for handlers
-    /// that panic or stall).
-    pub fn start_with_routes(
-        config: Config,
-        extra_routes: fn(&mut Router<Handler>),
-    ) -> anyhow::Result<Server> {
-        let (storage, bridge) = Storage::start_with_write_queue(
-            StorageConfig {
-                engine: config.database.clone(),
-                data_dir: config.data_dir.clone(),
-                max_connections: config.db_max_connections,
-            },
-            config.storage_queue,
-        )
-        .context("storage could not be opened")?;
-        let default_server_id = resolve_default_server_id(&config, &storage)?;
-        let started = Authority::start(
-            domain_settings(&config, &default_server_id),
-            storage.clone(),
-            config.shards,
-            config.authority_queue,
-            &config.server_name,
-            config.default_server_owner().as_deref(),
-            config.default_server_owner_key.as_deref(),
-        )
-        .context("the community state could not be loaded")?;
-        let authority = started.stopper;
-        let app = Arc::new(App::new(
-            config,
-            storage,
-            default_server_id,
-            started.authority,
-            started.receivers,
-            extra_routes,
-        ));
-
-        let shards = app.config.shards;
+impl Shards {
+    /// Binds the listeners and the UDP media ports (`OPENCHAT_HTTP_ADDR`,
+    /// `OPENCHAT_RTC_UDP_PORT`) and starts `config.shards` shards serving `app`; shard `i`
+    /// takes `broadcasts[i]`, the authority's feed for it. Returns once all are started;
+    /// errors name what could not be set up.
+    pub fn start<S: Service>(
+        config: &Config,
+        app: Arc<S>,
+        default_server_id: &str,
+        broadcasts: Vec<Broadcasts>,
+    ) -> anyhow::Result<Shards> {
+        let shards = config.shards;
+        let shared = Arc::new(shared(config));
         let (fds, addr) =
-            listener::bind_reuseport(app.config.http_addr, shards).with_context(|| {
-                format!(
-                    "cannot listen on {} (OPENCHAT_HTTP_ADDR)",
-                    app.config.http_addr
-                )
+            listener::bind_reuseport(config.http_addr, shards).with_context(|| {
+                format!("cannot listen on {} (OPENCHAT_HTTP_ADDR)", config.http_addr)
             })?;
         let mut udp = Vec::with_capacity(shards);
         for id in 0..shards {
-            let base = app.config.rtc.udp_port_base;
+            let base = config.rtc.udp_port_base;
             let port = if base == 0 { 0 } else { base + id as u16 };
             let bound = media::bind(port).with_context(|| {
                 format!("cannot bind UDP media port {port} for shard {id} (OPENCHAT_RTC_UDP_PORT)")
@@ -119,6 +78,7 @@ impl Server {
         }
         let shutdown = Shutdown::new();
         let mesh = MeshBuilder::full(shards, mesh::MESH_CHANNEL_CAPACITY);
+        let mut broadcasts = broadcasts.into_iter();
         let mut handles = Vec::with_capacity(shards);
         for (id, (fd, (udp_fd, udp_addr))) in fds.into_iter().zip(udp).enumerate() {
             let placement = if shards <= cpus.len() {
@@ -133,6 +93,9 @@ impl Server {
                 udp_fd,
                 udp_port: udp_addr.port(),
                 app: app.clone(),
+                shared: shared.clone(),
+                broadcasts: broadcasts.next(),
+                default_server_id: default_server_id.to_owned(),
                 mesh: mesh.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -143,13 +106,10 @@ impl Server {
                 .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
             handles.push(handle);
         }
-        Ok(Server {
+        Ok(Shards {
             addr,
             shutdown,
-            shards: handles,
-            bridge: Some(bridge),
-            authority: Some(authority),
-            app,
+            handles,
         })
     }
 
@@ -157,75 +117,41 @@ impl Server {
         self.addr
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
-
-    /// A handle that stops the server (what SIGTERM does).
+    /// A handle that stops the shards (what SIGTERM does).
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
-    /// Waits until every shard has drained and stopped, then closes storage.
-    pub fn wait(mut self) -> anyhow::Result<()> {
-        let mut failed = 0;
-        for handle in self.shards.drain(..) {
-            if handle.join().is_err() {
-                failed += 1;
-            }
-        }
-        // The authority finishes its in-flight commits before the bridge closes.
-        if let Some(authority) = self.authority.take()
-            && !authority.stop()
-        {
-            failed += 1;
-        }
-        if let Some(bridge) = self.bridge.take() {
-            bridge.shutdown();
-        }
-        anyhow::ensure!(failed == 0, "{failed} shard(s) stopped abnormally");
-        Ok(())
-    }
-
-    /// Triggers shutdown and waits for it.
-    pub fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.trigger();
-        self.wait()
+    /// Waits until every shard has drained and stopped; the value is how many stopped
+    /// abnormally.
+    pub fn join(&mut self) -> usize {
+        self.handles
+            .drain(..)
+            .filter_map(|handle| handle.join().err())
+            .count()
     }
 }
 
-/// The configured id, or the one generated at first start and kept in storage (first writer
-/// wins, so two nodes starting together agree).
-fn resolve_default_server_id(config: &Config, storage: &Storage) -> anyhow::Result<String> {
-    if let Some(id) = &config.default_server_id {
-        return Ok(id.clone());
-    }
-    let fresh = uuid::Uuid::new_v4().to_string();
-    let outcome = futures_lite::future::block_on(storage.write(WriteOp::InsertMetaIfAbsent {
-        key: DEFAULT_SERVER_ID_KEY.into(),
-        value: fresh.clone(),
-    }))
-    .context("cannot store the default server id")?;
-    Ok(match outcome {
-        WriteOutcome::Existing(id) => id,
-        WriteOutcome::Done => fresh,
-    })
-}
-
-/// What the domain rules need from configuration.
-fn domain_settings(config: &Config, default_server_id: &str) -> DomainSettings {
-    DomainSettings {
-        default_server_id: default_server_id.to_owned(),
-        default_history_visibility: config.default_history_visibility,
-        allow_server_creation: config.allow_server_creation,
-        max_message_bytes: config.limits.max_message_bytes,
-        rate_limit_per_minute: config.limits.rate_limit_per_minute,
-        handshake_strategy: match config.auth_mode {
-            crate::config::AuthMode::Session => "challenge_signature",
-            crate::config::AuthMode::Headers => "token_proof",
-        },
-        origin: config.public_base_url.trim_end_matches('/').to_owned(),
-        urls: Urls::new(&config.public_base_url),
+/// The drivers' shared state for `config`. The upload folder is prepared here; if it cannot
+/// be, uploads fail one by one with 500 and everything else works.
+fn shared(config: &Config) -> shard::Shared {
+    let upload_dir = match upload::prepare_dir(&config.data_dir) {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot prepare the upload folder in the data dir");
+            config.data_dir.join(upload::UPLOAD_DIR)
+        }
+    };
+    shard::Shared {
+        connection_caps: admission::ConnectionCaps::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_addr,
+            config.shards,
+        ),
+        body_budget: admission::BodyBudget::new(config.limits.body_budget_bytes),
+        upload_dir,
+        max_body_bytes: config.limits.max_body_bytes,
+        shutdown_timeout: config.shutdown_timeout,
     }
 }
 

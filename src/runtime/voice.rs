@@ -5,18 +5,19 @@
 //! (`media.rs`) hands in datagrams and runs the media timer; the frames that come out go back
 //! to whichever shards hold the recipients' sockets, and the SFU's datagrams go out on the
 //! socket at once. A kick, a member leaving its server and a revoked session end calls here
-//! too. Nothing here is shared between threads.
+//! too. Like the hub, the rooms send no frames themselves: each change returns the
+//! [`Outgoing`] messages it calls for and the shard driver sends them (the SFU's datagrams,
+//! which never leave this shard, go out on the socket here). Nothing here is shared between
+//! threads.
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, UdpSocket};
-use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::hub::{close_sockets, deliver, to_shard};
-use super::mesh::{ShardMessage, ShardStatsSnapshot};
-use super::shard::Shard;
+use super::mesh::{Outgoing, ShardMessage, ShardStatsSnapshot};
+use crate::domain::community::Notice;
 use crate::realtime::{Delivery, SocketRef};
 use crate::rtc::room::{Rooms, Seat, error_frame, frame};
 use crate::rtc::ticket::Claims;
@@ -88,17 +89,13 @@ pub struct Voice {
 }
 
 impl Voice {
-    /// Sends a voice-room change to the channel's owner shard.
-    pub fn send(&self, shard: &Rc<Shard>, op: VoiceOp) {
-        to_shard(
-            shard,
-            shard_for(op.channel_id(), shard.count),
-            ShardMessage::Voice(op),
-        );
+    /// A voice-room change for the shard (of `count`) that owns its channel.
+    pub fn to_owner(op: VoiceOp, count: usize) -> Outgoing {
+        Outgoing::one(shard_for(op.channel_id(), count), ShardMessage::Voice(op))
     }
 
     /// Applies a voice-room change to a room this shard owns.
-    pub fn apply(&self, shard: &Rc<Shard>, op: VoiceOp) {
+    pub fn apply(&self, op: VoiceOp) -> Outgoing {
         let deliveries = {
             let mut rooms = self.rooms.borrow_mut();
             match op {
@@ -110,15 +107,12 @@ impl Voice {
                 } => match rooms.join(&claims, socket, &joined_at, seat) {
                     Ok(d) => d,
                     Err(e) => {
-                        deliver(
-                            shard,
-                            vec![Delivery {
-                                to: socket,
-                                frame: error_frame("rtc_join_denied", &e.to_string(), false),
-                            }],
-                        );
-                        close_sockets(shard, vec![socket]);
-                        return;
+                        let mut out = Outgoing::deliveries(vec![Delivery {
+                            to: socket,
+                            frame: error_frame("rtc_join_denied", &e.to_string(), false),
+                        }]);
+                        out.close(vec![socket]);
+                        return out;
                     }
                 },
                 VoiceOp::Leave { socket, .. } => rooms.leave(socket),
@@ -149,8 +143,8 @@ impl Voice {
                 },
             }
         };
-        deliver(shard, deliveries);
         self.flush_media();
+        Outgoing::deliveries(deliveries)
     }
 
     /// Gives this shard's rooms their media: the SFU and the socket it sends on.
@@ -163,19 +157,16 @@ impl Voice {
     /// `to` (when the kernel said which).
     pub fn on_datagram(
         &self,
-        shard: &Rc<Shard>,
         from: SocketAddr,
         to: Option<SocketAddr>,
         contents: &[u8],
-    ) {
+    ) -> Outgoing {
         let deliveries = self
             .rooms
             .borrow_mut()
             .datagram(Instant::now(), from, to, contents);
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
         self.flush_media();
+        Outgoing::deliveries(deliveries)
     }
 
     /// When the media next needs [`Voice::timeout`].
@@ -184,20 +175,16 @@ impl Voice {
     }
 
     /// Participants whose reconnect grace ran out leave (run by the media timer).
-    pub fn expire(&self, shard: &Rc<Shard>) {
+    pub fn expire(&self) -> Outgoing {
         let deliveries = self.rooms.borrow_mut().expire(Instant::now());
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
         self.flush_media();
+        Outgoing::deliveries(deliveries)
     }
 
-    pub fn timeout(&self, shard: &Rc<Shard>) {
+    pub fn timeout(&self) -> Outgoing {
         let deliveries = self.rooms.borrow_mut().timeout(Instant::now());
-        if !deliveries.is_empty() {
-            deliver(shard, deliveries);
-        }
         self.flush_media();
+        Outgoing::deliveries(deliveries)
     }
 
     /// Sends what the SFU produced. A full send buffer drops the datagram (UDP semantics;
@@ -232,50 +219,110 @@ impl Voice {
         }
     }
 
+    /// A notice of the authority that ends calls in rooms this shard owns.
+    pub fn on_notice(&self, notice: &Notice) -> Outgoing {
+        match notice {
+            Notice::MemberLeft {
+                server_id,
+                user_uid,
+            } => self.member_left(server_id, user_uid),
+            Notice::VoiceKick {
+                server_id,
+                user_uid,
+            } => self.kick(server_id, user_uid),
+            Notice::SessionRevoked {
+                user_uid,
+                device_id,
+                ..
+            } => self.session_revoked(user_uid, device_id),
+        }
+    }
+
     /// `rtc.kicked` then close, for the uid's participants in rooms this shard owns; they leave
     /// at once (no reconnect grace).
-    pub fn kick(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
+    fn kick(&self, server_id: &str, user_uid: &str) -> Outgoing {
         let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
         let kicked = frame("rtc.kicked", &serde_json_empty());
-        self.end_voice(shard, evicted, Some(kicked));
+        self.end_voice(evicted, Some(kicked))
     }
 
     /// `user_uid` left `server_id`: its calls in the server end (signaling sockets are not
     /// indexed by server: the rooms this shard owns know their participants).
-    pub fn member_left(&self, shard: &Rc<Shard>, server_id: &str, user_uid: &str) {
+    fn member_left(&self, server_id: &str, user_uid: &str) -> Outgoing {
         let evicted = self.rooms.borrow_mut().evict(server_id, user_uid);
-        self.end_voice(shard, evicted, None);
+        self.end_voice(evicted, None)
     }
 
     /// A session was revoked: the calls of its device end.
-    pub fn session_revoked(&self, shard: &Rc<Shard>, user_uid: &str, device_id: &str) {
+    fn session_revoked(&self, user_uid: &str, device_id: &str) -> Outgoing {
         let evicted = self.rooms.borrow_mut().evict_device(user_uid, device_id);
-        self.end_voice(shard, evicted, None);
+        self.end_voice(evicted, None)
     }
 
-    /// Sends the others what the eviction of participants produced, `notice` (if any) to the
-    /// evicted ones' signaling sockets, then closes those sockets wherever they are held.
+    /// What the eviction of participants produced for the others, `notice` (if any) to the
+    /// evicted ones' signaling sockets, then the close of those sockets wherever they are held.
     fn end_voice(
         &self,
-        shard: &Rc<Shard>,
         (targets, others): (Vec<SocketRef>, Vec<Delivery>),
         notice: Option<Bytes>,
-    ) {
+    ) -> Outgoing {
         let notices = notice.into_iter().flat_map(|frame| {
             targets.iter().map(move |to| Delivery {
                 to: *to,
                 frame: frame.clone(),
             })
         });
-        deliver(shard, notices.chain(others).collect());
+        let mut out = Outgoing::deliveries(notices.chain(others).collect());
         if !targets.is_empty() {
-            close_sockets(shard, targets);
+            out.close(targets);
         }
         self.flush_media();
+        out
     }
 }
 
 /// `{}`.
 fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leave(channel_id: &str) -> VoiceOp {
+        VoiceOp::Leave {
+            channel_id: channel_id.to_owned(),
+            socket: SocketRef {
+                shard: 0,
+                socket: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_voice_change_goes_to_the_shard_that_owns_its_channel() {
+        for channel in ["ch_1", "ch_2", "ch_3", "ch_4", "ch_5"] {
+            let out: Vec<_> = Voice::to_owner(leave(channel), 3).into_iter().collect();
+            let [(owner, ShardMessage::Voice(VoiceOp::Leave { channel_id, .. }))] = &out[..] else {
+                panic!("one voice op");
+            };
+            assert_eq!(
+                (*owner, channel_id.as_str()),
+                (shard_for(channel, 3), channel)
+            );
+        }
+    }
+
+    #[test]
+    fn changes_to_rooms_nobody_is_in_send_nothing() {
+        let voice = Voice::default();
+        assert!(voice.apply(leave("ch_1")).is_empty());
+        let notice = Notice::MemberLeft {
+            server_id: "srv".to_owned(),
+            user_uid: "u".to_owned(),
+        };
+        assert!(voice.on_notice(&notice).is_empty());
+        assert!(voice.expire().is_empty());
+    }
 }

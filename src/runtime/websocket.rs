@@ -111,12 +111,13 @@ impl Write for MemoryIo {
 }
 
 /// The `101 Switching Protocols` answer to a valid upgrade request, or `None` when the request
-/// has no usable `Sec-WebSocket-Key`. A session subprotocol offered is echoed (wire contract
-/// A.10: Chromium fails a handshake whose offered subprotocol is not picked).
-pub fn handshake_response(request: &Request) -> Option<Vec<u8>> {
+/// has no usable `Sec-WebSocket-Key`. `protocol` is the offered subprotocol the service picked
+/// (`Service::subprotocol`), echoed: Chromium fails a handshake whose offered subprotocol is
+/// not picked (wire contract A.10).
+pub fn handshake_response(request: &Request, protocol: Option<&str>) -> Option<Vec<u8>> {
     let key = request.header("sec-websocket-key")?;
     let accept = tungstenite::handshake::derive_accept_key(key);
-    let protocol = crate::api::identity::session_subprotocol(request)
+    let protocol = protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
     Some(
@@ -384,6 +385,25 @@ impl SocketHandle {
     pub fn queued(&self) -> usize {
         self.shared.outbox.borrow().len()
     }
+
+    /// A handle of no socket (nothing writes its outbox): for tests of what is queued.
+    #[cfg(test)]
+    pub(crate) fn detached() -> SocketHandle {
+        SocketHandle {
+            shared: Rc::new(Shared {
+                outbox: RefCell::new(Outbox::new(OUTBOX_MAX_FRAMES, OUTBOX_MAX_BYTES)),
+                waker: RefCell::new(None),
+                closing: Cell::new(None),
+            }),
+        }
+    }
+
+    /// The frames queued, taken out (tests).
+    #[cfg(test)]
+    pub(crate) fn take_queued(&self) -> Vec<Bytes> {
+        let mut outbox = self.shared.outbox.borrow_mut();
+        std::iter::from_fn(|| outbox.pop()).collect()
+    }
 }
 
 /// A realtime WebSocket: the handler reads client text frames with
@@ -413,13 +433,17 @@ pub struct RealtimeSocket {
 }
 
 impl RealtimeSocket {
-    pub fn new(session: Session, shard: &Shard) -> RealtimeSocket {
+    pub fn new<S>(session: Session, shard: &Shard<S>) -> RealtimeSocket {
         Self::with_tuning(session, shard, RealtimeTuning::default())
     }
 
     /// [`RealtimeSocket::new`] with other timings and bounds (tests).
     #[doc(hidden)]
-    pub fn with_tuning(session: Session, shard: &Shard, tuning: RealtimeTuning) -> RealtimeSocket {
+    pub fn with_tuning<S>(
+        session: Session,
+        shard: &Shard<S>,
+        tuning: RealtimeTuning,
+    ) -> RealtimeSocket {
         // Writes are watched by the stall check, not by a glommio timer per blocked write.
         let _ = session.stream.set_write_timeout(None);
         let watch = shard.watchdog.watch(session.stream.as_raw_fd());
@@ -739,7 +763,7 @@ mod tests {
             1024,
         )
         .unwrap();
-        let response = String::from_utf8(handshake_response(&request).unwrap()).unwrap();
+        let response = String::from_utf8(handshake_response(&request, None).unwrap()).unwrap();
         // The example of RFC 6455 section 1.3.
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.starts_with("HTTP/1.1 101 "));
@@ -747,18 +771,20 @@ mod tests {
     }
 
     #[test]
-    fn handshake_echoes_the_session_subprotocol_only() {
-        let upgrade = |protocols: &str| {
-            let bytes = format!(
-                "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"
-            );
-            let request = Request::from_bytes(bytes.as_bytes(), 1024).unwrap();
-            String::from_utf8(handshake_response(&request).unwrap()).unwrap()
-        };
-        let response = upgrade("chat, openchat.session.ocs_abc");
+    fn handshake_echoes_the_picked_subprotocol() {
+        let request = Request::from_bytes(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, openchat.session.ocs_abc\r\n\r\n",
+            1024,
+        )
+        .unwrap();
+        let response = String::from_utf8(
+            handshake_response(&request, Some("openchat.session.ocs_abc")).unwrap(),
+        )
+        .unwrap();
         assert!(response.contains("\r\nSec-WebSocket-Protocol: openchat.session.ocs_abc\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
-        assert!(!upgrade("chat").contains("Sec-WebSocket-Protocol"));
-        assert!(!upgrade("openchat.session.").contains("Sec-WebSocket-Protocol"));
+        let none = String::from_utf8(handshake_response(&request, None).unwrap()).unwrap();
+        assert!(!none.contains("Sec-WebSocket-Protocol"));
+        assert!(none.ends_with("\r\n\r\n"));
     }
 }

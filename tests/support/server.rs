@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use openchatd::api::Handler;
 use openchatd::config::Config;
 use openchatd::http::Router;
-use openchatd::runtime::Server;
+use openchatd::server::Server;
 
 use super::TempDir;
 use super::pg::{TestDb, fresh_database};

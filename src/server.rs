@@ -1,0 +1,155 @@
+//! The wiring: the one place that knows both the endpoints ([`crate::api`]) and the drivers
+//! ([`crate::runtime`]). It opens storage, starts the authority, builds the [`App`] with what
+//! the drivers discovered of the host, and has the shards serve it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::api::{App, Handler};
+use crate::authority::Authority;
+use crate::config::Config;
+use crate::domain::community::Settings as DomainSettings;
+use crate::domain::views::Urls;
+use crate::http::Router;
+use crate::runtime::{Shards, Shutdown};
+use crate::storage::{BridgeHandle, Storage, StorageConfig, WriteOp, WriteOutcome};
+
+/// Storage key of the default server's id when it is generated rather than configured.
+const DEFAULT_SERVER_ID_KEY: &str = "default_server_id";
+
+/// A running `openchatd`: shards accepting on `local_addr`, the storage bridge behind them.
+pub struct Server {
+    shards: Shards,
+    bridge: Option<BridgeHandle>,
+    authority: Option<crate::authority::Stopper>,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Opens storage (running migrations), binds the listeners and starts every shard. Returns
+    /// once all shards are started; errors name what could not be set up.
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        Self::start_with_routes(config, |_| {})
+    }
+
+    /// Like [`Server::start`], with extra routes added to the table (tests use it for handlers
+    /// that panic or stall).
+    pub fn start_with_routes(
+        config: Config,
+        extra_routes: fn(&mut Router<Handler>),
+    ) -> anyhow::Result<Server> {
+        let (storage, bridge) = Storage::start_with_write_queue(
+            StorageConfig {
+                engine: config.database.clone(),
+                data_dir: config.data_dir.clone(),
+                max_connections: config.db_max_connections,
+            },
+            config.storage_queue,
+        )
+        .context("storage could not be opened")?;
+        let default_server_id = resolve_default_server_id(&config, &storage)?;
+        let started = Authority::start(
+            domain_settings(&config, &default_server_id),
+            storage.clone(),
+            config.shards,
+            config.authority_queue,
+            &config.server_name,
+            config.default_server_owner().as_deref(),
+            config.default_server_owner_key.as_deref(),
+        )
+        .context("the community state could not be loaded")?;
+        let authority = started.stopper;
+        let app = Arc::new(App::new(
+            config,
+            storage,
+            default_server_id,
+            started.authority,
+            crate::runtime::media::host_ipv4_addresses(),
+            extra_routes,
+        ));
+        let shards = Shards::start(
+            &app.config,
+            app.clone(),
+            &app.default_server_id,
+            started.receivers,
+        )?;
+        Ok(Server {
+            shards,
+            bridge: Some(bridge),
+            authority: Some(authority),
+            app,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shards.local_addr()
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// A handle that stops the server (what SIGTERM does).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shards.shutdown_handle()
+    }
+
+    /// Waits until every shard has drained and stopped, then closes storage.
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        let mut failed = self.shards.join();
+        // The authority finishes its in-flight commits before the bridge closes.
+        if let Some(authority) = self.authority.take()
+            && !authority.stop()
+        {
+            failed += 1;
+        }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown();
+        }
+        anyhow::ensure!(failed == 0, "{failed} shard(s) stopped abnormally");
+        Ok(())
+    }
+
+    /// Triggers shutdown and waits for it.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shards.shutdown_handle().trigger();
+        self.wait()
+    }
+}
+
+/// The configured id, or the one generated at first start and kept in storage (first writer
+/// wins, so two nodes starting together agree).
+fn resolve_default_server_id(config: &Config, storage: &Storage) -> anyhow::Result<String> {
+    if let Some(id) = &config.default_server_id {
+        return Ok(id.clone());
+    }
+    let fresh = uuid::Uuid::new_v4().to_string();
+    let outcome = futures_lite::future::block_on(storage.write(WriteOp::InsertMetaIfAbsent {
+        key: DEFAULT_SERVER_ID_KEY.into(),
+        value: fresh.clone(),
+    }))
+    .context("cannot store the default server id")?;
+    Ok(match outcome {
+        WriteOutcome::Existing(id) => id,
+        WriteOutcome::Done => fresh,
+    })
+}
+
+/// What the domain rules need from configuration.
+fn domain_settings(config: &Config, default_server_id: &str) -> DomainSettings {
+    DomainSettings {
+        default_server_id: default_server_id.to_owned(),
+        default_history_visibility: config.default_history_visibility,
+        allow_server_creation: config.allow_server_creation,
+        max_message_bytes: config.limits.max_message_bytes,
+        rate_limit_per_minute: config.limits.rate_limit_per_minute,
+        handshake_strategy: match config.auth_mode {
+            crate::config::AuthMode::Session => "challenge_signature",
+            crate::config::AuthMode::Headers => "token_proof",
+        },
+        origin: config.public_base_url.trim_end_matches('/').to_owned(),
+        urls: Urls::new(&config.public_base_url),
+    }
+}
