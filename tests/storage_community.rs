@@ -42,14 +42,14 @@ fn snapshot(storage: &Storage) -> Snapshot {
 
 fn server(id: &str, name: &str) -> Server {
     Server {
-        id: id.to_owned(),
+        id: id.to_owned().into(),
         display_name: name.to_owned(),
         description: format!("about {name}"),
         banner_preset: "ocean".to_owned(),
         discoverable: true,
         join_policy: JoinPolicy::Open,
         owner_uid: None,
-        created_by_uid: Some("u-alice".to_owned()),
+        created_by_uid: Some("u-alice".to_owned().into()),
         created_at: 1_000,
         updated_by_uid: None,
         updated_at: 1_000,
@@ -59,7 +59,7 @@ fn server(id: &str, name: &str) -> Server {
 fn category(id: &str, label: &str) -> Category {
     Category {
         id: id.to_owned(),
-        server_id: "srv-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
         label: label.to_owned(),
         kind: ChannelKind::Text,
         position: 0,
@@ -70,15 +70,15 @@ fn category(id: &str, label: &str) -> Category {
 
 fn channel(id: &str, name: &str) -> Channel {
     Channel {
-        id: id.to_owned(),
-        server_id: "srv-1".to_owned(),
+        id: id.to_owned().into(),
+        server_id: "srv-1".to_owned().into(),
         category_id: "cat-1".to_owned(),
         name: name.to_owned(),
         kind: ChannelKind::Text,
         position: 1,
         history_visibility: HistoryVisibility::Joined,
         encryption: Encryption::None,
-        created_by_uid: Some("u-alice".to_owned()),
+        created_by_uid: Some("u-alice".to_owned().into()),
         created_at: 3_000,
     }
 }
@@ -94,8 +94,8 @@ fn span(joined_seq: Seq, left_seq: Option<Seq>) -> Span {
 
 fn membership(user: &str, role: Role, spans: Vec<Span>) -> Membership {
     Membership {
-        server_id: "srv-1".to_owned(),
-        user_uid: user.to_owned(),
+        server_id: "srv-1".to_owned().into(),
+        user_uid: user.to_owned().into(),
         role,
         spans,
     }
@@ -103,7 +103,7 @@ fn membership(user: &str, role: Role, spans: Vec<Span>) -> Membership {
 
 fn profile(user: &str, name: &str, version: i64) -> Profile {
     Profile {
-        user_uid: user.to_owned(),
+        user_uid: user.to_owned().into(),
         display_name: name.to_owned(),
         avatar_mode: AvatarMode::Generated,
         avatar_preset_id: Some("preset-3".to_owned()),
@@ -116,7 +116,7 @@ fn profile(user: &str, name: &str, version: i64) -> Profile {
 fn avatar(id: &str, bytes: u64) -> AvatarAsset {
     AvatarAsset {
         id: id.to_owned(),
-        owner_uid: "u-alice".to_owned(),
+        owner_uid: "u-alice".to_owned().into(),
         blob: "ab".repeat(32),
         content_type: "image/png".to_owned(),
         width: 256,
@@ -129,7 +129,7 @@ fn avatar(id: &str, bytes: u64) -> AvatarAsset {
 fn claim(hash: &str, expires_at: Millis, used_at: Option<Millis>) -> ClaimToken {
     ClaimToken {
         token_hash: hash.to_owned(),
-        server_id: "srv-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
         expires_at,
         used_at,
     }
@@ -138,7 +138,7 @@ fn claim(hash: &str, expires_at: Millis, used_at: Option<Millis>) -> ClaimToken 
 fn device(id: &str, revoked_at: Option<Millis>) -> Device {
     Device {
         device_id: id.to_owned(),
-        user_uid: "u-alice".to_owned(),
+        user_uid: "u-alice".to_owned().into(),
         public_key: "pk-".to_owned() + id,
         created_at: 6_000,
         revoked_at,
@@ -148,7 +148,7 @@ fn device(id: &str, revoked_at: Option<Millis>) -> Device {
 fn session(hash: &str, expires_at: Millis, revoked_at: Option<Millis>) -> Session {
     Session {
         token_hash: hash.to_owned(),
-        user_uid: "u-alice".to_owned(),
+        user_uid: "u-alice".to_owned().into(),
         device_id: "dev-1".to_owned(),
         created_at: 7_000,
         expires_at,
@@ -158,9 +158,9 @@ fn session(hash: &str, expires_at: Millis, revoked_at: Option<Millis>) -> Sessio
 
 fn read_ack(user: &str, channel: &str, seq: Seq) -> ReadAck {
     ReadAck {
-        user_uid: user.to_owned(),
-        channel_id: channel.to_owned(),
-        message_id: format!("msg_{seq}"),
+        user_uid: user.to_owned().into(),
+        channel_id: channel.to_owned().into(),
+        message_id: format!("msg_{seq}").into(),
         seq,
         acked_at: 8_000 + seq,
     }
@@ -216,7 +216,7 @@ fn rich(seq: Seq, channel: &str) -> Message {
 
 fn event(server_id: &str, event_id: i64) -> StoredEvent {
     StoredEvent {
-        server_id: server_id.to_owned(),
+        server_id: server_id.to_owned().into(),
         event_id: EventId(event_id as u64),
         kind: "message.created".to_owned(),
         payload: format!(r#"{{"type":"message.created","event_id":{event_id},"text":"a\"b"}}"#),
@@ -241,16 +241,16 @@ fn everything() -> (Vec<Record>, Snapshot) {
     let now = now();
     let servers = vec![server("srv-1", "One"), {
         let mut s = server("srv-2", "Two");
-        s.owner_uid = Some("u-bob".to_owned());
+        s.owner_uid = Some("u-bob".to_owned().into());
         s.discoverable = false;
-        s.updated_by_uid = Some("u-bob".to_owned());
+        s.updated_by_uid = Some("u-bob".to_owned().into());
         s
     }];
     let categories = vec![category("cat-1", "Text"), {
         let mut c = category("cat-2", "Voice");
         c.kind = ChannelKind::Voice;
         c.position = 1;
-        c.created_by_uid = Some("u-alice".to_owned());
+        c.created_by_uid = Some("u-alice".to_owned().into());
         c
     }];
     let channels = vec![channel("ch-1", "general"), {
@@ -295,32 +295,32 @@ fn everything() -> (Vec<Record>, Snapshot) {
     // In force: a ban until lifted and a channel lock; a lifted timeout is not loaded.
     let moderation = vec![
         Moderation {
-            server_id: "srv-1".to_owned(),
+            server_id: "srv-1".to_owned().into(),
             kind: ModerationKind::Ban,
             target: "u-carol".to_owned(),
             until: None,
             active: true,
-            by_uid: "u-alice".to_owned(),
+            by_uid: "u-alice".to_owned().into(),
             at: 1_000,
         },
         Moderation {
-            server_id: "srv-1".to_owned(),
+            server_id: "srv-1".to_owned().into(),
             kind: ModerationKind::Lock,
             target: "ch-voice".to_owned(),
             until: Some(i64::MAX),
             active: true,
-            by_uid: "u-alice".to_owned(),
+            by_uid: "u-alice".to_owned().into(),
             at: 1_001,
         },
     ];
     records.extend(moderation.iter().cloned().map(Record::Moderation));
     records.push(Record::Moderation(Moderation {
-        server_id: "srv-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
         kind: ModerationKind::Timeout,
         target: "u-dave".to_owned(),
         until: Some(5_000),
         active: false,
-        by_uid: "u-alice".to_owned(),
+        by_uid: "u-alice".to_owned().into(),
         at: 1_002,
     }));
     let identity_bindings = vec![openchatd::domain::identity::IdentityBinding {
@@ -442,7 +442,7 @@ fn upserts_overwrite(h: StorageHarness) {
 
     let now = now();
     let mut renamed = server("srv-1", "Renamed");
-    renamed.owner_uid = Some("u-carol".to_owned());
+    renamed.owner_uid = Some("u-carol".to_owned().into());
     renamed.updated_at = 50_000;
     let mut moved = category("cat-1", "Moved");
     moved.position = 9;
@@ -538,7 +538,7 @@ fn memberships_keep_several_spans(h: StorageHarness) {
     let (storage, handle) = h.start();
     let spans = vec![span(0, Some(3)), span(5, Some(8)), span(13, None)];
     let other_server = Membership {
-        server_id: "srv-2".to_owned(),
+        server_id: "srv-2".to_owned().into(),
         ..membership("u-bob", Role::Admin, vec![span(1, None)])
     };
     apply(

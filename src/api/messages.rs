@@ -73,7 +73,7 @@ handler!(
             None => ctx.app.authority.command(commands::OpenHistory { actor: who, channel_id }).await?,
         };
         let page = ctx.app.storage.messages(MessageQuery {
-            channel_id: access.channel.id.clone(),
+            channel_id: access.channel.id.clone().into(),
             visibility: access.visibility.clone(),
             before,
             after,

@@ -90,7 +90,7 @@ handler!(
         let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
         let asset = AvatarAsset {
             id: format!("av_{}", uuid::Uuid::new_v4().simple()),
-            owner_uid: who.user_uid,
+            owner_uid: who.user_uid.into(),
             blob: blob.as_str().to_owned(),
             content_type: info.format.content_type().to_owned(),
             width: info.width,

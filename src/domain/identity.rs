@@ -147,7 +147,7 @@ mod tests {
     fn device(id: &str, uid: &str, key: &str) -> Device {
         Device {
             device_id: id.to_owned(),
-            user_uid: uid.to_owned(),
+            user_uid: uid.to_owned().into(),
             public_key: key.to_owned(),
             created_at: 1,
             revoked_at: None,

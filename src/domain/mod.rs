@@ -12,6 +12,7 @@ pub mod entropy;
 pub mod error;
 pub mod history;
 pub mod identity;
+pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod rate;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ids::{ChannelId, MessageId, ServerId, UserUid};
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 /// Position of a message in the instance-wide message order (1, 2, 3…; 0 = before any).
@@ -130,17 +132,17 @@ pub const BANNER_PRESETS: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
-    pub id: String,
+    pub id: ServerId,
     pub display_name: String,
     pub description: String,
     pub banner_preset: String,
     pub discoverable: bool,
     pub join_policy: JoinPolicy,
     /// `None` until someone claims it (or the operator names an owner).
-    pub owner_uid: Option<String>,
-    pub created_by_uid: Option<String>,
+    pub owner_uid: Option<UserUid>,
+    pub created_by_uid: Option<UserUid>,
     pub created_at: Millis,
-    pub updated_by_uid: Option<String>,
+    pub updated_by_uid: Option<UserUid>,
     pub updated_at: Millis,
 }
 
@@ -148,18 +150,18 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Category {
     pub id: String,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub label: String,
     pub kind: ChannelKind,
     pub position: i64,
-    pub created_by_uid: Option<String>,
+    pub created_by_uid: Option<UserUid>,
     pub created_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
-    pub id: String,
-    pub server_id: String,
+    pub id: ChannelId,
+    pub server_id: ServerId,
     pub category_id: String,
     pub name: String,
     pub kind: ChannelKind,
@@ -167,7 +169,7 @@ pub struct Channel {
     pub position: i64,
     pub history_visibility: HistoryVisibility,
     pub encryption: Encryption,
-    pub created_by_uid: Option<String>,
+    pub created_by_uid: Option<UserUid>,
     pub created_at: Millis,
 }
 
@@ -175,8 +177,8 @@ pub struct Channel {
 /// is a current member when the last span is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    pub server_id: String,
-    pub user_uid: String,
+    pub server_id: ServerId,
+    pub user_uid: UserUid,
     pub role: Role,
     pub spans: Vec<Span>,
 }
@@ -198,7 +200,7 @@ impl Membership {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
-    pub user_uid: String,
+    pub user_uid: UserUid,
     pub display_name: String,
     pub avatar_mode: AvatarMode,
     pub avatar_preset_id: Option<String>,
@@ -212,7 +214,7 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvatarAsset {
     pub id: String,
-    pub owner_uid: String,
+    pub owner_uid: UserUid,
     /// Hex sha256 of the stored bytes (the blob id).
     pub blob: String,
     pub content_type: String,
@@ -227,7 +229,7 @@ pub struct AvatarAsset {
 pub struct ClaimToken {
     /// sha256 hex of the token; the token itself is never stored.
     pub token_hash: String,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub expires_at: Millis,
     pub used_at: Option<Millis>,
 }
@@ -236,7 +238,7 @@ pub struct ClaimToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub device_id: String,
-    pub user_uid: String,
+    pub user_uid: UserUid,
     /// base64url of the 32 key bytes.
     pub public_key: String,
     pub created_at: Millis,
@@ -247,7 +249,7 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub token_hash: String,
-    pub user_uid: String,
+    pub user_uid: UserUid,
     pub device_id: String,
     pub created_at: Millis,
     pub expires_at: Millis,
@@ -257,9 +259,9 @@ pub struct Session {
 /// How far a user has read a channel. Never moves backwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAck {
-    pub user_uid: String,
-    pub channel_id: String,
-    pub message_id: String,
+    pub user_uid: UserUid,
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
     pub seq: Seq,
     pub acked_at: Millis,
 }
@@ -340,12 +342,12 @@ pub fn message_seq(id: &str) -> Option<Seq> {
 /// channel id for locks; `until` is `None` for "until lifted".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moderation {
-    pub server_id: String,
+    pub server_id: ServerId,
     pub kind: ModerationKind,
     pub target: String,
     pub until: Option<Millis>,
     pub active: bool,
-    pub by_uid: String,
+    pub by_uid: UserUid,
     pub at: Millis,
 }
 
@@ -359,7 +361,7 @@ impl Moderation {
 /// reconnecting client can resume after `event_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    pub server_id: String,
+    pub server_id: ServerId,
     pub event_id: EventId,
     pub kind: String,
     /// The JSON payload as sent.

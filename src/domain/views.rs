@@ -349,7 +349,7 @@ pub struct SessionInfo {
 impl ProfileItem {
     pub fn of(profile: &Profile, urls: &Urls) -> ProfileItem {
         ProfileItem {
-            user_uid: profile.user_uid.clone(),
+            user_uid: profile.user_uid.clone().into(),
             display_name: profile.display_name.clone(),
             avatar_mode: profile.avatar_mode.as_str(),
             avatar_preset_id: profile.avatar_preset_id.clone(),
@@ -367,7 +367,7 @@ impl ProfileItem {
 impl ChannelItem {
     pub fn of(channel: &Channel) -> ChannelItem {
         ChannelItem {
-            id: channel.id.clone(),
+            id: channel.id.clone().into(),
             name: channel.name.clone(),
             kind: channel.kind.as_str(),
             history_visibility: channel.history_visibility.as_str(),

@@ -353,20 +353,20 @@ async fn all<'a, C: SqlConn, T>(
 async fn memberships<C: SqlConn>(conn: &mut C) -> Result<Vec<Membership>, StorageError> {
     let mut memberships = all(conn, SELECT_MEMBERSHIPS, vec![], |row| {
         Ok(Membership {
-            server_id: row.text(0)?,
-            user_uid: row.text(1)?,
+            server_id: row.text(0)?.into(),
+            user_uid: row.text(1)?.into(),
             role: wire(Role::parse, row.text(2)?, "memberships.role")?,
             spans: Vec::new(),
         })
     })
     .await?;
-    let mut spans: HashMap<(String, String), Vec<Span>> = HashMap::new();
+    let mut spans: HashMap<(ServerId, UserUid), Vec<Span>> = HashMap::new();
     for row in conn
         .fetch_all(&Statement::new(SELECT_SPANS, vec![]))
         .await?
     {
         spans
-            .entry((row.text(0)?, row.text(1)?))
+            .entry((row.text(0)?.into(), row.text(1)?.into()))
             .or_default()
             .push(Span {
                 joined_seq: row.int(2)?,
@@ -394,16 +394,16 @@ fn wire<T>(parse: fn(&str) -> Option<T>, text: String, column: &str) -> Result<T
 
 fn server(row: &impl SqlRow) -> Result<Server, StorageError> {
     Ok(Server {
-        id: row.text(0)?,
+        id: row.text(0)?.into(),
         display_name: row.text(1)?,
         description: row.text(2)?,
         banner_preset: row.text(3)?,
         discoverable: row.boolean(4)?,
         join_policy: wire(JoinPolicy::parse, row.text(5)?, "servers.join_policy")?,
-        owner_uid: row.opt_text(6)?,
-        created_by_uid: row.opt_text(7)?,
+        owner_uid: row.opt_text(6)?.map(Into::into),
+        created_by_uid: row.opt_text(7)?.map(Into::into),
         created_at: row.int(8)?,
-        updated_by_uid: row.opt_text(9)?,
+        updated_by_uid: row.opt_text(9)?.map(Into::into),
         updated_at: row.int(10)?,
     })
 }
@@ -411,19 +411,19 @@ fn server(row: &impl SqlRow) -> Result<Server, StorageError> {
 fn category(row: &impl SqlRow) -> Result<Category, StorageError> {
     Ok(Category {
         id: row.text(0)?,
-        server_id: row.text(1)?,
+        server_id: row.text(1)?.into(),
         label: row.text(2)?,
         kind: wire(ChannelKind::parse, row.text(3)?, "categories.kind")?,
         position: row.int(4)?,
-        created_by_uid: row.opt_text(5)?,
+        created_by_uid: row.opt_text(5)?.map(Into::into),
         created_at: row.int(6)?,
     })
 }
 
 fn channel(row: &impl SqlRow) -> Result<Channel, StorageError> {
     Ok(Channel {
-        id: row.text(0)?,
-        server_id: row.text(1)?,
+        id: row.text(0)?.into(),
+        server_id: row.text(1)?.into(),
         category_id: row.text(2)?,
         name: row.text(3)?,
         kind: wire(ChannelKind::parse, row.text(4)?, "channels.kind")?,
@@ -434,14 +434,14 @@ fn channel(row: &impl SqlRow) -> Result<Channel, StorageError> {
             "channels.history_visibility",
         )?,
         encryption: wire(Encryption::parse, row.text(7)?, "channels.encryption")?,
-        created_by_uid: row.opt_text(8)?,
+        created_by_uid: row.opt_text(8)?.map(Into::into),
         created_at: row.int(9)?,
     })
 }
 
 fn profile(row: &impl SqlRow) -> Result<Profile, StorageError> {
     Ok(Profile {
-        user_uid: row.text(0)?,
+        user_uid: row.text(0)?.into(),
         display_name: row.text(1)?,
         avatar_mode: wire(AvatarMode::parse, row.text(2)?, "profiles.avatar_mode")?,
         avatar_preset_id: row.opt_text(3)?,
@@ -454,7 +454,7 @@ fn profile(row: &impl SqlRow) -> Result<Profile, StorageError> {
 fn avatar_asset(row: &impl SqlRow) -> Result<AvatarAsset, StorageError> {
     Ok(AvatarAsset {
         id: row.text(0)?,
-        owner_uid: row.text(1)?,
+        owner_uid: row.text(1)?.into(),
         blob: row.text(2)?,
         content_type: row.text(3)?,
         width: unsigned(row, 4, "avatar_assets.width")?,
@@ -476,7 +476,7 @@ fn unsigned<T: TryFrom<i64>>(
 fn claim_token(row: &impl SqlRow) -> Result<ClaimToken, StorageError> {
     Ok(ClaimToken {
         token_hash: row.text(0)?,
-        server_id: row.text(1)?,
+        server_id: row.text(1)?.into(),
         expires_at: row.int(2)?,
         used_at: row.opt_int(3)?,
     })
@@ -485,7 +485,7 @@ fn claim_token(row: &impl SqlRow) -> Result<ClaimToken, StorageError> {
 fn device(row: &impl SqlRow) -> Result<Device, StorageError> {
     Ok(Device {
         device_id: row.text(0)?,
-        user_uid: row.text(1)?,
+        user_uid: row.text(1)?.into(),
         public_key: row.text(2)?,
         created_at: row.int(3)?,
         revoked_at: row.opt_int(4)?,
@@ -507,7 +507,7 @@ fn identity_binding(
 fn session(row: &impl SqlRow) -> Result<Session, StorageError> {
     Ok(Session {
         token_hash: row.text(0)?,
-        user_uid: row.text(1)?,
+        user_uid: row.text(1)?.into(),
         device_id: row.text(2)?,
         created_at: row.int(3)?,
         expires_at: row.int(4)?,
@@ -517,9 +517,9 @@ fn session(row: &impl SqlRow) -> Result<Session, StorageError> {
 
 fn read_ack(row: &impl SqlRow) -> Result<ReadAck, StorageError> {
     Ok(ReadAck {
-        user_uid: row.text(0)?,
-        channel_id: row.text(1)?,
-        message_id: row.text(2)?,
+        user_uid: row.text(0)?.into(),
+        channel_id: row.text(1)?.into(),
+        message_id: row.text(2)?.into(),
         seq: row.int(3)?,
         acked_at: row.int(4)?,
     })
@@ -527,12 +527,12 @@ fn read_ack(row: &impl SqlRow) -> Result<ReadAck, StorageError> {
 
 fn moderation(row: &impl SqlRow) -> Result<Moderation, StorageError> {
     Ok(Moderation {
-        server_id: row.text(0)?,
+        server_id: row.text(0)?.into(),
         kind: wire(ModerationKind::parse, row.text(1)?, "moderation.kind")?,
         target: row.text(2)?,
         until: row.opt_int(3)?,
         active: row.boolean(4)?,
-        by_uid: row.text(5)?,
+        by_uid: row.text(5)?.into(),
         at: row.int(6)?,
     })
 }
@@ -545,7 +545,7 @@ fn event_id(row: &impl SqlRow, index: usize) -> Result<EventId, StorageError> {
 
 fn event(row: &impl SqlRow) -> Result<StoredEvent, StorageError> {
     Ok(StoredEvent {
-        server_id: row.text(0)?,
+        server_id: row.text(0)?.into(),
         event_id: event_id(row, 1)?,
         kind: row.text(2)?,
         payload: row.text(3)?,

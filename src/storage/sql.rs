@@ -38,6 +38,30 @@ impl<'a> From<&'a Option<String>> for Param<'a> {
     }
 }
 
+/// Ids bind as their text.
+macro_rules! id_params {
+    ($($id:ty),*) => {$(
+        impl<'a> From<&'a $id> for Param<'a> {
+            fn from(value: &'a $id) -> Param<'a> {
+                Param::Text(Some(value.as_str()))
+            }
+        }
+
+        impl<'a> From<&'a Option<$id>> for Param<'a> {
+            fn from(value: &'a Option<$id>) -> Param<'a> {
+                Param::Text(value.as_deref())
+            }
+        }
+    )*};
+}
+
+id_params!(
+    crate::domain::ids::ServerId,
+    crate::domain::ids::ChannelId,
+    crate::domain::ids::MessageId,
+    crate::domain::ids::UserUid
+);
+
 impl From<i64> for Param<'_> {
     fn from(value: i64) -> Self {
         Param::Int(Some(value))

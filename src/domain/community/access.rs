@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(
             event.subject,
             Subject::Message {
-                channel_id: general.id.clone(),
+                channel_id: general.id.clone().into(),
                 seq: before.seq
             }
         );

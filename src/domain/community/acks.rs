@@ -46,7 +46,7 @@ impl Community {
             Some(a) => ReadAckItem {
                 channel_id: channel_id.to_owned(),
                 user_uid: uid.to_owned(),
-                last_read_message_id: Some(a.message_id.clone()),
+                last_read_message_id: Some(a.message_id.clone().into()),
                 acked_at: Some(views::rfc3339(a.acked_at)),
                 cursor_index: a.seq,
             },
@@ -102,9 +102,9 @@ impl Community {
         let mut events = Vec::new();
         if applied {
             let ack = ReadAck {
-                user_uid: actor.user_uid.clone(),
-                channel_id: channel_id.to_owned(),
-                message_id: message.id.clone(),
+                user_uid: actor.user_uid.clone().into(),
+                channel_id: channel_id.to_owned().into(),
+                message_id: message.id.clone().into(),
                 seq: message.seq,
                 acked_at: now,
             };
@@ -118,7 +118,7 @@ impl Community {
         };
         if applied {
             events.push(Emitted {
-                server_id: channel.server_id.clone(),
+                server_id: channel.server_id.clone().into(),
                 event_id: None,
                 audience: Audience::User(actor.user_uid.clone()),
                 kind: "chat.read_ack.updated",
@@ -160,7 +160,7 @@ impl Community {
                 hit.then(|| MentionCandidate {
                     kind: "user",
                     token: format!("@{}", m.user_uid),
-                    target_id: m.user_uid.clone(),
+                    target_id: m.user_uid.clone().into(),
                     display_text: name,
                 })
             })
@@ -172,7 +172,7 @@ impl Community {
                 results.push(MentionCandidate {
                     kind: "channel",
                     token: token.to_owned(),
-                    target_id: channel.id.clone(),
+                    target_id: channel.id.clone().into(),
                     display_text: token.to_owned(),
                 });
             }

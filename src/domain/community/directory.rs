@@ -103,7 +103,7 @@ impl Directory {
 impl Community {
     pub(super) fn directory_item(&self, server: &Server) -> DirectoryItem {
         DirectoryItem {
-            server_id: server.id.clone(),
+            server_id: server.id.clone().into(),
             display_name: server.display_name.clone(),
             description: server.description.clone(),
             banner_preset: server.banner_preset.clone(),
@@ -139,7 +139,7 @@ impl Community {
         let key = |s: &Server| DirectoryKey {
             after_default: s.id != *default_id,
             created_at: s.created_at,
-            server_id: s.id.clone(),
+            server_id: s.id.clone().into(),
         };
         let mut page: Vec<&Server> = self
             .directory_servers(actor)
@@ -204,16 +204,16 @@ impl Community {
         records: &mut Vec<Record>,
     ) -> Server {
         let server = Server {
-            id: id.clone(),
+            id: id.clone().into(),
             display_name,
             description,
             banner_preset,
             discoverable: true,
             join_policy: JoinPolicy::Open,
             owner_uid: None,
-            created_by_uid: created_by.clone(),
+            created_by_uid: created_by.clone().map(Into::into),
             created_at: now,
-            updated_by_uid: created_by.clone(),
+            updated_by_uid: created_by.clone().map(Into::into),
             updated_at: now,
         };
         records.push(Record::Server(server.clone()));
@@ -228,23 +228,23 @@ impl Community {
         {
             let category = Category {
                 id: self.entropy.id("cat"),
-                server_id: id.clone(),
+                server_id: id.clone().into(),
                 label: label.to_owned(),
                 kind,
                 position: position as i64,
-                created_by_uid: created_by.clone(),
+                created_by_uid: created_by.clone().map(Into::into),
                 created_at: now,
             };
             let channel = Channel {
-                id: self.entropy.id("ch"),
-                server_id: id.clone(),
+                id: self.entropy.id("ch").into(),
+                server_id: id.clone().into(),
                 category_id: category.id.clone(),
                 name: channel.to_owned(),
                 kind,
                 position: 0,
                 history_visibility: visibility,
                 encryption: Encryption::None,
-                created_by_uid: created_by.clone(),
+                created_by_uid: created_by.clone().map(Into::into),
                 created_at: now,
             };
             records.push(Record::Category(category.clone()));
@@ -252,7 +252,7 @@ impl Community {
             self.directory
                 .categories
                 .insert(category.id.clone(), category);
-            self.directory.channels.insert(channel.id.clone(), channel);
+            self.directory.channels.insert(channel.id.clone().into(), channel);
         }
         server
     }
@@ -267,7 +267,7 @@ impl Community {
         let token = self.entropy.token("occ_");
         let claim = ClaimToken {
             token_hash: crate::auth::hash_token(&token),
-            server_id: server_id.to_owned(),
+            server_id: server_id.to_owned().into(),
             expires_at: now + ttl,
             used_at: None,
         };
@@ -286,7 +286,7 @@ impl Community {
         records: &mut Vec<Record>,
     ) {
         let mut server = self.directory.servers[server_id].clone();
-        let previous = server.owner_uid.replace(uid.to_owned());
+        let previous = server.owner_uid.replace(uid.to_owned().into());
         server.updated_at = now;
         records.push(Record::Server(server.clone()));
         self.directory.servers.insert(server_id.to_owned(), server);
@@ -472,7 +472,7 @@ impl Community {
         let s = &self.directory.servers[server_id];
         Ok(Outcome::stored(
             views::Settings {
-                server_id: s.id.clone(),
+                server_id: s.id.clone().into(),
                 display_name: s.display_name.clone(),
                 description: s.description.clone(),
                 banner_preset: s.banner_preset.clone(),
@@ -517,17 +517,17 @@ impl Community {
             server.banner_preset = b;
         }
         server.updated_at = now;
-        server.updated_by_uid = Some(actor.user_uid.clone());
+        server.updated_by_uid = Some(actor.user_uid.clone().into());
         records.push(Record::Server(server.clone()));
         let value = SettingsUpdated {
-            server_id: server.id.clone(),
+            server_id: server.id.clone().into(),
             display_name: server.display_name.clone(),
             description: server.description.clone(),
             banner_preset: server.banner_preset.clone(),
             updated_by_uid: actor.user_uid.clone(),
             updated_at: views::rfc3339(now),
         };
-        self.directory.servers.insert(server.id.clone(), server);
+        self.directory.servers.insert(server.id.clone().into(), server);
         let event = self.server_event(&mut records, server_id, "chat.server.updated", &value, now);
         Ok(Outcome::published(value, records, vec![event]))
     }

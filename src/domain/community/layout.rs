@@ -96,21 +96,21 @@ impl Community {
             .max()
             .unwrap_or(0);
         let channel = Channel {
-            id: self.entropy.id("ch"),
-            server_id: server_id.to_owned(),
+            id: self.entropy.id("ch").into(),
+            server_id: server_id.to_owned().into(),
             category_id: category_id.clone(),
             name,
             kind,
             position,
             history_visibility: visibility.unwrap_or(self.settings().default_history_visibility),
             encryption: encryption.unwrap_or(Encryption::None),
-            created_by_uid: Some(actor.user_uid.clone()),
+            created_by_uid: Some(actor.user_uid.clone().into()),
             created_at: now,
         };
         records.push(Record::Channel(channel.clone()));
         self.directory
             .channels
-            .insert(channel.id.clone(), channel.clone());
+            .insert(channel.id.clone().into(), channel.clone());
         let value = ChannelCreated {
             server_id: server_id.to_owned(),
             group_id: category_id,
@@ -149,11 +149,11 @@ impl Community {
         let mut records = self.require_admin(server_id, actor, now)?;
         let category = Category {
             id: self.entropy.id("cat"),
-            server_id: server_id.to_owned(),
+            server_id: server_id.to_owned().into(),
             label,
             kind,
             position,
-            created_by_uid: Some(actor.user_uid.clone()),
+            created_by_uid: Some(actor.user_uid.clone().into()),
             created_at: now,
         };
         records.push(Record::Category(category.clone()));
@@ -260,7 +260,7 @@ impl Community {
                 ch.category_id = heir.clone();
                 ch.position = next + offset as i64;
                 records.push(Record::Channel(ch.clone()));
-                self.directory.channels.insert(ch.id.clone(), ch);
+                self.directory.channels.insert(ch.id.clone().into(), ch);
             }
         }
         records.push(Record::DeleteCategory {

@@ -23,11 +23,11 @@ pub struct Roster {
 impl Roster {
     pub(super) fn index(&mut self, m: Membership) {
         self.user_servers
-            .entry(m.user_uid.clone())
+            .entry(m.user_uid.clone().into())
             .or_default()
-            .insert(m.server_id.clone());
+            .insert(m.server_id.clone().into());
         self.memberships
-            .insert((m.server_id.clone(), m.user_uid.clone()), m);
+            .insert((m.server_id.clone().into(), m.user_uid.clone().into()), m);
     }
 
     pub(super) fn membership(&self, server_id: &str, uid: &str) -> Option<&Membership> {
@@ -91,8 +91,8 @@ impl Community {
                     Role::Member
                 };
                 Membership {
-                    server_id: server_id.to_owned(),
-                    user_uid: uid.to_owned(),
+                    server_id: server_id.to_owned().into(),
+                    user_uid: uid.to_owned().into(),
                     role,
                     spans: vec![span],
                 }
@@ -247,12 +247,12 @@ impl Community {
             .values()
             .filter(|m| m.server_id == server_id && m.is_current())
             .map(|m| MemberItem {
-                id: m.user_uid.clone(),
+                id: m.user_uid.clone().into(),
                 name: self.profiles.display_name(&m.user_uid),
                 status: if self
                     .roster
                     .online
-                    .contains_key(&(server_id.to_owned(), m.user_uid.clone()))
+                    .contains_key(&(server_id.to_owned(), m.user_uid.clone().into()))
                 {
                     "online"
                 } else {

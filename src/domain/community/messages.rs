@@ -76,8 +76,7 @@ impl Community {
             }
             return Some(Err(DomainError::IdentityRequired(Readable::Channel)));
         };
-        let key = (channel.server_id.clone(), actor.user_uid.clone());
-        let role = match self.roster.memberships.get(&key) {
+        let role = match self.roster.membership(&channel.server_id, &actor.user_uid) {
             Some(m) if m.is_current() => Some(m.role),
             Some(_) if public => None,
             Some(_) => return Some(Err(DomainError::NotAMember)),
@@ -176,7 +175,7 @@ impl Community {
         let message = Message {
             seq: self.last_seq,
             id: message_id(self.last_seq),
-            server_id: channel.server_id.clone(),
+            server_id: channel.server_id.clone().into(),
             channel_id: channel_id.to_owned(),
             author_uid: actor.user_uid.clone(),
             author_device_id: actor.device_id.clone(),
@@ -276,7 +275,7 @@ impl Community {
         let deleted_at = message.deleted_at.unwrap_or(now);
         let value = views::MessageDeleted {
             deleted: true,
-            server_id: channel.server_id.clone(),
+            server_id: channel.server_id.clone().into(),
             channel_id: channel_id.to_owned(),
             message_id: message.id.clone(),
             deleted_by_uid: actor.user_uid.clone(),

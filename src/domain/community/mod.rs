@@ -308,13 +308,13 @@ impl Community {
         };
         let d = &mut c.directory;
         for s in snapshot.servers {
-            d.servers.insert(s.id.clone(), s);
+            d.servers.insert(s.id.clone().into(), s);
         }
         for cat in snapshot.categories {
             d.categories.insert(cat.id.clone(), cat);
         }
         for ch in snapshot.channels {
-            d.channels.insert(ch.id.clone(), ch);
+            d.channels.insert(ch.id.clone().into(), ch);
         }
         for t in snapshot.claim_tokens {
             d.claim_tokens.insert(t.token_hash.clone(), t);
@@ -323,7 +323,7 @@ impl Community {
             c.roster.index(m);
         }
         for p in snapshot.profiles {
-            c.profiles.by_uid.insert(p.user_uid.clone(), p);
+            c.profiles.by_uid.insert(p.user_uid.clone().into(), p);
         }
         for a in snapshot.avatar_assets {
             c.profiles.avatar_assets.insert(a.id.clone(), a);
@@ -338,12 +338,12 @@ impl Community {
         for m in snapshot.moderation {
             c.measures
                 .by_target
-                .insert((m.server_id.clone(), m.kind, m.target.clone()), m);
+                .insert((m.server_id.clone().into(), m.kind, m.target.clone()), m);
         }
         for a in snapshot.read_acks {
             c.read_acks
                 .by_reader
-                .insert((a.user_uid.clone(), a.channel_id.clone()), a);
+                .insert((a.user_uid.clone().into(), a.channel_id.clone().into()), a);
         }
         c
     }
@@ -398,7 +398,7 @@ impl Community {
     ) -> Emitted {
         let event = self.counted_event(records, server_id, kind, payload, now);
         records.push(Record::Event(StoredEvent {
-            server_id: server_id.to_owned(),
+            server_id: server_id.to_owned().into(),
             event_id: event.event_id.expect("server events are numbered"),
             kind: kind.to_owned(),
             payload: event.payload.clone(),

@@ -124,12 +124,12 @@ impl Community {
         now: Millis,
     ) -> Record {
         let m = Moderation {
-            server_id: server_id.to_owned(),
+            server_id: server_id.to_owned().into(),
             kind,
             target: target.to_owned(),
             until,
             active,
-            by_uid: actor.user_uid.clone(),
+            by_uid: actor.user_uid.clone().into(),
             at: now,
         };
         self.measures

@@ -24,7 +24,7 @@ impl ProfileStore {
     /// The uid's profile, or the default one for a uid that never saved one.
     pub fn profile_of(&self, uid: &str) -> Profile {
         self.by_uid.get(uid).cloned().unwrap_or_else(|| Profile {
-            user_uid: uid.to_owned(),
+            user_uid: uid.to_owned().into(),
             display_name: uid.chars().take(text::DISPLAY_NAME_MAX_CHARS).collect(),
             avatar_mode: AvatarMode::Generated,
             avatar_preset_id: None,

@@ -70,7 +70,7 @@ impl Community {
                 // the same key is the same identity.
                 let device = Device {
                     device_id: device_id.to_owned(),
-                    user_uid: uid.clone(),
+                    user_uid: uid.clone().into(),
                     public_key: public_key.to_owned(),
                     created_at: now,
                     revoked_at: None,
@@ -82,7 +82,7 @@ impl Community {
         let token = self.entropy.token("ocs_");
         let session = Session {
             token_hash: crate::auth::hash_token(&token),
-            user_uid: uid.clone(),
+            user_uid: uid.clone().into(),
             device_id: device_id.to_owned(),
             created_at: now,
             expires_at: now + SESSION_TTL_MS,
@@ -118,7 +118,7 @@ impl Community {
         }
         Some((
             Actor {
-                user_uid: s.user_uid.clone(),
+                user_uid: s.user_uid.clone().into(),
                 device_id: s.device_id.clone(),
             },
             s.expires_at,
@@ -136,7 +136,7 @@ impl Community {
         self.tickets.void_device(&s.user_uid, &s.device_id, now);
         let notice = Notice::SessionRevoked {
             token_hash: hash,
-            user_uid: s.user_uid.clone(),
+            user_uid: s.user_uid.clone().into(),
             device_id: s.device_id.clone(),
         };
         Ok(Outcome {

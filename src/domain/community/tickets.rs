@@ -254,7 +254,7 @@ mod tests {
     fn community_claims(c: &Community, who: &Actor, jti: &str, exp: i64) -> Claims {
         Claims {
             server_id: "home".into(),
-            channel_id: first_channel(c, ChannelKind::Voice).id,
+            channel_id: first_channel(c, ChannelKind::Voice).id.into(),
             user_uid: who.user_uid.clone(),
             device_id: who.device_id.clone(),
             permissions: crate::rtc::ticket::Permissions::ALL,
@@ -322,7 +322,7 @@ mod tests {
             hash.clone(),
             Session {
                 token_hash: hash.clone(),
-                user_uid: alice.user_uid.clone(),
+                user_uid: alice.user_uid.clone().into(),
                 device_id: alice.device_id.clone(),
                 created_at: 1,
                 expires_at: 10_000_000,
