@@ -57,7 +57,7 @@ impl Community {
             && self
                 .directory
                 .channels
-                .get(&message.channel_id)
+                .get(message.channel_id.as_str())
                 .and_then(|channel| self.read_visibility(channel, uid))
                 .is_some_and(|visibility| visibility.allows(message.seq))
     }
@@ -117,7 +117,7 @@ impl ReplayRule<'_> {
                         .community
                         .directory
                         .channels
-                        .get(channel_id)
+                        .get(channel_id.as_str())
                         .filter(|c| c.server_id == self.server_id)
                         .and_then(|c| readable(c.history_visibility, self.membership));
                     self.channels.insert(channel_id.clone(), visibility);

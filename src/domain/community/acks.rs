@@ -1,6 +1,7 @@
 //! Per-reader channel state: read acks (which move forward only and go to the reader's own
 //! sockets) and the mention lookup of a channel's members.
 
+use crate::domain::ids::{ChannelId, UserUid};
 use std::collections::HashMap;
 
 use super::{
@@ -15,7 +16,7 @@ use crate::domain::{limits, views};
 /// The read ack of each (uid, channel).
 #[derive(Debug, Default)]
 pub struct ReadAcks {
-    pub(super) by_reader: HashMap<(String, String), ReadAck>,
+    pub(super) by_reader: HashMap<(UserUid, ChannelId), ReadAck>,
 }
 
 impl Community {
@@ -41,7 +42,7 @@ impl Community {
         match self
             .read_acks
             .by_reader
-            .get(&(uid.to_owned(), channel_id.to_owned()))
+            .get(&(uid.to_owned().into(), channel_id.to_owned().into()))
         {
             Some(a) => ReadAckItem {
                 channel_id: channel_id.to_owned(),
@@ -93,7 +94,10 @@ impl Community {
         }
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
-        let key = (actor.user_uid.clone(), channel_id.to_owned());
+        let key = (
+            UserUid::from(actor.user_uid.as_str()),
+            ChannelId::from(channel_id),
+        );
         let applied = self
             .read_acks
             .by_reader

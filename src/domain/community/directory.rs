@@ -3,6 +3,7 @@
 //! server at start, creating a server, claiming its ownership, its settings and the listing
 //! of `GET /v1/servers`. The layout commands are in [`super::layout`].
 
+use crate::domain::ids::{ChannelId, ServerId};
 use std::collections::HashMap;
 
 use super::{
@@ -23,9 +24,9 @@ use crate::domain::{limits, text, views};
 /// Servers, categories, channels and claim tokens, by id (claim tokens by hash).
 #[derive(Debug, Default)]
 pub struct Directory {
-    pub(super) servers: HashMap<String, Server>,
+    pub(super) servers: HashMap<ServerId, Server>,
     pub(super) categories: HashMap<String, Category>,
-    pub(super) channels: HashMap<String, Channel>,
+    pub(super) channels: HashMap<ChannelId, Channel>,
     pub(super) claim_tokens: HashMap<String, ClaimToken>,
 }
 
@@ -169,12 +170,12 @@ impl Community {
                 },
             })
             .collect();
-        if let (Some(a), Some(default)) = (actor, self.directory.servers.get(default_id)) {
+        if let (Some(a), Some(default)) = (actor, self.directory.servers.get(default_id.as_str())) {
             // A uid that never joined anything always sees the default server.
             let joined_any = self
                 .roster
                 .user_servers
-                .get(&a.user_uid)
+                .get(a.user_uid.as_str())
                 .is_some_and(|s| !s.is_empty());
             if !joined_any && !listed.iter().any(|s| s.id == *default_id) {
                 listed.push(default);
@@ -217,7 +218,9 @@ impl Community {
             updated_at: now,
         };
         records.push(Record::Server(server.clone()));
-        self.directory.servers.insert(id.clone(), server.clone());
+        self.directory
+            .servers
+            .insert(id.clone().into(), server.clone());
         let visibility = self.settings().default_history_visibility;
         for (position, (label, kind, channel)) in [
             ("Text Channels", ChannelKind::Text, "general"),
@@ -252,7 +255,7 @@ impl Community {
             self.directory
                 .categories
                 .insert(category.id.clone(), category);
-            self.directory.channels.insert(channel.id.clone().into(), channel);
+            self.directory.channels.insert(channel.id.clone(), channel);
         }
         server
     }
@@ -289,8 +292,10 @@ impl Community {
         let previous = server.owner_uid.replace(uid.to_owned().into());
         server.updated_at = now;
         records.push(Record::Server(server.clone()));
-        self.directory.servers.insert(server_id.to_owned(), server);
-        if let Some(prev) = previous.filter(|p| p != uid)
+        self.directory
+            .servers
+            .insert(server_id.to_owned().into(), server);
+        if let Some(prev) = previous.filter(|p| p.as_str() != uid)
             && let Some(m) = self.roster.membership(server_id, &prev).cloned()
         {
             let m = Membership {
@@ -328,7 +333,7 @@ impl Community {
         let id = self.settings().default_server_id.clone();
         let mut records = Vec::new();
         let mut token = None;
-        if !self.directory.servers.contains_key(&id) {
+        if !self.directory.servers.contains_key(id.as_str()) {
             self.seed_server(
                 id.clone(),
                 display_name.to_owned(),
@@ -346,7 +351,7 @@ impl Community {
             }
         }
         if let Some(owner) = owner_uid
-            && self.directory.servers[&id].owner_uid.as_deref() != Some(owner)
+            && self.directory.servers[id.as_str()].owner_uid.as_deref() != Some(owner)
         {
             self.set_owner(&id, owner, now, &mut records);
         }
@@ -527,7 +532,7 @@ impl Community {
             updated_by_uid: actor.user_uid.clone(),
             updated_at: views::rfc3339(now),
         };
-        self.directory.servers.insert(server.id.clone().into(), server);
+        self.directory.servers.insert(server.id.clone(), server);
         let event = self.server_event(&mut records, server_id, "chat.server.updated", &value, now);
         Ok(Outcome::published(value, records, vec![event]))
     }
@@ -699,7 +704,12 @@ mod tests {
     #[test]
     fn the_seed_given_at_construction_fixes_every_id() {
         let ids = |c: &Community| {
-            let mut ids: Vec<String> = c.directory.channels.keys().cloned().collect();
+            let mut ids: Vec<String> = c
+                .directory
+                .channels
+                .keys()
+                .map(|id| id.to_string())
+                .collect();
             ids.extend(c.directory.categories.keys().cloned());
             ids.sort();
             ids

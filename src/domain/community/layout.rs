@@ -110,7 +110,7 @@ impl Community {
         records.push(Record::Channel(channel.clone()));
         self.directory
             .channels
-            .insert(channel.id.clone().into(), channel.clone());
+            .insert(channel.id.clone(), channel.clone());
         let value = ChannelCreated {
             server_id: server_id.to_owned(),
             group_id: category_id,
@@ -260,7 +260,7 @@ impl Community {
                 ch.category_id = heir.clone();
                 ch.position = next + offset as i64;
                 records.push(Record::Channel(ch.clone()));
-                self.directory.channels.insert(ch.id.clone().into(), ch);
+                self.directory.channels.insert(ch.id.clone(), ch);
             }
         }
         records.push(Record::DeleteCategory {
@@ -323,7 +323,7 @@ impl Community {
                 let ch = self
                     .directory
                     .channels
-                    .get(id)
+                    .get(id.as_str())
                     .filter(|c| c.server_id == server_id)
                     .ok_or_else(|| bad(format!("unknown channel {id}")))?;
                 if !seen_channels.insert(id.as_str()) {
@@ -372,12 +372,12 @@ impl Community {
         }
         for (group_id, channel_ids) in groups {
             for (position, id) in channel_ids.iter().enumerate() {
-                let mut ch = self.directory.channels[id].clone();
+                let mut ch = self.directory.channels[id.as_str()].clone();
                 if ch.category_id != *group_id || ch.position != position as i64 {
                     ch.category_id = group_id.clone();
                     ch.position = position as i64;
                     records.push(Record::Channel(ch.clone()));
-                    self.directory.channels.insert(id.clone(), ch);
+                    self.directory.channels.insert(id.clone().into(), ch);
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! sockets behind member status, and the rules of admission (first contact, connect), leaving,
 //! the member list, roles and realtime subscriptions.
 
+use crate::domain::ids::{ServerId, UserUid};
 use std::collections::{HashMap, HashSet};
 
 use super::{Actor, Admission, Community, Notice, Outcome};
@@ -13,26 +14,26 @@ use crate::domain::views::{self, Left, MemberItem, Members};
 /// Memberships (current and past) and who is online, by (server, uid).
 #[derive(Debug, Default)]
 pub struct Roster {
-    pub(super) memberships: HashMap<(String, String), Membership>,
+    pub(super) memberships: HashMap<(ServerId, UserUid), Membership>,
     /// uid → servers it has a membership row in (current or past).
-    pub(super) user_servers: HashMap<String, HashSet<String>>,
+    pub(super) user_servers: HashMap<UserUid, HashSet<ServerId>>,
     /// Open realtime sockets per (server, uid), for member status.
-    pub(super) online: HashMap<(String, String), u32>,
+    pub(super) online: HashMap<(ServerId, UserUid), u32>,
 }
 
 impl Roster {
     pub(super) fn index(&mut self, m: Membership) {
         self.user_servers
-            .entry(m.user_uid.clone().into())
+            .entry(m.user_uid.clone())
             .or_default()
-            .insert(m.server_id.clone().into());
+            .insert(m.server_id.clone());
         self.memberships
-            .insert((m.server_id.clone().into(), m.user_uid.clone().into()), m);
+            .insert((m.server_id.clone(), m.user_uid.clone()), m);
     }
 
     pub(super) fn membership(&self, server_id: &str, uid: &str) -> Option<&Membership> {
         self.memberships
-            .get(&(server_id.to_owned(), uid.to_owned()))
+            .get(&(ServerId::from(server_id), UserUid::from(uid)))
     }
 
     /// The uid's role when it is a current member.
@@ -43,7 +44,7 @@ impl Roster {
     }
 
     pub(super) fn rollback_join(&mut self, server_id: &str, uid: &str) {
-        let key = (server_id.to_owned(), uid.to_owned());
+        let key = (ServerId::from(server_id), UserUid::from(uid));
         if let Some(m) = self.memberships.get_mut(&key) {
             m.spans.pop();
             if m.spans.is_empty() {
@@ -69,7 +70,7 @@ impl Community {
     ) -> Result<Role, DomainError> {
         let server = self.directory.server(server_id)?;
         let JoinPolicy::Open = server.join_policy;
-        let key = (server_id.to_owned(), uid.to_owned());
+        let key = (ServerId::from(server_id), UserUid::from(uid));
         let span = Span {
             joined_seq: self.last_seq,
             joined_at: now,
@@ -125,7 +126,10 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<Left>, DomainError> {
         self.directory.server(server_id)?;
-        let key = (server_id.to_owned(), actor.user_uid.clone());
+        let key = (
+            ServerId::from(server_id),
+            UserUid::from(actor.user_uid.as_str()),
+        );
         let mut out = Outcome::pure(Left {
             server_id: server_id.to_owned(),
             user_uid: actor.user_uid.clone(),
@@ -161,12 +165,12 @@ impl Community {
         *self
             .roster
             .online
-            .entry((server_id.to_owned(), uid.to_owned()))
+            .entry((server_id.to_owned().into(), uid.to_owned().into()))
             .or_default() += 1;
     }
 
     pub fn socket_closed(&mut self, server_id: &str, uid: &str) {
-        let key = (server_id.to_owned(), uid.to_owned());
+        let key = (ServerId::from(server_id), UserUid::from(uid));
         if let Some(n) = self.roster.online.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
@@ -252,7 +256,7 @@ impl Community {
                 status: if self
                     .roster
                     .online
-                    .contains_key(&(server_id.to_owned(), m.user_uid.clone().into()))
+                    .contains_key(&(server_id.to_owned().into(), m.user_uid.clone()))
                 {
                     "online"
                 } else {

@@ -96,7 +96,7 @@ pub struct Volatile {
     limiter: super::rate::RateLimiter,
     used_challenges: crate::auth::challenge::UsedChallenges,
     tickets: TicketBook,
-    online: HashMap<(String, String), u32>,
+    online: HashMap<(ServerId, UserUid), u32>,
 }
 
 /// Who is asking: a uid and the device it speaks from.
@@ -308,13 +308,13 @@ impl Community {
         };
         let d = &mut c.directory;
         for s in snapshot.servers {
-            d.servers.insert(s.id.clone().into(), s);
+            d.servers.insert(s.id.clone(), s);
         }
         for cat in snapshot.categories {
             d.categories.insert(cat.id.clone(), cat);
         }
         for ch in snapshot.channels {
-            d.channels.insert(ch.id.clone().into(), ch);
+            d.channels.insert(ch.id.clone(), ch);
         }
         for t in snapshot.claim_tokens {
             d.claim_tokens.insert(t.token_hash.clone(), t);
@@ -323,7 +323,7 @@ impl Community {
             c.roster.index(m);
         }
         for p in snapshot.profiles {
-            c.profiles.by_uid.insert(p.user_uid.clone().into(), p);
+            c.profiles.by_uid.insert(p.user_uid.clone(), p);
         }
         for a in snapshot.avatar_assets {
             c.profiles.avatar_assets.insert(a.id.clone(), a);
@@ -343,7 +343,7 @@ impl Community {
         for a in snapshot.read_acks {
             c.read_acks
                 .by_reader
-                .insert((a.user_uid.clone().into(), a.channel_id.clone().into()), a);
+                .insert((a.user_uid.clone(), a.channel_id.clone()), a);
         }
         c
     }

@@ -2,6 +2,7 @@
 //! saved one), saving a profile (with `If-Match` and the avatar's ownership), registering an
 //! uploaded avatar and the batch read.
 
+use crate::domain::ids::UserUid;
 use std::collections::{HashMap, HashSet};
 
 use super::{
@@ -16,7 +17,7 @@ use crate::domain::{limits, text};
 /// Saved profiles by uid, and avatar assets by id.
 #[derive(Debug, Default)]
 pub struct ProfileStore {
-    pub(super) by_uid: HashMap<String, Profile>,
+    pub(super) by_uid: HashMap<UserUid, Profile>,
     pub(super) avatar_assets: HashMap<String, AvatarAsset>,
 }
 
@@ -105,7 +106,7 @@ impl Community {
         let mut records = vec![Record::Profile(next.clone())];
         self.profiles
             .by_uid
-            .insert(actor.user_uid.clone(), next.clone());
+            .insert(actor.user_uid.clone().into(), next.clone());
         let item = ProfileItem::of(&next, self.urls());
         let payload = ProfileOut {
             profile: item.clone(),
@@ -113,11 +114,11 @@ impl Community {
         let mut servers: Vec<String> = self
             .roster
             .user_servers
-            .get(&actor.user_uid)
+            .get(actor.user_uid.as_str())
             .map(|s| {
                 s.iter()
                     .filter(|id| self.current_role(id, &actor.user_uid).is_some())
-                    .cloned()
+                    .map(|id| id.to_string())
                     .collect()
             })
             .unwrap_or_default();
