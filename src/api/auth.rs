@@ -146,7 +146,7 @@ handler!(
         let token = token_of(ctx)?;
         let found = ctx.app.authority.read(|c, now| Ok(c.authenticate(&token, now)))?;
         let (actor, expires_at) = found.ok_or(ApiError::Domain(DomainError::InvalidToken))?;
-        json(200, &SessionInfo { user_uid: actor.user_uid, device_id: actor.device_id, expires_at: rfc3339(expires_at) })
+        json(200, &SessionInfo { user_uid: actor.user_uid.into(), device_id: actor.device_id, expires_at: rfc3339(expires_at) })
     }
 );
 

@@ -247,7 +247,7 @@ handler!(
             if !files.is_empty() {
                 // Uploads cost a decode and a blob before the post is decided: limit them first.
                 let uid = who.user_uid.clone();
-                ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
+                ctx.app.authority.command(commands::TakeWriteToken { uid: uid.into() }).await?;
             }
             for field in files {
                 let (attachment, hold) = store_attachment(ctx, field).await?;

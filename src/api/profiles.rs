@@ -82,7 +82,7 @@ handler!(
             max_height: AVATAR_MAX_DIMENSION,
         };
         let uid = who.user_uid.clone();
-        ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
+        ctx.app.authority.command(commands::TakeWriteToken { uid: uid.into() }).await?;
         let (info, clean, id) = checked_image(field, limits).await?;
         let bytes = clean.len() as u64;
         // Held until the asset is recorded: a refusal removes a blob this upload created.
@@ -90,7 +90,7 @@ handler!(
         let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
         let asset = AvatarAsset {
             id: format!("av_{}", uuid::Uuid::new_v4().simple()),
-            owner_uid: who.user_uid.into(),
+            owner_uid: who.user_uid,
             blob: blob.as_str().to_owned(),
             content_type: info.format.content_type().to_owned(),
             width: info.width,

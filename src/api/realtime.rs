@@ -167,12 +167,12 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         }
     };
     app.authority
-        .socket_opened(server_id.clone(), who.user_uid.clone());
+        .socket_opened(server_id.clone(), who.user_uid.clone().into());
     let joined_after = joined_after.unwrap_or_default();
     if let Some(since) = since {
         let resumed = app
             .authority
-            .resume(server_id.clone(), who.user_uid.clone(), since)
+            .resume(server_id.clone(), who.user_uid.clone().into(), since)
             .await;
         match resumed {
             Ok(resumed) => {
@@ -213,7 +213,7 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
     }
     let member = Member {
         client_id: format!("c{}_{}", shard.id, id),
-        user_uid: who.user_uid.clone(),
+        user_uid: who.user_uid.clone().into(),
         device_id: who.device_id.clone(),
     };
     while let Some(text) = socket.next_client_text().await {
@@ -258,5 +258,5 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         }
     }
     shard.unregister(id);
-    app.authority.socket_closed(server_id, who.user_uid);
+    app.authority.socket_closed(server_id, who.user_uid.into());
 }

@@ -58,7 +58,7 @@ handler!(
         let claims = Claims {
             server_id: server_id.clone(),
             channel_id: channel_id.clone(),
-            user_uid: who.user_uid.clone(),
+            user_uid: who.user_uid.clone().into(),
             device_id: who.device_id.clone(),
             permissions,
             exp,
@@ -74,7 +74,7 @@ handler!(
             permissions,
             channel_id,
             server_id,
-            user_uid: who.user_uid,
+            user_uid: who.user_uid.into(),
             device_id: who.device_id,
         })
     }

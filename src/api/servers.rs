@@ -194,7 +194,7 @@ handler!(
         let uid = who.user_uid.clone();
         let sid = server_id.clone();
         let role = ctx.app.authority.command(commands::Admit { actor: who, server_id, how: Admission::Connect }).await?;
-        json(200, &Joined { server_id: sid, user_uid: uid, role: role.as_str(), joined: true })
+        json(200, &Joined { server_id: sid, user_uid: uid.into(), role: role.as_str(), joined: true })
     }
 );
 

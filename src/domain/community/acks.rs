@@ -106,7 +106,7 @@ impl Community {
         let mut events = Vec::new();
         if applied {
             let ack = ReadAck {
-                user_uid: actor.user_uid.clone().into(),
+                user_uid: actor.user_uid.clone(),
                 channel_id: channel_id.to_owned().into(),
                 message_id: message.id.clone().into(),
                 seq: message.seq,
@@ -124,7 +124,7 @@ impl Community {
             events.push(Emitted {
                 server_id: channel.server_id.clone().into(),
                 event_id: None,
-                audience: Audience::User(actor.user_uid.clone()),
+                audience: Audience::User(actor.user_uid.clone().into()),
                 kind: "chat.read_ack.updated",
                 payload: encode(&value),
                 created_at: now,

@@ -395,7 +395,7 @@ impl Community {
             display_name,
             description,
             banner,
-            Some(actor.user_uid.clone()),
+            Some(actor.user_uid.clone().into()),
             now,
             &mut records,
         );
@@ -411,7 +411,7 @@ impl Community {
         Ok(Outcome::stored(
             ServerCreated {
                 server: self.directory_item(&server),
-                created_by_uid: actor.user_uid.clone(),
+                created_by_uid: actor.user_uid.clone().into(),
                 created_at: views::rfc3339(now),
                 ownership_claim: OwnershipClaim {
                     token,
@@ -452,7 +452,7 @@ impl Community {
         Ok(Outcome::stored(
             Claimed {
                 server_id: server_id.to_owned(),
-                owner_user_uid: actor.user_uid.clone(),
+                owner_user_uid: actor.user_uid.clone().into(),
                 claimed_at: views::rfc3339(now),
             },
             records,
@@ -522,14 +522,14 @@ impl Community {
             server.banner_preset = b;
         }
         server.updated_at = now;
-        server.updated_by_uid = Some(actor.user_uid.clone().into());
+        server.updated_by_uid = Some(actor.user_uid.clone());
         records.push(Record::Server(server.clone()));
         let value = SettingsUpdated {
             server_id: server.id.clone().into(),
             display_name: server.display_name.clone(),
             description: server.description.clone(),
             banner_preset: server.banner_preset.clone(),
-            updated_by_uid: actor.user_uid.clone(),
+            updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };
         self.directory.servers.insert(server.id.clone(), server);

@@ -104,7 +104,7 @@ impl Community {
             position,
             history_visibility: visibility.unwrap_or(self.settings().default_history_visibility),
             encryption: encryption.unwrap_or(Encryption::None),
-            created_by_uid: Some(actor.user_uid.clone().into()),
+            created_by_uid: Some(actor.user_uid.clone()),
             created_at: now,
         };
         records.push(Record::Channel(channel.clone()));
@@ -115,7 +115,7 @@ impl Community {
             server_id: server_id.to_owned(),
             group_id: category_id,
             channel: ChannelItem::of(&channel),
-            created_by_uid: actor.user_uid.clone(),
+            created_by_uid: actor.user_uid.clone().into(),
             created_at: views::rfc3339(now),
         };
         let event = self.server_event(&mut records, server_id, "chat.channel.created", &value, now);
@@ -153,7 +153,7 @@ impl Community {
             label,
             kind,
             position,
-            created_by_uid: Some(actor.user_uid.clone().into()),
+            created_by_uid: Some(actor.user_uid.clone()),
             created_at: now,
         };
         records.push(Record::Category(category.clone()));
@@ -163,7 +163,7 @@ impl Community {
         let value = CategoryCreated {
             server_id: server_id.to_owned(),
             group: self.directory.group_of(&category.id),
-            created_by_uid: actor.user_uid.clone(),
+            created_by_uid: actor.user_uid.clone().into(),
             created_at: views::rfc3339(now),
         };
         let event = self.server_event(
@@ -200,7 +200,7 @@ impl Community {
         let value = CategoryUpdated {
             server_id: server_id.to_owned(),
             group: self.directory.group_of(group_id),
-            updated_by_uid: actor.user_uid.clone(),
+            updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };
         let event = self.server_event(
@@ -280,7 +280,7 @@ impl Community {
         let value = LayoutUpdated {
             server_id: server_id.to_owned(),
             groups: self.directory.layout(server_id, false),
-            updated_by_uid: actor.user_uid.clone(),
+            updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };
         let event = self.server_event(

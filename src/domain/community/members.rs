@@ -132,7 +132,7 @@ impl Community {
         );
         let mut out = Outcome::pure(Left {
             server_id: server_id.to_owned(),
-            user_uid: actor.user_uid.clone(),
+            user_uid: actor.user_uid.clone().into(),
             left: true,
             left_at: views::rfc3339(now),
         });
@@ -154,7 +154,7 @@ impl Community {
         out.records.push(Record::Membership(m.clone()));
         out.notices.push(Notice::MemberLeft {
             server_id: server_id.to_owned(),
-            user_uid: actor.user_uid.clone(),
+            user_uid: actor.user_uid.clone().into(),
         });
         self.roster.index(m);
         Ok(out)

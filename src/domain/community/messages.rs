@@ -89,7 +89,7 @@ impl Community {
                     channel,
                     visibility,
                     viewer: role.map(|role| Viewer {
-                        user_uid: actor.user_uid.clone(),
+                        user_uid: actor.user_uid.clone().into(),
                         role,
                     }),
                 })
@@ -177,7 +177,7 @@ impl Community {
             id: message_id(self.last_seq),
             server_id: channel.server_id.clone().into(),
             channel_id: channel_id.to_owned(),
-            author_uid: actor.user_uid.clone(),
+            author_uid: actor.user_uid.clone().into(),
             author_device_id: actor.device_id.clone(),
             content: new.content,
             reply_to_id: new.reply_to_id.clone(),
@@ -202,7 +202,7 @@ impl Community {
             action_permissions: permissions(
                 &message,
                 Some(&Viewer {
-                    user_uid: actor.user_uid.clone(),
+                    user_uid: actor.user_uid.clone().into(),
                     role,
                 }),
             ),
@@ -278,7 +278,7 @@ impl Community {
             server_id: channel.server_id.clone().into(),
             channel_id: channel_id.to_owned(),
             message_id: message.id.clone(),
-            deleted_by_uid: actor.user_uid.clone(),
+            deleted_by_uid: actor.user_uid.clone().into(),
             deleted_at: views::rfc3339(deleted_at),
         };
         if message.deleted_at.is_some() {

@@ -102,7 +102,7 @@ pub struct Volatile {
 /// Who is asking: a uid and the device it speaks from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Actor {
-    pub user_uid: String,
+    pub user_uid: UserUid,
     pub device_id: String,
 }
 

@@ -129,7 +129,7 @@ impl Community {
             target: target.to_owned(),
             until,
             active,
-            by_uid: actor.user_uid.clone().into(),
+            by_uid: actor.user_uid.clone(),
             at: now,
         };
         self.measures
@@ -162,7 +162,7 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<()>, DomainError> {
         let target = Actor {
-            user_uid: target_uid.to_owned(),
+            user_uid: target_uid.to_owned().into(),
             device_id: String::new(),
         };
         let left = self.leave(&target, server_id, now)?;

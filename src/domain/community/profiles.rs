@@ -106,7 +106,7 @@ impl Community {
         let mut records = vec![Record::Profile(next.clone())];
         self.profiles
             .by_uid
-            .insert(actor.user_uid.clone().into(), next.clone());
+            .insert(actor.user_uid.clone(), next.clone());
         let item = ProfileItem::of(&next, self.urls());
         let payload = ProfileOut {
             profile: item.clone(),

@@ -118,7 +118,7 @@ impl Community {
         }
         Some((
             Actor {
-                user_uid: s.user_uid.clone().into(),
+                user_uid: s.user_uid.clone(),
                 device_id: s.device_id.clone(),
             },
             s.expires_at,
@@ -196,7 +196,7 @@ impl Community {
                 user_uid: user_uid.to_owned(),
                 public_key: public_key.to_owned(),
                 server_id: server_id.to_owned(),
-                approved_by_uid: actor.user_uid.clone(),
+                approved_by_uid: actor.user_uid.clone().into(),
                 approved_at: now,
             },
         };

@@ -255,7 +255,7 @@ mod tests {
         Claims {
             server_id: "home".into(),
             channel_id: first_channel(c, ChannelKind::Voice).id.into(),
-            user_uid: who.user_uid.clone(),
+            user_uid: who.user_uid.clone().into(),
             device_id: who.device_id.clone(),
             permissions: crate::rtc::ticket::Permissions::ALL,
             exp,
@@ -322,7 +322,7 @@ mod tests {
             hash.clone(),
             Session {
                 token_hash: hash.clone(),
-                user_uid: alice.user_uid.clone().into(),
+                user_uid: alice.user_uid.clone(),
                 device_id: alice.device_id.clone(),
                 created_at: 1,
                 expires_at: 10_000_000,
@@ -340,7 +340,7 @@ mod tests {
             revoked.notices,
             vec![Notice::SessionRevoked {
                 token_hash: hash,
-                user_uid: alice.user_uid.clone(),
+                user_uid: alice.user_uid.clone().into(),
                 device_id: alice.device_id.clone(),
             }]
         );
