@@ -1073,7 +1073,7 @@ fn kick_route(router: &mut openchatd::http::Router<openchatd::api::Handler>) {
                 .command(openchatd::domain::community::commands::Kick {
                     actor: owner,
                     server_id: "home".into(),
-                    target_uid: target,
+                    target_uid: target.into(),
                 })
                 .await?;
             Ok(openchatd::http::Response::no_content())

@@ -338,7 +338,7 @@ fn moderation_routes(router: &mut openchatd::http::Router<openchatd::api::Handle
                 .command(openchatd::domain::community::commands::Kick {
                     actor: owner,
                     server_id: "home".into(),
-                    target_uid: target,
+                    target_uid: target.into(),
                 })
                 .await?;
             Ok(openchatd::http::Response::no_content())
@@ -353,7 +353,7 @@ fn moderation_routes(router: &mut openchatd::http::Router<openchatd::api::Handle
                 .command(openchatd::domain::community::commands::Ban {
                     actor: owner,
                     server_id: "home".into(),
-                    target_uid: target,
+                    target_uid: target.into(),
                     until: None,
                 })
                 .await?;

@@ -1,6 +1,7 @@
 //! Sessions (wire contract B.1): challenge, signed answer, bearer token; check and revoke; and
 //! the approval of identity bindings (`crate::domain::identity`).
 
+use crate::domain::ids::ServerId;
 use serde::Deserialize;
 
 use ed25519_dalek::VerifyingKey;
@@ -121,7 +122,7 @@ handler!(
     /// `user_uid`, a uid that was a member of the server. 201 with the stored binding.
     approve_binding, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: BindingIn = json_body(ctx)?;
         let user_uid = body.user_uid.filter(|u| is_valid_id(u)).ok_or_else(|| {
             ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -")
@@ -130,7 +131,7 @@ handler!(
             ApiError::bad_request("invalid_public_key", "public_key (Ed25519, base64url) is required")
         })?;
         let public_key = crate::auth::encode_public_key(&decode_key(&public_key)?);
-        let approved = ctx.app.authority.command(commands::ApproveBinding { actor: who, server_id, user_uid, public_key }).await?;
+        let approved = ctx.app.authority.command(commands::ApproveBinding { actor: who, server_id, user_uid: user_uid.into(), public_key }).await?;
         json(201, &approved)
     }
 );

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, RequestCtx};
-use crate::domain::text::is_valid_id;
+use crate::domain::ids::ParseId;
 
 /// The body as `T`. An empty body parses as `{}` so all-optional requests may omit it.
 pub fn json_body<T: DeserializeOwned>(ctx: &RequestCtx<'_>) -> Result<T, ApiError> {
@@ -23,13 +23,13 @@ pub fn json_body<T: DeserializeOwned>(ctx: &RequestCtx<'_>) -> Result<T, ApiErro
     })
 }
 
-/// A path parameter that must be an id (1–64 of `A-Z a-z 0-9 _ -`); anything else is 404,
-/// as no such thing can exist.
-pub fn path_id(ctx: &RequestCtx<'_>, name: &str) -> Result<String, ApiError> {
-    match ctx.params.get(name) {
-        Some(id) if is_valid_id(&id) => Ok(id.into_owned()),
-        _ => Err(ApiError::NotFound),
-    }
+/// A path parameter that must be an id of type `T` (the id rule, `domain::ids`); anything else is
+/// 404, as no such thing can exist.
+pub fn path_id<T: ParseId>(ctx: &RequestCtx<'_>, name: &str) -> Result<T, ApiError> {
+    ctx.params
+        .get(name)
+        .and_then(|id| T::parse_id(&id))
+        .ok_or(ApiError::NotFound)
 }
 
 /// Whether the request carries a multipart body.

@@ -1,6 +1,7 @@
 //! Messages, read acks, mentions and attachments (wire contract A.5). The authority decides
 //! who may read and write; storage holds the messages; this module parses, loads and renders.
 
+use crate::domain::ids::{ChannelId, MessageId};
 use serde::Deserialize;
 
 use super::blob_holds::BlobHold;
@@ -62,7 +63,7 @@ handler!(
     /// `GET /v1/channels/{id}/messages?limit=&before=&after=`.
     list, ctx => {
         let who = actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let limit = limit_param(ctx, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
         let before = cursor_param(ctx, "before")?;
         let after = cursor_param(ctx, "after")?;
@@ -216,7 +217,7 @@ handler!(
     /// `POST /v1/channels/{id}/messages`, JSON or multipart with up to 4 images.
     create, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let max_body = ctx.app.config.limits.max_message_bytes;
         let too_large = || ApiError::Domain(DomainError::MessageTooLarge { max_bytes: max_body });
         let mut attachments = Vec::new();
@@ -247,7 +248,7 @@ handler!(
             if !files.is_empty() {
                 // Uploads cost a decode and a blob before the post is decided: limit them first.
                 let uid = who.user_uid.clone();
-                ctx.app.authority.command(commands::TakeWriteToken { uid: uid.into() }).await?;
+                ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
             }
             for field in files {
                 let (attachment, hold) = store_attachment(ctx, field).await?;
@@ -308,8 +309,8 @@ handler!(
     /// `DELETE /v1/channels/{id}/messages/{message_id}`.
     delete, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
-        let message_id = path_id(ctx, "message_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
+        let message_id: MessageId = path_id(ctx, "message_id")?;
         let message = load_message(ctx, &channel_id, &message_id).await?;
         let deleted = ctx.app.authority.command(commands::DeleteMessage { actor: who, channel_id, message }).await?;
         json(200, &deleted)
@@ -320,7 +321,7 @@ handler!(
     /// `GET /v1/channels/{id}/read-ack`.
     get_read_ack, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let ack = ctx.app.authority.command(commands::ReadAck { actor: who, channel_id }).await?;
         json(200, &ack)
     }
@@ -335,7 +336,7 @@ handler!(
     /// `PUT /v1/channels/{id}/read-ack`.
     put_read_ack, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let body: ReadAckIn = json_body(ctx)?;
         let message_id = body.last_read_message_id.filter(|m| crate::domain::text::is_valid_id(m))
             .ok_or_else(|| ApiError::bad_request("invalid_message_id", "last_read_message_id is required"))?;
@@ -349,7 +350,7 @@ handler!(
     /// `GET /v1/channels/{id}/mentions:resolve?query=&limit=`.
     resolve_mentions, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let query = query_param(ctx, "query").or_else(|| query_param(ctx, "q")).unwrap_or_default();
         let limit = limit_param(ctx, 10, community::MAX_MENTION_RESULTS)?;
         let results = ctx.app.authority.command(commands::ResolveMentions { actor: who, channel_id, query, limit }).await?;

@@ -82,7 +82,7 @@ handler!(
             max_height: AVATAR_MAX_DIMENSION,
         };
         let uid = who.user_uid.clone();
-        ctx.app.authority.command(commands::TakeWriteToken { uid: uid.into() }).await?;
+        ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
         let (info, clean, id) = checked_image(field, limits).await?;
         let bytes = clean.len() as u64;
         // Held until the asset is recorded: a refusal removes a blob this upload created.
@@ -107,7 +107,7 @@ handler!(
 handler!(
     /// `GET /v1/profile/avatar/{asset_id}`: no identity (plain `<img src>`).
     avatar, ctx => {
-        let id = path_id(ctx, "asset_id")?;
+        let id: String = path_id(ctx, "asset_id")?;
         let blob = ctx.app.authority.read(|c, _| Ok(c.avatar_asset(&id).map(|a| a.blob.clone())))?;
         let blob = blob.and_then(|b| BlobId::parse(&b)).ok_or(ApiError::NotFound)?;
         serve_blob(ctx, &blob).await

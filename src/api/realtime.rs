@@ -120,7 +120,7 @@ async fn admit(
         let sid = server_id.to_owned();
         let open = OpenRealtime {
             actor: who,
-            server_id: sid,
+            server_id: sid.into(),
             token,
         };
         shard.app.authority.command(open).await

@@ -2,6 +2,7 @@
 //! decides (membership, voice channel of that server, ban, lock, timeout → listen-only); this
 //! signs the ticket and adds what the client needs to connect.
 
+use crate::domain::ids::ChannelId;
 use serde::{Deserialize, Serialize};
 
 use super::identity::require_actor;
@@ -38,7 +39,7 @@ handler!(
     /// `POST /v1/rtc/channels/{channel_id}/join-ticket` with `{server_id}`.
     join_ticket, ctx => {
         let who = require_actor(ctx).await?;
-        let channel_id = path_id(ctx, "channel_id")?;
+        let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let body: TicketIn = json_body(ctx)?;
         let server_id = body
             .server_id
@@ -49,7 +50,7 @@ handler!(
         // The authority remembers the ticket, so a leave, kick, ban or revoke voids it.
         let grant = GrantTicket {
             actor: who.clone(),
-            server_id: server_id.clone(),
+            server_id: server_id.clone().into(),
             channel_id: channel_id.clone(),
             jti: jti.clone(),
             exp,
@@ -57,7 +58,7 @@ handler!(
         let permissions = ctx.app.authority.command(grant).await?;
         let claims = Claims {
             server_id: server_id.clone(),
-            channel_id: channel_id.clone(),
+            channel_id: channel_id.clone().into(),
             user_uid: who.user_uid.clone().into(),
             device_id: who.device_id.clone(),
             permissions,
@@ -72,7 +73,7 @@ handler!(
             ice_servers: config.rtc.ice_servers_for(&who.user_uid, now),
             subscribe_receive_policy: config.rtc.receive_caps.resolve(&server_id, &channel_id),
             permissions,
-            channel_id,
+            channel_id: channel_id.into(),
             server_id,
             user_uid: who.user_uid.into(),
             device_id: who.device_id,

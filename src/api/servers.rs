@@ -1,6 +1,7 @@
 //! Servers, their settings, membership and members, and the channel layout (wire contract A.3,
 //! A.4). Handlers only parse and answer; the authority's domain rules decide.
 
+use crate::domain::ids::ServerId;
 use serde::Deserialize;
 
 use base64::Engine;
@@ -140,7 +141,7 @@ handler!(
     /// `POST /v1/servers/{id}/ownership:claim`.
     claim, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: ClaimIn = json_body(ctx)?;
         let token = body.claim_token.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_claim_token", "claim_token is required"))?;
         let claimed = ctx.app.authority.command(commands::ClaimOwnership { actor: who, server_id, token }).await?;
@@ -152,7 +153,7 @@ handler!(
     /// `GET /v1/servers/{id}/settings`.
     get_settings, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let settings = ctx.app.authority.command(commands::ServerSettings { actor: who, server_id }).await?;
         json(200, &settings)
     }
@@ -162,7 +163,7 @@ handler!(
     /// `PUT /v1/servers/{id}/settings`.
     put_settings, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: ServerIn = json_body(ctx)?;
         let updated = ctx.app.authority.command(commands::UpdateSettings {
             actor: who,
@@ -179,7 +180,7 @@ handler!(
     /// `DELETE /v1/servers/{id}/membership`.
     leave, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let left = ctx.app.authority.command(commands::Leave { actor: who, server_id }).await?;
         json(200, &left)
     }
@@ -190,11 +191,11 @@ handler!(
     /// realtime socket does).
     join, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let uid = who.user_uid.clone();
         let sid = server_id.clone();
         let role = ctx.app.authority.command(commands::Admit { actor: who, server_id, how: Admission::Connect }).await?;
-        json(200, &Joined { server_id: sid, user_uid: uid.into(), role: role.as_str(), joined: true })
+        json(200, &Joined { server_id: sid.into(), user_uid: uid.into(), role: role.as_str(), joined: true })
     }
 );
 
@@ -210,7 +211,7 @@ handler!(
     /// `GET /v1/servers/{id}/members`.
     members, ctx => {
         let who = actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let members = ctx.app.authority.command(commands::ListMembers { actor: who, server_id }).await?;
         json(200, &members)
     }
@@ -220,7 +221,7 @@ handler!(
     /// `GET /v1/servers/{id}/channels`.
     channels, ctx => {
         let who = actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let groups = ctx.app.authority.command(commands::ListChannels { actor: who, server_id }).await?;
         json(200, &groups)
     }
@@ -240,7 +241,7 @@ handler!(
     /// `POST /v1/servers/{id}/channels`.
     create_channel, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: ChannelIn = json_body(ctx)?;
         let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
         let kind = kind(body.kind.as_deref().unwrap_or("text"))?;
@@ -274,7 +275,7 @@ handler!(
     /// `POST /v1/servers/{id}/categories`.
     create_category, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: CategoryIn = json_body(ctx)?;
         let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
         let kind = kind(body.kind.as_deref().unwrap_or("text"))?;
@@ -287,8 +288,8 @@ handler!(
     /// `PUT /v1/servers/{id}/categories/{group_id}`.
     rename_category, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
-        let group_id = path_id(ctx, "group_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let group_id: String = path_id(ctx, "group_id")?;
         let body: CategoryIn = json_body(ctx)?;
         let name = body.name.ok_or_else(|| ApiError::bad_request("invalid_name", "name is required"))?;
         let updated = ctx.app.authority.command(commands::RenameCategory { actor: who, server_id, group_id, name }).await?;
@@ -300,8 +301,8 @@ handler!(
     /// `DELETE /v1/servers/{id}/categories/{group_id}`.
     delete_category, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
-        let group_id = path_id(ctx, "group_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let group_id: String = path_id(ctx, "group_id")?;
         let layout = ctx.app.authority.command(commands::DeleteCategory { actor: who, server_id, group_id }).await?;
         json(200, &layout)
     }
@@ -322,7 +323,7 @@ handler!(
     /// `PUT /v1/servers/{id}/channel-layout`.
     put_layout, ctx => {
         let who = require_actor(ctx).await?;
-        let server_id = path_id(ctx, "server_id")?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: LayoutIn = json_body(ctx)?;
         let groups: Vec<(String, Vec<String>)> = body.groups.into_iter().map(|g| (g.id, g.channel_ids)).collect();
         let layout = ctx.app.authority.command(commands::SetLayout { actor: who, server_id, groups }).await?;

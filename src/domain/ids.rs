@@ -17,6 +17,18 @@ use serde::{Deserialize, Serialize};
 
 use super::text::is_valid_id;
 
+/// What can be taken from the network as an id: checked against the id rule on the way in.
+pub trait ParseId: Sized {
+    fn parse_id(raw: &str) -> Option<Self>;
+}
+
+/// Ids not yet given a type of their own (categories, assets) are checked text.
+impl ParseId for String {
+    fn parse_id(raw: &str) -> Option<String> {
+        is_valid_id(raw).then(|| raw.to_owned())
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -38,6 +50,12 @@ macro_rules! id_type {
 
             pub fn into_string(self) -> String {
                 self.0
+            }
+        }
+
+        impl ParseId for $name {
+            fn parse_id(raw: &str) -> Option<$name> {
+                $name::parse(raw)
             }
         }
 

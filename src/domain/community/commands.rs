@@ -13,6 +13,7 @@ use super::{
 };
 use crate::domain::error::DomainError;
 use crate::domain::identity::BindingView;
+use crate::domain::ids::{ChannelId, ServerId, UserUid};
 use crate::domain::model::{
     AvatarAsset, ChannelKind, Encryption, EventId, HistoryVisibility, Message, Millis, Role,
 };
@@ -69,8 +70,8 @@ impl Command for RevokeSession {
 #[derive(Debug, Clone)]
 pub struct ApproveBinding {
     pub actor: Actor,
-    pub server_id: String,
-    pub user_uid: String,
+    pub server_id: ServerId,
+    pub user_uid: UserUid,
     pub public_key: String,
 }
 
@@ -115,7 +116,7 @@ impl Command for CreateServer {
 #[derive(Debug, Clone)]
 pub struct ClaimOwnership {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub token: String,
 }
 
@@ -131,7 +132,7 @@ impl Command for ClaimOwnership {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
 }
 
 impl Command for ServerSettings {
@@ -146,7 +147,7 @@ impl Command for ServerSettings {
 #[derive(Debug, Clone)]
 pub struct UpdateSettings {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub banner_preset: Option<String>,
@@ -171,7 +172,7 @@ impl Command for UpdateSettings {
 #[derive(Debug, Clone)]
 pub struct Leave {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
 }
 
 impl Command for Leave {
@@ -186,7 +187,7 @@ impl Command for Leave {
 #[derive(Debug, Clone)]
 pub struct Admit {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub how: Admission,
 }
 
@@ -204,7 +205,7 @@ impl Command for Admit {
 #[derive(Debug, Clone)]
 pub struct OpenRealtime {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub token: Option<String>,
 }
 
@@ -227,7 +228,7 @@ impl Command for OpenRealtime {
 #[derive(Debug, Clone)]
 pub struct ListMembers {
     pub actor: Option<Actor>,
-    pub server_id: String,
+    pub server_id: ServerId,
 }
 
 impl Command for ListMembers {
@@ -242,7 +243,7 @@ impl Command for ListMembers {
 #[derive(Debug, Clone)]
 pub struct ListChannels {
     pub actor: Option<Actor>,
-    pub server_id: String,
+    pub server_id: ServerId,
 }
 
 impl Command for ListChannels {
@@ -257,7 +258,7 @@ impl Command for ListChannels {
 #[derive(Debug, Clone)]
 pub struct CreateChannel {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub name: String,
     pub kind: ChannelKind,
     pub group_id: Option<String>,
@@ -286,7 +287,7 @@ impl Command for CreateChannel {
 #[derive(Debug, Clone)]
 pub struct CreateCategory {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub name: String,
     pub kind: ChannelKind,
 }
@@ -303,7 +304,7 @@ impl Command for CreateCategory {
 #[derive(Debug, Clone)]
 pub struct RenameCategory {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub group_id: String,
     pub name: String,
 }
@@ -326,7 +327,7 @@ impl Command for RenameCategory {
 #[derive(Debug, Clone)]
 pub struct DeleteCategory {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub group_id: String,
 }
 
@@ -342,7 +343,7 @@ impl Command for DeleteCategory {
 #[derive(Debug, Clone)]
 pub struct SetLayout {
     pub actor: Actor,
-    pub server_id: String,
+    pub server_id: ServerId,
     pub groups: Vec<(String, Vec<String>)>,
 }
 
@@ -360,7 +361,7 @@ impl Command for SetLayout {
 #[derive(Debug, Clone)]
 pub struct OpenHistory {
     pub actor: Option<Actor>,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
 }
 
 impl Command for OpenHistory {
@@ -375,7 +376,7 @@ impl Command for OpenHistory {
 #[derive(Debug, Clone)]
 pub struct PostMessage {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     pub new: NewMessage,
 }
 
@@ -391,7 +392,7 @@ impl Command for PostMessage {
 #[derive(Debug, Clone)]
 pub struct DeleteMessage {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     pub message: Message,
 }
 
@@ -407,7 +408,7 @@ impl Command for DeleteMessage {
 #[derive(Debug, Clone)]
 pub struct ReadAck {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
 }
 
 impl Command for ReadAck {
@@ -422,7 +423,7 @@ impl Command for ReadAck {
 #[derive(Debug, Clone)]
 pub struct PutReadAck {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     pub message: Message,
 }
 
@@ -438,7 +439,7 @@ impl Command for PutReadAck {
 #[derive(Debug, Clone)]
 pub struct ResolveMentions {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     pub query: String,
     pub limit: usize,
 }
@@ -483,7 +484,7 @@ impl Command for AddAvatarAsset {
 /// Spends one of the uid's write tokens (uploads ask before they store the bytes).
 #[derive(Debug, Clone)]
 pub struct TakeWriteToken {
-    pub uid: String,
+    pub uid: UserUid,
 }
 
 impl Command for TakeWriteToken {
@@ -500,8 +501,8 @@ impl Command for TakeWriteToken {
 #[derive(Debug, Clone)]
 pub struct GrantTicket {
     pub actor: Actor,
-    pub server_id: String,
-    pub channel_id: String,
+    pub server_id: ServerId,
+    pub channel_id: ChannelId,
     pub jti: String,
     pub exp: i64,
 }
@@ -540,8 +541,8 @@ impl Command for RedeemTicket {
 #[derive(Debug, Clone)]
 pub struct Kick {
     pub actor: Actor,
-    pub server_id: String,
-    pub target_uid: String,
+    pub server_id: ServerId,
+    pub target_uid: UserUid,
 }
 
 impl Command for Kick {
@@ -556,8 +557,8 @@ impl Command for Kick {
 #[derive(Debug, Clone)]
 pub struct Ban {
     pub actor: Actor,
-    pub server_id: String,
-    pub target_uid: String,
+    pub server_id: ServerId,
+    pub target_uid: UserUid,
     pub until: Option<Millis>,
 }
 
@@ -579,8 +580,8 @@ impl Command for Ban {
 #[derive(Debug, Clone)]
 pub struct Timeout {
     pub actor: Actor,
-    pub server_id: String,
-    pub target_uid: String,
+    pub server_id: ServerId,
+    pub target_uid: UserUid,
     pub until: Millis,
 }
 
@@ -602,7 +603,7 @@ impl Command for Timeout {
 #[derive(Debug, Clone)]
 pub struct LockChannel {
     pub actor: Actor,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     pub locked: bool,
 }
 
