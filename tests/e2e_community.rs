@@ -233,6 +233,23 @@ on_both_engines! {
         anon.get(&format!("/v1/channels/{staff}/messages?limit=150")).assert_error(401, "unauthorized");
         assert_eq!(bodies(&anon.messages(&general, "limit=150")), vec!["for everyone".to_owned()]);
 
+        // An empty category is listed to anonymous readers too (the client reloads the layout
+        // anonymously; a missing one could not be deleted from the UI). A category whose
+        // channels are all hidden from them is not.
+        let later = owner.post(&format!("/v1/servers/{server_id}/categories"), &json!({"name": "Later", "kind": "text"}));
+        assert_eq!(later.status, 201, "{}", later.text());
+        let later = later.json().str_at("group.id").to_owned();
+        let backroom = owner.post(&format!("/v1/servers/{server_id}/categories"), &json!({"name": "Backroom", "kind": "text"})).json().str_at("group.id").to_owned();
+        let hidden = owner.post(&format!("/v1/servers/{server_id}/channels"), &json!({"name": "mods", "type": "text", "group_id": backroom, "history_visibility": "members"}));
+        assert_eq!(hidden.status, 201, "{}", hidden.text());
+        let groups = anon.groups(&server_id);
+        let group_ids = ids_of(&groups, "groups");
+        assert!(group_ids.contains(&later), "the empty category is listed: {}", encode(&groups));
+        let listed = groups.arr_at("groups").iter().find(|g| g.str_at("id") == later).unwrap();
+        assert!(listed.arr_at("channels").is_empty());
+        assert!(!group_ids.contains(&backroom), "a category of hidden channels is not: {}", encode(&groups));
+        assert!(ids_of(&member.groups(&server_id), "groups").contains(&backroom), "members see it");
+
         // A member sees and reads both.
         let visible: Vec<String> = member.groups(&server_id).arr_at("groups").iter().flat_map(|g| ids_of(g, "channels")).collect();
         assert!(visible.contains(&general) && visible.contains(&staff), "{visible:?}");
@@ -711,8 +728,14 @@ on_both_engines! {
         assert_eq!(first.str_at("read_ack.user_uid"), alice.uid());
         assert!(is_rfc3339_utc(first.at("read_ack.acked_at")));
         for ws in [&mut alice_ws, &mut alice_other_device] {
+            // Flat, the read-ack item itself (A.7): the client reads `payload.user_uid`.
             let event = ws.expect("chat.read_ack.updated");
-            assert_eq!(event.str_at("payload.read_ack.last_read_message_id"), ids[3]);
+            assert_eq!(event.str_at("payload.last_read_message_id"), ids[3]);
+            assert_eq!(event.str_at("payload.user_uid"), alice.uid());
+            assert_eq!(event.str_at("payload.channel_id"), general);
+            assert_eq!(event.i64_at("payload.cursor_index"), first.i64_at("read_ack.cursor_index"));
+            assert!(is_rfc3339_utc(event.at("payload.acked_at")));
+            assert!(!event.keys_at("payload").contains(&"read_ack".to_owned()), "no wrapper: {}", encode(&event));
         }
 
         // Backwards is not applied and tells nobody.
@@ -727,13 +750,13 @@ on_both_engines! {
         assert!(forward.bool_at("applied"));
         assert!(forward.i64_at("read_ack.cursor_index") > first.i64_at("read_ack.cursor_index"));
         let event = alice_ws.expect("chat.read_ack.updated");
-        assert_eq!(event.str_at("payload.read_ack.last_read_message_id"), ids[4], "the backwards ack emitted nothing");
+        assert_eq!(event.str_at("payload.last_read_message_id"), ids[4], "the backwards ack emitted nothing");
 
         // Bob's ack is his own.
         assert!(bob.get(&path).json().is_null_at("read_ack.last_read_message_id"));
         assert!(put(&bob, &ids[0]).bool_at("applied"));
         let own = bob_ws.expect("chat.read_ack.updated");
-        assert_eq!(own.str_at("payload.read_ack.user_uid"), bob.uid(), "bob got alice's ack");
+        assert_eq!(own.str_at("payload.user_uid"), bob.uid(), "bob got alice's ack");
         bob_ws.assert_none_where("chat.read_ack.updated", QUIET, |_| true);
         alice_ws.assert_none("chat.read_ack.updated", QUIET);
         alice.put(&path, &json!({"last_read_message_id": "msg_unknown"})).assert_error(404, "message_not_found");
@@ -759,8 +782,10 @@ on_both_engines! {
         put(&[], json!({"display_name": "x".repeat(33)})).assert_error(400, "invalid_display_name");
         assert_eq!(alice.get("/v1/profile/me").json().str_at("display_name"), "Café Alice");
         let event = bob_ws.expect("profile_updated");
-        assert_eq!(event.str_at("payload.profile.user_uid"), alice.uid());
-        assert_eq!(event.str_at("payload.profile.display_name"), "Café Alice");
+        assert_eq!(event.str_at("payload.user_uid"), alice.uid());
+        assert_eq!(event.str_at("payload.display_name"), "Café Alice");
+        assert_eq!(event.i64_at("payload.profile_version"), 1);
+        assert!(!event.keys_at("payload").contains(&"profile".to_owned()), "the profile is the payload, flat: {}", encode(&event));
 
         // Avatars: checked by content, served anonymously, usable by their uploader only.
         let upload = alice.post_multipart("/v1/profile/avatar", Multipart::new().file("file", "me.png", "image/png", &media::png_with_text(64, 64, "Author", "SECRET-AVATAR")));

@@ -126,7 +126,8 @@ impl Community {
                 event_id: None,
                 audience: Audience::User(actor.user_uid.clone().into()),
                 kind: "chat.read_ack.updated",
-                payload: encode(&value),
+                // Flat: the read-ack item itself (wire contract A.7).
+                payload: encode(&value.read_ack),
                 created_at: now,
                 subject: Subject::Server,
             });

@@ -49,8 +49,11 @@ impl Directory {
             .any(|c| c.server_id == server_id && c.history_visibility == HistoryVisibility::Public)
     }
 
-    /// The server's groups in display order, each with its channels in order. `only_public`
-    /// leaves out channels an anonymous reader may not see (and groups left empty by that).
+    /// The server's groups in order, each with its channels in order. With `only_public`
+    /// (an anonymous reader) only `public` channels are listed, and a group is left out when it
+    /// has channels but none of them public: its name says nothing the reader may see. An
+    /// empty group stays (the client shows it, and an owner reloading anonymously must still
+    /// find it to delete it).
     pub(super) fn layout(&self, server_id: &str, only_public: bool) -> Vec<Group> {
         let mut cats: Vec<&Category> = self
             .categories
@@ -62,21 +65,28 @@ impl Directory {
             .channels
             .values()
             .filter(|c| c.server_id == server_id)
-            .filter(|c| !only_public || c.history_visibility == HistoryVisibility::Public)
             .collect();
         channels.sort_by(|a, b| (a.position, &a.id).cmp(&(b.position, &b.id)));
+        let visible =
+            |c: &Channel| !only_public || c.history_visibility == HistoryVisibility::Public;
         cats.into_iter()
-            .map(|cat| Group {
-                id: cat.id.clone(),
-                label: cat.label.clone(),
-                kind: cat.kind.as_str(),
-                channels: channels
+            .filter_map(|cat| {
+                let all: Vec<&&Channel> = channels
                     .iter()
                     .filter(|c| c.category_id == cat.id)
+                    .collect();
+                let shown: Vec<ChannelItem> = all
+                    .iter()
+                    .filter(|c| visible(c))
                     .map(|c| ChannelItem::of(c))
-                    .collect(),
+                    .collect();
+                (all.is_empty() || !shown.is_empty()).then(|| Group {
+                    id: cat.id.clone(),
+                    label: cat.label.clone(),
+                    kind: cat.kind.as_str(),
+                    channels: shown,
+                })
             })
-            .filter(|g| !only_public || !g.channels.is_empty())
             .collect()
     }
 

@@ -11,7 +11,7 @@ use super::{
 use crate::domain::error::DomainError;
 use crate::domain::model::{AvatarAsset, AvatarMode, Millis, Profile};
 use crate::domain::records::Record;
-use crate::domain::views::{AvatarUploaded, ProfileItem, ProfileOut, Profiles};
+use crate::domain::views::{AvatarUploaded, ProfileItem, Profiles};
 use crate::domain::{limits, text};
 
 /// Saved profiles by uid, and avatar assets by id.
@@ -108,9 +108,8 @@ impl Community {
             .by_uid
             .insert(actor.user_uid.clone(), next.clone());
         let item = ProfileItem::of(&next, self.urls());
-        let payload = ProfileOut {
-            profile: item.clone(),
-        };
+        // The event's payload is the profile itself, flat (wire contract A.7): the client reads
+        // `payload.user_uid` and drops a `{profile: …}` wrapper silently.
         let mut servers: Vec<String> = self
             .roster
             .user_servers
@@ -125,7 +124,7 @@ impl Community {
         servers.sort();
         let events = servers
             .iter()
-            .map(|id| self.server_event(&mut records, id, "profile_updated", &payload, now))
+            .map(|id| self.server_event(&mut records, id, "profile_updated", &item, now))
             .collect();
         Ok(Outcome {
             value: item,
