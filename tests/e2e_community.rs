@@ -199,8 +199,14 @@ on_both_engines! {
         assert_eq!(created_id(&created), sent.str_at("id"));
         let page = anon.messages(&general, "limit=150");
         assert_eq!(ids_of(&page, "messages"), vec![sent.str_at("id").to_owned()]);
-        for (permission, allowed) in [("can_react", true), ("can_reply", true), ("can_mark_unread", true), ("can_pin", false), ("can_delete", false)] {
+        for (permission, allowed) in [("can_react", true), ("can_reply", true), ("can_mark_unread", true), ("can_pin", false)] {
             assert_eq!(page.bool_at(&format!("messages.0.action_permissions.{permission}")), allowed, "{permission}: {}", encode(&page));
+        }
+        // The reader is unknown: `can_delete` is left out, never `false` (the client would take
+        // it as final and its author could never delete after a reload). The same for the
+        // shared realtime frame.
+        for (what, permissions) in [("page", page.at("messages.0.action_permissions")), ("frame", created.at("payload.message.action_permissions"))] {
+            assert!(!permissions.keys_at("").contains(&"can_delete".to_owned()), "{what}: {}", encode(permissions));
         }
     };
 

@@ -200,7 +200,11 @@ pub struct ActionPermissions {
     pub can_reply: bool,
     pub can_mark_unread: bool,
     pub can_pin: bool,
-    pub can_delete: bool,
+    /// Left out when the reader is unknown (an anonymous read, the shared realtime frame): the
+    /// client takes an explicit `false` as final, and without the field falls back to "my own
+    /// message" (wire contract A.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub can_delete: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

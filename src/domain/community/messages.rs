@@ -186,18 +186,10 @@ impl Community {
             created_at: now,
             deleted_at: None,
         };
-        // The event is what every member sees, so it carries a plain member's permissions;
-        // the author's own answer carries the author's.
-        let plain_member = Viewer {
-            user_uid: String::new(),
-            role: Role::Member,
-        };
-        let shared = self.render(
-            &message,
-            new.reply_to.as_ref(),
-            &Visibility::All,
-            Some(&plain_member),
-        );
+        // The event is what every member sees, so it is rendered for no one in particular
+        // (`can_delete` left out: each client decides "my own message" itself); the author's
+        // own answer carries the author's permissions.
+        let shared = self.render(&message, new.reply_to.as_ref(), &Visibility::All, None);
         let value = MessageItem {
             action_permissions: permissions(
                 &message,
@@ -402,7 +394,7 @@ pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissi
             can_reply: true,
             can_mark_unread: true,
             can_pin: false,
-            can_delete: false,
+            can_delete: None,
         };
     };
     ActionPermissions {
@@ -410,7 +402,7 @@ pub fn permissions(message: &Message, viewer: Option<&Viewer>) -> ActionPermissi
         can_reply: true,
         can_mark_unread: true,
         can_pin: v.role.at_least(Role::Moderator),
-        can_delete: v.user_uid == message.author_uid || v.role.at_least(Role::Moderator),
+        can_delete: Some(v.user_uid == message.author_uid || v.role.at_least(Role::Moderator)),
     }
 }
 
@@ -582,7 +574,11 @@ mod tests {
             ),
             ("@here", channel.as_str())
         );
-        assert!(m.action_permissions.can_delete, "the author may delete");
+        assert_eq!(
+            m.action_permissions.can_delete,
+            Some(true),
+            "the author may delete"
+        );
         // Others may not delete; a moderator may.
         let stored = history
             .get(&m.id)
