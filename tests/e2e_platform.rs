@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use openchatd::api::{Handler, HandlerFuture, RequestCtx};
 use openchatd::http::{Method, Request, Response, Router};
-use openchatd::realtime::encode_frame;
 use openchatd::runtime::shard::Shard;
 use openchatd::runtime::websocket::{RealtimeSocket, RealtimeTuning, Session};
+use openchatd::wire::realtime::encode_frame;
 use simd_json::prelude::*;
 use support::http::{Conn, get};
 use support::server::{Engine, Place, start, start_in, start_with};
