@@ -187,13 +187,13 @@ fn plain(seq: Seq, channel: &str) -> Message {
 
 fn rich(seq: Seq, channel: &str) -> Message {
     Message {
-        content: Content::Envelope {
+        content: Content::Envelope(Envelope {
             epoch_id: 7,
             ciphertext: "Y2lwaGVy".to_owned(),
             nonce: "bm9uY2U".to_owned(),
             aad: "YWFk".to_owned(),
             sender_device_id: "dev-1".to_owned(),
-        },
+        }),
         reply_to_id: Some("msg_1".to_owned()),
         mentions: vec![Mention {
             kind: "user".to_owned(),

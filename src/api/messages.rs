@@ -10,7 +10,7 @@ use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::domain::community::{self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage};
 use crate::domain::error::{DomainError, What};
-use crate::domain::model::{Attachment, Content, Message};
+use crate::domain::model::{Attachment, Content, Envelope, Message};
 use crate::domain::records::MessageQuery;
 use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
 use crate::http::Response;
@@ -84,19 +84,10 @@ handler!(
 );
 
 #[derive(Deserialize)]
-struct EnvelopeIn {
-    epoch_id: i64,
-    ciphertext: String,
-    nonce: String,
-    aad: String,
-    sender_device_id: String,
-}
-
-#[derive(Deserialize)]
 struct MessageIn {
     body: Option<String>,
     reply_to_message_id: Option<String>,
-    envelope: Option<EnvelopeIn>,
+    envelope: Option<Envelope>,
 }
 
 /// Checks, strips and stores one uploaded image. The blob stays held until the post is
@@ -262,13 +253,7 @@ handler!(
                     }
                     Content::Plain { body }
                 }
-                (None, Some(e)) => Content::Envelope {
-                    epoch_id: e.epoch_id,
-                    ciphertext: e.ciphertext,
-                    nonce: e.nonce,
-                    aad: e.aad,
-                    sender_device_id: e.sender_device_id,
-                },
+                (None, Some(envelope)) => Content::Envelope(envelope),
             };
             (content, input.reply_to_message_id.filter(|r| !r.is_empty()))
         };

@@ -9,12 +9,12 @@ use super::{
 };
 use crate::domain::error::{DomainError, Needs, Readable, What};
 use crate::domain::model::{
-    ChannelKind, Content, Encryption, HistoryVisibility, Mention, Message, Millis, Role,
+    ChannelKind, Content, Encryption, Envelope, HistoryVisibility, Mention, Message, Millis, Role,
     Utf16Range, message_id,
 };
 use crate::domain::records::{Record, Visibility};
 use crate::domain::views::{
-    ActionPermissions, AttachmentItem, EnvelopeItem, MessageItem, MessageOut, ReplyTo, Urls,
+    ActionPermissions, AttachmentItem, MessageItem, MessageOut, ReplyTo, Urls,
 };
 use crate::domain::{limits, text, views};
 
@@ -97,10 +97,10 @@ impl Community {
             (Content::Plain { .. }, Encryption::E2ee) => {
                 return Err(DomainError::PlaintextNotAllowed);
             }
-            (Content::Envelope { .. }, Encryption::None) => {
+            (Content::Envelope(_), Encryption::None) => {
                 return Err(DomainError::EnvelopeNotAllowed);
             }
-            (Content::Envelope { .. }, Encryption::E2ee) => {
+            (Content::Envelope(_), Encryption::E2ee) => {
                 return Err(DomainError::EpochRotationRequired);
             }
             (Content::Plain { body }, Encryption::None) => {
@@ -140,7 +140,7 @@ impl Community {
         }
         let mentions = match &new.content {
             Content::Plain { body } => self.mentions_in(body, channel_id),
-            Content::Envelope { .. } => Vec::new(),
+            Content::Envelope(_) => Vec::new(),
         };
         self.last_seq += 1;
         let message = Message {
@@ -279,13 +279,13 @@ impl Community {
 fn check_message_text(new: &NewMessage) -> Result<(), DomainError> {
     match &new.content {
         Content::Plain { body } => limits::text_field("body", body)?,
-        Content::Envelope {
+        Content::Envelope(Envelope {
             ciphertext,
             nonce,
             aad,
             sender_device_id,
             ..
-        } => {
+        }) => {
             limits::text_field("envelope.ciphertext", ciphertext)?;
             limits::text_field("envelope.nonce", nonce)?;
             limits::text_field("envelope.aad", aad)?;
@@ -314,7 +314,7 @@ pub fn render(
             author_uid: Some(t.author_uid.clone()),
             preview_text: match &t.content {
                 Content::Plain { body } => text::preview_text(body),
-                Content::Envelope { .. } => String::new(),
+                Content::Envelope(_) => String::new(),
             },
             is_unavailable: false,
         },
@@ -327,22 +327,7 @@ pub fn render(
     });
     let (body, envelope) = match &message.content {
         Content::Plain { body } => (Some(body.clone()), None),
-        Content::Envelope {
-            epoch_id,
-            ciphertext,
-            nonce,
-            aad,
-            sender_device_id,
-        } => (
-            None,
-            Some(EnvelopeItem {
-                epoch_id: *epoch_id,
-                ciphertext: ciphertext.clone(),
-                nonce: nonce.clone(),
-                aad: aad.clone(),
-                sender_device_id: sender_device_id.clone(),
-            }),
-        ),
+        Content::Envelope(envelope) => (None, Some(envelope.clone())),
     };
     MessageItem {
         id: message.id.clone(),
