@@ -3,10 +3,7 @@
 //! stored message for a reader. Messages themselves live in storage; only the order counter
 //! (`last_seq`) is kept here.
 
-use super::{
-    Actor, Admission, Community, HistoryAccess, MAX_ATTACHMENTS_PER_MESSAGE, NewMessage, Outcome,
-    Subject, Viewer,
-};
+use super::{Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, Subject, Viewer};
 use crate::domain::error::{DomainError, Needs, Readable, What};
 use crate::domain::model::{
     ChannelKind, Content, Encryption, Envelope, HistoryVisibility, Mention, Message, Millis, Role,
@@ -104,19 +101,13 @@ impl Community {
                 return Err(DomainError::EpochRotationRequired);
             }
             (Content::Plain { body }, Encryption::None) => {
-                if body.len() > self.settings().max_message_bytes {
-                    return Err(DomainError::MessageTooLarge {
-                        max_bytes: self.settings().max_message_bytes,
-                    });
-                }
+                limits::check_body_size(body, self.settings().max_message_bytes)?;
                 if body.trim().is_empty() && new.attachments.is_empty() {
                     return Err(DomainError::EmptyMessage);
                 }
             }
         }
-        if new.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-            return Err(DomainError::TooManyAttachments);
-        }
+        limits::check_attachment_count(new.attachments.len())?;
         let mut records = Vec::new();
         let role = self.admit_inner(
             &channel.server_id,
