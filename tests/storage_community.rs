@@ -876,19 +876,9 @@ fn messages_match_the_reference(h: StorageHarness) {
     handle.shutdown();
 }
 
-/// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
-macro_rules! on_both_engines {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $test() { super::$test(super::StorageHarness::sqlite()); } )+
-        }
-        mod postgres {
-            $( #[test] fn $test() { super::$test(super::StorageHarness::postgres()); } )+
-        }
-    };
-}
-
-on_both_engines!(
+// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
+support::on_both_engines!(
+    harness StorageHarness:
     empty_storage_gives_an_empty_snapshot,
     every_record_round_trips,
     upserts_overwrite,
