@@ -3,7 +3,8 @@
 //! The folders are the architecture (see `docs/architecture/README.md`):
 //! - sans-IO cores, which import no runtime or sockets: [`http`] (request parsing, routing,
 //!   responses), [`domain`] (entities, the community rules, mentions and names, the reference
-//!   history store), [`realtime`] (realtime frames, presence, typing, outbox, resume window),
+//!   history store), [`wire`] (the realtime and signaling frames: typed parsers and
+//!   encoders), [`realtime`] (presence, typing, outbox, resume window),
 //!   [`uploads`] (image checks and metadata stripping), [`auth`] (session crypto), [`sharding`]
 //!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`]
 //!   (every `OPENCHAT_*` variable), [`rtc`] (join tickets, TURN credentials, voice rooms, the
@@ -35,3 +36,4 @@ pub mod sfu;
 pub mod sharding;
 pub mod storage;
 pub mod uploads;
+pub mod wire;

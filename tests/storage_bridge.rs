@@ -384,19 +384,9 @@ fn dropping_the_handle_shuts_down_cleanly(h: Harness) {
     handle.shutdown();
 }
 
-/// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
-macro_rules! on_both_engines {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $test() { super::$test(super::Harness::sqlite()); } )+
-        }
-        mod postgres {
-            $( #[test] fn $test() { super::$test(super::Harness::postgres()); } )+
-        }
-    };
-}
-
-on_both_engines!(
+// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
+support::on_both_engines!(
+    harness Harness:
     migrations_are_applied,
     ping_answers_and_engine_is_named,
     put_meta_is_read_back_and_overwritten,

@@ -187,13 +187,13 @@ fn plain(seq: Seq, channel: &str) -> Message {
 
 fn rich(seq: Seq, channel: &str) -> Message {
     Message {
-        content: Content::Envelope {
+        content: Content::Envelope(Envelope {
             epoch_id: 7,
             ciphertext: "Y2lwaGVy".to_owned(),
             nonce: "bm9uY2U".to_owned(),
             aad: "YWFk".to_owned(),
             sender_device_id: "dev-1".to_owned(),
-        },
+        }),
         reply_to_id: Some("msg_1".to_owned()),
         mentions: vec![Mention {
             kind: "user".to_owned(),
@@ -888,19 +888,9 @@ fn messages_match_the_reference(h: StorageHarness) {
     handle.shutdown();
 }
 
-/// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
-macro_rules! on_both_engines {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $test() { super::$test(super::StorageHarness::sqlite()); } )+
-        }
-        mod postgres {
-            $( #[test] fn $test() { super::$test(super::StorageHarness::postgres()); } )+
-        }
-    };
-}
-
-on_both_engines!(
+// Generates `sqlite::<test>` and `postgres::<test>` for each function of the shared suite.
+support::on_both_engines!(
+    harness StorageHarness:
     empty_storage_gives_an_empty_snapshot,
     every_record_round_trips,
     upserts_overwrite,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use openchatd::realtime::protocol::{
+use openchatd::wire::realtime::{
     ClientRequest, MAX_REQUEST_ID_CHARS, is_valid_id, parse_client_frame,
 };
 

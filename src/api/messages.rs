@@ -9,11 +9,10 @@ use super::identity::{actor, query_param, require_actor};
 use super::input::{is_multipart, json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
-use crate::domain::community::{
-    self, MAX_ATTACHMENTS_PER_MESSAGE, MAX_HISTORY_PAGE, NewMessage, commands,
-};
+use crate::domain::community::{self, MAX_HISTORY_PAGE, NewMessage, commands};
 use crate::domain::error::{DomainError, What};
-use crate::domain::model::{Attachment, Content, Message};
+use crate::domain::limits;
+use crate::domain::model::{Attachment, Content, Envelope, Message};
 use crate::domain::records::MessageQuery;
 use crate::domain::views::{MessageList, MessageOut, decode_cursor, encode_cursor};
 use crate::http::Response;
@@ -92,19 +91,10 @@ handler!(
 );
 
 #[derive(Deserialize)]
-struct EnvelopeIn {
-    epoch_id: i64,
-    ciphertext: String,
-    nonce: String,
-    aad: String,
-    sender_device_id: String,
-}
-
-#[derive(Deserialize)]
 struct MessageIn {
     body: Option<String>,
     reply_to_message_id: Option<String>,
-    envelope: Option<EnvelopeIn>,
+    envelope: Option<Envelope>,
 }
 
 /// Checks, strips and stores one uploaded image. The blob stays held until the post is
@@ -218,8 +208,9 @@ handler!(
     create, ctx => {
         let who = require_actor(ctx).await?;
         let channel_id: ChannelId = path_id(ctx, "channel_id")?;
+        // The size rules are the domain's (`domain::limits`); checked here as well so that a
+        // refused post costs no upload and no JSON parse.
         let max_body = ctx.app.config.limits.max_message_bytes;
-        let too_large = || ApiError::Domain(DomainError::MessageTooLarge { max_bytes: max_body });
         let mut attachments = Vec::new();
         let mut holds = Vec::new();
         let (content, reply_to_id) = if is_multipart(ctx) {
@@ -227,9 +218,7 @@ handler!(
             let mut body = String::new();
             let mut reply = None;
             let files: Vec<&UploadField> = form.fields.iter().filter(|f| f.file().is_some()).collect();
-            if files.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-                return Err(ApiError::bad_request("too_many_attachments", format!("at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments per message")));
-            }
+            limits::check_attachment_count(files.len())?;
             for field in &form.fields {
                 match field.name.as_str() {
                     "body" if field.filename.is_none() && field.text().is_some() => body = text_field(field)?,
@@ -237,13 +226,11 @@ handler!(
                     _ => {}
                 }
             }
-            if body.len() > max_body {
-                return Err(too_large());
-            }
+            limits::check_body_size(&body, max_body)?;
             // The text rule before any upload is stored (the domain applies it again).
-            crate::domain::limits::text_field("body", &body)?;
+            limits::text_field("body", &body)?;
             for file in &files {
-                crate::domain::limits::optional_text_field("file_name", file.filename.as_deref())?;
+                limits::optional_text_field("file_name", file.filename.as_deref())?;
             }
             if !files.is_empty() {
                 // Uploads cost a decode and a blob before the post is decided: limit them first.
@@ -257,26 +244,16 @@ handler!(
             }
             (Content::Plain { body }, reply)
         } else {
-            if ctx.request.body().len() > max_body.saturating_mul(2) + 65_536 {
-                return Err(too_large());
-            }
+            limits::check_post_size(ctx.request.body().len(), max_body)?;
             let input: MessageIn = json_body(ctx)?;
             let content = match (input.body, input.envelope) {
                 (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_message", "send either body or envelope, not both")),
                 (None, None) => return Err(ApiError::bad_request("empty_message", "a message needs a body")),
                 (Some(body), None) => {
-                    if body.len() > max_body {
-                        return Err(too_large());
-                    }
+                    limits::check_body_size(&body, max_body)?;
                     Content::Plain { body }
                 }
-                (None, Some(e)) => Content::Envelope {
-                    epoch_id: e.epoch_id,
-                    ciphertext: e.ciphertext,
-                    nonce: e.nonce,
-                    aad: e.aad,
-                    sender_device_id: e.sender_device_id,
-                },
+                (None, Some(envelope)) => Content::Envelope(envelope),
             };
             (content, input.reply_to_message_id.filter(|r| !r.is_empty()))
         };

@@ -295,7 +295,8 @@ pub async fn plan_body(shard: &Shard, head: &Request) -> Result<BodyPlan, Respon
         },
         None => {
             // A JSON post may carry the largest message body (twice, escaped) and an envelope.
-            let message = app.config.limits.max_message_bytes.saturating_mul(2) + 65_536;
+            let message =
+                crate::domain::limits::max_message_post_bytes(app.config.limits.max_message_bytes);
             let limit = if is_upload {
                 MAX_JSON_BODY_BYTES.max(message)
             } else {

@@ -16,10 +16,9 @@ use crate::domain::community::commands::OpenRealtime;
 use crate::domain::model::EventId;
 use crate::domain::text::is_valid_id;
 use crate::http::{Params, Request};
-use crate::realtime::{
-    ClientRequest, Member, Resume, encode_frame, error_frame, parse_client_frame,
-};
+use crate::realtime::{Member, Resume};
 use crate::runtime::websocket::{RealtimeSocket, Session, SocketHandle};
+use crate::wire::realtime::{ClientRequest, encode_frame, error_frame, parse_client_frame};
 
 use crate::authority::now_rfc3339 as now_text;
 

@@ -15,46 +15,12 @@ use super::Shard;
 use crate::domain::community::commands::RedeemTicket;
 use crate::http::Request;
 use crate::realtime::SocketRef;
-use crate::rtc::room::{Seat, error_frame};
+use crate::rtc::room::Seat;
 use crate::rtc::ticket::{self, TicketError};
 use crate::runtime::voice::VoiceOp;
 use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
-use crate::sfu::{Caps, Direction};
-
-/// A client frame `{type, request_id, channel_id, payload}` (public for the fuzz target).
-#[doc(hidden)]
-pub struct Envelope {
-    pub kind: String,
-    pub channel_id: Option<String>,
-    pub payload: Option<simd_json::OwnedValue>,
-}
-
-impl Envelope {
-    /// A string field of the payload.
-    pub fn text(&self, field: &str) -> Option<String> {
-        use simd_json::prelude::*;
-        self.payload
-            .as_ref()?
-            .get(field)?
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// `None` for anything that is not a JSON object with a string `type` (too deep included).
-    pub fn parse(text: String) -> Option<Envelope> {
-        use simd_json::prelude::*;
-        let mut bytes = text.into_bytes();
-        let value = crate::json::to_owned_value(&mut bytes).ok()?;
-        Some(Envelope {
-            kind: value.get("type")?.as_str()?.to_owned(),
-            channel_id: value
-                .get("channel_id")
-                .and_then(|c| c.as_str())
-                .map(str::to_owned),
-            payload: value.get("payload").cloned(),
-        })
-    }
-}
+use crate::sfu::Caps;
+use crate::wire::signaling::{SignalingRequest, error_frame, parse_signaling_frame};
 
 pub fn session(
     shard: Rc<Shard>,
@@ -88,7 +54,7 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
     // The channel of the room this socket is in.
     let mut joined: Option<String> = None;
     while let Some(text) = socket.next_client_text().await {
-        let Some(envelope) = Envelope::parse(text) else {
+        let Some(request) = parse_signaling_frame(text) else {
             if joined.is_none() {
                 fail(
                     &handle,
@@ -99,62 +65,58 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
             }
             continue;
         };
-        match (envelope.kind.as_str(), &joined) {
-            ("rtc.join", None) => match join(&shard, &envelope, me, &media_ips).await {
-                Ok(channel) => joined = Some(channel),
-                Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
-            },
+        match (request, &joined) {
+            (SignalingRequest::Join { ticket, channel_id }, None) => {
+                match join(&shard, ticket, channel_id, me, &media_ips).await {
+                    Ok(channel) => joined = Some(channel),
+                    Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
+                }
+            }
             (_, None) => fail(
                 &handle,
                 "rtc_join_denied",
                 "join first: rtc.join {ticket}",
                 false,
             ),
-            ("rtc.leave", Some(channel)) => {
+            (SignalingRequest::Leave, Some(channel)) => {
                 shard.voice(VoiceOp::Leave {
                     channel_id: channel.clone(),
                     socket: me,
                 });
                 joined = None;
             }
-            ("rtc.media.state", Some(channel)) => {
-                if let Some(payload) = envelope.payload {
+            (SignalingRequest::MediaState { payload }, Some(channel)) => {
+                if let Some(payload) = payload {
                     shard.voice(VoiceOp::MediaState {
                         channel_id: channel.clone(),
                         socket: me,
-                        payload: simd_json::to_string(&payload).unwrap_or_default(),
+                        payload,
                     });
                 }
             }
-            ("rtc.offer.publish" | "rtc.offer.subscribe", Some(channel)) => {
-                let direction = if envelope.kind == "rtc.offer.publish" {
-                    Direction::Publish
-                } else {
-                    Direction::Subscribe
-                };
-                match envelope.text("sdp") {
-                    Some(sdp) => shard.voice(VoiceOp::Offer {
-                        channel_id: channel.clone(),
-                        socket: me,
-                        direction,
-                        sdp,
-                    }),
-                    None => fail(
-                        &handle,
-                        "rtc_negotiation_failed",
-                        "an offer needs {sdp}",
-                        false,
-                    ),
-                }
-            }
-            ("rtc.ice.candidate", Some(channel)) => {
+            (SignalingRequest::Offer { direction, sdp }, Some(channel)) => match sdp {
+                Some(sdp) => shard.voice(VoiceOp::Offer {
+                    channel_id: channel.clone(),
+                    socket: me,
+                    direction,
+                    sdp,
+                }),
+                None => fail(
+                    &handle,
+                    "rtc_negotiation_failed",
+                    "an offer needs {sdp}",
+                    false,
+                ),
+            },
+            (
+                SignalingRequest::Candidate {
+                    direction,
+                    candidate,
+                },
+                Some(channel),
+            ) => {
                 // A candidate without a known direction cannot be placed; it is dropped.
-                let direction = envelope
-                    .text("direction")
-                    .as_deref()
-                    .and_then(Direction::parse);
-                if let (Some(direction), Some(candidate)) = (direction, envelope.text("candidate"))
-                {
+                if let (Some(direction), Some(candidate)) = (direction, candidate) {
                     shard.voice(VoiceOp::Candidate {
                         channel_id: channel.clone(),
                         socket: me,
@@ -163,8 +125,14 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                     });
                 }
             }
-            (other, Some(_)) => {
-                tracing::debug!(kind = other, "signaling frame of an unknown type ignored");
+            (
+                other @ (SignalingRequest::Join { .. } | SignalingRequest::Unknown { .. }),
+                Some(_),
+            ) => {
+                tracing::debug!(
+                    kind = other.kind(),
+                    "signaling frame of an unknown type ignored"
+                );
             }
         }
     }
@@ -193,27 +161,22 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
 
 type JoinRefusal = (&'static str, String, bool);
 
-/// Verifies and consumes the ticket of an `rtc.join`, then asks the owner shard to seat the
-/// socket. The value is the channel joined.
+/// Verifies and consumes the ticket of an `rtc.join` (and checks its top-level `channel_id`,
+/// when given), then asks the owner shard to seat the socket. The value is the channel joined.
 async fn join(
     shard: &Rc<Shard>,
-    envelope: &Envelope,
+    ticket: Option<String>,
+    channel_id: Option<String>,
     me: SocketRef,
     media_ips: &[IpAddr],
 ) -> Result<String, JoinRefusal> {
-    use simd_json::prelude::*;
-    let ticket_text = envelope
-        .payload
-        .as_ref()
-        .and_then(|p| p.get("ticket"))
-        .and_then(|t| t.as_str())
-        .ok_or((
-            "rtc_join_denied",
-            "rtc.join needs {ticket}".to_owned(),
-            false,
-        ))?;
+    let ticket_text = ticket.ok_or((
+        "rtc_join_denied",
+        "rtc.join needs {ticket}".to_owned(),
+        false,
+    ))?;
     let now = crate::authority::now_millis() / 1000;
-    let claims = ticket::verify(&shard.app.ticket_secret, ticket_text, now)
+    let claims = ticket::verify(&shard.app.ticket_secret, &ticket_text, now)
         .map_err(|e| (e.code(), e.to_string(), e == TicketError::Expired))?;
     if claims.exp - ticket::TICKET_TTL_SECS < shard.app.started_at_secs {
         return Err((
@@ -222,8 +185,7 @@ async fn join(
             true,
         ));
     }
-    if envelope
-        .channel_id
+    if channel_id
         .as_deref()
         .is_some_and(|c| !c.is_empty() && c != claims.channel_id)
     {

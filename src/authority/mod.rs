@@ -444,7 +444,7 @@ impl Authority {
 
 /// The frame clients get for an event: `{type, payload, event_id, server_id, timestamp}`.
 pub fn frame_of(event: &Emitted) -> Bytes {
-    crate::realtime::encode_frame(
+    crate::wire::realtime::encode_frame(
         event.kind,
         event.payload.as_bytes(),
         event.event_id.map(|id| id.0),

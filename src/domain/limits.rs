@@ -5,7 +5,13 @@
 //!
 //! The limits themselves are named constants next to the rules that use them
 //! (`community::MAX_SERVERS_CREATED_PER_USER`, `MAX_CHANNELS_PER_SERVER`,
-//! `MAX_CATEGORIES_PER_SERVER`, and the layout bounds below).
+//! `MAX_CATEGORIES_PER_SERVER`, and the layout and message bounds below).
+//!
+//! The size of a message is one rule here, applied at three moments that each read it from
+//! here rather than keeping a copy: the request head ([`max_message_post_bytes`] bounds the body
+//! the HTTP layer reads, so a too-big post is refused before it is read), the message
+//! handler (before an upload is decoded and stored, since a post refused later would have cost
+//! a blob), and the community's `post_message` (the rule itself, whatever the caller checked).
 
 use super::community::{MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER};
 use super::error::{DomainError, Limit};
@@ -15,6 +21,48 @@ use super::text;
 pub const MAX_LAYOUT_GROUPS: usize = MAX_CATEGORIES_PER_SERVER;
 /// Most channel ids one layout request may list, over all its groups: a server holds no more.
 pub const MAX_LAYOUT_CHANNEL_IDS: usize = MAX_CHANNELS_PER_SERVER;
+
+/// Attachments per message (wire contract A.9).
+pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
+
+/// Room a JSON message post may take beyond its body: the envelope's fields, a reply id and
+/// the JSON around them.
+pub const MESSAGE_POST_OVERHEAD_BYTES: usize = 65_536;
+
+/// The largest JSON message post worth reading when a body may be `max_message_bytes` long:
+/// the body twice (every byte of it may arrive escaped) and [`MESSAGE_POST_OVERHEAD_BYTES`].
+pub const fn max_message_post_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(MESSAGE_POST_OVERHEAD_BYTES)
+}
+
+/// Refuses a JSON message post of `len` bytes that no body of `max_message_bytes` needs
+/// (413 `payload_too_large`, before it is parsed).
+pub fn check_post_size(len: usize, max_message_bytes: usize) -> Result<(), DomainError> {
+    if len > max_message_post_bytes(max_message_bytes) {
+        return Err(DomainError::MessageTooLarge {
+            max_bytes: max_message_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a plaintext body longer than `max_bytes` (`OPENCHAT_MAX_MESSAGE_BYTES`), in bytes.
+pub fn check_body_size(body: &str, max_bytes: usize) -> Result<(), DomainError> {
+    if body.len() > max_bytes {
+        return Err(DomainError::MessageTooLarge { max_bytes });
+    }
+    Ok(())
+}
+
+/// Refuses more than [`MAX_ATTACHMENTS_PER_MESSAGE`] attachments.
+pub fn check_attachment_count(count: usize) -> Result<(), DomainError> {
+    if count > MAX_ATTACHMENTS_PER_MESSAGE {
+        return Err(DomainError::TooManyAttachments);
+    }
+    Ok(())
+}
 
 /// Checks one text field a client sent against [`text::check_text`]; a refusal is 400
 /// `invalid_text` with `details.field` naming the field (its wire name).
@@ -63,6 +111,28 @@ mod tests {
         );
         assert_eq!(optional_text_field("name", None), Ok(()));
         assert!(optional_text_field("name", Some("\u{1b}")).is_err());
+    }
+
+    #[test]
+    fn message_sizes_are_one_rule() {
+        assert_eq!(check_body_size(&"x".repeat(10), 10), Ok(()));
+        assert_eq!(
+            check_body_size(&"x".repeat(11), 10),
+            Err(DomainError::MessageTooLarge { max_bytes: 10 })
+        );
+        // Bytes, not characters.
+        assert!(check_body_size("ééééé é", 12).is_err());
+        assert_eq!(check_attachment_count(MAX_ATTACHMENTS_PER_MESSAGE), Ok(()));
+        let e = check_attachment_count(MAX_ATTACHMENTS_PER_MESSAGE + 1).unwrap_err();
+        assert_eq!((e.status(), e.code()), (400, "too_many_attachments"));
+        assert_eq!(e.to_string(), "at most 4 attachments per message");
+        assert_eq!(max_message_post_bytes(4000), 8000 + 65_536);
+        assert_eq!(max_message_post_bytes(usize::MAX), usize::MAX);
+        assert_eq!(check_post_size(8000 + 65_536, 4000), Ok(()));
+        assert_eq!(
+            check_post_size(8001 + 65_536, 4000),
+            Err(DomainError::MessageTooLarge { max_bytes: 4000 })
+        );
     }
 
     #[test]

@@ -267,19 +267,24 @@ pub struct ReadAck {
 }
 
 /// What a message carries: plaintext, or an end-to-end encrypted envelope the server stores as
-/// is (wire contract C). Blobs are base64url text.
+/// is (wire contract C).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    Plain {
-        body: String,
-    },
-    Envelope {
-        epoch_id: i64,
-        ciphertext: String,
-        nonce: String,
-        aad: String,
-        sender_device_id: String,
-    },
+    Plain { body: String },
+    Envelope(Envelope),
+}
+
+/// An end-to-end encrypted message body (wire contract C); blobs are base64url text. One
+/// definition for every place the fields appear: the request's `envelope` (deserialized into
+/// it), the rendered message's `envelope` (serialized from it, same field order) and storage,
+/// which splits it into the `messages` columns of the same names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub epoch_id: i64,
+    pub ciphertext: String,
+    pub nonce: String,
+    pub aad: String,
+    pub sender_device_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -208,15 +208,6 @@ pub struct ActionPermissions {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct EnvelopeItem {
-    pub epoch_id: i64,
-    pub ciphertext: String,
-    pub nonce: String,
-    pub aad: String,
-    pub sender_device_id: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MessageItem {
     pub id: String,
     pub channel_id: String,
@@ -225,7 +216,7 @@ pub struct MessageItem {
     /// `None` for encrypted messages, which carry `envelope` instead.
     pub body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub envelope: Option<EnvelopeItem>,
+    pub envelope: Option<crate::domain::model::Envelope>,
     pub created_at: String,
     pub reply_to: Option<ReplyTo>,
     pub mentions: Vec<Mention>,

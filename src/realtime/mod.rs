@@ -1,8 +1,8 @@
 //! The realtime core (wire-contract A.7 and B.3), sans-IO: it imports no executor and no
 //! socket, reads no clock, and is tested in microseconds.
 //!
-//! - [`protocol`]: client frames in ([`parse_client_frame`]), server frames out
-//!   ([`encode_frame`], encoded once and shared by every recipient);
+//! - the frames themselves (client frames in, server frames out) are `crate::wire::realtime`,
+//!   re-exported here for the realtime core's callers;
 //! - [`presence`]: per-channel subscribers, presence and typing, held by the shard that owns the
 //!   channel; its methods return [`Delivery`]s for the caller to route;
 //! - [`outbox`]: the bounded per-socket queue whose overflow disconnects a slow consumer;
@@ -14,7 +14,6 @@
 
 pub mod outbox;
 pub mod presence;
-pub mod protocol;
 pub mod rate;
 pub mod resume;
 
@@ -22,8 +21,5 @@ pub use outbox::{OUTBOX_MAX_BYTES, OUTBOX_MAX_FRAMES, Outbox, Overflow};
 pub use presence::{
     Delivery, FrameContext, MAX_SUBSCRIPTIONS_PER_SOCKET, Member, Presence, PresenceError,
     SocketRef, TYPING_RELAY_MIN_INTERVAL, TYPING_TIMEOUT, TYPING_UPDATES_PER_SECOND,
-};
-pub use protocol::{
-    ClientFrame, ClientRequest, FrameError, encode_frame, error_frame, parse_client_frame,
 };
 pub use resume::{EventRing, RESUME_WINDOW_EVENTS, Resume};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::protocol::encode_frame;
 use super::rate::TokenBucket;
+use crate::wire::realtime::encode_frame;
 
 /// Channels one socket may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 256;

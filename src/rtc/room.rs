@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use super::ticket::Permissions;
@@ -84,35 +83,6 @@ pub struct Rooms {
     dropped_updates: u64,
 }
 
-/// `{"type": kind, "payload": payload}`: the server → client signaling envelope.
-pub fn frame<T: Serialize>(kind: &str, payload: &T) -> Bytes {
-    #[derive(Serialize)]
-    struct Envelope<'a, T> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        payload: &'a T,
-    }
-    Bytes::from(simd_json::to_vec(&Envelope { kind, payload }).expect("frames serialize"))
-}
-
-/// An `rtc.error {code, message, retryable}` frame.
-pub fn error_frame(code: &str, message: &str, retryable: bool) -> Bytes {
-    #[derive(Serialize)]
-    struct Error<'a> {
-        code: &'a str,
-        message: &'a str,
-        retryable: bool,
-    }
-    frame(
-        "rtc.error",
-        &Error {
-            code,
-            message,
-            retryable,
-        },
-    )
-}
-
 impl Rooms {
     fn participant(&self, number: u64) -> Option<&Participant> {
         let channel = self.by_number.get(&number)?;
@@ -136,6 +106,8 @@ impl Rooms {
 #[cfg(test)]
 mod testing {
     use std::net::IpAddr;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::rtc::ticket::Claims;

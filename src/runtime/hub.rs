@@ -310,7 +310,7 @@ impl Hub {
                         Ok(d) => d,
                         Err(e) => vec![Delivery {
                             to: *socket,
-                            frame: crate::realtime::error_frame(
+                            frame: crate::wire::realtime::error_frame(
                                 &e.to_string(),
                                 server_id,
                                 &timestamp,

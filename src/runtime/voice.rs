@@ -19,10 +19,11 @@ use bytes::Bytes;
 use super::mesh::{Outgoing, ShardMessage, ShardStatsSnapshot};
 use crate::domain::community::Notice;
 use crate::realtime::{Delivery, SocketRef};
-use crate::rtc::room::{Rooms, Seat, error_frame, frame};
+use crate::rtc::room::{Rooms, Seat};
 use crate::rtc::ticket::Claims;
 use crate::sfu::{Direction, Sfu};
 use crate::sharding::shard_for;
+use crate::wire::signaling::{error_frame, frame};
 
 /// A voice-room change sent to the shard that owns the channel.
 #[derive(Debug)]

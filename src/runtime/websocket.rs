@@ -339,7 +339,7 @@ pub struct SocketHandle {
 }
 
 impl SocketHandle {
-    /// Queues one server frame (UTF-8 JSON text, as `realtime::encode_frame` makes). Never
+    /// Queues one server frame (UTF-8 JSON text, as `wire::realtime::encode_frame` makes). Never
     /// waits. `Err(Overflow)` when the outbox is full — the socket is then closed as a slow
     /// consumer — or when the socket is already closing; either way the caller should forget
     /// this handle.

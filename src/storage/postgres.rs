@@ -18,7 +18,9 @@ use sqlx::query::Query;
 use crate::domain::model::{Millis, StoredEvent};
 use crate::domain::records::{Record, Snapshot};
 
-use super::records::{self, Bulk, EVENT_COLUMNS, MESSAGE_COLUMNS, MessageRow};
+use super::records::{
+    self, Bulk, EVENT_COLUMNS, MESSAGE_COLUMN_TYPES, MESSAGE_COLUMNS, MessageRow, SqlType,
+};
 use super::sql::{Param, SqlConn, SqlRow, Statement};
 use super::{ACQUIRE_TIMEOUT, StorageError, WriteOp, WriteOutcome, reads};
 
@@ -124,12 +126,14 @@ async fn apply<'a>(
 /// `UNNEST` zips them back into rows. The text never changes, so it is prepared once per
 /// connection.
 static INSERT_MESSAGES: LazyLock<String> = LazyLock::new(|| {
+    let arrays: Vec<String> = MESSAGE_COLUMN_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| format!("${}::{}[]", i + 1, kind.name()))
+        .collect();
     format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS}) \
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::text[], $14::text[], $15::text[], $16::bigint[], $17::bigint[]) \
-         ON CONFLICT DO NOTHING"
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM UNNEST({}) ON CONFLICT DO NOTHING",
+        arrays.join(", ")
     )
 });
 
@@ -206,40 +210,24 @@ async fn insert_messages(conn: &mut PgConnection, bulk: &Bulk<'_>) -> Result<(),
     Ok(())
 }
 
-/// Binds the 17 column arrays of `rows` as `$1`…`$17`.
+/// Binds the 17 column arrays of `rows` as `$1`…`$17` (one array per column of
+/// [`MessageRow::values`]).
 fn bind_messages<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     rows: &'q [MessageRow<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let column = |text: for<'r> fn(&'r MessageRow<'r>) -> Option<&'r str>| -> Vec<Option<&str>> {
-        rows.iter().map(text).collect()
-    };
-    query
-        .bind(rows.iter().map(|r| r.message.seq).collect::<Vec<_>>())
-        .bind(column(|r| Some(r.message.id.as_str())))
-        .bind(column(|r| Some(r.message.channel_id.as_str())))
-        .bind(column(|r| Some(r.message.server_id.as_str())))
-        .bind(column(|r| Some(r.message.author_uid.as_str())))
-        .bind(column(|r| Some(r.message.author_device_id.as_str())))
-        .bind(column(|r| r.body))
-        .bind(rows.iter().map(|r| r.epoch_id).collect::<Vec<_>>())
-        .bind(column(|r| r.ciphertext))
-        .bind(column(|r| r.nonce))
-        .bind(column(|r| r.aad))
-        .bind(column(|r| r.sender_device_id))
-        .bind(column(|r| r.message.reply_to_id.as_deref()))
-        .bind(column(|r| Some(r.mentions.as_str())))
-        .bind(column(|r| Some(r.attachments.as_str())))
-        .bind(
-            rows.iter()
-                .map(|r| r.message.created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.message.deleted_at)
-                .collect::<Vec<_>>(),
-        )
+    let values: Vec<_> = rows.iter().map(MessageRow::values).collect();
+    MESSAGE_COLUMN_TYPES
+        .iter()
+        .enumerate()
+        .fold(query, |query, (column, kind)| match kind {
+            SqlType::BigInt => {
+                query.bind(values.iter().map(|v| v[column].int()).collect::<Vec<_>>())
+            }
+            SqlType::Text => {
+                query.bind(values.iter().map(|v| v[column].text()).collect::<Vec<_>>())
+            }
+        })
 }
 
 async fn insert_events(

@@ -559,13 +559,13 @@ fn message_row(row: &impl SqlRow) -> Result<Message, StorageError> {
         Some(body) => Content::Plain { body },
         None => {
             let missing = || corrupt("messages row", "neither body nor envelope");
-            Content::Envelope {
+            Content::Envelope(Envelope {
                 epoch_id: row.opt_int(7)?.ok_or_else(missing)?,
                 ciphertext: row.opt_text(8)?.ok_or_else(missing)?,
                 nonce: row.opt_text(9)?.ok_or_else(missing)?,
                 aad: row.opt_text(10)?.ok_or_else(missing)?,
                 sender_device_id: row.opt_text(11)?.ok_or_else(missing)?,
-            }
+            })
         }
     };
     Ok(Message {

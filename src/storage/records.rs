@@ -12,7 +12,7 @@
 //! and events do nothing when the row exists, a membership replaces its span set, deletions of
 //! absent rows delete nothing. A batch retried after an ambiguous failure changes nothing.
 
-use crate::domain::model::{Content, EventId, Message, StoredEvent};
+use crate::domain::model::{Content, Envelope, EventId, Message, StoredEvent};
 use crate::domain::records::Record;
 
 use super::StorageError;
@@ -374,6 +374,55 @@ pub(super) const MESSAGE_COLUMNS: &str = "seq, id, channel_id, server_id, author
 /// How many columns [`MESSAGE_COLUMNS`] names.
 pub(super) const MESSAGE_COLUMN_COUNT: usize = 17;
 
+/// The SQL type of each of [`MESSAGE_COLUMNS`], in order (Postgres names the array types of
+/// its `UNNEST` insert from them).
+pub(super) const MESSAGE_COLUMN_TYPES: [SqlType; MESSAGE_COLUMN_COUNT] = {
+    use SqlType::{BigInt as I, Text as T};
+    [I, T, T, T, T, T, T, I, T, T, T, T, T, T, T, I, I]
+};
+
+/// The two column types of `messages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SqlType {
+    BigInt,
+    Text,
+}
+
+impl SqlType {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            SqlType::BigInt => "bigint",
+            SqlType::Text => "text",
+        }
+    }
+}
+
+/// One value of a message row (`None` is NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ColumnValue<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+}
+
+impl<'a> ColumnValue<'a> {
+    /// The value of a `bigint` column ([`MESSAGE_COLUMN_TYPES`] and [`MessageRow::values`]
+    /// agree, which a test checks).
+    pub(super) fn int(self) -> Option<i64> {
+        match self {
+            ColumnValue::Int(value) => value,
+            ColumnValue::Text(_) => None,
+        }
+    }
+
+    /// The value of a `text` column.
+    pub(super) fn text(self) -> Option<&'a str> {
+        match self {
+            ColumnValue::Text(value) => value,
+            ColumnValue::Int(_) => None,
+        }
+    }
+}
+
 /// The columns of `events`, in bulk-insert (and read) order.
 pub(super) const EVENT_COLUMNS: &str = "server_id, event_id, kind, payload, created_at";
 
@@ -397,13 +446,13 @@ impl<'a> MessageRow<'a> {
     pub(super) fn new(message: &'a Message) -> Result<MessageRow<'a>, StorageError> {
         let (body, epoch_id, ciphertext, nonce, aad, sender_device_id) = match &message.content {
             Content::Plain { body } => (Some(body.as_str()), None, None, None, None, None),
-            Content::Envelope {
+            Content::Envelope(Envelope {
                 epoch_id,
                 ciphertext,
                 nonce,
                 aad,
                 sender_device_id,
-            } => (
+            }) => (
                 None,
                 Some(*epoch_id),
                 Some(ciphertext.as_str()),
@@ -423,6 +472,33 @@ impl<'a> MessageRow<'a> {
             mentions: json_array(&message.mentions)?,
             attachments: json_array(&message.attachments)?,
         })
+    }
+
+    /// The row's values in [`MESSAGE_COLUMNS`] order: the one place an insert's column order is
+    /// written down. Both engines bind from it (Postgres one array per column, SQLite row by
+    /// row); reads decode the same order in `reads::message_row`.
+    pub(super) fn values(&self) -> [ColumnValue<'_>; MESSAGE_COLUMN_COUNT] {
+        use ColumnValue::{Int, Text};
+        let m = self.message;
+        [
+            Int(Some(m.seq)),
+            Text(Some(&m.id)),
+            Text(Some(&m.channel_id)),
+            Text(Some(&m.server_id)),
+            Text(Some(&m.author_uid)),
+            Text(Some(&m.author_device_id)),
+            Text(self.body),
+            Int(self.epoch_id),
+            Text(self.ciphertext),
+            Text(self.nonce),
+            Text(self.aad),
+            Text(self.sender_device_id),
+            Text(m.reply_to_id.as_deref()),
+            Text(Some(&self.mentions)),
+            Text(Some(&self.attachments)),
+            Int(Some(m.created_at)),
+            Int(m.deleted_at),
+        ]
     }
 }
 
@@ -531,13 +607,13 @@ mod tests {
             channel_id: "c".into(),
             author_uid: "u".into(),
             author_device_id: "d".into(),
-            content: Content::Envelope {
+            content: Content::Envelope(Envelope {
                 epoch_id: 3,
                 ciphertext: "ct".into(),
                 nonce: "n".into(),
                 aad: "a".into(),
                 sender_device_id: "d".into(),
-            },
+            }),
             reply_to_id: None,
             mentions: vec![],
             attachments: vec![],
@@ -555,5 +631,45 @@ mod tests {
             "column count"
         );
         assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    }
+
+    #[test]
+    fn message_values_follow_the_column_types() {
+        let mut message = Message {
+            seq: 9,
+            id: "msg_9".into(),
+            server_id: "s".into(),
+            channel_id: "c".into(),
+            author_uid: "u".into(),
+            author_device_id: "d".into(),
+            content: Content::Plain { body: "hi".into() },
+            reply_to_id: Some("msg_1".into()),
+            mentions: vec![],
+            attachments: vec![],
+            created_at: 5,
+            deleted_at: Some(6),
+        };
+        let row = MessageRow::new(&message).unwrap();
+        let values = row.values();
+        for (i, (value, kind)) in values.iter().zip(MESSAGE_COLUMN_TYPES).enumerate() {
+            let matches = matches!(
+                (value, kind),
+                (ColumnValue::Int(_), SqlType::BigInt) | (ColumnValue::Text(_), SqlType::Text)
+            );
+            assert!(matches, "column {i} is {value:?}, declared {kind:?}");
+        }
+        let names: Vec<&str> = MESSAGE_COLUMNS.split(',').map(str::trim).collect();
+        let value = |name: &str| values[names.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(value("seq"), ColumnValue::Int(Some(9)));
+        assert_eq!(value("id"), ColumnValue::Text(Some("msg_9")));
+        assert_eq!(value("body"), ColumnValue::Text(Some("hi")));
+        assert_eq!(value("epoch_id"), ColumnValue::Int(None));
+        assert_eq!(value("reply_to_id"), ColumnValue::Text(Some("msg_1")));
+        assert_eq!(value("mentions"), ColumnValue::Text(Some("[]")));
+        assert_eq!(value("created_at"), ColumnValue::Int(Some(5)));
+        assert_eq!(value("deleted_at"), ColumnValue::Int(Some(6)));
+        message.deleted_at = None;
+        let row = MessageRow::new(&message).unwrap();
+        assert_eq!(row.values()[16], ColumnValue::Int(None));
     }
 }

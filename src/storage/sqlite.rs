@@ -22,8 +22,8 @@ use crate::domain::model::{Millis, StoredEvent};
 use crate::domain::records::Snapshot;
 
 use super::records::{
-    self, Bulk, EVENT_COLUMN_COUNT, EVENT_COLUMNS, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS,
-    MessageRow,
+    self, Bulk, ColumnValue, EVENT_COLUMN_COUNT, EVENT_COLUMNS, MESSAGE_COLUMN_COUNT,
+    MESSAGE_COLUMNS, MessageRow,
 };
 use super::sql::{Param, SqlConn, SqlRow, Statement};
 use super::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, StorageError, WriteOp, WriteOutcome, reads};
@@ -141,24 +141,12 @@ async fn insert_messages(conn: &mut SqliteConnection, bulk: &Bulk<'_>) -> Result
         let mut insert =
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_COLUMNS}) "));
         insert.push_values(chunk, |mut row, r| {
-            let m = r.message;
-            row.push_bind(m.seq)
-                .push_bind(m.id.as_str())
-                .push_bind(m.channel_id.as_str())
-                .push_bind(m.server_id.as_str())
-                .push_bind(m.author_uid.as_str())
-                .push_bind(m.author_device_id.as_str())
-                .push_bind(r.body)
-                .push_bind(r.epoch_id)
-                .push_bind(r.ciphertext)
-                .push_bind(r.nonce)
-                .push_bind(r.aad)
-                .push_bind(r.sender_device_id)
-                .push_bind(m.reply_to_id.as_deref())
-                .push_bind(r.mentions.as_str())
-                .push_bind(r.attachments.as_str())
-                .push_bind(m.created_at)
-                .push_bind(m.deleted_at);
+            for value in r.values() {
+                match value {
+                    ColumnValue::Int(value) => row.push_bind(value),
+                    ColumnValue::Text(value) => row.push_bind(value),
+                };
+            }
         });
         insert.push(" ON CONFLICT DO NOTHING");
         execute_bulk(conn, &mut insert, chunk.len()).await?;

@@ -92,6 +92,17 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// `name` with a `sqlite` and a `postgres` test. Use it as `support::on_both_engines! { ... }`.
 #[allow(unused_macros)]
 macro_rules! on_both_engines {
+    // `on_both_engines!(harness H: test_a, test_b)`: each `fn test_a(h: H)` runs as
+    // `sqlite::test_a` with `H::sqlite()` and `postgres::test_a` with `H::postgres()` (the
+    // storage tests, whose harness opens one engine's storage).
+    (harness $harness:ident: $($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $test() { super::$test(super::$harness::sqlite()); } )+
+        }
+        mod postgres {
+            $( #[test] fn $test() { super::$test(super::$harness::postgres()); } )+
+        }
+    };
     ($($name:ident => $body:expr;)*) => {$(
         mod $name {
             use super::*;

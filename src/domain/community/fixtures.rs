@@ -138,7 +138,7 @@ pub fn read(
         .iter()
         .map(|m| match &m.content {
             Content::Plain { body } => body.clone(),
-            Content::Envelope { .. } => String::new(),
+            Content::Envelope(_) => String::new(),
         })
         .collect())
 }

@@ -3,18 +3,15 @@
 //! stored message for a reader. Messages themselves live in storage; only the order counter
 //! (`last_seq`) is kept here.
 
-use super::{
-    Actor, Admission, Community, HistoryAccess, MAX_ATTACHMENTS_PER_MESSAGE, NewMessage, Outcome,
-    Subject, Viewer,
-};
+use super::{Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, Subject, Viewer};
 use crate::domain::error::{DomainError, Needs, Readable, What};
 use crate::domain::model::{
-    ChannelKind, Content, Encryption, HistoryVisibility, Mention, Message, Millis, Role,
+    ChannelKind, Content, Encryption, Envelope, HistoryVisibility, Mention, Message, Millis, Role,
     Utf16Range, message_id,
 };
 use crate::domain::records::{Record, Visibility};
 use crate::domain::views::{
-    ActionPermissions, AttachmentItem, EnvelopeItem, MessageItem, MessageOut, ReplyTo, Urls,
+    ActionPermissions, AttachmentItem, MessageItem, MessageOut, ReplyTo, Urls,
 };
 use crate::domain::{limits, text, views};
 
@@ -126,26 +123,20 @@ impl Community {
             (Content::Plain { .. }, Encryption::E2ee) => {
                 return Err(DomainError::PlaintextNotAllowed);
             }
-            (Content::Envelope { .. }, Encryption::None) => {
+            (Content::Envelope(_), Encryption::None) => {
                 return Err(DomainError::EnvelopeNotAllowed);
             }
-            (Content::Envelope { .. }, Encryption::E2ee) => {
+            (Content::Envelope(_), Encryption::E2ee) => {
                 return Err(DomainError::EpochRotationRequired);
             }
             (Content::Plain { body }, Encryption::None) => {
-                if body.len() > self.settings().max_message_bytes {
-                    return Err(DomainError::MessageTooLarge {
-                        max_bytes: self.settings().max_message_bytes,
-                    });
-                }
+                limits::check_body_size(body, self.settings().max_message_bytes)?;
                 if body.trim().is_empty() && new.attachments.is_empty() {
                     return Err(DomainError::EmptyMessage);
                 }
             }
         }
-        if new.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
-            return Err(DomainError::TooManyAttachments);
-        }
+        limits::check_attachment_count(new.attachments.len())?;
         let mut records = Vec::new();
         let role = self.admit_inner(
             &channel.server_id,
@@ -169,7 +160,7 @@ impl Community {
         }
         let mentions = match &new.content {
             Content::Plain { body } => self.mentions_in(body, channel_id),
-            Content::Envelope { .. } => Vec::new(),
+            Content::Envelope(_) => Vec::new(),
         };
         self.last_seq += 1;
         let message = Message {
@@ -300,13 +291,13 @@ impl Community {
 fn check_message_text(new: &NewMessage) -> Result<(), DomainError> {
     match &new.content {
         Content::Plain { body } => limits::text_field("body", body)?,
-        Content::Envelope {
+        Content::Envelope(Envelope {
             ciphertext,
             nonce,
             aad,
             sender_device_id,
             ..
-        } => {
+        }) => {
             limits::text_field("envelope.ciphertext", ciphertext)?;
             limits::text_field("envelope.nonce", nonce)?;
             limits::text_field("envelope.aad", aad)?;
@@ -335,7 +326,7 @@ pub fn render(
             author_uid: Some(t.author_uid.clone()),
             preview_text: match &t.content {
                 Content::Plain { body } => text::preview_text(body),
-                Content::Envelope { .. } => String::new(),
+                Content::Envelope(_) => String::new(),
             },
             is_unavailable: false,
         },
@@ -348,22 +339,7 @@ pub fn render(
     });
     let (body, envelope) = match &message.content {
         Content::Plain { body } => (Some(body.clone()), None),
-        Content::Envelope {
-            epoch_id,
-            ciphertext,
-            nonce,
-            aad,
-            sender_device_id,
-        } => (
-            None,
-            Some(EnvelopeItem {
-                epoch_id: *epoch_id,
-                ciphertext: ciphertext.clone(),
-                nonce: nonce.clone(),
-                aad: aad.clone(),
-                sender_device_id: sender_device_id.clone(),
-            }),
-        ),
+        Content::Envelope(envelope) => (None, Some(envelope.clone())),
     };
     MessageItem {
         id: message.id.clone(),

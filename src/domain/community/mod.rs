@@ -61,8 +61,8 @@ pub const DEFAULT_SERVER_CLAIM_TTL_MS: Millis = 30 * 24 * 3600 * 1000;
 pub const CHALLENGE_TTL_MS: Millis = 60 * 1000;
 /// Lifetime of a bearer session.
 pub const SESSION_TTL_MS: Millis = 30 * 24 * 3600 * 1000;
-/// Attachments per message (wire contract A.9).
-pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
+/// Attachments per message: the rule is in `domain::limits`, with the other message sizes.
+pub use super::limits::MAX_ATTACHMENTS_PER_MESSAGE;
 /// Upper bound of `profiles:batch` (wire contract A.9).
 pub const MAX_PROFILES_PER_BATCH: usize = 100;
 /// Categories per server (409 `category_limit_reached`, `details.limit` `categories_per_server`).

@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Rooms, error_frame, frame};
+use super::Rooms;
 use crate::realtime::{Delivery, SocketRef};
 use crate::sfu::{self, Datagram, Direction, Sfu};
+use crate::wire::signaling::{error_frame, frame};
 
 #[derive(Serialize)]
 struct Answer<'a> {

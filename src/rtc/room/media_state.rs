@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Rooms, frame};
+use super::Rooms;
 use crate::realtime::{Delivery, SocketRef};
 use crate::rtc::ticket::Permissions;
 use crate::sfu;
+use crate::wire::signaling::frame;
 
 /// `rtc.media.state` updates one signaling socket may have relayed per second (on average; as
 /// many at once). A client sends one per track it starts or stops and per mute or deafen.

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{MEDIA_STATE_UPDATES_PER_SECOND, Participant, ParticipantView, Room, Rooms, frame};
+use super::{MEDIA_STATE_UPDATES_PER_SECOND, Participant, ParticipantView, Room, Rooms};
 use crate::realtime::rate::TokenBucket;
 use crate::realtime::{Delivery, SocketRef};
 use crate::rtc::ticket::{Claims, Permissions};
 use crate::sfu::{self, Caps, Permit};
+use crate::wire::signaling::frame;
 
 /// How long a participant whose signaling socket dropped (silence, reset) stays in the call,
 /// so that a client on a flaky network can join again as the same participant. A socket the

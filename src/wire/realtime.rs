@@ -1,5 +1,5 @@
-//! The realtime wire format (wire-contract A.7): client frames `{type, request_id, payload}` in,
-//! server frames `{type, payload, event_id, server_id, timestamp}` out. Parsing reports every
+//! The realtime socket's frames (wire-contract A.7): client frames `{type, request_id, payload}`
+//! in, server frames `{type, payload, event_id, server_id, timestamp}` out. Parsing reports every
 //! malformed frame as a [`FrameError`] whose text the caller sends back in a `chat.error` frame
 //! (the socket stays open). A server frame is encoded once by [`encode_frame`] and the same
 //! [`Bytes`] go to every recipient.
@@ -366,6 +366,14 @@ mod tests {
         let v = json(&frame);
         assert!(v.get("event_id").is_some_and(|v| v.is_null()));
         assert!(v.get("payload").is_some_and(|v| v.is_null()));
+    }
+
+    #[test]
+    fn error_frames_have_the_contract_bytes() {
+        assert_eq!(
+            &error_frame("bad \"frame\"", "srv-1", "2024-05-01T12:00:00.000Z")[..],
+            br#"{"type":"chat.error","payload":{"message":"bad \"frame\""},"event_id":null,"server_id":"srv-1","timestamp":"2024-05-01T12:00:00.000Z"}"#
+        );
     }
 
     #[test]
