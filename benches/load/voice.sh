@@ -7,7 +7,7 @@
 #
 # BIN_DIR picks the binaries (default target/release), e.g. a baseline build of another commit.
 # Generator flags: --spin (poll without sleeping; see the loopback caveat in the notes),
-# --video-kbps N. Needs release builds: cargo build --release --bin openchatd --bin openchat-voice-load
+# --video-kbps N. Needs release builds: cargo build --release --features test-peer --bin openchatd --bin openchat-voice-load
 set -euo pipefail
 ROUNDS=${1:-3}
 PUBS=${2:-16}

@@ -52,6 +52,7 @@ mod conn;
 mod forward;
 mod negotiate;
 mod participant;
+#[cfg(feature = "test-peer")]
 pub mod peer;
 mod route;
 mod sdp;
