@@ -711,6 +711,36 @@ on_both_engines! {
         alice.get(&format!("/v1/channels/{general}/messages?limit=many")).assert_error(400, "invalid_limit");
     };
 
+    an_empty_read_ack_marks_the_latest_message_or_changes_nothing => |engine| {
+        // The client sends `PUT read-ack {}` on every subscribe, also to an empty channel.
+        let server = start_community(engine, &[]);
+        let alice = Client::user(server.addr);
+        let (_, general) = default_channel(&server, &alice);
+        let path = format!("/v1/channels/{general}/read-ack");
+        for body in [json!({}), json!({"last_read_message_id": ""}), json!({"last_read_message_id": null})] {
+            let reply = alice.put(&path, &body);
+            assert_eq!(reply.status, 200, "{}: {}", encode(&body), reply.text());
+            let reply = reply.json();
+            assert!(!reply.bool_at("applied"), "nothing to mark: {}", encode(&reply));
+            assert!(reply.is_null_at("read_ack.last_read_message_id"));
+            assert_eq!(reply.str_at("channel_id"), general);
+        }
+        // With messages: the newest one the reader may read, deleted ones left out.
+        let ids: Vec<String> = (0..3).map(|i| alice.send(&general, &format!("m{i}")).str_at("id").to_owned()).collect();
+        assert_eq!(alice.delete(&format!("/v1/channels/{general}/messages/{}", ids[2])).status, 200);
+        let marked = alice.put(&path, &json!({}));
+        assert_eq!(marked.status, 200, "{}", marked.text());
+        let marked = marked.json();
+        assert!(marked.bool_at("applied"));
+        assert_eq!(marked.str_at("read_ack.last_read_message_id"), ids[1]);
+        // Again: already there, not moved.
+        let again = alice.put(&path, &json!({})).json();
+        assert!(!again.bool_at("applied"));
+        assert_eq!(again.str_at("read_ack.last_read_message_id"), ids[1]);
+        // A cursor that is not an id at all is still refused.
+        alice.put(&path, &json!({"last_read_message_id": "not an id"})).assert_error(400, "invalid_message_id");
+    };
+
     read_acks_only_move_forward_and_reach_only_their_user => |engine| {
         let server = start_community(engine, &[]);
         let alice = Client::user(server.addr);

@@ -9,7 +9,9 @@ use super::identity::{actor, query_param, require_actor};
 use super::input::{is_multipart, json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
-use crate::domain::community::{self, MAX_HISTORY_PAGE, NewMessage, commands};
+use crate::domain::community::{
+    self, Actor, HistoryAccess, MAX_HISTORY_PAGE, NewMessage, commands,
+};
 use crate::domain::error::{DomainError, What};
 use crate::domain::limits;
 use crate::domain::model::{Attachment, Content, Envelope, Message};
@@ -58,6 +60,30 @@ fn cursor_param(ctx: &RequestCtx<'_>, name: &str) -> Result<Option<i64>, ApiErro
     }
 }
 
+/// What `who` may read of the channel. A reader the state already decides needs no command, so
+/// a history page does not wait for writes; only a first contact (which joins) is a command.
+async fn history_access(
+    ctx: &RequestCtx<'_>,
+    who: Option<Actor>,
+    channel_id: ChannelId,
+) -> Result<HistoryAccess, ApiError> {
+    let decided = ctx
+        .app
+        .authority
+        .read(|c, _| Ok(c.history_access_now(who.as_ref(), &channel_id)))?;
+    match decided {
+        Some(decided) => Ok(decided?),
+        None => Ok(ctx
+            .app
+            .authority
+            .command(commands::OpenHistory {
+                actor: who,
+                channel_id,
+            })
+            .await?),
+    }
+}
+
 handler!(
     /// `GET /v1/channels/{id}/messages?limit=&before=&after=`.
     list, ctx => {
@@ -66,12 +92,7 @@ handler!(
         let limit = limit_param(ctx, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
         let before = cursor_param(ctx, "before")?;
         let after = cursor_param(ctx, "after")?;
-        // A reader the state already decides needs no command: the page does not wait for writes.
-        let decided = ctx.app.authority.read(|c, _| Ok(c.history_access_now(who.as_ref(), &channel_id)))?;
-        let access = match decided {
-            Some(decided) => decided?,
-            None => ctx.app.authority.command(commands::OpenHistory { actor: who, channel_id }).await?,
-        };
+        let access = history_access(ctx, who, channel_id).await?;
         let page = ctx.app.storage.messages(MessageQuery {
             channel_id: access.channel.id.clone().into(),
             visibility: access.visibility.clone(),
@@ -315,13 +336,46 @@ handler!(
         let who = require_actor(ctx).await?;
         let channel_id: ChannelId = path_id(ctx, "channel_id")?;
         let body: ReadAckIn = json_body(ctx)?;
-        let message_id = body.last_read_message_id.filter(|m| crate::domain::text::is_valid_id(m))
-            .ok_or_else(|| ApiError::bad_request("invalid_message_id", "last_read_message_id is required"))?;
-        let message = load_message(ctx, &channel_id, &message_id).await?;
+        let message = match body.last_read_message_id.filter(|m| !m.is_empty()) {
+            Some(id) if crate::domain::text::is_valid_id(&id) => load_message(ctx, &channel_id, &id).await?,
+            Some(_) => return Err(ApiError::bad_request("invalid_message_id", "last_read_message_id is not a message id")),
+            // `{}` or an empty cursor (the client sends it on every subscribe): the latest
+            // message the reader may read, or, in a channel with none, nothing to move (A.5).
+            None => match latest_readable(ctx, &who, &channel_id).await? {
+                Some(message) => message,
+                None => {
+                    let mut current = ctx.app.authority.command(commands::ReadAck { actor: who, channel_id }).await?;
+                    current.applied = Some(false);
+                    return json(200, &current);
+                }
+            },
+        };
         let ack = ctx.app.authority.command(commands::PutReadAck { actor: who, channel_id, message }).await?;
         json(200, &ack)
     }
 );
+
+/// The newest message of the channel that `who` may read (deleted ones left out).
+async fn latest_readable(
+    ctx: &RequestCtx<'_>,
+    who: &Actor,
+    channel_id: &ChannelId,
+) -> Result<Option<Message>, ApiError> {
+    let access = history_access(ctx, Some(who.clone()), channel_id.clone()).await?;
+    let mut page = ctx
+        .app
+        .storage
+        .messages(MessageQuery {
+            channel_id: access.channel.id.clone().into(),
+            visibility: access.visibility,
+            before: None,
+            after: None,
+            limit: 1,
+            include_deleted: false,
+        })
+        .await?;
+    Ok(page.messages.pop())
+}
 
 handler!(
     /// `GET /v1/channels/{id}/mentions:resolve?query=&limit=`.
