@@ -623,7 +623,24 @@ on_both_engines! {
         }
         alice.post_multipart(&format!("/v1/channels/{general}/messages"), five).assert_error(400, "too_many_attachments");
         assert_eq!(count(), before);
-        ws.assert_none_where("chat.message.created", QUIET, |f| f.str_at("payload.message.id") != only_image.json().str_at("message.id"));
+        // The upload limit holds for the sum of one message's files too (the client checks
+        // both): two files each under it, together over it.
+        let half = |seed: u8| {
+            let noise: Vec<u8> = (0..200 * 200 * 3).map(|i: usize| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ rand::random::<u8>()).collect();
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_raw(200, 200, noise).unwrap().write_to(&mut out, image::ImageFormat::Png).unwrap();
+            out.into_inner()
+        };
+        let (a, b) = (half(1), half(2));
+        assert!(a.len() < 200_000 && b.len() < 200_000 && a.len() + b.len() > 200_000, "{} + {}", a.len(), b.len());
+        let each_alone = alice.post_multipart(&format!("/v1/channels/{general}/messages"), Multipart::new().file("files", "a.png", "image/png", &a));
+        assert_eq!(each_alone.status, 201, "{}", each_alone.text());
+        let before = count();
+        alice.post_multipart(&format!("/v1/channels/{general}/messages"), Multipart::new().text("body", "two").file("files", "a.png", "image/png", &a).file("files", "b.png", "image/png", &b))
+            .assert_error(413, "payload_too_large");
+        assert_eq!(count(), before);
+        let allowed = [only_image.json().str_at("message.id").to_owned(), each_alone.json().str_at("message.id").to_owned()];
+        ws.assert_none_where("chat.message.created", QUIET, |f| !allowed.iter().any(|id| id == f.str_at("payload.message.id")));
     };
 
     message_limits_and_deletes => |engine| {

@@ -86,7 +86,7 @@ fn domain_status(e: &DomainError) -> u16 {
         | EmptyMessage
         | TooManyAttachments
         | TooManyProfiles => 400,
-        MessageTooLarge { .. } => 413,
+        MessageTooLarge { .. } | UploadsTooLarge { .. } => 413,
         // What a user may do is 403, what a server holds 409, the size of one request 413.
         LimitReached(Limit::ServersPerUser) => 403,
         LimitReached(Limit::ChannelsPerServer | Limit::CategoriesPerServer) => 409,
@@ -371,6 +371,12 @@ mod tests {
                 DomainError::GroupRequired.into(),
                 400,
                 "group_required",
+                false,
+            ),
+            (
+                DomainError::UploadsTooLarge { max_bytes: 4 }.into(),
+                413,
+                "payload_too_large",
                 false,
             ),
             (

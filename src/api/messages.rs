@@ -240,6 +240,7 @@ handler!(
             let mut reply = None;
             let files: Vec<&UploadField> = form.fields.iter().filter(|f| f.file().is_some()).collect();
             limits::check_attachment_count(files.len())?;
+            limits::check_upload_total(files.iter().filter_map(|f| f.file()).map(|f| f.len()), ctx.app.config.limits.max_upload_bytes)?;
             for field in &form.fields {
                 match field.name.as_str() {
                     "body" if field.filename.is_none() && field.text().is_some() => body = text_field(field)?,

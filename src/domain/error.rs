@@ -105,6 +105,8 @@ pub enum DomainError {
     EmptyMessage,
     #[error("a message body holds at most {max_bytes} bytes")]
     MessageTooLarge { max_bytes: usize },
+    #[error("the files of one message total at most {max_bytes} bytes")]
+    UploadsTooLarge { max_bytes: usize },
     #[error(
         "at most {} attachments per message",
         super::community::MAX_ATTACHMENTS_PER_MESSAGE
@@ -186,7 +188,7 @@ impl DomainError {
             PlaintextNotAllowed => "plaintext_not_allowed",
             EnvelopeNotAllowed => "envelope_not_allowed",
             EmptyMessage => "empty_message",
-            MessageTooLarge { .. } => "payload_too_large",
+            MessageTooLarge { .. } | UploadsTooLarge { .. } => "payload_too_large",
             TooManyAttachments => "too_many_attachments",
             TooManyProfiles => "too_many_profiles",
             CategoryNotEmpty => "category_not_empty",

@@ -56,6 +56,20 @@ pub fn check_body_size(body: &str, max_bytes: usize) -> Result<(), DomainError> 
     Ok(())
 }
 
+/// Refuses a message whose files add up to more than `max_bytes` (`OPENCHAT_MAX_UPLOAD_BYTES`,
+/// capabilities `limits.max_upload_bytes`): the limit holds per file and for the sum of one
+/// message's files, as the client checks both (wire contract A.5).
+pub fn check_upload_total(
+    sizes: impl IntoIterator<Item = u64>,
+    max_bytes: usize,
+) -> Result<(), DomainError> {
+    let total = sizes.into_iter().fold(0u64, u64::saturating_add);
+    if total > max_bytes as u64 {
+        return Err(DomainError::UploadsTooLarge { max_bytes });
+    }
+    Ok(())
+}
+
 /// Refuses more than [`MAX_ATTACHMENTS_PER_MESSAGE`] attachments.
 pub fn check_attachment_count(count: usize) -> Result<(), DomainError> {
     if count > MAX_ATTACHMENTS_PER_MESSAGE {
@@ -95,6 +109,20 @@ pub fn check_layout_size<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upload_limit_holds_for_the_sum_of_a_message() {
+        assert_eq!(check_upload_total([60, 40], 100), Ok(()));
+        assert_eq!(
+            check_upload_total([60, 41], 100),
+            Err(DomainError::UploadsTooLarge { max_bytes: 100 })
+        );
+        assert!(
+            check_upload_total([u64::MAX, 1], 100).is_err(),
+            "no overflow"
+        );
+        assert_eq!(check_upload_total([], 0), Ok(()));
+    }
 
     #[test]
     fn text_field_names_the_field() {
