@@ -20,10 +20,11 @@ pub const DISPLAY_NAME_MAX_CHARS: u32 = crate::domain::text::DISPLAY_NAME_MAX_CH
 pub const AVATAR_MAX_BYTES: u64 = 2 * 1024 * 1024;
 pub const AVATAR_MAX_DIMENSION: u32 = 1024;
 /// The image types uploads are checked against (`media::ImageFormat`).
-pub const IMAGE_MIME_TYPES: [&str; 3] = [
+pub const IMAGE_MIME_TYPES: [&str; 4] = [
     crate::uploads::ImageFormat::Png.content_type(),
     crate::uploads::ImageFormat::Jpeg.content_type(),
     crate::uploads::ImageFormat::Gif.content_type(),
+    crate::uploads::ImageFormat::WebP.content_type(),
 ];
 /// How long the client waits for `rtc.joined` and for an SDP answer, and how it backs off.
 pub const RTC_JOIN_TIMEOUT_MS: u32 = 15_000;
@@ -157,7 +158,7 @@ pub struct DisplayNameRules {
 #[derive(Serialize)]
 pub struct AvatarUploadRules {
     pub max_bytes: u64,
-    pub mime_types: [&'static str; 3],
+    pub mime_types: [&'static str; 4],
     pub max_width: u32,
     pub max_height: u32,
 }

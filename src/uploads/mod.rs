@@ -7,15 +7,16 @@
 //! refused even by a lenient decoder), and finally a full decode bounded by
 //! [`MAX_DECODE_ALLOC_BYTES`] that proves the pixels are really there.
 //!
-//! [`strip_metadata`] walks the container (PNG chunks, JPEG segments, GIF blocks), drops the
-//! parts that carry text, camera, location or time metadata, and copies every other byte
-//! verbatim, so the pixels decode exactly as before. Bytes after the end marker are dropped too.
+//! [`strip_metadata`] walks the container (PNG chunks, JPEG segments, GIF blocks, WebP chunks),
+//! drops the parts that carry text, camera, location or time metadata, and copies every other
+//! byte verbatim, so the pixels decode exactly as before. Bytes after the end marker are dropped too.
 //!
 //! Everything here is sans-IO: bytes in, bytes or facts out.
 
 mod gif;
 mod jpeg;
 mod png;
+mod webp;
 
 use std::io::Cursor;
 use std::ops::ControlFlow;
@@ -33,7 +34,8 @@ pub const MAX_DECODE_ALLOC_BYTES: u64 = 256 * 1024 * 1024;
 /// headers before anything is decoded.
 pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
 
-/// The image formats accepted for upload (wire-contract A.9: png, jpeg, gif).
+/// The image formats accepted for upload (wire contract A.5/A.6: png, jpeg, gif, webp; the
+/// desktop client offers WebP for avatars and pastes any `image/*` into the composer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageFormat {
     /// Portable Network Graphics.
@@ -42,6 +44,8 @@ pub enum ImageFormat {
     Jpeg,
     /// GIF87a or GIF89a, animated or not.
     Gif,
+    /// WebP (RIFF container), lossy or lossless, still or animated.
+    WebP,
 }
 
 impl ImageFormat {
@@ -51,6 +55,7 @@ impl ImageFormat {
             ImageFormat::Png => "image/png",
             ImageFormat::Jpeg => "image/jpeg",
             ImageFormat::Gif => "image/gif",
+            ImageFormat::WebP => "image/webp",
         }
     }
 
@@ -60,6 +65,7 @@ impl ImageFormat {
             ImageFormat::Png => "png",
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Gif => "gif",
+            ImageFormat::WebP => "webp",
         }
     }
 
@@ -68,6 +74,7 @@ impl ImageFormat {
             ImageFormat::Png => image::ImageFormat::Png,
             ImageFormat::Jpeg => image::ImageFormat::Jpeg,
             ImageFormat::Gif => image::ImageFormat::Gif,
+            ImageFormat::WebP => image::ImageFormat::WebP,
         }
     }
 }
@@ -98,7 +105,7 @@ pub struct ImageInfo {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
     /// The content is not a PNG, JPEG or GIF, whatever its name says.
-    #[error("unsupported image type: expected PNG, JPEG or GIF")]
+    #[error("unsupported image type: expected PNG, JPEG, GIF or WebP")]
     UnsupportedType,
     /// The file has more bytes than allowed.
     #[error("image is {bytes} bytes, more than the {max} allowed")]
@@ -157,6 +164,8 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
         Some(ImageFormat::Jpeg)
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
         Some(ImageFormat::Gif)
+    } else if webp::is_webp(bytes) {
+        Some(ImageFormat::WebP)
     } else {
         None
     }
@@ -192,6 +201,7 @@ fn inspect_within(
         ImageFormat::Png => png::dimensions(bytes)?,
         ImageFormat::Jpeg => jpeg::dimensions(bytes)?,
         ImageFormat::Gif => gif::dimensions(bytes)?,
+        ImageFormat::WebP => webp::dimensions(bytes)?,
     };
     check_dimensions(width, height, limits)?;
     check_pixels(width, height, 1, max_pixels)?;
@@ -216,6 +226,17 @@ fn inspect_within(
             }
             _ => ControlFlow::Continue(()),
         })?,
+        // An animation: every frame within the limits, and the canvas times the frames
+        // within the pixel bound, as for a GIF.
+        ImageFormat::WebP => {
+            let animation = webp::frames(bytes)?;
+            let count = animation.len().max(1) as u64;
+            animation
+                .iter()
+                .map(|&(w, h)| check_dimensions(w, h, limits))
+                .find_map(Result::err)
+                .or_else(|| check_pixels(width, height, count, max_pixels).err())
+        }
     };
     if let Some(error) = frame_error {
         return Err(error);
@@ -297,6 +318,8 @@ fn decode(
 ///   APP0 segments, wherever they sit in the marker stream; keeps JFIF APP0, Adobe APP14 and
 ///   `ICC_PROFILE` APP2 (colour, like PNG's `iCCP`) and copies every other segment and the
 ///   entropy-coded data verbatim.
+/// - WebP: drops the `EXIF` and `XMP ` chunks and clears their `VP8X` flags; every other
+///   chunk (`ICCP` included) is copied verbatim and the RIFF size is recomputed.
 /// - GIF: drops comment extensions and application extensions other than `NETSCAPE2.0` and
 ///   `ANIMEXTS1.0` (the looping ones); keeps everything else.
 ///
@@ -322,6 +345,7 @@ pub fn strip_metadata(format: ImageFormat, bytes: &[u8]) -> Result<Vec<u8>, Imag
                 ControlFlow::<()>::Continue(())
             })?;
         }
+        ImageFormat::WebP => return webp::strip(bytes),
         ImageFormat::Gif => {
             gif::walk(bytes, |block| {
                 if !gif::is_metadata(&block) {

@@ -44,6 +44,36 @@ fn encode_jpeg(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// A lossless WebP (`VP8L`), as the `image` crate writes it.
+fn encode_webp(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(pattern(width, height))
+        .write_to(&mut out, image::ImageFormat::WebP)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A RIFF chunk: fourcc, little-endian size, data, pad byte when odd.
+fn riff_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = kind.to_vec();
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// A WebP file of these chunks.
+fn riff(chunks: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = chunks.concat();
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"WEBP");
+    out.extend_from_slice(&body);
+    out
+}
+
 /// A looping GIF (so it carries a NETSCAPE2.0 extension) with `frames` frames.
 fn encode_gif(width: u32, height: u32, frames: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -224,7 +254,8 @@ fn sniff_by_magic_bytes() {
     assert_eq!(sniff(&[0xFF, 0xD8]), None);
     assert_eq!(sniff(b"GIF88a"), None);
     assert_eq!(sniff(b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"), None);
-    assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), None);
+    assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(ImageFormat::WebP));
+    assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), None, "another RIFF file");
 }
 
 #[test]
@@ -327,11 +358,17 @@ fn dimension_limits_are_inclusive() {
         max_height: 4,
         ..LIMITS
     };
-    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Gif] {
+    for format in [
+        ImageFormat::Png,
+        ImageFormat::Jpeg,
+        ImageFormat::Gif,
+        ImageFormat::WebP,
+    ] {
         let make = |w, h| match format {
             ImageFormat::Png => encode_png(w, h),
             ImageFormat::Jpeg => encode_jpeg(w, h),
             ImageFormat::Gif => encode_gif(w, h, 1),
+            ImageFormat::WebP => encode_webp(w, h),
         };
         assert!(inspect(&make(8, 4), &limits).is_ok(), "{format:?}");
         assert_eq!(
@@ -369,6 +406,7 @@ fn every_truncation_is_refused() {
         (ImageFormat::Png, encode_png(6, 6)),
         (ImageFormat::Jpeg, encode_jpeg(6, 6)),
         (ImageFormat::Gif, encode_gif(6, 6, 2)),
+        (ImageFormat::WebP, encode_webp(6, 6)),
     ] {
         for cut in 0..bytes.len() {
             let result = inspect(&bytes[..cut], &LIMITS);
@@ -608,6 +646,7 @@ fn clean_images_come_back_byte_for_byte() {
         (ImageFormat::Png, encode_png(9, 9)),
         (ImageFormat::Jpeg, encode_jpeg(9, 9)),
         (ImageFormat::Gif, encode_gif(9, 9, 2)),
+        (ImageFormat::WebP, encode_webp(9, 9)),
     ] {
         assert_eq!(strip_metadata(format, &bytes).unwrap(), bytes, "{format:?}");
     }
@@ -956,5 +995,60 @@ proptest! {
         if let Ok(once) = strip_metadata(format, &bytes) {
             prop_assert_eq!(strip_metadata(format, &once), Ok(once.clone()));
         }
+    }
+}
+
+#[test]
+fn webp_is_accepted_by_content_and_its_metadata_is_stripped() {
+    let plain = encode_webp(12, 7);
+    let info = inspect(&plain, &LIMITS).unwrap();
+    assert_eq!((info.format, info.width, info.height), (ImageFormat::WebP, 12, 7));
+    assert_eq!(info.format.content_type(), "image/webp");
+    // The same bitstream in an extended file that announces and carries EXIF (with a GPS
+    // marker) and XMP, one of them of odd length (a pad byte).
+    let vp8l = plain[12..].to_vec();
+    let mut vp8x = vec![0x08 | 0x04, 0, 0, 0];
+    vp8x.extend_from_slice(&(12u32 - 1).to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&(7u32 - 1).to_le_bytes()[..3]);
+    let with_metadata = riff(&[
+        riff_chunk(b"VP8X", &vp8x),
+        vp8l.clone(),
+        riff_chunk(b"EXIF", &exif_gps_payload()),
+        riff_chunk(b"XMP ", b"<x:xmpmeta>SECRET-PLACE</x:xmpmeta>!"),
+    ]);
+    let info = inspect(&with_metadata, &LIMITS).unwrap();
+    assert_eq!((info.width, info.height), (12, 7));
+    let clean = strip_metadata(ImageFormat::WebP, &with_metadata).unwrap();
+    assert!(!contains(&clean, b"EXIF") && !contains(&clean, b"XMP ") && !contains(&clean, b"SECRET-PLACE"));
+    assert_eq!(clean[20] & (0x08 | 0x04), 0, "the VP8X flags no longer announce them");
+    assert_eq!(
+        u32::from_le_bytes(clean[4..8].try_into().unwrap()) as usize,
+        clean.len() - 8,
+        "the RIFF size is the new length"
+    );
+    assert!(inspect(&clean, &LIMITS).is_ok());
+    let decode = |bytes: &[u8]| image::load_from_memory_with_format(bytes, image::ImageFormat::WebP).unwrap().to_rgba8().into_raw();
+    assert_eq!(decode(&clean), decode(&plain), "the pixels are untouched");
+}
+
+#[test]
+fn webp_structure_errors_are_corrupt() {
+    let plain = encode_webp(4, 4);
+    // A RIFF size past the end, a chunk past the RIFF size, no chunk at all, an unknown first
+    // chunk, a lossless header without its signature byte.
+    let mut long = plain.clone();
+    long[4..8].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+    let mut overrun = plain.clone();
+    overrun[16..20].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+    let mut unsigned = plain.clone();
+    unsigned[20] = 0;
+    for (what, bytes) in [
+        ("riff size", long),
+        ("chunk size", overrun),
+        ("no chunks", riff(&[])),
+        ("unknown first chunk", riff(&[riff_chunk(b"JUNK", b"ab"), plain[12..].to_vec()])),
+        ("no signature", unsigned),
+    ] {
+        assert_eq!(inspect(&bytes, &LIMITS), Err(ImageError::Corrupt), "{what}");
     }
 }
