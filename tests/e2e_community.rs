@@ -599,6 +599,18 @@ on_both_engines! {
         let only_image = alice.post_multipart(&format!("/v1/channels/{general}/messages"), Multipart::new().file("files", "a.png", "image/png", &media::png(4, 4)));
         assert_eq!(only_image.status, 201, "{}", only_image.text());
         assert_eq!(only_image.json().str_at("message.body"), "");
+        // A pasted WebP (the composer takes any image/*), checked by content like the others.
+        let webp = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_fn(8, 6, |x, y| image::Rgb([x as u8 * 30, y as u8 * 40, 7])).write_to(&mut out, image::ImageFormat::WebP).unwrap();
+            out.into_inner()
+        };
+        let pasted = alice.post_multipart(&format!("/v1/channels/{general}/messages"), Multipart::new().file("files", "paste.webp", "image/webp", &webp));
+        assert_eq!(pasted.status, 201, "{}", pasted.text());
+        let pasted = pasted.json();
+        assert_eq!(pasted.str_at("message.attachments.0.content_type"), "image/webp");
+        assert_eq!((pasted.i64_at("message.attachments.0.width"), pasted.i64_at("message.attachments.0.height")), (8, 6));
+        ws.expect_where("chat.message.created", |f| created_id(f) == pasted.str_at("message.id"));
 
         // Refusals store nothing: a text file named .png, an image over the upload limit, five files.
         let count = || alice.messages(&general, "limit=50").arr_at("messages").len();
@@ -855,6 +867,30 @@ on_both_engines! {
         assert!(!media::contains(&served.body, b"SECRET-AVATAR"));
         alice.post_multipart("/v1/profile/avatar", Multipart::new().file("file", "me.png", "image/png", b"GIF? no, plain text"))
             .assert_error(415, "unsupported_media_type");
+        // What the client offers: WebP, and any size up to 2 MB (it never reads the dimension
+        // limit): a large image is scaled down to fit, not refused.
+        let webp = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90])).write_to(&mut out, image::ImageFormat::WebP).unwrap();
+            out.into_inner()
+        };
+        let up = alice.post_multipart("/v1/profile/avatar", Multipart::new().file("file", "me.webp", "image/webp", &webp));
+        assert_eq!(up.status, 201, "{}", up.text());
+        let up = up.json();
+        assert_eq!((up.str_at("content_type"), up.i64_at("width"), up.i64_at("height")), ("image/webp", 40, 30));
+        let large = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_fn(1500, 1500, |x, y| image::Rgb([(x / 6) as u8, (y / 6) as u8, 128])).write_to(&mut out, image::ImageFormat::Png).unwrap();
+            out.into_inner()
+        };
+        assert!(large.len() < 2 * 1024 * 1024);
+        let up = alice.post_multipart("/v1/profile/avatar", Multipart::new().file("file", "big.png", "image/png", &large));
+        assert_eq!(up.status, 201, "{}", up.text());
+        let up = up.json();
+        assert_eq!((up.i64_at("width"), up.i64_at("height")), (1024, 1024), "scaled to the avatar limit");
+        let served = Client::anonymous(server.addr).get(&up.str_at("avatar_url")[PUBLIC_BASE_URL.len()..]);
+        assert_eq!(served.status, 200);
+        assert_eq!(media::dimensions(&served.body), (1024, 1024));
         bob.put("/v1/profile/me", &json!({"avatar_mode": "uploaded", "avatar_asset_id": asset.as_str()})).assert_error(403, "avatar_asset_forbidden");
         let with_avatar = put(&[("If-Match", "1")], json!({"avatar_mode": "uploaded", "avatar_asset_id": asset.as_str()}));
         assert_eq!(with_avatar.status, 200, "{}", with_avatar.text());

@@ -135,7 +135,7 @@ async fn store_attachment<'a>(
             format!("field {} is not a file", field.name),
         )
     })?;
-    let (info, clean, id) = checked_image(file, limits).await?;
+    let (info, clean, id) = checked_image(file, limits, None).await?;
     let bytes = clean.len() as u64;
     let hold = hold_blob(ctx, id);
     let blob = ctx.app.storage.put_blob(bytes::Bytes::from(clean)).await?;
@@ -173,10 +173,11 @@ pub(super) fn hold_blob<'a>(ctx: &'a RequestCtx<'a>, id: BlobId) -> BlobHold<'a>
 /// blocking pool: decoding a large image takes milliseconds of CPU, which must not stall every
 /// connection of the shard. One file is in memory at a time per request; a file over the limit
 /// is refused from its size without being read. Also returns the id the clean bytes are stored
-/// under.
+/// under. With `fit`, an image larger than `fit`×`fit` is scaled down to fit (as a PNG).
 pub(super) async fn checked_image(
     file: &TempFile,
     limits: ImageLimits,
+    fit: Option<u32>,
 ) -> Result<(crate::uploads::ImageInfo, Vec<u8>, BlobId), ApiError> {
     if file.len() > limits.max_bytes as u64 {
         return Err(ApiError::from(crate::uploads::ImageError::TooLarge {
@@ -190,7 +191,14 @@ pub(super) async fn checked_image(
             let bytes = std::fs::read(&path)?;
             Ok::<_, std::io::Error>((|| {
                 let info = inspect(&bytes, &limits)?;
-                let clean = strip_metadata(info.format, &bytes)?;
+                let fitted = match fit {
+                    Some(side) => crate::uploads::fit_within(&info, &bytes, side, side)?,
+                    None => None,
+                };
+                let (info, clean) = match fitted {
+                    Some(fitted) => fitted,
+                    None => (info, strip_metadata(info.format, &bytes)?),
+                };
                 let id = BlobId::of_content(&clean);
                 Ok::<_, crate::uploads::ImageError>((info, clean, id))
             })())

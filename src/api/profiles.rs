@@ -76,14 +76,16 @@ handler!(
         let field = form.fields.iter().find(|f| f.name == "file").or_else(|| form.fields.iter().find(|f| f.filename.is_some()))
             .and_then(|f| f.file())
             .ok_or_else(|| ApiError::bad_request("missing_file", "no part named 'file'"))?;
+        // Any image the attachment rules accept, up to the avatar's byte limit; one larger than
+        // `AVATAR_MAX_DIMENSION` is scaled down to it (the client never reads that limit).
         let limits = ImageLimits {
             max_bytes: AVATAR_MAX_BYTES as usize,
-            max_width: AVATAR_MAX_DIMENSION,
-            max_height: AVATAR_MAX_DIMENSION,
+            max_width: super::messages::ATTACHMENT_MAX_DIMENSION,
+            max_height: super::messages::ATTACHMENT_MAX_DIMENSION,
         };
         let uid = who.user_uid.clone();
         ctx.app.authority.command(commands::TakeWriteToken { uid }).await?;
-        let (info, clean, id) = checked_image(field, limits).await?;
+        let (info, clean, id) = checked_image(field, limits, Some(AVATAR_MAX_DIMENSION)).await?;
         let bytes = clean.len() as u64;
         // Held until the asset is recorded: a refusal removes a blob this upload created.
         let hold = hold_blob(ctx, id);

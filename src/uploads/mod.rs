@@ -310,6 +310,39 @@ fn decode(
     Ok(())
 }
 
+/// An accepted image scaled down to fit within `max_width`×`max_height` (aspect kept), as a
+/// PNG; `None` when it already fits. For avatars: the client offers any image up to its byte
+/// limit and never reads the dimension limit, so a large one is scaled rather than refused.
+/// The decode is bounded as in [`inspect`]; an animation keeps its first frame. Re-encoding
+/// carries over no metadata.
+pub fn fit_within(
+    info: &ImageInfo,
+    bytes: &[u8],
+    max_width: u32,
+    max_height: u32,
+) -> Result<Option<(ImageInfo, Vec<u8>)>, ImageError> {
+    if info.width <= max_width && info.height <= max_height {
+        return Ok(None);
+    }
+    let mut decode_limits = image::Limits::default();
+    decode_limits.max_alloc = Some(MAX_DECODE_ALLOC_BYTES);
+    let mut reader =
+        image::ImageReader::with_format(Cursor::new(bytes), info.format.to_image_crate());
+    reader.limits(decode_limits);
+    let image = reader.decode().map_err(|_| ImageError::Corrupt)?;
+    let scaled = image.resize(max_width, max_height, image::imageops::FilterType::Triangle);
+    let mut out = Cursor::new(Vec::new());
+    scaled
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|_| ImageError::Corrupt)?;
+    let fitted = ImageInfo {
+        format: ImageFormat::Png,
+        width: scaled.width(),
+        height: scaled.height(),
+    };
+    Ok(Some((fitted, out.into_inner())))
+}
+
 /// Removes metadata from an image of the given format without re-encoding it.
 ///
 /// - PNG: drops the `tEXt`, `zTXt`, `iTXt`, `eXIf` and `tIME` chunks; every other chunk

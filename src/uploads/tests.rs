@@ -1002,7 +1002,10 @@ proptest! {
 fn webp_is_accepted_by_content_and_its_metadata_is_stripped() {
     let plain = encode_webp(12, 7);
     let info = inspect(&plain, &LIMITS).unwrap();
-    assert_eq!((info.format, info.width, info.height), (ImageFormat::WebP, 12, 7));
+    assert_eq!(
+        (info.format, info.width, info.height),
+        (ImageFormat::WebP, 12, 7)
+    );
     assert_eq!(info.format.content_type(), "image/webp");
     // The same bitstream in an extended file that announces and carries EXIF (with a GPS
     // marker) and XMP, one of them of odd length (a pad byte).
@@ -1019,15 +1022,28 @@ fn webp_is_accepted_by_content_and_its_metadata_is_stripped() {
     let info = inspect(&with_metadata, &LIMITS).unwrap();
     assert_eq!((info.width, info.height), (12, 7));
     let clean = strip_metadata(ImageFormat::WebP, &with_metadata).unwrap();
-    assert!(!contains(&clean, b"EXIF") && !contains(&clean, b"XMP ") && !contains(&clean, b"SECRET-PLACE"));
-    assert_eq!(clean[20] & (0x08 | 0x04), 0, "the VP8X flags no longer announce them");
+    assert!(
+        !contains(&clean, b"EXIF")
+            && !contains(&clean, b"XMP ")
+            && !contains(&clean, b"SECRET-PLACE")
+    );
+    assert_eq!(
+        clean[20] & (0x08 | 0x04),
+        0,
+        "the VP8X flags no longer announce them"
+    );
     assert_eq!(
         u32::from_le_bytes(clean[4..8].try_into().unwrap()) as usize,
         clean.len() - 8,
         "the RIFF size is the new length"
     );
     assert!(inspect(&clean, &LIMITS).is_ok());
-    let decode = |bytes: &[u8]| image::load_from_memory_with_format(bytes, image::ImageFormat::WebP).unwrap().to_rgba8().into_raw();
+    let decode = |bytes: &[u8]| {
+        image::load_from_memory_with_format(bytes, image::ImageFormat::WebP)
+            .unwrap()
+            .to_rgba8()
+            .into_raw()
+    };
     assert_eq!(decode(&clean), decode(&plain), "the pixels are untouched");
 }
 
@@ -1046,9 +1062,39 @@ fn webp_structure_errors_are_corrupt() {
         ("riff size", long),
         ("chunk size", overrun),
         ("no chunks", riff(&[])),
-        ("unknown first chunk", riff(&[riff_chunk(b"JUNK", b"ab"), plain[12..].to_vec()])),
+        (
+            "unknown first chunk",
+            riff(&[riff_chunk(b"JUNK", b"ab"), plain[12..].to_vec()]),
+        ),
         ("no signature", unsigned),
     ] {
         assert_eq!(inspect(&bytes, &LIMITS), Err(ImageError::Corrupt), "{what}");
     }
+}
+
+#[test]
+fn large_images_are_fitted_within_the_box_as_png() {
+    for (w, h, fitted) in [
+        (1000, 1000, (64, 64)),
+        (200, 100, (64, 32)),
+        (50, 80, (40, 64)),
+    ] {
+        let bytes = encode_webp(w, h);
+        let info = inspect(&bytes, &LIMITS).unwrap();
+        let (out_info, out) = fit_within(&info, &bytes, 64, 64).unwrap().expect("scaled");
+        assert_eq!((out_info.width, out_info.height), fitted, "{w}x{h}");
+        assert_eq!(out_info.format, ImageFormat::Png);
+        assert_eq!(
+            inspect(&out, &LIMITS).unwrap(),
+            out_info,
+            "the result is a valid PNG"
+        );
+    }
+    let small = encode_png(64, 10);
+    let info = inspect(&small, &LIMITS).unwrap();
+    assert_eq!(
+        fit_within(&info, &small, 64, 64).unwrap(),
+        None,
+        "what fits is kept as is"
+    );
 }
