@@ -94,10 +94,7 @@ impl Community {
         }
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
-        let key = (
-            UserUid::from(actor.user_uid.as_str()),
-            ChannelId::from(channel_id),
-        );
+        let key = (actor.user_uid.clone(), ChannelId::from(channel_id));
         let applied = self
             .read_acks
             .by_reader

@@ -126,10 +126,7 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<Left>, DomainError> {
         self.directory.server(server_id)?;
-        let key = (
-            ServerId::from(server_id),
-            UserUid::from(actor.user_uid.as_str()),
-        );
+        let key = (ServerId::from(server_id), actor.user_uid.clone());
         let mut out = Outcome::pure(Left {
             server_id: server_id.to_owned(),
             user_uid: actor.user_uid.clone().into(),
