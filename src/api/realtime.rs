@@ -225,23 +225,16 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
         };
         match frame.kind {
             ClientRequest::Subscribe { channel_id } => {
-                // The check needs the authority; the socket keeps writing meanwhile.
-                let shard = shard.clone();
-                let who = who.clone();
-                let sid = server_id.clone();
-                let member = member.clone();
-                let handle = handle.clone();
-                glommio::spawn_local(async move {
-                    let allowed = shard
-                        .app
-                        .authority
-                        .read(|c, _| c.may_subscribe(&who, &sid, &channel_id));
-                    match allowed {
-                        Ok(()) => shard.subscribe(id, &channel_id, member),
-                        Err(e) => send_error(&handle, &sid, &e.to_string()),
-                    }
-                })
-                .detach();
+                // A read of the state where it is: it waits for no command, so it needs no
+                // task of its own, and subscriptions take effect in the order they came.
+                let allowed = shard
+                    .app
+                    .authority
+                    .read(|c, _| c.may_subscribe(&who, &server_id, &channel_id));
+                match allowed {
+                    Ok(()) => shard.subscribe(id, &channel_id, member.clone()),
+                    Err(e) => send_error(&handle, &server_id, &e.to_string()),
+                }
             }
             ClientRequest::Unsubscribe { channel_id } => shard.unsubscribe(id, &channel_id),
             ClientRequest::Typing {
