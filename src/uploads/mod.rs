@@ -289,25 +289,39 @@ fn decode(
     height: u32,
     limits: &ImageLimits,
 ) -> Result<(), ImageError> {
-    let mut decode_limits = image::Limits::default();
-    decode_limits.max_image_width = Some(limits.max_width);
-    decode_limits.max_image_height = Some(limits.max_height);
-    decode_limits.max_alloc = Some(MAX_DECODE_ALLOC_BYTES);
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format.to_image_crate());
-    reader.limits(decode_limits);
-    let image = reader.decode().map_err(|error| match error {
-        image::ImageError::Limits(_) => ImageError::DimensionsTooLarge {
-            width,
-            height,
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-        },
-        _ => ImageError::Corrupt,
-    })?;
+    let image =
+        decode_bounded(format, bytes, limits.max_width, limits.max_height).map_err(|error| {
+            match error {
+                image::ImageError::Limits(_) => ImageError::DimensionsTooLarge {
+                    width,
+                    height,
+                    max_width: limits.max_width,
+                    max_height: limits.max_height,
+                },
+                _ => ImageError::Corrupt,
+            }
+        })?;
     if (image.width(), image.height()) != (width, height) {
         return Err(ImageError::Corrupt);
     }
     Ok(())
+}
+
+/// Decodes the (first) image with the decoder's own bounds: at most `max_width`×`max_height`
+/// and [`MAX_DECODE_ALLOC_BYTES`] of allocations.
+fn decode_bounded(
+    format: ImageFormat,
+    bytes: &[u8],
+    max_width: u32,
+    max_height: u32,
+) -> image::ImageResult<image::DynamicImage> {
+    let mut decode_limits = image::Limits::default();
+    decode_limits.max_image_width = Some(max_width);
+    decode_limits.max_image_height = Some(max_height);
+    decode_limits.max_alloc = Some(MAX_DECODE_ALLOC_BYTES);
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format.to_image_crate());
+    reader.limits(decode_limits);
+    reader.decode()
 }
 
 /// An accepted image scaled down to fit within `max_width`×`max_height` (aspect kept), as a
@@ -324,12 +338,9 @@ pub fn fit_within(
     if info.width <= max_width && info.height <= max_height {
         return Ok(None);
     }
-    let mut decode_limits = image::Limits::default();
-    decode_limits.max_alloc = Some(MAX_DECODE_ALLOC_BYTES);
-    let mut reader =
-        image::ImageReader::with_format(Cursor::new(bytes), info.format.to_image_crate());
-    reader.limits(decode_limits);
-    let image = reader.decode().map_err(|_| ImageError::Corrupt)?;
+    // `info` comes from `inspect`, so these are the dimensions the decoder must find.
+    let image = decode_bounded(info.format, bytes, info.width, info.height)
+        .map_err(|_| ImageError::Corrupt)?;
     let scaled = image.resize(max_width, max_height, image::imageops::FilterType::Triangle);
     let mut out = Cursor::new(Vec::new());
     scaled
@@ -404,6 +415,14 @@ fn le_u16(bytes: &[u8], at: usize) -> Result<u16, ImageError> {
     bytes
         .get(at..at + 2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or(ImageError::Corrupt)
+}
+
+/// Reads a little-endian `u32` at `at`, or `Corrupt` past the end.
+fn le_u32(bytes: &[u8], at: usize) -> Result<u32, ImageError> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or(ImageError::Corrupt)
 }
 

@@ -6,7 +6,7 @@
 
 use std::ops::ControlFlow;
 
-use super::{ImageError, le_u16};
+use super::{ImageError, le_u16, le_u32};
 
 /// Chunks that carry camera, location or time metadata and nothing the pixels need.
 const METADATA_CHUNKS: [&[u8; 4]; 2] = [b"EXIF", b"XMP "];
@@ -32,13 +32,6 @@ pub(super) fn is_webp(bytes: &[u8]) -> bool {
 /// Whether `strip_metadata` drops a chunk of this kind.
 pub(super) fn is_metadata(kind: &[u8; 4]) -> bool {
     METADATA_CHUNKS.contains(&kind)
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> Result<u32, ImageError> {
-    bytes
-        .get(at..at + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(ImageError::Corrupt)
 }
 
 fn le_u24(bytes: &[u8], at: usize) -> Result<u32, ImageError> {
