@@ -46,7 +46,7 @@
 //! flight, bounded by the flushes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -135,6 +135,12 @@ pub enum AuthorityError {
 
 /// The state, changed only by the authority thread and read by any thread.
 type Shared = Arc<RwLock<Community>>;
+
+/// The state, to read it. A command that panicked under the lock leaves it poisoned; its
+/// changes were all made before the panic, so the state is read as it stands.
+fn read_state(state: &Shared) -> RwLockReadGuard<'_, Community> {
+    state.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The shards' handle. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
@@ -362,7 +368,7 @@ impl Authority {
         &self,
         f: impl FnOnce(&Community, Millis) -> Result<T, DomainError>,
     ) -> Result<T, AuthorityError> {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = read_state(&self.state);
         f(&state, now_millis()).map_err(AuthorityError::Domain)
     }
 
@@ -395,10 +401,7 @@ impl Authority {
         since: EventId,
     ) -> Result<Resumed, AuthorityError> {
         self.submit(move |core, reply| {
-            let community = core
-                .community
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let community = read_state(&core.community);
             let last = community.last_event_id(&server_id);
             let ring = core.rings.get(&server_id);
             let replayed_up_to = ring.map_or(EventId::NONE, |r| r.latest());
@@ -829,24 +832,13 @@ async fn finish(
 mod tests {
     use super::*;
     use crate::domain::community::commands::TakeWriteToken;
+    use crate::domain::community::fixtures::booted;
     use crate::domain::model::HistoryVisibility;
 
     /// A handle whose queue nobody reads, over a state with the default server.
     fn unread(queue: usize) -> (Authority, mpsc::Receiver<Job>) {
         let (jobs, inbox) = mpsc::channel(queue);
-        let settings = Settings {
-            default_server_id: "home".into(),
-            default_history_visibility: HistoryVisibility::Joined,
-            allow_server_creation: true,
-            max_message_bytes: 4000,
-            rate_limit_per_minute: 1000,
-            handshake_strategy: "token_proof",
-            origin: "https://chat.example.test".into(),
-            urls: views::Urls::new("https://chat.example.test"),
-        };
-        let mut community =
-            Community::new(settings, Snapshot::default(), Entropy::from_seed([7; 32]));
-        community.bootstrap_default_server("Home", Some("uid_owner"), 1_000);
+        let community = booted(HistoryVisibility::Joined, 1_000);
         let authority = Authority {
             jobs,
             sockets: Arc::default(),

@@ -31,7 +31,7 @@ mod acks;
 pub mod commands;
 mod directory;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod layout;
 mod members;
 mod messages;
