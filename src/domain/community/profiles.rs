@@ -2,7 +2,7 @@
 //! saved one), saving a profile (with `If-Match` and the avatar's ownership), registering an
 //! uploaded avatar and the batch read.
 
-use crate::domain::ids::UserUid;
+use crate::domain::ids::{ServerId, UserUid};
 use std::collections::{HashMap, HashSet};
 
 use super::{
@@ -110,14 +110,14 @@ impl Community {
         let item = ProfileItem::of(&next, self.urls());
         // The event's payload is the profile itself, flat (wire contract A.7): the client reads
         // `payload.user_uid` and drops a `{profile: …}` wrapper silently.
-        let mut servers: Vec<String> = self
+        let mut servers: Vec<ServerId> = self
             .roster
             .user_servers
-            .get(actor.user_uid.as_str())
+            .get(&actor.user_uid)
             .map(|s| {
                 s.iter()
                     .filter(|id| self.current_role(id, &actor.user_uid).is_some())
-                    .map(|id| id.to_string())
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
