@@ -9,8 +9,7 @@ use super::{ApiError, RequestCtx};
 use crate::config::AuthMode;
 use crate::domain::community::Actor;
 use crate::domain::error::DomainError;
-use crate::domain::ids::UserUid;
-use crate::domain::text::is_valid_id;
+use crate::domain::ids::ParseId;
 use crate::http::Request;
 use crate::http::query::query_pairs;
 
@@ -71,19 +70,14 @@ pub fn bearer_token(ctx: &RequestCtx<'_>) -> Result<Option<String>, ApiError> {
     Ok(query_param(ctx, "access_token").filter(|t| !t.is_empty()))
 }
 
-fn checked_id(value: &str, what: &str) -> Result<String, ApiError> {
-    if is_valid_id(value) {
-        Ok(value.to_owned())
-    } else {
-        Err(invalid_identity(what))
-    }
-}
-
-fn invalid_identity(what: &str) -> ApiError {
-    ApiError::bad_request(
-        "invalid_identity",
-        format!("{what} must be 1 to 64 characters of A-Z a-z 0-9 _ -"),
-    )
+/// An identity header's value as an id of type `T` (the id rule), or 400 `invalid_identity`.
+fn checked_id<T: ParseId>(value: &str, what: &str) -> Result<T, ApiError> {
+    T::parse_id(value).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_identity",
+            format!("{what} must be 1 to 64 characters of A-Z a-z 0-9 _ -"),
+        )
+    })
 }
 
 /// The requester, if it identified itself. A malformed identity is an error, not anonymity.
@@ -102,8 +96,7 @@ pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
                     .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned()),
             };
             Ok(Some(Actor {
-                user_uid: UserUid::parse(&uid)
-                    .ok_or_else(|| invalid_identity("X-OpenChat-User-UID"))?,
+                user_uid: checked_id(&uid, "X-OpenChat-User-UID")?,
                 device_id: checked_id(&device, "X-OpenChat-Device-ID")?,
             }))
         }
