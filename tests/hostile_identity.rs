@@ -449,6 +449,28 @@ fn a_trace_log_carries_no_secrets() {
         &format!("openchat.session.{token}"),
     )
     .live();
+    // A verified session of A.10: its challenge id, the signed payload and the token.
+    let verified = DeviceKey::new();
+    let challenge = verified.server_challenge(addr, &server_id, None);
+    assert_eq!(challenge.status, 201, "{}", challenge.text());
+    let challenge = challenge.json();
+    let signature = verified.sign_payload(challenge.str_at("payload"));
+    let session = verified.server_session(
+        addr,
+        &server_id,
+        challenge.str_at("challenge_id"),
+        &signature,
+    );
+    assert_eq!(session.status, 201, "{}", session.text());
+    secrets.push((
+        "verified-session challenge id".into(),
+        challenge.str_at("challenge_id").to_owned(),
+    ));
+    secrets.push(("verified-session signature".into(), signature));
+    secrets.push((
+        "verified-session token".into(),
+        session.json().str_at("token").to_owned(),
+    ));
     me.send(&general, "logged?");
     ws.expect("chat.message.created");
     ws2.expect("chat.message.created");

@@ -1,5 +1,7 @@
-//! Sessions (wire contract B.1): challenge, signed answer, bearer token; check and revoke; and
-//! the approval of identity bindings (`crate::domain::identity`).
+//! Sessions: challenge, signed answer, bearer token — through B.1's `/v1/auth/...` and A.10's
+//! verified sessions of a server (`/v1/servers/{id}/sessions...`), one session system with two
+//! entry points; check and revoke; and the approval of identity bindings
+//! (`crate::domain::identity`).
 
 use crate::domain::ids::ServerId;
 use serde::Deserialize;
@@ -11,6 +13,7 @@ use super::input::{json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::auth::challenge::ChallengeFor;
+use crate::auth::session_challenge::{SessionFor, session_payload};
 use crate::authority::now_millis;
 use crate::domain::community::{CHALLENGE_TTL_MS, SignIn, commands};
 use crate::domain::error::DomainError;
@@ -108,6 +111,93 @@ handler!(
         };
         let session = ctx.app.authority.command(commands::OpenSession { sign_in }).await?;
         json(201, &session)
+    }
+);
+
+#[derive(serde::Serialize)]
+struct ServerChallenge {
+    challenge_id: String,
+    server_id: ServerId,
+    user_uid: String,
+    payload: String,
+    expires_at: String,
+}
+
+handler!(
+    /// `POST /v1/servers/{server_id}/sessions/challenge {public_key, device_id, user_uid?}`
+    /// (wire contract A.10). The uid is decided now by the same rule as B.1 (so a refused
+    /// sign-in hears 403/409 before signing anything) and again when the session opens.
+    /// Stateless like B.1's challenges: the id carries what it binds under an HMAC.
+    server_challenge, ctx => {
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let body: ChallengeIn = json_body(ctx)?;
+        let (device_id, public_key, user_uid) = ids(body.device_id, body.public_key, body.user_uid)?;
+        let key = decode_key(&public_key)?;
+        let derived = crate::auth::derive_user_uid(&key);
+        let encoded = crate::auth::encode_public_key(&key);
+        let uid = ctx.app.authority.read(|c, _| {
+            c.server_session_uid(&server_id, &device_id, &derived, user_uid.as_deref(), &encoded)
+        })?;
+        let expires_at = now_millis() + CHALLENGE_TTL_MS;
+        let what = SessionFor { server_id: &server_id, user_uid: &uid, device_id: &device_id, key: &key };
+        let nonce = crate::auth::challenge::random_nonce();
+        let challenge_id = ctx.app.challenge_key.issue_session(&what, expires_at, nonce)
+            .ok_or_else(|| ApiError::bad_request("invalid_user_uid", "user_uid is too long"))?;
+        let expires_text = rfc3339(expires_at);
+        let nonce_text = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce);
+        let payload = session_payload(&ctx.app.config.public_base_url, &what, &nonce_text, &expires_text);
+        json(201, &ServerChallenge { challenge_id, server_id: server_id.clone(), user_uid: uid, payload, expires_at: expires_text })
+    }
+);
+
+#[derive(Deserialize)]
+struct ServerSessionIn {
+    challenge_id: Option<String>,
+    signature: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ServerSession {
+    server_id: ServerId,
+    user_uid: String,
+    device_id: String,
+    token: String,
+    expires_at: String,
+}
+
+handler!(
+    /// `POST /v1/servers/{server_id}/sessions {challenge_id, signature}` (wire contract A.10):
+    /// the signature is over the payload the challenge named, rebuilt here from what the id
+    /// carries; the authority spends the challenge (single use, shared with B.1) and opens
+    /// the same kind of session as `/v1/auth/session`.
+    server_session, ctx => {
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let body: ServerSessionIn = json_body(ctx)?;
+        let challenge_id = body.challenge_id.filter(|c| !c.is_empty())
+            .ok_or_else(|| ApiError::bad_request("invalid_challenge", "challenge_id is required"))?;
+        let signature = body.signature.filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| ApiError::bad_request("invalid_signature", "signature is required"))?;
+        let opened = ctx.app.challenge_key.open_session_challenge(&challenge_id, &server_id, now_millis())
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        let what = SessionFor { server_id: &server_id, user_uid: &opened.user_uid, device_id: &opened.device_id, key: &opened.key };
+        let payload = session_payload(&ctx.app.config.public_base_url, &what, &opened.nonce_text(), &rfc3339(opened.verified.expires_at));
+        let signature_valid = crate::auth::verify_signature_over(&opened.key, payload.as_bytes(), &signature).is_ok();
+        let sign_in = SignIn {
+            public_key: crate::auth::encode_public_key(&opened.key),
+            derived_uid: crate::auth::derive_user_uid(&opened.key),
+            requested_uid: Some(opened.user_uid),
+            device_id: opened.device_id,
+            challenge: opened.verified,
+            signature_valid,
+        };
+        let session = ctx.app.authority.command(commands::OpenServerSession { server_id: server_id.clone(), sign_in }).await?;
+        json(201, &ServerSession {
+            server_id,
+            user_uid: session.user_uid,
+            device_id: session.device_id,
+            token: session.token,
+            expires_at: session.expires_at,
+        })
     }
 );
 

@@ -1,9 +1,9 @@
-//! Who a request comes from. Session mode (the default): `Authorization: Bearer <token>` (for
-//! WebSockets also the `openchat.session.<token>` subprotocol or `access_token` in the query),
-//! checked against the authority's sessions.
-//! Headers mode (desktop-client compatibility): `X-OpenChat-User-UID` / `X-OpenChat-Device-ID`
-//! headers, or `user_uid` / `device_id` query parameters on the realtime socket, taken on
-//! trust. No identity at all is fine for the reads the contract allows anonymously.
+//! Who a request comes from. In both modes `Authorization: Bearer <token>` (for WebSockets
+//! also the `openchat.session.<token>` subprotocol or `access_token` in the query), checked
+//! against the authority's sessions. Headers mode (desktop-client compatibility) also takes
+//! `X-OpenChat-User-UID` / `X-OpenChat-Device-ID` headers, or `user_uid` / `device_id` query
+//! parameters on the realtime socket, on trust when no token is sent. No identity at all is
+//! fine for the reads the contract allows anonymously.
 
 use super::{ApiError, RequestCtx};
 use crate::config::AuthMode;
@@ -81,8 +81,24 @@ fn checked_id<T: ParseId>(value: &str, what: &str) -> Result<T, ApiError> {
 }
 
 /// The requester, if it identified itself. A malformed identity is an error, not anonymity.
+///
+/// A bearer token is the identity in either mode (a verified session of A.10 or B.1; the
+/// device comes from the session, and `X-OpenChat-*` headers beside it are not read). Without
+/// one, headers mode takes the identity headers on trust and session mode has none.
 pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
+    if let Some(token) = bearer_token(ctx)? {
+        // A session check reads the state where it is asked: it never queues behind writes.
+        let found = ctx
+            .app
+            .authority
+            .read(|c, now| Ok(c.authenticate(&token, now)))?;
+        return match found {
+            Some((actor, _)) => Ok(Some(actor)),
+            None => Err(ApiError::Domain(DomainError::InvalidToken)),
+        };
+    }
     match ctx.app.config.auth_mode {
+        AuthMode::Session => Ok(None),
         AuthMode::Headers => {
             let uid = match header_str(ctx, "x-openchat-user-uid")? {
                 Some(uid) => Some(uid.to_owned()),
@@ -99,20 +115,6 @@ pub async fn actor(ctx: &RequestCtx<'_>) -> Result<Option<Actor>, ApiError> {
                 user_uid: checked_id(&uid, "X-OpenChat-User-UID")?,
                 device_id: checked_id(&device, "X-OpenChat-Device-ID")?,
             }))
-        }
-        AuthMode::Session => {
-            let Some(token) = bearer_token(ctx)? else {
-                return Ok(None);
-            };
-            // A session check reads the state where it is asked: it never queues behind writes.
-            let found = ctx
-                .app
-                .authority
-                .read(|c, now| Ok(c.authenticate(&token, now)))?;
-            match found {
-                Some((actor, _)) => Ok(Some(actor)),
-                None => Err(ApiError::Domain(DomainError::InvalidToken)),
-            }
         }
     }
 }

@@ -246,6 +246,16 @@ fn routes() -> Router<Handler> {
         .route(Delete, "/v1/auth/session", A(auth::revoke))
         .route(
             Post,
+            "/v1/servers/{server_id}/sessions/challenge",
+            A(auth::server_challenge),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/sessions",
+            A(auth::server_session),
+        )
+        .route(
+            Post,
             "/v1/servers/{server_id}/identity-bindings",
             A(auth::approve_binding),
         )
@@ -329,14 +339,23 @@ pub async fn plan_body(shard: &Shard, head: &Request) -> Result<BodyPlan, Respon
 }
 
 /// Whether a request with a body to this endpoint can only succeed with identity: every write
-/// except signing in (`/v1/auth/...`), which is how identity is obtained.
+/// except signing in, which is how identity is obtained.
 fn needs_identity(head: &Request, handler: &Handler) -> bool {
     matches!(handler, Handler::Async(_))
         && matches!(
             head.method(),
             Method::Post | Method::Put | Method::Delete | Method::Patch
         )
-        && !head.path().starts_with("/v1/auth/")
+        && !is_sign_in(head.path())
+}
+
+/// The sign-in paths: B.1's `/v1/auth/...` and A.10's `/v1/servers/{id}/sessions` and
+/// `…/sessions/challenge`.
+fn is_sign_in(path: &str) -> bool {
+    path.starts_with("/v1/auth/")
+        || path.strip_prefix("/v1/servers/").is_some_and(|rest| {
+            matches!(rest.split_once('/'), Some((id, "sessions" | "sessions/challenge")) if !id.is_empty() && !id.contains('/'))
+        })
 }
 
 /// Routes `request` and runs its handler.

@@ -40,7 +40,7 @@ struct Opening {
     server_id: String,
     since: Option<String>,
     who: Result<Option<Actor>, super::ApiError>,
-    /// The session token it was opened with (session mode): a revoke closes the socket.
+    /// The session token it was opened with, if any: a revoke closes the socket.
     token: Option<String>,
 }
 
@@ -53,10 +53,8 @@ async fn opening(shard: &Shard, request: Request) -> Opening {
         params: Params::empty(),
         upload: None,
     };
-    let token = match app.config.auth_mode {
-        crate::config::AuthMode::Session => bearer_token(&ctx).ok().flatten(),
-        crate::config::AuthMode::Headers => None,
-    };
+    // A session socket in either mode (`actor` prefers the token): a revoke closes it.
+    let token = bearer_token(&ctx).ok().flatten();
     Opening {
         server_id: query_param(&ctx, "server_id")
             .filter(|s| !s.is_empty())

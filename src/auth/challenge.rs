@@ -35,10 +35,17 @@ pub const MAX_USED_CHALLENGES: usize = 1_000_000;
 /// Hashed first into every tag, so the secret signs nothing else by accident.
 const TAG_DOMAIN: &[u8] = b"openchat-challenge-v1\n";
 
-type HmacSha256 = Hmac<Sha256>;
+pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// Milliseconds since the Unix epoch (the domain's clock unit).
 pub type Millis = i64;
+
+/// A fresh nonce from the operating system's generator.
+pub fn random_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
 
 /// What a challenge is issued for; answering it with anything else fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +97,21 @@ impl ChallengeKey {
         ChallengeKey { secret }
     }
 
+    /// An HMAC under the secret, started with `domain` so each kind of challenge signs only
+    /// its own bytes.
+    pub(super) fn mac(&self, domain: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(domain);
+        mac
+    }
+
     fn tag(
         &self,
         expires_at: Millis,
         nonce: &[u8; NONCE_BYTES],
         what: &ChallengeFor<'_>,
     ) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(TAG_DOMAIN);
+        let mut mac = self.mac(TAG_DOMAIN);
         mac.update(&expires_at.to_be_bytes());
         mac.update(nonce);
         // Length-prefixed, so no two different inputs hash the same bytes.
@@ -118,9 +132,7 @@ impl ChallengeKey {
 
     /// A challenge for `what`, valid until `expires_at`, with a fresh random nonce.
     pub fn issue(&self, what: &ChallengeFor<'_>, expires_at: Millis) -> String {
-        let mut nonce = [0u8; NONCE_BYTES];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        self.issue_with_nonce(what, expires_at, nonce)
+        self.issue_with_nonce(what, expires_at, random_nonce())
     }
 
     /// [`ChallengeKey::issue`] with the nonce given (tests).

@@ -7,6 +7,7 @@
 //! generator.
 
 pub mod challenge;
+pub mod session_challenge;
 
 use base64::Engine;
 use base64::alphabet;
@@ -114,9 +115,19 @@ pub fn verify_signature(
     challenge: &str,
     signature_b64url: &str,
 ) -> Result<(), AuthError> {
+    verify_signature_over(key, &signed_message(origin, challenge), signature_b64url)
+}
+
+/// Checks a base64url Ed25519 signature over `message` with strict verification (the
+/// verified-session payload of wire contract A.10 and the sign-in message of B.1).
+pub fn verify_signature_over(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature_b64url: &str,
+) -> Result<(), AuthError> {
     let bytes: [u8; SIGNATURE_LENGTH] = decode_fixed(signature_b64url)?;
     let signature = Signature::from_bytes(&bytes);
-    key.verify_strict(&signed_message(origin, challenge), &signature)
+    key.verify_strict(message, &signature)
         .map_err(|_| AuthError::InvalidSignature)
 }
 

@@ -329,6 +329,61 @@ impl DeviceKey {
     }
 }
 
+impl DeviceKey {
+    /// `POST /v1/servers/{server_id}/sessions/challenge` (wire contract A.10); the raw reply.
+    pub fn server_challenge(&self, addr: SocketAddr, server_id: &str, uid: Option<&str>) -> Reply {
+        let mut body = simd_json::json!({"device_id": self.device_id.as_str(), "public_key": self.public_key()});
+        if let Some(uid) = uid {
+            body.insert("user_uid", uid).unwrap();
+        }
+        Client::anonymous(addr).post(
+            &format!("/v1/servers/{server_id}/sessions/challenge"),
+            &body,
+        )
+    }
+
+    /// What the client does with a challenge's payload: signs it as given, only if it starts
+    /// with `openchat-session-v1\n` and is at most 1024 characters.
+    pub fn sign_payload(&self, payload: &str) -> String {
+        assert!(
+            payload.starts_with("openchat-session-v1\n") && payload.len() <= 1024,
+            "{payload}"
+        );
+        URL_SAFE_NO_PAD.encode(self.key.sign(payload.as_bytes()).to_bytes())
+    }
+
+    /// `POST /v1/servers/{server_id}/sessions`; the raw reply.
+    pub fn server_session(
+        &self,
+        addr: SocketAddr,
+        server_id: &str,
+        challenge_id: &str,
+        signature: &str,
+    ) -> Reply {
+        Client::anonymous(addr).post(
+            &format!("/v1/servers/{server_id}/sessions"),
+            &simd_json::json!({"challenge_id": challenge_id, "signature": signature}),
+        )
+    }
+
+    /// A verified session of `server_id` the way the newest client opens one; the session
+    /// document.
+    pub fn server_sign_in(&self, addr: SocketAddr, server_id: &str, uid: Option<&str>) -> Json {
+        let challenge = self.server_challenge(addr, server_id, uid);
+        assert_eq!(challenge.status, 201, "{}", challenge.text());
+        let challenge = challenge.json();
+        let signature = self.sign_payload(challenge.str_at("payload"));
+        let reply = self.server_session(
+            addr,
+            server_id,
+            challenge.str_at("challenge_id"),
+            &signature,
+        );
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()
+    }
+}
+
 /// Whether `value` is an RFC 3339 UTC timestamp the way the contract writes them.
 pub fn is_rfc3339_utc(value: &Json) -> bool {
     value.as_str().is_some_and(|s| {

@@ -52,6 +52,21 @@ impl Command for OpenSession {
     }
 }
 
+/// `POST /v1/servers/{id}/sessions` (wire contract A.10): the same sign-in, for a server.
+#[derive(Debug, Clone)]
+pub struct OpenServerSession {
+    pub server_id: ServerId,
+    pub sign_in: SignIn,
+}
+
+impl Command for OpenServerSession {
+    type Output = views::SessionOut;
+    const NAME: &'static str = "open_server_session";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.open_server_session(&self.server_id, &self.sign_in, now)
+    }
+}
+
 /// `DELETE /v1/auth/session`.
 #[derive(Debug, Clone)]
 pub struct RevokeSession {

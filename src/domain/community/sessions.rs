@@ -48,36 +48,25 @@ impl Community {
         }
         let device_id = sign_in.device_id.as_str();
         let public_key = sign_in.public_key.as_str();
-        let uid = crate::domain::identity::sign_in_uid(
+        let uid = self.sign_in_uid(
+            device_id,
             &sign_in.derived_uid,
             sign_in.requested_uid.as_deref(),
             public_key,
-            sign_in
-                .requested_uid
-                .as_deref()
-                .and_then(|u| self.sessions.bindings.get(u)),
-            self.sessions.devices.values(),
         )?;
         let mut records = Vec::new();
-        match self.sessions.devices.get(device_id) {
-            Some(d) if d.user_uid != uid || d.public_key != public_key => {
-                return Err(DomainError::KeyMismatch);
-            }
-            Some(d) if d.revoked_at.is_some() => return Err(DomainError::DeviceRevoked),
-            Some(_) => {}
-            None => {
-                // Another key of the uid was refused above (`sign_in_uid`); a new device of
-                // the same key is the same identity.
-                let device = Device {
-                    device_id: device_id.to_owned(),
-                    user_uid: uid.clone().into(),
-                    public_key: public_key.to_owned(),
-                    created_at: now,
-                    revoked_at: None,
-                };
-                records.push(Record::Device(device.clone()));
-                self.sessions.devices.insert(device_id.to_owned(), device);
-            }
+        if !self.sessions.devices.contains_key(device_id) {
+            // Another key of the uid was refused above; a new device of the same key is the
+            // same identity.
+            let device = Device {
+                device_id: device_id.to_owned(),
+                user_uid: uid.clone().into(),
+                public_key: public_key.to_owned(),
+                created_at: now,
+                revoked_at: None,
+            };
+            records.push(Record::Device(device.clone()));
+            self.sessions.devices.insert(device_id.to_owned(), device);
         }
         let token = self.entropy.token("ocs_");
         let session = Session {
@@ -101,6 +90,61 @@ impl Community {
             },
             records,
         ))
+    }
+
+    /// The uid a sign-in of `public_key` on `device_id` gets, asking for `requested` (none:
+    /// the key's own `derived` uid), or why it is refused: the uid decision of
+    /// `crate::domain::identity`, and a known device keeps its uid and key and must not be
+    /// revoked. Both entry points ask it (B.1's `/v1/auth/session` and A.10's verified
+    /// sessions, also before handing out their challenge) and nothing else decides a uid.
+    pub fn sign_in_uid(
+        &self,
+        device_id: &str,
+        derived: &str,
+        requested: Option<&str>,
+        public_key: &str,
+    ) -> Result<String, DomainError> {
+        let uid = crate::domain::identity::sign_in_uid(
+            derived,
+            requested,
+            public_key,
+            requested.and_then(|u| self.sessions.bindings.get(u)),
+            self.sessions.devices.values(),
+        )?;
+        match self.sessions.devices.get(device_id) {
+            Some(d) if d.user_uid != uid || d.public_key != public_key => {
+                Err(DomainError::KeyMismatch)
+            }
+            Some(d) if d.revoked_at.is_some() => Err(DomainError::DeviceRevoked),
+            _ => Ok(uid),
+        }
+    }
+
+    /// A verified session of wire contract A.10 (`POST /v1/servers/{id}/sessions`): the
+    /// server must exist, then it is the same sign-in as B.1's (`open_session`).
+    pub fn open_server_session(
+        &mut self,
+        server_id: &str,
+        sign_in: &SignIn,
+        now: Millis,
+    ) -> Result<Outcome<SessionOut>, DomainError> {
+        self.directory.server(server_id)?;
+        self.open_session(sign_in, now)
+    }
+
+    /// What a verified-session challenge for `server_id` is issued to (A.10): the uid of
+    /// [`Community::sign_in_uid`], asked before the challenge so a refused sign-in is told at
+    /// once; the session asks again.
+    pub fn server_session_uid(
+        &self,
+        server_id: &str,
+        device_id: &str,
+        derived: &str,
+        requested: Option<&str>,
+        public_key: &str,
+    ) -> Result<String, DomainError> {
+        self.directory.server(server_id)?;
+        self.sign_in_uid(device_id, derived, requested, public_key)
     }
 
     /// The actor behind a bearer token, if the session is live.
