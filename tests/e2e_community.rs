@@ -389,7 +389,7 @@ on_both_engines! {
         assert_eq!(settings.status, 200, "{}", settings.text());
         assert_eq!(
             settings.json().keys_at(""),
-            key_set(&["server_id", "display_name", "description", "banner_preset"])
+            key_set(&["server_id", "display_name", "description", "banner_preset", "join_policy"])
         );
         let updated = owner.put(&settings_path, &json!({"display_name": "Renamed Guild", "description": "new words", "banner_preset": "sunset"}));
         assert_eq!(updated.status, 200, "{}", updated.text());

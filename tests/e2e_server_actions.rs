@@ -11,9 +11,10 @@ use std::time::Duration;
 use simd_json::json;
 use simd_json::prelude::*;
 use support::api::{Client, DeviceKey, default_server_id, is_rfc3339_utc};
+use support::call::voice_channel;
 use support::json::{Json, JsonPath, encode, key_set};
-use support::server::{PUBLIC_BASE_URL, start_community};
-use support::ws::Ws;
+use support::server::{PUBLIC_BASE_URL, Place, TestServer, start_community, start_in};
+use support::ws::{QUIET, Ws, headers_query};
 
 use support::on_both_engines;
 
@@ -23,6 +24,59 @@ fn payload_lines(challenge: &Json) -> Vec<String> {
     assert!(payload.starts_with("openchat-session-v1\n"), "{payload}");
     assert!(payload.len() <= 1024);
     payload.split('\n').map(str::to_owned).collect()
+}
+
+/// The community test server's variables (`start_community`'s), for a restart in the same place.
+const COMMUNITY_VARS: &[(&str, &str)] = &[
+    ("OPENCHAT_AUTH_MODE", "headers"),
+    ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
+    ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000"),
+];
+
+fn restart(server: TestServer) -> TestServer {
+    let place: Place = server.stop();
+    start_in(place, None, COMMUNITY_VARS, |_| {})
+}
+
+/// Every stored invite row, its columns joined as text, read from the database itself.
+fn stored_invites(server: &TestServer) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::{Connection, Row};
+        const QUERY: &str = "SELECT id || ' ' || server_id || ' ' || code_hash || ' ' || created_by_uid || ' ' || \
+             CAST(max_uses AS TEXT) || ' ' || CAST(use_count AS TEXT) AS line FROM invites";
+        match &server.db {
+            Some(db) => {
+                let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+                let rows = sqlx::query(QUERY).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>("line")).collect()
+            }
+            None => {
+                let file = server.data_dir.as_ref().unwrap().path().join("openchat.db");
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+                let rows = sqlx::query(QUERY).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>("line")).collect()
+            }
+        }
+    })
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An RFC 3339 time `secs` from now.
+fn in_secs(secs: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 /// A new server owned by `owner` (created and claimed, as the client does); its id.
@@ -238,5 +292,284 @@ on_both_engines! {
         let via_b1 = Client::bearer(addr, b1.str_at("token"));
         let posted = via_b1.send(&own_general, "same person");
         assert_eq!(posted.str_at("author_uid"), legacy_uid);
+    };
+
+    bulk_read_acks_are_all_or_nothing_cover_exactly_what_was_asked_and_never_move_back => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let owner = Client::user(addr);
+        let server_id = owned_server(&owner, "Readers");
+        let general = owner.first_text_channel(&server_id);
+        let second = owner.expect(201, owner.post(&format!("/v1/servers/{server_id}/channels"), &json!({"name": "second", "type": "text"})));
+        let second = second.str_at("channel.id").to_owned();
+        let empty = owner.expect(201, owner.post(&format!("/v1/servers/{server_id}/channels"), &json!({"name": "quiet", "type": "text"})));
+        let empty = empty.str_at("channel.id").to_owned();
+        let voice = voice_channel(&owner, &server_id);
+        let elsewhere = default_server_id(addr);
+        let elsewhere_channel = owner.first_text_channel(&elsewhere);
+
+        let reader = Client::user(addr);
+        let mut reader_ws = Ws::connect(addr, &headers_query(&server_id, reader.uid(), reader.device())).live();
+        let mut owner_ws = Ws::connect(addr, &headers_query(&server_id, owner.uid(), owner.device())).live();
+        let g: Vec<String> = (0..3).map(|i| owner.send(&general, &format!("g{i}")).str_at("id").to_owned()).collect();
+        let s2 = owner.send(&second, "s0").str_at("id").to_owned();
+        let path = format!("/v1/servers/{server_id}/read-acks");
+        let cursor = |channel: &str| reader.get(&format!("/v1/channels/{channel}/read-ack")).json().at("read_ack.last_read_message_id").clone();
+
+        // The newest client's shape: named cursors and empty ones (= latest), in one request.
+        let acked = reader.put(&path, &json!({"read_acks": [
+            {"channel_id": general.as_str(), "last_read_message_id": g[1].as_str()},
+            {"channel_id": second.as_str(), "last_read_message_id": ""},
+            {"channel_id": empty.as_str()},
+        ]}));
+        assert_eq!(acked.status, 200, "{}", acked.text());
+        let acked = acked.json();
+        assert_eq!(acked.str_at("server_id"), server_id);
+        let items = acked.arr_at("read_acks");
+        let channels: Vec<&str> = items.iter().map(|i| i.str_at("channel_id")).collect();
+        assert_eq!(channels, [general.as_str(), second.as_str(), empty.as_str()], "exactly the requested channels, in order");
+        assert_eq!(items[0].str_at("last_read_message_id"), g[1]);
+        assert_eq!(items[1].str_at("last_read_message_id"), s2);
+        assert!(items[2].is_null_at("last_read_message_id"), "an empty channel has nothing to move");
+        for item in items {
+            assert_eq!(item.str_at("user_uid"), reader.uid());
+            assert_eq!(item.keys_at(""), key_set(&["channel_id", "user_uid", "last_read_message_id", "acked_at", "cursor_index"]));
+        }
+        // One event per advanced channel, flat, to the reader alone.
+        let mut advanced: Vec<String> = (0..2).map(|_| reader_ws.expect("chat.read_ack.updated").str_at("payload.channel_id").to_owned()).collect();
+        advanced.sort();
+        let mut expected = vec![general.clone(), second.clone()];
+        expected.sort();
+        assert_eq!(advanced, expected);
+        reader_ws.assert_none("chat.read_ack.updated", QUIET);
+        owner_ws.assert_none("chat.read_ack.updated", QUIET);
+
+        // Never back: an older cursor leaves it, and tells nobody.
+        let back = reader.expect(200, reader.put(&path, &json!({"read_acks": [{"channel_id": general.as_str(), "last_read_message_id": g[0].as_str()}]})));
+        assert_eq!(back.str_at("read_acks.0.last_read_message_id"), g[1]);
+        reader_ws.assert_none("chat.read_ack.updated", QUIET);
+
+        // All or nothing: one bad entry, and the good one beside it does not move either.
+        let forward = json!({"channel_id": general.as_str(), "last_read_message_id": g[2].as_str()});
+        for (bad, status, code) in [
+            (json!({"channel_id": voice.as_str()}), 400, "not_a_text_channel"),
+            (json!({"channel_id": general.as_str()}), 400, "duplicate_channel"),
+            (json!({"channel_id": elsewhere_channel.as_str()}), 404, "channel_not_found"),
+            (json!({"channel_id": "ch_nothere"}), 404, "channel_not_found"),
+            (json!({"channel_id": second.as_str(), "last_read_message_id": g[0].as_str()}), 404, "message_not_found"),
+            (json!({"channel_id": second.as_str(), "last_read_message_id": "msg_nothere"}), 404, "message_not_found"),
+            (json!({"channel_id": second.as_str(), "last_read_message_id": "bad id\u{0}"}), 400, "invalid_message_id"),
+            (json!({"channel_id": 7}), 400, "invalid_json"),
+            (json!({}), 400, "invalid_channel_id"),
+        ] {
+            let reply = reader.put(&path, &json!({"read_acks": [forward.clone(), bad.clone()]}));
+            reply.assert_error(status, code);
+            assert_eq!(cursor(&general).as_str(), Some(g[1].as_str()), "moved by a refused request with {}", encode(&bad));
+        }
+        reader_ws.assert_none("chat.read_ack.updated", QUIET);
+        let too_many: Vec<Json> = (0..501).map(|i| json!({"channel_id": format!("ch_{i}")})).collect();
+        reader.put(&path, &json!({"read_acks": too_many})).assert_error(400, "too_many_read_acks");
+        reader.put(&path, &json!({})).assert_error(400, "invalid_read_acks");
+        reader.put(&path, &json!({"read_acks": {"channel_id": general.as_str()}})).assert_error(400, "invalid_json");
+        reader.put("/v1/servers/srv_nothere/read-acks", &json!({"read_acks": []})).assert_error(404, "server_not_found");
+        Client::anonymous(addr).put(&path, &json!({"read_acks": []})).assert_error(401, "unauthorized");
+        // 500 is the limit, not one less.
+        let at_limit: Vec<Json> = (0..500).map(|i| json!({"channel_id": format!("ch_{i}")})).collect();
+        reader.put(&path, &json!({"read_acks": at_limit})).assert_error(404, "channel_not_found");
+
+        // And the request that is right moves it.
+        let moved = reader.expect(200, reader.put(&path, &json!({"read_acks": [forward]})));
+        assert_eq!(moved.str_at("read_acks.0.last_read_message_id"), g[2]);
+        assert_eq!(reader_ws.expect("chat.read_ack.updated").str_at("payload.last_read_message_id"), g[2]);
+    };
+
+    a_read_cursor_cannot_probe_for_messages_the_reader_may_not_read => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let owner = Client::user(addr);
+        let server_id = owned_server(&owner, "Joined history");
+        let general = owner.first_text_channel(&server_id);
+        // Posted before the newcomer joins a `joined` channel: not the newcomer's to read.
+        let before = owner.send(&general, "before you came").str_at("id").to_owned();
+        let newcomer = Client::user(addr);
+        newcomer.messages(&general, "limit=150");
+        let after = owner.send(&general, "after you came").str_at("id").to_owned();
+        let single = format!("/v1/channels/{general}/read-ack");
+        newcomer.put(&single, &json!({"last_read_message_id": before.as_str()})).assert_error(404, "message_not_found");
+        newcomer.put(&format!("/v1/servers/{server_id}/read-acks"), &json!({"read_acks": [{"channel_id": general.as_str(), "last_read_message_id": before.as_str()}]}))
+            .assert_error(404, "message_not_found");
+        // Its own messages and later ones are fine.
+        let ok = newcomer.expect(200, newcomer.put(&single, &json!({"last_read_message_id": after.as_str()})));
+        assert_eq!(ok.str_at("read_ack.last_read_message_id"), after);
+    };
+
+    capabilities_advertise_the_server_actions_that_are_enforced => |engine| {
+        let server = start_community(engine, &[]);
+        let caps = Client::anonymous(server.addr).expect(200, Client::anonymous(server.addr).get("/v1/client/capabilities"));
+        assert_eq!(
+            caps.keys_at("server_actions"),
+            key_set(&["bulk_read_acks", "invites", "privacy", "profile_overrides", "events", "moderation"])
+        );
+        assert!(caps.bool_at("server_actions.bulk_read_acks"));
+        assert!(caps.bool_at("server_actions.invites"));
+        // Not built yet: advertised false, so the newest client does not offer them.
+        assert!(!caps.bool_at("server_actions.moderation"));
+    };
+
+    invites_are_made_shown_once_listed_revoked_and_redeemed_into_an_invite_only_server => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let owner = Client::user(addr);
+        let server_id = owned_server(&owner, "Members only");
+        let general = owner.first_text_channel(&server_id);
+        let settings = owner.expect(200, owner.put(&format!("/v1/servers/{server_id}/settings"), &json!({"join_policy": "invite"})));
+        assert_eq!(settings.str_at("join_policy"), "invite");
+        owner.put(&format!("/v1/servers/{server_id}/settings"), &json!({"join_policy": "closed"})).assert_error(400, "invalid_join_policy");
+
+        // Invite-only: no way in by opening it, and it is not listed to outsiders.
+        let outsider = Client::user(addr);
+        outsider.get(&format!("/v1/channels/{general}/messages?limit=150")).assert_error(403, "invite_required");
+        outsider.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "let me in"})).assert_error(403, "invite_required");
+        outsider.post(&format!("/v1/servers/{server_id}/membership"), &json!({})).assert_error(403, "invite_required");
+        let listed = outsider.expect(200, outsider.get("/v1/servers"));
+        assert!(!listed.arr_at("servers").iter().any(|s| s.str_at("server_id") == server_id), "{}", encode(&listed));
+        let mut refused = Ws::connect(addr, &headers_query(&server_id, outsider.uid(), outsider.device()));
+        refused.expect("chat.error");
+
+        // Made by the owner: the code once, and 24 random bytes of it.
+        let path = format!("/v1/servers/{server_id}/invites");
+        let made = owner.post(&path, &json!({"expires_at": in_secs(3600), "max_uses": 2}));
+        assert_eq!(made.status, 201, "{}", made.text());
+        let made = made.json();
+        assert_eq!(made.keys_at(""), key_set(&["invite_id", "server_id", "code", "created_by_uid", "expires_at", "max_uses", "use_count", "created_at"]));
+        let code = made.str_at("code").to_owned();
+        assert_eq!(code.len(), 32, "24 bytes as unpadded base64url: {code}");
+        assert!(code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(made.str_at("server_id"), server_id);
+        assert_eq!(made.str_at("created_by_uid"), owner.uid());
+        assert_eq!(made.i64_at("max_uses"), 2);
+        assert_eq!(made.i64_at("use_count"), 0);
+        assert!(is_rfc3339_utc(made.at("expires_at")) && is_rfc3339_utc(made.at("created_at")));
+        let invite_id = made.str_at("invite_id").to_owned();
+        // Stored hashed: the database has the hash and never the code.
+        let rows = stored_invites(&server);
+        assert_eq!(rows.len(), 1);
+        assert!(!rows[0].contains(&code), "{}", rows[0]);
+        assert!(rows[0].contains(&sha256_hex(&code)), "{}", rows[0]);
+        // Listed without the code.
+        let list = owner.expect(200, owner.get(&path));
+        assert_eq!(list.arr_at("invites").len(), 1);
+        assert!(list.at("invites.0").get("code").is_none());
+        assert_eq!(list.str_at("invites.0.invite_id"), invite_id);
+        assert!(list.is_null_at("next_cursor"));
+
+        // Only the owner or an admin makes, lists and revokes them; the bounds hold.
+        let member = Client::user(addr);
+        let redeemed = member.expect(200, member.post(&format!("/v1/invites/{code}/redeem"), &json!({})));
+        assert_eq!(redeemed.str_at("server_id"), server_id);
+        assert_eq!(redeemed.str_at("membership_state"), "active");
+        member.post(&path, &json!({"expires_at": in_secs(3600), "max_uses": 2})).assert_error(403, "forbidden");
+        member.get(&path).assert_error(403, "forbidden");
+        member.delete(&format!("{path}/{invite_id}")).assert_error(403, "forbidden");
+        for (body, code_) in [
+            (json!({"expires_at": in_secs(30), "max_uses": 1}), "invalid_expires_at"),
+            (json!({"expires_at": in_secs(31 * 24 * 3600), "max_uses": 1}), "invalid_expires_at"),
+            (json!({"expires_at": in_secs(-60), "max_uses": 1}), "invalid_expires_at"),
+            (json!({"expires_at": "tomorrow", "max_uses": 1}), "invalid_expires_at"),
+            (json!({"expires_at": in_secs(3600), "max_uses": 0}), "invalid_max_uses"),
+            (json!({"expires_at": in_secs(3600), "max_uses": 1001}), "invalid_max_uses"),
+            (json!({"expires_at": in_secs(3600)}), "invalid_max_uses"),
+        ] {
+            owner.post(&path, &body).assert_error(400, code_);
+        }
+        owner.post(&path, &json!({"expires_at": in_secs(3600), "max_uses": -1})).assert_error(400, "invalid_json");
+
+        // A member reads and posts; redeeming again as a member spends no use.
+        member.send(&general, "in by invite");
+        member.expect(200, member.post(&format!("/v1/invites/{code}/redeem"), &json!({})));
+        assert_eq!(owner.expect(200, owner.get(&path)).i64_at("invites.0.use_count"), 1);
+        let second = Client::user(addr);
+        second.expect(200, second.post(&format!("/v1/invites/{code}/redeem"), &json!({})));
+        // Used up.
+        let third = Client::user(addr);
+        third.post(&format!("/v1/invites/{code}/redeem"), &json!({})).assert_error(410, "invite_expired");
+        // Revoked: 204, and it lets nobody else in.
+        let another = owner.expect(201, owner.post(&path, &json!({"expires_at": in_secs(3600), "max_uses": 5})));
+        let another_code = another.str_at("code").to_owned();
+        let revoked = owner.delete(&format!("{path}/{}", another.str_at("invite_id")));
+        assert_eq!(revoked.status, 204, "{}", revoked.text());
+        third.post(&format!("/v1/invites/{another_code}/redeem"), &json!({})).assert_error(410, "invite_expired");
+        // Unknown, malformed, anonymous.
+        third.post("/v1/invites/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/redeem", &json!({})).assert_error(404, "invite_not_found");
+        third.post("/v1/invites/bad%00code/redeem", &json!({})).assert_error(400, "invalid_invite_code");
+        Client::anonymous(addr).post(&format!("/v1/invites/{code}/redeem"), &json!({})).assert_error(401, "unauthorized");
+        // Leaving an invite-only server means needing a new invite.
+        member.expect(200, member.delete(&format!("/v1/servers/{server_id}/membership")));
+        member.post(&format!("/v1/servers/{server_id}/membership"), &json!({})).assert_error(403, "invite_required");
+
+        // It all survives a restart, codes still unknown to the database.
+        let server = restart(server);
+        let addr = server.addr;
+        let owner = Client { addr, ..owner };
+        let list = owner.expect(200, owner.get(&format!("/v1/servers/{server_id}/invites")));
+        let kept: Vec<&Json> = list.arr_at("invites").iter().collect();
+        assert_eq!(kept.len(), 1, "the revoked one is gone: {}", encode(&list));
+        assert_eq!(kept[0].i64_at("use_count"), 2);
+        let third = Client { addr, ..third };
+        third.post(&format!("/v1/invites/{code}/redeem"), &json!({})).assert_error(410, "invite_expired");
+    };
+
+    an_invites_use_limit_holds_under_fifty_parallel_redemptions => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let owner = Client::user(addr);
+        let server_id = owned_server(&owner, "Ten seats");
+        owner.expect(200, owner.put(&format!("/v1/servers/{server_id}/settings"), &json!({"join_policy": "invite"})));
+        let made = owner.expect(201, owner.post(&format!("/v1/servers/{server_id}/invites"), &json!({"expires_at": in_secs(3600), "max_uses": 10})));
+        let code = made.str_at("code").to_owned();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(50));
+        let statuses: Vec<u16> = (0..50)
+            .map(|_| {
+                let (barrier, code) = (barrier.clone(), code.clone());
+                let client = Client::user(addr);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    client.post(&format!("/v1/invites/{code}/redeem"), &json!({})).status
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 410).count(), 40, "{statuses:?}");
+        let members = owner.expect(200, owner.get(&format!("/v1/servers/{server_id}/members")));
+        assert_eq!(members.arr_at("members").len(), 11, "the owner and ten");
+        let listed = owner.expect(200, owner.get(&format!("/v1/servers/{server_id}/invites")));
+        assert_eq!(listed.i64_at("invites.0.use_count"), 10);
+        assert!(stored_invites(&server)[0].ends_with(" 10 10"), "{:?}", stored_invites(&server));
+    };
+
+    invites_page_fifty_at_a_time_newest_first => |engine| {
+        let server = start_community(engine, &[]);
+        let owner = Client::user(server.addr);
+        let server_id = owned_server(&owner, "Many invites");
+        let path = format!("/v1/servers/{server_id}/invites");
+        let made: Vec<String> = (0..60)
+            .map(|_| owner.expect(201, owner.post(&path, &json!({"expires_at": in_secs(3600), "max_uses": 1}))).str_at("invite_id").to_owned())
+            .collect();
+        let first = owner.expect(200, owner.get(&path));
+        assert_eq!(first.arr_at("invites").len(), 50);
+        let cursor = first.str_at("next_cursor").to_owned();
+        let second = owner.expect(200, owner.get(&format!("{path}?cursor={cursor}")));
+        assert_eq!(second.arr_at("invites").len(), 10);
+        assert!(second.is_null_at("next_cursor"));
+        let mut seen: Vec<String> = first.arr_at("invites").iter().chain(second.arr_at("invites").iter()).map(|i| i.str_at("invite_id").to_owned()).collect();
+        seen.sort();
+        let mut all = made.clone();
+        all.sort();
+        assert_eq!(seen, all, "every invite once");
+        owner.get(&format!("{path}?cursor=inv_nothere")).assert_error(404, "invite_not_found");
+        owner.get(&format!("{path}?cursor=%00")).assert_error(400, "invalid_cursor");
     };
 }

@@ -114,7 +114,8 @@ fn migrations_are_applied(h: Harness) {
             "1".to_owned(),
             "2".to_owned(),
             "3".to_owned(),
-            "4".to_owned()
+            "4".to_owned(),
+            "5".to_owned(),
         ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
@@ -360,7 +361,8 @@ fn data_persists_across_restart(h: Harness) {
             "1".to_owned(),
             "2".to_owned(),
             "3".to_owned(),
-            "4".to_owned()
+            "4".to_owned(),
+            "5".to_owned(),
         ]
     );
     handle.shutdown();

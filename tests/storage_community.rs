@@ -336,6 +336,28 @@ fn everything() -> (Vec<Record>, Snapshot) {
             .cloned()
             .map(Record::IdentityBinding),
     );
+    // Live invites are loaded (after an upsert that raised the count); revoked and expired
+    // ones are not.
+    let invite = |id: &str, expires_at: i64, revoked_at: Option<i64>| Invite {
+        id: id.to_owned(),
+        server_id: "srv-1".to_owned().into(),
+        code_hash: format!("hash-{id}"),
+        created_by_uid: "u-alice".to_owned().into(),
+        expires_at,
+        max_uses: 5,
+        use_count: 0,
+        created_at: 1_004,
+        revoked_at,
+    };
+    let live = Invite {
+        use_count: 3,
+        ..invite("inv-live", i64::MAX, None)
+    };
+    records.push(Record::Invite(invite("inv-live", i64::MAX, None)));
+    records.push(Record::Invite(live.clone()));
+    records.push(Record::Invite(invite("inv-revoked", i64::MAX, Some(1_005))));
+    records.push(Record::Invite(invite("inv-expired", 2_000, None)));
+    let invites = vec![live];
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -352,6 +374,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
         read_acks,
         moderation,
         identity_bindings,
+        invites,
         last_seq: 2,
         last_event_ids: HashMap::from([
             ("srv-1".to_owned(), EventId(2)),

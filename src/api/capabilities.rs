@@ -56,6 +56,7 @@ pub struct Capabilities<'a> {
     pub features: Features,
     pub mentions: Mentions,
     pub read_acks: ReadAcks,
+    pub server_actions: ServerActions,
     pub limits: Limits,
     pub security: Security,
     pub rtc: Rtc,
@@ -93,6 +94,30 @@ pub struct ReadAcks {
     pub cursor_type: &'static str,
     pub monotonic: bool,
 }
+
+/// What of the newest client's server actions (wire contract A.10, Part D) this server stores
+/// and enforces; absent or false means the client does not offer it.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerActions {
+    /// `PUT /v1/servers/{id}/read-acks`.
+    pub bulk_read_acks: bool,
+    pub invites: bool,
+    pub privacy: bool,
+    pub profile_overrides: bool,
+    /// The realtime events of server actions (roles, members removed, cases, locks).
+    pub events: bool,
+    pub moderation: bool,
+}
+
+/// The server actions advertised: only what is built and enforced.
+pub const SERVER_ACTIONS: ServerActions = ServerActions {
+    bulk_read_acks: true,
+    invites: true,
+    privacy: false,
+    profile_overrides: false,
+    events: false,
+    moderation: false,
+};
 
 #[derive(Serialize)]
 pub struct Limits {
@@ -216,6 +241,7 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
             cursor_type: "message_id",
             monotonic: true,
         },
+        server_actions: SERVER_ACTIONS,
         limits: Limits {
             max_message_bytes: config.limits.max_message_bytes as u64,
             max_upload_bytes: config.limits.max_upload_bytes as u64,

@@ -65,7 +65,9 @@ fn domain_status(e: &DomainError) -> u16 {
         | Banned
         | ChannelLocked
         | TicketReplayed
-        | JoinDenied(_) => 403,
+        | JoinDenied(_)
+        | InviteRequired => 403,
+        InviteExpired => 410,
         KeyMismatch | CategoryNotEmpty | EpochRotationRequired | ProfileConflict { .. } => 409,
         InvalidText { .. }
         | InvalidDisplayName(_)
@@ -85,11 +87,17 @@ fn domain_status(e: &DomainError) -> u16 {
         | EnvelopeNotAllowed
         | EmptyMessage
         | TooManyAttachments
-        | TooManyProfiles => 400,
+        | TooManyProfiles
+        | TooManyReadAcks
+        | InvalidInviteExpiry
+        | InvalidInviteUses
+        | DuplicateChannel => 400,
         MessageTooLarge { .. } | UploadsTooLarge { .. } => 413,
         // What a user may do is 403, what a server holds 409, the size of one request 413.
         LimitReached(Limit::ServersPerUser) => 403,
-        LimitReached(Limit::ChannelsPerServer | Limit::CategoriesPerServer) => 409,
+        LimitReached(
+            Limit::ChannelsPerServer | Limit::CategoriesPerServer | Limit::InvitesPerServer,
+        ) => 409,
         LimitReached(Limit::LayoutGroups | Limit::LayoutChannelIds) => 413,
         RateLimited { .. } | SignInsThrottled => 429,
         Unavailable(

@@ -1,7 +1,7 @@
 //! Messages, read acks, mentions and attachments (wire contract A.5). The authority decides
 //! who may read and write; storage holds the messages; this module parses, loads and renders.
 
-use crate::domain::ids::{ChannelId, MessageId};
+use crate::domain::ids::{ChannelId, MessageId, ParseId, ServerId};
 use serde::Deserialize;
 
 use super::blob_holds::BlobHold;
@@ -361,6 +361,55 @@ handler!(
         };
         let ack = ctx.app.authority.command(commands::PutReadAck { actor: who, channel_id, message }).await?;
         json(200, &ack)
+    }
+);
+
+#[derive(Deserialize)]
+struct BulkReadAcksIn {
+    read_acks: Option<Vec<BulkReadAckIn>>,
+}
+
+#[derive(Deserialize)]
+struct BulkReadAckIn {
+    channel_id: Option<String>,
+    last_read_message_id: Option<String>,
+}
+
+handler!(
+    /// `PUT /v1/servers/{id}/read-acks {read_acks: [{channel_id, last_read_message_id?}]}`
+    /// (wire contract A.10). Each cursor is looked up here (an empty one: the newest message
+    /// the reader may read); the domain checks the whole request and applies it all or not
+    /// at all (`Community::put_read_acks`).
+    put_read_acks, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let body: BulkReadAcksIn = json_body(ctx)?;
+        let entries = body.read_acks
+            .ok_or_else(|| ApiError::bad_request("invalid_read_acks", "read_acks must be an array"))?;
+        if entries.len() > limits::MAX_BULK_READ_ACKS {
+            return Err(DomainError::TooManyReadAcks.into());
+        }
+        let mut parsed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let channel_id = entry.channel_id.as_deref().and_then(ChannelId::parse_id).ok_or_else(|| {
+                ApiError::bad_request("invalid_channel_id", "each read ack needs a channel_id")
+            })?;
+            parsed.push((channel_id, entry.last_read_message_id));
+        }
+        // The channels first: a request that names a wrong one looks nothing up (and joins
+        // nothing through a first read).
+        ctx.app.authority.read(|c, _| c.bulk_ack_channels(&server_id, parsed.iter().map(|(id, _)| id)).map(drop))?;
+        let mut acks = Vec::with_capacity(parsed.len());
+        for (channel_id, cursor) in parsed {
+            let message = match cursor.filter(|m| !m.is_empty()) {
+                Some(id) if crate::domain::text::is_valid_id(&id) => Some(load_message(ctx, &channel_id, &id).await?),
+                Some(_) => return Err(ApiError::bad_request("invalid_message_id", "last_read_message_id is not a message id")),
+                None => latest_readable(ctx, &who, &channel_id).await?,
+            };
+            acks.push((channel_id, message));
+        }
+        let acked = ctx.app.authority.command(commands::PutReadAcks { actor: who, server_id, acks }).await?;
+        json(200, &acked)
     }
 );
 

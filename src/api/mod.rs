@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod input;
+pub mod invites;
 pub mod messages;
 pub mod metrics;
 pub mod profiles;
@@ -226,6 +227,11 @@ fn routes() -> Router<Handler> {
             A(messages::put_read_ack),
         )
         .route(
+            Put,
+            "/v1/servers/{server_id}/read-acks",
+            A(messages::put_read_acks),
+        )
+        .route(
             Get,
             "/v1/channels/{channel_id}/mentions:resolve",
             A(messages::resolve_mentions),
@@ -254,6 +260,14 @@ fn routes() -> Router<Handler> {
             "/v1/servers/{server_id}/sessions",
             A(auth::server_session),
         )
+        .route(Post, "/v1/servers/{server_id}/invites", A(invites::create))
+        .route(Get, "/v1/servers/{server_id}/invites", A(invites::list))
+        .route(
+            Delete,
+            "/v1/servers/{server_id}/invites/{invite_id}",
+            A(invites::revoke),
+        )
+        .route(Post, "/v1/invites/{code}/redeem", A(invites::redeem))
         .route(
             Post,
             "/v1/servers/{server_id}/identity-bindings",

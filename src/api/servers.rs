@@ -11,7 +11,7 @@ use super::identity::{actor, query_param, require_actor};
 use super::input::{json_body, path_id};
 use super::{ApiError, json};
 use crate::domain::community::{Admission, DirectoryKey, commands};
-use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility};
+use crate::domain::model::{ChannelKind, Encryption, HistoryVisibility, JoinPolicy};
 use crate::domain::text::is_valid_id;
 
 macro_rules! handler {
@@ -34,6 +34,8 @@ struct ServerIn {
     display_name: Option<String>,
     description: Option<String>,
     banner_preset: Option<String>,
+    /// Settings only (Part D): `open` or `invite`.
+    join_policy: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -165,12 +167,16 @@ handler!(
         let who = require_actor(ctx).await?;
         let server_id: ServerId = path_id(ctx, "server_id")?;
         let body: ServerIn = json_body(ctx)?;
+        let join_policy = body.join_policy.as_deref().map(|p| JoinPolicy::parse(p).ok_or_else(|| {
+            ApiError::bad_request("invalid_join_policy", "join_policy must be open or invite")
+        })).transpose()?;
         let updated = ctx.app.authority.command(commands::UpdateSettings {
             actor: who,
             server_id,
             display_name: body.display_name,
             description: body.description,
             banner_preset: body.banner_preset,
+            join_policy,
         }).await?;
         json(200, &updated)
     }

@@ -32,6 +32,13 @@ impl Entropy {
         format!("{prefix}_{}", uuid.simple())
     }
 
+    /// `N` fresh random bytes.
+    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.rng.fill_bytes(&mut bytes);
+        bytes
+    }
+
     /// A fresh bearer secret: `prefix` and 32 random bytes (`crate::auth::token_from_bytes`).
     pub fn token(&mut self, prefix: &str) -> String {
         let mut bytes = [0u8; crate::auth::RANDOM_BYTES];

@@ -114,8 +114,20 @@ pub enum DomainError {
     TooManyAttachments,
     #[error("at most {} uids per batch", super::community::MAX_PROFILES_PER_BATCH)]
     TooManyProfiles,
+    #[error("at most {} read acks per request", super::limits::MAX_BULK_READ_ACKS)]
+    TooManyReadAcks,
+    #[error("expires_at must be between 1 minute and 30 days from now")]
+    InvalidInviteExpiry,
+    #[error("max_uses must be 1 to 1000")]
+    InvalidInviteUses,
+    #[error("each channel at most once per request")]
+    DuplicateChannel,
 
     // ----- what the state allows ---------------------------------------------------------
+    #[error("this server is invite-only: redeem an invite to join")]
+    InviteRequired,
+    #[error("the invite is expired, revoked or used up")]
+    InviteExpired,
     #[error("move its channels first: no other group of this kind can take them")]
     CategoryNotEmpty,
     #[error(
@@ -191,6 +203,12 @@ impl DomainError {
             MessageTooLarge { .. } | UploadsTooLarge { .. } => "payload_too_large",
             TooManyAttachments => "too_many_attachments",
             TooManyProfiles => "too_many_profiles",
+            TooManyReadAcks => "too_many_read_acks",
+            InvalidInviteExpiry => "invalid_expires_at",
+            InvalidInviteUses => "invalid_max_uses",
+            InviteRequired => "invite_required",
+            InviteExpired => "invite_expired",
+            DuplicateChannel => "duplicate_channel",
             CategoryNotEmpty => "category_not_empty",
             EpochRotationRequired => "epoch_rotation_required",
             ProfileConflict { .. } => "profile_conflict",
@@ -214,6 +232,7 @@ pub enum What {
     Member,
     /// Any membership of the uid in the server, current or past (it never was a member).
     AnyMembership,
+    Invite,
 }
 
 impl What {
@@ -224,6 +243,7 @@ impl What {
             What::Message => "message_not_found",
             What::Group => "group_not_found",
             What::Member | What::AnyMembership => "member_not_found",
+            What::Invite => "invite_not_found",
         }
     }
 
@@ -235,6 +255,7 @@ impl What {
             What::Group => "no such group in this server",
             What::Member => "no such member",
             What::AnyMembership => "that uid was never a member of this server",
+            What::Invite => "no such invite",
         }
     }
 }
@@ -321,6 +342,8 @@ pub enum Limit {
     LayoutGroups,
     /// Channel ids one layout request lists, over all its groups.
     LayoutChannelIds,
+    /// Live (unrevoked, unexpired) invites one server holds.
+    InvitesPerServer,
 }
 
 impl Limit {
@@ -332,6 +355,7 @@ impl Limit {
             Limit::CategoriesPerServer => "categories_per_server",
             Limit::LayoutGroups => "layout_groups",
             Limit::LayoutChannelIds => "layout_channel_ids",
+            Limit::InvitesPerServer => "invites_per_server",
         }
     }
 
@@ -340,13 +364,14 @@ impl Limit {
         use super::community::{
             MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER, MAX_SERVERS_CREATED_PER_USER,
         };
-        use super::limits::{MAX_LAYOUT_CHANNEL_IDS, MAX_LAYOUT_GROUPS};
+        use super::limits::{MAX_INVITES_PER_SERVER, MAX_LAYOUT_CHANNEL_IDS, MAX_LAYOUT_GROUPS};
         match self {
             Limit::ServersPerUser => MAX_SERVERS_CREATED_PER_USER,
             Limit::ChannelsPerServer => MAX_CHANNELS_PER_SERVER,
             Limit::CategoriesPerServer => MAX_CATEGORIES_PER_SERVER,
             Limit::LayoutGroups => MAX_LAYOUT_GROUPS,
             Limit::LayoutChannelIds => MAX_LAYOUT_CHANNEL_IDS,
+            Limit::InvitesPerServer => MAX_INVITES_PER_SERVER,
         }
     }
 
@@ -356,6 +381,7 @@ impl Limit {
             Limit::ChannelsPerServer => "channel_limit_reached",
             Limit::CategoriesPerServer => "category_limit_reached",
             Limit::LayoutGroups | Limit::LayoutChannelIds => "layout_too_large",
+            Limit::InvitesPerServer => "invite_limit_reached",
         }
     }
 
@@ -367,6 +393,7 @@ impl Limit {
             Limit::CategoriesPerServer => format!("a server holds at most {max} groups"),
             Limit::LayoutGroups => format!("a layout lists at most {max} groups"),
             Limit::LayoutChannelIds => format!("a layout lists at most {max} channel ids"),
+            Limit::InvitesPerServer => format!("a server holds at most {max} live invites"),
         }
     }
 }

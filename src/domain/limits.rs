@@ -22,6 +22,20 @@ pub const MAX_LAYOUT_GROUPS: usize = MAX_CATEGORIES_PER_SERVER;
 /// Most channel ids one layout request may list, over all its groups: a server holds no more.
 pub const MAX_LAYOUT_CHANNEL_IDS: usize = MAX_CHANNELS_PER_SERVER;
 
+/// Channels one `PUT /v1/servers/{id}/read-acks` may name (wire contract A.10).
+pub const MAX_BULK_READ_ACKS: usize = 500;
+
+/// Live (unrevoked, unexpired) invites one server holds (Part D).
+pub const MAX_INVITES_PER_SERVER: usize = 1_000;
+/// Most uses one invite allows (Part D).
+pub const MAX_INVITE_USES: u32 = 1_000;
+/// An invite lives at least this long...
+pub const MIN_INVITE_LIFETIME_MS: i64 = 60_000;
+/// ...and at most this long (30 days).
+pub const MAX_INVITE_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Invites one page of `GET /v1/servers/{id}/invites` lists.
+pub const INVITES_PAGE: usize = 50;
+
 /// Attachments per message (wire contract A.9).
 pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 4;
 

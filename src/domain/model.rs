@@ -98,8 +98,9 @@ wire_enum!(
     Encryption { None = "none", E2ee = "e2ee" }
 );
 wire_enum!(
-    /// How a uid becomes a member. Only `open` exists today: first identified contact joins.
-    JoinPolicy { Open = "open" }
+    /// How a uid becomes a member (Part D): `open`, its first identified contact joins it;
+    /// `invite`, only redeeming an invite does.
+    JoinPolicy { Open = "open", Invite = "invite" }
 );
 wire_enum!(
     AvatarMode { Generated = "generated", Uploaded = "uploaded" }
@@ -144,6 +145,28 @@ pub struct Server {
     pub created_at: Millis,
     pub updated_by_uid: Option<UserUid>,
     pub updated_at: Millis,
+}
+
+/// An invite to a server (Part D). The code is shown once, at creation; only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub id: String,
+    pub server_id: ServerId,
+    /// `crate::auth::hash_token` of the code.
+    pub code_hash: String,
+    pub created_by_uid: UserUid,
+    pub expires_at: Millis,
+    pub max_uses: u32,
+    pub use_count: u32,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+impl Invite {
+    /// Whether it still lets someone in at `now`.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now && self.use_count < self.max_uses
+    }
 }
 
 /// A group of channels in the sidebar ("category" in the API, "group" in the client).

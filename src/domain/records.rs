@@ -35,6 +35,8 @@ pub enum Record {
     Event(StoredEvent),
     /// Upsert by `(server_id, kind, target)`.
     Moderation(Moderation),
+    /// Upsert by id: an invite, with its use count and revocation.
+    Invite(Invite),
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
@@ -65,6 +67,8 @@ pub struct Snapshot {
     pub moderation: Vec<Moderation>,
     /// Approved identity bindings, by uid.
     pub identity_bindings: Vec<IdentityBinding>,
+    /// Invites not revoked and not expired.
+    pub invites: Vec<Invite>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest event id per server.

@@ -84,6 +84,7 @@ pub struct Settings {
     pub display_name: String,
     pub description: String,
     pub banner_preset: String,
+    pub join_policy: crate::domain::model::JoinPolicy,
 }
 
 /// `PUT settings` answer and the `chat.server.updated` payload.
@@ -93,6 +94,7 @@ pub struct SettingsUpdated {
     pub display_name: String,
     pub description: String,
     pub banner_preset: String,
+    pub join_policy: crate::domain::model::JoinPolicy,
     pub updated_by_uid: String,
     pub updated_at: String,
 }
@@ -260,6 +262,56 @@ pub struct ReadAckOut {
     pub read_ack: ReadAckItem,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<bool>,
+}
+
+/// An invite as listed (Part D): never its code.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InviteItem {
+    pub invite_id: String,
+    pub server_id: crate::domain::ids::ServerId,
+    pub created_by_uid: crate::domain::ids::UserUid,
+    pub expires_at: String,
+    pub max_uses: u32,
+    pub use_count: u32,
+    pub created_at: String,
+}
+
+/// `POST /v1/servers/{id}/invites`: the invite and its code, shown this once.
+#[derive(Clone, Serialize, PartialEq, Eq)]
+pub struct InviteCreated {
+    #[serde(flatten)]
+    pub item: InviteItem,
+    pub code: String,
+}
+
+/// Without the code: a `{:?}` in a log line must not hand out a way in.
+impl std::fmt::Debug for InviteCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteCreated")
+            .field("item", &self.item)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/servers/{id}/invites`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InvitePage {
+    pub invites: Vec<InviteItem>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/invites/{code}/redeem`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Redeemed {
+    pub server_id: crate::domain::ids::ServerId,
+    pub membership_state: &'static str,
+}
+
+/// `PUT /v1/servers/{id}/read-acks` (wire contract A.10): one item per requested channel.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BulkReadAcksOut {
+    pub server_id: crate::domain::ids::ServerId,
+    pub read_acks: Vec<ReadAckItem>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

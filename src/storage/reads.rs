@@ -38,6 +38,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         read_acks: all(conn, SELECT_READ_ACKS, vec![], read_ack).await?,
         moderation: all(conn, SELECT_MODERATION, vec![now.into()], moderation).await?,
         identity_bindings: all(conn, SELECT_IDENTITY_BINDINGS, vec![], identity_binding).await?,
+        invites: all(conn, SELECT_INVITES, vec![now.into()], invite).await?,
         last_seq: 0,
         last_event_ids: HashMap::new(),
         recent_events: Vec::new(),
@@ -321,6 +322,9 @@ const SELECT_MODERATION: &str = "SELECT server_id, kind, target, until, active, 
      ORDER BY server_id, kind, target";
 const SELECT_IDENTITY_BINDINGS: &str = "SELECT user_uid, public_key, server_id, approved_by_uid, \
      approved_at FROM identity_bindings ORDER BY user_uid";
+const SELECT_INVITES: &str = "SELECT id, server_id, code_hash, created_by_uid, expires_at, \
+     max_uses, use_count, created_at, revoked_at FROM invites \
+     WHERE revoked_at IS NULL AND expires_at > $1 ORDER BY id";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
      UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
@@ -534,6 +538,24 @@ fn moderation(row: &impl SqlRow) -> Result<Moderation, StorageError> {
         active: row.boolean(4)?,
         by_uid: row.text(5)?.into(),
         at: row.int(6)?,
+    })
+}
+
+fn invite(row: &impl SqlRow) -> Result<Invite, StorageError> {
+    let count = |index: usize, column: &str| {
+        let stored = row.int(index)?;
+        u32::try_from(stored).map_err(|_| corrupt(column, stored))
+    };
+    Ok(Invite {
+        id: row.text(0)?,
+        server_id: row.text(1)?.into(),
+        code_hash: row.text(2)?,
+        created_by_uid: row.text(3)?.into(),
+        expires_at: row.int(4)?,
+        max_uses: count(5, "invites.max_uses")?,
+        use_count: count(6, "invites.use_count")?,
+        created_at: row.int(7)?,
+        revoked_at: row.opt_int(8)?,
     })
 }
 

@@ -182,6 +182,12 @@ const UPSERT_IDENTITY_BINDING: &str = "INSERT INTO identity_bindings \
      server_id = excluded.server_id, approved_by_uid = excluded.approved_by_uid, \
      approved_at = excluded.approved_at";
 
+const UPSERT_INVITE: &str = "INSERT INTO invites \
+     (id, server_id, code_hash, created_by_uid, expires_at, max_uses, use_count, created_at, \
+     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (id) DO UPDATE SET use_count = excluded.use_count, \
+     revoked_at = excluded.revoked_at";
+
 const MARK_MESSAGE_DELETED: &str = "UPDATE messages SET deleted_at = $2 WHERE seq = $1";
 
 /// Appends the statements that persist `record` (anything but a message or an event).
@@ -332,6 +338,20 @@ fn statements_for<'a>(
                 m.active.into(),
                 (&m.by_uid).into(),
                 m.at.into(),
+            ],
+        ),
+        Record::Invite(i) => Statement::new(
+            UPSERT_INVITE,
+            vec![
+                (&i.id).into(),
+                (&i.server_id).into(),
+                (&i.code_hash).into(),
+                (&i.created_by_uid).into(),
+                i.expires_at.into(),
+                i64::from(i.max_uses).into(),
+                i64::from(i.use_count).into(),
+                i.created_at.into(),
+                i.revoked_at.into(),
             ],
         ),
         Record::IdentityBinding(b) => Statement::new(

@@ -62,6 +62,27 @@ impl Community {
                 .is_some_and(|visibility| visibility.allows(message.seq))
     }
 
+    /// A read cursor of `uid` in `channel` may name `message` only if it is of that channel
+    /// and its place is one the reader may read (deleted or not: the cursor shows nothing of
+    /// it). Anything else is `message_not_found`, so a cursor cannot probe for messages the
+    /// reader may not see.
+    pub(super) fn check_cursor(
+        &self,
+        uid: &str,
+        channel: &Channel,
+        message: &Message,
+    ) -> Result<(), DomainError> {
+        let readable = message.channel_id == channel.id
+            && self
+                .read_visibility(channel, Some(uid))
+                .is_some_and(|visibility| visibility.allows(message.seq));
+        if readable {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound(What::Message))
+        }
+    }
+
     /// The reply target of a post by `uid` in `channel` (B.3): `target` is what storage found
     /// for `reply_to_id`, if anything. A target that is missing, deleted, in another channel
     /// or not readable by the replier gets the same `message_not_found`, so a reply cannot

@@ -2,15 +2,17 @@
 //! sockets) and the mention lookup of a channel's members.
 
 use crate::domain::ids::{ChannelId, UserUid};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     Actor, Admission, Audience, Community, Emitted, MAX_MENTION_RESULTS, Outcome, Subject, encode,
 };
 use crate::domain::error::{DomainError, What};
-use crate::domain::model::{Channel, Message, Millis, ReadAck, Role};
+use crate::domain::model::{Channel, ChannelKind, Message, Millis, ReadAck, Role};
 use crate::domain::records::Record;
-use crate::domain::views::{MentionCandidate, MentionResults, ReadAckItem, ReadAckOut};
+use crate::domain::views::{
+    BulkReadAcksOut, MentionCandidate, MentionResults, ReadAckItem, ReadAckOut,
+};
 use crate::domain::{limits, views};
 
 /// The read ack of each (uid, channel).
@@ -89,47 +91,165 @@ impl Community {
         message: &Message,
         now: Millis,
     ) -> Result<Outcome<ReadAckOut>, DomainError> {
-        if message.channel_id != channel_id {
-            return Err(DomainError::NotFound(What::Message));
-        }
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
-        let key = (actor.user_uid.clone(), ChannelId::from(channel_id));
-        let applied = self
-            .read_acks
-            .by_reader
-            .get(&key)
-            .is_none_or(|a| a.seq < message.seq);
-        let mut events = Vec::new();
-        if applied {
-            let ack = ReadAck {
-                user_uid: actor.user_uid.clone(),
-                channel_id: channel_id.to_owned().into(),
-                message_id: message.id.clone().into(),
-                seq: message.seq,
-                acked_at: now,
-            };
-            records.push(Record::ReadAck(ack.clone()));
-            self.read_acks.by_reader.insert(key, ack);
+        if let Err(e) = self.check_cursor(&actor.user_uid, &channel, message) {
+            if !records.is_empty() {
+                self.roster
+                    .rollback_join(&channel.server_id, &actor.user_uid);
+            }
+            return Err(e);
         }
+        let mut events = Vec::new();
+        let applied = self.advance_ack(
+            &actor.user_uid,
+            &channel,
+            message,
+            now,
+            &mut records,
+            &mut events,
+        );
         let value = ReadAckOut {
             channel_id: channel_id.to_owned(),
             read_ack: self.read_ack_item(&actor.user_uid, channel_id),
             applied: Some(applied),
         };
-        if applied {
-            events.push(Emitted {
-                server_id: channel.server_id.clone().into(),
-                event_id: None,
-                audience: Audience::User(actor.user_uid.clone().into()),
-                kind: "chat.read_ack.updated",
-                // Flat: the read-ack item itself (wire contract A.7).
-                payload: encode(&value.read_ack),
-                created_at: now,
-                subject: Subject::Server,
-            });
-        }
         Ok(Outcome::published(value, records, events))
+    }
+
+    /// `PUT /v1/servers/{id}/read-acks` (wire contract A.10): up to
+    /// [`limits::MAX_BULK_READ_ACKS`] text channels of the server, each once, all or nothing —
+    /// every channel and cursor is checked before anything changes. Each `message` is the
+    /// cursor to move to (`None`: the channel has nothing the reader may read, so nothing to
+    /// move). Cursors move forward only, one `chat.read_ack.updated` per channel that moved;
+    /// the answer covers exactly the requested channels, in the order asked.
+    pub fn put_read_acks(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        acks: &[(ChannelId, Option<Message>)],
+        now: Millis,
+    ) -> Result<Outcome<BulkReadAcksOut>, DomainError> {
+        let channels = self.bulk_ack_channels(server_id, acks.iter().map(|(c, _)| c))?;
+        let mut records = Vec::new();
+        self.admit_inner(
+            server_id,
+            &actor.user_uid,
+            Admission::FirstContact,
+            now,
+            &mut records,
+        )?;
+        let checked = channels
+            .iter()
+            .zip(acks)
+            .try_for_each(|(channel, (_, m))| match m {
+                Some(m) => self.check_cursor(&actor.user_uid, channel, m),
+                None => Ok(()),
+            });
+        if let Err(e) = checked {
+            if !records.is_empty() {
+                self.roster.rollback_join(server_id, &actor.user_uid);
+            }
+            return Err(e);
+        }
+        let mut events = Vec::new();
+        for (channel, (_, message)) in channels.iter().zip(acks) {
+            if let Some(message) = message {
+                self.advance_ack(
+                    &actor.user_uid,
+                    channel,
+                    message,
+                    now,
+                    &mut records,
+                    &mut events,
+                );
+            }
+        }
+        let read_acks = channels
+            .iter()
+            .map(|c| self.read_ack_item(&actor.user_uid, &c.id))
+            .collect();
+        Ok(Outcome::published(
+            BulkReadAcksOut {
+                server_id: server_id.to_owned().into(),
+                read_acks,
+            },
+            records,
+            events,
+        ))
+    }
+
+    /// The channels of a bulk read-ack request, in order, if the request may name them: at
+    /// most [`limits::MAX_BULK_READ_ACKS`], each once, each a text channel of `server_id`.
+    /// The caller asks it before looking up any cursor, so a refused request reads nothing.
+    pub fn bulk_ack_channels<'a>(
+        &self,
+        server_id: &str,
+        channel_ids: impl ExactSizeIterator<Item = &'a ChannelId>,
+    ) -> Result<Vec<Channel>, DomainError> {
+        if channel_ids.len() > limits::MAX_BULK_READ_ACKS {
+            return Err(DomainError::TooManyReadAcks);
+        }
+        self.directory.server(server_id)?;
+        let mut seen = HashSet::with_capacity(channel_ids.len());
+        let mut channels = Vec::with_capacity(channel_ids.len());
+        for channel_id in channel_ids {
+            if !seen.insert(channel_id) {
+                return Err(DomainError::DuplicateChannel);
+            }
+            let channel = self.directory.channel(channel_id)?;
+            if channel.server_id != server_id {
+                return Err(DomainError::NotFound(What::Channel));
+            }
+            if channel.kind != ChannelKind::Text {
+                return Err(DomainError::NotATextChannel);
+            }
+            channels.push(channel.clone());
+        }
+        Ok(channels)
+    }
+
+    /// Moves `uid`'s cursor in `channel` to `message` (checked readable by the caller) if
+    /// that is forward; records it and emits `chat.read_ack.updated` to the user's sockets.
+    /// Whether it moved.
+    fn advance_ack(
+        &mut self,
+        uid: &UserUid,
+        channel: &Channel,
+        message: &Message,
+        now: Millis,
+        records: &mut Vec<Record>,
+        events: &mut Vec<Emitted>,
+    ) -> bool {
+        let key = (uid.clone(), channel.id.clone());
+        let forward = self
+            .read_acks
+            .by_reader
+            .get(&key)
+            .is_none_or(|a| a.seq < message.seq);
+        if !forward {
+            return false;
+        }
+        let ack = ReadAck {
+            user_uid: uid.clone(),
+            channel_id: channel.id.clone(),
+            message_id: message.id.clone().into(),
+            seq: message.seq,
+            acked_at: now,
+        };
+        records.push(Record::ReadAck(ack.clone()));
+        self.read_acks.by_reader.insert(key, ack);
+        events.push(Emitted {
+            server_id: channel.server_id.to_string(),
+            event_id: None,
+            audience: Audience::User(uid.to_string()),
+            kind: "chat.read_ack.updated",
+            // Flat: the read-ack item itself (wire contract A.7).
+            payload: encode(&self.read_ack_item(uid, &channel.id)),
+            created_at: now,
+            subject: Subject::Server,
+        });
+        true
     }
 
     /// `GET /v1/channels/{id}/mentions:resolve`: members whose name or uid matches `query`

@@ -15,7 +15,8 @@ use crate::domain::error::DomainError;
 use crate::domain::identity::BindingView;
 use crate::domain::ids::{ChannelId, ServerId, UserUid};
 use crate::domain::model::{
-    AvatarAsset, ChannelKind, Encryption, EventId, HistoryVisibility, Message, Millis, Role,
+    AvatarAsset, ChannelKind, Encryption, EventId, HistoryVisibility, JoinPolicy, Message, Millis,
+    Role,
 };
 use crate::domain::views;
 use crate::rtc::ticket::{Claims, Permissions};
@@ -166,20 +167,20 @@ pub struct UpdateSettings {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub banner_preset: Option<String>,
+    pub join_policy: Option<JoinPolicy>,
 }
 
 impl Command for UpdateSettings {
     type Output = views::SettingsUpdated;
     const NAME: &'static str = "update_settings";
     fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
-        c.update_settings(
-            &self.actor,
-            &self.server_id,
-            self.display_name.as_deref(),
-            self.description.as_deref(),
-            self.banner_preset.as_deref(),
-            now,
-        )
+        let change = super::SettingsChange {
+            display_name: self.display_name.as_deref(),
+            description: self.description.as_deref(),
+            banner_preset: self.banner_preset.as_deref(),
+            join_policy: self.join_policy,
+        };
+        c.update_settings(&self.actor, &self.server_id, &change, now)
     }
 }
 
@@ -447,6 +448,85 @@ impl Command for PutReadAck {
     const NAME: &'static str = "put_read_ack";
     fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
         c.put_read_ack(&self.actor, &self.channel_id, &self.message, now)
+    }
+}
+
+/// `PUT /v1/servers/{id}/read-acks`, with the stored message each cursor names (`None`:
+/// nothing readable in that channel).
+#[derive(Debug, Clone)]
+pub struct PutReadAcks {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub acks: Vec<(ChannelId, Option<Message>)>,
+}
+
+impl Command for PutReadAcks {
+    type Output = views::BulkReadAcksOut;
+    const NAME: &'static str = "put_read_acks";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.put_read_acks(&self.actor, &self.server_id, &self.acks, now)
+    }
+}
+
+/// `POST /v1/servers/{id}/invites`.
+#[derive(Debug, Clone)]
+pub struct CreateInvite {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub expires_at: Millis,
+    pub max_uses: u32,
+}
+
+impl Command for CreateInvite {
+    type Output = views::InviteCreated;
+    const NAME: &'static str = "create_invite";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.create_invite(
+            &self.actor,
+            &self.server_id,
+            self.expires_at,
+            self.max_uses,
+            now,
+        )
+    }
+}
+
+/// `DELETE /v1/servers/{id}/invites/{invite_id}`.
+#[derive(Debug, Clone)]
+pub struct RevokeInvite {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub invite_id: String,
+}
+
+impl Command for RevokeInvite {
+    type Output = ();
+    const NAME: &'static str = "revoke_invite";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<()>, DomainError> {
+        c.revoke_invite(&self.actor, &self.server_id, &self.invite_id, now)
+    }
+}
+
+/// `POST /v1/invites/{code}/redeem`. The code is a secret: its `Debug` leaves it out.
+#[derive(Clone)]
+pub struct RedeemInvite {
+    pub actor: Actor,
+    pub code: String,
+}
+
+impl std::fmt::Debug for RedeemInvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedeemInvite")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Command for RedeemInvite {
+    type Output = views::Redeemed;
+    const NAME: &'static str = "redeem_invite";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.redeem_invite(&self.actor, &self.code, now)
     }
 }
 

@@ -21,6 +21,15 @@ use crate::domain::views::{
 };
 use crate::domain::{limits, text, views};
 
+/// What a `PUT /v1/servers/{id}/settings` changes (`None`: leave it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SettingsChange<'a> {
+    pub display_name: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub banner_preset: Option<&'a str>,
+    pub join_policy: Option<JoinPolicy>,
+}
+
 /// Servers, categories, channels and claim tokens, by id (claim tokens by hash).
 #[derive(Debug, Default)]
 pub struct Directory {
@@ -173,14 +182,18 @@ impl Community {
             .servers
             .values()
             .filter(|s| match actor {
-                None => s.discoverable,
+                // An invite-only server is listed to its members only: nobody else can join
+                // it by opening it.
+                None => s.discoverable && s.join_policy == JoinPolicy::Open,
                 Some(a) => match self.roster.membership(&s.id, &a.user_uid) {
                     Some(m) => m.is_current(),
-                    None => s.discoverable,
+                    None => s.discoverable && s.join_policy == JoinPolicy::Open,
                 },
             })
             .collect();
-        if let (Some(a), Some(default)) = (actor, self.directory.servers.get(default_id.as_str())) {
+        if let (Some(a), Some(default)) = (actor, self.directory.servers.get(default_id.as_str()))
+            && default.join_policy == JoinPolicy::Open
+        {
             // A uid that never joined anything always sees the default server.
             let joined_any = self
                 .roster
@@ -491,6 +504,7 @@ impl Community {
                 display_name: s.display_name.clone(),
                 description: s.description.clone(),
                 banner_preset: s.banner_preset.clone(),
+                join_policy: s.join_policy,
             },
             records,
         ))
@@ -501,11 +515,15 @@ impl Community {
         &mut self,
         actor: &Actor,
         server_id: &str,
-        display_name: Option<&str>,
-        description: Option<&str>,
-        banner_preset: Option<&str>,
+        change: &SettingsChange<'_>,
         now: Millis,
     ) -> Result<Outcome<SettingsUpdated>, DomainError> {
+        let SettingsChange {
+            display_name,
+            description,
+            banner_preset,
+            join_policy,
+        } = *change;
         self.limiter.check(&actor.user_uid, now)?;
         self.directory.server(server_id)?;
         limits::optional_text_field("display_name", display_name)?;
@@ -531,6 +549,9 @@ impl Community {
         if let Some(b) = banner {
             server.banner_preset = b;
         }
+        if let Some(p) = join_policy {
+            server.join_policy = p;
+        }
         server.updated_at = now;
         server.updated_by_uid = Some(actor.user_uid.clone());
         records.push(Record::Server(server.clone()));
@@ -539,6 +560,7 @@ impl Community {
             display_name: server.display_name.clone(),
             description: server.description.clone(),
             banner_preset: server.banner_preset.clone(),
+            join_policy: server.join_policy,
             updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };

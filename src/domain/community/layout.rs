@@ -400,7 +400,15 @@ mod tests {
             .unwrap_err();
         assert_eq!((refused.status(), refused.code()), (403, "forbidden"));
         let settings_refused = c
-            .update_settings(&member, "home", Some("Mine"), None, None, 5)
+            .update_settings(
+                &member,
+                "home",
+                &crate::domain::community::SettingsChange {
+                    display_name: Some("Mine"),
+                    ..Default::default()
+                },
+                5,
+            )
             .unwrap_err();
         assert_eq!(settings_refused.status(), 403);
 

@@ -69,7 +69,6 @@ impl Community {
         records: &mut Vec<Record>,
     ) -> Result<Role, DomainError> {
         let server = self.directory.server(server_id)?;
-        let JoinPolicy::Open = server.join_policy;
         let key = (ServerId::from(server_id), UserUid::from(uid));
         let span = Span {
             joined_seq: self.last_seq,
@@ -80,6 +79,12 @@ impl Community {
         let membership = match self.roster.memberships.get(&key) {
             Some(m) if m.is_current() => return Ok(m.role),
             Some(_) if how == Admission::FirstContact => return Err(DomainError::NotAMember),
+            // Every way in below: a ban blocks them all, and an invite-only server is entered
+            // by redeeming an invite only.
+            _ if self.is_banned(server_id, uid, now) => return Err(DomainError::Banned),
+            _ if server.join_policy == JoinPolicy::Invite && how != Admission::Invite => {
+                return Err(DomainError::InviteRequired);
+            }
             Some(m) => {
                 let mut m = m.clone();
                 m.spans.push(span);
@@ -231,6 +236,19 @@ impl Community {
             return Err(DomainError::Forbidden(Needs::Admin));
         }
         Ok(records)
+    }
+
+    /// The owner-or-admin check of a read: a current member with that role, or 403 (a read
+    /// joins nobody).
+    pub(super) fn require_admin_now(
+        &self,
+        server_id: &str,
+        actor: &Actor,
+    ) -> Result<(), DomainError> {
+        match self.roster.current_role(server_id, &actor.user_uid) {
+            Some(role) if role.at_least(Role::Admin) => Ok(()),
+            _ => Err(DomainError::Forbidden(Needs::Admin)),
+        }
     }
 
     /// `GET /v1/servers/{id}/members`: current members with their live status.

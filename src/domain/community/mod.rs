@@ -32,6 +32,7 @@ pub mod commands;
 mod directory;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod invites;
 mod layout;
 mod members;
 mod messages;
@@ -47,6 +48,8 @@ pub use tickets::{MAX_TRACKED_TICKETS, TicketBook};
 
 use acks::ReadAcks;
 use directory::Directory;
+pub use directory::SettingsChange;
+use invites::Invites;
 use members::Roster;
 use moderation::Measures;
 use profiles::ProfileStore;
@@ -219,6 +222,8 @@ pub enum Admission {
     /// Opening the server (realtime connect, a voice join ticket): joins, and re-admits a uid
     /// that left (a new membership span).
     Connect,
+    /// Redeeming an invite: like `Connect`, and the only way into an invite-only server.
+    Invite,
 }
 
 /// What a reader may see of a channel, decided before storage is asked for the messages.
@@ -282,6 +287,7 @@ pub struct Community {
     sessions: Sessions,
     read_acks: ReadAcks,
     measures: Measures,
+    invites: Invites,
     /// Issued, used and voided join tickets.
     tickets: TicketBook,
     limiter: super::rate::RateLimiter,
@@ -302,6 +308,7 @@ impl Community {
             sessions: Sessions::default(),
             read_acks: ReadAcks::default(),
             measures: Measures::default(),
+            invites: Invites::default(),
             tickets: TicketBook::default(),
             last_seq: snapshot.last_seq,
             last_event_ids: snapshot.last_event_ids,
@@ -339,6 +346,9 @@ impl Community {
             c.measures
                 .by_target
                 .insert((m.server_id.clone().into(), m.kind, m.target.clone()), m);
+        }
+        for i in snapshot.invites {
+            c.invites.insert(i);
         }
         for a in snapshot.read_acks {
             c.read_acks
@@ -460,6 +470,7 @@ impl Community {
     /// now and then by the authority).
     pub fn sweep(&mut self, now: Millis) {
         self.sessions.used_challenges.sweep(now);
+        self.invites.sweep(now);
         self.sessions.by_token.retain(|_, s| s.expires_at > now);
         self.limiter.sweep(now);
         self.tickets.sweep(now);
