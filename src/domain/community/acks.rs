@@ -94,11 +94,7 @@ impl Community {
         let mut records = Vec::new();
         let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
         if let Err(e) = self.check_cursor(&actor.user_uid, &channel, message) {
-            if !records.is_empty() {
-                self.roster
-                    .rollback_join(&channel.server_id, &actor.user_uid);
-            }
-            return Err(e);
+            return Err(self.refuse_after_join(&channel.server_id, &actor.user_uid, &records, e));
         }
         let mut events = Vec::new();
         let applied = self.advance_ack(
@@ -147,10 +143,7 @@ impl Community {
                 None => Ok(()),
             });
         if let Err(e) = checked {
-            if !records.is_empty() {
-                self.roster.rollback_join(server_id, &actor.user_uid);
-            }
-            return Err(e);
+            return Err(self.refuse_after_join(server_id, &actor.user_uid, &records, e));
         }
         let mut events = Vec::new();
         for (channel, (_, message)) in channels.iter().zip(acks) {

@@ -110,6 +110,22 @@ impl Community {
         Ok(role)
     }
 
+    /// A refusal decided after `admit_inner` may have joined `uid` (its records in `joined`):
+    /// that join is undone, so the refused request changes nothing, and the refusal is handed
+    /// back to return.
+    pub(super) fn refuse_after_join(
+        &mut self,
+        server_id: &str,
+        uid: &str,
+        joined: &[Record],
+        refusal: DomainError,
+    ) -> DomainError {
+        if !joined.is_empty() {
+            self.roster.rollback_join(server_id, uid);
+        }
+        refusal
+    }
+
     /// Explicit admission (realtime connect, voice join): joins or re-admits.
     pub fn admit(
         &mut self,
@@ -228,12 +244,9 @@ impl Community {
             &mut records,
         )?;
         if !role.at_least(Role::Admin) {
-            // A first contact may have joined above; that join stands (it is harmless and the
-            // uid would be joined by its next request anyway), but it is not persisted here.
-            if !records.is_empty() {
-                self.roster.rollback_join(server_id, &actor.user_uid);
-            }
-            return Err(DomainError::Forbidden(Needs::Admin));
+            // A first contact may have joined above: undone, as the request is refused.
+            let refusal = DomainError::Forbidden(Needs::Admin);
+            return Err(self.refuse_after_join(server_id, &actor.user_uid, &records, refusal));
         }
         Ok(records)
     }

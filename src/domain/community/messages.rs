@@ -152,11 +152,7 @@ impl Community {
             new.reply_to_id.as_deref(),
             new.reply_to.as_ref(),
         ) {
-            if !records.is_empty() {
-                self.roster
-                    .rollback_join(&channel.server_id, &actor.user_uid);
-            }
-            return Err(e);
+            return Err(self.refuse_after_join(&channel.server_id, &actor.user_uid, &records, e));
         }
         let mentions = match &new.content {
             Content::Plain { body } => self.mentions_in(body, channel_id),
