@@ -358,6 +358,40 @@ fn everything() -> (Vec<Record>, Snapshot) {
     records.push(Record::Invite(invite("inv-revoked", i64::MAX, Some(1_005))));
     records.push(Record::Invite(invite("inv-expired", 2_000, None)));
     let invites = vec![live];
+    // Privacy and server profiles: the upsert replaces the row; a cleared profile is kept.
+    let privacy = |version: i64, presence| Privacy {
+        server_id: "srv-1".to_owned().into(),
+        user_uid: "u-bob".to_owned().into(),
+        presence_visibility: presence,
+        mention_permission: MentionPermission::StaffOnly,
+        version,
+        updated_at: 1_006 + version,
+    };
+    records.push(Record::Privacy(privacy(1, PresenceVisibility::Visible)));
+    records.push(Record::Privacy(privacy(2, PresenceVisibility::Hidden)));
+    let privacy = vec![privacy(2, PresenceVisibility::Hidden)];
+    let server_profile = |uid: &str, cleared: bool| ServerProfile {
+        server_id: "srv-1".to_owned().into(),
+        user_uid: uid.to_owned().into(),
+        display_name: format!("{uid} here"),
+        avatar_mode: AvatarMode::Uploaded,
+        avatar_preset_id: Some("preset-2".to_owned()),
+        avatar_asset_id: Some("av-1".to_owned()),
+        version: 3,
+        updated_at: 1_010,
+        cleared,
+    };
+    records.push(Record::ServerProfile(ServerProfile {
+        version: 1,
+        ..server_profile("u-alice", false)
+    }));
+    records.push(Record::ServerProfile(server_profile("u-alice", true)));
+    records.push(Record::ServerProfile(server_profile("u-bob", false)));
+    let mut server_profiles = vec![
+        server_profile("u-alice", true),
+        server_profile("u-bob", false),
+    ];
+    server_profiles.sort_by(|a, b| a.user_uid.cmp(&b.user_uid));
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -375,6 +409,8 @@ fn everything() -> (Vec<Record>, Snapshot) {
         moderation,
         identity_bindings,
         invites,
+        privacy,
+        server_profiles,
         last_seq: 2,
         last_event_ids: HashMap::from([
             ("srv-1".to_owned(), EventId(2)),

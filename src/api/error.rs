@@ -68,7 +68,11 @@ fn domain_status(e: &DomainError) -> u16 {
         | JoinDenied(_)
         | InviteRequired => 403,
         InviteExpired => 410,
-        KeyMismatch | CategoryNotEmpty | EpochRotationRequired | ProfileConflict { .. } => 409,
+        KeyMismatch
+        | CategoryNotEmpty
+        | EpochRotationRequired
+        | ProfileConflict { .. }
+        | PrivacyConflict { .. } => 409,
         InvalidText { .. }
         | InvalidDisplayName(_)
         | InvalidDescription(_)
@@ -115,6 +119,10 @@ fn domain_details(e: &DomainError) -> Option<String> {
             "{{\"limit\":\"{}\",\"max\":{}}}",
             limit.name(),
             limit.max()
+        )),
+        DomainError::PrivacyConflict { current } => Some(format!(
+            "{{\"privacy\":{}}}",
+            crate::domain::community::encode(&**current)
         )),
         DomainError::RateLimited { retry_after_ms, .. } => {
             Some(format!("{{\"retry_after_ms\":{retry_after_ms}}}"))

@@ -13,6 +13,7 @@ pub mod input;
 pub mod invites;
 pub mod messages;
 pub mod metrics;
+pub mod privacy;
 pub mod profiles;
 pub mod realtime;
 pub mod rtc;
@@ -268,6 +269,31 @@ fn routes() -> Router<Handler> {
             A(invites::revoke),
         )
         .route(Post, "/v1/invites/{code}/redeem", A(invites::redeem))
+        .route(
+            Get,
+            "/v1/servers/{server_id}/privacy/me",
+            A(privacy::get_me),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/privacy/me",
+            A(privacy::put_me),
+        )
+        .route(
+            Get,
+            "/v1/servers/{server_id}/profile/me",
+            A(profiles::get_server_me),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/profile/me",
+            A(profiles::put_server_me),
+        )
+        .route(
+            Delete,
+            "/v1/servers/{server_id}/profile/me",
+            A(profiles::delete_server_me),
+        )
         .route(
             Post,
             "/v1/servers/{server_id}/identity-bindings",

@@ -1,4 +1,5 @@
-//! Profiles and avatars (wire contract A.6). Profiles are global to the instance.
+//! Profiles and avatars (wire contract A.6), global to the instance, and a user's profile in
+//! one server (Part D), which members of that server see in its place.
 
 use serde::Deserialize;
 
@@ -9,6 +10,7 @@ use super::servers::handler;
 use super::{ApiError, RequestCtx, json};
 use crate::api::capabilities::{AVATAR_MAX_BYTES, AVATAR_MAX_DIMENSION};
 use crate::domain::community::{MAX_PROFILES_PER_BATCH, ProfileChange, commands};
+use crate::domain::ids::ServerId;
 use crate::domain::model::{AvatarAsset, AvatarMode};
 use crate::http::query::query_pairs;
 use crate::storage::BlobId;
@@ -31,7 +33,8 @@ struct ProfileIn {
     avatar_asset_id: Option<String>,
 }
 
-fn if_match(ctx: &RequestCtx<'_>) -> Result<Option<i64>, ApiError> {
+/// `If-Match: N`, `"N"` or `W/"N"` (absent, empty or `*`: no check).
+pub(super) fn if_match(ctx: &RequestCtx<'_>) -> Result<Option<i64>, ApiError> {
     let Some(raw) = ctx.request.header("if-match") else {
         return Ok(None);
     };
@@ -41,7 +44,31 @@ fn if_match(ctx: &RequestCtx<'_>) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     }
     text.parse::<i64>().map(Some).map_err(|_| {
-        ApiError::bad_request("invalid_if_match", "If-Match must be a profile_version")
+        ApiError::bad_request("invalid_if_match", "If-Match must be the version you read")
+    })
+}
+
+/// The change a profile `PUT` asks for (instance-wide or in one server).
+fn profile_change(ctx: &RequestCtx<'_>) -> Result<ProfileChange, ApiError> {
+    let body: ProfileIn = json_body(ctx)?;
+    let avatar_mode = body
+        .avatar_mode
+        .as_deref()
+        .map(|m| {
+            AvatarMode::parse(m).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_avatar_mode",
+                    "avatar_mode must be generated or uploaded",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ProfileChange {
+        display_name: body.display_name,
+        avatar_mode,
+        avatar_preset_id: body.avatar_preset_id,
+        avatar_asset_id: body.avatar_asset_id,
+        if_match: if_match(ctx)?,
     })
 }
 
@@ -49,18 +76,41 @@ handler!(
     /// `PUT /v1/profile/me` (optimistic concurrency through `If-Match`).
     put_me, ctx => {
         let who = require_actor(ctx).await?;
-        let body: ProfileIn = json_body(ctx)?;
-        let avatar_mode = body.avatar_mode.as_deref().map(|m| {
-            AvatarMode::parse(m).ok_or_else(|| ApiError::bad_request("invalid_avatar_mode", "avatar_mode must be generated or uploaded"))
-        }).transpose()?;
-        let change = ProfileChange {
-            display_name: body.display_name,
-            avatar_mode,
-            avatar_preset_id: body.avatar_preset_id,
-            avatar_asset_id: body.avatar_asset_id,
-            if_match: if_match(ctx)?,
-        };
+        let change = profile_change(ctx)?;
         let profile = ctx.app.authority.command(commands::PutProfile { actor: who, change }).await?;
+        json(200, &profile)
+    }
+);
+
+handler!(
+    /// `GET /v1/servers/{id}/profile/me`: what members of the server see of the caller.
+    get_server_me, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let profile = ctx.app.authority.read(|c, _| c.get_server_profile(&who, &server_id))?;
+        json(200, &profile)
+    }
+);
+
+handler!(
+    /// `PUT /v1/servers/{id}/profile/me` (`If-Match`: the `profile_version` it showed).
+    put_server_me, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let change = profile_change(ctx)?;
+        let profile = ctx.app.authority.command(commands::PutServerProfile { actor: who, server_id, change }).await?;
+        json(200, &profile)
+    }
+);
+
+handler!(
+    /// `DELETE /v1/servers/{id}/profile/me`: the server shows the instance-wide profile again;
+    /// answers what it shows now.
+    delete_server_me, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let if_match = if_match(ctx)?;
+        let profile = ctx.app.authority.command(commands::DeleteServerProfile { actor: who, server_id, if_match }).await?;
         json(200, &profile)
     }
 );
@@ -117,12 +167,15 @@ handler!(
 );
 
 handler!(
-    /// `GET /v1/profiles:batch?user_uid=a&user_uid=b` (also `user_uids=a,b`).
+    /// `GET /v1/profiles:batch?user_uid=a&user_uid=b` (also `user_uids=a,b`), and
+    /// `server_id=` for the profiles members of that server see.
     batch, ctx => {
         let mut uids: Vec<String> = Vec::new();
+        let mut server_id: Option<String> = None;
         if let Some(q) = ctx.request.query() {
             for (k, v) in query_pairs(q) {
                 match k.as_ref() {
+                    "server_id" => server_id = Some(v.into_owned()),
                     "user_uid" | "user_uid[]" => uids.push(v.into_owned()),
                     "user_uids" => uids.extend(v.split(',').map(|s| s.trim().to_owned())),
                     _ => {}
@@ -136,7 +189,10 @@ handler!(
         if uids.iter().any(|u| !crate::domain::text::is_valid_id(u)) {
             return Err(ApiError::bad_request("invalid_user_uid", "user_uid must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
         }
-        let profiles = ctx.app.authority.read(|c, _| c.profiles(&uids))?;
+        if server_id.as_deref().is_some_and(|s| !crate::domain::text::is_valid_id(s)) {
+            return Err(ApiError::bad_request("invalid_server_id", "server_id must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
+        }
+        let profiles = ctx.app.authority.read(|c, _| c.profiles(&uids, server_id.as_deref()))?;
         json(200, &profiles)
     }
 );

@@ -225,12 +225,12 @@ async fn run(shard: Rc<Shard>, request: Request, session: Session) {
             ClientRequest::Subscribe { channel_id } => {
                 // A read of the state where it is: it waits for no command, so it needs no
                 // task of its own, and subscriptions take effect in the order they came.
-                let allowed = shard
-                    .app
-                    .authority
-                    .read(|c, _| c.may_subscribe(&who, &server_id, &channel_id));
+                let allowed = shard.app.authority.read(|c, _| {
+                    c.may_subscribe(&who, &server_id, &channel_id)?;
+                    Ok(c.presence_hidden(&server_id, &who.user_uid))
+                });
                 match allowed {
-                    Ok(()) => shard.subscribe(id, &channel_id, member.clone()),
+                    Ok(hidden) => shard.subscribe(id, &channel_id, member.clone(), hidden),
                     Err(e) => send_error(&handle, &server_id, &e.to_string()),
                 }
             }

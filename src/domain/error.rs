@@ -6,7 +6,7 @@
 
 use super::model::ChannelKind;
 use super::text::{NameError, TextError};
-use super::views::ProfileItem;
+use super::views::{PrivacyItem, ProfileItem};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -137,6 +137,8 @@ pub enum DomainError {
     /// `If-Match` named an older profile version; carries the current profile.
     #[error("the profile changed since you read it")]
     ProfileConflict { current: Box<ProfileItem> },
+    #[error("the privacy settings changed since the version you have: read them and try again")]
+    PrivacyConflict { current: Box<PrivacyItem> },
     /// A count limit (waiting does not help).
     #[error("{}", .0.message())]
     LimitReached(Limit),
@@ -212,6 +214,7 @@ impl DomainError {
             CategoryNotEmpty => "category_not_empty",
             EpochRotationRequired => "epoch_rotation_required",
             ProfileConflict { .. } => "profile_conflict",
+            PrivacyConflict { .. } => "privacy_conflict",
             LimitReached(limit) => limit.code(),
             RateLimited { .. } | SignInsThrottled => "rate_limited",
             Unavailable(_) => "storage_unavailable",

@@ -106,6 +106,15 @@ wire_enum!(
     AvatarMode { Generated = "generated", Uploaded = "uploaded" }
 );
 wire_enum!(
+    /// Whether other members see a user's presence and typing in a server (Part D).
+    PresenceVisibility { Visible = "visible", Hidden = "hidden" }
+);
+wire_enum!(
+    /// Who may mention a user in a server (Part D): a mention by anyone else is not parsed
+    /// as one and notifies nobody.
+    MentionPermission { AllMembers = "all_members", StaffOnly = "staff_only", Nobody = "nobody" }
+);
+wire_enum!(
     /// A moderation measure (the hooks voice needs now; the moderation API comes later).
     ModerationKind { Ban = "ban", Timeout = "timeout", Lock = "lock" }
 );
@@ -231,6 +240,34 @@ pub struct Profile {
     /// 0 for the default profile of a uid that never saved one.
     pub version: i64,
     pub updated_at: Millis,
+}
+
+/// A member's privacy in one server (Part D). A user who never saved one is visible and may
+/// be mentioned by all members (version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privacy {
+    pub server_id: ServerId,
+    pub user_uid: UserUid,
+    pub presence_visibility: PresenceVisibility,
+    pub mention_permission: MentionPermission,
+    pub version: i64,
+    pub updated_at: Millis,
+}
+
+/// A user's profile in one server, in place of the instance-wide one (Part D). Deleting it
+/// keeps the row with `cleared` set, so its version goes on rising and a stale `If-Match`
+/// from before the delete never matches a later override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerProfile {
+    pub server_id: ServerId,
+    pub user_uid: UserUid,
+    pub display_name: String,
+    pub avatar_mode: AvatarMode,
+    pub avatar_preset_id: Option<String>,
+    pub avatar_asset_id: Option<String>,
+    pub version: i64,
+    pub updated_at: Millis,
+    pub cleared: bool,
 }
 
 /// An uploaded avatar image. Only `owner_uid` may put it on a profile.

@@ -37,6 +37,10 @@ pub enum Record {
     Moderation(Moderation),
     /// Upsert by id: an invite, with its use count and revocation.
     Invite(Invite),
+    /// Upsert by (server, uid): a member's privacy in a server.
+    Privacy(Privacy),
+    /// Upsert by (server, uid): a user's profile in a server (cleared ones too).
+    ServerProfile(ServerProfile),
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
@@ -69,6 +73,8 @@ pub struct Snapshot {
     pub identity_bindings: Vec<IdentityBinding>,
     /// Invites not revoked and not expired.
     pub invites: Vec<Invite>,
+    pub privacy: Vec<Privacy>,
+    pub server_profiles: Vec<ServerProfile>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest event id per server.

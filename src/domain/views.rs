@@ -340,6 +340,31 @@ pub struct ProfileItem {
     pub updated_at: String,
 }
 
+/// `GET|PUT /v1/servers/{id}/privacy/me` (Part D).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PrivacyItem {
+    pub server_id: String,
+    pub user_uid: String,
+    pub presence_visibility: &'static str,
+    pub mention_permission: &'static str,
+    /// 0 until the user saves its settings; `If-Match` names it.
+    pub version: i64,
+    pub updated_at: Option<String>,
+}
+
+/// `GET|PUT|DELETE /v1/servers/{id}/profile/me` (Part D): the profile members of that server
+/// see, which is the override when there is one and the instance-wide profile otherwise. Its
+/// `profile_version` counts changes of both (the sum of their versions), so it rises with
+/// every change a member of the server could see, the delete of an override included.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServerProfileItem {
+    pub server_id: String,
+    #[serde(flatten)]
+    pub profile: ProfileItem,
+    /// Whether the server has its own profile for the user.
+    pub overridden: bool,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ProfileOut {
     pub profile: ProfileItem,

@@ -4,6 +4,11 @@
 //! [`SocketRef`] (shard and socket number) and every method returns [`Delivery`]s instead of
 //! writing anything: the caller routes each frame to the shard that holds its socket.
 //!
+//! A user may hide its presence in a server (its privacy, Part D): then only its own sockets
+//! see it in snapshots, joins and leaves, and its typing goes to no one. The change of that
+//! setting arrives here at any time ([`Presence::set_visibility`], ordered by the setting's
+//! version) and is announced at once as a leave or a join in every channel it follows.
+//!
 //! Time comes in as an argument (`now`), never from the clock, so typing expiry is tested on a
 //! virtual clock. A frame is encoded once and the same bytes go to every recipient.
 
@@ -76,10 +81,18 @@ pub struct Presence {
     next_seq: u64,
     /// Typing changes refused by the per-socket rate ([`TYPING_UPDATES_PER_SECOND`]).
     dropped_updates: u64,
+    /// The newest presence setting heard of per (server, uid) that ever changed it: (version,
+    /// hidden). A change and a subscription may arrive in either order; the higher version
+    /// wins.
+    visibility: HashMap<(String, String), (i64, bool)>,
 }
 
 struct SocketEntry {
     member: Member,
+    /// The server whose socket it is (every channel it follows is of that server).
+    server_id: String,
+    /// Its user hides its presence in that server: only its own sockets see it.
+    hidden: bool,
     channels: Vec<String>,
     /// Typing changes this socket may still have relayed.
     typing_budget: TokenBucket,
@@ -155,12 +168,25 @@ fn member_frame(kind: &str, channel_id: &str, member: &Member, ctx: &FrameContex
 }
 
 impl Channel {
-    /// `frame` for every subscriber but `except`.
-    fn to_others(&self, except: SocketRef, frame: Bytes) -> impl Iterator<Item = Delivery> + '_ {
+    /// `frame` about `from` for every subscriber but `from` that may see it: all of them, or
+    /// only the sockets of `from`'s own user when it hides its presence.
+    fn to_others<'a>(
+        &'a self,
+        sockets: &'a HashMap<SocketRef, SocketEntry>,
+        from: SocketRef,
+        frame: Bytes,
+    ) -> impl Iterator<Item = Delivery> + 'a {
+        let only = sockets
+            .get(&from)
+            .filter(|e| e.hidden)
+            .map(|e| e.member.user_uid.as_str());
         self.subscribers
             .keys()
             .copied()
-            .filter(move |s| *s != except)
+            .filter(move |s| *s != from)
+            .filter(move |s| {
+                only.is_none_or(|uid| sockets.get(s).is_some_and(|e| e.member.user_uid == uid))
+            })
             .map(move |to| Delivery {
                 to,
                 frame: frame.clone(),
@@ -193,6 +219,7 @@ impl Presence {
                 return Err(PresenceError::TooManySubscriptions);
             }
         }
+        let hidden = self.is_hidden(ctx.server_id, &member.user_uid);
         let entry = match self.sockets.entry(socket) {
             std::collections::hash_map::Entry::Occupied(occupied) => {
                 let entry = occupied.into_mut();
@@ -201,27 +228,30 @@ impl Presence {
             }
             std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(SocketEntry {
                 member,
+                server_id: ctx.server_id.to_owned(),
+                hidden,
                 channels: Vec::new(),
                 typing_budget: typing_budget(),
             }),
         };
+        let viewer = entry.member.user_uid.clone();
         let mut deliveries = Vec::new();
         if !already {
             entry.channels.push(channel_id.to_owned());
+            let joined = member_frame("chat.presence.joined", channel_id, &entry.member, ctx);
             let seq = self.next_seq;
             self.next_seq += 1;
             let channel = self.channels.entry(channel_id.to_owned()).or_default();
             channel
                 .subscribers
                 .insert(socket, Subscriber { seq, typing: None });
-            let joined = member_frame("chat.presence.joined", channel_id, &entry.member, ctx);
-            deliveries.extend(channel.to_others(socket, joined));
+            deliveries.extend(channel.to_others(&self.sockets, socket, joined));
         }
         let snapshot = frame(
             "chat.presence.snapshot",
             &SnapshotPayload {
                 channel_id,
-                members: self.members(channel_id).collect(),
+                members: self.members_seen_by(channel_id, &viewer).collect(),
             },
             ctx,
         );
@@ -249,24 +279,26 @@ impl Presence {
         let Some(subscriber) = channel.subscribers.remove(&socket) else {
             return Vec::new();
         };
-        let Some(entry) = self.sockets.get_mut(&socket) else {
+        let Some(entry) = self.sockets.get(&socket) else {
             debug_assert!(false, "a subscriber always has a socket entry");
             return Vec::new();
         };
         let mut deliveries = Vec::new();
         if subscriber.typing.is_some() {
             let stopped = typing_frame(channel_id, &entry.member, false, ctx);
-            deliveries.extend(channel.to_others(socket, stopped));
+            deliveries.extend(channel.to_others(&self.sockets, socket, stopped));
         }
         let left = member_frame("chat.presence.left", channel_id, &entry.member, ctx);
-        deliveries.extend(channel.to_others(socket, left));
+        deliveries.extend(channel.to_others(&self.sockets, socket, left));
         if channel.subscribers.is_empty() {
             self.channels.remove(channel_id);
             self.typing_channels.remove(channel_id);
         }
-        entry.channels.retain(|c| c != channel_id);
-        if entry.channels.is_empty() {
-            self.sockets.remove(&socket);
+        if let Some(entry) = self.sockets.get_mut(&socket) {
+            entry.channels.retain(|c| c != channel_id);
+            if entry.channels.is_empty() {
+                self.sockets.remove(&socket);
+            }
         }
         deliveries
     }
@@ -307,6 +339,10 @@ impl Presence {
             debug_assert!(false, "a subscriber always has a socket entry");
             return Vec::new();
         };
+        if entry.hidden {
+            // A hidden user leaves no typing trace (and so needs no typing state).
+            return Vec::new();
+        }
         let relay = match (is_typing, &subscriber.typing) {
             (true, Some(typing)) => {
                 now.saturating_duration_since(typing.last_relayed) >= TYPING_RELAY_MIN_INTERVAL
@@ -338,7 +374,7 @@ impl Presence {
             return Vec::new();
         }
         let update = typing_frame(channel_id, &entry.member, is_typing, ctx);
-        channel.to_others(socket, update).collect()
+        channel.to_others(&self.sockets, socket, update).collect()
     }
 
     /// Typing changes dropped so far for being over a socket's rate.
@@ -387,7 +423,7 @@ impl Presence {
                     timestamp,
                 };
                 let stopped = typing_frame(channel_id, &entry.member, false, &ctx);
-                deliveries.extend(channel.to_others(socket, stopped));
+                deliveries.extend(channel.to_others(sockets, socket, stopped));
             }
             still_typing
         });
@@ -404,17 +440,135 @@ impl Presence {
             .min()
     }
 
-    /// The members of `channel_id`, in subscription order.
+    /// The members of `channel_id`, in subscription order (hidden ones too).
     pub fn members(&self, channel_id: &str) -> impl Iterator<Item = &Member> + '_ {
+        self.listed(channel_id, |_| true)
+    }
+
+    /// The members of `channel_id` a socket of `viewer` is shown: hidden ones only when they
+    /// are `viewer`'s own.
+    fn members_seen_by<'a>(
+        &'a self,
+        channel_id: &str,
+        viewer: &'a str,
+    ) -> impl Iterator<Item = &'a Member> + 'a {
+        self.listed(channel_id, move |e| {
+            !e.hidden || e.member.user_uid == viewer
+        })
+    }
+
+    fn listed(
+        &self,
+        channel_id: &str,
+        keep: impl Fn(&SocketEntry) -> bool,
+    ) -> impl Iterator<Item = &Member> + '_ {
         let mut listed: Vec<(u64, &Member)> = self
             .channels
             .get(channel_id)
             .into_iter()
             .flat_map(|c| c.subscribers.iter())
-            .filter_map(|(socket, s)| self.sockets.get(socket).map(|e| (s.seq, &e.member)))
+            .filter_map(|(socket, s)| {
+                self.sockets
+                    .get(socket)
+                    .filter(|e| keep(e))
+                    .map(|e| (s.seq, &e.member))
+            })
             .collect();
         listed.sort_unstable_by_key(|(seq, _)| *seq);
         listed.into_iter().map(|(_, member)| member)
+    }
+
+    fn is_hidden(&self, server_id: &str, uid: &str) -> bool {
+        self.visibility
+            .get(&(server_id.to_owned(), uid.to_owned()))
+            .is_some_and(|&(_, hidden)| hidden)
+    }
+
+    /// `uid` hides its presence in `server_id` (or shows it again), as its privacy setting at
+    /// `version` says; older news than what is known changes nothing. Its sockets here leave
+    /// (after stopping typing) or join, for everyone but its own user, in every channel they
+    /// follow here.
+    pub fn set_visibility(
+        &mut self,
+        server_id: &str,
+        uid: &str,
+        hidden: bool,
+        version: i64,
+        ctx: &FrameContext<'_>,
+    ) -> Vec<Delivery> {
+        let key = (server_id.to_owned(), uid.to_owned());
+        let known = self.visibility.get(&key).copied();
+        if version <= known.map_or(0, |(v, _)| v) {
+            return Vec::new();
+        }
+        self.visibility.insert(key, (version, hidden));
+        if known.is_some_and(|(_, h)| h) == hidden {
+            return Vec::new();
+        }
+        let mut mine: Vec<SocketRef> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.server_id == server_id && e.member.user_uid == uid)
+            .map(|(s, _)| *s)
+            .collect();
+        mine.sort_unstable();
+        let mut deliveries = Vec::new();
+        for socket in mine {
+            let Some(entry) = self.sockets.get(&socket) else {
+                continue;
+            };
+            let (member, channels) = (entry.member.clone(), entry.channels.clone());
+            // Announced while still visible (a leave, and a typist's stop), or once visible
+            // again (a join).
+            let mut frames: Vec<(String, Bytes)> = Vec::new();
+            for channel_id in &channels {
+                let Some(channel) = self.channels.get_mut(channel_id) else {
+                    continue;
+                };
+                let Some(subscriber) = channel.subscribers.get_mut(&socket) else {
+                    continue;
+                };
+                if hidden && subscriber.typing.take().is_some() {
+                    frames.push((
+                        channel_id.clone(),
+                        typing_frame(channel_id, &member, false, ctx),
+                    ));
+                }
+                let kind = if hidden {
+                    "chat.presence.left"
+                } else {
+                    "chat.presence.joined"
+                };
+                frames.push((
+                    channel_id.clone(),
+                    member_frame(kind, channel_id, &member, ctx),
+                ));
+            }
+            // Its own user's sockets see it either way: they are told nothing.
+            for (channel_id, frame) in frames {
+                let Some(channel) = self.channels.get(&channel_id) else {
+                    continue;
+                };
+                deliveries.extend(
+                    channel
+                        .subscribers
+                        .keys()
+                        .filter(|s| {
+                            self.sockets
+                                .get(s)
+                                .is_some_and(|e| e.member.user_uid != uid)
+                        })
+                        .map(|&to| Delivery {
+                            to,
+                            frame: frame.clone(),
+                        }),
+                );
+            }
+            if let Some(entry) = self.sockets.get_mut(&socket) {
+                entry.hidden = hidden;
+            }
+        }
+        deliveries
     }
 
     /// The sockets subscribed to `channel_id` (in no particular order).
@@ -439,410 +593,4 @@ impl Presence {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use simd_json::prelude::*;
-
-    const CTX: FrameContext<'static> = FrameContext {
-        server_id: "srv",
-        timestamp: "2024-05-01T12:00:00.000Z",
-    };
-
-    fn sock(n: u64) -> SocketRef {
-        SocketRef {
-            shard: (n % 2) as usize,
-            socket: n,
-        }
-    }
-
-    fn member(n: u64) -> Member {
-        Member {
-            client_id: format!("c{n}"),
-            user_uid: format!("uid_{n}"),
-            device_id: format!("desktop_{n}"),
-        }
-    }
-
-    fn json(frame: &Bytes) -> simd_json::OwnedValue {
-        simd_json::to_owned_value(&mut frame.to_vec()).unwrap()
-    }
-
-    fn kind(frame: &Bytes) -> String {
-        json(frame)
-            .get("type")
-            .and_then(|t| t.as_str())
-            .unwrap()
-            .to_owned()
-    }
-
-    fn payload(frame: &Bytes) -> simd_json::OwnedValue {
-        json(frame).get("payload").unwrap().clone()
-    }
-
-    fn client_ids(value: &simd_json::OwnedValue) -> Vec<String> {
-        value
-            .get("members")
-            .and_then(|m| m.as_array())
-            .unwrap()
-            .iter()
-            .map(|m| {
-                m.get("client_id")
-                    .and_then(|c| c.as_str())
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    /// (recipient, type) pairs, sorted, for order-insensitive comparisons.
-    fn summary(deliveries: &[Delivery]) -> Vec<(u64, String)> {
-        let mut s: Vec<_> = deliveries
-            .iter()
-            .map(|d| (d.to.socket, kind(&d.frame)))
-            .collect();
-        s.sort();
-        s
-    }
-
-    #[test]
-    fn a_subscriber_sees_itself_and_the_others_see_it_join() {
-        let mut p = Presence::new();
-        let first = p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].to, sock(1));
-        assert_eq!(kind(&first[0].frame), "chat.presence.snapshot");
-        let snap = payload(&first[0].frame);
-        assert_eq!(snap.get("channel_id").and_then(|c| c.as_str()), Some("ch"));
-        assert_eq!(client_ids(&snap), ["c1"]);
-        let v = json(&first[0].frame);
-        assert!(v.get("event_id").unwrap().is_null());
-        assert_eq!(v.get("server_id").and_then(|s| s.as_str()), Some("srv"));
-
-        let second = p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        assert_eq!(
-            summary(&second),
-            [
-                (1, "chat.presence.joined".into()),
-                (2, "chat.presence.snapshot".into())
-            ]
-        );
-        assert_eq!(second[0].to, sock(2), "the snapshot comes first");
-        assert_eq!(client_ids(&payload(&second[0].frame)), ["c1", "c2"]);
-        let joined = payload(&second[1].frame);
-        assert_eq!(
-            joined
-                .get("member")
-                .and_then(|m| m.get("device_id"))
-                .and_then(|d| d.as_str()),
-            Some("desktop_2")
-        );
-        assert_eq!(p.members("ch").count(), 2);
-        let mut subs: Vec<_> = p.subscribers("ch").collect();
-        subs.sort_by_key(|s| s.socket);
-        assert_eq!(subs, [sock(1), sock(2)]);
-    }
-
-    #[test]
-    fn subscribing_twice_only_refreshes_the_snapshot() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        let again = p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        assert_eq!(summary(&again), [(1, "chat.presence.snapshot".into())]);
-        assert_eq!(client_ids(&payload(&again[0].frame)), ["c1", "c2"]);
-        assert_eq!(p.members("ch").count(), 2);
-    }
-
-    #[test]
-    fn one_user_on_two_devices_is_two_members() {
-        let mut p = Presence::new();
-        let phone = Member {
-            client_id: "c-a".into(),
-            user_uid: "uid_x".into(),
-            device_id: "desktop_a".into(),
-        };
-        let laptop = Member {
-            client_id: "c-b".into(),
-            user_uid: "uid_x".into(),
-            device_id: "desktop_b".into(),
-        };
-        p.subscribe("ch", sock(1), phone, &CTX).unwrap();
-        let d = p.subscribe("ch", sock(2), laptop, &CTX).unwrap();
-        assert_eq!(client_ids(&payload(&d[0].frame)), ["c-a", "c-b"]);
-    }
-
-    #[test]
-    fn unsubscribe_and_close_announce_left() {
-        let mut p = Presence::new();
-        for n in 1..=3 {
-            p.subscribe("a", sock(n), member(n), &CTX).unwrap();
-        }
-        p.subscribe("b", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("b", sock(2), member(2), &CTX).unwrap();
-
-        let left = p.unsubscribe("a", sock(3), &CTX);
-        assert_eq!(
-            summary(&left),
-            [
-                (1, "chat.presence.left".into()),
-                (2, "chat.presence.left".into())
-            ]
-        );
-        assert_eq!(
-            payload(&left[0].frame)
-                .get("member")
-                .and_then(|m| m.get("client_id"))
-                .and_then(|c| c.as_str()),
-            Some("c3")
-        );
-        assert!(p.unsubscribe("a", sock(3), &CTX).is_empty(), "only once");
-        assert!(p.unsubscribe("nope", sock(1), &CTX).is_empty());
-
-        let closed = p.socket_closed(sock(1), &CTX);
-        assert_eq!(
-            summary(&closed),
-            [
-                (2, "chat.presence.left".into()),
-                (2, "chat.presence.left".into())
-            ]
-        );
-        let channels: HashSet<String> = closed
-            .iter()
-            .map(|d| {
-                payload(&d.frame)
-                    .get("channel_id")
-                    .and_then(|c| c.as_str())
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        assert_eq!(channels.len(), 2);
-        assert_eq!(p.subscriptions(sock(1)).count(), 0);
-        assert!(p.socket_closed(sock(1), &CTX).is_empty());
-
-        p.socket_closed(sock(2), &CTX);
-        assert_eq!(p.channel_count(), 0, "empty channels are forgotten");
-        assert!(p.sockets.is_empty());
-    }
-
-    #[test]
-    fn typing_is_relayed_to_the_others_and_rate_limited() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        p.subscribe("ch", sock(3), member(3), &CTX).unwrap();
-        let t0 = Instant::now();
-
-        let d = p.typing("ch", sock(1), true, t0, &CTX);
-        assert_eq!(
-            summary(&d),
-            [
-                (2, "chat.typing.updated".into()),
-                (3, "chat.typing.updated".into())
-            ]
-        );
-        let body = payload(&d[0].frame);
-        assert_eq!(body.get("is_typing").and_then(|b| b.as_bool()), Some(true));
-        assert_eq!(
-            body.get("member")
-                .and_then(|m| m.get("user_uid"))
-                .and_then(|u| u.as_str()),
-            Some("uid_1")
-        );
-
-        // Repeats within the interval are swallowed, one after it goes through.
-        assert!(
-            p.typing("ch", sock(1), true, t0 + Duration::from_millis(500), &CTX)
-                .is_empty()
-        );
-        assert!(
-            p.typing("ch", sock(1), true, t0 + Duration::from_millis(1999), &CTX)
-                .is_empty()
-        );
-        assert_eq!(
-            p.typing("ch", sock(1), true, t0 + TYPING_RELAY_MIN_INTERVAL, &CTX)
-                .len(),
-            2
-        );
-
-        // Stopping is relayed once; a stop from a non-typist is not.
-        let stop = p.typing("ch", sock(1), false, t0 + Duration::from_secs(3), &CTX);
-        assert_eq!(stop.len(), 2);
-        assert_eq!(
-            payload(&stop[0].frame)
-                .get("is_typing")
-                .and_then(|b| b.as_bool()),
-            Some(false)
-        );
-        assert!(
-            p.typing("ch", sock(1), false, t0 + Duration::from_secs(4), &CTX)
-                .is_empty()
-        );
-        // Typing again right after a stop is news.
-        assert_eq!(
-            p.typing("ch", sock(1), true, t0 + Duration::from_secs(4), &CTX)
-                .len(),
-            2
-        );
-    }
-
-    #[test]
-    fn typing_changes_past_the_socket_rate_are_dropped() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        p.subscribe("other", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("other", sock(2), member(2), &CTX).unwrap();
-        let t0 = Instant::now();
-        // A flood of start/stop pairs at one instant: only the budget is relayed.
-        let relayed: usize = (0..1000)
-            .map(|i| p.typing("ch", sock(1), i % 2 == 0, t0, &CTX).len())
-            .sum();
-        assert_eq!(relayed, TYPING_UPDATES_PER_SECOND as usize);
-        // Past the budget the state stays "not typing", so each stop after a dropped start
-        // is no news and costs nothing: only the starts are dropped.
-        assert_eq!(
-            p.dropped_updates(),
-            (1000 - TYPING_UPDATES_PER_SECOND as u64) / 2
-        );
-        // The budget is the socket's, across its channels; another socket has its own.
-        assert!(p.typing("other", sock(1), true, t0, &CTX).is_empty());
-        assert_eq!(p.typing("other", sock(2), true, t0, &CTX).len(), 1);
-        // The last relayed change was a stop (the 10th), and the dropped ones changed nothing:
-        // no typist to expire in "ch".
-        assert!(p.expire_typing(t0 + TYPING_TIMEOUT, &CTX).iter().all(|d| {
-            payload(&d.frame).get("channel_id").and_then(|c| c.as_str()) == Some("other")
-        }));
-        // Repeats that are not relayed cost nothing.
-        let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(p.typing("ch", sock(1), true, t1, &CTX).len(), 1);
-        for ms in 1..500 {
-            p.typing("ch", sock(1), true, t1 + Duration::from_millis(ms), &CTX);
-        }
-        let dropped = p.dropped_updates();
-        assert_eq!(
-            p.typing("ch", sock(1), false, t1 + Duration::from_secs(1), &CTX)
-                .len(),
-            1
-        );
-        assert_eq!(p.dropped_updates(), dropped);
-        // After a pause the budget is back: one change per 100 ms.
-        let t2 = t1 + Duration::from_secs(5);
-        let paced: usize = (0..20u64)
-            .map(|i| {
-                p.typing(
-                    "ch",
-                    sock(1),
-                    i % 2 == 0,
-                    t2 + Duration::from_millis(100 * i),
-                    &CTX,
-                )
-                .len()
-            })
-            .sum();
-        assert_eq!(paced, 20);
-    }
-
-    #[test]
-    fn typing_from_a_non_subscriber_is_ignored() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        assert!(
-            p.typing("ch", sock(9), true, Instant::now(), &CTX)
-                .is_empty()
-        );
-        assert!(
-            p.typing("other", sock(1), true, Instant::now(), &CTX)
-                .is_empty()
-        );
-        assert_eq!(p.next_typing_expiry(), None);
-    }
-
-    #[test]
-    fn silent_typists_expire() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        let t0 = Instant::now();
-        p.typing("ch", sock(1), true, t0, &CTX);
-        p.typing("ch", sock(2), true, t0 + Duration::from_secs(5), &CTX);
-        assert_eq!(p.next_typing_expiry(), Some(t0 + TYPING_TIMEOUT));
-
-        assert!(
-            p.expire_typing(t0 + Duration::from_secs(7), &CTX)
-                .is_empty()
-        );
-        // A repeat inside the relay interval is not relayed but still keeps the typist alive.
-        p.typing("ch", sock(2), true, t0 + Duration::from_secs(6), &CTX);
-        let expired = p.expire_typing(t0 + TYPING_TIMEOUT, &CTX);
-        assert_eq!(summary(&expired), [(2, "chat.typing.updated".into())]);
-        let body = payload(&expired[0].frame);
-        assert_eq!(body.get("is_typing").and_then(|b| b.as_bool()), Some(false));
-        assert_eq!(
-            body.get("member")
-                .and_then(|m| m.get("client_id"))
-                .and_then(|c| c.as_str()),
-            Some("c1")
-        );
-        assert!(p.expire_typing(t0 + TYPING_TIMEOUT, &CTX).is_empty());
-        assert_eq!(
-            p.next_typing_expiry(),
-            Some(t0 + Duration::from_secs(6) + TYPING_TIMEOUT)
-        );
-        let last = p.expire_typing(t0 + Duration::from_secs(20), &CTX);
-        assert_eq!(summary(&last), [(1, "chat.typing.updated".into())]);
-        assert_eq!(p.next_typing_expiry(), None);
-        assert!(p.typing_channels.is_empty());
-    }
-
-    #[test]
-    fn a_typist_who_leaves_stops_typing_for_the_others() {
-        let mut p = Presence::new();
-        p.subscribe("ch", sock(1), member(1), &CTX).unwrap();
-        p.subscribe("ch", sock(2), member(2), &CTX).unwrap();
-        let t0 = Instant::now();
-        p.typing("ch", sock(1), true, t0, &CTX);
-        let left = p.unsubscribe("ch", sock(1), &CTX);
-        let kinds: Vec<String> = left.iter().map(|d| kind(&d.frame)).collect();
-        assert_eq!(kinds, ["chat.typing.updated", "chat.presence.left"]);
-        assert!(left.iter().all(|d| d.to == sock(2)));
-        assert!(
-            p.expire_typing(t0 + Duration::from_secs(60), &CTX)
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn subscriptions_per_socket_are_bounded() {
-        let mut p = Presence::new();
-        for i in 0..MAX_SUBSCRIPTIONS_PER_SOCKET {
-            p.subscribe(&format!("ch{i}"), sock(1), member(1), &CTX)
-                .unwrap();
-        }
-        assert_eq!(
-            p.subscribe("one-more", sock(1), member(1), &CTX),
-            Err(PresenceError::TooManySubscriptions)
-        );
-        assert_eq!(p.members("one-more").count(), 0);
-        // Re-subscribing to a channel it already follows is still fine, and so is another socket.
-        assert!(p.subscribe("ch0", sock(1), member(1), &CTX).is_ok());
-        assert!(p.subscribe("one-more", sock(2), member(2), &CTX).is_ok());
-        p.unsubscribe("ch0", sock(1), &CTX);
-        assert!(p.subscribe("one-more", sock(1), member(1), &CTX).is_ok());
-    }
-
-    #[test]
-    fn a_frame_is_encoded_once_for_every_recipient() {
-        let mut p = Presence::new();
-        for n in 1..=4 {
-            p.subscribe("ch", sock(n), member(n), &CTX).unwrap();
-        }
-        let d = p.subscribe("ch", sock(5), member(5), &CTX).unwrap();
-        let joined: Vec<&Bytes> = d[1..].iter().map(|d| &d.frame).collect();
-        assert_eq!(joined.len(), 4);
-        assert!(
-            joined.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()),
-            "the same bytes are shared, not copied"
-        );
-    }
-}
+mod tests;

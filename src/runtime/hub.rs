@@ -34,6 +34,9 @@ pub enum PresenceOp {
         channel_id: String,
         socket: SocketRef,
         member: Member,
+        /// Whether the member hides its presence, and the version of that setting, as the
+        /// state said when the subscription was allowed.
+        hidden: (bool, i64),
     },
     Unsubscribe {
         server_id: String,
@@ -235,7 +238,13 @@ impl Hub {
     }
 
     /// Records a subscription (for the close notice); it goes to the channel's owner.
-    pub fn subscribe(&self, socket: u64, channel_id: &str, member: Member) -> Outgoing {
+    pub fn subscribe(
+        &self,
+        socket: u64,
+        channel_id: &str,
+        member: Member,
+        hidden: (bool, i64),
+    ) -> Outgoing {
         let server_id = {
             let mut sockets = self.sockets.borrow_mut();
             let Some(s) = sockets.get_mut(&socket) else {
@@ -249,6 +258,7 @@ impl Hub {
             channel_id: channel_id.to_owned(),
             socket: self.socket_ref(socket),
             member,
+            hidden,
         };
         self.to_owner(channel_id, op)
     }
@@ -298,6 +308,7 @@ impl Hub {
                     channel_id,
                     socket,
                     member,
+                    hidden: (hidden, version),
                 } => {
                     self.channel_servers
                         .borrow_mut()
@@ -306,8 +317,20 @@ impl Hub {
                         server_id,
                         timestamp: &timestamp,
                     };
+                    // News of the setting newer than what this shard heard (the notice of the
+                    // change may still be on its way) counts first.
+                    let mut deliveries = presence.set_visibility(
+                        server_id,
+                        &member.user_uid,
+                        *hidden,
+                        *version,
+                        &ctx,
+                    );
                     match presence.subscribe(channel_id, *socket, member.clone(), &ctx) {
-                        Ok(d) => d,
+                        Ok(d) => {
+                            deliveries.extend(d);
+                            deliveries
+                        }
                         Err(e) => vec![Delivery {
                             to: *socket,
                             frame: crate::wire::realtime::error_frame(
@@ -400,16 +423,20 @@ impl Hub {
 
     /// A committed event or a notice from the authority, for this shard's realtime sockets
     /// (the voice rooms take the notices next, `Voice::on_notice`).
-    pub fn on_broadcast(&self, broadcast: &Broadcast) {
+    pub fn on_broadcast(&self, broadcast: &Broadcast) -> Outgoing {
         match broadcast {
-            Broadcast::Event(event) => self.fan_out(event),
+            Broadcast::Event(event) => {
+                self.fan_out(event);
+                Outgoing::none()
+            }
             Broadcast::Notice(notice) => self.on_notice(notice),
         }
     }
 
     /// A member that left its server loses its sockets there; a revoked session loses the
-    /// sockets opened with it. (A voice kick concerns only the voice rooms.)
-    fn on_notice(&self, notice: &Notice) {
+    /// sockets opened with it; a change of presence visibility is applied to the channels this
+    /// shard owns (every shard hears it). (A voice kick concerns only the voice rooms.)
+    fn on_notice(&self, notice: &Notice) -> Outgoing {
         match notice {
             Notice::MemberLeft {
                 server_id,
@@ -428,7 +455,25 @@ impl Hub {
             Notice::SessionRevoked { token_hash, .. } => {
                 self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
             }
+            Notice::PresenceVisibility {
+                server_id,
+                user_uid,
+                hidden,
+                version,
+            } => {
+                let timestamp = now_text();
+                let ctx = FrameContext {
+                    server_id,
+                    timestamp: &timestamp,
+                };
+                let deliveries = self
+                    .presence
+                    .borrow_mut()
+                    .set_visibility(server_id, user_uid, *hidden, *version, &ctx);
+                return Outgoing::deliveries(deliveries);
+            }
         }
+        Outgoing::none()
     }
 
     fn fan_out(&self, event: &Published) {
@@ -510,7 +555,7 @@ mod tests {
         };
         for (channel, owner) in [(&here, 0), (&there, 1)] {
             let out: Vec<_> = hub
-                .subscribe(id, channel, member("a"))
+                .subscribe(id, channel, member("a"), (false, 0))
                 .into_iter()
                 .collect();
             assert_eq!(out.len(), 1);
@@ -521,6 +566,7 @@ mod tests {
                     channel_id,
                     socket,
                     member: m,
+                    ..
                 }),
             ) = &out[0]
             else {
@@ -562,6 +608,7 @@ mod tests {
             channel_id: channel.clone(),
             socket: SocketRef { shard, socket },
             member: member(client),
+            hidden: (false, 0),
         };
         // First subscriber, held by shard 0: its snapshot goes back to shard 0.
         let out: Vec<_> = hub.apply(subscribe(0, 7, "a")).into_iter().collect();

@@ -209,15 +209,15 @@ impl<S: Service> Shard<S> {
     /// A committed event or a notice from the authority: the hub's sockets take it, then the
     /// voice rooms (a member that left, a kick and a revoked session end calls too).
     fn on_broadcast(&self, broadcast: Broadcast) {
-        self.hub.on_broadcast(&broadcast);
+        self.dispatch(self.hub.on_broadcast(&broadcast));
         if let Broadcast::Notice(notice) = &broadcast {
             self.dispatch(self.voice.on_notice(notice));
         }
     }
 
     /// Subscribes realtime socket `socket` of this shard to `channel_id`'s presence.
-    pub fn subscribe(&self, socket: u64, channel_id: &str, member: Member) {
-        self.dispatch(self.hub.subscribe(socket, channel_id, member));
+    pub fn subscribe(&self, socket: u64, channel_id: &str, member: Member, hidden: (bool, i64)) {
+        self.dispatch(self.hub.subscribe(socket, channel_id, member, hidden));
     }
 
     pub fn unsubscribe(&self, socket: u64, channel_id: &str) {

@@ -236,6 +236,8 @@ impl Voice {
                 device_id,
                 ..
             } => self.session_revoked(user_uid, device_id),
+            // Being in a call is not presence: the call's roster is what the call needs.
+            Notice::PresenceVisibility { .. } => Outgoing::none(),
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         moderation: all(conn, SELECT_MODERATION, vec![now.into()], moderation).await?,
         identity_bindings: all(conn, SELECT_IDENTITY_BINDINGS, vec![], identity_binding).await?,
         invites: all(conn, SELECT_INVITES, vec![now.into()], invite).await?,
+        privacy: all(conn, SELECT_PRIVACY, vec![], privacy).await?,
+        server_profiles: all(conn, SELECT_SERVER_PROFILES, vec![], server_profile).await?,
         last_seq: 0,
         last_event_ids: HashMap::new(),
         recent_events: Vec::new(),
@@ -325,6 +327,11 @@ const SELECT_IDENTITY_BINDINGS: &str = "SELECT user_uid, public_key, server_id, 
 const SELECT_INVITES: &str = "SELECT id, server_id, code_hash, created_by_uid, expires_at, \
      max_uses, use_count, created_at, revoked_at FROM invites \
      WHERE revoked_at IS NULL AND expires_at > $1 ORDER BY id";
+const SELECT_PRIVACY: &str = "SELECT server_id, user_uid, presence_visibility, \
+     mention_permission, version, updated_at FROM member_privacy ORDER BY server_id, user_uid";
+const SELECT_SERVER_PROFILES: &str = "SELECT server_id, user_uid, display_name, avatar_mode, \
+     avatar_preset_id, avatar_asset_id, version, updated_at, cleared FROM server_profiles \
+     ORDER BY server_id, user_uid";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
      UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
@@ -452,6 +459,43 @@ fn profile(row: &impl SqlRow) -> Result<Profile, StorageError> {
         avatar_asset_id: row.opt_text(4)?,
         version: row.int(5)?,
         updated_at: row.int(6)?,
+    })
+}
+
+fn privacy(row: &impl SqlRow) -> Result<Privacy, StorageError> {
+    Ok(Privacy {
+        server_id: row.text(0)?.into(),
+        user_uid: row.text(1)?.into(),
+        presence_visibility: wire(
+            PresenceVisibility::parse,
+            row.text(2)?,
+            "member_privacy.presence_visibility",
+        )?,
+        mention_permission: wire(
+            MentionPermission::parse,
+            row.text(3)?,
+            "member_privacy.mention_permission",
+        )?,
+        version: row.int(4)?,
+        updated_at: row.int(5)?,
+    })
+}
+
+fn server_profile(row: &impl SqlRow) -> Result<ServerProfile, StorageError> {
+    Ok(ServerProfile {
+        server_id: row.text(0)?.into(),
+        user_uid: row.text(1)?.into(),
+        display_name: row.text(2)?,
+        avatar_mode: wire(
+            AvatarMode::parse,
+            row.text(3)?,
+            "server_profiles.avatar_mode",
+        )?,
+        avatar_preset_id: row.opt_text(4)?,
+        avatar_asset_id: row.opt_text(5)?,
+        version: row.int(6)?,
+        updated_at: row.int(7)?,
+        cleared: row.boolean(8)?,
     })
 }
 

@@ -141,6 +141,22 @@ const UPSERT_PROFILE: &str = "INSERT INTO profiles (user_uid, display_name, avat
      avatar_asset_id = excluded.avatar_asset_id, version = excluded.version, \
      updated_at = excluded.updated_at";
 
+const UPSERT_PRIVACY: &str = "INSERT INTO member_privacy (server_id, user_uid, \
+     presence_visibility, mention_permission, version, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (server_id, user_uid) DO UPDATE SET \
+     presence_visibility = excluded.presence_visibility, \
+     mention_permission = excluded.mention_permission, version = excluded.version, \
+     updated_at = excluded.updated_at";
+
+const UPSERT_SERVER_PROFILE: &str = "INSERT INTO server_profiles (server_id, user_uid, \
+     display_name, avatar_mode, avatar_preset_id, avatar_asset_id, version, updated_at, cleared) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (server_id, user_uid) DO UPDATE SET display_name = excluded.display_name, \
+     avatar_mode = excluded.avatar_mode, avatar_preset_id = excluded.avatar_preset_id, \
+     avatar_asset_id = excluded.avatar_asset_id, version = excluded.version, \
+     updated_at = excluded.updated_at, cleared = excluded.cleared";
+
 const UPSERT_AVATAR_ASSET: &str = "INSERT INTO avatar_assets \
      (id, owner_uid, blob, content_type, width, height, bytes, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -273,6 +289,31 @@ fn statements_for<'a>(
                 (&p.avatar_asset_id).into(),
                 p.version.into(),
                 p.updated_at.into(),
+            ],
+        ),
+        Record::Privacy(p) => Statement::new(
+            UPSERT_PRIVACY,
+            vec![
+                (&p.server_id).into(),
+                (&p.user_uid).into(),
+                p.presence_visibility.as_str().into(),
+                p.mention_permission.as_str().into(),
+                p.version.into(),
+                p.updated_at.into(),
+            ],
+        ),
+        Record::ServerProfile(p) => Statement::new(
+            UPSERT_SERVER_PROFILE,
+            vec![
+                (&p.server_id).into(),
+                (&p.user_uid).into(),
+                (&p.display_name).into(),
+                p.avatar_mode.as_str().into(),
+                (&p.avatar_preset_id).into(),
+                (&p.avatar_asset_id).into(),
+                p.version.into(),
+                p.updated_at.into(),
+                p.cleared.into(),
             ],
         ),
         Record::AvatarAsset(a) => Statement::new(

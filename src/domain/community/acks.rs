@@ -257,7 +257,7 @@ impl Community {
     ) -> Result<Outcome<MentionResults>, DomainError> {
         limits::text_field("query", query)?;
         let mut records = Vec::new();
-        let (channel, _) = self.member_of_channel(actor, channel_id, now, &mut records)?;
+        let (channel, role) = self.member_of_channel(actor, channel_id, now, &mut records)?;
         let q = query.trim().trim_start_matches('@').to_lowercase();
         let limit = limit.clamp(1, MAX_MENTION_RESULTS);
         let mut users: Vec<MentionCandidate> = self
@@ -265,8 +265,11 @@ impl Community {
             .memberships
             .values()
             .filter(|m| m.server_id == channel.server_id && m.is_current())
+            // Only users this author may mention: a suggestion that would not be a mention
+            // is none.
+            .filter(|m| self.may_mention(&channel.server_id, &actor.user_uid, role, &m.user_uid))
             .filter_map(|m| {
-                let name = self.profiles.display_name(&m.user_uid);
+                let name = self.display_name_in(&channel.server_id, &m.user_uid);
                 let lname = name.to_lowercase();
                 let hit = q.is_empty()
                     || lname.split_whitespace().any(|w| w.starts_with(&q))

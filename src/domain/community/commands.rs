@@ -9,7 +9,8 @@
 //! only named, with its inputs owned so it can travel between threads.
 
 use super::{
-    Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, ProfileChange, SignIn,
+    Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, PrivacyChange, ProfileChange,
+    SignIn,
 };
 use crate::domain::error::DomainError;
 use crate::domain::identity::BindingView;
@@ -559,6 +560,54 @@ impl Command for PutProfile {
     const NAME: &'static str = "put_profile";
     fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
         c.put_profile(&self.actor, self.change, now)
+    }
+}
+
+/// `PUT /v1/servers/{id}/privacy/me`.
+#[derive(Debug, Clone)]
+pub struct PutPrivacy {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub change: PrivacyChange,
+}
+
+impl Command for PutPrivacy {
+    type Output = views::PrivacyItem;
+    const NAME: &'static str = "put_privacy";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.put_privacy(&self.actor, &self.server_id, self.change, now)
+    }
+}
+
+/// `PUT /v1/servers/{id}/profile/me`.
+#[derive(Debug, Clone)]
+pub struct PutServerProfile {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub change: ProfileChange,
+}
+
+impl Command for PutServerProfile {
+    type Output = views::ServerProfileItem;
+    const NAME: &'static str = "put_server_profile";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.put_server_profile(&self.actor, &self.server_id, self.change, now)
+    }
+}
+
+/// `DELETE /v1/servers/{id}/profile/me`.
+#[derive(Debug, Clone)]
+pub struct DeleteServerProfile {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub if_match: Option<i64>,
+}
+
+impl Command for DeleteServerProfile {
+    type Output = views::ServerProfileItem;
+    const NAME: &'static str = "delete_server_profile";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.delete_server_profile(&self.actor, &self.server_id, self.if_match, now)
     }
 }
 

@@ -197,6 +197,18 @@ impl Community {
         }
     }
 
+    /// Whether `viewer` is shown `uid` online in the server: it has a socket there and does
+    /// not hide its presence (from others: a user always sees itself as it is).
+    fn shown_online(&self, server_id: &str, uid: &str, viewer: Option<&Actor>) -> bool {
+        let online = self
+            .roster
+            .online
+            .contains_key(&(ServerId::from(server_id), UserUid::from(uid)));
+        online
+            && (viewer.is_some_and(|v| v.user_uid == uid)
+                || !self.presence_hidden(server_id, uid).0)
+    }
+
     /// Whether the uid may read anonymously-visible parts of the server.
     pub(super) fn require_readable_server(
         &mut self,
@@ -280,12 +292,8 @@ impl Community {
             .filter(|m| m.server_id == server_id && m.is_current())
             .map(|m| MemberItem {
                 id: m.user_uid.clone().into(),
-                name: self.profiles.display_name(&m.user_uid),
-                status: if self
-                    .roster
-                    .online
-                    .contains_key(&(server_id.to_owned().into(), m.user_uid.clone()))
-                {
+                name: self.display_name_in(server_id, &m.user_uid),
+                status: if self.shown_online(server_id, &m.user_uid, actor) {
                     "online"
                 } else {
                     "offline"

@@ -5,6 +5,7 @@
 
 use super::{Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, Subject, Viewer};
 use crate::domain::error::{DomainError, Needs, Readable, What};
+use crate::domain::model::Channel;
 use crate::domain::model::{
     ChannelKind, Content, Encryption, Envelope, HistoryVisibility, Mention, Message, Millis, Role,
     Utf16Range, message_id,
@@ -155,7 +156,7 @@ impl Community {
             return Err(self.refuse_after_join(&channel.server_id, &actor.user_uid, &records, e));
         }
         let mentions = match &new.content {
-            Content::Plain { body } => self.mentions_in(body, channel_id),
+            Content::Plain { body } => self.mentions_in(body, &channel, &actor.user_uid, role),
             Content::Envelope(_) => Vec::new(),
         };
         self.last_seq += 1;
@@ -203,18 +204,32 @@ impl Community {
         Ok(Outcome::published(value, records, vec![event]))
     }
 
-    pub(super) fn mentions_in(&self, body: &str, channel_id: &str) -> Vec<Mention> {
+    /// The mentions of `body` posted by `author` (with `role`) in `channel`: a user mention
+    /// the target does not permit from this author is not one ([`Community::may_mention`]),
+    /// and a user is named as members of the server see it.
+    pub(super) fn mentions_in(
+        &self,
+        body: &str,
+        channel: &Channel,
+        author: &str,
+        role: Role,
+    ) -> Vec<Mention> {
+        let server_id = channel.server_id.as_str();
         text::parse_mentions(body)
             .into_iter()
+            .filter(|span| {
+                span.kind != text::MentionKind::User
+                    || self.may_mention(server_id, author, role, &span.target)
+            })
             .map(|span| {
                 let (kind, target_id, display_text) = match span.kind {
                     text::MentionKind::User => (
                         "user",
                         span.target.clone(),
-                        format!("@{}", self.profiles.display_name(&span.target)),
+                        format!("@{}", self.display_name_in(server_id, &span.target)),
                     ),
                     text::MentionKind::Here | text::MentionKind::Channel => {
-                        ("channel", channel_id.to_owned(), span.token.clone())
+                        ("channel", channel.id.to_string(), span.token.clone())
                     }
                 };
                 Mention {

@@ -37,7 +37,9 @@ mod layout;
 mod members;
 mod messages;
 mod moderation;
+mod privacy;
 mod profiles;
+mod server_profiles;
 mod sessions;
 mod tickets;
 
@@ -52,7 +54,10 @@ pub use directory::SettingsChange;
 use invites::Invites;
 use members::Roster;
 use moderation::Measures;
+pub use privacy::PrivacyChange;
+use privacy::PrivacyStore;
 use profiles::ProfileStore;
+use server_profiles::ServerProfiles;
 use sessions::Sessions;
 
 /// How long a server's ownership claim token stays valid.
@@ -163,6 +168,14 @@ pub enum Notice {
         token_hash: String,
         user_uid: String,
         device_id: String,
+    },
+    /// The uid's presence in the server became hidden or visible again (its privacy at
+    /// `version`): others see it leave or come back in every channel it follows there.
+    PresenceVisibility {
+        server_id: String,
+        user_uid: String,
+        hidden: bool,
+        version: i64,
     },
 }
 
@@ -284,6 +297,8 @@ pub struct Community {
     directory: Directory,
     roster: Roster,
     profiles: ProfileStore,
+    server_profiles: ServerProfiles,
+    privacy: PrivacyStore,
     sessions: Sessions,
     read_acks: ReadAcks,
     measures: Measures,
@@ -305,6 +320,8 @@ impl Community {
             directory: Directory::default(),
             roster: Roster::default(),
             profiles: ProfileStore::default(),
+            server_profiles: ServerProfiles::default(),
+            privacy: PrivacyStore::default(),
             sessions: Sessions::default(),
             read_acks: ReadAcks::default(),
             measures: Measures::default(),
@@ -349,6 +366,12 @@ impl Community {
         }
         for i in snapshot.invites {
             c.invites.insert(i);
+        }
+        for p in snapshot.privacy {
+            c.privacy.insert(p);
+        }
+        for p in snapshot.server_profiles {
+            c.server_profiles.insert(p);
         }
         for a in snapshot.read_acks {
             c.read_acks

@@ -5,14 +5,12 @@
 use crate::domain::ids::{ServerId, UserUid};
 use std::collections::{HashMap, HashSet};
 
-use super::{
-    Actor, Community, MAX_PRESET_ID_CHARS, MAX_PROFILES_PER_BATCH, Outcome, ProfileChange,
-};
+use super::{Actor, Community, MAX_PROFILES_PER_BATCH, Outcome, ProfileChange};
 use crate::domain::error::DomainError;
 use crate::domain::model::{AvatarAsset, AvatarMode, Millis, Profile};
 use crate::domain::records::Record;
+use crate::domain::text;
 use crate::domain::views::{AvatarUploaded, ProfileItem, Profiles};
-use crate::domain::{limits, text};
 
 /// Saved profiles by uid, and avatar assets by id.
 #[derive(Debug, Default)]
@@ -61,9 +59,6 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<ProfileItem>, DomainError> {
         self.limiter.check(&actor.user_uid, now)?;
-        limits::optional_text_field("display_name", change.display_name.as_deref())?;
-        limits::optional_text_field("avatar_preset_id", change.avatar_preset_id.as_deref())?;
-        limits::optional_text_field("avatar_asset_id", change.avatar_asset_id.as_deref())?;
         let current = self.profile_of(&actor.user_uid);
         if let Some(expected) = change.if_match
             && expected != current.version
@@ -72,35 +67,7 @@ impl Community {
                 current: Box::new(ProfileItem::of(&current, self.urls())),
             });
         }
-        let mut next = current.clone();
-        if let Some(name) = change.display_name {
-            next.display_name =
-                text::normalize_display_name(&name).map_err(DomainError::InvalidDisplayName)?;
-        }
-        if let Some(preset) = change.avatar_preset_id {
-            if preset.chars().count() > MAX_PRESET_ID_CHARS {
-                return Err(DomainError::InvalidAvatarPresetId);
-            }
-            next.avatar_preset_id = Some(preset).filter(|p| !p.is_empty());
-        }
-        if let Some(asset) = change.avatar_asset_id {
-            if asset.is_empty() {
-                next.avatar_asset_id = None;
-            } else {
-                match self.profiles.avatar_assets.get(&asset) {
-                    Some(a) if a.owner_uid == actor.user_uid => next.avatar_asset_id = Some(asset),
-                    _ => {
-                        return Err(DomainError::AvatarAssetForbidden);
-                    }
-                }
-            }
-        }
-        if let Some(mode) = change.avatar_mode {
-            next.avatar_mode = mode;
-        }
-        if next.avatar_mode == AvatarMode::Uploaded && next.avatar_asset_id.is_none() {
-            return Err(DomainError::AvatarAssetRequired);
-        }
+        let mut next = self.apply_profile_change(&actor.user_uid, current.clone(), change)?;
         next.version = current.version + 1;
         next.updated_at = now;
         let mut records = vec![Record::Profile(next.clone())];
@@ -109,7 +76,8 @@ impl Community {
             .insert(actor.user_uid.clone(), next.clone());
         let item = ProfileItem::of(&next, self.urls());
         // The event's payload is the profile itself, flat (wire contract A.7): the client reads
-        // `payload.user_uid` and drops a `{profile: …}` wrapper silently.
+        // `payload.user_uid` and drops a `{profile: …}` wrapper silently. Each server is told
+        // what it shows, which is its override where the user has one.
         let mut servers: Vec<ServerId> = self
             .roster
             .user_servers
@@ -124,7 +92,10 @@ impl Community {
         servers.sort();
         let events = servers
             .iter()
-            .map(|id| self.server_event(&mut records, id, "profile_updated", &item, now))
+            .map(|id| {
+                let shown = self.profile_item_in(id, &actor.user_uid);
+                self.server_event(&mut records, id, "profile_updated", &shown, now)
+            })
             .collect();
         Ok(Outcome {
             value: item,
@@ -154,17 +125,35 @@ impl Community {
         self.profiles.avatar_assets.get(asset_id)
     }
 
-    /// `GET /v1/profiles:batch`.
-    pub fn profiles(&self, uids: &[String]) -> Result<Profiles, DomainError> {
+    /// `GET /v1/profiles:batch`: the profiles as members of `server_id` see them (server
+    /// profiles in place of instance-wide ones). Without a server named, an instance that
+    /// holds one server answers for it (today's client names none, and its cache is per
+    /// server); one that holds several answers the instance-wide profiles, so a name chosen
+    /// for one server never shows in another.
+    pub fn profiles(
+        &self,
+        uids: &[String],
+        server_id: Option<&str>,
+    ) -> Result<Profiles, DomainError> {
         if uids.len() > MAX_PROFILES_PER_BATCH {
             return Err(DomainError::TooManyProfiles);
         }
+        let server = match server_id {
+            Some(id) => Some(self.directory.server(id)?.id.as_str()),
+            None if self.directory.servers.len() == 1 => {
+                self.directory.servers.keys().next().map(|id| id.as_str())
+            }
+            None => None,
+        };
         let mut seen = HashSet::new();
         Ok(Profiles {
             profiles: uids
                 .iter()
                 .filter(|u| seen.insert(u.as_str()))
-                .map(|u| self.profile_item(u))
+                .map(|u| match server {
+                    Some(server) => self.profile_item_in(server, u),
+                    None => self.profile_item(u),
+                })
                 .collect(),
         })
     }
@@ -269,7 +258,9 @@ mod tests {
             Some("https://chat.example.test/v1/profile/avatar/av_1")
         );
         assert_eq!(
-            c.profiles(&vec!["u".to_string(); 101]).unwrap_err().code(),
+            c.profiles(&vec!["u".to_string(); 101], None)
+                .unwrap_err()
+                .code(),
             "too_many_profiles"
         );
     }
