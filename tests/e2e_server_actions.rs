@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use simd_json::json;
 use simd_json::prelude::*;
-use support::api::{Client, DeviceKey, default_server_id, is_rfc3339_utc};
+use support::api::{Client, DeviceKey, default_server_id, is_rfc3339_utc, owned_server};
 use support::call::voice_channel;
 use support::json::{Json, JsonPath, encode, key_set};
-use support::server::{PUBLIC_BASE_URL, Place, TestServer, start_community, start_in};
+use support::server::{PUBLIC_BASE_URL, TestServer, restart_community, start_community};
 use support::ws::{QUIET, Ws, headers_query};
 
 use support::on_both_engines;
@@ -24,18 +24,6 @@ fn payload_lines(challenge: &Json) -> Vec<String> {
     assert!(payload.starts_with("openchat-session-v1\n"), "{payload}");
     assert!(payload.len() <= 1024);
     payload.split('\n').map(str::to_owned).collect()
-}
-
-/// The community test server's variables (`start_community`'s), for a restart in the same place.
-const COMMUNITY_VARS: &[(&str, &str)] = &[
-    ("OPENCHAT_AUTH_MODE", "headers"),
-    ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
-    ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000"),
-];
-
-fn restart(server: TestServer) -> TestServer {
-    let place: Place = server.stop();
-    start_in(place, None, COMMUNITY_VARS, |_| {})
 }
 
 /// Every stored invite row, its columns joined as text, read from the database itself.
@@ -77,18 +65,6 @@ fn in_secs(secs: i64) -> String {
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap()
-}
-
-/// A new server owned by `owner` (created and claimed, as the client does); its id.
-fn owned_server(owner: &Client, name: &str) -> String {
-    let created = owner.create_server(name);
-    let server_id = created.str_at("server.server_id").to_owned();
-    let claimed = owner.post(
-        &format!("/v1/servers/{server_id}/ownership:claim"),
-        &json!({"claim_token": created.str_at("ownership_claim.token")}),
-    );
-    assert_eq!(claimed.status, 200, "{}", claimed.text());
-    server_id
 }
 
 on_both_engines! {
@@ -412,6 +388,8 @@ on_both_engines! {
         );
         assert!(caps.bool_at("server_actions.bulk_read_acks"));
         assert!(caps.bool_at("server_actions.invites"));
+        assert!(caps.bool_at("server_actions.privacy"));
+        assert!(caps.bool_at("server_actions.profile_overrides"));
         // Not built yet: advertised false, so the newest client does not offer them.
         assert!(!caps.bool_at("server_actions.moderation"));
     };
@@ -508,7 +486,7 @@ on_both_engines! {
         member.post(&format!("/v1/servers/{server_id}/membership"), &json!({})).assert_error(403, "invite_required");
 
         // It all survives a restart, codes still unknown to the database.
-        let server = restart(server);
+        let server = restart_community(server);
         let addr = server.addr;
         let owner = Client { addr, ..owner };
         let list = owner.expect(200, owner.get(&format!("/v1/servers/{server_id}/invites")));

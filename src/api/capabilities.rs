@@ -102,7 +102,9 @@ pub struct ServerActions {
     /// `PUT /v1/servers/{id}/read-acks`.
     pub bulk_read_acks: bool,
     pub invites: bool,
+    /// `GET|PUT /v1/servers/{id}/privacy/me`: presence visibility and mention permission.
     pub privacy: bool,
+    /// `GET|PUT|DELETE /v1/servers/{id}/profile/me`.
     pub profile_overrides: bool,
     /// The realtime events of server actions (roles, members removed, cases, locks).
     pub events: bool,
@@ -113,8 +115,8 @@ pub struct ServerActions {
 pub const SERVER_ACTIONS: ServerActions = ServerActions {
     bulk_read_acks: true,
     invites: true,
-    privacy: false,
-    profile_overrides: false,
+    privacy: true,
+    profile_overrides: true,
     events: false,
     moderation: false,
 };

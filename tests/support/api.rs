@@ -228,6 +228,18 @@ impl Client {
 }
 
 /// The `id` of every object in the array at `path`.
+/// A new server owned by `owner` (created and claimed, as the client does); its id.
+pub fn owned_server(owner: &Client, name: &str) -> String {
+    let created = owner.create_server(name);
+    let server_id = created.str_at("server.server_id").to_owned();
+    let claimed = owner.post(
+        &format!("/v1/servers/{server_id}/ownership:claim"),
+        &simd_json::json!({"claim_token": created.str_at("ownership_claim.token")}),
+    );
+    assert_eq!(claimed.status, 200, "{}", claimed.text());
+    server_id
+}
+
 pub fn ids_of(doc: &Json, path: &str) -> Vec<String> {
     doc.arr_at(path)
         .iter()

@@ -129,11 +129,21 @@ pub const PUBLIC_BASE_URL: &str = "http://chat.test";
 /// A server for the community API: headers mode (the desktop client's), the test base URL, no
 /// rate limit in the way; `extra` adds or overrides variables.
 pub fn start_community(engine: Engine, extra: &[(&str, &str)]) -> TestServer {
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("OPENCHAT_AUTH_MODE", "headers"),
-        ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
-        ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000"),
-    ];
+    let mut vars: Vec<(&str, &str)> = COMMUNITY_VARS.to_vec();
     vars.extend_from_slice(extra);
     start_with(engine, &vars, |_| {})
+}
+
+/// The variables of [`start_community`] (before its `extra` ones).
+pub const COMMUNITY_VARS: &[(&str, &str)] = &[
+    ("OPENCHAT_AUTH_MODE", "headers"),
+    ("OPENCHAT_PUBLIC_BASE_URL", PUBLIC_BASE_URL),
+    ("OPENCHAT_RATE_LIMIT_PER_MINUTE", "1000000"),
+];
+
+/// Stops a [`start_community`] server (without extra variables) and starts it again on the
+/// same data: what it acknowledged must be there.
+pub fn restart_community(server: TestServer) -> TestServer {
+    let place: Place = server.stop();
+    start_in(place, None, COMMUNITY_VARS, |_| {})
 }

@@ -3,7 +3,7 @@
 //! Frames that arrive while a test waits for another type are kept in order, so no event is
 //! lost to a wait that looked for something else.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use simd_json::prelude::*;
 use tungstenite::{Message, WebSocket};
 
+use super::api::new_device;
 use super::json::{Json, JsonPath, encode, parse};
 
 /// What tests usually give the server to deliver a frame.
@@ -278,4 +279,70 @@ impl Drop for Ws {
 /// The `type` of a frame.
 pub fn kind(frame: &Json) -> &str {
     frame.str_at("type")
+}
+
+/// A subscribed realtime socket and the shard that serves it.
+pub struct Placed {
+    pub ws: Ws,
+    pub device: String,
+    pub shard: String,
+}
+
+/// The shard of a socket, read from its own `client_id` in a presence snapshot (`c{shard}_{n}`).
+pub fn shard_of(snapshot: &Json, device: &str) -> String {
+    let me = snapshot
+        .arr_at("payload.members")
+        .iter()
+        .find(|m| m.str_at("device_id") == device)
+        .unwrap_or_else(|| panic!("the subscriber is missing: {}", encode(snapshot)));
+    let client_id = me.str_at("client_id");
+    client_id
+        .split('_')
+        .next()
+        .filter(|s| s.starts_with('c') && s.len() > 1)
+        .unwrap_or_else(|| panic!("client_id {client_id:?} does not name its shard"))
+        .to_owned()
+}
+
+/// Opens a socket for `uid`, subscribes it to `channel_id`, and learns its shard.
+pub fn open_placed(addr: SocketAddr, server_id: &str, uid: &str, channel_id: &str) -> Placed {
+    let device = new_device();
+    let mut ws = Ws::connect(addr, &headers_query(server_id, uid, &device));
+    ws.subscribe(channel_id);
+    let snapshot = ws.expect("chat.presence.snapshot");
+    let shard = shard_of(&snapshot, &device);
+    Placed { ws, device, shard }
+}
+
+/// Sockets of `uid` until one lands on each of the two shards (the kernel spreads
+/// connections over the shards' SO_REUSEPORT listeners by their addresses, so a few tries do).
+pub fn one_per_shard(
+    addr: SocketAddr,
+    server_id: &str,
+    uid: &str,
+    channel_id: &str,
+) -> Vec<Placed> {
+    let mut by_shard: HashMap<String, Placed> = HashMap::new();
+    for _ in 0..32 {
+        let placed = open_placed(addr, server_id, uid, channel_id);
+        by_shard.entry(placed.shard.clone()).or_insert(placed);
+        if by_shard.len() == 2 {
+            return by_shard.into_values().collect();
+        }
+    }
+    panic!("32 connections all landed on one shard");
+}
+
+/// A socket of `uid` on a shard other than `not_on`.
+pub fn placed_elsewhere(
+    addr: SocketAddr,
+    server_id: &str,
+    uid: &str,
+    channel_id: &str,
+    not_on: &str,
+) -> Placed {
+    one_per_shard(addr, server_id, uid, channel_id)
+        .into_iter()
+        .find(|p| p.shard != not_on)
+        .expect("a socket on the other shard")
 }
