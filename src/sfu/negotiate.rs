@@ -136,10 +136,20 @@ impl Sfu {
                 return Err(SfuError::Negotiation(e.to_string()));
             }
         };
+        // An offer with new ICE credentials is an ICE restart (the client's first recovery
+        // step): str0m answers with new local ones, and a check from an address not known yet
+        // names them, so routing follows.
+        let ufrag = conn.rtc.direct_api().local_ice_credentials().ufrag;
+        let restarted = (ufrag != conn.ufrag).then(|| std::mem::replace(&mut conn.ufrag, ufrag));
         // str0m reports new m-lines only once media can flow; take them from the offer now, so
         // tracks are announced and slots filled while ICE and DTLS are still under way.
         for mid in sdp::mids(offer) {
             conn.note_mid(Mid::from(mid), direction);
+        }
+        if let Some(old) = restarted {
+            let new = conn.ufrag.clone();
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(new, (participant, direction));
         }
         self.drain(participant, direction, now);
         if direction == Direction::Publish {
@@ -319,6 +329,90 @@ mod tests {
         assert_eq!(left, ["mic", "screen"]);
         assert!(net.events.iter().any(|e| matches!(e,
         Event::Withdraw { to: 2, track } if track.track_id == "cam")));
+    }
+
+    /// The `a=ice-ufrag` of an SDP.
+    fn ufrag(sdp: &str) -> String {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .expect("an ice-ufrag")
+            .to_owned()
+    }
+
+    #[test]
+    fn an_ice_restart_on_either_connection_keeps_everyone_s_media_flowing() {
+        let mut net = Net::new(sfu());
+        for p in 1..=3 {
+            net.join(p, CAPS, ALL);
+        }
+        for p in [2, 3] {
+            net.negotiate(p, Direction::Subscribe, &[Line::receive(MediaKind::Audio)])
+                .unwrap();
+        }
+        let mic = net
+            .negotiate(
+                1,
+                Direction::Publish,
+                &[Line::send(MediaKind::Audio, "s", "mic")],
+            )
+            .unwrap()[0];
+        for p in [2, 3] {
+            let (offer, _) = net
+                .client(p, Direction::Subscribe)
+                .offer(&[])
+                .unwrap_or_else(|| {
+                    let peer = net.client(p, Direction::Subscribe);
+                    peer.offer(&[Line::receive(MediaKind::Audio)]).unwrap()
+                });
+            let answer = net
+                .sfu
+                .accept_offer(p, Direction::Subscribe, &offer, net.now)
+                .unwrap();
+            net.client(p, Direction::Subscribe)
+                .accept_answer(&answer)
+                .unwrap();
+        }
+        net.connect_all();
+        net.publish(1, mic, Burst::audio(20, 80));
+        let before = [net.received(2).len(), net.received(3).len()];
+        assert!(before.iter().all(|&n| n >= 18), "{before:?}");
+
+        // The publisher restarts ICE (the client's first recovery step), then a subscriber
+        // does from a new network address (its Wi-Fi dropped): each answer has new
+        // credentials, the new address is learned from a check naming them, and media goes on
+        // for everyone.
+        for (p, direction, moved) in [
+            (1, Direction::Publish, None),
+            (2, Direction::Subscribe, Some("10.0.9.3:7000")),
+        ] {
+            if let Some(addr) = moved {
+                net.client(p, direction).move_to(addr.parse().unwrap());
+            }
+            let old_answer = net.client(p, direction).answer.clone();
+            let offer = net.client(p, direction).restart_ice().expect("an offer");
+            let answer = net.sfu.accept_offer(p, direction, &offer, net.now).unwrap();
+            assert_ne!(ufrag(&answer), ufrag(&old_answer), "new local credentials");
+            net.client(p, direction).accept_answer(&answer).unwrap();
+            net.collect();
+            for _ in 0..50 {
+                net.step(10);
+            }
+            let counts = [net.received(2).len(), net.received(3).len()];
+            net.publish(1, mic, Burst::audio(20, 80));
+            let after = [net.received(2).len(), net.received(3).len()];
+            for i in 0..2 {
+                assert!(
+                    after[i] - counts[i] >= 18,
+                    "after the restart of {p}'s {direction:?}: {counts:?} -> {after:?}"
+                );
+            }
+        }
+        assert!(
+            net.events
+                .iter()
+                .all(|e| !matches!(e, Event::Withdraw { .. })),
+            "no track was withdrawn by a restart"
+        );
     }
 
     #[test]

@@ -115,6 +115,24 @@ impl Peer {
         Some((offer.to_sdp_string(), mids))
     }
 
+    /// The peer's network changes: it sends from and listens on `addr` from now on (the old
+    /// address is gone).
+    pub fn move_to(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+        self.rtc
+            .add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
+    }
+
+    /// An offer that restarts ICE on this connection (new ufrag and password, the m-lines as
+    /// they are), as a browser's `restartIce()` makes.
+    pub fn restart_ice(&mut self) -> Option<String> {
+        let mut change = self.rtc.sdp_api();
+        change.ice_restart(true);
+        let (offer, pending) = change.apply()?;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
     /// Applies the SFU's answer to the pending offer.
     pub fn accept_answer(&mut self, answer: &str) -> Result<(), String> {
         let pending = self.pending.take().ok_or("no offer is pending")?;
