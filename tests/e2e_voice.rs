@@ -271,25 +271,29 @@ fn bad_signaling_and_bad_media_are_refused_without_harm() {
     let (server, alice, voice) = voice_server();
     let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
 
-    // Malformed SDP and an offer with hundreds of m-lines: rtc_negotiation_failed.
-    a.ws.send(
-        "rtc.offer.publish",
-        json!({"type": "offer", "sdp": "v=0 nonsense", "direction": "publish"}),
-    );
-    let error = a.ws.expect("rtc.error");
-    assert_eq!(error.str_at("payload.code"), "rtc_negotiation_failed");
+    // Malformed SDP and an offer with hundreds of m-lines: rtc_negotiation_failed, echoing
+    // the offer's request_id, then the close (any rtc.error ends the client's call); the
+    // participant leaves with the socket, and a fresh ticket joins again.
     let many = format!(
         "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n{}",
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(300)
     );
-    a.ws.send(
-        "rtc.offer.subscribe",
-        json!({"type": "offer", "sdp": many, "direction": "subscribe"}),
-    );
-    assert_eq!(
-        a.ws.expect("rtc.error").str_at("payload.code"),
-        "rtc_negotiation_failed"
-    );
+    for (kind, sdp) in [
+        ("rtc.offer.publish", "v=0 nonsense".to_owned()),
+        ("rtc.offer.subscribe", many),
+    ] {
+        let frame = json!({"type": kind, "request_id": "offer_bad_1", "payload": {"type": "offer", "sdp": sdp, "direction": "publish"}});
+        a.ws.send_text(&support::json::encode(&frame));
+        let error = a.ws.expect("rtc.error");
+        assert_eq!(error.str_at("payload.code"), "rtc_negotiation_failed");
+        assert_eq!(error.str_at("request_id"), "offer_bad_1");
+        assert_eq!(error.str_at("payload.request_id"), "offer_bad_1");
+        assert!(
+            a.ws.closed_within(Duration::from_secs(2)),
+            "{kind}: closed after the error"
+        );
+        a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    }
     // Garbage and a stranger's STUN at the media ports change nothing; the call still works.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mid = a.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "m")])[0];
@@ -372,6 +376,15 @@ fn a_listen_only_ticket_cannot_publish() {
     let refused = early.expect("rtc.error");
     assert_eq!(refused.str_at("payload.code"), "rtc_ticket_expired");
     assert!(refused.bool_at("payload.retryable"));
+    assert_eq!(
+        refused.str_at("request_id"),
+        "req_1",
+        "the rtc.join's request_id"
+    );
+    assert!(
+        early.closed_within(Duration::from_secs(2)),
+        "after the error, the close"
+    );
     let ticket = openchatd::rtc::ticket::sign(TICKET_SECRET.as_bytes(), &claims);
     let mut a = Caller::join(server.addr, &ticket);
     let (sdp, _) = a
@@ -379,13 +392,28 @@ fn a_listen_only_ticket_cannot_publish() {
         .peer
         .offer(&[Line::send(MediaKind::Audio, "s", "m")])
         .unwrap();
-    a.ws.send(
-        "rtc.offer.publish",
-        json!({"type": "offer", "sdp": sdp, "direction": "publish"}),
-    );
+    a.ws.send_text(&support::json::encode(&json!({
+        "type": "rtc.offer.publish",
+        "request_id": "offer_mic_1",
+        "payload": {"type": "offer", "sdp": sdp, "direction": "publish"}
+    })));
+    // The client's terminal code for media it may not send, about that offer, then the close.
     let error = a.ws.expect("rtc.error");
-    assert_eq!(error.str_at("payload.code"), "rtc_permission_denied");
-    // Receiving is still allowed.
+    assert_eq!(error.str_at("payload.code"), "rtc_media_denied");
+    assert!(!error.bool_at("payload.retryable"));
+    assert_eq!(error.str_at("request_id"), "offer_mic_1");
+    assert!(a.ws.closed_within(Duration::from_secs(2)));
+    // Receiving is still allowed, as a listen-only participant does it.
+    let mut a = Caller::join(
+        server.addr,
+        &openchatd::rtc::ticket::sign(
+            TICKET_SECRET.as_bytes(),
+            &openchatd::rtc::ticket::Claims {
+                jti: "jt_listen_only_2".into(),
+                ..claims
+            },
+        ),
+    );
     a.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
 }
 

@@ -20,7 +20,9 @@ use crate::rtc::ticket::{self, TicketError};
 use crate::runtime::voice::VoiceOp;
 use crate::runtime::websocket::{CloseReason, RealtimeSocket, Session, SocketHandle};
 use crate::sfu::Caps;
-use crate::wire::signaling::{SignalingRequest, error_frame, parse_signaling_frame};
+use crate::wire::signaling::{
+    SignalingFrame, SignalingRequest, error_frame, parse_signaling_frame,
+};
 
 pub fn session(
     shard: Rc<Shard>,
@@ -37,9 +39,15 @@ pub fn session(
     Box::pin(run(shard, session, media_ips))
 }
 
-/// Sends a fatal `rtc.error` and closes.
-fn fail(handle: &SocketHandle, code: &str, message: &str, retryable: bool) {
-    let _ = handle.push(error_frame(code, message, retryable));
+/// Sends a fatal `rtc.error` about the frame `request_id` named, then closes.
+fn fail(
+    handle: &SocketHandle,
+    request_id: Option<&str>,
+    code: &str,
+    message: &str,
+    retryable: bool,
+) {
+    let _ = handle.push(error_frame(code, message, retryable, request_id));
     handle.close();
 }
 
@@ -54,10 +62,15 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
     // The channel of the room this socket is in.
     let mut joined: Option<String> = None;
     while let Some(text) = socket.next_client_text().await {
-        let Some(request) = parse_signaling_frame(text) else {
+        let Some(SignalingFrame {
+            request_id,
+            request,
+        }) = parse_signaling_frame(text)
+        else {
             if joined.is_none() {
                 fail(
                     &handle,
+                    None,
                     "rtc_join_denied",
                     "the first frame must be rtc.join",
                     false,
@@ -65,15 +78,19 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
             }
             continue;
         };
+        let request_id = request_id.as_deref();
         match (request, &joined) {
             (SignalingRequest::Join { ticket, channel_id }, None) => {
-                match join(&shard, ticket, channel_id, me, &media_ips).await {
+                match join(&shard, ticket, channel_id, request_id, me, &media_ips).await {
                     Ok(channel) => joined = Some(channel),
-                    Err((code, message, retryable)) => fail(&handle, code, &message, retryable),
+                    Err((code, message, retryable)) => {
+                        fail(&handle, request_id, code, &message, retryable)
+                    }
                 }
             }
             (_, None) => fail(
                 &handle,
+                request_id,
                 "rtc_join_denied",
                 "join first: rtc.join {ticket}",
                 false,
@@ -100,9 +117,11 @@ async fn run(shard: Rc<Shard>, session: Session, media_ips: Vec<IpAddr>) {
                     socket: me,
                     direction,
                     sdp,
+                    request_id: request_id.map(str::to_owned),
                 }),
                 None => fail(
                     &handle,
+                    request_id,
                     "rtc_negotiation_failed",
                     "an offer needs {sdp}",
                     false,
@@ -167,6 +186,7 @@ async fn join(
     shard: &Rc<Shard>,
     ticket: Option<String>,
     channel_id: Option<String>,
+    request_id: Option<&str>,
     me: SocketRef,
     media_ips: &[IpAddr],
 ) -> Result<String, JoinRefusal> {
@@ -223,6 +243,7 @@ async fn join(
             },
             media_ips: media_ips.to_vec(),
         },
+        request_id: request_id.map(str::to_owned),
     });
     Ok(channel)
 }

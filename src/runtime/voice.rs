@@ -33,6 +33,8 @@ pub enum VoiceOp {
         socket: SocketRef,
         joined_at: String,
         seat: Seat,
+        /// The `rtc.join`'s `request_id`, echoed by a refusal.
+        request_id: Option<String>,
     },
     /// `rtc.offer.publish` / `rtc.offer.subscribe`.
     Offer {
@@ -40,6 +42,8 @@ pub enum VoiceOp {
         socket: SocketRef,
         direction: Direction,
         sdp: String,
+        /// The offer's `request_id`, echoed by a refusal.
+        request_id: Option<String>,
     },
     /// A trickled client candidate.
     Candidate {
@@ -97,6 +101,7 @@ impl Voice {
 
     /// Applies a voice-room change to a room this shard owns.
     pub fn apply(&self, op: VoiceOp) -> Outgoing {
+        let mut refused = None;
         let deliveries = {
             let mut rooms = self.rooms.borrow_mut();
             match op {
@@ -105,13 +110,17 @@ impl Voice {
                     socket,
                     joined_at,
                     seat,
+                    request_id,
                 } => match rooms.join(&claims, socket, &joined_at, seat) {
                     Ok(d) => d,
                     Err(e) => {
-                        let mut out = Outgoing::deliveries(vec![Delivery {
-                            to: socket,
-                            frame: error_frame("rtc_join_denied", &e.to_string(), false),
-                        }]);
+                        let frame = error_frame(
+                            "rtc_join_denied",
+                            &e.to_string(),
+                            false,
+                            request_id.as_deref(),
+                        );
+                        let mut out = Outgoing::deliveries(vec![Delivery { to: socket, frame }]);
                         out.close(vec![socket]);
                         return out;
                     }
@@ -125,8 +134,22 @@ impl Voice {
                     socket,
                     direction,
                     sdp,
+                    request_id,
                     ..
-                } => rooms.offer(socket, direction, &sdp, Instant::now()),
+                } => match rooms.offer(
+                    socket,
+                    direction,
+                    &sdp,
+                    request_id.as_deref(),
+                    Instant::now(),
+                ) {
+                    Ok(d) => d,
+                    // A refused offer is fatal to the call: the error, then the close.
+                    Err(refusal) => {
+                        refused = Some(socket);
+                        vec![refusal]
+                    }
+                },
                 VoiceOp::Candidate {
                     socket,
                     direction,
@@ -145,7 +168,9 @@ impl Voice {
             }
         };
         self.flush_media();
-        Outgoing::deliveries(deliveries)
+        let mut out = Outgoing::deliveries(deliveries);
+        out.close(refused.into_iter().collect());
+        out
     }
 
     /// Gives this shard's rooms their media: the SFU and the socket it sends on.

@@ -61,7 +61,9 @@ impl SfuError {
     /// The `rtc.error` code of the wire contract.
     pub fn code(&self) -> &'static str {
         match self {
-            SfuError::NotPermitted(_) => "rtc_permission_denied",
+            // A listen-only participant (or one without camera or screen) publishing: the
+            // client ends the call on it (wire contract A.10).
+            SfuError::NotPermitted(_) => "rtc_media_denied",
             SfuError::UnknownParticipant => "rtc_join_denied",
             _ => "rtc_negotiation_failed",
         }
@@ -462,7 +464,7 @@ mod tests {
                 &[Line::send(MediaKind::Audio, "s", "m")],
             )
             .unwrap_err();
-        assert_eq!(err.code(), "rtc_permission_denied");
+        assert_eq!(err.code(), "rtc_media_denied");
         // It may still receive.
         net.negotiate(2, Direction::Subscribe, &[Line::receive(MediaKind::Audio)])
             .unwrap();

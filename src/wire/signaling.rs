@@ -1,6 +1,7 @@
 //! The voice signaling socket's frames (wire contract A.8): client frames
-//! `{type, request_id, channel_id, payload}` in, parsed into a [`SignalingRequest`]; server frames
-//! `{type, payload}` out ([`frame`], [`error_frame`]).
+//! `{type, request_id, channel_id, payload}` in, parsed into a [`SignalingFrame`]; server frames
+//! `{type, payload}` out ([`frame`]), and `rtc.error` with the `request_id` of the frame that
+//! failed ([`error_frame`]).
 //!
 //! The parser is lenient where the socket is: a field a request needs but lacks stays `None`,
 //! since what a missing field means depends on the socket's state (before a join every frame
@@ -13,7 +14,17 @@ use simd_json::prelude::*;
 
 use crate::sfu::Direction;
 
-/// One client frame of the signaling socket.
+/// Longest `request_id` echoed back; a longer one (or one that is not plain text) is not.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// One client frame: its request and the `request_id` an error about it echoes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalingFrame {
+    pub request_id: Option<String>,
+    pub request: SignalingRequest,
+}
+
+/// One client request of the signaling socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalingRequest {
     /// `rtc.join {ticket}`, with the optional top-level `channel_id` the ticket must match.
@@ -64,7 +75,7 @@ impl SignalingRequest {
 
 /// Parses one client text frame; `None` for anything that is not a JSON object with a string
 /// `type` (too deep included: `crate::json` bounds the nesting).
-pub fn parse_signaling_frame(text: String) -> Option<SignalingRequest> {
+pub fn parse_signaling_frame(text: String) -> Option<SignalingFrame> {
     let mut bytes = text.into_bytes();
     let value = crate::json::to_owned_value(&mut bytes).ok()?;
     let payload = value.get("payload");
@@ -97,7 +108,15 @@ pub fn parse_signaling_frame(text: String) -> Option<SignalingRequest> {
             kind: other.to_owned(),
         },
     };
-    Some(request)
+    let request_id = value
+        .get("request_id")
+        .and_then(|r| r.as_str())
+        .filter(|r| r.chars().count() <= MAX_REQUEST_ID_CHARS && !r.chars().any(char::is_control))
+        .map(str::to_owned);
+    Some(SignalingFrame {
+        request_id,
+        request,
+    })
 }
 
 /// `{"type": kind, "payload": payload}`: the server → client signaling envelope.
@@ -111,22 +130,36 @@ pub fn frame<T: Serialize>(kind: &str, payload: &T) -> Bytes {
     Bytes::from(simd_json::to_vec(&Envelope { kind, payload }).expect("frames serialize"))
 }
 
-/// An `rtc.error {code, message, retryable}` frame.
-pub fn error_frame(code: &str, message: &str, retryable: bool) -> Bytes {
+/// An `rtc.error {code, message, retryable}` frame about the client frame `request_id` named
+/// (echoed beside `type`, as the client's envelope has it, and in the payload).
+pub fn error_frame(code: &str, message: &str, retryable: bool, request_id: Option<&str>) -> Bytes {
     #[derive(Serialize)]
     struct Error<'a> {
         code: &'a str,
         message: &'a str,
         retryable: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
     }
-    frame(
-        "rtc.error",
-        &Error {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
+        payload: Error<'a>,
+    }
+    let envelope = Envelope {
+        kind: "rtc.error",
+        request_id,
+        payload: Error {
             code,
             message,
             retryable,
+            request_id,
         },
-    )
+    };
+    Bytes::from(simd_json::to_vec(&envelope).expect("frames serialize"))
 }
 
 #[cfg(test)]
@@ -135,7 +168,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse(text: &str) -> Option<SignalingRequest> {
-        parse_signaling_frame(text.to_owned())
+        parse_signaling_frame(text.to_owned()).map(|f| f.request)
+    }
+
+    #[test]
+    fn the_request_id_is_kept_when_it_is_plain_and_short() {
+        let id = |text: &str| parse_signaling_frame(text.to_owned()).unwrap().request_id;
+        assert_eq!(
+            id(r#"{"type":"rtc.leave","request_id":"leave_1"}"#).as_deref(),
+            Some("leave_1")
+        );
+        assert_eq!(id(r#"{"type":"rtc.leave","request_id":7}"#), None);
+        assert_eq!(id(r#"{"type":"rtc.leave","request_id":"a\u0000b"}"#), None);
+        let long = format!(
+            r#"{{"type":"rtc.leave","request_id":"{}"}}"#,
+            "r".repeat(129)
+        );
+        assert_eq!(id(&long), None);
     }
 
     #[test]
@@ -264,12 +313,12 @@ mod tests {
             br#"{"type":"rtc.answer","payload":{"sdp":"v=0\r\n"}}"#
         );
         assert_eq!(
-            &error_frame("rtc_join_denied", "join \"first\"", false)[..],
+            &error_frame("rtc_join_denied", "join \"first\"", false, None)[..],
             br#"{"type":"rtc.error","payload":{"code":"rtc_join_denied","message":"join \"first\"","retryable":false}}"#
         );
         assert_eq!(
-            &error_frame("overloaded", "busy", true)[..],
-            br#"{"type":"rtc.error","payload":{"code":"overloaded","message":"busy","retryable":true}}"#
+            &error_frame("overloaded", "busy", true, Some("join_1"))[..],
+            br#"{"type":"rtc.error","request_id":"join_1","payload":{"code":"overloaded","message":"busy","retryable":true,"request_id":"join_1"}}"#
         );
     }
 
@@ -277,7 +326,7 @@ mod tests {
         /// Arbitrary text never panics the parser, and a relayed media state parses again.
         #[test]
         fn parser_never_panics(text in "\\PC{0,64}|\\{\"type\":\"rtc.media.state\",\"payload\":\\PC{0,64}\\}") {
-            if let Some(SignalingRequest::MediaState { payload: Some(p) }) = parse_signaling_frame(text) {
+            if let Some(SignalingFrame { request: SignalingRequest::MediaState { payload: Some(p) }, .. }) = parse_signaling_frame(text) {
                 prop_assert!(crate::json::to_owned_value(&mut p.into_bytes()).is_ok());
             }
         }

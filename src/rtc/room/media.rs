@@ -64,38 +64,37 @@ impl Rooms {
 
     /// `rtc.offer.publish` / `rtc.offer.subscribe` from `socket`: the answer, then the server's
     /// ICE candidates for that connection (tagged with `direction`), then whatever the
-    /// negotiation changed for the others. A refused offer is one `rtc.error`.
+    /// negotiation changed for the others. A refused offer is the one `rtc.error` to send
+    /// (echoing `request_id`) before the socket is closed.
     pub fn offer(
         &mut self,
         socket: SocketRef,
         direction: Direction,
         sdp: &str,
+        request_id: Option<&str>,
         now: Instant,
-    ) -> Vec<Delivery> {
+    ) -> Result<Vec<Delivery>, Delivery> {
+        let refuse = |code: &str, message: &str, retryable: bool| Delivery {
+            to: socket,
+            frame: error_frame(code, message, retryable, request_id),
+        };
         let Some(number) = self.by_socket.get(&socket).map(|(_, n)| *n) else {
-            return vec![Delivery {
-                to: socket,
-                frame: error_frame("rtc_join_denied", "join first: rtc.join {ticket}", false),
-            }];
+            return Err(refuse(
+                "rtc_join_denied",
+                "join first: rtc.join {ticket}",
+                false,
+            ));
         };
         let Some(media) = self.media.as_mut() else {
-            return vec![Delivery {
-                to: socket,
-                frame: error_frame(
-                    "rtc_negotiation_failed",
-                    "media is not available on this server",
-                    true,
-                ),
-            }];
+            return Err(refuse(
+                "rtc_negotiation_failed",
+                "media is not available on this server",
+                true,
+            ));
         };
         let answer = match media.accept_offer(number, direction, sdp, now) {
             Ok(answer) => answer,
-            Err(e) => {
-                return vec![Delivery {
-                    to: socket,
-                    frame: error_frame(e.code(), &e.to_string(), false),
-                }];
-            }
+            Err(e) => return Err(refuse(e.code(), &e.to_string(), false)),
         };
         let kind = direction.as_str();
         let mut out = vec![Delivery {
@@ -125,7 +124,7 @@ impl Rooms {
             });
         }
         out.extend(self.media_deliveries());
-        out
+        Ok(out)
     }
 
     /// A trickled client candidate (`rtc.ice.candidate {candidate, direction}`). Candidates
@@ -270,12 +269,15 @@ mod tests {
     use super::super::testing::{claims, json, seat, sock};
     use super::*;
 
-    /// The code and `retryable` of the one `rtc.error` in `out`.
-    fn error(out: &[Delivery]) -> (String, bool) {
+    /// The code and `retryable` of a refusal, which echoes the offer's `request_id`.
+    fn error(out: &Result<Vec<Delivery>, Delivery>) -> (String, bool) {
         use simd_json::prelude::*;
-        assert_eq!(out.len(), 1, "{out:?}");
-        let doc = json(&out[0].frame);
+        let Err(refusal) = out else {
+            panic!("not refused: {out:?}");
+        };
+        let doc = json(&refusal.frame);
         assert_eq!(doc["type"].as_str(), Some("rtc.error"));
+        assert_eq!(doc["request_id"].as_str(), Some("offer_1"));
         let payload = &doc["payload"];
         (
             payload["code"].as_str().unwrap().to_owned(),
@@ -288,8 +290,9 @@ mod tests {
         let now = Instant::now();
         let stranger: SocketAddr = "10.0.0.9:9".parse().unwrap();
         let mut rooms = Rooms::default();
-        let offer =
-            |rooms: &mut Rooms, sdp: &str| rooms.offer(sock(1), Direction::Publish, sdp, now);
+        let offer = |rooms: &mut Rooms, sdp: &str| {
+            rooms.offer(sock(1), Direction::Publish, sdp, Some("offer_1"), now)
+        };
         assert_eq!(
             error(&offer(&mut rooms, "v=0")),
             ("rtc_join_denied".to_owned(), false)
