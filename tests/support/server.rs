@@ -147,3 +147,31 @@ pub fn restart_community(server: TestServer) -> TestServer {
     let place: Place = server.stop();
     start_in(place, None, COMMUNITY_VARS, |_| {})
 }
+
+impl TestServer {
+    /// Runs `sql` on the server's own database, beside the server (reads, or a write the
+    /// server will only see after a restart); the first column of each row, as text.
+    pub fn sql(&self, sql: &str) -> Vec<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::{Connection, Row};
+            match &self.db {
+                Some(db) => {
+                    let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+                    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                }
+                None => {
+                    let file = self.data_dir.as_ref().unwrap().path().join("openchat.db");
+                    let url = format!("sqlite://{}", file.display());
+                    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                }
+            }
+        })
+    }
+}
