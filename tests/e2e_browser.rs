@@ -23,12 +23,17 @@ const PAGE: &str = include_str!("browser/call.html");
 
 /// Runs the page's call and returns what it reported.
 fn call_in_chromium(simulcast: bool) -> Json {
+    run_page(&format!("simulcast={}", simulcast as u8))
+}
+
+/// Runs the page with `query` added and returns what it reported.
+fn run_page(query: &str) -> Json {
     let server = start_community(Engine::Sqlite, &[("OPENCHAT_DEFAULT_SERVER_ID", "home")]);
     let voice = voice_channel(&Client::user(server.addr), "home");
     let pages = PageServer::new(PAGE);
     let url = format!(
-        "http://{}/page.html?api=http://{}&server=home&channel={voice}&simulcast={}",
-        pages.addr, server.addr, simulcast as u8
+        "http://{}/page.html?api=http://{}&server=home&channel={voice}&{query}",
+        pages.addr, server.addr
     );
     let _browser = Browser::open(&url);
     let result = pages
@@ -193,4 +198,46 @@ fn a_chromium_simulcast_camera_reaches_the_other_participants() {
     }
     // Which camera layer Bob decodes follows his REMB estimate (and Chromium scales layers to
     // its CPU), so only that he decodes one is checked, by assert_the_call_worked.
+}
+
+#[test]
+fn chromium_recovers_a_call_by_ice_restart_and_by_rejoining_with_a_fresh_ticket() {
+    let result = run_page("scenario=recover");
+    let pair = |path: &str| strings(&result, path);
+    // The restart renewed the credentials on both of alice's connections, on both sides.
+    for (before, after) in [
+        ("before.alice_ufrags", "restarted.alice_ufrags"),
+        ("before.server_ufrags", "restarted.server_ufrags"),
+    ] {
+        let (before, after) = (pair(before), pair(after));
+        assert_eq!(before.len(), 2);
+        assert!(
+            before.iter().zip(&after).all(|(b, a)| b != a),
+            "{before:?} -> {after:?}"
+        );
+    }
+    assert_eq!(pair("restarted.states"), ["connected", "connected"]);
+    // Audio went on both ways after it (the page waited for 100 more packets each way).
+    assert!(result.i64_at("restarted.alice_heard") > result.i64_at("before.alice_heard") + 100);
+    assert!(result.i64_at("restarted.bob_heard") > result.i64_at("before.bob_heard") + 100);
+    // Bob came back as a new participant of the same user, announced to alice, and they
+    // hear each other again.
+    assert_ne!(
+        result.str_at("bob_participant_id"),
+        result.str_at("again_participant_id")
+    );
+    let joined = result.arr_at("alice_joined");
+    assert!(
+        joined
+            .iter()
+            .any(|p| p.str_at("participant_id") == result.str_at("again_participant_id")),
+        "{}",
+        encode(&result)
+    );
+    assert!(result.i64_at("again_heard") > 50);
+    assert!(
+        result.arr_at("errors").is_empty(),
+        "no rtc.error on the way: {}",
+        encode(&result)
+    );
 }
