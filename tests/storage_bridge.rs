@@ -116,6 +116,8 @@ fn migrations_are_applied(h: Harness) {
             "3".to_owned(),
             "4".to_owned(),
             "5".to_owned(),
+            "6".to_owned(),
+            "7".to_owned(),
         ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
@@ -363,6 +365,8 @@ fn data_persists_across_restart(h: Harness) {
             "3".to_owned(),
             "4".to_owned(),
             "5".to_owned(),
+            "6".to_owned(),
+            "7".to_owned(),
         ]
     );
     handle.shutdown();

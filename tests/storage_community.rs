@@ -392,6 +392,24 @@ fn everything() -> (Vec<Record>, Snapshot) {
         server_profile("u-bob", false),
     ];
     server_profiles.sort_by(|a, b| a.user_uid.cmp(&b.user_uid));
+    // The audit is appended, read in pages (not loaded), and counted: a retried insert of the
+    // same seq changes nothing.
+    let audit = |seq: i64| AuditEntry {
+        seq,
+        audit_id: format!("aud-{seq}"),
+        server_id: "srv-1".to_owned().into(),
+        case_id: (seq == 2).then(|| "case-1".to_owned()),
+        actor_uid: "u-alice".to_owned().into(),
+        event_type: "role_updated".to_owned(),
+        payload: format!("{{\"n\":{seq}}}"),
+        created_at: 1_020 + seq,
+    };
+    records.push(Record::Audit(audit(1)));
+    records.push(Record::Audit(audit(2)));
+    records.push(Record::Audit(AuditEntry {
+        payload: "{\"rewritten\":true}".to_owned(),
+        ..audit(2)
+    }));
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -412,6 +430,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
         privacy,
         server_profiles,
         last_seq: 2,
+        last_audit_seq: 2,
         last_event_ids: HashMap::from([
             ("srv-1".to_owned(), EventId(2)),
             ("srv-2".to_owned(), EventId(1)),
@@ -446,6 +465,26 @@ fn every_record_round_trips(h: StorageHarness) {
 
     let stored = block_on(storage.message("msg_2")).unwrap().unwrap();
     assert_eq!(stored, rich(2, "ch-1"));
+    // Audit pages: newest first, before a seq, bounded; the retried insert left row 2 as it was.
+    let audit = block_on(storage.audit_page("srv-1", i64::MAX, 10)).unwrap();
+    let seen: Vec<(i64, &str)> = audit.iter().map(|a| (a.seq, a.payload.as_str())).collect();
+    assert_eq!(seen, [(2, "{\"n\":2}"), (1, "{\"n\":1}")]);
+    assert_eq!(audit[0].case_id.as_deref(), Some("case-1"));
+    assert_eq!(
+        block_on(storage.audit_page("srv-1", 2, 10)).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        block_on(storage.audit_page("srv-1", i64::MAX, 1))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        block_on(storage.audit_page("srv-2", i64::MAX, 10))
+            .unwrap()
+            .is_empty()
+    );
     let page = block_on(storage.messages(latest("ch-1", 10))).unwrap();
     assert_eq!(page.messages, vec![plain(1, "ch-1"), rich(2, "ch-1")]);
     assert_eq!(page.reply_targets, vec![plain(1, "ch-1")]);

@@ -13,6 +13,7 @@ pub mod input;
 pub mod invites;
 pub mod messages;
 pub mod metrics;
+pub mod moderation;
 pub mod privacy;
 pub mod profiles;
 pub mod realtime;
@@ -269,6 +270,17 @@ fn routes() -> Router<Handler> {
             A(invites::revoke),
         )
         .route(Post, "/v1/invites/{code}/redeem", A(invites::redeem))
+        .route(Get, "/v1/servers/{server_id}/roles", A(moderation::roles))
+        .route(
+            Put,
+            "/v1/servers/{server_id}/roles",
+            A(moderation::set_role),
+        )
+        .route(
+            Get,
+            "/v1/servers/{server_id}/moderation/audit",
+            A(moderation::audit),
+        )
         .route(
             Get,
             "/v1/servers/{server_id}/privacy/me",

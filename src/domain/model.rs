@@ -270,6 +270,20 @@ pub struct ServerProfile {
     pub cleared: bool,
 }
 
+/// One row of the moderation audit (Part D): appended, never changed. `seq` orders the rows
+/// of the instance as the authority decided them; `payload` is JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub audit_id: String,
+    pub server_id: ServerId,
+    pub case_id: Option<String>,
+    pub actor_uid: UserUid,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: Millis,
+}
+
 /// An uploaded avatar image. Only `owner_uid` may put it on a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvatarAsset {

@@ -41,6 +41,8 @@ pub enum Record {
     Privacy(Privacy),
     /// Upsert by (server, uid): a user's profile in a server (cleared ones too).
     ServerProfile(ServerProfile),
+    /// Insert by seq (append-only: an existing row is left as it is).
+    Audit(AuditEntry),
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
@@ -77,6 +79,8 @@ pub struct Snapshot {
     pub server_profiles: Vec<ServerProfile>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
+    /// Highest moderation audit seq (0 when none).
+    pub last_audit_seq: i64,
     /// Highest event id per server.
     pub last_event_ids: HashMap<String, EventId>,
     /// The newest events of each server (at most the resume window), oldest first.

@@ -340,6 +340,19 @@ pub struct ProfileItem {
     pub updated_at: String,
 }
 
+/// A member and its role (`GET|PUT /v1/servers/{id}/roles`, Part D).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoleItem {
+    pub user_uid: String,
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Roles {
+    pub server_id: String,
+    pub members: Vec<RoleItem>,
+}
+
 /// `GET|PUT /v1/servers/{id}/privacy/me` (Part D).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PrivacyItem {

@@ -255,6 +255,17 @@ async fn dispatch(
                         .await
                 });
             }
+            Command::AuditPage {
+                server_id,
+                before,
+                limit,
+                reply,
+            } => {
+                let database = database.clone();
+                spawn_read(permit, reply, async move {
+                    database.audit_page(&server_id, before, limit).await
+                });
+            }
             Command::PutBlob { bytes, reply } => {
                 if bytes.len() > MAX_BLOB_BYTES {
                     let _ = reply.send(Err(StorageError::Internal(format!(

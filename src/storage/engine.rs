@@ -8,7 +8,7 @@ use std::time::Instant;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::domain::model::{EventId, Message, StoredEvent};
+use crate::domain::model::{AuditEntry, EventId, Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Snapshot};
 
 use super::{
@@ -139,6 +139,24 @@ impl Database {
             Database::Sqlite(pool) => {
                 let mut conn = pool.acquire().await?;
                 reads::events_after(&mut *conn, server_id, after_event_id, limit).await
+            }
+        }
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        server_id: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        match self {
+            Database::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                reads::audit_page(&mut *conn, server_id, before, limit).await
+            }
+            Database::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                reads::audit_page(&mut *conn, server_id, before, limit).await
             }
         }
     }

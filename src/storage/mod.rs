@@ -50,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::domain::model::{EventId, Message, StoredEvent};
+use crate::domain::model::{AuditEntry, EventId, Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
 
 pub use blobs::{BlobId, blob_path};
@@ -230,6 +230,12 @@ enum Command {
         limit: usize,
         reply: Reply<Vec<StoredEvent>>,
     },
+    AuditPage {
+        server_id: String,
+        before: i64,
+        limit: usize,
+        reply: Reply<Vec<AuditEntry>>,
+    },
 }
 
 /// The shards' handle on storage. Cheap to clone, `Send + Sync`.
@@ -356,6 +362,24 @@ impl Storage {
         self.call(|reply| Command::EventsAfter {
             server_id,
             after_event_id,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// A page of `server_id`'s moderation audit, newest first: rows with `seq < before`, at
+    /// most `limit`.
+    pub async fn audit_page(
+        &self,
+        server_id: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        let server_id = server_id.to_owned();
+        self.call(|reply| Command::AuditPage {
+            server_id,
+            before,
             limit,
             reply,
         })

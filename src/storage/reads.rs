@@ -42,6 +42,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         privacy: all(conn, SELECT_PRIVACY, vec![], privacy).await?,
         server_profiles: all(conn, SELECT_SERVER_PROFILES, vec![], server_profile).await?,
         last_seq: 0,
+        last_audit_seq: 0,
         last_event_ids: HashMap::new(),
         recent_events: Vec::new(),
     };
@@ -71,6 +72,13 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         .fetch_optional(&Statement::new(SELECT_LAST_SEQ, vec![]))
         .await?;
     snapshot.last_seq = match last_seq {
+        Some(row) => row.int(0)?,
+        None => 0,
+    };
+    let last_audit_seq = conn
+        .fetch_optional(&Statement::new(SELECT_LAST_AUDIT_SEQ, vec![]))
+        .await?;
+    snapshot.last_audit_seq = match last_audit_seq {
         Some(row) => row.int(0)?,
         None => 0,
     };
@@ -333,6 +341,10 @@ const SELECT_SERVER_PROFILES: &str = "SELECT server_id, user_uid, display_name, 
      avatar_preset_id, avatar_asset_id, version, updated_at, cleared FROM server_profiles \
      ORDER BY server_id, user_uid";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
+const SELECT_LAST_AUDIT_SEQ: &str = "SELECT seq FROM moderation_audit ORDER BY seq DESC LIMIT 1";
+const SELECT_AUDIT_PAGE: &str = "SELECT seq, audit_id, server_id, case_id, actor_uid, event_type, \
+     payload, created_at FROM moderation_audit WHERE server_id = $1 AND seq < $2 \
+     ORDER BY seq DESC LIMIT $3";
 const SELECT_LAST_EVENT_IDS: &str = "SELECT server_id, MAX(event_id) FROM events GROUP BY server_id \
      UNION ALL SELECT id, last_event_id FROM servers WHERE last_event_id > 0";
 static SELECT_NEWEST_EVENTS: LazyLock<String> = LazyLock::new(|| {
@@ -600,6 +612,37 @@ fn invite(row: &impl SqlRow) -> Result<Invite, StorageError> {
         use_count: count(6, "invites.use_count")?,
         created_at: row.int(7)?,
         revoked_at: row.opt_int(8)?,
+    })
+}
+
+/// A page of `server_id`'s moderation audit, newest first: rows with `seq < before`, at most
+/// `limit`.
+pub(super) async fn audit_page<C: SqlConn>(
+    conn: &mut C,
+    server_id: &str,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<AuditEntry>, StorageError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    all(
+        conn,
+        SELECT_AUDIT_PAGE,
+        vec![server_id.into(), before.into(), limit.into()],
+        audit_entry,
+    )
+    .await
+}
+
+fn audit_entry(row: &impl SqlRow) -> Result<AuditEntry, StorageError> {
+    Ok(AuditEntry {
+        seq: row.int(0)?,
+        audit_id: row.text(1)?,
+        server_id: row.text(2)?.into(),
+        case_id: row.opt_text(3)?,
+        actor_uid: row.text(4)?.into(),
+        event_type: row.text(5)?,
+        payload: row.text(6)?,
+        created_at: row.int(7)?,
     })
 }
 

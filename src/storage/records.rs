@@ -157,6 +157,10 @@ const UPSERT_SERVER_PROFILE: &str = "INSERT INTO server_profiles (server_id, use
      avatar_asset_id = excluded.avatar_asset_id, version = excluded.version, \
      updated_at = excluded.updated_at, cleared = excluded.cleared";
 
+const INSERT_AUDIT: &str = "INSERT INTO moderation_audit (seq, audit_id, server_id, case_id, \
+     actor_uid, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (seq) DO NOTHING";
+
 const UPSERT_AVATAR_ASSET: &str = "INSERT INTO avatar_assets \
      (id, owner_uid, blob, content_type, width, height, bytes, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -314,6 +318,19 @@ fn statements_for<'a>(
                 p.version.into(),
                 p.updated_at.into(),
                 p.cleared.into(),
+            ],
+        ),
+        Record::Audit(a) => Statement::new(
+            INSERT_AUDIT,
+            vec![
+                a.seq.into(),
+                (&a.audit_id).into(),
+                (&a.server_id).into(),
+                (&a.case_id).into(),
+                (&a.actor_uid).into(),
+                (&a.event_type).into(),
+                (&a.payload).into(),
+                a.created_at.into(),
             ],
         ),
         Record::AvatarAsset(a) => Statement::new(

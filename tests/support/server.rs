@@ -152,26 +152,32 @@ impl TestServer {
     /// Runs `sql` on the server's own database, beside the server (reads, or a write the
     /// server will only see after a restart); the first column of each row, as text.
     pub fn sql(&self, sql: &str) -> Vec<String> {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`TestServer::sql`], with the database's refusal as the error.
+    pub fn try_sql(&self, sql: &str) -> Result<Vec<String>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             use sqlx::{Connection, Row};
-            match &self.db {
+            let rows = match &self.db {
                 Some(db) => {
                     let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
-                    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
-                    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                    let rows = sqlx::query(sql).fetch_all(&mut conn).await;
+                    rows.map(|rows| rows.iter().map(|r| r.get::<String, _>(0)).collect())
                 }
                 None => {
                     let file = self.data_dir.as_ref().unwrap().path().join("openchat.db");
                     let url = format!("sqlite://{}", file.display());
                     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
-                    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                    let rows = sqlx::query(sql).fetch_all(&mut conn).await;
+                    rows.map(|rows| rows.iter().map(|r| r.get::<String, _>(0)).collect())
                 }
-            }
+            };
+            rows.map_err(|e| e.to_string())
         })
     }
 }

@@ -681,6 +681,29 @@ impl Command for RedeemTicket {
     }
 }
 
+/// `PUT /v1/servers/{id}/roles {user_uid, role}`.
+#[derive(Debug, Clone)]
+pub struct SetRole {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub target_uid: UserUid,
+    pub role: Role,
+}
+
+impl Command for SetRole {
+    type Output = views::RoleItem;
+    const NAME: &'static str = "set_role";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.set_role(
+            &self.actor,
+            &self.server_id,
+            &self.target_uid,
+            self.role,
+            now,
+        )
+    }
+}
+
 /// Removes a member from a server at once (moderator and up, over a lower rank).
 #[derive(Debug, Clone)]
 pub struct Kick {

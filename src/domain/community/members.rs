@@ -313,35 +313,6 @@ impl Community {
         ))
     }
 
-    /// Sets a member's role (owner only; the owner's own role is not changed this way).
-    pub fn set_role(
-        &mut self,
-        actor: &Actor,
-        server_id: &str,
-        target_uid: &str,
-        role: Role,
-        now: Millis,
-    ) -> Result<Outcome<()>, DomainError> {
-        self.directory.server(server_id)?;
-        if self.current_role(server_id, &actor.user_uid) != Some(Role::Owner) {
-            return Err(DomainError::Forbidden(Needs::Owner));
-        }
-        if role == Role::Owner || target_uid == actor.user_uid {
-            return Err(DomainError::OwnershipByClaim);
-        }
-        let m = self
-            .roster
-            .membership(server_id, target_uid)
-            .filter(|m| m.is_current())
-            .cloned()
-            .ok_or(DomainError::NotFound(What::Member))?;
-        self.limiter.check(&actor.user_uid, now)?;
-        let m = Membership { role, ..m };
-        let records = vec![Record::Membership(m.clone())];
-        self.roster.index(m);
-        Ok(Outcome::stored((), records))
-    }
-
     /// Whether `actor` may subscribe to `channel_id` on a socket of `server_id`.
     pub fn may_subscribe(
         &self,

@@ -39,6 +39,7 @@ mod messages;
 mod moderation;
 mod privacy;
 mod profiles;
+mod roles;
 mod server_profiles;
 mod sessions;
 mod tickets;
@@ -307,6 +308,8 @@ pub struct Community {
     tickets: TicketBook,
     limiter: super::rate::RateLimiter,
     last_seq: Seq,
+    /// Highest moderation audit seq handed out.
+    last_audit_seq: i64,
     last_event_ids: HashMap<String, EventId>,
 }
 
@@ -328,6 +331,7 @@ impl Community {
             invites: Invites::default(),
             tickets: TicketBook::default(),
             last_seq: snapshot.last_seq,
+            last_audit_seq: snapshot.last_audit_seq,
             last_event_ids: snapshot.last_event_ids,
         };
         let d = &mut c.directory;
