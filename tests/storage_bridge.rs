@@ -118,6 +118,7 @@ fn migrations_are_applied(h: Harness) {
             "5".to_owned(),
             "6".to_owned(),
             "7".to_owned(),
+            "8".to_owned(),
         ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
@@ -367,6 +368,7 @@ fn data_persists_across_restart(h: Harness) {
             "5".to_owned(),
             "6".to_owned(),
             "7".to_owned(),
+            "8".to_owned(),
         ]
     );
     handle.shutdown();

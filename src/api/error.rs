@@ -64,10 +64,17 @@ fn domain_status(e: &DomainError) -> u16 {
         | AvatarAssetForbidden
         | Banned
         | ChannelLocked
+        | TimedOut
         | TicketReplayed
         | JoinDenied(_)
         | InviteRequired => 403,
         InviteExpired => 410,
+        ProposalOpen
+        | QuorumUnreachable { .. }
+        | AlreadyVoted
+        | CaseClosed
+        | ProposalClosed
+        | LimitReached(Limit::OpenReportsPerUser) => 409,
         KeyMismatch
         | CategoryNotEmpty
         | EpochRotationRequired
@@ -95,7 +102,11 @@ fn domain_status(e: &DomainError) -> u16 {
         | TooManyReadAcks
         | InvalidInviteExpiry
         | InvalidInviteUses
-        | DuplicateChannel => 400,
+        | DuplicateChannel
+        | InvalidAction(_)
+        | InvalidReason
+        | InvalidTarget
+        | InvalidPolicy => 400,
         MessageTooLarge { .. } | UploadsTooLarge { .. } => 413,
         // What a user may do is 403, what a server holds 409, the size of one request 413.
         LimitReached(Limit::ServersPerUser) => 403,
@@ -103,7 +114,7 @@ fn domain_status(e: &DomainError) -> u16 {
             Limit::ChannelsPerServer | Limit::CategoriesPerServer | Limit::InvitesPerServer,
         ) => 409,
         LimitReached(Limit::LayoutGroups | Limit::LayoutChannelIds) => 413,
-        RateLimited { .. } | SignInsThrottled => 429,
+        RateLimited { .. } | SignInsThrottled | ReportsThrottled { .. } => 429,
         Unavailable(
             Outage::Storage | Outage::ShuttingDown | Outage::CatchingUp | Outage::StorageOverloaded,
         ) => 503,
@@ -124,7 +135,11 @@ fn domain_details(e: &DomainError) -> Option<String> {
             "{{\"privacy\":{}}}",
             crate::domain::community::encode(&**current)
         )),
-        DomainError::RateLimited { retry_after_ms, .. } => {
+        DomainError::QuorumUnreachable { eligible, quorum } => {
+            Some(format!("{{\"eligible\":{eligible},\"quorum\":{quorum}}}"))
+        }
+        DomainError::RateLimited { retry_after_ms, .. }
+        | DomainError::ReportsThrottled { retry_after_ms } => {
             Some(format!("{{\"retry_after_ms\":{retry_after_ms}}}"))
         }
         DomainError::ProfileConflict { current } => {
@@ -181,6 +196,7 @@ impl ApiError {
                 | ApiError::Domain(
                     DomainError::RateLimited { .. }
                         | DomainError::SignInsThrottled
+                        | DomainError::ReportsThrottled { .. }
                         | DomainError::Unavailable(_)
                 )
         )

@@ -283,6 +283,46 @@ fn routes() -> Router<Handler> {
         )
         .route(
             Get,
+            "/v1/servers/{server_id}/moderation/policy",
+            A(moderation::policy),
+        )
+        .route(
+            Put,
+            "/v1/servers/{server_id}/moderation/policy",
+            A(moderation::put_policy),
+        )
+        .route(
+            Get,
+            "/v1/servers/{server_id}/moderation/cases",
+            A(moderation::cases),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/moderation/cases",
+            A(moderation::report),
+        )
+        .route(
+            Get,
+            "/v1/servers/{server_id}/moderation/cases/{case_id}",
+            A(moderation::case),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/moderation/cases/{case_id}/actions/immediate",
+            A(moderation::act_now),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/moderation/cases/{case_id}/actions/propose",
+            A(moderation::propose),
+        )
+        .route(
+            Post,
+            "/v1/servers/{server_id}/moderation/cases/{case_id}/votes",
+            A(moderation::vote),
+        )
+        .route(
+            Get,
             "/v1/servers/{server_id}/privacy/me",
             A(privacy::get_me),
         )

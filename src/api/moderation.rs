@@ -1,6 +1,6 @@
-//! Roles and the moderation audit (wire contract Part D). The rules are the domain's
-//! (`crate::domain::community` roles); the audit is read from storage, after the domain has
-//! said the reader is staff of the server.
+//! Roles, moderation (policy, cases, immediate actions, proposals and votes) and the audit
+//! (wire contract Part D). The rules are the domain's (`crate::domain::community` roles and
+//! cases); the audit is read from storage, after the domain has said the reader is staff.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,9 +8,9 @@ use super::identity::{query_param, require_actor};
 use super::input::{json_body, path_id};
 use super::servers::handler;
 use super::{ApiError, json};
-use crate::domain::community::commands;
+use crate::domain::community::{ActionAsk, Report, commands};
 use crate::domain::ids::ServerId;
-use crate::domain::model::{AuditEntry, Role};
+use crate::domain::model::{ActionType, AuditEntry, Role, VotePolicy, VoteValue};
 use crate::domain::text::is_valid_id;
 use crate::domain::views::rfc3339;
 
@@ -101,5 +101,195 @@ handler!(
         let next_cursor = if more { rows.last().map(|r| format!("a{}", r.seq)) } else { None };
         let items = rows.into_iter().map(audit_item).collect();
         json(200, &AuditPage { items, next_cursor })
+    }
+);
+
+#[derive(Deserialize)]
+struct PolicyIn {
+    threshold: Option<u32>,
+    quorum: Option<u32>,
+    window_seconds: Option<i64>,
+}
+
+handler!(
+    /// `GET /v1/servers/{id}/moderation/policy` (a member).
+    policy, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let policy = ctx.app.authority.read(|c, _| c.get_vote_policy(&who, &server_id))?;
+        json(200, &policy)
+    }
+);
+
+handler!(
+    /// `PUT /v1/servers/{id}/moderation/policy {threshold?, quorum?, window_seconds?}` (the
+    /// owner); absent fields keep their value.
+    put_policy, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let body: PolicyIn = json_body(ctx)?;
+        let current = ctx.app.authority.read(|c, _| Ok(c.vote_policy(&server_id)))?;
+        let policy = VotePolicy {
+            threshold: body.threshold.unwrap_or(current.threshold),
+            quorum: body.quorum.unwrap_or(current.quorum),
+            window_seconds: body.window_seconds.unwrap_or(current.window_seconds),
+        };
+        let item = ctx.app.authority.command(commands::PutVotePolicy { actor: who, server_id, policy }).await?;
+        json(200, &item)
+    }
+);
+
+#[derive(Deserialize)]
+struct ReportIn {
+    target_uid: Option<String>,
+    channel_id: Option<String>,
+    message_id: Option<String>,
+    reason_code: Option<String>,
+    reason_text: Option<String>,
+}
+
+/// An optional id field: absent or empty is none; anything else must be an id.
+fn optional_id(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if is_valid_id(&v) => Ok(Some(v)),
+        Some(_) => Err(ApiError::bad_request(
+            field,
+            "not an id this server hands out",
+        )),
+    }
+}
+
+handler!(
+    /// `POST /v1/servers/{id}/moderation/cases {target_uid, channel_id?, message_id?,
+    /// reason_code, reason_text?}` → 201 case.
+    report, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let body: ReportIn = json_body(ctx)?;
+        let target_uid = body.target_uid.filter(|u| is_valid_id(u)).ok_or_else(|| {
+            ApiError::bad_request("invalid_target", "target_uid must be the uid of a member")
+        })?;
+        let report = Report {
+            target_uid,
+            channel_id: optional_id(body.channel_id, "invalid_channel_id")?,
+            message_id: optional_id(body.message_id, "invalid_message_id")?,
+            reason_code: body.reason_code.unwrap_or_default(),
+            reason_text: body.reason_text,
+        };
+        let case = ctx.app.authority.command(commands::FileReport { actor: who, server_id, report }).await?;
+        json(201, &case)
+    }
+);
+
+handler!(
+    /// `GET /v1/servers/{id}/moderation/cases?cursor=`: what the caller may see, newest first.
+    cases, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let cursor = optional_id(query_param(ctx, "cursor"), "invalid_cursor")?;
+        let page = ctx.app.authority.read(|c, now| c.list_cases(&who, &server_id, cursor.as_deref(), now))?;
+        json(200, &page)
+    }
+);
+
+/// The `{case_id}` of the path.
+fn case_id(ctx: &super::RequestCtx<'_>) -> Result<String, ApiError> {
+    ctx.params
+        .get("case_id")
+        .filter(|c| is_valid_id(c))
+        .map(|c| c.into_owned())
+        .ok_or_else(|| ApiError::bad_request("invalid_case_id", "not a case id"))
+}
+
+handler!(
+    /// `GET /v1/servers/{id}/moderation/cases/{case_id}`: the case, its actions and proposals.
+    case, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let case_id = case_id(ctx)?;
+        let detail = ctx.app.authority.read(|c, now| c.get_case(&who, &server_id, &case_id, now))?;
+        json(200, &detail)
+    }
+);
+
+#[derive(Deserialize)]
+struct ActionIn {
+    action_type: Option<String>,
+    duration_seconds: Option<i64>,
+    channel_id: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+fn action_ask(ctx: &super::RequestCtx<'_>) -> Result<ActionAsk, ApiError> {
+    let body: ActionIn = json_body(ctx)?;
+    let action_type = body.action_type.as_deref().and_then(ActionType::parse).ok_or_else(|| {
+        ApiError::bad_request("invalid_action", "action_type must be kick, timeout_short, channel_lock, ban, timeout_long or role_remove")
+    })?;
+    let header = ctx
+        .request
+        .header("idempotency-key")
+        .map(|k| String::from_utf8_lossy(k).trim().to_owned());
+    let idempotency_key = match header.or(body.idempotency_key).filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) if k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => Some(k),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "an idempotency key is 1 to 128 visible ASCII characters",
+            ));
+        }
+    };
+    Ok(ActionAsk {
+        action_type,
+        duration_seconds: body.duration_seconds,
+        channel_id: optional_id(body.channel_id, "invalid_channel_id")?,
+        idempotency_key,
+    })
+}
+
+handler!(
+    /// `POST …/cases/{case_id}/actions/immediate {action_type, duration_seconds?, channel_id?}`
+    /// → 201 action.
+    act_now, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let case_id = case_id(ctx)?;
+        let ask = action_ask(ctx)?;
+        let action = ctx.app.authority.command(commands::ActNow { actor: who, server_id, case_id, ask }).await?;
+        json(201, &action)
+    }
+);
+
+handler!(
+    /// `POST …/cases/{case_id}/actions/propose {action_type, duration_seconds?}` (with
+    /// `Idempotency-Key`) → 201 proposal.
+    propose, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let case_id = case_id(ctx)?;
+        let ask = action_ask(ctx)?;
+        let proposal = ctx.app.authority.command(commands::Propose { actor: who, server_id, case_id, ask }).await?;
+        json(201, &proposal)
+    }
+);
+
+#[derive(Deserialize)]
+struct VoteIn {
+    value: Option<String>,
+}
+
+handler!(
+    /// `POST …/cases/{case_id}/votes {value: yes|no|abstain}` → the proposal after the vote.
+    vote, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let case_id = case_id(ctx)?;
+        let body: VoteIn = json_body(ctx)?;
+        let value = body.value.as_deref().and_then(VoteValue::parse).ok_or_else(|| {
+            ApiError::bad_request("invalid_vote", "value must be yes, no or abstain")
+        })?;
+        let proposal = ctx.app.authority.command(commands::CastVote { actor: who, server_id, case_id, value }).await?;
+        json(200, &proposal)
     }
 );

@@ -51,8 +51,35 @@ pub enum DomainError {
     AvatarAssetForbidden,
     #[error("you are banned from this server")]
     Banned,
-    #[error("this voice channel is locked")]
+    #[error("this channel is locked")]
     ChannelLocked,
+    #[error("you are in a timeout in this server: you may read and listen, not post or speak")]
+    TimedOut,
+    /// A moderation action that is not one of this endpoint's, or with a bad duration or
+    /// channel (the text says which).
+    #[error("{0}")]
+    InvalidAction(&'static str),
+    #[error(
+        "reason_code must be 1 to 64 characters of a-z 0-9 _, reason_text at most 1000 characters"
+    )]
+    InvalidReason,
+    #[error("a case is about another member of the server")]
+    InvalidTarget,
+    #[error("the policy needs 1 <= threshold <= quorum <= 50 and a window of 60 seconds to 7 days")]
+    InvalidPolicy,
+    #[error("this case has an open proposal: vote on it")]
+    ProposalOpen,
+    #[error("too few eligible voters ({eligible}) for the quorum ({quorum}): no proposal")]
+    QuorumUnreachable { eligible: u32, quorum: u32 },
+    #[error("you voted on this proposal already")]
+    AlreadyVoted,
+    #[error("this case is closed")]
+    CaseClosed,
+    #[error("this proposal is no longer open")]
+    ProposalClosed,
+    /// Reports one user may file per hour in a server.
+    #[error("too many reports in the last hour; retry later")]
+    ReportsThrottled { retry_after_ms: i64 },
     #[error("this join ticket was already used")]
     TicketReplayed,
     #[error("{}", .0.message())]
@@ -183,6 +210,17 @@ impl DomainError {
             AvatarAssetForbidden => "avatar_asset_forbidden",
             Banned => "banned",
             ChannelLocked => "channel_locked",
+            TimedOut => "timed_out",
+            InvalidAction(_) => "invalid_action",
+            InvalidReason => "invalid_reason",
+            InvalidTarget => "invalid_target",
+            InvalidPolicy => "invalid_policy",
+            ProposalOpen => "proposal_open",
+            QuorumUnreachable { .. } => "quorum_unreachable",
+            AlreadyVoted => "already_voted",
+            CaseClosed => "case_closed",
+            ProposalClosed => "proposal_closed",
+            ReportsThrottled { .. } => "rate_limited",
             TicketReplayed => "rtc_ticket_replayed",
             JoinDenied(_) => "rtc_join_denied",
             InvalidText { .. } => "invalid_text",
@@ -236,6 +274,8 @@ pub enum What {
     /// Any membership of the uid in the server, current or past (it never was a member).
     AnyMembership,
     Invite,
+    Case,
+    Proposal,
 }
 
 impl What {
@@ -247,6 +287,8 @@ impl What {
             What::Group => "group_not_found",
             What::Member | What::AnyMembership => "member_not_found",
             What::Invite => "invite_not_found",
+            What::Case => "case_not_found",
+            What::Proposal => "proposal_not_found",
         }
     }
 
@@ -259,6 +301,8 @@ impl What {
             What::Member => "no such member",
             What::AnyMembership => "that uid was never a member of this server",
             What::Invite => "no such invite",
+            What::Case => "no such case",
+            What::Proposal => "no open proposal on this case",
         }
     }
 }
@@ -347,6 +391,8 @@ pub enum Limit {
     LayoutChannelIds,
     /// Live (unrevoked, unexpired) invites one server holds.
     InvitesPerServer,
+    /// Open cases one reporter has in one server.
+    OpenReportsPerUser,
 }
 
 impl Limit {
@@ -359,6 +405,7 @@ impl Limit {
             Limit::LayoutGroups => "layout_groups",
             Limit::LayoutChannelIds => "layout_channel_ids",
             Limit::InvitesPerServer => "invites_per_server",
+            Limit::OpenReportsPerUser => "open_reports_per_user",
         }
     }
 
@@ -367,7 +414,10 @@ impl Limit {
         use super::community::{
             MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER, MAX_SERVERS_CREATED_PER_USER,
         };
-        use super::limits::{MAX_INVITES_PER_SERVER, MAX_LAYOUT_CHANNEL_IDS, MAX_LAYOUT_GROUPS};
+        use super::limits::{
+            MAX_INVITES_PER_SERVER, MAX_LAYOUT_CHANNEL_IDS, MAX_LAYOUT_GROUPS,
+            MAX_OPEN_REPORTS_PER_USER,
+        };
         match self {
             Limit::ServersPerUser => MAX_SERVERS_CREATED_PER_USER,
             Limit::ChannelsPerServer => MAX_CHANNELS_PER_SERVER,
@@ -375,6 +425,7 @@ impl Limit {
             Limit::LayoutGroups => MAX_LAYOUT_GROUPS,
             Limit::LayoutChannelIds => MAX_LAYOUT_CHANNEL_IDS,
             Limit::InvitesPerServer => MAX_INVITES_PER_SERVER,
+            Limit::OpenReportsPerUser => MAX_OPEN_REPORTS_PER_USER,
         }
     }
 
@@ -385,6 +436,7 @@ impl Limit {
             Limit::CategoriesPerServer => "category_limit_reached",
             Limit::LayoutGroups | Limit::LayoutChannelIds => "layout_too_large",
             Limit::InvitesPerServer => "invite_limit_reached",
+            Limit::OpenReportsPerUser => "report_limit_reached",
         }
     }
 
@@ -397,6 +449,9 @@ impl Limit {
             Limit::LayoutGroups => format!("a layout lists at most {max} groups"),
             Limit::LayoutChannelIds => format!("a layout lists at most {max} channel ids"),
             Limit::InvitesPerServer => format!("a server holds at most {max} live invites"),
+            Limit::OpenReportsPerUser => {
+                format!("one member has at most {max} open reports in a server")
+            }
         }
     }
 }

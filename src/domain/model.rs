@@ -119,6 +119,114 @@ wire_enum!(
     ModerationKind { Ban = "ban", Timeout = "timeout", Lock = "lock" }
 );
 
+wire_enum!(
+    /// Where a moderation case stands (Part D).
+    CaseStatus { Open = "open", Voting = "voting", Enforced = "enforced", Rejected = "rejected", Closed = "closed" }
+);
+wire_enum!(
+    /// A moderation action: the first three are taken at once by a moderator, the others
+    /// only by a vote.
+    ActionType {
+        Kick = "kick",
+        TimeoutShort = "timeout_short",
+        ChannelLock = "channel_lock",
+        Ban = "ban",
+        TimeoutLong = "timeout_long",
+        RoleRemove = "role_remove"
+    }
+);
+wire_enum!(
+    ProposalStatus { Open = "open", Enforced = "enforced", Rejected = "rejected", Expired = "expired" }
+);
+wire_enum!(
+    VoteValue { Yes = "yes", No = "no", Abstain = "abstain" }
+);
+
+impl ActionType {
+    /// Whether a moderator takes it at once (the others need a vote).
+    pub fn is_immediate(self) -> bool {
+        matches!(
+            self,
+            ActionType::Kick | ActionType::TimeoutShort | ActionType::ChannelLock
+        )
+    }
+}
+
+/// A report to the staff of a server about a member (Part D).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: String,
+    pub server_id: ServerId,
+    pub reporter_uid: UserUid,
+    pub target_uid: UserUid,
+    pub channel_id: Option<String>,
+    pub message_id: Option<String>,
+    pub reason_code: String,
+    pub reason_text: Option<String>,
+    pub status: CaseStatus,
+    pub created_at: Millis,
+    pub closed_at: Option<Millis>,
+}
+
+/// A moderation action taken on a case (immediately or by a vote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModAction {
+    pub id: String,
+    pub case_id: String,
+    pub server_id: ServerId,
+    pub action_type: ActionType,
+    pub target_uid: UserUid,
+    pub channel_id: Option<String>,
+    pub duration_seconds: Option<i64>,
+    pub expires_at: Option<Millis>,
+    pub enforced_by_uid: UserUid,
+    pub enforced_at: Millis,
+}
+
+/// How a server votes on actions that need one (Part D); a proposal keeps the policy it was
+/// made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VotePolicy {
+    /// Yes votes that enforce.
+    pub threshold: u32,
+    /// Distinct eligible voters who must have voted.
+    pub quorum: u32,
+    pub window_seconds: i64,
+}
+
+impl VotePolicy {
+    pub const DEFAULT: VotePolicy = VotePolicy {
+        threshold: 2,
+        quorum: 3,
+        window_seconds: 24 * 3600,
+    };
+}
+
+/// A proposal to take an action on a case, decided by the staff's votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub id: String,
+    pub case_id: String,
+    pub server_id: ServerId,
+    pub action_type: ActionType,
+    pub duration_seconds: Option<i64>,
+    pub proposed_by_uid: UserUid,
+    pub policy: VotePolicy,
+    pub expires_at: Millis,
+    pub status: ProposalStatus,
+    pub created_at: Millis,
+    /// The proposer's `Idempotency-Key`: the same key proposes once.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    pub proposal_id: String,
+    pub voter_uid: UserUid,
+    pub value: VoteValue,
+    pub at: Millis,
+}
+
 impl Role {
     /// Higher is more powerful.
     pub fn rank(self) -> u8 {

@@ -43,6 +43,20 @@ pub enum Record {
     ServerProfile(ServerProfile),
     /// Insert by seq (append-only: an existing row is left as it is).
     Audit(AuditEntry),
+    /// Upsert by id.
+    Case(Case),
+    /// Insert by id.
+    ModAction(ModAction),
+    /// Upsert by server.
+    VotePolicy {
+        server_id: String,
+        policy: VotePolicy,
+        updated_at: Millis,
+    },
+    /// Upsert by id (its status changes).
+    Proposal(Proposal),
+    /// Insert by (proposal, voter): one vote per voter, in the database too.
+    Vote(Vote),
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
@@ -77,6 +91,11 @@ pub struct Snapshot {
     pub invites: Vec<Invite>,
     pub privacy: Vec<Privacy>,
     pub server_profiles: Vec<ServerProfile>,
+    pub cases: Vec<Case>,
+    pub mod_actions: Vec<ModAction>,
+    pub vote_policies: Vec<(String, VotePolicy)>,
+    pub proposals: Vec<Proposal>,
+    pub votes: Vec<Vote>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest moderation audit seq (0 when none).

@@ -353,6 +353,81 @@ pub struct Roles {
     pub members: Vec<RoleItem>,
 }
 
+/// A moderation case (Part D). Its target, when it may see it, sees neither who reported it
+/// nor the reporter's text.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CaseItem {
+    pub case_id: String,
+    pub server_id: String,
+    pub reporter_uid: Option<String>,
+    pub target_uid: String,
+    pub channel_id: Option<String>,
+    pub message_id: Option<String>,
+    pub reason_code: String,
+    pub reason_text: Option<String>,
+    pub status: &'static str,
+    pub created_at: String,
+    pub closed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CasePage {
+    pub cases: Vec<CaseItem>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET …/moderation/cases/{case_id}`: the case, then its actions and proposals.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CaseDetail {
+    #[serde(flatten)]
+    pub case: CaseItem,
+    pub actions: Vec<ActionItem>,
+    pub proposals: Vec<ProposalItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ActionItem {
+    pub action_id: String,
+    pub case_id: String,
+    pub action_type: &'static str,
+    pub target_uid: String,
+    pub channel_id: Option<String>,
+    pub duration_seconds: Option<i64>,
+    pub expires_at: Option<String>,
+    pub enforced_by_uid: String,
+    pub enforced_at: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VoteTally {
+    pub yes: u32,
+    pub no: u32,
+    pub abstain: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProposalItem {
+    pub proposal_id: String,
+    pub case_id: String,
+    pub action_type: &'static str,
+    pub duration_seconds: Option<i64>,
+    pub proposed_by_uid: String,
+    pub threshold: u32,
+    pub quorum: u32,
+    pub expires_at: String,
+    pub status: &'static str,
+    pub votes: VoteTally,
+}
+
+/// `GET|PUT …/moderation/policy`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicyItem {
+    pub server_id: String,
+    pub threshold: u32,
+    pub quorum: u32,
+    pub window_seconds: i64,
+}
+
 /// `GET|PUT /v1/servers/{id}/privacy/me` (Part D).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PrivacyItem {

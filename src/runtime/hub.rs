@@ -451,7 +451,7 @@ impl Hub {
                     }
                 }
             }
-            Notice::VoiceKick { .. } => {}
+            Notice::VoiceKick { .. } | Notice::VoiceMute { .. } => {}
             Notice::SessionRevoked { token_hash, .. } => {
                 self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
             }

@@ -263,6 +263,13 @@ impl Voice {
             } => self.session_revoked(user_uid, device_id),
             // Being in a call is not presence: the call's roster is what the call needs.
             Notice::PresenceVisibility { .. } => Outgoing::none(),
+            Notice::VoiceMute {
+                server_id,
+                user_uid,
+            } => {
+                let deliveries = self.rooms.borrow_mut().mute(server_id, user_uid);
+                Outgoing::deliveries(deliveries)
+            }
         }
     }
 

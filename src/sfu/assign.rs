@@ -83,6 +83,8 @@ pub(super) struct Track {
     /// Simulcast layers (empty for a single-layer track).
     pub(super) layers: Vec<Layer>,
     pub(super) last_keyframe_request: Option<Instant>,
+    /// Its publisher may no longer send this kind (a timeout): its media is dropped here.
+    pub(super) muted: bool,
 }
 
 /// A receive m-line of a subscribe connection and what it carries.
@@ -224,6 +226,7 @@ impl Sfu {
                     },
                     layers,
                     last_keyframe_request: None,
+                    muted: false,
                 },
             );
             self.room_tracks.entry(room).or_default().push(key);

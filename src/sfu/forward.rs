@@ -129,6 +129,10 @@ impl Sfu {
         let Some(track) = self.tracks.get_mut(&key) else {
             return;
         };
+        if track.muted {
+            self.counters.dropped += 1;
+            return;
+        }
         let room = track.room;
         let audio = track.info.stream_kind == StreamKind::Microphone;
         // Layer bitrates, measured over the last second.

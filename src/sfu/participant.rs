@@ -101,6 +101,36 @@ impl Sfu {
         self.reassign(room);
     }
 
+    /// A participant may send less from now on (a timeout makes it listen-only): what it
+    /// publishes of a kind it may no longer send stops here at once (its tracks stay
+    /// announced, silent), and an offer publishing it is refused.
+    pub fn restrict(&mut self, participant: ParticipantId, permit: Permit) {
+        let Some(member) = self.members.get_mut(&participant) else {
+            return;
+        };
+        member.permit = permit;
+        for (key, track) in self.tracks.iter_mut() {
+            if key.0 != participant {
+                continue;
+            }
+            track.muted = match track.info.stream_kind {
+                StreamKind::Microphone => !permit.audio,
+                StreamKind::Camera => !permit.camera,
+                StreamKind::Screen => !permit.screen,
+            };
+        }
+        if !permit.audio && member.speaking {
+            member.speaking = false;
+            member.loud_at = None;
+            let room = member.room;
+            self.events.push(Event::Speaking {
+                room,
+                participant,
+                speaking: false,
+            });
+        }
+    }
+
     /// A participant leaves: its connections close, its tracks are withdrawn from the others.
     pub fn remove_participant(&mut self, participant: ParticipantId) {
         let Some(member) = self.members.remove(&participant) else {

@@ -41,6 +41,11 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         invites: all(conn, SELECT_INVITES, vec![now.into()], invite).await?,
         privacy: all(conn, SELECT_PRIVACY, vec![], privacy).await?,
         server_profiles: all(conn, SELECT_SERVER_PROFILES, vec![], server_profile).await?,
+        cases: all(conn, SELECT_CASES, vec![], case).await?,
+        mod_actions: all(conn, SELECT_MOD_ACTIONS, vec![], mod_action).await?,
+        vote_policies: all(conn, SELECT_VOTE_POLICIES, vec![], vote_policy).await?,
+        proposals: all(conn, SELECT_PROPOSALS, vec![], proposal).await?,
+        votes: all(conn, SELECT_VOTES, vec![], vote).await?,
         last_seq: 0,
         last_audit_seq: 0,
         last_event_ids: HashMap::new(),
@@ -340,6 +345,19 @@ const SELECT_PRIVACY: &str = "SELECT server_id, user_uid, presence_visibility, \
 const SELECT_SERVER_PROFILES: &str = "SELECT server_id, user_uid, display_name, avatar_mode, \
      avatar_preset_id, avatar_asset_id, version, updated_at, cleared FROM server_profiles \
      ORDER BY server_id, user_uid";
+const SELECT_CASES: &str = "SELECT id, server_id, reporter_uid, target_uid, channel_id, \
+     message_id, reason_code, reason_text, status, created_at, closed_at FROM moderation_cases \
+     ORDER BY created_at, id";
+const SELECT_MOD_ACTIONS: &str = "SELECT id, case_id, server_id, action_type, target_uid, \
+     channel_id, duration_seconds, expires_at, enforced_by_uid, enforced_at \
+     FROM moderation_actions ORDER BY enforced_at, id";
+const SELECT_VOTE_POLICIES: &str = "SELECT server_id, threshold, quorum, window_seconds \
+     FROM moderation_policies ORDER BY server_id";
+const SELECT_PROPOSALS: &str = "SELECT id, case_id, server_id, action_type, duration_seconds, \
+     proposed_by_uid, threshold, quorum, window_seconds, expires_at, status, created_at, \
+     idempotency_key FROM moderation_proposals ORDER BY created_at, id";
+const SELECT_VOTES: &str = "SELECT proposal_id, voter_uid, value, at FROM moderation_votes \
+     ORDER BY at, proposal_id, voter_uid";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_AUDIT_SEQ: &str = "SELECT seq FROM moderation_audit ORDER BY seq DESC LIMIT 1";
 const SELECT_AUDIT_PAGE: &str = "SELECT seq, audit_id, server_id, case_id, actor_uid, event_type, \
@@ -508,6 +526,95 @@ fn server_profile(row: &impl SqlRow) -> Result<ServerProfile, StorageError> {
         version: row.int(6)?,
         updated_at: row.int(7)?,
         cleared: row.boolean(8)?,
+    })
+}
+
+fn case(row: &impl SqlRow) -> Result<Case, StorageError> {
+    Ok(Case {
+        id: row.text(0)?,
+        server_id: row.text(1)?.into(),
+        reporter_uid: row.text(2)?.into(),
+        target_uid: row.text(3)?.into(),
+        channel_id: row.opt_text(4)?,
+        message_id: row.opt_text(5)?,
+        reason_code: row.text(6)?,
+        reason_text: row.opt_text(7)?,
+        status: wire(CaseStatus::parse, row.text(8)?, "moderation_cases.status")?,
+        created_at: row.int(9)?,
+        closed_at: row.opt_int(10)?,
+    })
+}
+
+fn mod_action(row: &impl SqlRow) -> Result<ModAction, StorageError> {
+    Ok(ModAction {
+        id: row.text(0)?,
+        case_id: row.text(1)?,
+        server_id: row.text(2)?.into(),
+        action_type: wire(
+            ActionType::parse,
+            row.text(3)?,
+            "moderation_actions.action_type",
+        )?,
+        target_uid: row.text(4)?.into(),
+        channel_id: row.opt_text(5)?,
+        duration_seconds: row.opt_int(6)?,
+        expires_at: row.opt_int(7)?,
+        enforced_by_uid: row.text(8)?.into(),
+        enforced_at: row.int(9)?,
+    })
+}
+
+/// A stored count (threshold, quorum): positive and small.
+fn small_count(row: &impl SqlRow, index: usize, column: &str) -> Result<u32, StorageError> {
+    let stored = row.int(index)?;
+    u32::try_from(stored).map_err(|_| corrupt(column, stored))
+}
+
+fn vote_policy(row: &impl SqlRow) -> Result<(String, VotePolicy), StorageError> {
+    Ok((
+        row.text(0)?,
+        VotePolicy {
+            threshold: small_count(row, 1, "moderation_policies.threshold")?,
+            quorum: small_count(row, 2, "moderation_policies.quorum")?,
+            window_seconds: row.int(3)?,
+        },
+    ))
+}
+
+fn proposal(row: &impl SqlRow) -> Result<Proposal, StorageError> {
+    Ok(Proposal {
+        id: row.text(0)?,
+        case_id: row.text(1)?,
+        server_id: row.text(2)?.into(),
+        action_type: wire(
+            ActionType::parse,
+            row.text(3)?,
+            "moderation_proposals.action_type",
+        )?,
+        duration_seconds: row.opt_int(4)?,
+        proposed_by_uid: row.text(5)?.into(),
+        policy: VotePolicy {
+            threshold: small_count(row, 6, "moderation_proposals.threshold")?,
+            quorum: small_count(row, 7, "moderation_proposals.quorum")?,
+            window_seconds: row.int(8)?,
+        },
+        expires_at: row.int(9)?,
+        status: wire(
+            ProposalStatus::parse,
+            row.text(10)?,
+            "moderation_proposals.status",
+        )?,
+        created_at: row.int(11)?,
+        idempotency_key: row.opt_text(12)?,
+    })
+}
+
+fn vote(row: &impl SqlRow) -> Result<Vote, StorageError> {
+    Ok(Vote {
+        proposal_id: row.text(0)?,
+        voter_uid: row.text(1)?.into(),
+        value: wire(VoteValue::parse, row.text(2)?, "moderation_votes.value")?,
+        at: row.int(3)?,
     })
 }
 

@@ -161,6 +161,30 @@ const INSERT_AUDIT: &str = "INSERT INTO moderation_audit (seq, audit_id, server_
      actor_uid, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (seq) DO NOTHING";
 
+const UPSERT_CASE: &str = "INSERT INTO moderation_cases (id, server_id, reporter_uid, \
+     target_uid, channel_id, message_id, reason_code, reason_text, status, created_at, closed_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, closed_at = excluded.closed_at";
+
+const INSERT_MOD_ACTION: &str = "INSERT INTO moderation_actions (id, case_id, server_id, \
+     action_type, target_uid, channel_id, duration_seconds, expires_at, enforced_by_uid, \
+     enforced_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
+
+const UPSERT_VOTE_POLICY: &str = "INSERT INTO moderation_policies (server_id, threshold, quorum, \
+     window_seconds, updated_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (server_id) DO UPDATE SET threshold = excluded.threshold, \
+     quorum = excluded.quorum, window_seconds = excluded.window_seconds, \
+     updated_at = excluded.updated_at";
+
+const UPSERT_PROPOSAL: &str = "INSERT INTO moderation_proposals (id, case_id, server_id, \
+     action_type, duration_seconds, proposed_by_uid, threshold, quorum, window_seconds, \
+     expires_at, status, created_at, idempotency_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status";
+
+const INSERT_VOTE: &str = "INSERT INTO moderation_votes (proposal_id, voter_uid, value, at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (proposal_id, voter_uid) DO NOTHING";
+
 const UPSERT_AVATAR_ASSET: &str = "INSERT INTO avatar_assets \
      (id, owner_uid, blob, content_type, width, height, bytes, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -331,6 +355,78 @@ fn statements_for<'a>(
                 (&a.event_type).into(),
                 (&a.payload).into(),
                 a.created_at.into(),
+            ],
+        ),
+        Record::Case(c) => Statement::new(
+            UPSERT_CASE,
+            vec![
+                (&c.id).into(),
+                (&c.server_id).into(),
+                (&c.reporter_uid).into(),
+                (&c.target_uid).into(),
+                (&c.channel_id).into(),
+                (&c.message_id).into(),
+                (&c.reason_code).into(),
+                (&c.reason_text).into(),
+                c.status.as_str().into(),
+                c.created_at.into(),
+                c.closed_at.into(),
+            ],
+        ),
+        Record::ModAction(a) => Statement::new(
+            INSERT_MOD_ACTION,
+            vec![
+                (&a.id).into(),
+                (&a.case_id).into(),
+                (&a.server_id).into(),
+                a.action_type.as_str().into(),
+                (&a.target_uid).into(),
+                (&a.channel_id).into(),
+                a.duration_seconds.into(),
+                a.expires_at.into(),
+                (&a.enforced_by_uid).into(),
+                a.enforced_at.into(),
+            ],
+        ),
+        Record::VotePolicy {
+            server_id,
+            policy,
+            updated_at,
+        } => Statement::new(
+            UPSERT_VOTE_POLICY,
+            vec![
+                server_id.into(),
+                i64::from(policy.threshold).into(),
+                i64::from(policy.quorum).into(),
+                policy.window_seconds.into(),
+                (*updated_at).into(),
+            ],
+        ),
+        Record::Proposal(p) => Statement::new(
+            UPSERT_PROPOSAL,
+            vec![
+                (&p.id).into(),
+                (&p.case_id).into(),
+                (&p.server_id).into(),
+                p.action_type.as_str().into(),
+                p.duration_seconds.into(),
+                (&p.proposed_by_uid).into(),
+                i64::from(p.policy.threshold).into(),
+                i64::from(p.policy.quorum).into(),
+                p.policy.window_seconds.into(),
+                p.expires_at.into(),
+                p.status.as_str().into(),
+                p.created_at.into(),
+                (&p.idempotency_key).into(),
+            ],
+        ),
+        Record::Vote(v) => Statement::new(
+            INSERT_VOTE,
+            vec![
+                (&v.proposal_id).into(),
+                (&v.voter_uid).into(),
+                v.value.as_str().into(),
+                v.at.into(),
             ],
         ),
         Record::AvatarAsset(a) => Statement::new(

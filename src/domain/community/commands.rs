@@ -9,15 +9,15 @@
 //! only named, with its inputs owned so it can travel between threads.
 
 use super::{
-    Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, PrivacyChange, ProfileChange,
-    SignIn,
+    ActionAsk, Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, PrivacyChange,
+    ProfileChange, Report, SignIn,
 };
 use crate::domain::error::DomainError;
 use crate::domain::identity::BindingView;
 use crate::domain::ids::{ChannelId, ServerId, UserUid};
 use crate::domain::model::{
     AvatarAsset, ChannelKind, Encryption, EventId, HistoryVisibility, JoinPolicy, Message, Millis,
-    Role,
+    Role, VotePolicy, VoteValue,
 };
 use crate::domain::views;
 use crate::rtc::ticket::{Claims, Permissions};
@@ -701,6 +701,89 @@ impl Command for SetRole {
             self.role,
             now,
         )
+    }
+}
+
+/// `PUT /v1/servers/{id}/moderation/policy`.
+#[derive(Debug, Clone)]
+pub struct PutVotePolicy {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub policy: VotePolicy,
+}
+
+impl Command for PutVotePolicy {
+    type Output = views::PolicyItem;
+    const NAME: &'static str = "put_vote_policy";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.put_vote_policy(&self.actor, &self.server_id, self.policy, now)
+    }
+}
+
+/// `POST /v1/servers/{id}/moderation/cases`.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub report: Report,
+}
+
+impl Command for FileReport {
+    type Output = views::CaseItem;
+    const NAME: &'static str = "report";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.report(&self.actor, &self.server_id, self.report, now)
+    }
+}
+
+/// `POST …/cases/{case_id}/actions/immediate`.
+#[derive(Debug, Clone)]
+pub struct ActNow {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub case_id: String,
+    pub ask: ActionAsk,
+}
+
+impl Command for ActNow {
+    type Output = views::ActionItem;
+    const NAME: &'static str = "act_now";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.act_now(&self.actor, &self.server_id, &self.case_id, self.ask, now)
+    }
+}
+
+/// `POST …/cases/{case_id}/actions/propose`.
+#[derive(Debug, Clone)]
+pub struct Propose {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub case_id: String,
+    pub ask: ActionAsk,
+}
+
+impl Command for Propose {
+    type Output = views::ProposalItem;
+    const NAME: &'static str = "propose";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.propose(&self.actor, &self.server_id, &self.case_id, self.ask, now)
+    }
+}
+
+/// `POST …/cases/{case_id}/votes`.
+#[derive(Debug, Clone)]
+pub struct CastVote {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub case_id: String,
+    pub value: VoteValue,
+}
+
+impl Command for CastVote {
+    type Output = views::ProposalItem;
+    const NAME: &'static str = "vote";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.vote(&self.actor, &self.server_id, &self.case_id, self.value, now)
     }
 }
 

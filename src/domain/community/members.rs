@@ -146,6 +146,18 @@ impl Community {
         server_id: &str,
         now: Millis,
     ) -> Result<Outcome<Left>, DomainError> {
+        self.leave_for(actor, server_id, "left", now)
+    }
+
+    /// Ends `actor`'s membership for `reason` (`left`, `kicked`, `banned`): the server hears
+    /// `chat.member.removed {server_id, user_uid, reason}`.
+    pub(super) fn leave_for(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        reason: &'static str,
+        now: Millis,
+    ) -> Result<Outcome<Left>, DomainError> {
         self.directory.server(server_id)?;
         let key = (ServerId::from(server_id), actor.user_uid.clone());
         let mut out = Outcome::pure(Left {
@@ -175,6 +187,25 @@ impl Community {
             user_uid: actor.user_uid.clone().into(),
         });
         self.roster.index(m);
+        #[derive(serde::Serialize)]
+        struct Removed<'a> {
+            server_id: &'a str,
+            user_uid: &'a str,
+            reason: &'static str,
+        }
+        let removed = Removed {
+            server_id,
+            user_uid: &actor.user_uid,
+            reason,
+        };
+        let event = self.server_event(
+            &mut out.records,
+            server_id,
+            "chat.member.removed",
+            &removed,
+            now,
+        );
+        out.events.push(event);
         Ok(out)
     }
 

@@ -146,6 +146,9 @@ impl Community {
             now,
             &mut records,
         )?;
+        if let Err(e) = self.may_post(&channel, &actor.user_uid, role, now) {
+            return Err(self.refuse_after_join(&channel.server_id, &actor.user_uid, &records, e));
+        }
         // After the admission: a first contact reads from its join on.
         if let Err(e) = self.check_reply_target(
             &actor.user_uid,

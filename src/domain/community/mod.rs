@@ -28,6 +28,7 @@ use super::views::*;
 
 mod access;
 mod acks;
+mod cases;
 pub mod commands;
 mod directory;
 #[cfg(test)]
@@ -50,6 +51,8 @@ pub use messages::{permissions, render};
 pub use tickets::{MAX_TRACKED_TICKETS, TicketBook};
 
 use acks::ReadAcks;
+use cases::CaseBook;
+pub use cases::{ActionAsk, Report};
 use directory::Directory;
 pub use directory::SettingsChange;
 use invites::Invites;
@@ -163,6 +166,9 @@ pub enum Notice {
     MemberLeft { server_id: String, user_uid: String },
     /// Moderation removed the uid from voice in the server: `rtc.kicked`, then close.
     VoiceKick { server_id: String, user_uid: String },
+    /// The uid was put in a timeout in the server: in a call it becomes listen-only at once
+    /// (the SFU stops forwarding what it publishes).
+    VoiceMute { server_id: String, user_uid: String },
     /// A session was revoked: the realtime sockets opened with its token close, and so does
     /// the voice participation of its device.
     SessionRevoked {
@@ -304,6 +310,7 @@ pub struct Community {
     read_acks: ReadAcks,
     measures: Measures,
     invites: Invites,
+    cases: CaseBook,
     /// Issued, used and voided join tickets.
     tickets: TicketBook,
     limiter: super::rate::RateLimiter,
@@ -329,6 +336,7 @@ impl Community {
             read_acks: ReadAcks::default(),
             measures: Measures::default(),
             invites: Invites::default(),
+            cases: CaseBook::default(),
             tickets: TicketBook::default(),
             last_seq: snapshot.last_seq,
             last_audit_seq: snapshot.last_audit_seq,
@@ -376,6 +384,21 @@ impl Community {
         }
         for p in snapshot.server_profiles {
             c.server_profiles.insert(p);
+        }
+        for case in snapshot.cases {
+            c.cases.cases.insert(case.id.clone(), case);
+        }
+        for a in snapshot.mod_actions {
+            c.cases.insert_action(a);
+        }
+        for (server_id, policy) in snapshot.vote_policies {
+            c.cases.policies.insert(server_id.into(), policy);
+        }
+        for p in snapshot.proposals {
+            c.cases.proposals.insert(p.id.clone(), p);
+        }
+        for v in snapshot.votes {
+            c.cases.insert_vote(v);
         }
         for a in snapshot.read_acks {
             c.read_acks

@@ -86,6 +86,33 @@ impl Community {
         Ok(Outcome::stored(permissions, records))
     }
 
+    /// Whether `uid` (with `role`) may post in `channel` now: not while in a timeout, and in a
+    /// locked channel only as a moderator or above.
+    pub(super) fn may_post(
+        &self,
+        channel: &crate::domain::model::Channel,
+        uid: &str,
+        role: Role,
+        now: Millis,
+    ) -> Result<(), DomainError> {
+        let server_id = channel.server_id.as_str();
+        if self
+            .measures
+            .measure(server_id, ModerationKind::Timeout, uid, now)
+            .is_some()
+        {
+            return Err(DomainError::TimedOut);
+        }
+        let locked = self
+            .measures
+            .measure(server_id, ModerationKind::Lock, &channel.id, now)
+            .is_some();
+        if locked && !role.at_least(Role::Moderator) {
+            return Err(DomainError::ChannelLocked);
+        }
+        Ok(())
+    }
+
     /// Who may moderate whom: moderators and above, over members of a lower rank.
     pub(super) fn moderator_over(
         &mut self,
@@ -149,23 +176,24 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<()>, DomainError> {
         self.moderator_over(actor, server_id, target_uid, now)?;
-        self.expel(server_id, target_uid, now)
+        self.expel(server_id, target_uid, "kicked", now)
     }
 
     /// What a kick and a ban both do to their target: its membership ends, the join tickets
     /// it took before are void, and its voice session is kicked — the kick notice first, so
     /// the participant gets `rtc.kicked` before the leave removes it.
-    fn expel(
+    pub(super) fn expel(
         &mut self,
         server_id: &str,
         target_uid: &str,
+        reason: &'static str,
         now: Millis,
     ) -> Result<Outcome<()>, DomainError> {
         let target = Actor {
             user_uid: target_uid.to_owned().into(),
             device_id: String::new(),
         };
-        let left = self.leave(&target, server_id, now)?;
+        let left = self.leave_for(&target, server_id, reason, now)?;
         // `leave` voids them only when the target is a current member.
         self.tickets.void_member(server_id, target_uid, now);
         let mut notices = vec![Notice::VoiceKick {
@@ -175,6 +203,7 @@ impl Community {
         notices.extend(left.notices);
         Ok(Outcome {
             records: left.records,
+            events: left.events,
             notices,
             ..Outcome::pure(())
         })
@@ -200,7 +229,7 @@ impl Community {
             true,
             now,
         );
-        let mut expelled = self.expel(server_id, target_uid, now)?;
+        let mut expelled = self.expel(server_id, target_uid, "banned", now)?;
         expelled.records.insert(0, record);
         Ok(expelled)
     }

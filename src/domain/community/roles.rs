@@ -152,18 +152,31 @@ impl Community {
             &changed,
             now,
         );
-        let event = self.server_event(
-            &mut records,
+        let event = self.role_updated_event(&mut records, server_id, target_uid, role, now);
+        Ok(Outcome::published(item, records, vec![event]))
+    }
+
+    /// `chat.member.role_updated {server_id, user_uid, role}` for the server.
+    pub(super) fn role_updated_event(
+        &mut self,
+        records: &mut Vec<Record>,
+        server_id: &str,
+        user_uid: &str,
+        role: Role,
+        now: Millis,
+    ) -> super::Emitted {
+        let payload = RoleUpdated {
+            server_id,
+            user_uid,
+            role: role.as_str(),
+        };
+        self.server_event(
+            records,
             server_id,
             "chat.member.role_updated",
-            &RoleUpdated {
-                server_id,
-                user_uid: target_uid,
-                role: role.as_str(),
-            },
+            &payload,
             now,
-        );
-        Ok(Outcome::published(item, records, vec![event]))
+        )
     }
 }
 

@@ -12,6 +12,37 @@ impl Rooms {
         self.evict_where(|p| p.server_id == server_id && p.view.user_uid == user_uid)
     }
 
+    /// `user_uid` was put in a timeout in `server_id`: its participants there become
+    /// listen-only at once, in the SFU (what they publish stops reaching the others) and in
+    /// what a later offer may publish. The frames are what that changed for the others (a
+    /// speaker stops speaking).
+    pub fn mute(&mut self, server_id: &str, user_uid: &str) -> Vec<Delivery> {
+        let numbers: Vec<u64> = self
+            .rooms
+            .values_mut()
+            .flat_map(|room| room.participants.iter_mut())
+            .filter(|(_, p)| p.server_id == server_id && p.view.user_uid == user_uid)
+            .map(|(n, p)| {
+                p.permissions = crate::rtc::ticket::Permissions::LISTEN_ONLY;
+                *n
+            })
+            .collect();
+        let Some(media) = self.media.as_mut() else {
+            return Vec::new();
+        };
+        for n in numbers {
+            media.restrict(
+                n,
+                crate::sfu::Permit {
+                    audio: false,
+                    camera: false,
+                    screen: false,
+                },
+            );
+        }
+        self.media_deliveries()
+    }
+
     /// Like [`Rooms::evict`], for the participants of one device of `user_uid` in any server
     /// (its session was revoked).
     pub fn evict_device(

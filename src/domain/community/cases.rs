@@ -1,0 +1,969 @@
+//! Moderation cases (wire contract Part D): any member reports another by reference and
+//! reason; staff act on a case at once (`kick`, `timeout_short`, `channel_lock`) or propose an
+//! action the staff vote on (`ban`, `timeout_long`, `role_remove`). Who sees a case: its
+//! reporter, the staff, and its target once an action was taken on it (without who reported
+//! it or why). Every step is an audit row; every change a staff member should see is a
+//! `chat.moderation.case_updated` to each of them.
+//!
+//! Votes: a proposal keeps the server's policy of the moment it was made (threshold of yes
+//! votes, quorum of distinct voters, window). Eligible voters are the staff who outrank the
+//! target; with fewer of them than the quorum no proposal is made. One vote per voter; the
+//! vote that meets the policy enforces, in the same request, once; a proposal that can no
+//! longer pass is rejected, one past its window expired.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{Actor, Audience, Community, Emitted, Outcome, Subject};
+use crate::domain::error::{DomainError, Limit, Needs, What};
+use crate::domain::ids::ServerId;
+use crate::domain::limits::{
+    CASES_PAGE, MAX_BAN_SECS, MAX_CHANNEL_LOCK_SECS, MAX_OPEN_REPORTS_PER_USER, MAX_POLICY_QUORUM,
+    MAX_REASON_TEXT_CHARS, MAX_REPORTS_PER_HOUR, MAX_TIMEOUT_LONG_SECS, MAX_TIMEOUT_SHORT_SECS,
+};
+use crate::domain::model::{
+    ActionType, Case, CaseStatus, Millis, ModAction, ModerationKind, Proposal, ProposalStatus,
+    Role, Vote, VotePolicy, VoteValue,
+};
+use crate::domain::records::Record;
+use crate::domain::views::{
+    ActionItem, CaseDetail, CaseItem, CasePage, PolicyItem, ProposalItem, VoteTally, rfc3339,
+};
+
+const HOUR_MS: Millis = 3_600_000;
+
+/// Cases, their actions, the servers' policies, proposals and votes.
+#[derive(Debug, Default)]
+pub struct CaseBook {
+    pub(super) cases: HashMap<String, Case>,
+    pub(super) actions: HashMap<String, Vec<ModAction>>,
+    pub(super) policies: HashMap<ServerId, VotePolicy>,
+    pub(super) proposals: HashMap<String, Proposal>,
+    pub(super) votes: HashMap<String, Vec<Vote>>,
+}
+
+impl CaseBook {
+    pub(super) fn insert_action(&mut self, a: ModAction) {
+        self.actions.entry(a.case_id.clone()).or_default().push(a);
+    }
+
+    pub(super) fn insert_vote(&mut self, v: Vote) {
+        let votes = self.votes.entry(v.proposal_id.clone()).or_default();
+        if !votes.iter().any(|x| x.voter_uid == v.voter_uid) {
+            votes.push(v);
+        }
+    }
+
+    fn proposals_of<'a>(&'a self, case_id: &'a str) -> impl Iterator<Item = &'a Proposal> + 'a {
+        self.proposals
+            .values()
+            .filter(move |p| p.case_id == case_id)
+    }
+}
+
+/// `POST …/moderation/cases`: what a report says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub target_uid: String,
+    pub channel_id: Option<String>,
+    pub message_id: Option<String>,
+    pub reason_code: String,
+    pub reason_text: Option<String>,
+}
+
+/// An action asked for on a case (immediate or proposed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionAsk {
+    pub action_type: ActionType,
+    pub duration_seconds: Option<i64>,
+    pub channel_id: Option<String>,
+    /// For a proposal: the proposer's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CaseUpdated<'a> {
+    server_id: &'a str,
+    case_id: &'a str,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct Locked<'a> {
+    channel_id: &'a str,
+    until: String,
+}
+
+fn reason_ok(code: &str, text: Option<&str>) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && text.is_none_or(|t| t.chars().count() <= MAX_REASON_TEXT_CHARS)
+}
+
+fn action_item(a: &ModAction) -> ActionItem {
+    ActionItem {
+        action_id: a.id.clone(),
+        case_id: a.case_id.clone(),
+        action_type: a.action_type.as_str(),
+        target_uid: a.target_uid.to_string(),
+        channel_id: a.channel_id.clone(),
+        duration_seconds: a.duration_seconds,
+        expires_at: a.expires_at.map(rfc3339),
+        enforced_by_uid: a.enforced_by_uid.to_string(),
+        enforced_at: rfc3339(a.enforced_at),
+    }
+}
+
+impl Community {
+    /// The voting policy of `server_id` (the default until its owner sets one).
+    pub fn vote_policy(&self, server_id: &str) -> VotePolicy {
+        self.cases
+            .policies
+            .get(server_id)
+            .copied()
+            .unwrap_or(VotePolicy::DEFAULT)
+    }
+
+    fn policy_item(&self, server_id: &str) -> PolicyItem {
+        let p = self.vote_policy(server_id);
+        PolicyItem {
+            server_id: server_id.to_owned(),
+            threshold: p.threshold,
+            quorum: p.quorum,
+            window_seconds: p.window_seconds,
+        }
+    }
+
+    /// `GET …/moderation/policy` (a member).
+    pub fn get_vote_policy(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+    ) -> Result<PolicyItem, DomainError> {
+        self.directory.server(server_id)?;
+        self.current_role(server_id, &actor.user_uid)
+            .ok_or(DomainError::NotAMember)?;
+        Ok(self.policy_item(server_id))
+    }
+
+    /// `PUT …/moderation/policy` (the owner): applies to proposals made from now on.
+    pub fn put_vote_policy(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        policy: VotePolicy,
+        now: Millis,
+    ) -> Result<Outcome<PolicyItem>, DomainError> {
+        self.directory.server(server_id)?;
+        match self.current_role(server_id, &actor.user_uid) {
+            Some(Role::Owner) => {}
+            Some(_) => return Err(DomainError::Forbidden(Needs::Owner)),
+            None => return Err(DomainError::NotAMember),
+        }
+        let VotePolicy {
+            threshold,
+            quorum,
+            window_seconds,
+        } = policy;
+        if threshold < 1
+            || threshold > quorum
+            || quorum > MAX_POLICY_QUORUM
+            || !(60..=7 * 24 * 3600).contains(&window_seconds)
+        {
+            return Err(DomainError::InvalidPolicy);
+        }
+        self.limiter.check(&actor.user_uid, now)?;
+        self.cases.policies.insert(server_id.into(), policy);
+        let value = self.policy_item(server_id);
+        let mut records = vec![Record::VotePolicy {
+            server_id: server_id.to_owned(),
+            policy,
+            updated_at: now,
+        }];
+        self.audit(
+            &mut records,
+            server_id,
+            None,
+            &actor.user_uid,
+            "policy_updated",
+            &value,
+            now,
+        );
+        Ok(Outcome::stored(value, records))
+    }
+
+    /// Whether `uid` may see `case`, and whether as its target only.
+    fn case_view(&self, case: &Case, uid: &str) -> Option<bool> {
+        let staff = self
+            .current_role(&case.server_id, uid)
+            .is_some_and(|r| r.at_least(Role::Moderator));
+        if staff || case.reporter_uid == uid {
+            return Some(false);
+        }
+        let acted = self
+            .cases
+            .actions
+            .get(&case.id)
+            .is_some_and(|a| !a.is_empty());
+        (case.target_uid == uid && acted).then_some(true)
+    }
+
+    fn case_item(&self, case: &Case, as_target: bool, now: Millis) -> CaseItem {
+        CaseItem {
+            case_id: case.id.clone(),
+            server_id: case.server_id.to_string(),
+            // The target is not told who reported it, nor what they wrote.
+            reporter_uid: (!as_target).then(|| case.reporter_uid.to_string()),
+            target_uid: case.target_uid.to_string(),
+            channel_id: case.channel_id.clone(),
+            message_id: case.message_id.clone(),
+            reason_code: case.reason_code.clone(),
+            reason_text: if as_target {
+                None
+            } else {
+                case.reason_text.clone()
+            },
+            status: self.case_status(case, now).as_str(),
+            created_at: rfc3339(case.created_at),
+            closed_at: case.closed_at.map(rfc3339),
+        }
+    }
+
+    /// A case's status at `now`: a voting case whose proposal ran out is open again.
+    fn case_status(&self, case: &Case, now: Millis) -> CaseStatus {
+        if case.status == CaseStatus::Voting
+            && !self
+                .cases
+                .proposals_of(&case.id)
+                .any(|p| self.proposal_status(p, now) == ProposalStatus::Open)
+        {
+            return CaseStatus::Open;
+        }
+        case.status
+    }
+
+    fn proposal_status(&self, p: &Proposal, now: Millis) -> ProposalStatus {
+        if p.status == ProposalStatus::Open && now >= p.expires_at {
+            ProposalStatus::Expired
+        } else {
+            p.status
+        }
+    }
+
+    fn tally(&self, proposal_id: &str) -> VoteTally {
+        let mut t = VoteTally::default();
+        for v in self.cases.votes.get(proposal_id).into_iter().flatten() {
+            match v.value {
+                VoteValue::Yes => t.yes += 1,
+                VoteValue::No => t.no += 1,
+                VoteValue::Abstain => t.abstain += 1,
+            }
+        }
+        t
+    }
+
+    fn proposal_item(&self, p: &Proposal, now: Millis) -> ProposalItem {
+        ProposalItem {
+            proposal_id: p.id.clone(),
+            case_id: p.case_id.clone(),
+            action_type: p.action_type.as_str(),
+            duration_seconds: p.duration_seconds,
+            proposed_by_uid: p.proposed_by_uid.to_string(),
+            threshold: p.policy.threshold,
+            quorum: p.policy.quorum,
+            expires_at: rfc3339(p.expires_at),
+            status: self.proposal_status(p, now).as_str(),
+            votes: self.tally(&p.id),
+        }
+    }
+
+    /// `chat.moderation.case_updated` to each staff member of the server.
+    fn tell_staff(&self, case: &Case, status: CaseStatus, now: Millis) -> Vec<Emitted> {
+        let payload = super::encode(&CaseUpdated {
+            server_id: &case.server_id,
+            case_id: &case.id,
+            status: status.as_str(),
+        });
+        let mut staff: Vec<&str> = self
+            .roster
+            .memberships
+            .values()
+            .filter(|m| m.server_id == case.server_id && m.is_current())
+            .filter(|m| m.role.at_least(Role::Moderator))
+            .map(|m| m.user_uid.as_str())
+            .collect();
+        staff.sort_unstable();
+        staff
+            .into_iter()
+            .map(|uid| Emitted {
+                server_id: case.server_id.to_string(),
+                event_id: None,
+                audience: Audience::User(uid.to_owned()),
+                kind: "chat.moderation.case_updated",
+                payload: payload.clone(),
+                created_at: now,
+                subject: Subject::Server,
+            })
+            .collect()
+    }
+
+    /// `POST /v1/servers/{id}/moderation/cases` (a member): a report about another member
+    /// (current or past) of the server.
+    pub fn report(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        report: Report,
+        now: Millis,
+    ) -> Result<Outcome<CaseItem>, DomainError> {
+        self.directory.server(server_id)?;
+        self.current_role(server_id, &actor.user_uid)
+            .ok_or(DomainError::NotAMember)?;
+        crate::domain::limits::text_field("reason_code", &report.reason_code)?;
+        crate::domain::limits::optional_text_field("reason_text", report.reason_text.as_deref())?;
+        if !reason_ok(&report.reason_code, report.reason_text.as_deref()) {
+            return Err(DomainError::InvalidReason);
+        }
+        if report.target_uid == actor.user_uid.as_str() {
+            return Err(DomainError::InvalidTarget);
+        }
+        if self
+            .roster
+            .membership(server_id, &report.target_uid)
+            .is_none()
+        {
+            return Err(DomainError::NotFound(What::Member));
+        }
+        if let Some(channel_id) = &report.channel_id
+            && self.directory.channel(channel_id)?.server_id != server_id
+        {
+            return Err(DomainError::NotFound(What::Channel));
+        }
+        let mine: Vec<&Case> = self
+            .cases
+            .cases
+            .values()
+            .filter(|c| c.server_id == server_id && c.reporter_uid == actor.user_uid)
+            .collect();
+        let open = mine
+            .iter()
+            .filter(|c| matches!(c.status, CaseStatus::Open | CaseStatus::Voting))
+            .count();
+        if open >= MAX_OPEN_REPORTS_PER_USER {
+            return Err(DomainError::LimitReached(Limit::OpenReportsPerUser));
+        }
+        let mut recent: Vec<Millis> = mine
+            .iter()
+            .map(|c| c.created_at)
+            .filter(|t| *t > now - HOUR_MS)
+            .collect();
+        if recent.len() >= MAX_REPORTS_PER_HOUR {
+            recent.sort_unstable();
+            return Err(DomainError::ReportsThrottled {
+                retry_after_ms: (recent[recent.len() - MAX_REPORTS_PER_HOUR] + HOUR_MS - now)
+                    .max(1),
+            });
+        }
+        self.limiter.check(&actor.user_uid, now)?;
+        let case = Case {
+            id: self.entropy.id("case"),
+            server_id: server_id.to_owned().into(),
+            reporter_uid: actor.user_uid.clone(),
+            target_uid: report.target_uid.clone().into(),
+            channel_id: report.channel_id,
+            message_id: report.message_id,
+            reason_code: report.reason_code,
+            reason_text: report.reason_text.filter(|t| !t.is_empty()),
+            status: CaseStatus::Open,
+            created_at: now,
+            closed_at: None,
+        };
+        let mut records = vec![Record::Case(case.clone())];
+        self.audit(
+            &mut records,
+            server_id,
+            Some(&case.id),
+            &actor.user_uid,
+            "case_opened",
+            &serde_json_free::Opened {
+                target_uid: &case.target_uid,
+                reason_code: &case.reason_code,
+            },
+            now,
+        );
+        let events = self.tell_staff(&case, CaseStatus::Open, now);
+        let value = self.case_item(&case, false, now);
+        self.cases.cases.insert(case.id.clone(), case);
+        Ok(Outcome::published(value, records, events))
+    }
+
+    /// `GET …/moderation/cases?cursor=`: the cases the caller may see, newest first.
+    pub fn list_cases(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+        after: Option<&str>,
+        now: Millis,
+    ) -> Result<CasePage, DomainError> {
+        self.directory.server(server_id)?;
+        let mut visible: Vec<(&Case, bool)> = self
+            .cases
+            .cases
+            .values()
+            .filter(|c| c.server_id == server_id)
+            .filter_map(|c| self.case_view(c, &actor.user_uid).map(|t| (c, t)))
+            .collect();
+        visible.sort_by(|(a, _), (b, _)| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        let start = match after {
+            None => 0,
+            Some(after) => visible
+                .iter()
+                .position(|(c, _)| c.id == after)
+                .map(|p| p + 1)
+                .ok_or(DomainError::NotFound(What::Case))?,
+        };
+        let page: Vec<CaseItem> = visible
+            .iter()
+            .skip(start)
+            .take(CASES_PAGE)
+            .map(|(c, t)| self.case_item(c, *t, now))
+            .collect();
+        let next_cursor = (start + page.len() < visible.len())
+            .then(|| page.last().map(|c| c.case_id.clone()))
+            .flatten();
+        Ok(CasePage {
+            cases: page,
+            next_cursor,
+        })
+    }
+
+    /// `GET …/moderation/cases/{case_id}`: the case with its actions and proposals; a case
+    /// the caller may not see is not found.
+    pub fn get_case(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+        case_id: &str,
+        now: Millis,
+    ) -> Result<CaseDetail, DomainError> {
+        self.directory.server(server_id)?;
+        let case = self
+            .cases
+            .cases
+            .get(case_id)
+            .filter(|c| c.server_id == server_id)
+            .ok_or(DomainError::NotFound(What::Case))?;
+        let as_target = self
+            .case_view(case, &actor.user_uid)
+            .ok_or(DomainError::NotFound(What::Case))?;
+        let mut proposals: Vec<&Proposal> = self.cases.proposals_of(case_id).collect();
+        proposals.sort_by_key(|p| p.created_at);
+        Ok(CaseDetail {
+            case: self.case_item(case, as_target, now),
+            actions: self
+                .cases
+                .actions
+                .get(case_id)
+                .into_iter()
+                .flatten()
+                .map(action_item)
+                .collect(),
+            proposals: if as_target {
+                Vec::new()
+            } else {
+                proposals
+                    .iter()
+                    .map(|p| self.proposal_item(p, now))
+                    .collect()
+            },
+        })
+    }
+
+    /// A case of `server_id` that is still open to action.
+    fn actionable_case(
+        &self,
+        server_id: &str,
+        case_id: &str,
+        now: Millis,
+    ) -> Result<Case, DomainError> {
+        let case = self
+            .cases
+            .cases
+            .get(case_id)
+            .filter(|c| c.server_id == server_id)
+            .cloned()
+            .ok_or(DomainError::NotFound(What::Case))?;
+        match self.case_status(&case, now) {
+            CaseStatus::Open | CaseStatus::Voting => Ok(case),
+            _ => Err(DomainError::CaseClosed),
+        }
+    }
+
+    /// `POST …/cases/{case_id}/actions/immediate` (a moderator or above, over the target's
+    /// rank): `kick`, `timeout_short` (≤ 1 h) or `channel_lock` (≤ 24 h, a channel of the
+    /// server), enforced at once.
+    pub fn act_now(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        case_id: &str,
+        ask: ActionAsk,
+        now: Millis,
+    ) -> Result<Outcome<ActionItem>, DomainError> {
+        self.directory.server(server_id)?;
+        if !ask.action_type.is_immediate() {
+            return Err(DomainError::InvalidAction(
+                "immediate actions are kick, timeout_short and channel_lock; the others are voted on",
+            ));
+        }
+        let case = self.actionable_case(server_id, case_id, now)?;
+        let (duration, channel_id) = match ask.action_type {
+            ActionType::Kick => (None, None),
+            ActionType::TimeoutShort => (
+                Some(bounded(ask.duration_seconds, 600, MAX_TIMEOUT_SHORT_SECS)?),
+                None,
+            ),
+            _ => {
+                let channel_id = ask.channel_id.clone().or(case.channel_id.clone()).ok_or(
+                    DomainError::InvalidAction("channel_lock needs a channel_id"),
+                )?;
+                if self.directory.channel(&channel_id)?.server_id != server_id {
+                    return Err(DomainError::NotFound(What::Channel));
+                }
+                (
+                    Some(bounded(ask.duration_seconds, 3600, MAX_CHANNEL_LOCK_SECS)?),
+                    Some(channel_id),
+                )
+            }
+        };
+        if ask.action_type == ActionType::ChannelLock {
+            self.require_staff(server_id, actor)?;
+            self.limiter.check(&actor.user_uid, now)?;
+        } else {
+            self.moderator_over(actor, server_id, &case.target_uid, now)?;
+        }
+        self.enforce(actor, case, ask.action_type, duration, channel_id, now)
+    }
+
+    /// Takes `action` on `case` for `actor` (checked by the caller): the measure, the action
+    /// row, the case enforced, the audit row, and what the others are told.
+    fn enforce(
+        &mut self,
+        actor: &Actor,
+        mut case: Case,
+        action: ActionType,
+        duration: Option<i64>,
+        channel_id: Option<String>,
+        now: Millis,
+    ) -> Result<Outcome<ActionItem>, DomainError> {
+        let server_id = case.server_id.to_string();
+        let target = case.target_uid.to_string();
+        let until = duration.map(|d| now + d * 1000);
+        let mut out: Outcome<()> = Outcome::pure(());
+        match action {
+            ActionType::Kick => out = self.expel(&server_id, &target, "kicked", now)?,
+            ActionType::Ban => {
+                let record = self.set_measure(
+                    actor,
+                    &server_id,
+                    ModerationKind::Ban,
+                    &target,
+                    until,
+                    true,
+                    now,
+                );
+                out = self.expel(&server_id, &target, "banned", now)?;
+                out.records.insert(0, record);
+            }
+            ActionType::TimeoutShort | ActionType::TimeoutLong => {
+                let record = self.set_measure(
+                    actor,
+                    &server_id,
+                    ModerationKind::Timeout,
+                    &target,
+                    until,
+                    true,
+                    now,
+                );
+                out.records.push(record);
+                out.notices.push(super::Notice::VoiceMute {
+                    server_id: server_id.clone(),
+                    user_uid: target.clone(),
+                });
+            }
+            ActionType::ChannelLock => {
+                let channel = channel_id.clone().expect("checked by act_now");
+                let record = self.set_measure(
+                    actor,
+                    &server_id,
+                    ModerationKind::Lock,
+                    &channel,
+                    until,
+                    true,
+                    now,
+                );
+                out.records.push(record);
+                let locked = Locked {
+                    channel_id: &channel,
+                    until: rfc3339(until.unwrap_or(now)),
+                };
+                let event = self.server_event(
+                    &mut out.records,
+                    &server_id,
+                    "chat.channel.locked",
+                    &locked,
+                    now,
+                );
+                out.events.push(event);
+            }
+            ActionType::RoleRemove => {
+                let demoted = self.demote(&server_id, &target, now);
+                out.records.extend(demoted.records);
+                out.events.extend(demoted.events);
+            }
+        }
+        let item = ModAction {
+            id: self.entropy.id("act"),
+            case_id: case.id.clone(),
+            server_id: server_id.clone().into(),
+            action_type: action,
+            target_uid: target.clone().into(),
+            channel_id,
+            duration_seconds: duration,
+            expires_at: until,
+            enforced_by_uid: actor.user_uid.clone(),
+            enforced_at: now,
+        };
+        case.status = CaseStatus::Enforced;
+        case.closed_at = Some(now);
+        let mut records = out.records;
+        records.push(Record::ModAction(item.clone()));
+        records.push(Record::Case(case.clone()));
+        let value = action_item(&item);
+        self.audit(
+            &mut records,
+            &server_id,
+            Some(&case.id),
+            &actor.user_uid,
+            "action_enforced",
+            &value,
+            now,
+        );
+        let mut events = out.events;
+        events.extend(self.tell_staff(&case, CaseStatus::Enforced, now));
+        self.cases.insert_action(item);
+        self.cases.cases.insert(case.id.clone(), case);
+        Ok(Outcome {
+            value,
+            records,
+            events,
+            notices: out.notices,
+        })
+    }
+
+    /// `role_remove`: the target becomes a member again (audited and announced by the caller's
+    /// records).
+    fn demote(&mut self, server_id: &str, target: &str, now: Millis) -> Outcome<()> {
+        let Some(m) = self
+            .roster
+            .membership(server_id, target)
+            .filter(|m| m.is_current() && m.role != Role::Member && m.role != Role::Owner)
+            .cloned()
+        else {
+            return Outcome::pure(());
+        };
+        let m = crate::domain::model::Membership {
+            role: Role::Member,
+            ..m
+        };
+        let mut records = vec![Record::Membership(m.clone())];
+        self.roster.index(m);
+        let event = self.role_updated_event(&mut records, server_id, target, Role::Member, now);
+        Outcome {
+            records,
+            events: vec![event],
+            ..Outcome::pure(())
+        }
+    }
+
+    /// The staff who may vote on an action against `target`: moderators and above who
+    /// outrank it.
+    fn eligible_voters(&self, server_id: &str, target: &str) -> Vec<String> {
+        let target_rank = self
+            .roster
+            .membership(server_id, target)
+            .map_or(0, |m| m.role.rank());
+        let mut voters: Vec<String> = self
+            .roster
+            .memberships
+            .values()
+            .filter(|m| m.server_id == server_id && m.is_current() && m.user_uid != target)
+            .filter(|m| m.role.at_least(Role::Moderator) && m.role.rank() > target_rank)
+            .map(|m| m.user_uid.to_string())
+            .collect();
+        voters.sort_unstable();
+        voters
+    }
+
+    /// `POST …/cases/{case_id}/actions/propose` (an eligible voter): `ban` (optionally timed,
+    /// ≤ 365 days), `timeout_long` (1 h … 30 days) or `role_remove`, decided by votes under
+    /// the policy of now. The same `Idempotency-Key` from the same proposer proposes once.
+    pub fn propose(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        case_id: &str,
+        ask: ActionAsk,
+        now: Millis,
+    ) -> Result<Outcome<ProposalItem>, DomainError> {
+        self.directory.server(server_id)?;
+        if let Some(key) = &ask.idempotency_key
+            && let Some(p) = self.cases.proposals.values().find(|p| {
+                p.server_id == server_id
+                    && p.proposed_by_uid == actor.user_uid
+                    && p.idempotency_key.as_deref() == Some(key.as_str())
+            })
+        {
+            return Ok(Outcome::pure(self.proposal_item(p, now)));
+        }
+        if ask.action_type.is_immediate() {
+            return Err(DomainError::InvalidAction(
+                "kick, timeout_short and channel_lock are taken at once: actions/immediate",
+            ));
+        }
+        let case = self.actionable_case(server_id, case_id, now)?;
+        let eligible = self.eligible_voters(server_id, &case.target_uid);
+        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
+            return Err(self.not_eligible(server_id, actor));
+        }
+        let duration = match ask.action_type {
+            ActionType::TimeoutLong => Some(bounded_from(
+                ask.duration_seconds,
+                MAX_TIMEOUT_SHORT_SECS + 1,
+                MAX_TIMEOUT_LONG_SECS,
+            )?),
+            ActionType::Ban => ask
+                .duration_seconds
+                .map(|d| bounded(Some(d), d, MAX_BAN_SECS))
+                .transpose()?,
+            _ => {
+                let role = self.current_role(server_id, &case.target_uid);
+                if !matches!(role, Some(Role::Moderator | Role::Admin)) {
+                    return Err(DomainError::InvalidAction(
+                        "role_remove is for a moderator or an admin",
+                    ));
+                }
+                None
+            }
+        };
+        let mut records = Vec::new();
+        for p in self.cases.proposals_of(case_id) {
+            match self.proposal_status(p, now) {
+                ProposalStatus::Open => return Err(DomainError::ProposalOpen),
+                // Recorded as it is now, the window having run out.
+                ProposalStatus::Expired if p.status == ProposalStatus::Open => {
+                    records.push(Record::Proposal(Proposal {
+                        status: ProposalStatus::Expired,
+                        ..p.clone()
+                    }));
+                }
+                _ => {}
+            }
+        }
+        let policy = self.vote_policy(server_id);
+        let count = u32::try_from(eligible.len()).unwrap_or(u32::MAX);
+        if count < policy.quorum {
+            return Err(DomainError::QuorumUnreachable {
+                eligible: count,
+                quorum: policy.quorum,
+            });
+        }
+        self.limiter.check(&actor.user_uid, now)?;
+        for r in &records {
+            if let Record::Proposal(p) = r {
+                self.cases.proposals.insert(p.id.clone(), p.clone());
+            }
+        }
+        let proposal = Proposal {
+            id: self.entropy.id("prop"),
+            case_id: case_id.to_owned(),
+            server_id: server_id.to_owned().into(),
+            action_type: ask.action_type,
+            duration_seconds: duration,
+            proposed_by_uid: actor.user_uid.clone(),
+            policy,
+            expires_at: now + policy.window_seconds * 1000,
+            status: ProposalStatus::Open,
+            created_at: now,
+            idempotency_key: ask.idempotency_key,
+        };
+        let mut case = case;
+        case.status = CaseStatus::Voting;
+        records.push(Record::Proposal(proposal.clone()));
+        records.push(Record::Case(case.clone()));
+        self.cases
+            .proposals
+            .insert(proposal.id.clone(), proposal.clone());
+        let value = self.proposal_item(&proposal, now);
+        self.audit(
+            &mut records,
+            server_id,
+            Some(case_id),
+            &actor.user_uid,
+            "proposal_opened",
+            &value,
+            now,
+        );
+        let events = self.tell_staff(&case, CaseStatus::Voting, now);
+        self.cases.cases.insert(case.id.clone(), case);
+        Ok(Outcome::published(value, records, events))
+    }
+
+    fn not_eligible(&self, server_id: &str, actor: &Actor) -> DomainError {
+        match self.current_role(server_id, &actor.user_uid) {
+            None => DomainError::NotAMember,
+            Some(_) => DomainError::Forbidden(Needs::HigherRank),
+        }
+    }
+
+    /// `POST …/cases/{case_id}/votes {value}` (an eligible voter, once): the vote that meets
+    /// the proposal's policy enforces it now; one after which it cannot pass rejects it.
+    pub fn vote(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        case_id: &str,
+        value: VoteValue,
+        now: Millis,
+    ) -> Result<Outcome<ProposalItem>, DomainError> {
+        self.directory.server(server_id)?;
+        let case = self
+            .cases
+            .cases
+            .get(case_id)
+            .filter(|c| c.server_id == server_id)
+            .cloned()
+            .ok_or(DomainError::NotFound(What::Case))?;
+        let proposal = {
+            let mut ps: Vec<&Proposal> = self.cases.proposals_of(case_id).collect();
+            ps.sort_by_key(|p| p.created_at);
+            ps.last()
+                .map(|p| (*p).clone())
+                .ok_or(DomainError::NotFound(What::Proposal))?
+        };
+        let eligible = self.eligible_voters(server_id, &case.target_uid);
+        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
+            return Err(self.not_eligible(server_id, actor));
+        }
+        if self.proposal_status(&proposal, now) != ProposalStatus::Open {
+            return Err(DomainError::ProposalClosed);
+        }
+        if self
+            .cases
+            .votes
+            .get(&proposal.id)
+            .is_some_and(|v| v.iter().any(|v| v.voter_uid == actor.user_uid))
+        {
+            return Err(DomainError::AlreadyVoted);
+        }
+        self.limiter.check(&actor.user_uid, now)?;
+        let vote = Vote {
+            proposal_id: proposal.id.clone(),
+            voter_uid: actor.user_uid.clone(),
+            value,
+            at: now,
+        };
+        self.cases.insert_vote(vote.clone());
+        let mut records = vec![Record::Vote(vote)];
+        #[derive(Serialize)]
+        struct Cast<'a> {
+            proposal_id: &'a str,
+            value: &'static str,
+        }
+        self.audit(
+            &mut records,
+            server_id,
+            Some(case_id),
+            &actor.user_uid,
+            "vote_cast",
+            &Cast {
+                proposal_id: &proposal.id,
+                value: value.as_str(),
+            },
+            now,
+        );
+        let tally = self.tally(&proposal.id);
+        let voted = tally.yes + tally.no + tally.abstain;
+        let remaining = u32::try_from(eligible.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(voted);
+        let policy = proposal.policy;
+        let mut events = Vec::new();
+        let mut notices = Vec::new();
+        let status = if tally.yes >= policy.threshold && voted >= policy.quorum {
+            let enforced = self.enforce(
+                actor,
+                case,
+                proposal.action_type,
+                proposal.duration_seconds,
+                None,
+                now,
+            )?;
+            records.extend(enforced.records);
+            events.extend(enforced.events);
+            notices.extend(enforced.notices);
+            ProposalStatus::Enforced
+        } else if tally.yes + remaining < policy.threshold || voted + remaining < policy.quorum {
+            let mut case = case;
+            case.status = CaseStatus::Rejected;
+            case.closed_at = Some(now);
+            records.push(Record::Case(case.clone()));
+            events.extend(self.tell_staff(&case, CaseStatus::Rejected, now));
+            self.cases.cases.insert(case.id.clone(), case);
+            ProposalStatus::Rejected
+        } else {
+            ProposalStatus::Open
+        };
+        let proposal = Proposal { status, ..proposal };
+        if status != ProposalStatus::Open {
+            records.push(Record::Proposal(proposal.clone()));
+        }
+        let value = self.proposal_item(&proposal, now);
+        self.cases.proposals.insert(proposal.id.clone(), proposal);
+        Ok(Outcome {
+            value,
+            records,
+            events,
+            notices,
+        })
+    }
+}
+
+/// `asked` seconds (or `default`), within 1 ..= `max`.
+fn bounded(asked: Option<i64>, default: i64, max: i64) -> Result<i64, DomainError> {
+    bounded_from(Some(asked.unwrap_or(default)), 1, max)
+}
+
+/// `asked` seconds, required, within `min` ..= `max`.
+fn bounded_from(asked: Option<i64>, min: i64, max: i64) -> Result<i64, DomainError> {
+    match asked {
+        Some(d) if (min..=max).contains(&d) => Ok(d),
+        _ => Err(DomainError::InvalidAction(
+            "duration_seconds is out of range for this action (timeout_short ≤ 3600, channel_lock ≤ 86400, timeout_long 3601 … 2592000, ban ≤ 31536000)",
+        )),
+    }
+}
+
+/// The payloads of audit rows that are not views.
+mod serde_json_free {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub(super) struct Opened<'a> {
+        pub target_uid: &'a str,
+        pub reason_code: &'a str,
+    }
+}
