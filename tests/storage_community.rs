@@ -410,6 +410,84 @@ fn everything() -> (Vec<Record>, Snapshot) {
         payload: "{\"rewritten\":true}".to_owned(),
         ..audit(2)
     }));
+    // Moderation: a case whose status changes (upsert), its action, a policy set twice, a
+    // proposal decided (upsert of its status) and two votes, one sent twice.
+    let case = Case {
+        id: "case-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
+        reporter_uid: "u-bob".to_owned().into(),
+        target_uid: "u-carol".to_owned().into(),
+        channel_id: Some("ch-1".to_owned()),
+        message_id: Some("msg_1".to_owned()),
+        reason_code: "spam".to_owned(),
+        reason_text: Some("links".to_owned()),
+        status: CaseStatus::Open,
+        created_at: 1_030,
+        closed_at: None,
+    };
+    records.push(Record::Case(case.clone()));
+    let case = Case {
+        status: CaseStatus::Enforced,
+        closed_at: Some(1_040),
+        ..case
+    };
+    records.push(Record::Case(case.clone()));
+    let action = ModAction {
+        id: "act-1".to_owned(),
+        case_id: "case-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
+        action_type: ActionType::TimeoutLong,
+        target_uid: "u-carol".to_owned().into(),
+        channel_id: None,
+        duration_seconds: Some(7_200),
+        expires_at: Some(8_000_000),
+        enforced_by_uid: "u-alice".to_owned().into(),
+        enforced_at: 1_040,
+    };
+    records.push(Record::ModAction(action.clone()));
+    for threshold in [1, 2] {
+        records.push(Record::VotePolicy {
+            server_id: "srv-1".to_owned(),
+            policy: VotePolicy {
+                threshold,
+                quorum: 2,
+                window_seconds: 600,
+            },
+            updated_at: 1_031,
+        });
+    }
+    let proposal = Proposal {
+        id: "prop-1".to_owned(),
+        case_id: "case-1".to_owned(),
+        server_id: "srv-1".to_owned().into(),
+        action_type: ActionType::TimeoutLong,
+        duration_seconds: Some(7_200),
+        proposed_by_uid: "u-alice".to_owned().into(),
+        policy: VotePolicy {
+            threshold: 2,
+            quorum: 2,
+            window_seconds: 600,
+        },
+        expires_at: 1_632,
+        status: ProposalStatus::Open,
+        created_at: 1_032,
+        idempotency_key: Some("key-1".to_owned()),
+    };
+    records.push(Record::Proposal(proposal.clone()));
+    let proposal = Proposal {
+        status: ProposalStatus::Enforced,
+        ..proposal
+    };
+    records.push(Record::Proposal(proposal.clone()));
+    let vote = |voter: &str, value| Vote {
+        proposal_id: "prop-1".to_owned(),
+        voter_uid: voter.to_owned().into(),
+        value,
+        at: 1_035,
+    };
+    records.push(Record::Vote(vote("u-alice", VoteValue::Yes)));
+    records.push(Record::Vote(vote("u-dave", VoteValue::Yes)));
+    records.push(Record::Vote(vote("u-dave", VoteValue::No)));
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -431,6 +509,21 @@ fn everything() -> (Vec<Record>, Snapshot) {
         server_profiles,
         last_seq: 2,
         last_audit_seq: 2,
+        cases: vec![case],
+        mod_actions: vec![action],
+        vote_policies: vec![(
+            "srv-1".to_owned(),
+            VotePolicy {
+                threshold: 2,
+                quorum: 2,
+                window_seconds: 600,
+            },
+        )],
+        proposals: vec![proposal],
+        votes: vec![
+            vote("u-alice", VoteValue::Yes),
+            vote("u-dave", VoteValue::Yes),
+        ],
         last_event_ids: HashMap::from([
             ("srv-1".to_owned(), EventId(2)),
             ("srv-2".to_owned(), EventId(1)),
