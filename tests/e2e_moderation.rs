@@ -170,3 +170,298 @@ on_both_engines! {
         assert_eq!(newest.arr_at("items")[1].str_at("audit_id"), first.arr_at("items")[0].str_at("audit_id"));
     };
 }
+
+fn cases_path(server_id: &str) -> String {
+    format!("/v1/servers/{server_id}/moderation/cases")
+}
+
+/// A report of `target` by `reporter`: the new case id.
+fn report(reporter: &Client, server_id: &str, target: &Client) -> String {
+    let case = reporter.expect(
+        201,
+        reporter.post(
+            &cases_path(server_id),
+            &json!({"target_uid": target.uid(), "reason_code": "harassment", "reason_text": "see the thread"}),
+        ),
+    );
+    case.str_at("case_id").to_owned()
+}
+
+/// `POST …/cases/{case}/{what}` by `who`: (status, the reply).
+fn on_case(
+    who: &Client,
+    server_id: &str,
+    case_id: &str,
+    what: &str,
+    body: simd_json::OwnedValue,
+) -> (u16, simd_json::OwnedValue) {
+    let reply = who.post(
+        &format!("{}/{case_id}/{what}", cases_path(server_id)),
+        &body,
+    );
+    let status = reply.status;
+    (status, reply.json())
+}
+
+/// A server with an owner, an admin, two moderators and three members, all joined.
+struct Staffed {
+    server_id: String,
+    owner: Client,
+    admin: Client,
+    mods: [Client; 2],
+    members: [Client; 3],
+}
+
+fn staffed(addr: std::net::SocketAddr) -> Staffed {
+    let owner = Client::user(addr);
+    let server_id = owned_server(&owner, "Moderated");
+    let admin = Client::user(addr);
+    let mods = [Client::user(addr), Client::user(addr)];
+    let members = [Client::user(addr), Client::user(addr), Client::user(addr)];
+    for c in std::iter::once(&admin).chain(&mods).chain(&members) {
+        c.expect(200, c.get(&format!("/v1/servers/{server_id}/channels")));
+    }
+    assert_eq!(set_role(&owner, &server_id, admin.uid(), "admin").0, 200);
+    for m in &mods {
+        assert_eq!(set_role(&admin, &server_id, m.uid(), "moderator").0, 200);
+    }
+    Staffed {
+        server_id,
+        owner,
+        admin,
+        mods,
+        members,
+    }
+}
+
+on_both_engines! {
+    reports_are_seen_by_whom_they_concern_and_immediate_actions_act_at_once => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [reporter, target, bystander] = &s.members;
+        let general = s.owner.first_text_channel(id);
+        let case_id = report(reporter, id, target);
+        // Who sees it: the reporter and the staff; not the target (yet), not a bystander.
+        for who in [reporter, &s.mods[0], &s.owner] {
+            let seen = who.expect(200, who.get(&format!("{}/{case_id}", cases_path(id))));
+            assert_eq!((seen.str_at("status"), seen.str_at("reporter_uid")), ("open", reporter.uid()));
+        }
+        for who in [target, bystander] {
+            assert_eq!(who.get(&format!("{}/{case_id}", cases_path(id))).status, 404, "{}", who.uid());
+            let listed = who.expect(200, who.get(&cases_path(id)));
+            assert!(listed.arr_at("cases").is_empty(), "{}", encode(&listed));
+        }
+        assert_eq!(Client::anonymous(addr).get(&cases_path(id)).status, 401);
+        let staff_list = s.mods[1].expect(200, s.mods[1].get(&cases_path(id)));
+        assert_eq!(staff_list.arr_at("cases").len(), 1);
+        // Bad reports: oneself, a stranger, a bad reason, someone else's channel.
+        for (body, status, code) in [
+            (json!({"target_uid": reporter.uid(), "reason_code": "spam"}), 400, "invalid_target"),
+            (json!({"target_uid": "uid_never_here", "reason_code": "spam"}), 404, "member_not_found"),
+            (json!({"target_uid": target.uid(), "reason_code": "Not A Code!"}), 400, "invalid_reason"),
+            (json!({"target_uid": target.uid(), "reason_code": "spam", "reason_text": "x".repeat(1001)}), 400, "invalid_reason"),
+            (json!({"target_uid": target.uid(), "reason_code": "sp\u{0}am"}), 400, "invalid_text"),
+            (json!({"target_uid": target.uid(), "reason_code": "spam", "channel_id": "ch_elsewhere"}), 404, "channel_not_found"),
+        ] {
+            let reply = reporter.post(&cases_path(id), &body);
+            assert_eq!((reply.status, reply.json().str_at("code").to_owned()), (status, code.to_owned()), "{}", encode(&body));
+        }
+        // Only staff act, and only over a lower rank; kick, timeout and lock only here.
+        for (who, body, status, code) in [
+            (bystander, json!({"action_type": "kick"}), 403, "forbidden"),
+            (&s.mods[0], json!({"action_type": "ban"}), 400, "invalid_action"),
+            (&s.mods[0], json!({"action_type": "timeout_short", "duration_seconds": 3601}), 400, "invalid_action"),
+            (&s.mods[0], json!({"action_type": "channel_lock"}), 400, "invalid_action"),
+            (&s.mods[0], json!({"action_type": "fly"}), 400, "invalid_action"),
+        ] {
+            let (got, reply) = on_case(who, id, &case_id, "actions/immediate", body.clone());
+            assert_eq!((got, reply.str_at("code")), (status, code), "{}", encode(&body));
+        }
+        let upward = report(reporter, id, &s.admin);
+        let (got, reply) = on_case(&s.mods[0], id, &upward, "actions/immediate", json!({"action_type": "kick"}));
+        assert_eq!((got, reply.str_at("code")), (403, "forbidden"), "a moderator does not kick an admin");
+
+        // A timeout: the target may not post; the case is enforced and now visible to it,
+        // without who reported it.
+        let (got, action) = on_case(&s.mods[0], id, &case_id, "actions/immediate", json!({"action_type": "timeout_short", "duration_seconds": 120}));
+        assert_eq!(got, 201, "{}", encode(&action));
+        assert_eq!(
+            action.keys_at(""),
+            key_set(&["action_id", "case_id", "action_type", "target_uid", "channel_id", "duration_seconds", "expires_at", "enforced_by_uid", "enforced_at"])
+        );
+        assert_eq!((action.str_at("action_type"), action.str_at("target_uid"), action.i64_at("duration_seconds")), ("timeout_short", target.uid(), 120));
+        let post = target.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "still here"}));
+        assert_eq!((post.status, post.json().str_at("code").to_owned()), (403, "timed_out".to_owned()));
+        let seen = target.expect(200, target.get(&format!("{}/{case_id}", cases_path(id))));
+        assert_eq!(seen.str_at("status"), "enforced");
+        assert!(seen.is_null_at("reporter_uid") && seen.is_null_at("reason_text"), "{}", encode(&seen));
+        assert_eq!(seen.arr_at("actions").len(), 1);
+        let (got, reply) = on_case(&s.mods[0], id, &case_id, "actions/immediate", json!({"action_type": "kick"}));
+        assert_eq!((got, reply.str_at("code")), (409, "case_closed"));
+
+        // A lock: members may not post there; staff may; everyone hears of it.
+        let mut watcher = Ws::connect(addr, &headers_query(id, bystander.uid(), "bystander_desk"));
+        let lock_case = report(reporter, id, bystander);
+        let (got, _) = on_case(&s.mods[1], id, &lock_case, "actions/immediate", json!({"action_type": "channel_lock", "channel_id": general.as_str(), "duration_seconds": 300}));
+        assert_eq!(got, 201);
+        let locked = watcher.expect("chat.channel.locked");
+        assert_eq!(locked.str_at("payload.channel_id"), general);
+        let post = bystander.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "hello?"}));
+        assert_eq!((post.status, post.json().str_at("code").to_owned()), (403, "channel_locked".to_owned()));
+        s.mods[1].send(&general, "the channel is locked for five minutes");
+
+        // A kick: out of the server at once, its socket closed, the others told why.
+        let mut targets_socket = Ws::connect(addr, &headers_query(id, target.uid(), "target_desk"));
+        targets_socket.subscribe(&general);
+        targets_socket.expect("chat.presence.snapshot");
+        let kick_case = report(reporter, id, target);
+        let (got, _) = on_case(&s.admin, id, &kick_case, "actions/immediate", json!({"action_type": "kick"}));
+        assert_eq!(got, 201);
+        assert!(targets_socket.closed_within(std::time::Duration::from_secs(1)));
+        let removed = watcher.expect("chat.member.removed");
+        assert_eq!((removed.str_at("payload.user_uid"), removed.str_at("payload.reason")), (target.uid(), "kicked"));
+        let members = s.owner.expect(200, s.owner.get(&format!("/v1/servers/{id}/members")));
+        assert!(members.arr_at("members").iter().all(|m| m.str_at("id") != target.uid()));
+
+        // Every step is in the audit.
+        let audit = s.owner.expect(200, s.owner.get(&audit_path(id)));
+        let kinds: Vec<&str> = audit.arr_at("items").iter().map(|i| i.str_at("event_type")).collect();
+        for kind in ["case_opened", "action_enforced"] {
+            assert!(kinds.contains(&kind), "{kinds:?}");
+        }
+        assert!(audit.arr_at("items").iter().any(|i| i.try_at("case_id").and_then(|c| c.as_str()) == Some(kick_case.as_str())));
+    };
+
+    a_ban_is_voted_under_the_policy_of_its_proposal_and_enforced_once => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [reporter, target, bystander] = &s.members;
+        let policy = s.bystander_policy(id, bystander);
+        assert_eq!((policy.0, policy.1, policy.2), (2, 3, 86400), "the default policy");
+        let case_id = report(reporter, id, target);
+        // Only an eligible voter proposes; the same key proposes once.
+        let (got, reply) = on_case(bystander, id, &case_id, "actions/propose", json!({"action_type": "ban"}));
+        assert_eq!((got, reply.str_at("code")), (403, "forbidden"));
+        let (got, reply) = on_case(&s.mods[0], id, &case_id, "actions/propose", json!({"action_type": "kick"}));
+        assert_eq!((got, reply.str_at("code")), (400, "invalid_action"));
+        let (got, proposal) = on_case(&s.mods[0], id, &case_id, "actions/propose", json!({"action_type": "ban", "idempotency_key": "ban-1"}));
+        assert_eq!(got, 201, "{}", encode(&proposal));
+        assert_eq!(
+            proposal.keys_at(""),
+            key_set(&["proposal_id", "case_id", "action_type", "duration_seconds", "proposed_by_uid", "threshold", "quorum", "expires_at", "status", "votes"])
+        );
+        assert_eq!((proposal.i64_at("threshold"), proposal.i64_at("quorum"), proposal.str_at("status")), (2, 3, "open"));
+        let (got, again) = on_case(&s.mods[0], id, &case_id, "actions/propose", json!({"action_type": "ban", "idempotency_key": "ban-1"}));
+        assert_eq!((got, again.str_at("proposal_id")), (201, proposal.str_at("proposal_id")));
+        let (got, reply) = on_case(&s.mods[1], id, &case_id, "actions/propose", json!({"action_type": "ban"}));
+        assert_eq!((got, reply.str_at("code")), (409, "proposal_open"));
+        // The policy changes now: the open proposal keeps its own.
+        let changed = s.owner.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 4, "quorum": 5}));
+        assert_eq!(changed.status, 200, "{}", changed.text());
+        assert_eq!(s.admin.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 1})).status, 403);
+        assert_eq!(s.owner.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 6, "quorum": 5})).status, 400);
+
+        let vote = |who: &Client, value: &str| on_case(who, id, &case_id, "votes", json!({"value": value}));
+        let (got, reply) = vote(bystander, "yes");
+        assert_eq!((got, reply.str_at("code")), (403, "forbidden"), "members do not vote");
+        let (got, reply) = vote(target, "no");
+        assert_eq!(got, 403, "nor does the target: {}", encode(&reply));
+        assert_eq!(vote(&s.mods[0], "maybe").0, 400);
+        let (got, after) = vote(&s.mods[0], "yes");
+        assert_eq!((got, after.str_at("status"), after.i64_at("votes.yes")), (200, "open", 1));
+        let (got, reply) = vote(&s.mods[0], "no");
+        assert_eq!((got, reply.str_at("code")), (409, "already_voted"));
+        let (_, after) = vote(&s.mods[1], "yes");
+        assert_eq!((after.str_at("status"), after.i64_at("votes.yes")), ("open", 2), "two yes, but only two voters of three");
+        let mut targets_socket = Ws::connect(addr, &headers_query(id, target.uid(), "target_desk"));
+        // The third voter says no, and the quorum is met with two yes: the ban is enforced in
+        // this request.
+        let (got, decided) = vote(&s.admin, "no");
+        assert_eq!((got, decided.str_at("status")), (200, "enforced"), "{}", encode(&decided));
+        assert!(targets_socket.closed_within(std::time::Duration::from_secs(1)));
+        let (got, reply) = vote(&s.owner, "yes");
+        assert_eq!((got, reply.str_at("code")), (409, "proposal_closed"));
+        // Banned: no way back in.
+        let back = target.get(&format!("/v1/servers/{id}/channels"));
+        assert_eq!(back.status, 403, "{}", back.text());
+        let detail = s.owner.expect(200, s.owner.get(&format!("{}/{case_id}", cases_path(id))));
+        assert_eq!(detail.str_at("status"), "enforced");
+        assert_eq!(detail.arr_at("actions").len(), 1, "enforced once");
+        assert_eq!(detail.arr_at("actions")[0].str_at("action_type"), "ban");
+
+        // Too few eligible voters for the new policy (four staff outrank a member; the quorum
+        // is five): no proposal at all.
+        let other_case = report(reporter, id, bystander);
+        let (got, reply) = on_case(&s.mods[0], id, &other_case, "actions/propose", json!({"action_type": "timeout_long", "duration_seconds": 7200}));
+        assert_eq!((got, reply.str_at("code")), (409, "quorum_unreachable"), "{}", encode(&reply));
+        assert_eq!((reply.i64_at("details.eligible"), reply.i64_at("details.quorum")), (4, 5));
+    };
+}
+
+impl Staffed {
+    /// The policy as a member reads it: (threshold, quorum, window_seconds).
+    fn bystander_policy(&self, server_id: &str, reader: &Client) -> (i64, i64, i64) {
+        let p = reader.expect(
+            200,
+            reader.get(&format!("/v1/servers/{server_id}/moderation/policy")),
+        );
+        (
+            p.i64_at("threshold"),
+            p.i64_at("quorum"),
+            p.i64_at("window_seconds"),
+        )
+    }
+}
+
+on_both_engines! {
+    two_final_votes_at_once_enforce_once_and_reports_are_capped => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [reporter, target, _] = &s.members;
+        s.owner.expect(200, s.owner.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 2, "quorum": 2})));
+        let case_id = report(reporter, id, target);
+        let (got, _) = on_case(&s.owner, id, &case_id, "actions/propose", json!({"action_type": "timeout_long", "duration_seconds": 86400}));
+        assert_eq!(got, 201);
+        assert_eq!(on_case(&s.owner, id, &case_id, "votes", json!({"value": "yes"})).0, 200);
+        let voters = [&s.admin, &s.mods[0], &s.mods[1]];
+        let results: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = voters
+                .into_iter()
+                .map(|v| {
+                    let case_id = case_id.clone();
+                    scope.spawn(move || {
+                        let (status, reply) = on_case(v, id, &case_id, "votes", json!({"value": "yes"}));
+                        let what = reply.try_at("status").or(reply.try_at("code")).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                        (status, what)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let enforced = results.iter().filter(|r| **r == (200, "enforced".to_owned())).count();
+        let closed = results.iter().filter(|r| **r == (409, "proposal_closed".to_owned())).count();
+        assert_eq!((enforced, closed), (1, 2), "{results:?}");
+        let detail = s.owner.expect(200, s.owner.get(&format!("{}/{case_id}", cases_path(id))));
+        assert_eq!(detail.arr_at("actions").len(), 1, "{}", encode(&detail));
+        let actions = server.sql("SELECT CAST(COUNT(*) AS TEXT) FROM moderation_actions");
+        assert_eq!(actions, ["1"]);
+
+        // A flood of reports: ten an hour from one member, then 429 with when to retry.
+        let flooder = &s.members[2];
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(flooder.post(&cases_path(id), &json!({"target_uid": reporter.uid(), "reason_code": "spam"})).status);
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 10, "{statuses:?}");
+        let throttled = flooder.post(&cases_path(id), &json!({"target_uid": reporter.uid(), "reason_code": "spam"}));
+        assert_eq!(throttled.status, 429);
+        let throttled = throttled.json();
+        assert!(throttled.bool_at("retryable") && throttled.i64_at("details.retry_after_ms") > 0, "{}", encode(&throttled));
+    };
+}

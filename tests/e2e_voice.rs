@@ -448,3 +448,118 @@ fn a_participant_whose_signaling_drops_keeps_its_place_and_comes_back() {
     let left = b.ws.expect("rtc.participant.left");
     assert_eq!(left.str_at("payload.participant.participant_id"), alice_id);
 }
+
+/// `n` Opus frames from `from` on `mic`, at 20 ms, pumping everyone.
+fn speak(callers: &mut [&mut Caller], mic: str0m::media::Mid, n: u64) {
+    for i in 0..n {
+        let frame = vec![(i % 250) as u8 + 1; 60];
+        callers[0].publish.peer.write(
+            mic,
+            std::time::Instant::now(),
+            media_time(MediaKind::Audio, i, 960),
+            &frame,
+            None,
+            Some(-20),
+        );
+        pump(callers, Duration::from_millis(20));
+    }
+    pump(callers, Duration::from_millis(300));
+}
+
+/// A moderator's immediate action on a fresh report of `target` by `reporter`.
+fn act_on(
+    moderator: &Client,
+    reporter: &Client,
+    target: &Client,
+    action: simd_json::OwnedValue,
+) -> std::time::Instant {
+    let base = "/v1/servers/home/moderation/cases";
+    let case = reporter.expect(
+        201,
+        reporter.post(
+            base,
+            &json!({"target_uid": target.uid(), "reason_code": "abuse"}),
+        ),
+    );
+    let path = format!("{base}/{}/actions/immediate", case.str_at("case_id"));
+    let reply = moderator.post(&path, &action);
+    let accepted = std::time::Instant::now();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    accepted
+}
+
+#[test]
+fn a_timeout_silences_a_speaker_in_the_sfu_and_a_kick_ends_its_call_at_once() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_owner_of_home"),
+        ],
+    );
+    let owner = Client::with_uid(server.addr, "uid_owner_of_home");
+    let (alice, bob) = (Client::user(server.addr), Client::user(server.addr));
+    let voice = voice_channel(&alice, "home");
+    let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
+    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+    let mic = a.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "alice-mic")])[0];
+    expect_track(&mut b.ws, "rtc.track.published", "alice-mic");
+    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+    pump_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        "the connections",
+        |all| all[0].publish.peer.connected && all[1].subscribe.peer.connected,
+    );
+    speak(&mut [&mut a, &mut b], mic, 25);
+    let heard = b.subscribe.peer.received.len();
+    assert!(heard >= 20, "bob heard {heard} of 25 frames");
+
+    // A timeout: alice stays in the call and keeps sending, and nothing of it reaches bob.
+    act_on(
+        &owner,
+        &bob,
+        &alice,
+        json!({"action_type": "timeout_short", "duration_seconds": 600}),
+    );
+    pump(&mut [&mut a, &mut b], Duration::from_millis(200));
+    let before = b.subscribe.peer.received.len();
+    speak(&mut [&mut a, &mut b], mic, 25);
+    assert_eq!(
+        b.subscribe.peer.received.len(),
+        before,
+        "muted in the SFU, not only told"
+    );
+    b.ws.assert_none("rtc.participant.left", QUIET);
+    let general = alice.first_text_channel("home");
+    let post = alice.post(
+        &format!("/v1/channels/{general}/messages"),
+        &json!({"body": "hi"}),
+    );
+    assert_eq!(
+        (post.status, post.json().str_at("code").to_owned()),
+        (403, "timed_out".to_owned())
+    );
+
+    // A kick: rtc.kicked and the close for alice at once, her leave for bob.
+    let accepted = act_on(&owner, &bob, &alice, json!({"action_type": "kick"}));
+    a.ws.expect("rtc.kicked");
+    assert!(a.ws.closed_within(Duration::from_secs(1)), "kicked: closed");
+    let took = accepted.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "action accepted → socket closed in {took:?}"
+    );
+    let left = b.ws.expect("rtc.participant.left");
+    assert_eq!(
+        left.str_at("payload.participant.participant_id"),
+        a.participant_id
+    );
+    let again = alice.post(
+        &format!("/v1/rtc/channels/{voice}/join-ticket"),
+        &json!({"server_id": "home"}),
+    );
+    assert_eq!(again.status, 200, "a kick is not a ban: {}", again.text());
+}

@@ -120,6 +120,24 @@ pub fn check_layout_size<'a>(
     Ok(())
 }
 
+/// Open cases one member may have reported in one server at once (a flood of reports cannot
+/// fill the disk: closed ones are bounded by [`MAX_REPORTS_PER_HOUR`]).
+pub const MAX_OPEN_REPORTS_PER_USER: usize = 20;
+/// Reports one member may file per hour in one server.
+pub const MAX_REPORTS_PER_HOUR: usize = 10;
+/// Cases in one page of `GET …/moderation/cases`.
+pub const CASES_PAGE: usize = 50;
+/// Longest `reason_text` of a report, in characters.
+pub const MAX_REASON_TEXT_CHARS: usize = 1000;
+/// Longest `timeout_short` (seconds) and `channel_lock` (seconds).
+pub const MAX_TIMEOUT_SHORT_SECS: i64 = 3600;
+pub const MAX_CHANNEL_LOCK_SECS: i64 = 24 * 3600;
+/// Longest `timeout_long` and timed `ban` (seconds).
+pub const MAX_TIMEOUT_LONG_SECS: i64 = 30 * 24 * 3600;
+pub const MAX_BAN_SECS: i64 = 365 * 24 * 3600;
+/// Most votes a policy may ask for.
+pub const MAX_POLICY_QUORUM: u32 = 50;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,21 +227,3 @@ mod tests {
         assert_eq!(check_layout_size(groups.iter().map(Vec::as_slice)), Ok(()));
     }
 }
-
-/// Open cases one member may have reported in one server at once (a flood of reports cannot
-/// fill the disk: closed ones are bounded by [`MAX_REPORTS_PER_HOUR`]).
-pub const MAX_OPEN_REPORTS_PER_USER: usize = 20;
-/// Reports one member may file per hour in one server.
-pub const MAX_REPORTS_PER_HOUR: usize = 10;
-/// Cases in one page of `GET …/moderation/cases`.
-pub const CASES_PAGE: usize = 50;
-/// Longest `reason_text` of a report, in characters.
-pub const MAX_REASON_TEXT_CHARS: usize = 1000;
-/// Longest `timeout_short` (seconds) and `channel_lock` (seconds).
-pub const MAX_TIMEOUT_SHORT_SECS: i64 = 3600;
-pub const MAX_CHANNEL_LOCK_SECS: i64 = 24 * 3600;
-/// Longest `timeout_long` and timed `ban` (seconds).
-pub const MAX_TIMEOUT_LONG_SECS: i64 = 30 * 24 * 3600;
-pub const MAX_BAN_SECS: i64 = 365 * 24 * 3600;
-/// Most votes a policy may ask for.
-pub const MAX_POLICY_QUORUM: u32 = 50;
