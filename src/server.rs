@@ -61,12 +61,33 @@ impl Server {
         )
         .context("the community state could not be loaded")?;
         let authority = started.stopper;
+        let evidence_key = match &config.evidence_key {
+            Some(key) => key.clone(),
+            None => {
+                let mut fresh = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                crate::auth::evidence_key::EvidenceKey::from_file_or_create(
+                    &config.data_dir,
+                    fresh,
+                )
+                .with_context(|| {
+                    format!(
+                        "OPENCHAT_EVIDENCE_KEY is unset and the key file {} could not be read or made",
+                        config
+                            .data_dir
+                            .join(crate::auth::evidence_key::KEY_FILE)
+                            .display()
+                    )
+                })?
+            }
+        };
         let app = Arc::new(App::new(
             config,
             storage,
             default_server_id,
             started.authority,
             crate::runtime::media::host_ipv4_addresses(),
+            evidence_key,
             extra_routes,
         ));
         let shards = Shards::start(

@@ -465,3 +465,47 @@ on_both_engines! {
         assert!(throttled.bool_at("retryable") && throttled.i64_at("details.retry_after_ms") > 0, "{}", encode(&throttled));
     };
 }
+
+on_both_engines! {
+    evidence_is_disclosed_only_with_consent_sealed_at_rest_and_shown_only_to_reporter_and_staff => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [reporter, target, bystander] = &s.members;
+        const SECRET: &str = "he wrote: meet me behind the station at nine";
+        let without = reporter.post(&cases_path(id), &json!({"target_uid": target.uid(), "reason_code": "threat", "evidence": {"text": SECRET}}));
+        assert_eq!((without.status, without.json().str_at("code").to_owned()), (400, "evidence_consent_required".to_owned()));
+        let long = reporter.post(&cases_path(id), &json!({"target_uid": target.uid(), "reason_code": "threat", "evidence": {"text": "x".repeat(4001), "consent": true}}));
+        assert_eq!(long.status, 400);
+        let case = reporter.expect(201, reporter.post(&cases_path(id), &json!({
+            "target_uid": target.uid(), "reason_code": "threat", "evidence": {"text": SECRET, "consent": true}
+        })));
+        let case_id = case.str_at("case_id").to_owned();
+        for who in [reporter, &s.mods[0]] {
+            let seen = who.expect(200, who.get(&format!("{}/{case_id}", cases_path(id))));
+            assert_eq!(seen.str_at("evidence.text"), SECRET, "{}", who.uid());
+        }
+        assert_eq!(bystander.get(&format!("{}/{case_id}", cases_path(id))).status, 404);
+        let (got, _) = on_case(&s.mods[0], id, &case_id, "actions/immediate", json!({"action_type": "timeout_short"}));
+        assert_eq!(got, 201);
+        let as_target = target.expect(200, target.get(&format!("{}/{case_id}", cases_path(id))));
+        assert!(as_target.is_null_at("evidence"), "{}", encode(&as_target));
+        // At rest it is sealed: the text is in no table.
+        let sealed = server.sql("SELECT sealed FROM moderation_evidence");
+        assert_eq!(sealed.len(), 1);
+        assert!(!sealed[0].contains("station"), "{}", sealed[0]);
+        for query in [
+            "SELECT CAST(COUNT(*) AS TEXT) FROM moderation_cases WHERE COALESCE(reason_text, '') LIKE '%station%'",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM moderation_audit WHERE payload LIKE '%station%'",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM events WHERE payload LIKE '%station%'",
+        ] {
+            assert_eq!(server.sql(query), ["0"], "{query}");
+        }
+        // The key is kept (a file in the data directory): the staff read it after a restart.
+        let server = restart_community(server);
+        let moderator = Client::with_uid(server.addr, s.mods[0].uid());
+        let seen = moderator.expect(200, moderator.get(&format!("{}/{case_id}", cases_path(id))));
+        assert_eq!(seen.str_at("evidence.text"), SECRET);
+    };
+}

@@ -488,6 +488,18 @@ fn everything() -> (Vec<Record>, Snapshot) {
     records.push(Record::Vote(vote("u-alice", VoteValue::Yes)));
     records.push(Record::Vote(vote("u-dave", VoteValue::Yes)));
     records.push(Record::Vote(vote("u-dave", VoteValue::No)));
+    // Evidence: inserted once, and a deleted one is gone.
+    for case_id in ["case-1", "case-gone"] {
+        records.push(Record::Evidence {
+            case_id: case_id.to_owned(),
+            server_id: "srv-1".to_owned(),
+            sealed: format!("sealed-{case_id}"),
+            created_at: 1_036,
+        });
+    }
+    records.push(Record::EvidenceDeleted {
+        case_id: "case-gone".to_owned(),
+    });
     records.extend(messages.iter().cloned().map(Record::Message));
     records.extend(events.iter().cloned().map(Record::Event));
 
@@ -524,6 +536,7 @@ fn everything() -> (Vec<Record>, Snapshot) {
             vote("u-alice", VoteValue::Yes),
             vote("u-dave", VoteValue::Yes),
         ],
+        evidence: vec![("case-1".to_owned(), "sealed-case-1".to_owned())],
         last_event_ids: HashMap::from([
             ("srv-1".to_owned(), EventId(2)),
             ("srv-2".to_owned(), EventId(1)),

@@ -55,3 +55,11 @@ CREATE TABLE moderation_votes (
     at          INTEGER NOT NULL,
     PRIMARY KEY (proposal_id, voter_uid)
 ) STRICT;
+-- Evidence a reporter chose to disclose: sealed (XChaCha20-Poly1305, the key outside the
+-- database), deleted 30 days after its case closes.
+CREATE TABLE moderation_evidence (
+    case_id    TEXT NOT NULL PRIMARY KEY,
+    server_id  TEXT NOT NULL,
+    sealed     TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;

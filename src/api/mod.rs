@@ -48,6 +48,8 @@ pub struct App {
     pub urls: Urls,
     /// Signs voice join tickets (`OPENCHAT_RTC_TICKET_SECRET`, or random per start).
     pub ticket_secret: Vec<u8>,
+    /// Seals report evidence at rest (`OPENCHAT_EVIDENCE_KEY` or the data directory's key file).
+    pub evidence_key: crate::auth::evidence_key::EvidenceKey,
     /// Signs sign-in challenges (random per start: challenges live 60 s).
     pub challenge_key: crate::auth::challenge::ChallengeKey,
     /// When this process started (Unix seconds). Used ticket ids are kept in memory only, so
@@ -100,6 +102,7 @@ impl App {
         default_server_id: String,
         authority: Authority,
         host_ips: Vec<std::net::Ipv4Addr>,
+        evidence_key: crate::auth::evidence_key::EvidenceKey,
         extra_routes: fn(&mut Router<Handler>),
     ) -> App {
         let capabilities = capabilities::encode(&config, &default_server_id);
@@ -123,6 +126,7 @@ impl App {
             authority,
             urls,
             ticket_secret,
+            evidence_key,
             challenge_key: crate::auth::challenge::ChallengeKey::random(),
             started_at_secs: crate::authority::now_millis() / 1000,
             host_ips,

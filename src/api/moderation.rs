@@ -146,6 +146,47 @@ struct ReportIn {
     message_id: Option<String>,
     reason_code: Option<String>,
     reason_text: Option<String>,
+    evidence: Option<EvidenceIn>,
+}
+
+/// Plaintext evidence, only with its own consent (Part D).
+#[derive(Deserialize)]
+struct EvidenceIn {
+    text: Option<String>,
+    consent: Option<bool>,
+}
+
+/// Longest evidence text, in characters.
+pub const MAX_EVIDENCE_CHARS: usize = 4000;
+
+/// The report's evidence, checked and sealed here (the key never leaves the API layer, and
+/// the text is never logged).
+fn sealed_evidence(
+    ctx: &super::RequestCtx<'_>,
+    evidence: Option<EvidenceIn>,
+) -> Result<Option<String>, ApiError> {
+    let Some(evidence) = evidence else {
+        return Ok(None);
+    };
+    let Some(text) = evidence.text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if evidence.consent != Some(true) {
+        return Err(ApiError::bad_request(
+            "evidence_consent_required",
+            "evidence is disclosed only with evidence.consent: true",
+        ));
+    }
+    if text.chars().count() > MAX_EVIDENCE_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_evidence",
+            "evidence text is at most 4000 characters",
+        ));
+    }
+    crate::domain::limits::text_field("evidence.text", &text).map_err(ApiError::from)?;
+    let mut nonce = [0u8; crate::auth::evidence_key::NONCE_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    Ok(Some(ctx.app.evidence_key.seal(nonce, &text)))
 }
 
 /// An optional id field: absent or empty is none; anything else must be an id.
@@ -176,6 +217,7 @@ handler!(
             message_id: optional_id(body.message_id, "invalid_message_id")?,
             reason_code: body.reason_code.unwrap_or_default(),
             reason_text: body.reason_text,
+            evidence: sealed_evidence(ctx, body.evidence)?,
         };
         let case = ctx.app.authority.command(commands::FileReport { actor: who, server_id, report }).await?;
         json(201, &case)
@@ -208,7 +250,13 @@ handler!(
         let who = require_actor(ctx).await?;
         let server_id: ServerId = path_id(ctx, "server_id")?;
         let case_id = case_id(ctx)?;
-        let detail = ctx.app.authority.read(|c, now| c.get_case(&who, &server_id, &case_id, now))?;
+        let (mut detail, sealed) = ctx.app.authority.read(|c, now| {
+            let detail = c.get_case(&who, &server_id, &case_id, now)?;
+            Ok((detail, c.case_evidence(&who, &server_id, &case_id).map(str::to_owned)))
+        })?;
+        detail.evidence = sealed
+            .and_then(|s| ctx.app.evidence_key.open(&s))
+            .map(|text| crate::domain::views::EvidenceText { text });
         json(200, &detail)
     }
 );

@@ -7,6 +7,7 @@
 //! generator.
 
 pub mod challenge;
+pub mod evidence_key;
 pub mod session_challenge;
 
 use base64::Engine;

@@ -590,6 +590,19 @@ impl Core {
                     _ = sweep.tick() => {
                         self.count_sockets();
                         self.state().sweep(now_millis());
+                        // Evidence past its keeping time is deleted like any change: committed.
+                        let purged = self.state().purge_evidence(now_millis());
+                        if !purged.is_empty() {
+                            let (reply, _) = oneshot::channel();
+                            let outcome = Outcome {
+                                value: (),
+                                records: purged,
+                                events: Vec::new(),
+                                notices: Vec::new(),
+                            };
+                            self.commit(outcome, reply);
+                            self.flush();
+                        }
                     }
                     _ = stop.recv() => break,
                 }

@@ -87,6 +87,11 @@ const DEFAULT_SERVER_OWNER_KEY: VarSpec = VarSpec {
     default: "(unset)",
     help: "The operator's Ed25519 public key (base64url, 32 bytes): its derived uid owns the default server, or, with OPENCHAT_DEFAULT_SERVER_OWNER_UID, it is the key bound to that uid (devices of that uid with another key are revoked at start).",
 };
+const EVIDENCE_KEY: VarSpec = VarSpec {
+    name: "OPENCHAT_EVIDENCE_KEY",
+    default: "(unset: a key made at first start in $OPENCHAT_DATA_DIR/evidence.key, mode 0600)",
+    help: "Key that seals report evidence at rest (XChaCha20-Poly1305), 64 hex characters (`openssl rand -hex 32`). Several nodes need the same one.",
+};
 const DEFAULT_HISTORY_VISIBILITY: VarSpec = VarSpec {
     name: "OPENCHAT_DEFAULT_HISTORY_VISIBILITY",
     default: "joined",
@@ -251,6 +256,7 @@ pub const VARIABLES: &[VarSpec] = &[
     DEFAULT_SERVER_ID,
     DEFAULT_SERVER_OWNER_UID,
     DEFAULT_SERVER_OWNER_KEY,
+    EVIDENCE_KEY,
     DEFAULT_HISTORY_VISIBILITY,
     SERVER_NAME,
     HTTP_MAX_BODY_BYTES,
@@ -358,6 +364,8 @@ pub struct Config {
     pub default_server_id: Option<String>,
     pub server_name: String,
     pub default_server_owner_uid: Option<String>,
+    /// `OPENCHAT_EVIDENCE_KEY`; `None`: the key file in the data directory.
+    pub evidence_key: Option<crate::auth::evidence_key::EvidenceKey>,
     /// The operator's key (base64url, unpadded), `OPENCHAT_DEFAULT_SERVER_OWNER_KEY`.
     pub default_server_owner_key: Option<String>,
     pub default_history_visibility: HistoryVisibility,
@@ -614,6 +622,17 @@ impl Config {
             .value(&DEFAULT_SERVER_OWNER_KEY)
             .map(|raw| parse::public_key(&DEFAULT_SERVER_OWNER_KEY, raw))
             .transpose()?;
+        let evidence_key = env
+            .value(&EVIDENCE_KEY)
+            .map(|raw| {
+                crate::auth::evidence_key::EvidenceKey::from_hex(raw).ok_or_else(|| {
+                    ConfigError::new(
+                        EVIDENCE_KEY.name,
+                        "invalid value (not shown, it is a secret): expected 64 hex characters",
+                    )
+                })
+            })
+            .transpose()?;
         let default_history_visibility = env.keyword(
             &DEFAULT_HISTORY_VISIBILITY,
             &[
@@ -648,6 +667,7 @@ impl Config {
             server_name,
             default_server_owner_uid,
             default_server_owner_key,
+            evidence_key,
             default_history_visibility,
             limits,
             authority_queue,

@@ -653,3 +653,20 @@ fn edit_distance_counts_single_edits() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(edit_distance("OPENCHAT_LOG", "OPENCHAT_LOG"), 0);
 }
+
+#[test]
+fn the_evidence_key_is_64_hex_characters_and_never_shown() {
+    let key = "0f".repeat(32);
+    let config = ok(&[("OPENCHAT_EVIDENCE_KEY", key.as_str())]);
+    assert!(config.evidence_key.is_some());
+    assert!(!format!("{config:?}").contains(&key), "Debug shows no key");
+    assert!(ok(&[]).evidence_key.is_none(), "unset: the key file");
+    for bad in ["short", &"0f".repeat(31), &"zz".repeat(32)] {
+        let e = err(&[("OPENCHAT_EVIDENCE_KEY", bad)]);
+        assert_eq!(e.var, "OPENCHAT_EVIDENCE_KEY");
+        assert!(
+            !e.to_string().contains(bad),
+            "the refusal shows no value: {e}"
+        );
+    }
+}

@@ -57,6 +57,17 @@ pub enum Record {
     Proposal(Proposal),
     /// Insert by (proposal, voter): one vote per voter, in the database too.
     Vote(Vote),
+    /// Insert by case: a report's evidence, sealed (`crate::auth::evidence_key`).
+    Evidence {
+        case_id: String,
+        server_id: String,
+        sealed: String,
+        created_at: Millis,
+    },
+    /// Delete by case: evidence past its keeping time.
+    EvidenceDeleted {
+        case_id: String,
+    },
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
@@ -96,6 +107,8 @@ pub struct Snapshot {
     pub vote_policies: Vec<(String, VotePolicy)>,
     pub proposals: Vec<Proposal>,
     pub votes: Vec<Vote>,
+    /// Sealed evidence by case id.
+    pub evidence: Vec<(String, String)>,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest moderation audit seq (0 when none).

@@ -383,6 +383,14 @@ pub struct CaseDetail {
     pub case: CaseItem,
     pub actions: Vec<ActionItem>,
     pub proposals: Vec<ProposalItem>,
+    /// The evidence the reporter disclosed, opened for the reporter and the staff (set by the
+    /// API, which holds the key; `null` otherwise).
+    pub evidence: Option<EvidenceText>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EvidenceText {
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -46,6 +46,10 @@ pub(super) async fn load_snapshot<C: SqlConn>(
         vote_policies: all(conn, SELECT_VOTE_POLICIES, vec![], vote_policy).await?,
         proposals: all(conn, SELECT_PROPOSALS, vec![], proposal).await?,
         votes: all(conn, SELECT_VOTES, vec![], vote).await?,
+        evidence: all(conn, SELECT_EVIDENCE, vec![], |row| {
+            Ok((row.text(0)?, row.text(1)?))
+        })
+        .await?,
         last_seq: 0,
         last_audit_seq: 0,
         last_event_ids: HashMap::new(),
@@ -358,6 +362,7 @@ const SELECT_PROPOSALS: &str = "SELECT id, case_id, server_id, action_type, dura
      idempotency_key FROM moderation_proposals ORDER BY created_at, id";
 const SELECT_VOTES: &str = "SELECT proposal_id, voter_uid, value, at FROM moderation_votes \
      ORDER BY at, proposal_id, voter_uid";
+const SELECT_EVIDENCE: &str = "SELECT case_id, sealed FROM moderation_evidence ORDER BY case_id";
 const SELECT_LAST_SEQ: &str = "SELECT seq FROM messages ORDER BY seq DESC LIMIT 1";
 const SELECT_LAST_AUDIT_SEQ: &str = "SELECT seq FROM moderation_audit ORDER BY seq DESC LIMIT 1";
 const SELECT_AUDIT_PAGE: &str = "SELECT seq, audit_id, server_id, case_id, actor_uid, event_type, \

@@ -185,6 +185,11 @@ const UPSERT_PROPOSAL: &str = "INSERT INTO moderation_proposals (id, case_id, se
 const INSERT_VOTE: &str = "INSERT INTO moderation_votes (proposal_id, voter_uid, value, at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (proposal_id, voter_uid) DO NOTHING";
 
+const INSERT_EVIDENCE: &str = "INSERT INTO moderation_evidence (case_id, server_id, sealed, \
+     created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (case_id) DO NOTHING";
+
+const DELETE_EVIDENCE: &str = "DELETE FROM moderation_evidence WHERE case_id = $1";
+
 const UPSERT_AVATAR_ASSET: &str = "INSERT INTO avatar_assets \
      (id, owner_uid, blob, content_type, width, height, bytes, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -429,6 +434,23 @@ fn statements_for<'a>(
                 v.at.into(),
             ],
         ),
+        Record::Evidence {
+            case_id,
+            server_id,
+            sealed,
+            created_at,
+        } => Statement::new(
+            INSERT_EVIDENCE,
+            vec![
+                case_id.into(),
+                server_id.into(),
+                sealed.into(),
+                (*created_at).into(),
+            ],
+        ),
+        Record::EvidenceDeleted { case_id } => {
+            Statement::new(DELETE_EVIDENCE, vec![case_id.into()])
+        }
         Record::AvatarAsset(a) => Statement::new(
             UPSERT_AVATAR_ASSET,
             vec![

@@ -5,33 +5,29 @@
 //! it or why). Every step is an audit row; every change a staff member should see is a
 //! `chat.moderation.case_updated` to each of them.
 //!
-//! Votes: a proposal keeps the server's policy of the moment it was made (threshold of yes
-//! votes, quorum of distinct voters, window). Eligible voters are the staff who outrank the
-//! target; with fewer of them than the quorum no proposal is made. One vote per voter; the
-//! vote that meets the policy enforces, in the same request, once; a proposal that can no
-//! longer pass is rejected, one past its window expired.
+//! The votes on actions that need one are `votes.rs`; both end in [`Community::enforce`].
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
 use super::{Actor, Audience, Community, Emitted, Outcome, Subject};
-use crate::domain::error::{DomainError, Limit, Needs, What};
+use crate::domain::error::{DomainError, Limit, What};
 use crate::domain::ids::ServerId;
 use crate::domain::limits::{
-    CASES_PAGE, MAX_BAN_SECS, MAX_CHANNEL_LOCK_SECS, MAX_OPEN_REPORTS_PER_USER, MAX_POLICY_QUORUM,
-    MAX_REASON_TEXT_CHARS, MAX_REPORTS_PER_HOUR, MAX_TIMEOUT_LONG_SECS, MAX_TIMEOUT_SHORT_SECS,
+    CASES_PAGE, MAX_CHANNEL_LOCK_SECS, MAX_OPEN_REPORTS_PER_USER, MAX_REASON_TEXT_CHARS,
+    MAX_REPORTS_PER_HOUR, MAX_TIMEOUT_SHORT_SECS,
 };
 use crate::domain::model::{
     ActionType, Case, CaseStatus, Millis, ModAction, ModerationKind, Proposal, ProposalStatus,
-    Role, Vote, VotePolicy, VoteValue,
+    Role, Vote, VotePolicy,
 };
 use crate::domain::records::Record;
-use crate::domain::views::{
-    ActionItem, CaseDetail, CaseItem, CasePage, PolicyItem, ProposalItem, VoteTally, rfc3339,
-};
+use crate::domain::views::{ActionItem, CaseDetail, CaseItem, CasePage, rfc3339};
 
 const HOUR_MS: Millis = 3_600_000;
+/// How long a closed case keeps its evidence (Part D: deleted 30 days after closure).
+pub const EVIDENCE_KEPT_MS: Millis = 30 * 24 * HOUR_MS;
 
 /// Cases, their actions, the servers' policies, proposals and votes.
 #[derive(Debug, Default)]
@@ -41,6 +37,8 @@ pub struct CaseBook {
     pub(super) policies: HashMap<ServerId, VotePolicy>,
     pub(super) proposals: HashMap<String, Proposal>,
     pub(super) votes: HashMap<String, Vec<Vote>>,
+    /// Sealed evidence by case id (the domain never sees it in the clear).
+    pub(super) evidence: HashMap<String, String>,
 }
 
 impl CaseBook {
@@ -55,7 +53,10 @@ impl CaseBook {
         }
     }
 
-    fn proposals_of<'a>(&'a self, case_id: &'a str) -> impl Iterator<Item = &'a Proposal> + 'a {
+    pub(super) fn proposals_of<'a>(
+        &'a self,
+        case_id: &'a str,
+    ) -> impl Iterator<Item = &'a Proposal> + 'a {
         self.proposals
             .values()
             .filter(move |p| p.case_id == case_id)
@@ -70,6 +71,8 @@ pub struct Report {
     pub message_id: Option<String>,
     pub reason_code: String,
     pub reason_text: Option<String>,
+    /// Evidence the reporter chose to disclose, sealed by the caller.
+    pub evidence: Option<String>,
 }
 
 /// An action asked for on a case (immediate or proposed).
@@ -118,83 +121,6 @@ fn action_item(a: &ModAction) -> ActionItem {
 }
 
 impl Community {
-    /// The voting policy of `server_id` (the default until its owner sets one).
-    pub fn vote_policy(&self, server_id: &str) -> VotePolicy {
-        self.cases
-            .policies
-            .get(server_id)
-            .copied()
-            .unwrap_or(VotePolicy::DEFAULT)
-    }
-
-    fn policy_item(&self, server_id: &str) -> PolicyItem {
-        let p = self.vote_policy(server_id);
-        PolicyItem {
-            server_id: server_id.to_owned(),
-            threshold: p.threshold,
-            quorum: p.quorum,
-            window_seconds: p.window_seconds,
-        }
-    }
-
-    /// `GET …/moderation/policy` (a member).
-    pub fn get_vote_policy(
-        &self,
-        actor: &Actor,
-        server_id: &str,
-    ) -> Result<PolicyItem, DomainError> {
-        self.directory.server(server_id)?;
-        self.current_role(server_id, &actor.user_uid)
-            .ok_or(DomainError::NotAMember)?;
-        Ok(self.policy_item(server_id))
-    }
-
-    /// `PUT …/moderation/policy` (the owner): applies to proposals made from now on.
-    pub fn put_vote_policy(
-        &mut self,
-        actor: &Actor,
-        server_id: &str,
-        policy: VotePolicy,
-        now: Millis,
-    ) -> Result<Outcome<PolicyItem>, DomainError> {
-        self.directory.server(server_id)?;
-        match self.current_role(server_id, &actor.user_uid) {
-            Some(Role::Owner) => {}
-            Some(_) => return Err(DomainError::Forbidden(Needs::Owner)),
-            None => return Err(DomainError::NotAMember),
-        }
-        let VotePolicy {
-            threshold,
-            quorum,
-            window_seconds,
-        } = policy;
-        if threshold < 1
-            || threshold > quorum
-            || quorum > MAX_POLICY_QUORUM
-            || !(60..=7 * 24 * 3600).contains(&window_seconds)
-        {
-            return Err(DomainError::InvalidPolicy);
-        }
-        self.limiter.check(&actor.user_uid, now)?;
-        self.cases.policies.insert(server_id.into(), policy);
-        let value = self.policy_item(server_id);
-        let mut records = vec![Record::VotePolicy {
-            server_id: server_id.to_owned(),
-            policy,
-            updated_at: now,
-        }];
-        self.audit(
-            &mut records,
-            server_id,
-            None,
-            &actor.user_uid,
-            "policy_updated",
-            &value,
-            now,
-        );
-        Ok(Outcome::stored(value, records))
-    }
-
     /// Whether `uid` may see `case`, and whether as its target only.
     fn case_view(&self, case: &Case, uid: &str) -> Option<bool> {
         let staff = self
@@ -245,43 +171,8 @@ impl Community {
         case.status
     }
 
-    fn proposal_status(&self, p: &Proposal, now: Millis) -> ProposalStatus {
-        if p.status == ProposalStatus::Open && now >= p.expires_at {
-            ProposalStatus::Expired
-        } else {
-            p.status
-        }
-    }
-
-    fn tally(&self, proposal_id: &str) -> VoteTally {
-        let mut t = VoteTally::default();
-        for v in self.cases.votes.get(proposal_id).into_iter().flatten() {
-            match v.value {
-                VoteValue::Yes => t.yes += 1,
-                VoteValue::No => t.no += 1,
-                VoteValue::Abstain => t.abstain += 1,
-            }
-        }
-        t
-    }
-
-    fn proposal_item(&self, p: &Proposal, now: Millis) -> ProposalItem {
-        ProposalItem {
-            proposal_id: p.id.clone(),
-            case_id: p.case_id.clone(),
-            action_type: p.action_type.as_str(),
-            duration_seconds: p.duration_seconds,
-            proposed_by_uid: p.proposed_by_uid.to_string(),
-            threshold: p.policy.threshold,
-            quorum: p.policy.quorum,
-            expires_at: rfc3339(p.expires_at),
-            status: self.proposal_status(p, now).as_str(),
-            votes: self.tally(&p.id),
-        }
-    }
-
     /// `chat.moderation.case_updated` to each staff member of the server.
-    fn tell_staff(&self, case: &Case, status: CaseStatus, now: Millis) -> Vec<Emitted> {
+    pub(super) fn tell_staff(&self, case: &Case, status: CaseStatus, now: Millis) -> Vec<Emitted> {
         let payload = super::encode(&CaseUpdated {
             server_id: &case.server_id,
             case_id: &case.id,
@@ -382,6 +273,15 @@ impl Community {
             closed_at: None,
         };
         let mut records = vec![Record::Case(case.clone())];
+        if let Some(sealed) = report.evidence {
+            records.push(Record::Evidence {
+                case_id: case.id.clone(),
+                server_id: server_id.to_owned(),
+                sealed: sealed.clone(),
+                created_at: now,
+            });
+            self.cases.evidence.insert(case.id.clone(), sealed);
+        }
         self.audit(
             &mut records,
             server_id,
@@ -479,11 +379,49 @@ impl Community {
                     .map(|p| self.proposal_item(p, now))
                     .collect()
             },
+            evidence: None,
         })
     }
 
+    /// The sealed evidence of a case, for its reporter and the staff only (never its target).
+    pub fn case_evidence(&self, actor: &Actor, server_id: &str, case_id: &str) -> Option<&str> {
+        let case = self
+            .cases
+            .cases
+            .get(case_id)
+            .filter(|c| c.server_id == server_id)?;
+        match self.case_view(case, &actor.user_uid) {
+            Some(false) => self.cases.evidence.get(case_id).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// Deletes the evidence of cases closed more than [`EVIDENCE_KEPT_MS`] ago (run now and
+    /// then by the authority); the records to commit.
+    pub fn purge_evidence(&mut self, now: Millis) -> Vec<Record> {
+        let cases = &self.cases.cases;
+        let old: Vec<String> = self
+            .cases
+            .evidence
+            .keys()
+            .filter(|id| {
+                cases
+                    .get(id.as_str())
+                    .and_then(|c| c.closed_at)
+                    .is_some_and(|at| at + EVIDENCE_KEPT_MS <= now)
+            })
+            .cloned()
+            .collect();
+        old.into_iter()
+            .map(|case_id| {
+                self.cases.evidence.remove(&case_id);
+                Record::EvidenceDeleted { case_id }
+            })
+            .collect()
+    }
+
     /// A case of `server_id` that is still open to action.
-    fn actionable_case(
+    pub(super) fn actionable_case(
         &self,
         server_id: &str,
         case_id: &str,
@@ -550,7 +488,7 @@ impl Community {
 
     /// Takes `action` on `case` for `actor` (checked by the caller): the measure, the action
     /// row, the case enforced, the audit row, and what the others are told.
-    fn enforce(
+    pub(super) fn enforce(
         &mut self,
         actor: &Actor,
         mut case: Case,
@@ -688,267 +626,15 @@ impl Community {
             ..Outcome::pure(())
         }
     }
-
-    /// The staff who may vote on an action against `target`: moderators and above who
-    /// outrank it.
-    fn eligible_voters(&self, server_id: &str, target: &str) -> Vec<String> {
-        let target_rank = self
-            .roster
-            .membership(server_id, target)
-            .map_or(0, |m| m.role.rank());
-        let mut voters: Vec<String> = self
-            .roster
-            .memberships
-            .values()
-            .filter(|m| m.server_id == server_id && m.is_current() && m.user_uid != target)
-            .filter(|m| m.role.at_least(Role::Moderator) && m.role.rank() > target_rank)
-            .map(|m| m.user_uid.to_string())
-            .collect();
-        voters.sort_unstable();
-        voters
-    }
-
-    /// `POST …/cases/{case_id}/actions/propose` (an eligible voter): `ban` (optionally timed,
-    /// ≤ 365 days), `timeout_long` (1 h … 30 days) or `role_remove`, decided by votes under
-    /// the policy of now. The same `Idempotency-Key` from the same proposer proposes once.
-    pub fn propose(
-        &mut self,
-        actor: &Actor,
-        server_id: &str,
-        case_id: &str,
-        ask: ActionAsk,
-        now: Millis,
-    ) -> Result<Outcome<ProposalItem>, DomainError> {
-        self.directory.server(server_id)?;
-        if let Some(key) = &ask.idempotency_key
-            && let Some(p) = self.cases.proposals.values().find(|p| {
-                p.server_id == server_id
-                    && p.proposed_by_uid == actor.user_uid
-                    && p.idempotency_key.as_deref() == Some(key.as_str())
-            })
-        {
-            return Ok(Outcome::pure(self.proposal_item(p, now)));
-        }
-        if ask.action_type.is_immediate() {
-            return Err(DomainError::InvalidAction(
-                "kick, timeout_short and channel_lock are taken at once: actions/immediate",
-            ));
-        }
-        let case = self.actionable_case(server_id, case_id, now)?;
-        let eligible = self.eligible_voters(server_id, &case.target_uid);
-        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
-            return Err(self.not_eligible(server_id, actor));
-        }
-        let duration = match ask.action_type {
-            ActionType::TimeoutLong => Some(bounded_from(
-                ask.duration_seconds,
-                MAX_TIMEOUT_SHORT_SECS + 1,
-                MAX_TIMEOUT_LONG_SECS,
-            )?),
-            ActionType::Ban => ask
-                .duration_seconds
-                .map(|d| bounded(Some(d), d, MAX_BAN_SECS))
-                .transpose()?,
-            _ => {
-                let role = self.current_role(server_id, &case.target_uid);
-                if !matches!(role, Some(Role::Moderator | Role::Admin)) {
-                    return Err(DomainError::InvalidAction(
-                        "role_remove is for a moderator or an admin",
-                    ));
-                }
-                None
-            }
-        };
-        let mut records = Vec::new();
-        for p in self.cases.proposals_of(case_id) {
-            match self.proposal_status(p, now) {
-                ProposalStatus::Open => return Err(DomainError::ProposalOpen),
-                // Recorded as it is now, the window having run out.
-                ProposalStatus::Expired if p.status == ProposalStatus::Open => {
-                    records.push(Record::Proposal(Proposal {
-                        status: ProposalStatus::Expired,
-                        ..p.clone()
-                    }));
-                }
-                _ => {}
-            }
-        }
-        let policy = self.vote_policy(server_id);
-        let count = u32::try_from(eligible.len()).unwrap_or(u32::MAX);
-        if count < policy.quorum {
-            return Err(DomainError::QuorumUnreachable {
-                eligible: count,
-                quorum: policy.quorum,
-            });
-        }
-        self.limiter.check(&actor.user_uid, now)?;
-        for r in &records {
-            if let Record::Proposal(p) = r {
-                self.cases.proposals.insert(p.id.clone(), p.clone());
-            }
-        }
-        let proposal = Proposal {
-            id: self.entropy.id("prop"),
-            case_id: case_id.to_owned(),
-            server_id: server_id.to_owned().into(),
-            action_type: ask.action_type,
-            duration_seconds: duration,
-            proposed_by_uid: actor.user_uid.clone(),
-            policy,
-            expires_at: now + policy.window_seconds * 1000,
-            status: ProposalStatus::Open,
-            created_at: now,
-            idempotency_key: ask.idempotency_key,
-        };
-        let mut case = case;
-        case.status = CaseStatus::Voting;
-        records.push(Record::Proposal(proposal.clone()));
-        records.push(Record::Case(case.clone()));
-        self.cases
-            .proposals
-            .insert(proposal.id.clone(), proposal.clone());
-        let value = self.proposal_item(&proposal, now);
-        self.audit(
-            &mut records,
-            server_id,
-            Some(case_id),
-            &actor.user_uid,
-            "proposal_opened",
-            &value,
-            now,
-        );
-        let events = self.tell_staff(&case, CaseStatus::Voting, now);
-        self.cases.cases.insert(case.id.clone(), case);
-        Ok(Outcome::published(value, records, events))
-    }
-
-    fn not_eligible(&self, server_id: &str, actor: &Actor) -> DomainError {
-        match self.current_role(server_id, &actor.user_uid) {
-            None => DomainError::NotAMember,
-            Some(_) => DomainError::Forbidden(Needs::HigherRank),
-        }
-    }
-
-    /// `POST …/cases/{case_id}/votes {value}` (an eligible voter, once): the vote that meets
-    /// the proposal's policy enforces it now; one after which it cannot pass rejects it.
-    pub fn vote(
-        &mut self,
-        actor: &Actor,
-        server_id: &str,
-        case_id: &str,
-        value: VoteValue,
-        now: Millis,
-    ) -> Result<Outcome<ProposalItem>, DomainError> {
-        self.directory.server(server_id)?;
-        let case = self
-            .cases
-            .cases
-            .get(case_id)
-            .filter(|c| c.server_id == server_id)
-            .cloned()
-            .ok_or(DomainError::NotFound(What::Case))?;
-        let proposal = {
-            let mut ps: Vec<&Proposal> = self.cases.proposals_of(case_id).collect();
-            ps.sort_by_key(|p| p.created_at);
-            ps.last()
-                .map(|p| (*p).clone())
-                .ok_or(DomainError::NotFound(What::Proposal))?
-        };
-        let eligible = self.eligible_voters(server_id, &case.target_uid);
-        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
-            return Err(self.not_eligible(server_id, actor));
-        }
-        if self.proposal_status(&proposal, now) != ProposalStatus::Open {
-            return Err(DomainError::ProposalClosed);
-        }
-        if self
-            .cases
-            .votes
-            .get(&proposal.id)
-            .is_some_and(|v| v.iter().any(|v| v.voter_uid == actor.user_uid))
-        {
-            return Err(DomainError::AlreadyVoted);
-        }
-        self.limiter.check(&actor.user_uid, now)?;
-        let vote = Vote {
-            proposal_id: proposal.id.clone(),
-            voter_uid: actor.user_uid.clone(),
-            value,
-            at: now,
-        };
-        self.cases.insert_vote(vote.clone());
-        let mut records = vec![Record::Vote(vote)];
-        #[derive(Serialize)]
-        struct Cast<'a> {
-            proposal_id: &'a str,
-            value: &'static str,
-        }
-        self.audit(
-            &mut records,
-            server_id,
-            Some(case_id),
-            &actor.user_uid,
-            "vote_cast",
-            &Cast {
-                proposal_id: &proposal.id,
-                value: value.as_str(),
-            },
-            now,
-        );
-        let tally = self.tally(&proposal.id);
-        let voted = tally.yes + tally.no + tally.abstain;
-        let remaining = u32::try_from(eligible.len())
-            .unwrap_or(u32::MAX)
-            .saturating_sub(voted);
-        let policy = proposal.policy;
-        let mut events = Vec::new();
-        let mut notices = Vec::new();
-        let status = if tally.yes >= policy.threshold && voted >= policy.quorum {
-            let enforced = self.enforce(
-                actor,
-                case,
-                proposal.action_type,
-                proposal.duration_seconds,
-                None,
-                now,
-            )?;
-            records.extend(enforced.records);
-            events.extend(enforced.events);
-            notices.extend(enforced.notices);
-            ProposalStatus::Enforced
-        } else if tally.yes + remaining < policy.threshold || voted + remaining < policy.quorum {
-            let mut case = case;
-            case.status = CaseStatus::Rejected;
-            case.closed_at = Some(now);
-            records.push(Record::Case(case.clone()));
-            events.extend(self.tell_staff(&case, CaseStatus::Rejected, now));
-            self.cases.cases.insert(case.id.clone(), case);
-            ProposalStatus::Rejected
-        } else {
-            ProposalStatus::Open
-        };
-        let proposal = Proposal { status, ..proposal };
-        if status != ProposalStatus::Open {
-            records.push(Record::Proposal(proposal.clone()));
-        }
-        let value = self.proposal_item(&proposal, now);
-        self.cases.proposals.insert(proposal.id.clone(), proposal);
-        Ok(Outcome {
-            value,
-            records,
-            events,
-            notices,
-        })
-    }
 }
 
 /// `asked` seconds (or `default`), within 1 ..= `max`.
-fn bounded(asked: Option<i64>, default: i64, max: i64) -> Result<i64, DomainError> {
+pub(super) fn bounded(asked: Option<i64>, default: i64, max: i64) -> Result<i64, DomainError> {
     bounded_from(Some(asked.unwrap_or(default)), 1, max)
 }
 
 /// `asked` seconds, required, within `min` ..= `max`.
-fn bounded_from(asked: Option<i64>, min: i64, max: i64) -> Result<i64, DomainError> {
+pub(super) fn bounded_from(asked: Option<i64>, min: i64, max: i64) -> Result<i64, DomainError> {
     match asked {
         Some(d) if (min..=max).contains(&d) => Ok(d),
         _ => Err(DomainError::InvalidAction(
@@ -965,5 +651,62 @@ mod serde_json_free {
     pub(super) struct Opened<'a> {
         pub target_uid: &'a str,
         pub reason_code: &'a str,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ActionAsk, EVIDENCE_KEPT_MS, Report};
+    use crate::domain::community::Admission;
+    use crate::domain::community::fixtures::*;
+    use crate::domain::model::{ActionType, HistoryVisibility};
+    use crate::domain::records::Record;
+
+    #[test]
+    fn evidence_is_kept_thirty_days_after_its_case_closes_and_only_the_reporter_and_staff_get_it() {
+        let mut c = community(HistoryVisibility::Joined);
+        let owner = actor("uid_owner");
+        let (reporter, target) = (actor("uid_reporter"), actor("uid_target"));
+        for a in [&owner, &reporter, &target] {
+            c.admit(a, "home", Admission::Connect, 1).unwrap();
+        }
+        let report = Report {
+            target_uid: "uid_target".into(),
+            reason_code: "threat".into(),
+            evidence: Some("sealed-bytes".into()),
+            ..Default::default()
+        };
+        let case = c.report(&reporter, "home", report, 10).unwrap().value;
+        assert!(
+            c.purge_evidence(10 + EVIDENCE_KEPT_MS * 2).is_empty(),
+            "an open case keeps it"
+        );
+        assert_eq!(
+            c.case_evidence(&reporter, "home", &case.case_id),
+            Some("sealed-bytes")
+        );
+        assert_eq!(
+            c.case_evidence(&owner, "home", &case.case_id),
+            Some("sealed-bytes")
+        );
+        let ask = ActionAsk {
+            action_type: ActionType::TimeoutShort,
+            duration_seconds: Some(60),
+            channel_id: None,
+            idempotency_key: None,
+        };
+        c.act_now(&owner, "home", &case.case_id, ask, 100).unwrap();
+        assert_eq!(
+            c.case_evidence(&target, "home", &case.case_id),
+            None,
+            "never the target"
+        );
+        assert!(c.purge_evidence(100 + EVIDENCE_KEPT_MS - 1).is_empty());
+        let purged = c.purge_evidence(100 + EVIDENCE_KEPT_MS);
+        assert!(
+            matches!(&purged[..], [Record::EvidenceDeleted { case_id }] if *case_id == case.case_id)
+        );
+        assert_eq!(c.case_evidence(&owner, "home", &case.case_id), None);
+        assert!(c.purge_evidence(200 + EVIDENCE_KEPT_MS).is_empty(), "once");
     }
 }

@@ -44,6 +44,7 @@ mod roles;
 mod server_profiles;
 mod sessions;
 mod tickets;
+mod votes;
 
 pub use access::{ReplayRule, Subject, readable};
 pub use commands::Command;
@@ -400,6 +401,7 @@ impl Community {
         for v in snapshot.votes {
             c.cases.insert_vote(v);
         }
+        c.cases.evidence.extend(snapshot.evidence);
         for a in snapshot.read_acks {
             c.read_acks
                 .by_reader
