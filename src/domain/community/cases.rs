@@ -350,12 +350,7 @@ impl Community {
         now: Millis,
     ) -> Result<CaseDetail, DomainError> {
         self.directory.server(server_id)?;
-        let case = self
-            .cases
-            .cases
-            .get(case_id)
-            .filter(|c| c.server_id == server_id)
-            .ok_or(DomainError::NotFound(What::Case))?;
+        let case = self.case_of(server_id, case_id)?;
         let as_target = self
             .case_view(case, &actor.user_uid)
             .ok_or(DomainError::NotFound(What::Case))?;
@@ -383,13 +378,18 @@ impl Community {
         })
     }
 
-    /// The sealed evidence of a case, for its reporter and the staff only (never its target).
-    pub fn case_evidence(&self, actor: &Actor, server_id: &str, case_id: &str) -> Option<&str> {
-        let case = self
-            .cases
+    /// The case `case_id` of `server_id` (another server's is not found).
+    pub(super) fn case_of(&self, server_id: &str, case_id: &str) -> Result<&Case, DomainError> {
+        self.cases
             .cases
             .get(case_id)
-            .filter(|c| c.server_id == server_id)?;
+            .filter(|c| c.server_id == server_id)
+            .ok_or(DomainError::NotFound(What::Case))
+    }
+
+    /// The sealed evidence of a case, for its reporter and the staff only (never its target).
+    pub fn case_evidence(&self, actor: &Actor, server_id: &str, case_id: &str) -> Option<&str> {
+        let case = self.case_of(server_id, case_id).ok()?;
         match self.case_view(case, &actor.user_uid) {
             Some(false) => self.cases.evidence.get(case_id).map(String::as_str),
             _ => None,
@@ -427,13 +427,7 @@ impl Community {
         case_id: &str,
         now: Millis,
     ) -> Result<Case, DomainError> {
-        let case = self
-            .cases
-            .cases
-            .get(case_id)
-            .filter(|c| c.server_id == server_id)
-            .cloned()
-            .ok_or(DomainError::NotFound(What::Case))?;
+        let case = self.case_of(server_id, case_id)?.clone();
         match self.case_status(&case, now) {
             CaseStatus::Open | CaseStatus::Voting => Ok(case),
             _ => Err(DomainError::CaseClosed),

@@ -283,13 +283,7 @@ impl Community {
         now: Millis,
     ) -> Result<Outcome<ProposalItem>, DomainError> {
         self.directory.server(server_id)?;
-        let case = self
-            .cases
-            .cases
-            .get(case_id)
-            .filter(|c| c.server_id == server_id)
-            .cloned()
-            .ok_or(DomainError::NotFound(What::Case))?;
+        let case = self.case_of(server_id, case_id)?.clone();
         let proposal = {
             let mut ps: Vec<&Proposal> = self.cases.proposals_of(case_id).collect();
             ps.sort_by_key(|p| p.created_at);
