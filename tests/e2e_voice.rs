@@ -563,3 +563,77 @@ fn a_timeout_silences_a_speaker_in_the_sfu_and_a_kick_ends_its_call_at_once() {
     );
     assert_eq!(again.status, 200, "a kick is not a ban: {}", again.text());
 }
+
+/// Moderation latency, measured by hand (not in CI):
+/// `cargo test --release --test e2e_voice -- --ignored --nocapture kick_latency`. Each round a
+/// fresh member is in a call (signaling socket, str0m peer publishing) and has a realtime
+/// socket, on whichever shards the kernel gives them; a moderator kicks it through the API;
+/// measured from the 201 to both of its sockets being closed by the server (and with them
+/// its media: the SFU drops the participant before the close). Prints p50, p99 and max.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn kick_latency_from_the_accepted_action_to_closed_sockets() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_owner_of_home"),
+        ],
+    );
+    let owner = Client::with_uid(server.addr, "uid_owner_of_home");
+    let voice = voice_channel(&owner, "home");
+    let general = owner.first_text_channel("home");
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
+    let mut took = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        // A reporter files at most ten reports an hour: one each round.
+        let reporter = Client::user(server.addr);
+        reporter.expect(200, reporter.get("/v1/servers/home/channels"));
+        let member = Client::user(server.addr);
+        let mut realtime = support::ws::Ws::connect(
+            server.addr,
+            &support::ws::headers_query("home", member.uid(), member.device()),
+        );
+        realtime.subscribe(&general);
+        realtime.expect("chat.presence.snapshot");
+        let mut call = Caller::join(server.addr, &ticket_for(&member, &voice));
+        call.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "mic")]);
+        let case = reporter.expect(
+            201,
+            reporter.post(
+                "/v1/servers/home/moderation/cases",
+                &json!({"target_uid": member.uid(), "reason_code": "abuse"}),
+            ),
+        );
+        let path = format!(
+            "/v1/servers/home/moderation/cases/{}/actions/immediate",
+            case.str_at("case_id")
+        );
+        let sent = std::time::Instant::now();
+        let reply = owner.post(&path, &json!({"action_type": "kick"}));
+        let accepted = sent.elapsed();
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        call.ws.expect("rtc.kicked");
+        assert!(call.ws.closed_within(Duration::from_secs(5)));
+        assert!(realtime.closed_within(Duration::from_secs(5)));
+        took.push((sent.elapsed(), accepted));
+    }
+    let mut closed: Vec<Duration> = took.iter().map(|t| t.0).collect();
+    let mut answered: Vec<Duration> = took.iter().map(|t| t.1).collect();
+    closed.sort();
+    answered.sort();
+    let at = |v: &[Duration], q: f64| v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "kick sent → 201 over {rounds} rounds: p50 {:?}, p99 {:?}; sent → both sockets closed: p50 {:?}, p99 {:?}, max {:?}",
+        at(&answered, 0.50),
+        at(&answered, 0.99),
+        at(&closed, 0.50),
+        at(&closed, 0.99),
+        closed[closed.len() - 1]
+    );
+    assert!(at(&closed, 0.99) < Duration::from_secs(1));
+}
