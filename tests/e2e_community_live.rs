@@ -12,22 +12,14 @@ use std::time::{Duration, Instant};
 
 use simd_json::json;
 use simd_json::prelude::*;
-use support::api::{Client, DeviceKey, default_server_id, ids_of};
+use support::api::{Client, DeviceKey, default_channel, default_server_id, ids_of};
 use support::json::{Json, JsonPath, encode};
-use support::server::{PUBLIC_BASE_URL, Place, TestServer, start_community};
-use support::ws::{QUIET, Ws, headers_query, one_per_shard, open_placed, placed_elsewhere};
+use support::server::{PUBLIC_BASE_URL, Place, start_community};
+use support::ws::{
+    QUIET, Ws, created_id, headers_query, one_per_shard, open_placed, placed_elsewhere,
+};
 
 use support::on_both_engines;
-
-fn default_channel(server: &TestServer, reader: &Client) -> (String, String) {
-    let server_id = default_server_id(server.addr);
-    let channel = reader.first_text_channel(&server_id);
-    (server_id, channel)
-}
-
-fn created_id(frame: &Json) -> &str {
-    frame.str_at("payload.message.id")
-}
 
 on_both_engines! {
     messages_reach_every_socket_on_both_shards => |engine| {

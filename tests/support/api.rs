@@ -228,6 +228,13 @@ impl Client {
 }
 
 /// The `id` of every object in the array at `path`.
+/// The default server and its first text channel, as `reader` (a member from then on) sees it.
+pub fn default_channel(server: &super::server::TestServer, reader: &Client) -> (String, String) {
+    let server_id = default_server_id(server.addr);
+    let channel = reader.first_text_channel(&server_id);
+    (server_id, channel)
+}
+
 /// A new server owned by `owner` (created and claimed, as the client does); its id.
 pub fn owned_server(owner: &Client, name: &str) -> String {
     let created = owner.create_server(name);

@@ -346,3 +346,21 @@ pub fn placed_elsewhere(
         .find(|p| p.shard != not_on)
         .expect("a socket on the other shard")
 }
+
+/// A realtime socket of `client` on `server_id`, registered for events.
+pub fn socket(
+    server: &super::server::TestServer,
+    client: &super::api::Client,
+    server_id: &str,
+) -> Ws {
+    Ws::connect(
+        server.addr,
+        &headers_query(server_id, client.uid(), client.device()),
+    )
+    .live()
+}
+
+/// The `payload.message.id` of a `chat.message.created` frame.
+pub fn created_id(frame: &Json) -> &str {
+    frame.str_at("payload.message.id")
+}
