@@ -637,3 +637,103 @@ fn kick_latency_from_the_accepted_action_to_closed_sockets() {
     );
     assert!(at(&closed, 0.99) < Duration::from_secs(1));
 }
+
+/// Alice publishing to bob in a call of `home` whose owner is `uid_owner_of_home`.
+fn a_call_with_a_speaker(
+    server: &TestServer,
+) -> (Client, Client, Caller, Caller, str0m::media::Mid) {
+    let (alice, bob) = (Client::user(server.addr), Client::user(server.addr));
+    let voice = voice_channel(&alice, "home");
+    let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
+    let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
+    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+    let mic = a.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "alice-mic")])[0];
+    expect_track(&mut b.ws, "rtc.track.published", "alice-mic");
+    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
+    pump_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        "the connections",
+        |all| all[0].publish.peer.connected && all[1].subscribe.peer.connected,
+    );
+    speak(&mut [&mut a, &mut b], mic, 25);
+    assert!(
+        b.subscribe.peer.received.len() >= 20,
+        "bob hears alice first"
+    );
+    (alice, bob, a, b, mic)
+}
+
+#[test]
+fn a_kick_and_a_voted_ban_stop_the_target_s_media_reaching_the_others() {
+    let server = start_community(
+        Engine::Sqlite,
+        &[
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_owner_of_home"),
+        ],
+    );
+    let owner = Client::with_uid(server.addr, "uid_owner_of_home");
+    // A kick: whatever alice's peer still sends, bob receives none of it.
+    let (alice, bob, mut a, mut b, mic) = a_call_with_a_speaker(&server);
+    act_on(&owner, &bob, &alice, json!({"action_type": "kick"}));
+    a.ws.expect("rtc.kicked");
+    b.ws.expect("rtc.participant.left");
+    let before = b.subscribe.peer.received.len();
+    speak(&mut [&mut a, &mut b], mic, 25);
+    assert_eq!(
+        b.subscribe.peer.received.len(),
+        before,
+        "a kicked publisher reaches no one"
+    );
+
+    // A ban by vote (the owner alone is eligible; a policy of one vote): the same, and no way
+    // back into the call.
+    owner.expect(
+        200,
+        owner.put(
+            "/v1/servers/home/moderation/policy",
+            &json!({"threshold": 1, "quorum": 1}),
+        ),
+    );
+    let (carol, dave, mut c, mut d, mic) = a_call_with_a_speaker(&server);
+    let case = dave.expect(
+        201,
+        dave.post(
+            "/v1/servers/home/moderation/cases",
+            &json!({"target_uid": carol.uid(), "reason_code": "abuse"}),
+        ),
+    );
+    let base = format!(
+        "/v1/servers/home/moderation/cases/{}",
+        case.str_at("case_id")
+    );
+    owner.expect(
+        201,
+        owner.post(
+            &format!("{base}/actions/propose"),
+            &json!({"action_type": "ban"}),
+        ),
+    );
+    let decided = owner.expect(
+        200,
+        owner.post(&format!("{base}/votes"), &json!({"value": "yes"})),
+    );
+    assert_eq!(decided.str_at("status"), "enforced");
+    c.ws.expect("rtc.kicked");
+    d.ws.expect("rtc.participant.left");
+    let before = d.subscribe.peer.received.len();
+    speak(&mut [&mut c, &mut d], mic, 25);
+    assert_eq!(
+        d.subscribe.peer.received.len(),
+        before,
+        "a banned publisher reaches no one"
+    );
+    let voice = voice_channel(&owner, "home");
+    let again = carol.post(
+        &format!("/v1/rtc/channels/{voice}/join-ticket"),
+        &json!({"server_id": "home"}),
+    );
+    assert_eq!(again.status, 403, "{}", again.text());
+}
