@@ -11,7 +11,7 @@ use simd_json::prelude::*;
 use support::api::{Client, owned_server};
 use support::json::{JsonPath, encode, key_set};
 use support::server::{restart_community, start_community};
-use support::ws::{Ws, headers_query};
+use support::ws::{QUIET, Ws, headers_query};
 
 use support::on_both_engines;
 
@@ -507,5 +507,91 @@ on_both_engines! {
         let moderator = Client::with_uid(server.addr, s.mods[0].uid());
         let seen = moderator.expect(200, moderator.get(&format!("{}/{case_id}", cases_path(id))));
         assert_eq!(seen.str_at("evidence.text"), SECRET);
+    };
+}
+
+on_both_engines! {
+    a_private_channel_exists_only_for_its_roles_and_read_only_and_listen_only_channels_hold => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [member, other, _] = &s.members;
+        let moderator = &s.mods[0];
+        let general = s.owner.first_text_channel(id);
+        let created = s.admin.expect(201, s.admin.post(&format!("/v1/servers/{id}/channels"), &json!({"name": "staff-room", "type": "text"})));
+        let room = created.str_at("channel.id").to_owned();
+        let mut member_socket = Ws::connect(addr, &headers_query(id, member.uid(), "member_desk"));
+        let mut staff_socket = Ws::connect(addr, &headers_query(id, moderator.uid(), "mod_desk"));
+        member_socket.subscribe(&general);
+        member_socket.expect("chat.presence.snapshot");
+        staff_socket.subscribe(&room);
+        staff_socket.expect("chat.presence.snapshot");
+        let mut lurker = Ws::connect(addr, &headers_query(id, other.uid(), "other_desk"));
+        lurker.subscribe(&room);
+        lurker.expect("chat.presence.snapshot");
+
+        let permissions = format!("/v1/servers/{id}/channels/{room}/permissions");
+        assert_eq!(member.put(&permissions, &json!({"view_min_role": "moderator"})).status, 403);
+        assert_eq!(s.admin.put(&permissions, &json!({"view_min_role": "wizard"})).status, 400);
+        let layout = s.admin.expect(200, s.admin.put(&permissions, &json!({"view_min_role": "moderator"})));
+        let listed = |doc: &simd_json::OwnedValue, path: &str| -> Vec<String> {
+            doc.arr_at(path).iter().flat_map(|g| g.arr_at("channels").iter().map(|c| c.str_at("id").to_owned())).collect()
+        };
+        assert!(listed(&layout, "groups").contains(&room), "the admin sees it: {}", encode(&layout));
+        // The layout goes out as each role sees it; a lurker that followed it no longer does.
+        let for_member = member_socket.expect("chat.channel.layout.updated");
+        assert!(!listed(&for_member, "payload.groups").contains(&room), "{}", encode(&for_member));
+        let for_staff = staff_socket.expect("chat.channel.layout.updated");
+        assert!(listed(&for_staff, "payload.groups").contains(&room));
+        assert!(!encode(&for_member).contains("staff-room"));
+        staff_socket.expect_where("chat.presence.left", |f| f.str_at("payload.member.user_uid") == other.uid());
+        // Every path of a member: list, history, post, subscribe, read marker, mentions.
+        let channels = member.expect(200, member.get(&format!("/v1/servers/{id}/channels")));
+        assert!(!listed(&channels, "groups").contains(&room));
+        let staff_view = moderator.expect(200, moderator.get(&format!("/v1/servers/{id}/channels")));
+        assert!(listed(&staff_view, "groups").contains(&room));
+        for reply in [
+            member.get(&format!("/v1/channels/{room}/messages")),
+            member.post(&format!("/v1/channels/{room}/messages"), &json!({"body": "knock knock"})),
+            member.put(&format!("/v1/channels/{room}/read-ack"), &json!({})),
+            member.get(&format!("/v1/channels/{room}/mentions:resolve?query=")),
+            Client::anonymous(addr).get(&format!("/v1/channels/{room}/messages")),
+        ] {
+            assert_eq!((reply.status, reply.json().str_at("code").to_owned()), (404, "channel_not_found".to_owned()));
+        }
+        member_socket.subscribe(&room);
+        let refused = member_socket.expect("chat.error");
+        assert!(encode(&refused).contains("channel"), "{}", encode(&refused));
+        // Live and on resume, the member gets nothing of the room; a mention of it there is none.
+        let said = moderator.send(&room, &format!("@{} about the ban", member.uid()));
+        assert!(said.arr_at("mentions").is_empty(), "a member cannot see this channel: {}", encode(&said));
+        staff_socket.expect_where("chat.message.created", |f| f.str_at("payload.message.id") == said.str_at("id"));
+        member_socket.assert_none("chat.message.created", QUIET);
+        let mut resumed = Ws::connect(addr, &format!("{}&since_event_id=0", headers_query(id, member.uid(), "member_late")));
+        resumed.drain(QUIET);
+        let replayed: Vec<String> = resumed.backlog().map(encode).collect();
+        assert!(replayed.iter().all(|f| !f.contains(&room) && !f.contains("staff-room")), "{replayed:?}");
+
+        // Read-only: members read, staff post.
+        s.admin.expect(200, s.admin.put(&format!("/v1/servers/{id}/channels/{general}/permissions"), &json!({"post_min_role": "moderator"})));
+        let post = member.post(&format!("/v1/channels/{general}/messages"), &json!({"body": "hello"}));
+        assert_eq!((post.status, post.json().str_at("code").to_owned()), (403, "channel_read_only".to_owned()));
+        moderator.send(&general, "announcements only");
+        let page = member.messages(&general, "limit=5");
+        assert_eq!(page.arr_at("messages").last().unwrap().str_at("body"), "announcements only", "members still read it");
+
+        // Voice: members listen only; a private voice channel has no ticket for them.
+        let voice = support::call::voice_channel(&s.owner, id);
+        let ticket = |who: &Client| who.post(&format!("/v1/rtc/channels/{voice}/join-ticket"), &json!({"server_id": id}));
+        s.admin.expect(200, s.admin.put(&format!("/v1/servers/{id}/channels/{voice}/permissions"), &json!({"member_speak": false})));
+        assert!(!member.expect(200, ticket(member)).bool_at("permissions.speak"));
+        assert!(moderator.expect(200, ticket(moderator)).bool_at("permissions.speak"));
+        s.admin.expect(200, s.admin.put(&format!("/v1/servers/{id}/channels/{voice}/permissions"), &json!({"view_min_role": "moderator"})));
+        let refused = ticket(member);
+        assert_eq!((refused.status, refused.json().str_at("code").to_owned()), (404, "channel_not_found".to_owned()));
+        // Audited.
+        let audit = s.owner.expect(200, s.owner.get(&audit_path(id)));
+        assert!(audit.arr_at("items").iter().any(|i| i.str_at("event_type") == "channel_permissions_updated"));
     };
 }

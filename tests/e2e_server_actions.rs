@@ -372,8 +372,19 @@ on_both_engines! {
         assert!(caps.bool_at("server_actions.invites"));
         assert!(caps.bool_at("server_actions.privacy"));
         assert!(caps.bool_at("server_actions.profile_overrides"));
-        // Not built yet: advertised false, so the newest client does not offer them.
-        assert!(!caps.bool_at("server_actions.moderation"));
+        assert!(caps.bool_at("server_actions.events"));
+        assert!(caps.bool_at("server_actions.moderation"));
+        assert_eq!(caps.keys_at("moderation"), key_set(&["enabled", "actions", "vote_policy", "evidence_policy"]));
+        assert!(caps.bool_at("moderation.enabled"));
+        let names = |path: &str| -> Vec<String> { caps.arr_at(path).iter().map(|v| v.as_str().unwrap().to_owned()).collect() };
+        assert_eq!(names("moderation.actions.immediate"), ["kick", "timeout_short", "channel_lock"]);
+        assert_eq!(names("moderation.actions.vote_required"), ["ban", "timeout_long", "role_remove"]);
+        assert_eq!(
+            (caps.i64_at("moderation.vote_policy.threshold"), caps.i64_at("moderation.vote_policy.quorum"), caps.i64_at("moderation.vote_policy.window_seconds")),
+            (2, 3, 86400)
+        );
+        assert!(!caps.bool_at("moderation.evidence_policy.report_bundle_required"));
+        assert!(caps.bool_at("moderation.evidence_policy.plaintext_disclosure_optional"));
     };
 
     invites_are_made_shown_once_listed_revoked_and_redeemed_into_an_invite_only_server => |engine| {

@@ -119,6 +119,7 @@ fn migrations_are_applied(h: Harness) {
             "6".to_owned(),
             "7".to_owned(),
             "8".to_owned(),
+            "9".to_owned(),
         ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
@@ -369,6 +370,7 @@ fn data_persists_across_restart(h: Harness) {
             "6".to_owned(),
             "7".to_owned(),
             "8".to_owned(),
+            "9".to_owned(),
         ]
     );
     handle.shutdown();

@@ -80,6 +80,11 @@ fn channel(id: &str, name: &str) -> Channel {
         encryption: Encryption::None,
         created_by_uid: Some("u-alice".to_owned().into()),
         created_at: 3_000,
+        access: ChannelAccess {
+            view_min_role: Some(Role::Moderator),
+            post_min_role: None,
+            member_speak: false,
+        },
     }
 }
 

@@ -57,6 +57,7 @@ pub struct Capabilities<'a> {
     pub mentions: Mentions,
     pub read_acks: ReadAcks,
     pub server_actions: ServerActions,
+    pub moderation: Moderation,
     pub limits: Limits,
     pub security: Security,
     pub rtc: Rtc,
@@ -111,14 +112,62 @@ pub struct ServerActions {
     pub moderation: bool,
 }
 
+/// Moderation as the newest client reads it (Part D). The vote policy is the default of a
+/// server whose owner set none (`GET …/moderation/policy` has each server's own).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moderation {
+    pub enabled: bool,
+    pub actions: ModerationActions,
+    pub vote_policy: VotePolicyOut,
+    pub evidence_policy: EvidencePolicy,
+}
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModerationActions {
+    pub immediate: [&'static str; 3],
+    pub vote_required: [&'static str; 3],
+}
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VotePolicyOut {
+    pub threshold: u32,
+    pub quorum: u32,
+    pub window_seconds: i64,
+}
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvidencePolicy {
+    /// A report needs no evidence bundle.
+    pub report_bundle_required: bool,
+    /// Plaintext evidence may be disclosed, with its own consent.
+    pub plaintext_disclosure_optional: bool,
+}
+
+pub const MODERATION: Moderation = Moderation {
+    enabled: true,
+    actions: ModerationActions {
+        immediate: ["kick", "timeout_short", "channel_lock"],
+        vote_required: ["ban", "timeout_long", "role_remove"],
+    },
+    vote_policy: VotePolicyOut {
+        threshold: crate::domain::model::VotePolicy::DEFAULT.threshold,
+        quorum: crate::domain::model::VotePolicy::DEFAULT.quorum,
+        window_seconds: crate::domain::model::VotePolicy::DEFAULT.window_seconds,
+    },
+    evidence_policy: EvidencePolicy {
+        report_bundle_required: false,
+        plaintext_disclosure_optional: true,
+    },
+};
+
 /// The server actions advertised: only what is built and enforced.
 pub const SERVER_ACTIONS: ServerActions = ServerActions {
     bulk_read_acks: true,
     invites: true,
     privacy: true,
     profile_overrides: true,
-    events: false,
-    moderation: false,
+    events: true,
+    moderation: true,
 };
 
 #[derive(Serialize)]
@@ -244,6 +293,7 @@ pub fn document<'a>(config: &'a Config, default_server_id: &'a str) -> Capabilit
             monotonic: true,
         },
         server_actions: SERVER_ACTIONS,
+        moderation: MODERATION,
         limits: Limits {
             max_message_bytes: config.limits.max_message_bytes as u64,
             max_upload_bytes: config.limits.max_upload_bytes as u64,

@@ -64,6 +64,7 @@ fn domain_status(e: &DomainError) -> u16 {
         | AvatarAssetForbidden
         | Banned
         | ChannelLocked
+        | ReadOnlyChannel
         | TimedOut
         | TicketReplayed
         | JoinDenied(_)

@@ -286,6 +286,11 @@ fn routes() -> Router<Handler> {
             A(moderation::audit),
         )
         .route(
+            Put,
+            "/v1/servers/{server_id}/channels/{channel_id}/permissions",
+            A(moderation::set_channel_access),
+        )
+        .route(
             Get,
             "/v1/servers/{server_id}/moderation/policy",
             A(moderation::policy),

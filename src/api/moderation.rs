@@ -341,3 +341,42 @@ handler!(
         json(200, &proposal)
     }
 );
+
+#[derive(Deserialize)]
+struct ChannelAccessIn {
+    view_min_role: Option<String>,
+    post_min_role: Option<String>,
+    member_speak: Option<bool>,
+}
+
+/// A minimum role of the body: absent or `null` is everyone.
+fn min_role(value: Option<String>, field: &'static str) -> Result<Option<Role>, ApiError> {
+    match value.as_deref() {
+        None | Some("") | Some("member") => Ok(None),
+        Some(text) => Role::parse(text).map(Some).ok_or_else(|| {
+            ApiError::bad_request(
+                field,
+                "a minimum role is null (everyone), moderator, admin or owner",
+            )
+        }),
+    }
+}
+
+handler!(
+    /// `PUT /v1/servers/{id}/channels/{channel_id}/permissions {view_min_role, post_min_role,
+    /// member_speak}` (an admin or the owner) → the layout as the caller sees it.
+    set_channel_access, ctx => {
+        let who = require_actor(ctx).await?;
+        let server_id: ServerId = path_id(ctx, "server_id")?;
+        let channel_id: crate::domain::ids::ChannelId = path_id(ctx, "channel_id")?;
+        let body: ChannelAccessIn = json_body(ctx)?;
+        let access = crate::domain::model::ChannelAccess {
+            view_min_role: min_role(body.view_min_role, "invalid_view_min_role")?,
+            post_min_role: min_role(body.post_min_role, "invalid_post_min_role")?,
+            member_speak: body.member_speak.unwrap_or(true),
+        };
+        let set = commands::SetChannelAccess { actor: who, server_id, channel_id, access };
+        let layout = ctx.app.authority.command(set).await?;
+        json(200, &layout)
+    }
+);

@@ -53,6 +53,8 @@ pub enum DomainError {
     Banned,
     #[error("this channel is locked")]
     ChannelLocked,
+    #[error("this channel is read-only for your role")]
+    ReadOnlyChannel,
     #[error("you are in a timeout in this server: you may read and listen, not post or speak")]
     TimedOut,
     /// A moderation action that is not one of this endpoint's, or with a bad duration or
@@ -210,6 +212,7 @@ impl DomainError {
             AvatarAssetForbidden => "avatar_asset_forbidden",
             Banned => "banned",
             ChannelLocked => "channel_locked",
+            ReadOnlyChannel => "channel_read_only",
             TimedOut => "timed_out",
             InvalidAction(_) => "invalid_action",
             InvalidReason => "invalid_reason",

@@ -311,6 +311,39 @@ pub struct Channel {
     pub encryption: Encryption,
     pub created_by_uid: Option<UserUid>,
     pub created_at: Millis,
+    /// Who may see and who may post in it (Part D).
+    pub access: ChannelAccess,
+}
+
+/// Per-channel permissions for the member role (Part D): a private channel is seen only by
+/// `view_min_role` and above (hidden from everyone else's channel list, history, realtime,
+/// mentions and voice tickets); a read-only one is posted in only by `post_min_role` and
+/// above; a voice channel with `member_speak: false` gives members listen-only tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelAccess {
+    pub view_min_role: Option<Role>,
+    pub post_min_role: Option<Role>,
+    pub member_speak: bool,
+}
+
+impl Default for ChannelAccess {
+    fn default() -> Self {
+        ChannelAccess {
+            view_min_role: None,
+            post_min_role: None,
+            member_speak: true,
+        }
+    }
+}
+
+impl ChannelAccess {
+    /// Whether a member of `role` (`None`: anonymous, or no current member) sees the channel.
+    pub fn viewable_by(&self, role: Option<Role>) -> bool {
+        match self.view_min_role {
+            None => true,
+            Some(min) => role.is_some_and(|r| r.at_least(min)),
+        }
+    }
 }
 
 /// One uid's standing in one server. `spans` is its membership history, oldest first; the uid

@@ -129,6 +129,18 @@ pub struct ChannelItem {
     pub kind: &'static str,
     pub history_visibility: &'static str,
     pub encryption: &'static str,
+    /// Who sees it and who posts in it (Part D).
+    pub permissions: ChannelPermissions,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ChannelPermissions {
+    /// `null`: every member; otherwise the lowest role that sees the channel.
+    pub view_min_role: Option<&'static str>,
+    /// `null`: everyone who sees it; otherwise the lowest role that posts in it.
+    pub post_min_role: Option<&'static str>,
+    /// Voice: whether members speak (false: listen-only tickets for members).
+    pub member_speak: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -540,6 +552,11 @@ impl ChannelItem {
             kind: channel.kind.as_str(),
             history_visibility: channel.history_visibility.as_str(),
             encryption: channel.encryption.as_str(),
+            permissions: ChannelPermissions {
+                view_min_role: channel.access.view_min_role.map(Role::as_str),
+                post_min_role: channel.access.post_min_role.map(Role::as_str),
+                member_speak: channel.access.member_speak,
+            },
         }
     }
 }

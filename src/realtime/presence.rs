@@ -484,6 +484,27 @@ impl Presence {
             .is_some_and(|&(_, hidden)| hidden)
     }
 
+    /// `channel_id` became private: the sockets whose user `keep` refuses stop following it
+    /// (the others see them leave, as after an unsubscribe).
+    pub fn restrict_channel(
+        &mut self,
+        channel_id: &str,
+        keep: impl Fn(&str) -> bool,
+        ctx: &FrameContext<'_>,
+    ) -> Vec<Delivery> {
+        let gone: Vec<SocketRef> = self
+            .subscribers(channel_id)
+            .filter(|s| {
+                self.sockets
+                    .get(s)
+                    .is_some_and(|e| !keep(&e.member.user_uid))
+            })
+            .collect();
+        gone.into_iter()
+            .flat_map(|s| self.unsubscribe(channel_id, s, ctx))
+            .collect()
+    }
+
     /// `uid` hides its presence in `server_id` (or shows it again), as its privacy setting at
     /// `version` says; older news than what is known changes nothing. Its sockets here leave
     /// (after stopping typing) or join, for everyone but its own user, in every channel they

@@ -452,6 +452,23 @@ impl Hub {
                 }
             }
             Notice::VoiceKick { .. } | Notice::VoiceMute { .. } => {}
+            Notice::ChannelRestricted {
+                server_id,
+                channel_id,
+                allowed,
+            } => {
+                let timestamp = now_text();
+                let ctx = FrameContext {
+                    server_id,
+                    timestamp: &timestamp,
+                };
+                let deliveries = self.presence.borrow_mut().restrict_channel(
+                    channel_id,
+                    |uid| allowed.binary_search_by(|a| a.as_str().cmp(uid)).is_ok(),
+                    &ctx,
+                );
+                return Outgoing::deliveries(deliveries);
+            }
             Notice::SessionRevoked { token_hash, .. } => {
                 self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
             }
@@ -486,9 +503,12 @@ impl Hub {
             let Some(s) = sockets.get_mut(id) else {
                 continue;
             };
-            if let Audience::User(uid) = &event.audience
-                && *uid != s.user_uid
-            {
+            let addressed = match &event.audience {
+                Audience::Server => true,
+                Audience::User(uid) => *uid == s.user_uid,
+                Audience::Users(uids) => uids.binary_search(&s.user_uid).is_ok(),
+            };
+            if !addressed {
                 continue;
             }
             if !s.live {

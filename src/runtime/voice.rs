@@ -263,6 +263,8 @@ impl Voice {
             } => self.session_revoked(user_uid, device_id),
             // Being in a call is not presence: the call's roster is what the call needs.
             Notice::PresenceVisibility { .. } => Outgoing::none(),
+            // Who may join a private voice channel is decided at the ticket; who is in stays.
+            Notice::ChannelRestricted { .. } => Outgoing::none(),
             Notice::VoiceMute {
                 server_id,
                 user_uid,

@@ -320,7 +320,8 @@ const SELECT_SERVERS: &str = "SELECT id, display_name, description, banner_prese
 const SELECT_CATEGORIES: &str =
     "SELECT id, server_id, label, kind, position, created_by_uid, created_at FROM categories";
 const SELECT_CHANNELS: &str = "SELECT id, server_id, category_id, name, kind, position, \
-     history_visibility, encryption, created_by_uid, created_at FROM channels";
+     history_visibility, encryption, created_by_uid, created_at, view_min_role, post_min_role, \
+     member_speak FROM channels";
 const SELECT_MEMBERSHIPS: &str = "SELECT server_id, user_uid, role FROM memberships";
 const SELECT_SPANS: &str = "SELECT server_id, user_uid, joined_seq, joined_at, left_seq, \
      left_at FROM membership_spans ORDER BY joined_seq";
@@ -482,6 +483,17 @@ fn channel(row: &impl SqlRow) -> Result<Channel, StorageError> {
         encryption: wire(Encryption::parse, row.text(7)?, "channels.encryption")?,
         created_by_uid: row.opt_text(8)?.map(Into::into),
         created_at: row.int(9)?,
+        access: ChannelAccess {
+            view_min_role: row
+                .opt_text(10)?
+                .map(|r| wire(Role::parse, r, "channels.view_min_role"))
+                .transpose()?,
+            post_min_role: row
+                .opt_text(11)?
+                .map(|r| wire(Role::parse, r, "channels.post_min_role"))
+                .transpose()?,
+            member_speak: row.boolean(12)?,
+        },
     })
 }
 

@@ -114,13 +114,15 @@ const UPSERT_CATEGORY: &str = "INSERT INTO categories \
 const DELETE_CATEGORY: &str = "DELETE FROM categories WHERE id = $1";
 
 const UPSERT_CHANNEL: &str = "INSERT INTO channels (id, server_id, category_id, name, kind, \
-     position, history_visibility, encryption, created_by_uid, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     position, history_visibility, encryption, created_by_uid, created_at, view_min_role, \
+     post_min_role, member_speak) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      ON CONFLICT (id) DO UPDATE SET server_id = excluded.server_id, \
      category_id = excluded.category_id, name = excluded.name, kind = excluded.kind, \
      position = excluded.position, history_visibility = excluded.history_visibility, \
      encryption = excluded.encryption, created_by_uid = excluded.created_by_uid, \
-     created_at = excluded.created_at";
+     created_at = excluded.created_at, view_min_role = excluded.view_min_role, \
+     post_min_role = excluded.post_min_role, member_speak = excluded.member_speak";
 
 const UPSERT_MEMBERSHIP: &str = "INSERT INTO memberships (server_id, user_uid, role) \
      VALUES ($1, $2, $3) ON CONFLICT (server_id, user_uid) DO UPDATE SET role = excluded.role";
@@ -287,6 +289,15 @@ fn statements_for<'a>(
                 c.encryption.as_str().into(),
                 (&c.created_by_uid).into(),
                 c.created_at.into(),
+                c.access
+                    .view_min_role
+                    .map(crate::domain::model::Role::as_str)
+                    .into(),
+                c.access
+                    .post_min_role
+                    .map(crate::domain::model::Role::as_str)
+                    .into(),
+                c.access.member_speak.into(),
             ],
         ),
         Record::Membership(m) => {

@@ -62,6 +62,12 @@ id_params!(
     crate::domain::ids::UserUid
 );
 
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(value: Option<&'a str>) -> Param<'a> {
+        Param::Text(value)
+    }
+}
+
 impl From<i64> for Param<'_> {
     fn from(value: i64) -> Self {
         Param::Int(Some(value))

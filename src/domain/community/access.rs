@@ -27,6 +27,11 @@ pub enum Subject {
     Server,
     /// A message (its creation or deletion): replays to whoever may read that message.
     Message { channel_id: String, seq: Seq },
+    /// Server-level state as these roles see it (a layout with private channels): replays to
+    /// current members of those roles.
+    Roles(Vec<crate::domain::model::Role>),
+    /// A channel (its creation): replays to current members who may see the channel now.
+    Channel { channel_id: String },
 }
 
 /// The rule: which messages of a channel with history visibility `history` a reader may read,
@@ -43,11 +48,28 @@ pub fn readable(history: HistoryVisibility, membership: Option<&Membership>) -> 
     }
 }
 
+/// [`readable`] for `channel`: nothing at all of a private channel the reader's role may not
+/// see (Part D), whatever its history visibility.
+pub fn channel_readable(channel: &Channel, membership: Option<&Membership>) -> Option<Visibility> {
+    let role = membership.filter(|m| m.is_current()).map(|m| m.role);
+    if !channel.access.viewable_by(role) {
+        return None;
+    }
+    readable(channel.history_visibility, membership)
+}
+
 impl Community {
-    /// What `uid` (`None`: anonymous) may read of `channel` now ([`readable`]).
+    /// What `uid` (`None`: anonymous) may read of `channel` now ([`channel_readable`]).
     pub fn read_visibility(&self, channel: &Channel, uid: Option<&str>) -> Option<Visibility> {
         let membership = uid.and_then(|uid| self.roster.membership(&channel.server_id, uid));
-        readable(channel.history_visibility, membership)
+        channel_readable(channel, membership)
+    }
+
+    /// Whether `uid` (`None`: anonymous) sees `channel` at all: in the channel list, its
+    /// realtime, its mentions and its voice (a private channel only for its roles).
+    pub fn may_view(&self, channel: &Channel, uid: Option<&str>) -> bool {
+        let role = uid.and_then(|uid| self.current_role(&channel.server_id, uid));
+        channel.access.viewable_by(role)
     }
 
     /// Whether `uid` may read `message` now: it is not deleted and the rule allows its seq in
@@ -132,6 +154,19 @@ impl ReplayRule<'_> {
     pub fn allows(&mut self, subject: &Subject) -> bool {
         match subject {
             Subject::Server => self.membership.is_some_and(|m| m.is_current()),
+            Subject::Roles(roles) => self
+                .membership
+                .is_some_and(|m| m.is_current() && roles.contains(&m.role)),
+            Subject::Channel { channel_id } => {
+                let role = self.membership.filter(|m| m.is_current()).map(|m| m.role);
+                role.is_some()
+                    && self
+                        .community
+                        .directory
+                        .channels
+                        .get(channel_id.as_str())
+                        .is_some_and(|c| c.access.viewable_by(role))
+            }
             Subject::Message { channel_id, seq } => {
                 if !self.channels.contains_key(channel_id) {
                     let visibility = self
@@ -140,7 +175,7 @@ impl ReplayRule<'_> {
                         .channels
                         .get(channel_id.as_str())
                         .filter(|c| c.server_id == self.server_id)
-                        .and_then(|c| readable(c.history_visibility, self.membership));
+                        .and_then(|c| channel_readable(c, self.membership));
                     self.channels.insert(channel_id.clone(), visibility);
                 }
                 self.channels[channel_id]

@@ -37,6 +37,16 @@ impl Community {
             now,
             records,
         )?;
+        // A private channel does not exist for whoever may not see it.
+        if !channel.access.viewable_by(Some(role)) {
+            let refusal = DomainError::NotFound(What::Channel);
+            return Err(self.refuse_after_join(
+                &channel.server_id,
+                &actor.user_uid,
+                records,
+                refusal,
+            ));
+        }
         Ok((channel, role))
     }
 
@@ -268,6 +278,7 @@ impl Community {
             // Only users this author may mention: a suggestion that would not be a mention
             // is none.
             .filter(|m| self.may_mention(&channel.server_id, &actor.user_uid, role, &m.user_uid))
+            .filter(|m| channel.access.viewable_by(Some(m.role)))
             .filter_map(|m| {
                 let name = self.display_name_in(&channel.server_id, &m.user_uid);
                 let lname = name.to_lowercase();

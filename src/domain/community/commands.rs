@@ -704,6 +704,29 @@ impl Command for SetRole {
     }
 }
 
+/// `PUT /v1/servers/{id}/channels/{channel_id}/permissions`.
+#[derive(Debug, Clone)]
+pub struct SetChannelAccess {
+    pub actor: Actor,
+    pub server_id: ServerId,
+    pub channel_id: ChannelId,
+    pub access: crate::domain::model::ChannelAccess,
+}
+
+impl Command for SetChannelAccess {
+    type Output = views::LayoutUpdated;
+    const NAME: &'static str = "set_channel_access";
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<Self::Output>, DomainError> {
+        c.set_channel_access(
+            &self.actor,
+            &self.server_id,
+            &self.channel_id,
+            self.access,
+            now,
+        )
+    }
+}
+
 /// `PUT /v1/servers/{id}/moderation/policy`.
 #[derive(Debug, Clone)]
 pub struct PutVotePolicy {

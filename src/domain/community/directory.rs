@@ -39,6 +39,21 @@ pub struct Directory {
     pub(super) claim_tokens: HashMap<String, ClaimToken>,
 }
 
+/// Who a layout is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// An anonymous reader: `public` channels only.
+    Anonymous,
+    /// A member of this role.
+    By(Role),
+}
+
+impl Seen {
+    pub(super) fn of(role: Option<Role>) -> Seen {
+        role.map_or(Seen::Anonymous, Seen::By)
+    }
+}
+
 impl Directory {
     pub(super) fn server(&self, server_id: &str) -> Result<&Server, DomainError> {
         self.servers
@@ -58,12 +73,13 @@ impl Directory {
             .any(|c| c.server_id == server_id && c.history_visibility == HistoryVisibility::Public)
     }
 
-    /// The server's groups in order, each with its channels in order. With `only_public`
-    /// (an anonymous reader) only `public` channels are listed, and a group is left out when it
-    /// has channels but none of them public: its name says nothing the reader may see. An
-    /// empty group stays (the client shows it, and an owner reloading anonymously must still
-    /// find it to delete it).
-    pub(super) fn layout(&self, server_id: &str, only_public: bool) -> Vec<Group> {
+    /// The server's groups in order, each with its channels in order, as `seen` sees them: an
+    /// anonymous reader only `public` channels, a member the channels its role may view (a
+    /// private channel is not listed to the others). A group is left out when it has channels
+    /// but none the reader sees: its name says nothing the reader may see. An empty group
+    /// stays (the client shows it, and an owner reloading anonymously must still find it to
+    /// delete it).
+    pub(super) fn layout(&self, server_id: &str, seen: Seen) -> Vec<Group> {
         let mut cats: Vec<&Category> = self
             .categories
             .values()
@@ -76,8 +92,12 @@ impl Directory {
             .filter(|c| c.server_id == server_id)
             .collect();
         channels.sort_by(|a, b| (a.position, &a.id).cmp(&(b.position, &b.id)));
-        let visible =
-            |c: &Channel| !only_public || c.history_visibility == HistoryVisibility::Public;
+        let visible = |c: &Channel| match seen {
+            Seen::Anonymous => {
+                c.history_visibility == HistoryVisibility::Public && c.access.viewable_by(None)
+            }
+            Seen::By(role) => c.access.viewable_by(Some(role)),
+        };
         cats.into_iter()
             .filter_map(|cat| {
                 let all: Vec<&&Channel> = channels
@@ -99,9 +119,9 @@ impl Directory {
             .collect()
     }
 
-    pub(super) fn group_of(&self, category_id: &str) -> Group {
+    pub(super) fn group_of(&self, category_id: &str, seen: Seen) -> Group {
         let cat = &self.categories[category_id];
-        self.layout(&cat.server_id, false)
+        self.layout(&cat.server_id, seen)
             .into_iter()
             .find(|g| g.id == category_id)
             .expect("category is in its server's layout")
@@ -272,6 +292,7 @@ impl Community {
                 encryption: Encryption::None,
                 created_by_uid: created_by.clone().map(Into::into),
                 created_at: now,
+                access: Default::default(),
             };
             records.push(Record::Category(category.clone()));
             records.push(Record::Channel(channel.clone()));

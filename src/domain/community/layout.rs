@@ -4,9 +4,15 @@
 
 use std::collections::HashSet;
 
-use super::{Actor, Community, MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER, Outcome};
+use super::directory::Seen;
+use super::{
+    Actor, Audience, Community, Emitted, MAX_CATEGORIES_PER_SERVER, MAX_CHANNELS_PER_SERVER,
+    Outcome, Subject,
+};
 use crate::domain::error::{DomainError, Limit, What};
-use crate::domain::model::{Category, Channel, ChannelKind, Encryption, HistoryVisibility, Millis};
+use crate::domain::model::{
+    Category, Channel, ChannelKind, Encryption, HistoryVisibility, Millis, Role,
+};
 use crate::domain::records::Record;
 use crate::domain::views::{
     CategoryCreated, CategoryUpdated, ChannelCreated, ChannelItem, Groups, LayoutUpdated,
@@ -25,7 +31,7 @@ impl Community {
         let role = self.require_readable_server(server_id, actor, now, &mut records)?;
         Ok(Outcome::stored(
             Groups {
-                groups: self.directory.layout(server_id, role.is_none()),
+                groups: self.directory.layout(server_id, Seen::of(role)),
             },
             records,
         ))
@@ -106,6 +112,7 @@ impl Community {
             encryption: encryption.unwrap_or(Encryption::None),
             created_by_uid: Some(actor.user_uid.clone()),
             created_at: now,
+            access: Default::default(),
         };
         records.push(Record::Channel(channel.clone()));
         self.directory
@@ -118,7 +125,12 @@ impl Community {
             created_by_uid: actor.user_uid.clone().into(),
             created_at: views::rfc3339(now),
         };
-        let event = self.server_event(&mut records, server_id, "chat.channel.created", &value, now);
+        let mut event =
+            self.server_event(&mut records, server_id, "chat.channel.created", &value, now);
+        // Replayed only to whoever may see the channel then (it may have become private).
+        event.subject = Subject::Channel {
+            channel_id: value.channel.id.clone(),
+        };
         Ok(Outcome::published(value, records, vec![event]))
     }
 
@@ -160,20 +172,21 @@ impl Community {
         self.directory
             .categories
             .insert(category.id.clone(), category.clone());
-        let value = CategoryCreated {
+        let created = |c: &Community, seen: Seen| CategoryCreated {
             server_id: server_id.to_owned(),
-            group: self.directory.group_of(&category.id),
+            group: c.directory.group_of(&category.id, seen),
             created_by_uid: actor.user_uid.clone().into(),
             created_at: views::rfc3339(now),
         };
-        let event = self.server_event(
+        let value = created(self, self.seen_by(server_id, &actor.user_uid));
+        let events = self.layout_events(
             &mut records,
             server_id,
             "chat.category.created",
-            &value,
+            created,
             now,
         );
-        Ok(Outcome::published(value, records, vec![event]))
+        Ok(Outcome::published(value, records, events))
     }
 
     /// `PUT /v1/servers/{id}/categories/{group_id}`; emits `chat.category.updated`.
@@ -197,20 +210,21 @@ impl Community {
         self.directory
             .categories
             .insert(category.id.clone(), category);
-        let value = CategoryUpdated {
+        let updated = |c: &Community, seen: Seen| CategoryUpdated {
             server_id: server_id.to_owned(),
-            group: self.directory.group_of(group_id),
+            group: c.directory.group_of(group_id, seen),
             updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };
-        let event = self.server_event(
+        let value = updated(self, self.seen_by(server_id, &actor.user_uid));
+        let events = self.layout_events(
             &mut records,
             server_id,
             "chat.category.updated",
-            &value,
+            updated,
             now,
         );
-        Ok(Outcome::published(value, records, vec![event]))
+        Ok(Outcome::published(value, records, events))
     }
 
     /// `DELETE /v1/servers/{id}/categories/{group_id}`: its channels move to the first other
@@ -277,20 +291,148 @@ impl Community {
         now: Millis,
         mut records: Vec<Record>,
     ) -> Result<Outcome<LayoutUpdated>, DomainError> {
-        let value = LayoutUpdated {
+        let updated = |c: &Community, seen: Seen| LayoutUpdated {
             server_id: server_id.to_owned(),
-            groups: self.directory.layout(server_id, false),
+            groups: c.directory.layout(server_id, seen),
             updated_by_uid: actor.user_uid.clone().into(),
             updated_at: views::rfc3339(now),
         };
-        let event = self.server_event(
+        let value = updated(self, self.seen_by(server_id, &actor.user_uid));
+        let events = self.layout_events(
             &mut records,
             server_id,
             "chat.channel.layout.updated",
+            updated,
+            now,
+        );
+        Ok(Outcome::published(value, records, events))
+    }
+
+    /// `PUT /v1/servers/{id}/channels/{channel_id}/permissions` (an admin or the owner): who
+    /// sees the channel and who posts in it (`view_min_role`, `post_min_role`: `null` or
+    /// moderator, admin, owner) and, for voice, whether members speak. Audited; the layout goes
+    /// out again as each role sees it, and sockets that may no longer see the channel stop
+    /// following it.
+    pub fn set_channel_access(
+        &mut self,
+        actor: &Actor,
+        server_id: &str,
+        channel_id: &str,
+        access: crate::domain::model::ChannelAccess,
+        now: Millis,
+    ) -> Result<Outcome<LayoutUpdated>, DomainError> {
+        self.limiter.check(&actor.user_uid, now)?;
+        let mut channel = self.directory.channel(channel_id)?.clone();
+        if channel.server_id != server_id {
+            return Err(DomainError::NotFound(What::Channel));
+        }
+        let staff_only = |r: Option<Role>| r.is_none_or(|r| r.at_least(Role::Moderator));
+        if !staff_only(access.view_min_role) || !staff_only(access.post_min_role) {
+            return Err(DomainError::InvalidAction(
+                "view_min_role and post_min_role are null (everyone) or moderator, admin or owner",
+            ));
+        }
+        let mut records = self.require_admin(server_id, actor, now)?;
+        channel.access = access;
+        records.push(Record::Channel(channel.clone()));
+        let value = crate::domain::views::ChannelItem::of(&channel);
+        self.audit(
+            &mut records,
+            server_id,
+            None,
+            &actor.user_uid,
+            "channel_permissions_updated",
             &value,
             now,
         );
-        Ok(Outcome::published(value, records, vec![event]))
+        let allowed = match self.channel_audience(&channel) {
+            Audience::Users(uids) => Some(uids),
+            _ => None,
+        };
+        self.directory.channels.insert(channel.id.clone(), channel);
+        let mut out = self.layout_event(actor, server_id, now, records)?;
+        if let Some(allowed) = allowed {
+            out.notices.push(super::Notice::ChannelRestricted {
+                server_id: server_id.to_owned(),
+                channel_id: channel_id.to_owned(),
+                allowed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How `uid` sees the server's layout (a non-member as a member would).
+    fn seen_by(&self, server_id: &str, uid: &str) -> Seen {
+        Seen::By(self.current_role(server_id, uid).unwrap_or(Role::Member))
+    }
+
+    /// `kind` for the server, its payload as each reader sees the layout: one event for
+    /// everyone while no channel of the server is private; otherwise one per run of roles
+    /// that sees the same, to the current members of those roles only (and replayed to them
+    /// only), so a private channel is never named to those who may not see it.
+    fn layout_events<T: serde::Serialize>(
+        &mut self,
+        records: &mut Vec<Record>,
+        server_id: &str,
+        kind: &'static str,
+        payload: impl Fn(&Community, Seen) -> T,
+        now: Millis,
+    ) -> Vec<Emitted> {
+        let private = self
+            .directory
+            .channels
+            .values()
+            .any(|c| c.server_id == server_id && c.access.view_min_role.is_some());
+        if !private {
+            let value = payload(self, Seen::By(Role::Member));
+            return vec![self.server_event(records, server_id, kind, &value, now)];
+        }
+        let mut tiers: Vec<(Vec<Role>, String)> = Vec::new();
+        for role in [Role::Member, Role::Moderator, Role::Admin, Role::Owner] {
+            let text = super::encode(&payload(self, Seen::By(role)));
+            match tiers.last_mut() {
+                Some((roles, seen)) if *seen == text => roles.push(role),
+                _ => tiers.push((vec![role], text)),
+            }
+        }
+        tiers
+            .into_iter()
+            .map(|(roles, _)| {
+                let value = payload(self, Seen::By(roles[0]));
+                let mut event = self.server_event(records, server_id, kind, &value, now);
+                event.audience = Audience::Users(self.members_with(server_id, &roles));
+                event.subject = Subject::Roles(roles);
+                event
+            })
+            .collect()
+    }
+
+    /// The current members of `server_id` whose role is one of `roles`.
+    pub(super) fn members_with(&self, server_id: &str, roles: &[Role]) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .roster
+            .memberships
+            .values()
+            .filter(|m| m.server_id == server_id && m.is_current() && roles.contains(&m.role))
+            .map(|m| m.user_uid.to_string())
+            .collect();
+        uids.sort_unstable();
+        uids
+    }
+
+    /// Who receives the live events of `channel`: the whole server, or for a private channel
+    /// the current members who may see it.
+    pub(super) fn channel_audience(&self, channel: &Channel) -> Audience {
+        match channel.access.view_min_role {
+            None => Audience::Server,
+            Some(min) => {
+                let roles: Vec<Role> = [Role::Member, Role::Moderator, Role::Admin, Role::Owner]
+                    .into_iter()
+                    .filter(|r| r.at_least(min))
+                    .collect();
+                Audience::Users(self.members_with(&channel.server_id, &roles))
+            }
+        }
     }
 
     /// `PUT /v1/servers/{id}/channel-layout`. Listed groups take the order given, groups not

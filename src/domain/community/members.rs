@@ -355,9 +355,14 @@ impl Community {
         if channel.server_id != server_id {
             return Err(DomainError::NotFound(What::Channel));
         }
-        self.current_role(server_id, &actor.user_uid)
-            .map(|_| ())
-            .ok_or(DomainError::NotAMember)
+        let role = self
+            .current_role(server_id, &actor.user_uid)
+            .ok_or(DomainError::NotAMember)?;
+        // A private channel's presence and typing are for its roles only.
+        if !channel.access.viewable_by(Some(role)) {
+            return Err(DomainError::NotFound(What::Channel));
+        }
+        Ok(())
     }
 }
 

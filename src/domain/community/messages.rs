@@ -44,10 +44,13 @@ impl Community {
             now,
             &mut records,
         )?;
-        let access = self
+        let decided = self
             .history_access_now(Some(actor), channel_id)
-            .unwrap_or(Err(DomainError::NotAMember))?;
-        Ok(Outcome::stored(access, records))
+            .unwrap_or(Err(DomainError::NotAMember));
+        match decided {
+            Ok(access) => Ok(Outcome::stored(access, records)),
+            Err(e) => Err(self.refuse_after_join(&server_id, &actor.user_uid, &records, e)),
+        }
     }
 
     /// [`Community::history_access`] for a reader it can decide without changing anything:
@@ -63,6 +66,16 @@ impl Community {
             Ok(channel) => channel.clone(),
             Err(e) => return Some(Err(e)),
         };
+        // A private channel does not exist for whoever may not see it.
+        if !self.may_view(&channel, actor.map(|a| a.user_uid.as_str()))
+            && actor.is_none_or(|a| {
+                self.roster
+                    .membership(&channel.server_id, &a.user_uid)
+                    .is_some()
+            })
+        {
+            return Some(Err(DomainError::NotFound(What::Channel)));
+        }
         let public = channel.history_visibility == HistoryVisibility::Public;
         let Some(actor) = actor else {
             if public {
@@ -204,6 +217,7 @@ impl Community {
             now,
         );
         event.subject = subject;
+        event.audience = self.channel_audience(&channel);
         Ok(Outcome::published(value, records, vec![event]))
     }
 
@@ -221,8 +235,10 @@ impl Community {
         text::parse_mentions(body)
             .into_iter()
             .filter(|span| {
+                // Nobody is mentioned where it may not see, nor against its privacy.
                 span.kind != text::MentionKind::User
-                    || self.may_mention(server_id, author, role, &span.target)
+                    || (self.may_mention(server_id, author, role, &span.target)
+                        && self.may_view(channel, Some(&span.target)))
             })
             .map(|span| {
                 let (kind, target_id, display_text) = match span.kind {
@@ -296,6 +312,7 @@ impl Community {
             channel_id: channel_id.to_owned(),
             seq: message.seq,
         };
+        event.audience = self.channel_audience(&channel);
         Ok(Outcome::published(value, records, vec![event]))
     }
 }

@@ -142,6 +142,9 @@ pub enum Audience {
     Server,
     /// Only this user's sockets of the server.
     User(String),
+    /// Only the sockets of these users (sorted): the events of a private channel, and the
+    /// layout as the roles that see it see it.
+    Users(Vec<String>),
 }
 
 /// A realtime event to publish after the command's records are committed.
@@ -170,6 +173,13 @@ pub enum Notice {
     /// The uid was put in a timeout in the server: in a call it becomes listen-only at once
     /// (the SFU stops forwarding what it publishes).
     VoiceMute { server_id: String, user_uid: String },
+    /// A channel became private: only sockets of `allowed` (sorted uids) go on following its
+    /// presence and typing.
+    ChannelRestricted {
+        server_id: String,
+        channel_id: String,
+        allowed: Vec<String>,
+    },
     /// A session was revoked: the realtime sockets opened with its token close, and so does
     /// the voice participation of its device.
     SessionRevoked {

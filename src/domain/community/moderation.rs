@@ -56,6 +56,7 @@ impl Community {
         if channel.kind != ChannelKind::Voice {
             return Err(DomainError::NotAVoiceChannel);
         }
+        let (private, member_speak) = (channel.access.view_min_role, channel.access.member_speak);
         if self.is_banned(server_id, &actor.user_uid, now) {
             return Err(DomainError::Banned);
         }
@@ -74,10 +75,17 @@ impl Community {
             now,
             &mut records,
         )?;
-        let permissions = if self
-            .measures
-            .measure(server_id, ModerationKind::Timeout, &actor.user_uid, now)
-            .is_some()
+        let role = self.current_role(server_id, &actor.user_uid);
+        if private.is_some_and(|min| !role.is_some_and(|r| r.at_least(min))) {
+            let refusal = DomainError::NotFound(What::Channel);
+            return Err(self.refuse_after_join(server_id, &actor.user_uid, &records, refusal));
+        }
+        let listen_only = !member_speak && role == Some(Role::Member);
+        let permissions = if listen_only
+            || self
+                .measures
+                .measure(server_id, ModerationKind::Timeout, &actor.user_uid, now)
+                .is_some()
         {
             crate::rtc::ticket::Permissions::LISTEN_ONLY
         } else {
@@ -96,6 +104,16 @@ impl Community {
         now: Millis,
     ) -> Result<(), DomainError> {
         let server_id = channel.server_id.as_str();
+        if !channel.access.viewable_by(Some(role)) {
+            return Err(DomainError::NotFound(What::Channel));
+        }
+        if channel
+            .access
+            .post_min_role
+            .is_some_and(|min| !role.at_least(min))
+        {
+            return Err(DomainError::ReadOnlyChannel);
+        }
         if self
             .measures
             .measure(server_id, ModerationKind::Timeout, uid, now)
