@@ -213,6 +213,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_private_channel_is_readable_by_its_roles_only_whatever_its_history_visibility() {
+        let mut channel = first_channel(&community(HistoryVisibility::Public), ChannelKind::Text);
+        channel.history_visibility = HistoryVisibility::Public;
+        channel.access.view_min_role = Some(Role::Moderator);
+        let member = membership(vec![span(0, None)]);
+        let moderator = Membership {
+            role: Role::Moderator,
+            ..member.clone()
+        };
+        let left = membership(vec![span(0, Some(3))]);
+        assert_eq!(
+            channel_readable(&channel, None),
+            None,
+            "not even public reaches anonymous"
+        );
+        assert_eq!(channel_readable(&channel, Some(&member)), None);
+        assert_eq!(channel_readable(&channel, Some(&left)), None);
+        assert_eq!(
+            channel_readable(&channel, Some(&moderator)),
+            Some(Visibility::All)
+        );
+        channel.access.view_min_role = None;
+        assert_eq!(channel_readable(&channel, None), Some(Visibility::All));
+    }
+
     fn allowed(visibility: Option<Visibility>, seqs: std::ops::RangeInclusive<Seq>) -> Vec<Seq> {
         seqs.filter(|s| visibility.as_ref().is_some_and(|v| v.allows(*s)))
             .collect()
