@@ -595,3 +595,55 @@ on_both_engines! {
         assert!(audit.arr_at("items").iter().any(|i| i.str_at("event_type") == "channel_permissions_updated"));
     };
 }
+
+on_both_engines! {
+    someone_who_left_a_banned_member_and_nobody_can_do_nothing_with_moderation => |engine| {
+        let server = start_community(engine, &[]);
+        let addr = server.addr;
+        let s = staffed(addr);
+        let id = s.server_id.as_str();
+        let [reporter, banned, leaver] = &s.members;
+        s.owner.expect(200, s.owner.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 1, "quorum": 1})));
+        let case_id = report(reporter, id, banned);
+        assert_eq!(on_case(&s.owner, id, &case_id, "actions/propose", json!({"action_type": "ban"})).0, 201);
+        assert_eq!(on_case(&s.owner, id, &case_id, "votes", json!({"value": "yes"})).1.str_at("status"), "enforced");
+        leaver.expect(200, leaver.delete(&format!("/v1/servers/{id}/membership")));
+        let open_case = report(reporter, id, &s.mods[1]);
+        let anonymous = Client::anonymous(addr);
+        for who in [banned, leaver, &anonymous] {
+            let expected = if who.uid_opt().is_none() { 401 } else { 403 };
+            let attempts = [
+                who.get(&cases_path(id)),
+                who.post(&cases_path(id), &json!({"target_uid": reporter.uid(), "reason_code": "spam"})),
+                who.get(&format!("{}/{case_id}", cases_path(id))),
+                who.post(&format!("{}/{open_case}/actions/immediate", cases_path(id)), &json!({"action_type": "kick"})),
+                who.post(&format!("{}/{open_case}/actions/propose", cases_path(id)), &json!({"action_type": "ban"})),
+                who.post(&format!("{}/{open_case}/votes", cases_path(id)), &json!({"value": "yes"})),
+                who.get(&format!("/v1/servers/{id}/moderation/policy")),
+                who.put(&format!("/v1/servers/{id}/moderation/policy"), &json!({"threshold": 1})),
+                who.get(&audit_path(id)),
+                who.get(&roles_path(id)),
+                who.put(&roles_path(id), &json!({"user_uid": reporter.uid(), "role": "moderator"})),
+            ];
+            for (n, reply) in attempts.iter().enumerate() {
+                // The banned member may read the case of its own ban (what was done to it, not
+                // who asked or why); the one who left sees no case at all.
+                let own = who.uid_opt() == Some(banned.uid()) && (n == 0 || n == 2);
+                if own {
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    let text = reply.text();
+                    assert!(!text.contains(reporter.uid()) && !text.contains("see the thread"), "{text}");
+                    continue;
+                }
+                let listed_nothing = reply.status == 200 && reply.json().try_at("cases").is_some_and(|c| c.as_array().is_some_and(|a| a.is_empty()));
+                // A case one may not see is not found.
+                let unseen = n == 2 && reply.status == 404 && expected == 403;
+                assert!(reply.status == expected || listed_nothing || unseen, "{} attempt {n}: {} {}", who.uid_opt().unwrap_or("anonymous"), reply.status, reply.text());
+            }
+        }
+        // Nothing above changed anything: the open case is still open, roles as they were.
+        let detail = s.owner.expect(200, s.owner.get(&format!("{}/{open_case}", cases_path(id))));
+        assert_eq!((detail.str_at("status"), detail.arr_at("proposals").len()), ("open", 0));
+        assert_eq!(set_role(&s.owner, id, reporter.uid(), "member"), (200, "member".to_owned()));
+    };
+}

@@ -67,6 +67,14 @@ impl Client {
         }
     }
 
+    /// The uid in headers mode, `None` for another identity.
+    pub fn uid_opt(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Headers { uid, .. } => Some(uid),
+            _ => None,
+        }
+    }
+
     /// The uid in headers mode.
     pub fn uid(&self) -> &str {
         match &self.identity {

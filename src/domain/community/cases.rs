@@ -451,6 +451,8 @@ impl Community {
                 "immediate actions are kick, timeout_short and channel_lock; the others are voted on",
             ));
         }
+        // Who is not staff learns nothing of the case's state.
+        self.require_staff(server_id, actor)?;
         let case = self.actionable_case(server_id, case_id, now)?;
         let (duration, channel_id) = match ask.action_type {
             ActionType::Kick => (None, None),

@@ -177,11 +177,13 @@ impl Community {
                 "kick, timeout_short and channel_lock are taken at once: actions/immediate",
             ));
         }
-        let case = self.actionable_case(server_id, case_id, now)?;
-        let eligible = self.eligible_voters(server_id, &case.target_uid);
+        // Who may not propose learns nothing of the case's state.
+        let target = self.case_of(server_id, case_id)?.target_uid.clone();
+        let eligible = self.eligible_voters(server_id, &target);
         if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
             return Err(self.not_eligible(server_id, actor));
         }
+        let case = self.actionable_case(server_id, case_id, now)?;
         let duration = match ask.action_type {
             ActionType::TimeoutLong => Some(bounded_from(
                 ask.duration_seconds,
@@ -284,6 +286,11 @@ impl Community {
     ) -> Result<Outcome<ProposalItem>, DomainError> {
         self.directory.server(server_id)?;
         let case = self.case_of(server_id, case_id)?.clone();
+        // Who may not vote learns nothing of the case's proposals.
+        let eligible = self.eligible_voters(server_id, &case.target_uid);
+        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
+            return Err(self.not_eligible(server_id, actor));
+        }
         let proposal = {
             let mut ps: Vec<&Proposal> = self.cases.proposals_of(case_id).collect();
             ps.sort_by_key(|p| p.created_at);
@@ -291,10 +298,6 @@ impl Community {
                 .map(|p| (*p).clone())
                 .ok_or(DomainError::NotFound(What::Proposal))?
         };
-        let eligible = self.eligible_voters(server_id, &case.target_uid);
-        if !eligible.iter().any(|v| *v == actor.user_uid.as_str()) {
-            return Err(self.not_eligible(server_id, actor));
-        }
         if self.proposal_status(&proposal, now) != ProposalStatus::Open {
             return Err(DomainError::ProposalClosed);
         }
