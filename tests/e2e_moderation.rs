@@ -556,6 +556,7 @@ on_both_engines! {
             member.post(&format!("/v1/channels/{room}/messages"), &json!({"body": "knock knock"})),
             member.put(&format!("/v1/channels/{room}/read-ack"), &json!({})),
             member.get(&format!("/v1/channels/{room}/mentions:resolve?query=")),
+            member.put(&format!("/v1/servers/{id}/read-acks"), &json!({"read_acks": [{"channel_id": general.as_str()}, {"channel_id": room.as_str()}]})),
             Client::anonymous(addr).get(&format!("/v1/channels/{room}/messages")),
         ] {
             assert_eq!((reply.status, reply.json().str_at("code").to_owned()), (404, "channel_not_found".to_owned()));

@@ -145,13 +145,16 @@ impl Community {
             now,
             &mut records,
         )?;
-        let checked = channels
-            .iter()
-            .zip(acks)
-            .try_for_each(|(channel, (_, m))| match m {
+        let checked = channels.iter().zip(acks).try_for_each(|(channel, (_, m))| {
+            // A private channel does not exist for whoever may not see it.
+            if !self.may_view(channel, Some(&actor.user_uid)) {
+                return Err(DomainError::NotFound(What::Channel));
+            }
+            match m {
                 Some(m) => self.check_cursor(&actor.user_uid, channel, m),
                 None => Ok(()),
-            });
+            }
+        });
         if let Err(e) = checked {
             return Err(self.refuse_after_join(server_id, &actor.user_uid, &records, e));
         }
