@@ -241,6 +241,15 @@ impl Role {
     pub fn at_least(self, other: Role) -> bool {
         self.rank() >= other.rank()
     }
+
+    /// Every role of `min`'s rank or above.
+    pub fn at_least_all(min: Role) -> Vec<Role> {
+        Role::ALL
+            .iter()
+            .copied()
+            .filter(|r| r.at_least(min))
+            .collect()
+    }
 }
 
 /// Banner presets the desktop client offers (wire contract A.3).

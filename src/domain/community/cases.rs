@@ -178,21 +178,13 @@ impl Community {
             case_id: &case.id,
             status: status.as_str(),
         });
-        let mut staff: Vec<&str> = self
-            .roster
-            .memberships
-            .values()
-            .filter(|m| m.server_id == case.server_id && m.is_current())
-            .filter(|m| m.role.at_least(Role::Moderator))
-            .map(|m| m.user_uid.as_str())
-            .collect();
-        staff.sort_unstable();
+        let staff = self.members_with(&case.server_id, &Role::at_least_all(Role::Moderator));
         staff
             .into_iter()
             .map(|uid| Emitted {
                 server_id: case.server_id.to_string(),
                 event_id: None,
-                audience: Audience::User(uid.to_owned()),
+                audience: Audience::User(uid),
                 kind: "chat.moderation.case_updated",
                 payload: payload.clone(),
                 created_at: now,

@@ -388,7 +388,8 @@ impl Community {
             return vec![self.server_event(records, server_id, kind, &value, now)];
         }
         let mut tiers: Vec<(Vec<Role>, String)> = Vec::new();
-        for role in [Role::Member, Role::Moderator, Role::Admin, Role::Owner] {
+        // From the lowest rank up, so each run of roles that see the same is contiguous.
+        for role in Role::ALL.iter().rev().copied() {
             let text = super::encode(&payload(self, Seen::By(role)));
             match tiers.last_mut() {
                 Some((roles, seen)) if *seen == text => roles.push(role),
@@ -426,11 +427,7 @@ impl Community {
         match channel.access.view_min_role {
             None => Audience::Server,
             Some(min) => {
-                let roles: Vec<Role> = [Role::Member, Role::Moderator, Role::Admin, Role::Owner]
-                    .into_iter()
-                    .filter(|r| r.at_least(min))
-                    .collect();
-                Audience::Users(self.members_with(&channel.server_id, &roles))
+                Audience::Users(self.members_with(&channel.server_id, &Role::at_least_all(min)))
             }
         }
     }

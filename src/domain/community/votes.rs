@@ -139,16 +139,13 @@ impl Community {
             .roster
             .membership(server_id, target)
             .map_or(0, |m| m.role.rank());
-        let mut voters: Vec<String> = self
-            .roster
-            .memberships
-            .values()
-            .filter(|m| m.server_id == server_id && m.is_current() && m.user_uid != target)
-            .filter(|m| m.role.at_least(Role::Moderator) && m.role.rank() > target_rank)
-            .map(|m| m.user_uid.to_string())
+        // The target's own role is not above itself, so it is never among them.
+        let roles: Vec<Role> = Role::ALL
+            .iter()
+            .copied()
+            .filter(|r| r.at_least(Role::Moderator) && r.rank() > target_rank)
             .collect();
-        voters.sort_unstable();
-        voters
+        self.members_with(server_id, &roles)
     }
 
     /// `POST …/cases/{case_id}/actions/propose` (an eligible voter): `ban` (optionally timed,
