@@ -36,28 +36,26 @@ fn profile_path(server_id: &str) -> String {
     format!("/v1/servers/{server_id}/profile/me")
 }
 
-/// The status `reader` sees for `uid` in the member list.
-fn member_status(reader: &Client, server_id: &str, uid: &str) -> String {
+/// `field` of `uid`'s entry in the member list as `reader` sees it.
+fn member_field(reader: &Client, server_id: &str, uid: &str, field: &str) -> String {
     let members = reader.expect(200, reader.get(&format!("/v1/servers/{server_id}/members")));
     members
         .arr_at("members")
         .iter()
         .find(|m| m.str_at("id") == uid)
         .unwrap_or_else(|| panic!("{uid} is not listed: {}", encode(&members)))
-        .str_at("status")
+        .str_at(field)
         .to_owned()
 }
 
-/// The `(display name, status)` of `uid` in the member list as `reader` sees it.
+/// The status `reader` sees for `uid` in the member list.
+fn member_status(reader: &Client, server_id: &str, uid: &str) -> String {
+    member_field(reader, server_id, uid, "status")
+}
+
+/// The display name `reader` sees for `uid` in the member list.
 fn member_name(reader: &Client, server_id: &str, uid: &str) -> String {
-    let members = reader.expect(200, reader.get(&format!("/v1/servers/{server_id}/members")));
-    members
-        .arr_at("members")
-        .iter()
-        .find(|m| m.str_at("id") == uid)
-        .unwrap_or_else(|| panic!("{uid} is not listed: {}", encode(&members)))
-        .str_at("name")
-        .to_owned()
+    member_field(reader, server_id, uid, "name")
 }
 
 fn device_ids(snapshot: &Json) -> Vec<String> {

@@ -472,7 +472,7 @@ fn act_on(
     reporter: &Client,
     target: &Client,
     action: simd_json::OwnedValue,
-) -> std::time::Instant {
+) -> (std::time::Instant, Duration) {
     let base = "/v1/servers/home/moderation/cases";
     let case = reporter.expect(
         201,
@@ -482,14 +482,15 @@ fn act_on(
         ),
     );
     let path = format!("{base}/{}/actions/immediate", case.str_at("case_id"));
+    let sent = std::time::Instant::now();
     let reply = moderator.post(&path, &action);
-    let accepted = std::time::Instant::now();
+    let answered = sent.elapsed();
     assert_eq!(reply.status, 201, "{}", reply.text());
-    accepted
+    (sent, answered)
 }
 
-#[test]
-fn a_timeout_silences_a_speaker_in_the_sfu_and_a_kick_ends_its_call_at_once() {
+/// A server with the default server `home`, owned by `uid_owner_of_home`, and its owner.
+fn moderated_voice_server() -> (TestServer, Client) {
     let server = start_community(
         Engine::Sqlite,
         &[
@@ -499,143 +500,7 @@ fn a_timeout_silences_a_speaker_in_the_sfu_and_a_kick_ends_its_call_at_once() {
         ],
     );
     let owner = Client::with_uid(server.addr, "uid_owner_of_home");
-    let (alice, bob) = (Client::user(server.addr), Client::user(server.addr));
-    let voice = voice_channel(&alice, "home");
-    let mut a = Caller::join(server.addr, &ticket_for(&alice, &voice));
-    let mut b = Caller::join(server.addr, &ticket_for(&bob, &voice));
-    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
-    let mic = a.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "alice-mic")])[0];
-    expect_track(&mut b.ws, "rtc.track.published", "alice-mic");
-    b.negotiate("subscribe", &[Line::receive(MediaKind::Audio)]);
-    pump_until(
-        &mut [&mut a, &mut b],
-        Duration::from_secs(10),
-        "the connections",
-        |all| all[0].publish.peer.connected && all[1].subscribe.peer.connected,
-    );
-    speak(&mut [&mut a, &mut b], mic, 25);
-    let heard = b.subscribe.peer.received.len();
-    assert!(heard >= 20, "bob heard {heard} of 25 frames");
-
-    // A timeout: alice stays in the call and keeps sending, and nothing of it reaches bob.
-    act_on(
-        &owner,
-        &bob,
-        &alice,
-        json!({"action_type": "timeout_short", "duration_seconds": 600}),
-    );
-    pump(&mut [&mut a, &mut b], Duration::from_millis(200));
-    let before = b.subscribe.peer.received.len();
-    speak(&mut [&mut a, &mut b], mic, 25);
-    assert_eq!(
-        b.subscribe.peer.received.len(),
-        before,
-        "muted in the SFU, not only told"
-    );
-    b.ws.assert_none("rtc.participant.left", QUIET);
-    let general = alice.first_text_channel("home");
-    let post = alice.post(
-        &format!("/v1/channels/{general}/messages"),
-        &json!({"body": "hi"}),
-    );
-    assert_eq!(
-        (post.status, post.json().str_at("code").to_owned()),
-        (403, "timed_out".to_owned())
-    );
-
-    // A kick: rtc.kicked and the close for alice at once, her leave for bob.
-    let accepted = act_on(&owner, &bob, &alice, json!({"action_type": "kick"}));
-    a.ws.expect("rtc.kicked");
-    assert!(a.ws.closed_within(Duration::from_secs(1)), "kicked: closed");
-    let took = accepted.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "action accepted → socket closed in {took:?}"
-    );
-    let left = b.ws.expect("rtc.participant.left");
-    assert_eq!(
-        left.str_at("payload.participant.participant_id"),
-        a.participant_id
-    );
-    let again = alice.post(
-        &format!("/v1/rtc/channels/{voice}/join-ticket"),
-        &json!({"server_id": "home"}),
-    );
-    assert_eq!(again.status, 200, "a kick is not a ban: {}", again.text());
-}
-
-/// Moderation latency, measured by hand (not in CI):
-/// `cargo test --release --test e2e_voice -- --ignored --nocapture kick_latency`. Each round a
-/// fresh member is in a call (signaling socket, str0m peer publishing) and has a realtime
-/// socket, on whichever shards the kernel gives them; a moderator kicks it through the API;
-/// measured from the 201 to both of its sockets being closed by the server (and with them
-/// its media: the SFU drops the participant before the close). Prints p50, p99 and max.
-#[test]
-#[ignore = "a measurement, run by hand"]
-fn kick_latency_from_the_accepted_action_to_closed_sockets() {
-    let server = start_community(
-        Engine::Sqlite,
-        &[
-            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
-            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
-            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_owner_of_home"),
-        ],
-    );
-    let owner = Client::with_uid(server.addr, "uid_owner_of_home");
-    let voice = voice_channel(&owner, "home");
-    let general = owner.first_text_channel("home");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(100);
-    let mut took = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        // A reporter files at most ten reports an hour: one each round.
-        let reporter = Client::user(server.addr);
-        reporter.expect(200, reporter.get("/v1/servers/home/channels"));
-        let member = Client::user(server.addr);
-        let mut realtime = support::ws::Ws::connect(
-            server.addr,
-            &support::ws::headers_query("home", member.uid(), member.device()),
-        );
-        realtime.subscribe(&general);
-        realtime.expect("chat.presence.snapshot");
-        let mut call = Caller::join(server.addr, &ticket_for(&member, &voice));
-        call.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "mic")]);
-        let case = reporter.expect(
-            201,
-            reporter.post(
-                "/v1/servers/home/moderation/cases",
-                &json!({"target_uid": member.uid(), "reason_code": "abuse"}),
-            ),
-        );
-        let path = format!(
-            "/v1/servers/home/moderation/cases/{}/actions/immediate",
-            case.str_at("case_id")
-        );
-        let sent = std::time::Instant::now();
-        let reply = owner.post(&path, &json!({"action_type": "kick"}));
-        let accepted = sent.elapsed();
-        assert_eq!(reply.status, 201, "{}", reply.text());
-        call.ws.expect("rtc.kicked");
-        assert!(call.ws.closed_within(Duration::from_secs(5)));
-        assert!(realtime.closed_within(Duration::from_secs(5)));
-        took.push((sent.elapsed(), accepted));
-    }
-    let mut closed: Vec<Duration> = took.iter().map(|t| t.0).collect();
-    let mut answered: Vec<Duration> = took.iter().map(|t| t.1).collect();
-    closed.sort();
-    answered.sort();
-    let at = |v: &[Duration], q: f64| v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-    println!(
-        "kick sent → 201 over {rounds} rounds: p50 {:?}, p99 {:?}; sent → both sockets closed: p50 {:?}, p99 {:?}, max {:?}",
-        at(&answered, 0.50),
-        at(&answered, 0.99),
-        at(&closed, 0.50),
-        at(&closed, 0.99),
-        closed[closed.len() - 1]
-    );
-    assert!(at(&closed, 0.99) < Duration::from_secs(1));
+    (server, owner)
 }
 
 /// Alice publishing to bob in a call of `home` whose owner is `uid_owner_of_home`.
@@ -665,16 +530,113 @@ fn a_call_with_a_speaker(
 }
 
 #[test]
-fn a_kick_and_a_voted_ban_stop_the_target_s_media_reaching_the_others() {
-    let server = start_community(
-        Engine::Sqlite,
-        &[
-            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
-            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
-            ("OPENCHAT_DEFAULT_SERVER_OWNER_UID", "uid_owner_of_home"),
-        ],
+fn a_timeout_silences_a_speaker_in_the_sfu_and_a_kick_ends_its_call_at_once() {
+    let (server, owner) = moderated_voice_server();
+    let (alice, bob, mut a, mut b, mic) = a_call_with_a_speaker(&server);
+
+    // A timeout: alice stays in the call and keeps sending, and nothing of it reaches bob.
+    act_on(
+        &owner,
+        &bob,
+        &alice,
+        json!({"action_type": "timeout_short", "duration_seconds": 600}),
     );
-    let owner = Client::with_uid(server.addr, "uid_owner_of_home");
+    pump(&mut [&mut a, &mut b], Duration::from_millis(200));
+    let before = b.subscribe.peer.received.len();
+    speak(&mut [&mut a, &mut b], mic, 25);
+    assert_eq!(
+        b.subscribe.peer.received.len(),
+        before,
+        "muted in the SFU, not only told"
+    );
+    b.ws.assert_none("rtc.participant.left", QUIET);
+    let general = alice.first_text_channel("home");
+    let post = alice.post(
+        &format!("/v1/channels/{general}/messages"),
+        &json!({"body": "hi"}),
+    );
+    assert_eq!(
+        (post.status, post.json().str_at("code").to_owned()),
+        (403, "timed_out".to_owned())
+    );
+
+    // A kick: rtc.kicked and the close for alice at once, her leave for bob.
+    let (sent, _) = act_on(&owner, &bob, &alice, json!({"action_type": "kick"}));
+    a.ws.expect("rtc.kicked");
+    assert!(a.ws.closed_within(Duration::from_secs(1)), "kicked: closed");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "action accepted → socket closed in {took:?}"
+    );
+    let left = b.ws.expect("rtc.participant.left");
+    assert_eq!(
+        left.str_at("payload.participant.participant_id"),
+        a.participant_id
+    );
+    let voice = voice_channel(&owner, "home");
+    let again = alice.post(
+        &format!("/v1/rtc/channels/{voice}/join-ticket"),
+        &json!({"server_id": "home"}),
+    );
+    assert_eq!(again.status, 200, "a kick is not a ban: {}", again.text());
+}
+
+/// Moderation latency, measured by hand (not in CI):
+/// `cargo test --release --test e2e_voice -- --ignored --nocapture kick_latency`. Each round a
+/// fresh member is in a call (signaling socket, str0m peer publishing) and has a realtime
+/// socket, on whichever shards the kernel gives them; a moderator kicks it through the API;
+/// measured from the 201 to both of its sockets being closed by the server (and with them
+/// its media: the SFU drops the participant before the close). Prints p50, p99 and max.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn kick_latency_from_the_accepted_action_to_closed_sockets() {
+    let (server, owner) = moderated_voice_server();
+    let voice = voice_channel(&owner, "home");
+    let general = owner.first_text_channel("home");
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
+    let mut took = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        // A reporter files at most ten reports an hour: one each round.
+        let reporter = Client::user(server.addr);
+        reporter.expect(200, reporter.get("/v1/servers/home/channels"));
+        let member = Client::user(server.addr);
+        let mut realtime = support::ws::Ws::connect(
+            server.addr,
+            &support::ws::headers_query("home", member.uid(), member.device()),
+        );
+        realtime.subscribe(&general);
+        realtime.expect("chat.presence.snapshot");
+        let mut call = Caller::join(server.addr, &ticket_for(&member, &voice));
+        call.negotiate("publish", &[Line::send(MediaKind::Audio, "s", "mic")]);
+        let (sent, accepted) = act_on(&owner, &reporter, &member, json!({"action_type": "kick"}));
+        call.ws.expect("rtc.kicked");
+        assert!(call.ws.closed_within(Duration::from_secs(5)));
+        assert!(realtime.closed_within(Duration::from_secs(5)));
+        took.push((sent.elapsed(), accepted));
+    }
+    let mut closed: Vec<Duration> = took.iter().map(|t| t.0).collect();
+    let mut answered: Vec<Duration> = took.iter().map(|t| t.1).collect();
+    closed.sort();
+    answered.sort();
+    let at = |v: &[Duration], q: f64| v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "kick sent → 201 over {rounds} rounds: p50 {:?}, p99 {:?}; sent → both sockets closed: p50 {:?}, p99 {:?}, max {:?}",
+        at(&answered, 0.50),
+        at(&answered, 0.99),
+        at(&closed, 0.50),
+        at(&closed, 0.99),
+        closed[closed.len() - 1]
+    );
+    assert!(at(&closed, 0.99) < Duration::from_secs(1));
+}
+
+#[test]
+fn a_kick_and_a_voted_ban_stop_the_target_s_media_reaching_the_others() {
+    let (server, owner) = moderated_voice_server();
     // A kick: whatever alice's peer still sends, bob receives none of it.
     let (alice, bob, mut a, mut b, mic) = a_call_with_a_speaker(&server);
     act_on(&owner, &bob, &alice, json!({"action_type": "kick"}));
