@@ -457,17 +457,13 @@ impl Hub {
                 channel_id,
                 allowed,
             } => {
-                let timestamp = now_text();
-                let ctx = FrameContext {
-                    server_id,
-                    timestamp: &timestamp,
-                };
-                let deliveries = self.presence.borrow_mut().restrict_channel(
-                    channel_id,
-                    |uid| allowed.binary_search_by(|a| a.as_str().cmp(uid)).is_ok(),
-                    &ctx,
-                );
-                return Outgoing::deliveries(deliveries);
+                return self.presence_change(server_id, |presence, ctx| {
+                    presence.restrict_channel(
+                        channel_id,
+                        |uid| allowed.binary_search_by(|a| a.as_str().cmp(uid)).is_ok(),
+                        ctx,
+                    )
+                });
             }
             Notice::SessionRevoked { token_hash, .. } => {
                 self.close_where(|s| s.session.as_deref() == Some(token_hash.as_str()));
@@ -478,19 +474,27 @@ impl Hub {
                 hidden,
                 version,
             } => {
-                let timestamp = now_text();
-                let ctx = FrameContext {
-                    server_id,
-                    timestamp: &timestamp,
-                };
-                let deliveries = self
-                    .presence
-                    .borrow_mut()
-                    .set_visibility(server_id, user_uid, *hidden, *version, &ctx);
-                return Outgoing::deliveries(deliveries);
+                return self.presence_change(server_id, |presence, ctx| {
+                    presence.set_visibility(server_id, user_uid, *hidden, *version, ctx)
+                });
             }
         }
         Outgoing::none()
+    }
+
+    /// A change to this shard's presence that a notice of `server_id` calls for, stamped now;
+    /// its frames go to the shards that hold their sockets.
+    fn presence_change(
+        &self,
+        server_id: &str,
+        change: impl FnOnce(&mut Presence, &FrameContext<'_>) -> Vec<Delivery>,
+    ) -> Outgoing {
+        let timestamp = now_text();
+        let ctx = FrameContext {
+            server_id,
+            timestamp: &timestamp,
+        };
+        Outgoing::deliveries(change(&mut self.presence.borrow_mut(), &ctx))
     }
 
     fn fan_out(&self, event: &Published) {

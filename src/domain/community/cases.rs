@@ -92,6 +92,13 @@ struct CaseUpdated<'a> {
     status: &'static str,
 }
 
+/// The audit payload of a report (the reporter's text stays in the case alone).
+#[derive(Serialize)]
+struct Opened<'a> {
+    target_uid: &'a str,
+    reason_code: &'a str,
+}
+
 #[derive(Serialize)]
 struct Locked<'a> {
     channel_id: &'a str,
@@ -280,7 +287,7 @@ impl Community {
             Some(&case.id),
             &actor.user_uid,
             "case_opened",
-            &serde_json_free::Opened {
+            &Opened {
                 target_uid: &case.target_uid,
                 reason_code: &case.reason_code,
             },
@@ -628,17 +635,6 @@ pub(super) fn bounded_from(asked: Option<i64>, min: i64, max: i64) -> Result<i64
         _ => Err(DomainError::InvalidAction(
             "duration_seconds is out of range for this action (timeout_short ≤ 3600, channel_lock ≤ 86400, timeout_long 3601 … 2592000, ban ≤ 31536000)",
         )),
-    }
-}
-
-/// The payloads of audit rows that are not views.
-mod serde_json_free {
-    use serde::Serialize;
-
-    #[derive(Serialize)]
-    pub(super) struct Opened<'a> {
-        pub target_uid: &'a str,
-        pub reason_code: &'a str,
     }
 }
 
