@@ -172,5 +172,6 @@ fn domain_settings(config: &Config, default_server_id: &str) -> DomainSettings {
         },
         origin: config.public_base_url.trim_end_matches('/').to_owned(),
         urls: Urls::new(&config.public_base_url),
+        max_devices_per_user: config.limits.max_devices_per_user,
     }
 }

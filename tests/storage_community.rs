@@ -193,10 +193,8 @@ fn plain(seq: Seq, channel: &str) -> Message {
 fn rich(seq: Seq, channel: &str) -> Message {
     Message {
         content: Content::Envelope(Envelope {
-            epoch_id: 7,
+            epoch: 7,
             ciphertext: "Y2lwaGVy".to_owned(),
-            nonce: "bm9uY2U".to_owned(),
-            aad: "YWFk".to_owned(),
             sender_device_id: "dev-1".to_owned(),
         }),
         reply_to_id: Some("msg_1".to_owned()),
@@ -524,6 +522,8 @@ fn everything() -> (Vec<Record>, Snapshot) {
         invites,
         privacy,
         server_profiles,
+        // Part C's tables: `tests/storage_keys.rs`.
+        keys: Default::default(),
         last_seq: 2,
         last_audit_seq: 2,
         cases: vec![case],

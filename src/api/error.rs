@@ -76,11 +76,7 @@ fn domain_status(e: &DomainError) -> u16 {
         | CaseClosed
         | ProposalClosed
         | LimitReached(Limit::OpenReportsPerUser) => 409,
-        KeyMismatch
-        | CategoryNotEmpty
-        | EpochRotationRequired
-        | ProfileConflict { .. }
-        | PrivacyConflict { .. } => 409,
+        KeyMismatch | CategoryNotEmpty | ProfileConflict { .. } | PrivacyConflict { .. } => 409,
         InvalidText { .. }
         | InvalidDisplayName(_)
         | InvalidDescription(_)
@@ -120,12 +116,14 @@ fn domain_status(e: &DomainError) -> u16 {
             Outage::Storage | Outage::ShuttingDown | Outage::CatchingUp | Outage::StorageOverloaded,
         ) => 503,
         WriteFailed => 500,
+        Keys(k) => k.status(),
     }
 }
 
 /// The `details` object (encoded JSON) of a domain refusal, for the refusals that carry one.
 fn domain_details(e: &DomainError) -> Option<String> {
     match e {
+        DomainError::Keys(k) => k.details(),
         DomainError::InvalidText { field, .. } => Some(format!("{{\"field\":\"{field}\"}}")),
         DomainError::LimitReached(limit) => Some(format!(
             "{{\"limit\":\"{}\",\"max\":{}}}",
@@ -200,7 +198,7 @@ impl ApiError {
                         | DomainError::ReportsThrottled { .. }
                         | DomainError::Unavailable(_)
                 )
-        )
+        ) || matches!(self, ApiError::Domain(DomainError::Keys(k)) if k.retryable())
     }
 
     /// The `details` object of the error body (encoded JSON), when the error has one.

@@ -283,7 +283,10 @@ handler!(
                     limits::check_body_size(&body, max_body)?;
                     Content::Plain { body }
                 }
-                (None, Some(envelope)) => Content::Envelope(envelope),
+                (None, Some(envelope)) => {
+                    super::keys::check_envelope(&channel_id, &envelope)?;
+                    Content::Envelope(envelope)
+                }
             };
             (content, input.reply_to_message_id.filter(|r| !r.is_empty()))
         };

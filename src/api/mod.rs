@@ -11,6 +11,7 @@ pub mod health;
 pub mod identity;
 pub mod input;
 pub mod invites;
+pub mod keys;
 pub mod messages;
 pub mod metrics;
 pub mod moderation;
@@ -247,6 +248,22 @@ fn routes() -> Router<Handler> {
             "/v1/attachments/{attachment_id}",
             A(messages::attachment),
         )
+        .route(Get, "/v1/users/{user_uid}/devices", A(keys::devices))
+        .route(Delete, "/v1/devices/{device_id}", A(keys::revoke_device))
+        .route(Post, "/v1/devices/link/start", A(keys::link_start))
+        .route(Post, "/v1/devices/link/confirm", A(keys::link_confirm))
+        .route(Get, "/v1/devices/link/{request_id}", A(keys::link_status))
+        .route(Post, "/v1/keys/packages", A(keys::upload_packages))
+        .route(Post, "/v1/keys/packages:claim", A(keys::claim_packages))
+        .route(Get, "/v1/keys/packages/count", A(keys::package_count))
+        .route(Post, "/v1/keys/envelopes", A(keys::envelopes))
+        .route(Get, "/v1/keys/mailbox", A(keys::mailbox))
+        .route(Post, "/v1/keys/mailbox:ack", A(keys::mailbox_ack))
+        .route(Put, "/v1/keys/backup", A(keys::put_backup))
+        .route(Get, "/v1/keys/backup", A(keys::get_backup))
+        .route(Get, "/v1/channels/{channel_id}/epoch", A(keys::epoch))
+        .route(Post, "/v1/channels/{channel_id}/commits", A(keys::commit))
+        .route(Get, "/v1/channels/{channel_id}/commits", A(keys::commits))
         .route(Get, "/v1/profile/me", A(profiles::get_me))
         .route(Put, "/v1/profile/me", A(profiles::put_me))
         .route(Post, "/v1/profile/avatar", A(profiles::upload_avatar))

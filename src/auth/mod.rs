@@ -87,6 +87,22 @@ fn decode_fixed<const N: usize>(b64url: &str) -> Result<[u8; N], AuthError> {
     bytes.try_into().map_err(|_| AuthError::InvalidEncoding)
 }
 
+/// Decodes a base64url blob (padded or not) of at most `max_chars` characters: the MLS
+/// messages and opaque key blobs of wire contract C.
+pub fn decode_blob(b64url: &str, max_chars: usize) -> Result<Vec<u8>, AuthError> {
+    if b64url.len() > max_chars {
+        return Err(AuthError::InvalidEncoding);
+    }
+    URL_SAFE_LENIENT
+        .decode(b64url)
+        .map_err(|_| AuthError::InvalidEncoding)
+}
+
+/// base64url without padding: how the server writes blobs.
+pub fn encode_blob(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Decodes a device's Ed25519 public key: base64url of exactly 32 bytes, padded or not.
 ///
 /// Bytes that are not a point on the curve are [`AuthError::InvalidPublicKey`], and so are weak
@@ -191,7 +207,7 @@ fn random_bytes() -> [u8; RANDOM_BYTES] {
     bytes
 }
 
-fn lower_hex(bytes: &[u8]) -> String {
+pub fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &byte in bytes {

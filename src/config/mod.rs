@@ -147,6 +147,11 @@ const RATE_LIMIT_PER_MINUTE: VarSpec = VarSpec {
     default: "120",
     help: "Requests per minute allowed per client (1 to 1000000).",
 };
+const MAX_DEVICES_PER_USER: VarSpec = VarSpec {
+    name: "OPENCHAT_MAX_DEVICES_PER_USER",
+    default: "10",
+    help: "Active devices one user may have, signed in or linked (1 to 1000).",
+};
 const RTC_STUN_URLS: VarSpec = VarSpec {
     name: "OPENCHAT_RTC_STUN_URLS",
     default: "stun:stun.l.google.com:19302,stun:stun1.l.google.com:19302,stun:stun2.l.google.com:19302,stun:stun3.l.google.com:19302,stun:stun4.l.google.com:19302",
@@ -268,6 +273,7 @@ pub const VARIABLES: &[VarSpec] = &[
     MAX_MESSAGE_BYTES,
     MAX_UPLOAD_BYTES,
     RATE_LIMIT_PER_MINUTE,
+    MAX_DEVICES_PER_USER,
     RTC_STUN_URLS,
     RTC_TURN_URLS,
     RTC_TURN_USERNAME,
@@ -423,6 +429,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_upload_bytes: usize,
     pub rate_limit_per_minute: u32,
+    /// Active devices per user (`OPENCHAT_MAX_DEVICES_PER_USER`).
+    pub max_devices_per_user: usize,
     /// Body bytes in flight over all connections (`OPENCHAT_HTTP_BODY_BUDGET_BYTES`).
     pub body_budget_bytes: usize,
     /// Open connections of the process (`OPENCHAT_MAX_CONNECTIONS`), split over the shards.
@@ -690,6 +698,7 @@ fn limits_from_env(env: &Env) -> Result<Limits, ConfigError> {
     let max_message_bytes = env.integer(&MAX_MESSAGE_BYTES, 1, MIB)?;
     let max_upload_bytes = env.integer(&MAX_UPLOAD_BYTES, 1, GIB)?;
     let rate_limit_per_minute = env.integer(&RATE_LIMIT_PER_MINUTE, 1u32, 1_000_000)?;
+    let max_devices_per_user = env.integer(&MAX_DEVICES_PER_USER, 1usize, 1000)?;
     // An upload travels in one request body; a smaller body limit would make the advertised
     // upload limit a lie.
     if max_body_bytes < max_upload_bytes {
@@ -717,6 +726,7 @@ fn limits_from_env(env: &Env) -> Result<Limits, ConfigError> {
         max_message_bytes,
         max_upload_bytes,
         rate_limit_per_minute,
+        max_devices_per_user,
         body_budget_bytes,
         max_connections,
         max_connections_per_addr,

@@ -159,10 +159,9 @@ pub enum DomainError {
     InviteExpired,
     #[error("move its channels first: no other group of this kind can take them")]
     CategoryNotEmpty,
-    #[error(
-        "encrypted posting needs a committed key epoch, which this instance does not manage yet"
-    )]
-    EpochRotationRequired,
+    /// A refusal of the MLS delivery service (Part C).
+    #[error("{0}")]
+    Keys(super::keys::KeyError),
     /// `If-Match` named an older profile version; carries the current profile.
     #[error("the profile changed since you read it")]
     ProfileConflict { current: Box<ProfileItem> },
@@ -253,7 +252,7 @@ impl DomainError {
             InviteExpired => "invite_expired",
             DuplicateChannel => "duplicate_channel",
             CategoryNotEmpty => "category_not_empty",
-            EpochRotationRequired => "epoch_rotation_required",
+            Keys(k) => k.code(),
             ProfileConflict { .. } => "profile_conflict",
             PrivacyConflict { .. } => "privacy_conflict",
             LimitReached(limit) => limit.code(),

@@ -81,7 +81,7 @@ impl MemoryHistory {
         let no_seqs = BTreeSet::new();
         let channel = self.by_channel.get(&query.channel_id).unwrap_or(&no_seqs);
         let visible = |seq: &&Seq| {
-            query.visibility.allows(**seq)
+            query.visibility.allows_message(&self.by_seq[*seq])
                 && (query.include_deleted || self.by_seq[*seq].deleted_at.is_none())
         };
         // The visible messages below `upper` (exclusive) and above `lower` (exclusive).

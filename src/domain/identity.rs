@@ -84,10 +84,19 @@ pub fn bound_elsewhere<'a>(
     uid: &str,
     key: &str,
     binding: Option<&IdentityBinding>,
-    mut devices: impl Iterator<Item = &'a Device>,
+    devices: impl Iterator<Item = &'a Device>,
 ) -> bool {
-    binding.is_some_and(|b| b.public_key != key)
-        || devices.any(|d| d.user_uid == uid && d.revoked_at.is_none() && d.public_key != key)
+    // A device linked to the uid (Part C) binds its own key too.
+    let mut linked = false;
+    let mut other = false;
+    for d in devices.filter(|d| d.user_uid == uid && d.revoked_at.is_none()) {
+        if d.public_key == key {
+            linked = true;
+        } else {
+            other = true;
+        }
+    }
+    !linked && (other || binding.is_some_and(|b| b.public_key != key))
 }
 
 /// The uid a sign-in with `key` (canonical spelling) gets. `derived` is the key's own uid,

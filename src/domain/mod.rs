@@ -13,6 +13,7 @@ pub mod error;
 pub mod history;
 pub mod identity;
 pub mod ids;
+pub mod keys;
 pub mod limits;
 pub mod model;
 pub mod rate;

@@ -504,10 +504,10 @@ pub enum Content {
 /// which splits it into the `messages` columns of the same names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
-    pub epoch_id: i64,
+    /// The MLS epoch the message was encrypted in.
+    pub epoch: u64,
+    /// base64url of the MLS PrivateMessage (it carries its own nonce and AAD).
     pub ciphertext: String,
-    pub nonce: String,
-    pub aad: String,
     pub sender_device_id: String,
 }
 
@@ -552,6 +552,16 @@ pub struct Message {
     pub attachments: Vec<Attachment>,
     pub created_at: Millis,
     pub deleted_at: Option<Millis>,
+}
+
+impl Message {
+    /// The MLS epoch of an encrypted message (`None`: plaintext).
+    pub fn epoch(&self) -> Option<u64> {
+        match &self.content {
+            Content::Plain { .. } => None,
+            Content::Envelope(e) => Some(e.epoch),
+        }
+    }
 }
 
 /// The id of the message at `seq`: ids are positions in the message order, so storage finds a

@@ -70,6 +70,33 @@ pub enum Record {
     },
     /// Upsert by uid: an approved binding of a uid to a key, with who approved it.
     IdentityBinding(IdentityBinding),
+    /// Insert-if-absent by ref: a validated KeyPackage (Part C).
+    KeyPackage(super::keys::KeyPackageRow),
+    /// Delete by ref: a last-resort package replaced by a new one.
+    KeyPackageDeleted {
+        key_package_ref: String,
+    },
+    /// Insert by id, and a one-time package's row marked claimed.
+    KeyPackageClaim(super::keys::Claim),
+    /// Upsert by channel: a group's epoch and public state.
+    Group(super::keys::GroupRow),
+    /// Insert by (channel, epoch): one commit per epoch, in the database too.
+    Commit(super::keys::CommitRow),
+    /// Upsert by (channel, uid, from_epoch).
+    EpochSpan(super::keys::EpochSpan),
+    /// Insert by (device, seq).
+    MailboxItem(super::keys::MailboxItem),
+    /// Delete a device's items up to the seq.
+    MailboxAcked {
+        device_id: String,
+        up_to_seq: i64,
+    },
+    /// A revoked device: its packages and mailbox are deleted.
+    DevicePurged {
+        device_id: String,
+    },
+    /// Upsert by uid.
+    Backup(super::keys::Backup),
     /// The server has handed out event ids up to `event_id` (events that are not logged, such
     /// as new messages, are counted this way). Never moves backwards.
     LastEventId {
@@ -109,6 +136,8 @@ pub struct Snapshot {
     pub votes: Vec<Vote>,
     /// Sealed evidence by case id.
     pub evidence: Vec<(String, String)>,
+    /// The MLS delivery service's state (Part C).
+    pub keys: super::keys::KeysSnapshot,
     /// Highest message seq ever stored (0 when none).
     pub last_seq: Seq,
     /// Highest moderation audit seq (0 when none).
@@ -125,15 +154,45 @@ pub enum Visibility {
     All,
     /// Only messages with `lo < seq <= hi` for one of the spans (`hi = None`: open-ended).
     Spans(Vec<(Seq, Option<Seq>)>),
+    /// An end-to-end encrypted channel (wire contract C): of what `seqs` allows, only the
+    /// messages of the epochs the reader was in the group (`lo <= epoch <= hi`, `hi = None`:
+    /// still in it). A message without an epoch is not one of them.
+    Epochs {
+        seqs: Box<Visibility>,
+        epochs: Vec<(u64, Option<u64>)>,
+    },
 }
 
 impl Visibility {
-    pub fn allows(&self, seq: Seq) -> bool {
+    /// Whether a message at `seq`, of MLS epoch `epoch` (`None`: plaintext), is visible.
+    pub fn allows(&self, seq: Seq, epoch: Option<u64>) -> bool {
         match self {
             Visibility::All => true,
             Visibility::Spans(spans) => spans
                 .iter()
                 .any(|&(lo, hi)| seq > lo && hi.is_none_or(|hi| seq <= hi)),
+            Visibility::Epochs { seqs, epochs } => {
+                seqs.allows(seq, epoch)
+                    && epoch.is_some_and(|e| {
+                        epochs
+                            .iter()
+                            .any(|&(lo, hi)| e >= lo && hi.is_none_or(|hi| e <= hi))
+                    })
+            }
+        }
+    }
+
+    /// [`Visibility::allows`] for a message.
+    pub fn allows_message(&self, message: &Message) -> bool {
+        self.allows(message.seq, message.epoch())
+    }
+
+    /// Whether nothing at all is visible.
+    pub fn is_nothing(&self) -> bool {
+        match self {
+            Visibility::All => false,
+            Visibility::Spans(spans) => spans.is_empty(),
+            Visibility::Epochs { seqs, epochs } => epochs.is_empty() || seqs.is_nothing(),
         }
     }
 }

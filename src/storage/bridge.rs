@@ -255,6 +255,10 @@ async fn dispatch(
                         .await
                 });
             }
+            Command::Keys { query, reply } => {
+                let database = database.clone();
+                spawn_read(permit, reply, async move { database.keys(&query).await });
+            }
             Command::AuditPage {
                 server_id,
                 before,

@@ -161,6 +161,22 @@ impl Database {
         }
     }
 
+    pub(super) async fn keys(
+        &self,
+        query: &super::KeysQuery,
+    ) -> Result<super::KeysAnswer, StorageError> {
+        match self {
+            Database::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                super::keys::read(&mut *conn, query).await
+            }
+            Database::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                super::keys::read(&mut *conn, query).await
+            }
+        }
+    }
+
     /// Waits for borrowed connections to come back, then closes them all.
     pub(super) async fn close(&self) {
         match self {

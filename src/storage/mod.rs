@@ -35,6 +35,8 @@ mod bridge_queue;
 mod engine;
 mod error;
 mod group_commit;
+mod keys;
+pub use keys::{KeysAnswer, KeysQuery};
 mod postgres;
 mod reads;
 mod records;
@@ -236,6 +238,10 @@ enum Command {
         limit: usize,
         reply: Reply<Vec<AuditEntry>>,
     },
+    Keys {
+        query: KeysQuery,
+        reply: Reply<KeysAnswer>,
+    },
 }
 
 /// The shards' handle on storage. Cheap to clone, `Send + Sync`.
@@ -384,6 +390,11 @@ impl Storage {
             reply,
         })
         .await
+    }
+
+    /// A read of the MLS delivery service's blobs (`keys`).
+    pub async fn keys(&self, query: KeysQuery) -> Result<KeysAnswer, StorageError> {
+        self.call(|reply| Command::Keys { query, reply }).await
     }
 
     pub fn stats(&self) -> StorageStats {

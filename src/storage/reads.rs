@@ -50,6 +50,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
             Ok((row.text(0)?, row.text(1)?))
         })
         .await?,
+        keys: super::keys::load_snapshot(conn, now).await?,
         last_seq: 0,
         last_audit_seq: 0,
         last_event_ids: HashMap::new(),
@@ -124,7 +125,7 @@ pub(super) async fn messages<C: SqlConn>(
     conn: &mut C,
     query: &MessageQuery,
 ) -> Result<MessagePage, StorageError> {
-    if matches!(&query.visibility, Visibility::Spans(spans) if spans.is_empty()) {
+    if query.visibility.is_nothing() {
         // Nothing is visible: no page, nothing older.
         return Ok(MessagePage::default());
     }
@@ -213,7 +214,39 @@ pub(super) async fn events_after<C: SqlConn>(
 /// overall range is added as plain bounds too, so the (channel_id, seq) index narrows the scan.
 fn visible_filter<'a>(query: &'a MessageQuery, statement: &mut Statement<'a>) -> String {
     let mut sql = format!("channel_id = {}", statement.push(query.channel_id.as_str()));
-    if let Visibility::Spans(spans) = &query.visibility {
+    sql += &visibility_sql(&query.visibility, statement);
+    if !query.include_deleted {
+        sql += " AND deleted_at IS NULL";
+    }
+    sql
+}
+
+/// The ` AND …` conditions of `visibility` (nothing for `All`).
+fn visibility_sql<'a>(visibility: &'a Visibility, statement: &mut Statement<'a>) -> String {
+    let mut sql = String::new();
+    if let Visibility::Epochs { seqs, epochs } = visibility {
+        sql += &visibility_sql(seqs, statement);
+        let alternatives: Vec<String> = epochs
+            .iter()
+            .map(|&(lo, hi)| {
+                let lo = i64::try_from(lo).unwrap_or(i64::MAX);
+                match hi {
+                    Some(hi) => format!(
+                        "(epoch_id >= {} AND epoch_id <= {})",
+                        statement.push(lo),
+                        statement.push(i64::try_from(hi).unwrap_or(i64::MAX))
+                    ),
+                    None => format!("(epoch_id >= {})", statement.push(lo)),
+                }
+            })
+            .collect();
+        sql += &format!(
+            " AND epoch_id IS NOT NULL AND ({})",
+            alternatives.join(" OR ")
+        );
+        return sql;
+    }
+    if let Visibility::Spans(spans) = visibility {
         let lowest = spans.iter().map(|&(lo, _)| lo).min();
         if let Some(lowest) = lowest {
             sql += &format!(" AND seq > {}", statement.push(lowest));
@@ -239,9 +272,6 @@ fn visible_filter<'a>(query: &'a MessageQuery, statement: &mut Statement<'a>) ->
             })
             .collect();
         sql += &format!(" AND ({})", alternatives.join(" OR "));
-    }
-    if !query.include_deleted {
-        sql += " AND deleted_at IS NULL";
     }
     sql
 }
@@ -793,10 +823,9 @@ fn message_row(row: &impl SqlRow) -> Result<Message, StorageError> {
         None => {
             let missing = || corrupt("messages row", "neither body nor envelope");
             Content::Envelope(Envelope {
-                epoch_id: row.opt_int(7)?.ok_or_else(missing)?,
+                epoch: u64::try_from(row.opt_int(7)?.ok_or_else(missing)?)
+                    .map_err(|_| corrupt("messages row", "negative epoch"))?,
                 ciphertext: row.opt_text(8)?.ok_or_else(missing)?,
-                nonce: row.opt_text(9)?.ok_or_else(missing)?,
-                aad: row.opt_text(10)?.ok_or_else(missing)?,
                 sender_device_id: row.opt_text(11)?.ok_or_else(missing)?,
             })
         }

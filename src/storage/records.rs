@@ -556,6 +556,16 @@ fn statements_for<'a>(
             let seq = crate::domain::model::message_seq(id).unwrap_or(0);
             Statement::new(MARK_MESSAGE_DELETED, vec![seq.into(), (*deleted_at).into()])
         }
+        Record::KeyPackage(_)
+        | Record::KeyPackageDeleted { .. }
+        | Record::KeyPackageClaim(_)
+        | Record::Group(_)
+        | Record::Commit(_)
+        | Record::EpochSpan(_)
+        | Record::MailboxItem(_)
+        | Record::MailboxAcked { .. }
+        | Record::DevicePurged { .. }
+        | Record::Backup(_) => return super::keys::statements_for(record, out),
         Record::Message(_) | Record::Event(_) | Record::LastEventId { .. } => {
             return Err(StorageError::Internal(
                 "messages and events are inserted in bulk, not one by one".to_owned(),
@@ -568,7 +578,7 @@ fn statements_for<'a>(
 
 /// A `u64` for a BIGINT column. Values past `i64::MAX` cannot be stored; refusing them is an
 /// error of this write alone (the batch is retried without it).
-fn column_int(column: &str, value: u64) -> Result<i64, StorageError> {
+pub(super) fn column_int(column: &str, value: u64) -> Result<i64, StorageError> {
     i64::try_from(value)
         .map_err(|_| StorageError::Internal(format!("{column} = {value} does not fit a BIGINT")))
 }
@@ -651,23 +661,25 @@ pub(super) struct MessageRow<'a> {
 
 impl<'a> MessageRow<'a> {
     pub(super) fn new(message: &'a Message) -> Result<MessageRow<'a>, StorageError> {
-        let (body, epoch_id, ciphertext, nonce, aad, sender_device_id) = match &message.content {
-            Content::Plain { body } => (Some(body.as_str()), None, None, None, None, None),
-            Content::Envelope(Envelope {
-                epoch_id,
-                ciphertext,
-                nonce,
-                aad,
-                sender_device_id,
-            }) => (
-                None,
-                Some(*epoch_id),
-                Some(ciphertext.as_str()),
-                Some(nonce.as_str()),
-                Some(aad.as_str()),
-                Some(sender_device_id.as_str()),
-            ),
-        };
+        // An MLS PrivateMessage carries its own nonce and AAD: those columns hold ''.
+        let (body, epoch_id, ciphertext, nonce, aad, sender_device_id) =
+            match &message.content {
+                Content::Plain { body } => (Some(body.as_str()), None, None, None, None, None),
+                Content::Envelope(Envelope {
+                    epoch,
+                    ciphertext,
+                    sender_device_id,
+                }) => (
+                    None,
+                    Some(i64::try_from(*epoch).map_err(|_| {
+                        StorageError::Internal(format!("epoch {epoch} out of range"))
+                    })?),
+                    Some(ciphertext.as_str()),
+                    Some(""),
+                    Some(""),
+                    Some(sender_device_id.as_str()),
+                ),
+            };
         Ok(MessageRow {
             message,
             body,
@@ -815,10 +827,8 @@ mod tests {
             author_uid: "u".into(),
             author_device_id: "d".into(),
             content: Content::Envelope(Envelope {
-                epoch_id: 3,
+                epoch: 3,
                 ciphertext: "ct".into(),
-                nonce: "n".into(),
-                aad: "a".into(),
                 sender_device_id: "d".into(),
             }),
             reply_to_id: None,

@@ -12,9 +12,11 @@
 pub mod api;
 pub mod browser;
 pub mod call;
+pub mod e2ee;
 pub mod http;
 pub mod json;
 pub mod media;
+pub mod mls_client;
 pub mod multipart;
 pub mod pg;
 pub mod proxy;

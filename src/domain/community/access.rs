@@ -25,8 +25,13 @@ pub enum Subject {
     /// member can read by asking for it, so it replays to current members.
     #[default]
     Server,
-    /// A message (its creation or deletion): replays to whoever may read that message.
-    Message { channel_id: String, seq: Seq },
+    /// A message (its creation or deletion): replays to whoever may read that message
+    /// (`epoch`: its MLS epoch, for an encrypted one).
+    Message {
+        channel_id: String,
+        seq: Seq,
+        epoch: Option<u64>,
+    },
     /// Server-level state as these roles see it (a layout with private channels): replays to
     /// current members of those roles.
     Roles(Vec<crate::domain::model::Role>),
@@ -62,7 +67,18 @@ impl Community {
     /// What `uid` (`None`: anonymous) may read of `channel` now ([`channel_readable`]).
     pub fn read_visibility(&self, channel: &Channel, uid: Option<&str>) -> Option<Visibility> {
         let membership = uid.and_then(|uid| self.roster.membership(&channel.server_id, uid));
-        channel_readable(channel, membership)
+        self.channel_visibility(channel, membership)
+    }
+
+    /// [`channel_readable`], and of an encrypted channel only the epochs the reader was in
+    /// its group (`e2ee`): every read path of a message asks this.
+    fn channel_visibility(
+        &self,
+        channel: &Channel,
+        membership: Option<&Membership>,
+    ) -> Option<Visibility> {
+        let seqs = channel_readable(channel, membership)?;
+        Some(self.epoch_visibility(channel, membership.map(|m| m.user_uid.as_str()), seqs))
     }
 
     /// Whether `uid` (`None`: anonymous) sees `channel` at all: in the channel list, its
@@ -81,7 +97,7 @@ impl Community {
                 .channels
                 .get(message.channel_id.as_str())
                 .and_then(|channel| self.read_visibility(channel, uid))
-                .is_some_and(|visibility| visibility.allows(message.seq))
+                .is_some_and(|visibility| visibility.allows_message(message))
     }
 
     /// A read cursor of `uid` in `channel` may name `message` only if it is of that channel
@@ -97,7 +113,7 @@ impl Community {
         let readable = message.channel_id == channel.id
             && self
                 .read_visibility(channel, Some(uid))
-                .is_some_and(|visibility| visibility.allows(message.seq));
+                .is_some_and(|visibility| visibility.allows_message(message));
         if readable {
             Ok(())
         } else {
@@ -167,7 +183,11 @@ impl ReplayRule<'_> {
                         .get(channel_id.as_str())
                         .is_some_and(|c| c.access.viewable_by(role))
             }
-            Subject::Message { channel_id, seq } => {
+            Subject::Message {
+                channel_id,
+                seq,
+                epoch,
+            } => {
                 if !self.channels.contains_key(channel_id) {
                     let visibility = self
                         .community
@@ -175,12 +195,12 @@ impl ReplayRule<'_> {
                         .channels
                         .get(channel_id.as_str())
                         .filter(|c| c.server_id == self.server_id)
-                        .and_then(|c| channel_readable(c, self.membership));
+                        .and_then(|c| self.community.channel_visibility(c, self.membership));
                     self.channels.insert(channel_id.clone(), visibility);
                 }
                 self.channels[channel_id]
                     .as_ref()
-                    .is_some_and(|v| v.allows(*seq))
+                    .is_some_and(|v| v.allows(*seq, *epoch))
             }
         }
     }
@@ -240,7 +260,7 @@ mod tests {
     }
 
     fn allowed(visibility: Option<Visibility>, seqs: std::ops::RangeInclusive<Seq>) -> Vec<Seq> {
-        seqs.filter(|s| visibility.as_ref().is_some_and(|v| v.allows(*s)))
+        seqs.filter(|s| visibility.as_ref().is_some_and(|v| v.allows(*s, None)))
             .collect()
     }
 
@@ -310,6 +330,7 @@ mod tests {
             event.subject,
             Subject::Message {
                 channel_id: general.id.clone().into(),
+                epoch: None,
                 seq: before.seq
             }
         );
@@ -323,8 +344,8 @@ mod tests {
 
         // The page.
         let access = c.history_access(Some(&bob), &general.id, 12).unwrap().value;
-        assert!(!access.visibility.allows(before.seq));
-        assert!(access.visibility.allows(after.seq));
+        assert!(!access.visibility.allows_message(&before));
+        assert!(access.visibility.allows_message(&after));
         // The resume.
         let mut rule = c.replay_rule("home", "uid_bob");
         assert!(!rule.allows(&event.subject));

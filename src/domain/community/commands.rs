@@ -8,6 +8,8 @@
 //! Each `run` is the command's rule, written once in the sub-store that owns it; here it is
 //! only named, with its inputs owned so it can travel between threads.
 
+pub mod keys;
+
 use super::{
     ActionAsk, Actor, Admission, Community, HistoryAccess, NewMessage, Outcome, PrivacyChange,
     ProfileChange, Report, SignIn,

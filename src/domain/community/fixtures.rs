@@ -25,6 +25,7 @@ pub fn settings(visibility: HistoryVisibility) -> Settings {
         handshake_strategy: "token_proof",
         origin: ORIGIN.into(),
         urls: Urls::new(ORIGIN),
+        max_devices_per_user: 10,
     }
 }
 

@@ -140,8 +140,8 @@ impl Community {
             (Content::Envelope(_), Encryption::None) => {
                 return Err(DomainError::EnvelopeNotAllowed);
             }
-            (Content::Envelope(_), Encryption::E2ee) => {
-                return Err(DomainError::EpochRotationRequired);
+            (Content::Envelope(envelope), Encryption::E2ee) => {
+                self.check_envelope(actor, &channel, envelope)?;
             }
             (Content::Plain { body }, Encryption::None) => {
                 limits::check_body_size(body, self.settings().max_message_bytes)?;
@@ -207,7 +207,9 @@ impl Community {
         let subject = Subject::Message {
             channel_id: channel_id.to_owned(),
             seq: message.seq,
+            epoch: message.epoch(),
         };
+        let audience = self.message_audience(&channel, message.epoch());
         records.push(Record::Message(message));
         let mut event = self.counted_event(
             &mut records,
@@ -217,7 +219,7 @@ impl Community {
             now,
         );
         event.subject = subject;
-        event.audience = self.channel_audience(&channel);
+        event.audience = audience;
         Ok(Outcome::published(value, records, vec![event]))
     }
 
@@ -311,8 +313,9 @@ impl Community {
         event.subject = Subject::Message {
             channel_id: channel_id.to_owned(),
             seq: message.seq,
+            epoch: message.epoch(),
         };
-        event.audience = self.channel_audience(&channel);
+        event.audience = self.message_audience(&channel, message.epoch());
         Ok(Outcome::published(value, records, vec![event]))
     }
 }
@@ -324,14 +327,10 @@ fn check_message_text(new: &NewMessage) -> Result<(), DomainError> {
         Content::Plain { body } => limits::text_field("body", body)?,
         Content::Envelope(Envelope {
             ciphertext,
-            nonce,
-            aad,
             sender_device_id,
             ..
         }) => {
             limits::text_field("envelope.ciphertext", ciphertext)?;
-            limits::text_field("envelope.nonce", nonce)?;
-            limits::text_field("envelope.aad", aad)?;
             limits::text_field("envelope.sender_device_id", sender_device_id)?;
         }
     }
@@ -352,7 +351,7 @@ pub fn render(
     viewer: Option<&Viewer>,
 ) -> MessageItem {
     let reply_to = message.reply_to_id.as_ref().map(|id| match reply_target {
-        Some(t) if t.deleted_at.is_none() && visibility.allows(t.seq) => ReplyTo {
+        Some(t) if t.deleted_at.is_none() && visibility.allows_message(t) => ReplyTo {
             message_id: id.clone(),
             author_uid: Some(t.author_uid.clone()),
             preview_text: match &t.content {

@@ -31,6 +31,7 @@ mod acks;
 mod cases;
 pub mod commands;
 mod directory;
+pub mod e2ee;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod invites;
@@ -110,6 +111,7 @@ pub struct Volatile {
     used_challenges: crate::auth::challenge::UsedChallenges,
     tickets: TicketBook,
     online: HashMap<(ServerId, UserUid), u32>,
+    links: e2ee::devices::Links,
 }
 
 /// Who is asking: a uid and the device it speaks from.
@@ -133,6 +135,8 @@ pub struct Settings {
     /// `OPENCHAT_PUBLIC_BASE_URL` without a trailing slash: signatures are bound to it.
     pub origin: String,
     pub urls: Urls,
+    /// `OPENCHAT_MAX_DEVICES_PER_USER`: active devices one user may have.
+    pub max_devices_per_user: usize,
 }
 
 /// Who a realtime event goes to.
@@ -322,6 +326,8 @@ pub struct Community {
     measures: Measures,
     invites: Invites,
     cases: CaseBook,
+    /// The MLS delivery service's state (Part C).
+    keys: e2ee::KeyStore,
     /// Issued, used and voided join tickets.
     tickets: TicketBook,
     limiter: super::rate::RateLimiter,
@@ -333,7 +339,8 @@ pub struct Community {
 
 impl Community {
     /// Builds the state from what storage holds; ids and tokens are drawn from `entropy`.
-    pub fn new(settings: Settings, snapshot: Snapshot, entropy: Entropy) -> Community {
+    pub fn new(settings: Settings, mut snapshot: Snapshot, entropy: Entropy) -> Community {
+        let keys = e2ee::KeyStore::new(std::mem::take(&mut snapshot.keys));
         let mut c = Community {
             limiter: super::rate::RateLimiter::new(settings.rate_limit_per_minute),
             settings,
@@ -348,6 +355,7 @@ impl Community {
             measures: Measures::default(),
             invites: Invites::default(),
             cases: CaseBook::default(),
+            keys,
             tickets: TicketBook::default(),
             last_seq: snapshot.last_seq,
             last_audit_seq: snapshot.last_audit_seq,
@@ -517,6 +525,7 @@ impl Community {
             used_challenges: std::mem::take(&mut self.sessions.used_challenges),
             tickets: std::mem::take(&mut self.tickets),
             online: std::mem::take(&mut self.roster.online),
+            links: self.keys.take_volatile(),
         }
     }
 
@@ -526,6 +535,7 @@ impl Community {
         self.sessions.used_challenges = volatile.used_challenges;
         self.tickets = volatile.tickets;
         self.roster.online = volatile.online;
+        self.keys.restore_volatile(volatile.links);
     }
 
     /// Removes expired challenges, sessions, rate-limit buckets, tickets and measures (called
@@ -537,6 +547,7 @@ impl Community {
         self.limiter.sweep(now);
         self.tickets.sweep(now);
         self.measures.by_target.retain(|_, m| m.in_force(now));
+        self.keys.sweep(now);
     }
 
     /// Takes a write token for work done before the authority sees the command (uploads are

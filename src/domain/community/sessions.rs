@@ -56,6 +56,7 @@ impl Community {
         )?;
         let mut records = Vec::new();
         if !self.sessions.devices.contains_key(device_id) {
+            self.check_device_limit(&uid)?;
             // Another key of the uid was refused above; a new device of the same key is the
             // same identity.
             let device = Device {
