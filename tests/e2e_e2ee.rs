@@ -573,3 +573,180 @@ on_both_engines! {
         assert_nothing_logged(&[&a, &b, &c], &[&code]);
     };
 }
+
+/// The figures of the delivery service, on Postgres (`ENGINE=sqlite` for the embedded file):
+/// `cargo test --release --test e2e_e2ee -- --ignored --nocapture delivery_service_rates`.
+/// One client on loopback, requests one after another, so each figure is the server's
+/// latency per operation turned into a rate:
+/// - commit acceptance: a two-member group, each round a self-update (a commit with a path);
+///   only the `POST …/commits` is timed (the client builds and merges outside the timer);
+/// - key-package claims: one claimer claims a user's one device over and over (100 one-time
+///   packages, then the last resort);
+/// - encrypted against plaintext send: the same member posts `ROUNDS` × 200 messages to a
+///   plaintext channel and to an encrypted one of the same server, in alternating rounds, the
+///   ciphertexts made before the timer; the ratio is of the medians.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn delivery_service_rates() {
+    use std::time::Instant;
+    let engine = match std::env::var("ENGINE").as_deref() {
+        Ok("sqlite") => support::server::Engine::Sqlite,
+        _ => support::server::Engine::Postgres,
+    };
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let server = session_server(engine);
+    let (mut a, mut b, server_id, channel) = pair(server.addr);
+
+    let mut commit_time = Duration::ZERO;
+    let commits = 200;
+    for i in 0..commits {
+        let (who, other) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let bundle = who.mls.commit_update(&channel);
+        let started = Instant::now();
+        let reply = who.submit(&channel, &bundle, None);
+        commit_time += started.elapsed();
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        who.mls.merge_pending(&channel);
+        other.catch_up(&channel);
+    }
+    println!(
+        "commits accepted: {commits} in {commit_time:?} = {:.0}/s ({:?} each)",
+        commits as f64 / commit_time.as_secs_f64(),
+        commit_time / commits
+    );
+
+    let target = Device::sign_in(server.addr);
+    join(&target, &server_id);
+    let packages: Vec<Json> = target
+        .mls
+        .key_packages(100)
+        .iter()
+        .map(|p| json!({"data": b64(p)}))
+        .collect();
+    target.client.expect(
+        201,
+        target
+            .client
+            .post("/v1/keys/packages", &json!({"packages": packages})),
+    );
+    target.client.expect(201, target.client.post("/v1/keys/packages", &json!({"packages": [{"data": b64(&target.mls.last_resort_package()), "last_resort": true}]})));
+    let claims = 300;
+    let started = Instant::now();
+    for _ in 0..claims {
+        let doc = a.client.expect(
+            200,
+            a.client.post(
+                "/v1/keys/packages:claim",
+                &json!({"user_uids": [target.uid]}),
+            ),
+        );
+        assert_eq!(doc.arr_at("packages").len(), 1);
+    }
+    let claim_time = started.elapsed();
+    println!(
+        "claims: {claims} in {claim_time:?} = {:.0}/s",
+        claims as f64 / claim_time.as_secs_f64()
+    );
+
+    let plain_channel = a.client.first_text_channel(&server_id);
+    let per_round = 200;
+    let mut plain_rates = Vec::new();
+    let mut sealed_rates = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for i in 0..per_round {
+            a.client.expect(
+                201,
+                a.client.post(
+                    &format!("/v1/channels/{plain_channel}/messages"),
+                    &json!({"body": format!("plain message number {i} of a round")}),
+                ),
+            );
+        }
+        plain_rates.push(per_round as f64 / started.elapsed().as_secs_f64());
+        let epoch = a.mls.epoch(&channel);
+        let bodies: Vec<Json> = (0..per_round)
+            .map(|i| {
+                let ct = b64(&a.mls.encrypt(
+                    &channel,
+                    format!("sealed message number {i} of a round").as_bytes(),
+                ));
+                json!({"envelope": {"epoch": epoch, "ciphertext": ct, "sender_device_id": a.id()}})
+            })
+            .collect();
+        let started = Instant::now();
+        for body in &bodies {
+            a.client.expect(
+                201,
+                a.client
+                    .post(&format!("/v1/channels/{channel}/messages"), body),
+            );
+        }
+        sealed_rates.push(per_round as f64 / started.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        v[v.len() / 2]
+    };
+    let (p, s) = (median(&mut plain_rates), median(&mut sealed_rates));
+    println!(
+        "plaintext send {p:.0}/s, encrypted send {s:.0}/s (medians of {rounds} alternating rounds of {per_round}); encrypted / plaintext = {:.2}",
+        s / p
+    );
+}
+
+on_both_engines! {
+    the_delivery_service_loses_nothing_across_a_restart => |engine| {
+        let server = session_server(engine);
+        let (mut a, mut b, server_id, channel) = pair(server.addr);
+        assert_eq!(a.post(&channel, "before the restart").status, 201);
+        let mut e = Device::sign_in(server.addr);
+        join(&e, &server_id);
+        e.upload_packages(3);
+        let for_e: Vec<Vec<u8>> = a.claim(&[&e.uid]).into_iter().map(|(_, p, _)| p).collect();
+        a.client.expect(200, a.client.put("/v1/keys/backup", &json!({"ciphertext": b64(b"v1"), "kdf_metadata": "k"})));
+        let vars = [
+            support::server::COMMUNITY_VARS,
+            &[("OPENCHAT_AUTH_MODE", "session")],
+        ].concat();
+        let place = server.stop();
+        let server = support::server::start_in(place, None, &vars, |_| {});
+        for d in [&mut a, &mut b, &mut e] {
+            d.client.addr = server.addr;
+            d.addr = server.addr;
+        }
+        // The epoch, the member set, the claim and the packages are as they were.
+        let doc = epoch_doc(&a, &channel);
+        assert_eq!((doc.i64_at("epoch"), doc.bool_at("rotation_required")), (1, true), "{}", encode(&doc));
+        let counts = e.client.expect(200, e.client.get("/v1/keys/packages/count"));
+        assert_eq!(counts.i64_at("devices.0.one_time"), 2, "one of three was claimed");
+        let bundle = a.mls.commit_changes(&channel, &for_e, &[]);
+        let reply = a.submit(&channel, &bundle, None);
+        assert_eq!(reply.status, 201, "the package claimed before the restart may be welcomed: {}", reply.text());
+        a.mls.merge_pending(&channel);
+        e.join_from_mailbox();
+        b.catch_up(&channel);
+        // The history rule still knows who was in which epoch.
+        assert_eq!(e.history_epochs(&channel), Vec::<u64>::new());
+        assert_eq!(b.history_epochs(&channel), vec![1]);
+        let (plain, _) = b.read_history(&channel);
+        assert_eq!(plain, vec!["before the restart".to_owned()]);
+        assert_eq!(e.post(&channel, "after").status, 201);
+        assert_eq!(b.history_epochs(&channel), vec![1, 2]);
+        // The commit of epoch 1 is still recognised; the backup's version goes on.
+        let first = a.client.expect(200, a.client.get(&format!("/v1/channels/{channel}/commits?after_epoch=0")));
+        let reply = a.client.post(&format!("/v1/channels/{channel}/commits"), &json!({"commit": first.str_at("commits.0.commit"), "group_info": b64(&[0u8; 4])}));
+        assert_eq!((reply.status, reply.json().i64_at("epoch")), (201, 1), "{}", reply.text());
+        a.client.put("/v1/keys/backup", &json!({"ciphertext": b64(b"v2"), "kdf_metadata": "k"})).assert_error(409, "backup_conflict");
+        let v2 = a.client.request("PUT", "/v1/keys/backup", &[("If-Match", "1")], Some(("application/json", encode(&json!({"ciphertext": b64(b"v2"), "kdf_metadata": "k"})).as_bytes())));
+        assert_eq!((v2.status, v2.json().i64_at("version")), (200, 2), "{}", v2.text());
+        assert_nothing_logged(&[&a, &b, &e], &[]);
+    };
+}

@@ -106,7 +106,7 @@ fn insert_if_absent(key: &str, value: &str) -> WriteOp {
 fn migrations_are_applied(h: Harness) {
     let (storage, handle) = h.start();
     let applied = h.query_strings(
-        "SELECT CAST(version AS TEXT) FROM _sqlx_migrations WHERE success ORDER BY version",
+        "SELECT CAST(version AS TEXT) FROM _sqlx_migrations WHERE success ORDER BY _sqlx_migrations.version",
     );
     assert_eq!(
         applied,
@@ -120,6 +120,7 @@ fn migrations_are_applied(h: Harness) {
             "7".to_owned(),
             "8".to_owned(),
             "9".to_owned(),
+            "10".to_owned(),
         ]
     );
     let columns = h.query_strings(if h.postgres.is_some() {
@@ -358,7 +359,9 @@ fn data_persists_across_restart(h: Harness) {
         Ok(Some(Bytes::from_static(b"kept")))
     );
     // Migrations are not re-applied (or duplicated) on a second start.
-    let applied = h.query_strings("SELECT CAST(version AS TEXT) FROM _sqlx_migrations");
+    let applied = h.query_strings(
+        "SELECT CAST(version AS TEXT) FROM _sqlx_migrations ORDER BY _sqlx_migrations.version",
+    );
     assert_eq!(
         applied,
         vec![
@@ -371,6 +374,7 @@ fn data_persists_across_restart(h: Harness) {
             "7".to_owned(),
             "8".to_owned(),
             "9".to_owned(),
+            "10".to_owned(),
         ]
     );
     handle.shutdown();

@@ -7,7 +7,6 @@ mod support;
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openchatd::domain::history::MemoryHistory;
 use openchatd::domain::model::*;
@@ -15,24 +14,10 @@ use openchatd::domain::records::{MessagePage, MessageQuery, Record, Snapshot, Vi
 use openchatd::storage::{Storage, StorageError, WriteOp, WriteOutcome};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::storage::StorageHarness;
+use support::storage::{StorageHarness, apply, now};
 use support::{block_on, join_all};
 
 const HOUR: Millis = 3_600_000;
-
-fn now() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as Millis
-}
-
-fn apply(storage: &Storage, records: Vec<Record>) {
-    assert_eq!(
-        block_on(storage.write(WriteOp::Apply(records))),
-        Ok(WriteOutcome::Done)
-    );
-}
 
 fn snapshot(storage: &Storage) -> Snapshot {
     block_on(storage.load_snapshot(100)).expect("snapshot loads")

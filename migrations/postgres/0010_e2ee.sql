@@ -31,6 +31,9 @@ CREATE TABLE e2ee_groups (
     channel_id TEXT PRIMARY KEY,
     epoch      BIGINT NOT NULL CHECK (epoch >= 0),
     group_info TEXT NULL,
+    -- The delivery service's own validated public group state (crate::mls), to check the next
+    -- commit against without re-validating the tree.
+    public_state TEXT NULL,
     updated_at BIGINT NOT NULL
 );
 -- One commit per epoch, held by the key: `epoch` is the epoch the commit created.

@@ -331,7 +331,11 @@ handler!(
         let welcome = body.welcome.as_deref().map(|w| blob(w, MAX_MLS_CHARS)).transpose()?;
         let group_info = blob(&body.group_info, MAX_MLS_CHARS)?;
         let current = match &check.group_info {
-            Some(info) => Some(mls::GroupState { epoch: check.epoch, group_info: blob(info, usize::MAX)? }),
+            Some(info) => Some(mls::GroupState {
+                epoch: check.epoch,
+                group_info: blob(info, usize::MAX)?,
+                public_state: check.public_state.as_deref().map(|s| blob(s, usize::MAX)).transpose()?.unwrap_or_default(),
+            }),
             None => None,
         };
         let genesis = match (&current, &body.genesis_group_info) {
@@ -366,6 +370,7 @@ handler!(
             welcome_refs: accepted.welcome_refs.iter().map(|r| hex(r)).collect(),
             welcome: welcome.map(|w| crate::auth::encode_blob(&w)),
             group_info: crate::auth::encode_blob(&accepted.state.group_info),
+            public_state: crate::auth::encode_blob(&accepted.state.public_state),
             commit: crate::auth::encode_blob(&commit),
             commit_hash,
         };

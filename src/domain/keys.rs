@@ -90,6 +90,8 @@ pub struct GroupRow {
     /// base64url of the GroupInfo (with its ratchet tree) of this epoch; `None` before the
     /// first commit.
     pub group_info: Option<String>,
+    /// base64url of the delivery service's validated public group state (`crate::mls`).
+    pub public_state: Option<String>,
     pub updated_at: Millis,
 }
 

@@ -12,8 +12,10 @@
 //!
 //! This module is sans-IO: no sockets, no clock (the current time is passed in
 //! as seconds since the Unix epoch) and no state of its own. The only state the
-//! caller keeps for a group is a [`GroupState`]: the current epoch and the
-//! GroupInfo of that epoch, which carries the ratchet tree.
+//! caller keeps for a group is a [`GroupState`]: the current epoch, the
+//! GroupInfo of that epoch (which carries the ratchet tree, and is what
+//! clients fetch) and `public_state`, an opaque serialization of the DS's own
+//! validated public view of the group after the last accepted commit.
 //!
 //! Fixed parameters: protocol version MLS 1.0, ciphersuite
 //! `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`, Basic credentials whose
@@ -28,19 +30,37 @@
 //! Each call builds a fresh `OpenMlsRustCrypto` provider (cheap: it is an
 //! in-memory map plus a seeded RNG) so nothing leaks between calls.
 //!
+//! # Leaf lifetimes and the kept state
+//!
+//! A leaf that comes from a KeyPackage carries the package's lifetime until
+//! its member self-updates. openmls' `PublicGroup::from_external` (building a
+//! group from a GroupInfo) checks those lifetimes against the system clock, so
+//! a group with a passive member would stop loading from its GroupInfo once
+//! that member's package expired (typically after 84 days), and every later
+//! commit, even the one removing that member, would be refused. Lifetimes
+//! matter when a leaf is introduced (RFC 9420 §7.3: a KeyPackage must be valid
+//! when it is added), not afterwards.
+//!
+//! Therefore [`check_commit`] does not rebuild the group from the kept
+//! GroupInfo: it restores `public_state` with `PublicGroup::load`, which trusts
+//! what the DS already validated, and only falls back to `from_external` on
+//! the GroupInfo when `public_state` is empty (state kept before this field
+//! existed), does not load (for instance after an openmls upgrade that
+//! changed its storage format) or does not describe exactly the kept
+//! GroupInfo (same group context, confirmation tag and ratchet tree). The
+//! fallback still has the lifetime hazard; [`AcceptedCommit::loaded_from`]
+//! says which path was taken so the caller can log it. The bundle's new
+//! GroupInfo is checked without `from_external` too (signature by the signer
+//! leaf of the merged tree, and byte equality of group context, confirmation
+//! tag and ratchet tree with the merged group).
+//!
 //! Limits the caller must know about:
 //!
 //! * Clocks. openmls checks leaf-node lifetimes against the system clock
-//!   inside `KeyPackageIn::validate` and `PublicGroup::from_external`; that
+//!   inside `KeyPackageIn::validate` (uploads and added packages) and
+//!   `PublicGroup::from_external` (genesis, and the fallback above); that
 //!   cannot be switched off from outside the crate. The checks done here with
 //!   `now_secs` come on top of those, so pass the wall clock.
-//! * Expired leaves block the group. `from_external` refuses a tree in which a
-//!   leaf that came from a KeyPackage (a member added but never updated) is
-//!   past its not_after. From then on the kept state no longer loads and every
-//!   commit is refused with [`MlsError::InvalidState`], although clients still
-//!   accept commits. Clients must therefore self-update (a commit with a path
-//!   replaces the leaf by one without lifetime) soon after joining, well
-//!   before their package's not_after.
 //! * Membership and confirmation tags. The DS has neither the membership key
 //!   nor the confirmation key. openmls requires the membership tag to be
 //!   present but does not verify it here, and the confirmation tag is not
@@ -51,18 +71,20 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use openmls::ciphersuite::signable::Verifiable;
+use openmls::messages::ConfirmationTag;
 use openmls::messages::group_info::VerifiableGroupInfo;
 use openmls::prelude::ContentType;
 use openmls::prelude::OpenMlsProvider;
 use openmls::prelude::{
     BasicCredential, Ciphersuite, Credential, CredentialType, GroupId, KeyPackage,
-    KeyPackageVerifyError, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore,
-    ProtocolMessage, ProtocolVersion, PublicGroup, PublicProcessMessageError, Sender,
-    ValidationError,
+    KeyPackageVerifyError, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent,
+    ProposalStore, ProtocolMessage, ProtocolVersion, PublicGroup, PublicProcessMessageError,
+    Sender, ValidationError,
     tls_codec::{DeserializeBytes, Serialize as TlsSerializeTrait},
 };
 use openmls::treesync::errors::LifetimeError;
-use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_rust_crypto::{MemoryStorage, OpenMlsRustCrypto};
 
 #[cfg(test)]
 mod tests;
@@ -74,6 +96,14 @@ pub const MAX_KEY_PACKAGE_BYTES: usize = 16 * 1024;
 pub const MAX_KEY_PACKAGE_LIFETIME_SECS: u64 = 84 * 24 * 3600 + 3600;
 /// Largest accepted commit, welcome or group info, each, in bytes.
 pub const MAX_HANDSHAKE_BYTES: usize = 1 << 20;
+/// Largest `public_state` that is restored; a larger one is ignored (the
+/// GroupInfo is used instead). openmls stores the tree as JSON, a few times
+/// the size of its TLS encoding.
+pub const MAX_PUBLIC_STATE_BYTES: usize = 16 * MAX_HANDSHAKE_BYTES;
+
+/// Leading bytes of a `public_state`, naming this format (version 1: openmls
+/// 0.9 `MemoryStorage` entries of a `PublicGroup`).
+const PUBLIC_STATE_MAGIC: &[u8; 8] = b"ocds-pg1";
 
 /// The one ciphersuite this server accepts.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -245,15 +275,37 @@ pub struct ValidKeyPackage {
     pub has_last_resort_extension: bool,
 }
 
-/// The public state the DS keeps for a group: the current epoch and that
+/// The public state the DS keeps for a group: the current epoch, that
 /// epoch's GroupInfo (TLS-encoded MLSMessage) carrying the ratchet_tree
-/// extension.
+/// extension, and the DS's own validated public view of the group.
+///
+/// Keep the three fields together (one row, written atomically) and pass them
+/// back as they were returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupState {
     /// The group's current epoch.
     pub epoch: u64,
     /// The current epoch's GroupInfo, as received (TLS-encoded MLSMessage).
+    /// This is what clients fetch; it is exactly the merged state.
     pub group_info: Vec<u8>,
+    /// Opaque serialization of the DS's validated `PublicGroup` of this epoch
+    /// (see the module documentation). Not a wire format: it depends on the
+    /// openmls version and is only ever read back by this module. Empty means
+    /// "none" (state kept before this field existed): the GroupInfo is used.
+    pub public_state: Vec<u8>,
+}
+
+/// Which kept state a commit was checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateSource {
+    /// The `public_state` of the kept [`GroupState`] (the normal case).
+    PublicState,
+    /// The kept GroupInfo, because `public_state` was empty, did not load or
+    /// did not match the GroupInfo. This path checks leaf lifetimes by the
+    /// system clock; worth a log line when `public_state` was not empty.
+    GroupInfo,
+    /// The genesis GroupInfo given with the group's first commit.
+    Genesis,
 }
 
 /// One occupied leaf of the ratchet tree.
@@ -281,8 +333,11 @@ pub struct AcceptedCommit {
     /// KeyPackageRefs named by the Welcome's EncryptedGroupSecrets (empty
     /// without a welcome). Equal, as a set, to the refs of the added packages.
     pub welcome_refs: Vec<Vec<u8>>,
-    /// The state to keep for the next commit (built from the bundle's group_info).
+    /// The state to keep for the next commit: the bundle's group_info (checked
+    /// to be exactly the merged group) and the merged group's `public_state`.
     pub state: GroupState,
+    /// Which kept state the commit was checked against.
+    pub loaded_from: StateSource,
 }
 
 /// What the DS can see of an application message.
@@ -441,34 +496,237 @@ fn validate_key_package_inner(
     })
 }
 
-/// A public view of a group built from a kept or received GroupInfo.
-struct LoadedGroup {
-    group: PublicGroup,
-}
-
-/// Decodes a GroupInfo MLSMessage and builds a verified `PublicGroup` from it
-/// and its ratchet_tree extension (signature, tree hash, parent hashes, leaf
-/// signatures and lifetimes are checked by openmls).
-fn load_group_info(
+/// Builds a verified `PublicGroup` from a decoded GroupInfo and its
+/// ratchet_tree extension with openmls' `from_external` (signature, tree
+/// hash, parent hashes, leaf signatures, and leaf lifetimes by the system
+/// clock). openmls also writes the group into `provider`'s storage.
+fn group_from_group_info(
     provider: &OpenMlsRustCrypto,
-    data: &[u8],
-) -> Result<(LoadedGroup, VerifiableGroupInfoSummary), MlsError> {
-    let (verifiable, summary) = decode_group_info(data)?;
+    verifiable: VerifiableGroupInfo,
+) -> Result<PublicGroup, MlsError> {
     let tree = verifiable
         .extensions()
         .ratchet_tree()
         .ok_or(MlsError::InvalidGroupInfo)?
         .ratchet_tree()
         .clone();
-    let (group, _group_info) = PublicGroup::from_external(
+    PublicGroup::from_external(
         provider.crypto(),
         provider.storage(),
         tree,
         verifiable,
         ProposalStore::new(),
     )
-    .map_err(|_| MlsError::InvalidGroupInfo)?;
-    Ok((LoadedGroup { group }, summary))
+    .map(|(group, _group_info)| group)
+    .map_err(|_| MlsError::InvalidGroupInfo)
+}
+
+/// What a GroupInfo says about its group, TLS-encoded: it must be equal for a
+/// GroupInfo and the group it describes.
+#[derive(PartialEq, Eq)]
+struct Fingerprint {
+    group_context: Vec<u8>,
+    confirmation_tag: Vec<u8>,
+    ratchet_tree: Vec<u8>,
+}
+
+/// The fingerprint of a group the DS holds.
+fn group_fingerprint(group: &PublicGroup) -> Result<Fingerprint, MlsError> {
+    let encode_err = |_| MlsError::Internal;
+    Ok(Fingerprint {
+        group_context: group
+            .group_context()
+            .tls_serialize_detached()
+            .map_err(encode_err)?,
+        confirmation_tag: group
+            .confirmation_tag()
+            .tls_serialize_detached()
+            .map_err(encode_err)?,
+        ratchet_tree: group
+            .export_ratchet_tree()
+            .tls_serialize_detached()
+            .map_err(encode_err)?,
+    })
+}
+
+/// The (unverified) fingerprint and signer of a GroupInfo.
+///
+/// openmls 0.9 keeps `VerifiableGroupInfo::signer` and the confirmation tag
+/// accessor `pub(crate)`, so both are read from the TLS encoding of the
+/// GroupInfo (RFC 9420 §12.4.3: group_context, extensions, confirmation_tag,
+/// signer, signature). The parse is then checked by rebuilding the GroupInfo
+/// from the parts with the public `VerifiableGroupInfo::new` and comparing.
+fn group_info_fingerprint(
+    verifiable: &VerifiableGroupInfo,
+) -> Result<(Fingerprint, LeafNodeIndex), MlsError> {
+    let bad = |_| MlsError::InvalidGroupInfo;
+    let whole = verifiable.tls_serialize_detached().map_err(bad)?;
+    let group_context = verifiable
+        .group_context()
+        .tls_serialize_detached()
+        .map_err(bad)?;
+    let extensions = verifiable
+        .extensions()
+        .tls_serialize_detached()
+        .map_err(bad)?;
+    let rest = whole
+        .strip_prefix(group_context.as_slice())
+        .and_then(|rest| rest.strip_prefix(extensions.as_slice()))
+        .ok_or(MlsError::InvalidGroupInfo)?;
+    let (tag, rest) = ConfirmationTag::tls_deserialize_bytes(rest).map_err(bad)?;
+    let (signer, _signature) = u32::tls_deserialize_bytes(rest).map_err(bad)?;
+    let signer = LeafNodeIndex::new(signer);
+    let rebuilt = VerifiableGroupInfo::new(
+        verifiable.group_context().clone(),
+        verifiable.extensions().clone(),
+        tag.clone(),
+        signer,
+        Verifiable::signature(verifiable).clone(),
+    );
+    if rebuilt != *verifiable {
+        return Err(MlsError::InvalidGroupInfo);
+    }
+    let ratchet_tree = verifiable
+        .extensions()
+        .ratchet_tree()
+        .ok_or(MlsError::InvalidGroupInfo)?
+        .ratchet_tree()
+        .tls_serialize_detached()
+        .map_err(bad)?;
+    Ok((
+        Fingerprint {
+            group_context,
+            confirmation_tag: tag.tls_serialize_detached().map_err(bad)?,
+            ratchet_tree,
+        },
+        signer,
+    ))
+}
+
+/// Serializes every entry of a storage: [`PUBLIC_STATE_MAGIC`], a u32 entry
+/// count, then per entry (sorted by key) a u32 key length, the key, a u32 value
+/// length and the value, integers big-endian.
+fn export_public_state(storage: &MemoryStorage) -> Result<Vec<u8>, MlsError> {
+    let values = storage
+        .values
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut entries: Vec<(&Vec<u8>, &Vec<u8>)> = values.iter().collect();
+    entries.sort();
+    let len32 = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_be_bytes)
+            .map_err(|_| MlsError::Internal)
+    };
+    let size: usize = entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(PUBLIC_STATE_MAGIC.len() + 4 + size);
+    out.extend_from_slice(PUBLIC_STATE_MAGIC);
+    out.extend_from_slice(&len32(entries.len())?);
+    for (key, value) in entries {
+        out.extend_from_slice(&len32(key.len())?);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&len32(value.len())?);
+        out.extend_from_slice(value);
+    }
+    Ok(out)
+}
+
+/// Parses [`export_public_state`]'s format; `None` for anything else
+/// (wrong magic, bad lengths, duplicate keys, trailing bytes).
+fn parse_public_state(data: &[u8]) -> Option<std::collections::HashMap<Vec<u8>, Vec<u8>>> {
+    /// At most this many entries (a `PublicGroup` writes four).
+    const MAX_ENTRIES: usize = 64;
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = data.split_at_checked(n)?;
+        *data = rest;
+        Some(head)
+    }
+    fn take_u32(data: &mut &[u8]) -> Option<usize> {
+        let bytes: [u8; 4] = take(data, 4)?.try_into().ok()?;
+        usize::try_from(u32::from_be_bytes(bytes)).ok()
+    }
+    let mut data = data;
+    if take(&mut data, PUBLIC_STATE_MAGIC.len())? != PUBLIC_STATE_MAGIC {
+        return None;
+    }
+    let count = take_u32(&mut data)?;
+    if count > MAX_ENTRIES {
+        return None;
+    }
+    let mut entries = std::collections::HashMap::with_capacity(count);
+    for _ in 0..count {
+        let key_len = take_u32(&mut data)?;
+        let key = take(&mut data, key_len)?.to_vec();
+        let value_len = take_u32(&mut data)?;
+        let value = take(&mut data, value_len)?.to_vec();
+        if entries.insert(key, value).is_some() {
+            return None;
+        }
+    }
+    data.is_empty().then_some(entries)
+}
+
+/// Restores a `public_state` as a `PublicGroup` of `group_id` with
+/// `PublicGroup::load` (which checks nothing, in particular no lifetimes: the
+/// DS validated this group when it accepted the commit that produced it).
+///
+/// `None` unless it loads and describes exactly the kept GroupInfo
+/// (`expected`): a state of another group, epoch or branch, a corrupted one or
+/// one written by an openmls version with another storage format is not used.
+/// openmls' storage panics on undecodable JSON; that is caught here too.
+fn restore_public_state(
+    group_id: &[u8],
+    data: &[u8],
+    expected: &Fingerprint,
+) -> Option<(OpenMlsRustCrypto, PublicGroup)> {
+    if data.is_empty() || data.len() > MAX_PUBLIC_STATE_BYTES {
+        return None;
+    }
+    let entries = parse_public_state(data)?;
+    let restore = || -> Option<(OpenMlsRustCrypto, PublicGroup)> {
+        let provider = OpenMlsRustCrypto::default();
+        *provider.storage().values.write().ok()? = entries;
+        let group =
+            PublicGroup::load(provider.storage(), &GroupId::from_slice(group_id)).ok()??;
+        if group.group_id().as_slice() != group_id
+            || group.ciphersuite() != CIPHERSUITE
+            || !group.queued_proposals(provider.storage()).ok()?.is_empty()
+            || group_fingerprint(&group).ok()? != *expected
+        {
+            return None;
+        }
+        Some((provider, group))
+    };
+    catch_unwind(AssertUnwindSafe(restore)).ok().flatten()
+}
+
+/// The group a kept state describes, and how it was obtained: from
+/// `public_state` when that is usable (and `use_public_state`), else from the
+/// GroupInfo.
+fn load_state(
+    group_id: &[u8],
+    state: &GroupState,
+    use_public_state: bool,
+) -> Result<(OpenMlsRustCrypto, PublicGroup, StateSource), MlsError> {
+    let (verifiable, summary) =
+        decode_group_info(&state.group_info).map_err(|_| MlsError::InvalidState)?;
+    if summary.group_id != group_id || summary.epoch != state.epoch {
+        return Err(MlsError::InvalidState);
+    }
+    if use_public_state
+        && !state.public_state.is_empty()
+        && let Ok((expected, _)) = group_info_fingerprint(&verifiable)
+        && let Some((provider, group)) =
+            restore_public_state(group_id, &state.public_state, &expected)
+    {
+        return Ok((provider, group, StateSource::PublicState));
+    }
+    let provider = OpenMlsRustCrypto::default();
+    let group = group_from_group_info(&provider, verifiable).map_err(|_| MlsError::InvalidState)?;
+    if group.group_context().epoch().as_u64() != state.epoch {
+        return Err(MlsError::InvalidState);
+    }
+    Ok((provider, group, StateSource::GroupInfo))
 }
 
 /// Decodes a GroupInfo MLSMessage without verifying it: size, encoding,
@@ -498,11 +756,6 @@ fn decode_group_info(
     Ok((verifiable, summary))
 }
 
-/// The unverified header of a GroupInfo (see [`decode_group_info`]).
-fn peek_group_info(data: &[u8]) -> Result<VerifiableGroupInfoSummary, MlsError> {
-    decode_group_info(data).map(|(_, summary)| summary)
-}
-
 /// The unverified header fields of a GroupInfo, read before verification.
 struct VerifiableGroupInfoSummary {
     group_id: Vec<u8>,
@@ -524,7 +777,7 @@ fn leaves_of(group: &PublicGroup) -> Result<Vec<Leaf>, MlsError> {
 }
 
 /// Validates the creator's epoch-0 GroupInfo for a new group on its own and
-/// returns the state to keep plus its single leaf.
+/// returns the state to keep (with its `public_state`) plus its single leaf.
 ///
 /// `genesis` must be a TLS-encoded MLSMessage GroupInfo with the ratchet_tree
 /// extension, of group `group_id`, epoch 0, our ciphersuite, exactly one leaf
@@ -532,33 +785,45 @@ fn leaves_of(group: &PublicGroup) -> Result<Vec<Leaf>, MlsError> {
 /// signature by that leaf, tree hash, leaf node signatures and lifetimes).
 /// The caller should compare the leaf with the creating device.
 pub fn check_genesis(group_id: &[u8], genesis: &[u8]) -> Result<(GroupState, Leaf), MlsError> {
-    guarded(|| check_genesis_inner(group_id, genesis))
+    guarded(|| {
+        let (provider, _group, leaf) = check_genesis_inner(group_id, genesis)?;
+        let state = GroupState {
+            epoch: 0,
+            group_info: genesis.to_vec(),
+            public_state: export_public_state(provider.storage())?,
+        };
+        Ok((state, leaf))
+    })
 }
 
-fn check_genesis_inner(group_id: &[u8], genesis: &[u8]) -> Result<(GroupState, Leaf), MlsError> {
-    let provider = OpenMlsRustCrypto::default();
-    let (loaded, summary) = load_group_info(&provider, genesis).map_err(|e| match e {
+/// [`check_genesis`]'s checks; returns the verified group, whose provider's
+/// storage holds exactly that group.
+fn check_genesis_inner(
+    group_id: &[u8],
+    genesis: &[u8],
+) -> Result<(OpenMlsRustCrypto, PublicGroup, Leaf), MlsError> {
+    let to_genesis = |e| match e {
         MlsError::InvalidGroupInfo => MlsError::InvalidGenesis,
         other => other,
-    })?;
+    };
+    let (verifiable, summary) = decode_group_info(genesis).map_err(to_genesis)?;
     if summary.group_id != group_id {
         return Err(MlsError::WrongGroup);
     }
-    if summary.epoch != 0 || loaded.group.group_context().epoch().as_u64() != 0 {
+    if summary.epoch != 0 {
         return Err(MlsError::InvalidGenesis);
     }
-    let mut leaves = leaves_of(&loaded.group)?;
+    let provider = OpenMlsRustCrypto::default();
+    let group = group_from_group_info(&provider, verifiable).map_err(to_genesis)?;
+    if group.group_context().epoch().as_u64() != 0 || group.group_id().as_slice() != group_id {
+        return Err(MlsError::InvalidGenesis);
+    }
+    let mut leaves = leaves_of(&group)?;
     if leaves.len() != 1 {
         return Err(MlsError::InvalidGenesis);
     }
     let leaf = leaves.pop().ok_or(MlsError::InvalidGenesis)?;
-    Ok((
-        GroupState {
-            epoch: 0,
-            group_info: genesis.to_vec(),
-        },
-        leaf,
-    ))
+    Ok((provider, group, leaf))
 }
 
 /// Checks a commit bundle against the kept state.
@@ -574,19 +839,31 @@ fn check_genesis_inner(group_id: &[u8], genesis: &[u8]) -> Result<(GroupState, L
 ///   ([`MlsError::NotACommit`]), of `group_id` ([`MlsError::WrongGroup`]), for
 ///   the current epoch ([`MlsError::WrongEpoch`]), sent by a member
 ///   ([`MlsError::SenderNotMember`]);
-/// * the commit is replayed with openmls on a `PublicGroup` built from the kept
-///   GroupInfo and its ratchet tree: signature against the sender's leaf,
-///   confirmation-tag presence, proposal validity (including the added
-///   KeyPackages), update path and parent hashes. The membership tag must be
-///   present but cannot be verified (the DS has no membership key);
-/// * every added KeyPackage's lifetime is valid at `now_secs` and not too long;
+/// * the commit is replayed with openmls on the kept `PublicGroup`: restored
+///   from `current.public_state` when that loads and matches
+///   `current.group_info` exactly, else (or for a genesis) built from the
+///   GroupInfo and its ratchet tree with `from_external` (see the module
+///   documentation; [`AcceptedCommit::loaded_from`] tells which). The replay
+///   checks the signature against the sender's leaf, confirmation-tag
+///   presence, proposal validity (including the added KeyPackages), update
+///   path and parent hashes. The membership tag must be present but cannot be
+///   verified (the DS has no membership key);
+/// * every added KeyPackage's lifetime is valid at `now_secs` and not too long
+///   (leaves already in the tree are not judged by their lifetime again);
 /// * the merged result must equal the bundle's `group_info`: that GroupInfo
-///   must itself verify (`from_external`), be of epoch current+1, have the same
-///   TLS-encoded GroupContext and the same confirmation tag as the merged group;
+///   must be of epoch current+1, have the same TLS-encoded GroupContext, the
+///   same confirmation tag and the same ratchet_tree extension as the merged
+///   group (the tree it exports), and be signed by the leaf it names as signer
+///   in the merged tree;
 /// * every leaf after the commit has a Basic credential;
 /// * a welcome is required exactly when the commit adds members; it must be an
 ///   MLSMessage Welcome in our ciphersuite whose recipients are exactly the
 ///   added KeyPackages.
+///
+/// A commit refused against the restored `public_state` is checked once more
+/// against the GroupInfo alone, and accepted if that accepts it (so a
+/// `public_state` can only ever add acceptances, never refusals, compared with
+/// the GroupInfo); the first error is returned otherwise.
 ///
 /// It does NOT check who the members should be: the caller compares
 /// `members`/`removed`/`committer` with its authoritative membership.
@@ -599,22 +876,62 @@ pub fn check_commit(
     group_info: &[u8],
     now_secs: u64,
 ) -> Result<AcceptedCommit, MlsError> {
-    guarded(|| {
-        check_commit_inner(
-            group_id, current, genesis, commit, welcome, group_info, now_secs,
-        )
-    })
+    let input = CommitInput {
+        group_id,
+        current,
+        genesis,
+        commit,
+        welcome,
+        group_info,
+        now_secs,
+    };
+    let mut loaded_from = None;
+    let first = guarded(|| check_commit_inner(&input, true, &mut loaded_from));
+    match first {
+        // Refused against the restored public_state: the kept GroupInfo gets
+        // a second chance, so that a public_state that restored and matched
+        // the GroupInfo but is wrong in a part the match cannot see (openmls
+        // keeps the interim transcript hash private) never refuses a commit
+        // the GroupInfo accepts. Costs one GroupInfo load per such refusal,
+        // what every commit cost before public_state.
+        Err(error)
+            if loaded_from == Some(StateSource::PublicState)
+                && !matches!(error, MlsError::TooLarge { .. }) =>
+        {
+            let mut again = None;
+            guarded(|| check_commit_inner(&input, false, &mut again)).or(Err(error))
+        }
+        other => other,
+    }
 }
 
-fn check_commit_inner(
-    group_id: &[u8],
-    current: Option<&GroupState>,
-    genesis: Option<&[u8]>,
-    commit: &[u8],
-    welcome: Option<&[u8]>,
-    group_info: &[u8],
+/// The arguments of [`check_commit`].
+struct CommitInput<'a> {
+    group_id: &'a [u8],
+    current: Option<&'a GroupState>,
+    genesis: Option<&'a [u8]>,
+    commit: &'a [u8],
+    welcome: Option<&'a [u8]>,
+    group_info: &'a [u8],
     now_secs: u64,
+}
+
+/// One attempt of [`check_commit`]; `use_public_state` false skips
+/// `public_state`. Sets `loaded_from` once the kept state is loaded.
+fn check_commit_inner(
+    input: &CommitInput<'_>,
+    use_public_state: bool,
+    loaded_from_out: &mut Option<StateSource>,
 ) -> Result<AcceptedCommit, MlsError> {
+    let &CommitInput {
+        group_id,
+        current,
+        genesis,
+        commit,
+        welcome,
+        group_info,
+        now_secs,
+    } = input;
     check_size(commit, MAX_HANDSHAKE_BYTES)?;
     check_size(group_info, MAX_HANDSHAKE_BYTES)?;
     if let Some(w) = welcome {
@@ -656,7 +973,7 @@ fn check_commit_inner(
 
     // Cheap decoding of the other two blobs before any signature work, so
     // junk is refused without loading the group.
-    let new_summary = peek_group_info(group_info)?;
+    let (new_group_info, new_summary) = decode_group_info(group_info)?;
     if new_summary.group_id != group_id || new_summary.epoch != current_epoch.saturating_add(1) {
         return Err(MlsError::GroupInfoMismatch);
     }
@@ -666,28 +983,24 @@ fn check_commit_inner(
     };
 
     // The state the commit applies to (the genesis is verified only now).
-    let owned_genesis;
-    let state: &GroupState = match (current, genesis) {
-        (Some(state), _) => state,
+    let (provider, mut group, loaded_from) = match (current, genesis) {
+        (Some(state), _) => load_state(group_id, state, use_public_state)?,
         (None, Some(genesis)) => {
-            owned_genesis = check_genesis_inner(group_id, genesis)?.0;
-            &owned_genesis
+            let (provider, group, _) = check_genesis_inner(group_id, genesis)?;
+            (provider, group, StateSource::Genesis)
         }
         (None, None) => return Err(MlsError::MissingGenesis),
     };
-
-    // Load the kept state.
-    let provider = OpenMlsRustCrypto::default();
-    let (mut loaded, summary) =
-        load_group_info(&provider, &state.group_info).map_err(|_| MlsError::InvalidState)?;
-    if summary.group_id != group_id || summary.epoch != state.epoch {
+    *loaded_from_out = Some(loaded_from);
+    if group.group_context().epoch().as_u64() != current_epoch
+        || group.group_id().as_slice() != group_id
+    {
         return Err(MlsError::InvalidState);
     }
-    let old_members = leaves_of(&loaded.group).map_err(|_| MlsError::InvalidState)?;
+    let old_members = leaves_of(&group).map_err(|_| MlsError::InvalidState)?;
 
     // Replay the commit.
-    let processed = loaded
-        .group
+    let processed = group
         .process_message(provider.crypto(), protocol_message)
         .map_err(|e| match e {
             PublicProcessMessageError::ValidationError(ValidationError::UnknownMember) => {
@@ -721,41 +1034,40 @@ fn check_commit_inner(
         .map(|leaf| leaf.identity.clone())
         .collect();
 
-    loaded
-        .group
+    // Merge into an emptied storage, so that afterwards it holds exactly what
+    // openmls writes for the merged group: the new public_state.
+    provider
+        .storage()
+        .values
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+    group
         .merge_commit(provider.storage(), *staged)
         .map_err(|e| MlsError::InvalidCommit(e.to_string()))?;
-    let merged = &loaded.group;
+    let merged = &group;
     let new_epoch = merged.group_context().epoch().as_u64();
     let members = leaves_of(merged)?;
 
-    // The bundle's GroupInfo must be this result.
-    let gi_provider = OpenMlsRustCrypto::default();
-    let (new_loaded, _) = load_group_info(&gi_provider, group_info)?;
+    // The bundle's GroupInfo must be exactly this result, signed by a member
+    // of the merged tree. No from_external here: it would judge the lifetimes
+    // of leaves that were validated when they were added.
     if new_epoch != new_summary.epoch {
         return Err(MlsError::GroupInfoMismatch);
     }
-    let merged_context = merged
-        .group_context()
-        .tls_serialize_detached()
-        .map_err(|_| MlsError::Internal)?;
-    let new_context = new_loaded
-        .group
-        .group_context()
-        .tls_serialize_detached()
-        .map_err(|_| MlsError::GroupInfoMismatch)?;
-    let merged_tag = merged
-        .confirmation_tag()
-        .tls_serialize_detached()
-        .map_err(|_| MlsError::Internal)?;
-    let new_tag = new_loaded
-        .group
-        .confirmation_tag()
-        .tls_serialize_detached()
-        .map_err(|_| MlsError::GroupInfoMismatch)?;
-    if merged_context != new_context || merged_tag != new_tag {
+    let (given, signer) = group_info_fingerprint(&new_group_info)?;
+    if given != group_fingerprint(merged)? {
         return Err(MlsError::GroupInfoMismatch);
     }
+    let signer_key = merged
+        .leaf(signer)
+        .ok_or(MlsError::InvalidGroupInfo)?
+        .signature_key()
+        .clone()
+        .into_signature_public_key_enriched(CIPHERSUITE.signature_algorithm());
+    new_group_info
+        .verify(provider.crypto(), &signer_key)
+        .map_err(|_| MlsError::InvalidGroupInfo)?;
 
     // Welcome.
     let welcome_refs = match (welcome_refs_given, added_refs.is_empty()) {
@@ -783,7 +1095,9 @@ fn check_commit_inner(
         state: GroupState {
             epoch: new_epoch,
             group_info: group_info.to_vec(),
+            public_state: export_public_state(provider.storage())?,
         },
+        loaded_from,
     })
 }
 

@@ -7,6 +7,7 @@ use crate::domain::keys::*;
 use crate::domain::records::Record;
 
 use super::StorageError;
+use super::reads::all as fetch;
 use super::records::column_int;
 use super::sql::{SqlConn, SqlRow, Statement, corrupt};
 
@@ -19,9 +20,10 @@ const INSERT_CLAIM: &str = "INSERT INTO e2ee_claims (claim_id, key_package_ref, 
      ON CONFLICT (claim_id) DO NOTHING";
 const MARK_CLAIMED: &str = "UPDATE e2ee_key_packages SET claimed_at = $2 \
      WHERE key_package_ref = $1 AND NOT last_resort AND claimed_at IS NULL";
-const UPSERT_GROUP: &str = "INSERT INTO e2ee_groups (channel_id, epoch, group_info, updated_at) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (channel_id) DO UPDATE SET epoch = excluded.epoch, \
-     group_info = excluded.group_info, updated_at = excluded.updated_at";
+const UPSERT_GROUP: &str = "INSERT INTO e2ee_groups (channel_id, epoch, group_info, \
+     public_state, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id) DO UPDATE \
+     SET epoch = excluded.epoch, group_info = excluded.group_info, \
+     public_state = excluded.public_state, updated_at = excluded.updated_at";
 const INSERT_COMMIT: &str = "INSERT INTO e2ee_commits (channel_id, epoch, commit_id, \
      sender_device_id, commit_blob, commit_hash, members, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel_id, epoch) DO NOTHING";
@@ -84,6 +86,7 @@ pub(super) fn statements_for<'a>(
                 (&g.channel_id).into(),
                 column_int("e2ee_groups.epoch", g.epoch)?.into(),
                 (&g.group_info).into(),
+                (&g.public_state).into(),
                 g.updated_at.into(),
             ],
         )),
@@ -172,15 +175,15 @@ const SELECT_PACKAGES: &str = "SELECT key_package_ref, device_id, last_resort, n
      claimed_at IS NOT NULL FROM e2ee_key_packages ORDER BY key_package_ref";
 const SELECT_CLAIMS: &str = "SELECT key_package_ref, device_id, claimer_device_id \
      FROM e2ee_claims WHERE claimed_at > $1 ORDER BY claim_id";
-const SELECT_GROUPS: &str =
-    "SELECT channel_id, epoch, group_info, updated_at FROM e2ee_groups ORDER BY channel_id";
+const SELECT_GROUPS: &str = "SELECT channel_id, epoch, group_info, public_state, updated_at \
+     FROM e2ee_groups ORDER BY channel_id";
 const SELECT_RECENT_COMMITS: &str = "SELECT c.channel_id, c.epoch, c.commit_id, \
-     c.sender_device_id, c.commit_hash, c.members, c.created_at FROM e2ee_commits c \
+     c.sender_device_id, '', c.commit_hash, c.members, c.created_at FROM e2ee_commits c \
      JOIN e2ee_groups g ON g.channel_id = c.channel_id WHERE c.epoch + $1 >= g.epoch \
      ORDER BY c.channel_id, c.epoch";
 const SELECT_SPANS: &str = "SELECT channel_id, user_uid, from_epoch, to_epoch FROM e2ee_spans \
      ORDER BY channel_id, user_uid, from_epoch";
-const SELECT_MAILBOX_INDEX: &str = "SELECT device_id, seq, length(blob), created_at \
+const SELECT_MAILBOX_INDEX: &str = "SELECT device_id, seq, CAST(length(blob) AS BIGINT), created_at \
      FROM e2ee_mailbox WHERE created_at > $1 ORDER BY device_id, seq";
 const SELECT_BACKUP_VERSIONS: &str = "SELECT user_uid, version FROM e2ee_backups ORDER BY user_uid";
 
@@ -212,24 +215,14 @@ pub(super) async fn load_snapshot<C: SqlConn>(
             channel_id: row.text(0)?,
             epoch: epoch(row, 1, "e2ee_groups.epoch")?,
             group_info: row.opt_text(2)?,
-            updated_at: row.int(3)?,
+            public_state: row.opt_text(3)?,
+            updated_at: row.int(4)?,
         })
     })
     .await?;
     let grace = i64::try_from(EPOCH_GRACE).unwrap_or(3);
-    let recent_commits = fetch(conn, SELECT_RECENT_COMMITS, vec![grace.into()], |row| {
-        Ok(CommitRow {
-            channel_id: row.text(0)?,
-            epoch: epoch(row, 1, "e2ee_commits.epoch")?,
-            commit_id: row.text(2)?,
-            sender_device_id: row.text(3)?,
-            commit: String::new(),
-            commit_hash: row.text(4)?,
-            members: members_column(row.text(5)?)?,
-            created_at: row.int(6)?,
-        })
-    })
-    .await?;
+    // Without their blobs (the commit column is selected as '').
+    let recent_commits = fetch(conn, SELECT_RECENT_COMMITS, vec![grace.into()], commit_row).await?;
     let spans = fetch(conn, SELECT_SPANS, vec![], |row| {
         Ok(EpochSpan {
             channel_id: row.text(0)?,
@@ -429,14 +422,4 @@ fn commit_row(row: &impl SqlRow) -> Result<CommitRow, StorageError> {
         members: members_column(row.text(6)?)?,
         created_at: row.int(7)?,
     })
-}
-
-async fn fetch<'a, C: SqlConn, T>(
-    conn: &mut C,
-    sql: &'static str,
-    params: Vec<super::sql::Param<'a>>,
-    decode: impl Fn(&C::Row) -> Result<T, StorageError>,
-) -> Result<Vec<T>, StorageError> {
-    let rows = conn.fetch_all(&Statement::new(sql, params)).await?;
-    rows.iter().map(decode).collect()
 }

@@ -417,7 +417,7 @@ static SELECT_MESSAGE_BY_SEQ: LazyLock<String> =
 
 // ---- decoding --------------------------------------------------------------------------------
 
-async fn all<'a, C: SqlConn, T>(
+pub(super) async fn all<'a, C: SqlConn, T>(
     conn: &mut C,
     sql: &'static str,
     params: Vec<super::sql::Param<'a>>,

@@ -52,3 +52,20 @@ impl StorageHarness {
         Storage::start(self.config()).expect("storage starts")
     }
 }
+
+/// The wall clock in milliseconds, as the domain counts time.
+pub fn now() -> openchatd::domain::model::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as openchatd::domain::model::Millis
+}
+
+/// Commits `records` as one write and checks it was done.
+pub fn apply(storage: &Storage, records: Vec<openchatd::domain::records::Record>) {
+    use openchatd::storage::{WriteOp, WriteOutcome};
+    assert_eq!(
+        super::block_on(storage.write(WriteOp::Apply(records))),
+        Ok(WriteOutcome::Done)
+    );
+}

@@ -238,13 +238,9 @@ impl Community {
             return Err(DomainError::KeyMismatch);
         }
         self.check_device_limit(&actor.user_uid)?;
-        let request = self
-            .keys
-            .links
-            .by_id
-            .get_mut(request_id)
-            .ok_or_else(invalid)?;
-        request.confirmed = true;
+        if let Some(request) = self.keys.links.by_id.get_mut(request_id) {
+            request.confirmed = true;
+        }
         let device = Device {
             device_id: device_id.clone(),
             user_uid: actor.user_uid.clone(),

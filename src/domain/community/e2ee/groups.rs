@@ -30,6 +30,8 @@ pub struct GroupCheck {
     pub epoch: u64,
     /// base64url of the current GroupInfo (`None` before the first commit).
     pub group_info: Option<String>,
+    /// base64url of the validated public group state (`None`: use the GroupInfo).
+    pub public_state: Option<String>,
     /// The newest accepted commit's hash, id and epoch.
     pub last_commit: Option<(String, String, u64)>,
 }
@@ -48,6 +50,7 @@ pub struct CommitFacts {
     pub welcome_refs: Vec<String>,
     pub welcome: Option<String>,
     pub group_info: String,
+    pub public_state: String,
     pub commit: String,
     pub commit_hash: String,
 }
@@ -130,6 +133,7 @@ impl Community {
         Ok(GroupCheck {
             epoch: group.epoch,
             group_info: group.group_info,
+            public_state: group.public_state,
             last_commit: group.last_commit,
         })
     }
@@ -271,6 +275,7 @@ impl Community {
             channel_id: facts.channel_id.clone(),
             epoch: facts.new_epoch,
             group_info: Some(facts.group_info.clone()),
+            public_state: Some(facts.public_state.clone()),
             updated_at: now,
         }));
         records.push(Record::Commit(CommitRow {
@@ -314,6 +319,7 @@ impl Community {
             .or_default();
         g.epoch = facts.new_epoch;
         g.group_info = Some(facts.group_info);
+        g.public_state = Some(facts.public_state);
         g.members = leaves.clone();
         g.recent.push_back((facts.new_epoch, leaves));
         while g.recent.len() > EPOCH_GRACE as usize + 1 {

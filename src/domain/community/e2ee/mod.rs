@@ -44,6 +44,7 @@ struct DevicePackages {
 struct Group {
     epoch: u64,
     group_info: Option<String>,
+    public_state: Option<String>,
     /// Device ids in the group now.
     members: BTreeSet<String>,
     /// The member devices of the newest epochs (at most `EPOCH_GRACE + 1`), oldest first.
@@ -120,6 +121,7 @@ impl KeyStore {
                 Group {
                     epoch: g.epoch,
                     group_info: g.group_info,
+                    public_state: g.public_state,
                     ..Group::default()
                 },
             );
