@@ -435,8 +435,9 @@ on_both_engines! {
         let server = session_server(engine);
         let addr = server.addr;
         let mut target = Device::sign_in(addr);
-        let (server_id, _) = encrypted_channel(&target);
+        let (server_id, channel) = encrypted_channel(&target);
         target.upload_packages(20);
+        let mut target_ws = socket(&target, &server_id, &channel);
         let claimers: Vec<Device> = (0..50).map(|_| { let d = Device::sign_in(addr); join(&d, &server_id); d }).collect();
         let barrier = Barrier::new(claimers.len());
         let uid = target.uid.clone();
@@ -471,6 +472,9 @@ on_both_engines! {
         assert_eq!(claimed, vec!["20".to_owned()]);
         let recorded = server.sql(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM e2ee_claims WHERE device_id = '{}'", target.id()));
         assert_eq!(recorded, vec!["50".to_owned()]);
+        // Under ten left, the owner's device is told, each time one more goes.
+        let low = target_ws.expect_where("keys.packages.low", |f| f.str_at("payload.device_id") == target.id());
+        assert!(low.i64_at("payload.one_time") < 10, "{}", encode(&low));
         let counts = target.client.expect(200, target.client.get("/v1/keys/packages/count"));
         assert_eq!((counts.i64_at("devices.0.one_time"), counts.bool_at("devices.0.last_resort")), (0, true));
         // A re-upload of a claimed package does not put it back.
@@ -546,6 +550,18 @@ on_both_engines! {
         a.client.post("/v1/keys/envelopes", &json!({"envelopes": [{"target_device_id": "desktop_nobody", "channel_id": channel, "epoch": 1, "blob": b64(b"x")}]}))
             .assert_error(403, "epoch_not_eligible");
         a.client.get("/v1/keys/mailbox?after=-1").assert_error(400, "invalid_query");
+        // A device's mailbox takes 1,000 items; the sender of the next gets 507, all or nothing.
+        let batch: Vec<Json> = (0..100).map(|i| json!({"target_device_id": b.id(), "channel_id": channel, "epoch": 1, "blob": b64(format!("e{i}").as_bytes())})).collect();
+        for _ in 0..10 {
+            a.client.expect(201, a.client.post("/v1/keys/envelopes", &json!({"envelopes": batch})));
+        }
+        a.client.post("/v1/keys/envelopes", &json!({"envelopes": [batch[0]]})).assert_error(507, "mailbox_full");
+        let page = b.mailbox(0);
+        assert_eq!(page.len(), 100, "a page holds at most 100");
+        let last = page.last().unwrap().i64_at("seq");
+        let acked = b.client.expect(200, b.client.post("/v1/keys/mailbox:ack", &json!({"up_to_seq": last})));
+        assert_eq!(acked.i64_at("deleted"), 100);
+        a.client.expect(201, a.client.post("/v1/keys/envelopes", &json!({"envelopes": [batch[0]]})));
         a.client.get(&format!("/v1/channels/{channel}/commits?after_epoch=x")).assert_error(400, "invalid_query");
         // A stranger to the server learns nothing of the channel.
         let stranger = Device::sign_in(addr);
@@ -637,6 +653,9 @@ fn delivery_service_rates() {
             .post("/v1/keys/packages", &json!({"packages": packages})),
     );
     target.client.expect(201, target.client.post("/v1/keys/packages", &json!({"packages": [{"data": b64(&target.mls.last_resort_package()), "last_resort": true}]})));
+    // The target joined the server: it enters the group before anyone posts again.
+    let target_uid = target.uid.clone();
+    add_and_commit(&mut a, &channel, &[&target_uid], &[]);
     let claims = 300;
     let started = Instant::now();
     for _ in 0..claims {
@@ -747,6 +766,18 @@ on_both_engines! {
         a.client.put("/v1/keys/backup", &json!({"ciphertext": b64(b"v2"), "kdf_metadata": "k"})).assert_error(409, "backup_conflict");
         let v2 = a.client.request("PUT", "/v1/keys/backup", &[("If-Match", "1")], Some(("application/json", encode(&json!({"ciphertext": b64(b"v2"), "kdf_metadata": "k"})).as_bytes())));
         assert_eq!((v2.status, v2.json().i64_at("version")), (200, 2), "{}", v2.text());
+
+        // A kick ends b's membership: the group must rotate before anyone posts again.
+        let cases = format!("/v1/servers/{server_id}/moderation/cases");
+        let case = e.client.expect(201, e.client.post(&cases, &json!({"target_uid": b.uid, "reason_code": "abuse"})));
+        a.client.expect(201, a.client.post(&format!("{cases}/{}/actions/immediate", case.str_at("case_id")), &json!({"action_type": "kick"})));
+        let doc = epoch_doc(&a, &channel);
+        assert!(doc.bool_at("rotation_required"), "{}", encode(&doc));
+        assert!(!encode(&doc).contains(b.id()), "b is out of the authoritative set: {}", encode(&doc));
+        e.post(&channel, "before the rotation").assert_error(409, "epoch_rotation_required");
+        add_and_commit(&mut a, &channel, &[], &[b.id()]);
+        e.catch_up(&channel);
+        assert_eq!(e.post(&channel, "after the rotation").status, 201);
         assert_nothing_logged(&[&a, &b, &e], &[]);
     };
 }

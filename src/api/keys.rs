@@ -356,6 +356,11 @@ handler!(
             MlsError::WrongEpoch { message_epoch, .. } => keys_error(KeyError::EpochConflict { message_epoch, current_epoch: check.epoch }),
             other => mls_error("commit", other),
         })?;
+        if accepted.loaded_from == mls::StateSource::GroupInfo && current.as_ref().is_some_and(|c| !c.public_state.is_empty()) {
+            // The kept state did not load (an openmls upgrade, a damaged row): checked against
+            // the GroupInfo instead, which re-checks leaf lifetimes against the clock.
+            tracing::warn!(channel_id = %channel_id, "the kept public group state was not usable; the commit was checked against the GroupInfo");
+        }
         let leaves = accepted.members.iter().map(|leaf| {
             let device = String::from_utf8(leaf.identity.clone()).map_err(|_| keys_error(KeyError::InvalidMls { what: "commit", reason: "credential_not_utf8" }))?;
             Ok((device, crate::auth::encode_blob(&leaf.signature_key)))

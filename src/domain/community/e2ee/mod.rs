@@ -32,6 +32,9 @@ pub use groups::{CommitFacts, CommitOut, EpochOut, GroupCheck};
 pub use mailbox::{EnvelopeIn, MailboxPage};
 pub use packages::{ClaimedPackage, PackageCount, UploadOut};
 
+/// The epochs `lo..=hi` (`hi = None`: still in the group) of one membership span.
+type EpochRange = (u64, Option<u64>);
+
 /// A device's packages still to hand out.
 #[derive(Debug, Default)]
 struct DevicePackages {
@@ -88,7 +91,7 @@ pub struct KeyStore {
     claims: HashMap<String, ClaimEntry>,
     groups: HashMap<String, Group>,
     /// Epoch spans by (channel, uid).
-    spans: HashMap<(String, String), Vec<(u64, Option<u64>)>>,
+    spans: HashMap<(String, String), Vec<EpochRange>>,
     mailboxes: HashMap<String, Mailbox>,
     backups: HashMap<String, i64>,
     links: devices::Links,
@@ -305,3 +308,6 @@ fn member_list(members: &BTreeMap<String, BTreeSet<String>>) -> Vec<MemberDevice
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
