@@ -590,8 +590,10 @@ impl Core {
                     _ = sweep.tick() => {
                         self.count_sockets();
                         self.state().sweep(now_millis());
-                        // Evidence past its keeping time is deleted like any change: committed.
-                        let purged = self.state().purge_evidence(now_millis());
+                        // Evidence past its keeping time, and key packages and mailbox items
+                        // past theirs, are deleted like any change: committed.
+                        let mut purged = self.state().purge_evidence(now_millis());
+                        purged.extend(self.state().purge_keys(now_millis()));
                         if !purged.is_empty() {
                             let (reply, _) = oneshot::channel();
                             let outcome = Outcome {

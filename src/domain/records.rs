@@ -91,6 +91,10 @@ pub enum Record {
         device_id: String,
         up_to_seq: i64,
     },
+    /// Mailbox items that arrived at or before `before` are deleted (past their lifetime).
+    MailboxExpired {
+        before: Millis,
+    },
     /// A revoked device: its packages and mailbox are deleted.
     DevicePurged {
         device_id: String,

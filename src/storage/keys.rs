@@ -34,6 +34,7 @@ const INSERT_MAILBOX: &str = "INSERT INTO e2ee_mailbox (device_id, seq, kind, ch
      blob, sender_device_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (device_id, seq) DO NOTHING";
 const ACK_MAILBOX: &str = "DELETE FROM e2ee_mailbox WHERE device_id = $1 AND seq <= $2";
+const EXPIRE_MAILBOX: &str = "DELETE FROM e2ee_mailbox WHERE created_at <= $1";
 const PURGE_MAILBOX: &str = "DELETE FROM e2ee_mailbox WHERE device_id = $1";
 const PURGE_PACKAGES: &str = "DELETE FROM e2ee_key_packages WHERE device_id = $1";
 const UPSERT_BACKUP: &str = "INSERT INTO e2ee_backups (user_uid, version, ciphertext, \
@@ -135,6 +136,9 @@ pub(super) fn statements_for<'a>(
             ACK_MAILBOX,
             vec![device_id.into(), (*up_to_seq).into()],
         )),
+        Record::MailboxExpired { before } => {
+            out.push(Statement::new(EXPIRE_MAILBOX, vec![(*before).into()]))
+        }
         Record::DevicePurged { device_id } => {
             out.push(Statement::new(PURGE_MAILBOX, vec![device_id.into()]));
             out.push(Statement::new(PURGE_PACKAGES, vec![device_id.into()]));

@@ -564,6 +564,7 @@ fn statements_for<'a>(
         | Record::EpochSpan(_)
         | Record::MailboxItem(_)
         | Record::MailboxAcked { .. }
+        | Record::MailboxExpired { .. }
         | Record::DevicePurged { .. }
         | Record::Backup(_) => return super::keys::statements_for(record, out),
         Record::Message(_) | Record::Event(_) | Record::LastEventId { .. } => {

@@ -49,7 +49,7 @@ pub struct BackupVersion {
 
 impl Mailbox {
     /// Drops what is past its time.
-    fn expire(&mut self, now: Millis) {
+    pub(super) fn expire(&mut self, now: Millis) {
         while let Some(first) = self.items.front() {
             if first.created_at + MAILBOX_TTL_MS > now {
                 break;

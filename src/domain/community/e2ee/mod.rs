@@ -20,7 +20,7 @@ use super::Subject;
 use super::{Audience, Community, Emitted};
 use crate::domain::keys::*;
 use crate::domain::model::{Channel, Encryption, Millis};
-use crate::domain::records::Visibility;
+use crate::domain::records::{Record, Visibility};
 
 pub(super) mod devices;
 mod groups;
@@ -84,8 +84,10 @@ pub struct KeyStore {
     /// Devices that ever uploaded a key package (they take part in encrypted channels).
     enrolled: HashSet<String>,
     packages: HashMap<String, DevicePackages>,
-    /// Every stored package ref: a re-upload, even of a claimed one, is a no-op.
-    known_refs: HashSet<String>,
+    /// Every stored package ref and the end of its lifetime: a re-upload, even of a claimed
+    /// one, is a no-op; an expired package is handed out never and deleted by the sweep (it
+    /// can never be uploaded again: validation refuses expired packages).
+    known_refs: HashMap<String, Millis>,
     /// Claimed packages not yet named by a Welcome: whose they are and who claimed them (a
     /// Welcome may name only those its committer claimed).
     claims: HashMap<String, ClaimEntry>,
@@ -102,7 +104,7 @@ impl KeyStore {
         let mut k = KeyStore::default();
         for p in snapshot.packages {
             k.enrolled.insert(p.device_id.clone());
-            k.known_refs.insert(p.key_package_ref.clone());
+            k.known_refs.insert(p.key_package_ref.clone(), p.not_after);
             if p.claimed && !p.last_resort {
                 continue;
             }
@@ -178,6 +180,44 @@ impl KeyStore {
 
     pub(super) fn sweep(&mut self, now: Millis) {
         self.links.sweep(now);
+    }
+}
+
+impl Community {
+    /// What the sweep deletes of Part C, as records to commit: packages past their lifetime
+    /// (claimed or not) and mailbox items past [`MAILBOX_TTL_MS`].
+    pub fn purge_keys(&mut self, now: Millis) -> Vec<Record> {
+        let keys = &mut self.keys;
+        let expired: Vec<String> = keys
+            .known_refs
+            .iter()
+            .filter(|(_, not_after)| **not_after <= now)
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut records = Vec::new();
+        for r in expired {
+            keys.known_refs.remove(&r);
+            keys.claims.remove(&r);
+            for device in keys.packages.values_mut() {
+                device.one_time.retain(|x| *x != r);
+                if device.last_resort.as_deref() == Some(r.as_str()) {
+                    device.last_resort = None;
+                }
+            }
+            records.push(Record::KeyPackageDeleted { key_package_ref: r });
+        }
+        let mut any_expired = false;
+        for mailbox in keys.mailboxes.values_mut() {
+            let before = mailbox.items.len();
+            mailbox.expire(now);
+            any_expired |= mailbox.items.len() != before;
+        }
+        if any_expired {
+            records.push(Record::MailboxExpired {
+                before: now - MAILBOX_TTL_MS,
+            });
+        }
+        records
     }
 }
 

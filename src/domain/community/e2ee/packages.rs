@@ -78,7 +78,7 @@ impl Community {
             if p.device_id != actor.device_id {
                 return Err(DomainError::Keys(KeyError::NotYourDevice));
             }
-            if !self.keys.known_refs.contains(&p.key_package_ref)
+            if !self.keys.known_refs.contains_key(&p.key_package_ref)
                 && !fresh.iter().any(|f| f.key_package_ref == p.key_package_ref)
             {
                 fresh.push(p);
@@ -104,7 +104,9 @@ impl Community {
             .entry(actor.device_id.clone())
             .or_default();
         for (i, p) in fresh.into_iter().enumerate() {
-            self.keys.known_refs.insert(p.key_package_ref.clone());
+            self.keys
+                .known_refs
+                .insert(p.key_package_ref.clone(), p.not_after);
             if p.last_resort {
                 if Some(i) != last_resort {
                     continue;
@@ -166,15 +168,26 @@ impl Community {
                 .collect();
             devices.sort_unstable();
             for device_id in devices {
-                let Some(packages) = self.keys.packages.get_mut(&device_id) else {
+                let keys = &mut self.keys;
+                let Some(packages) = keys.packages.get_mut(&device_id) else {
                     continue;
                 };
-                let (key_package_ref, last_resort) = match packages.one_time.pop_front() {
-                    Some(r) => (r, false),
-                    None => match &packages.last_resort {
-                        Some(r) => (r.clone(), true),
-                        None => continue,
-                    },
+                // Expired packages are passed over (the sweep deletes them).
+                let mut one_time = None;
+                while let Some(r) = packages.one_time.pop_front() {
+                    if keys.known_refs.get(&r).is_some_and(|&end| end > now) {
+                        one_time = Some(r);
+                        break;
+                    }
+                }
+                let last = packages
+                    .last_resort
+                    .clone()
+                    .filter(|r| keys.known_refs.get(r).is_some_and(|&end| end > now));
+                let (key_package_ref, last_resort) = match (one_time, last) {
+                    (Some(r), _) => (r, false),
+                    (None, Some(r)) => (r, true),
+                    (None, None) => continue,
                 };
                 let remaining = packages.one_time.len();
                 let claim = Claim {

@@ -368,3 +368,45 @@ fn an_encrypted_message_reaches_only_the_users_of_its_epoch() {
     );
     assert!(c.post_message(&a, &channel, envelope(&a, 3), 19).is_ok());
 }
+
+#[test]
+fn expired_packages_are_never_handed_out_and_the_sweep_deletes_them_and_old_mail() {
+    let mut c = community(HistoryVisibility::Joined);
+    let channel = setup(&mut c);
+    let a = actor("uid_owner");
+    // The fixtures' packages live until 1,000,000: at that time none is handed out.
+    assert!(
+        c.claim_packages(&a, &["uid_b".to_owned()], 1_000_000)
+            .unwrap()
+            .value
+            .is_empty()
+    );
+    let purged = c.purge_keys(1_000_000);
+    let deleted = purged
+        .iter()
+        .filter(|r| matches!(r, Record::KeyPackageDeleted { .. }))
+        .count();
+    assert_eq!(
+        deleted, 6,
+        "both devices' two one-time and one last-resort packages"
+    );
+    assert!(c.purge_keys(1_000_000).is_empty(), "once");
+    // Mail past 30 days goes too, in memory and in storage.
+    let mut records = Vec::new();
+    c.mailbox_push(
+        "dev_uid_b",
+        MailboxKind::Envelope,
+        &channel,
+        1,
+        "blob",
+        "dev_uid_owner",
+        10,
+        &mut records,
+    );
+    assert!(c.purge_keys(10 + MAILBOX_TTL_MS - 1).is_empty());
+    assert_eq!(
+        c.purge_keys(10 + MAILBOX_TTL_MS),
+        vec![Record::MailboxExpired { before: 10 }]
+    );
+    assert_eq!(c.keys.mailboxes["dev_uid_b"].items.len(), 0);
+}
