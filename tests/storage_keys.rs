@@ -152,6 +152,7 @@ fn every_key_record_round_trips(h: StorageHarness) {
             KeyPackageIndex {
                 key_package_ref: "lr1".to_owned(),
                 device_id: "dev_b".to_owned(),
+                user_uid: "uid_a".to_owned(),
                 last_resort: true,
                 not_after: t + 1000,
                 claimed: false,
@@ -159,6 +160,7 @@ fn every_key_record_round_trips(h: StorageHarness) {
             KeyPackageIndex {
                 key_package_ref: "r1".to_owned(),
                 device_id: "dev_b".to_owned(),
+                user_uid: "uid_a".to_owned(),
                 last_resort: false,
                 not_after: t + 1000,
                 claimed: true,
@@ -166,6 +168,7 @@ fn every_key_record_round_trips(h: StorageHarness) {
             KeyPackageIndex {
                 key_package_ref: "r2".to_owned(),
                 device_id: "dev_b".to_owned(),
+                user_uid: "uid_a".to_owned(),
                 last_resort: false,
                 not_after: t + 1000,
                 claimed: false,

@@ -65,6 +65,7 @@ pub struct KeyPackageRow {
 pub struct KeyPackageIndex {
     pub key_package_ref: String,
     pub device_id: String,
+    pub user_uid: String,
     pub last_resort: bool,
     pub not_after: Millis,
     pub claimed: bool,

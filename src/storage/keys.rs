@@ -176,7 +176,7 @@ fn epoch(row: &impl SqlRow, index: usize, what: &str) -> Result<u64, StorageErro
 }
 
 const SELECT_PACKAGES: &str = "SELECT key_package_ref, device_id, last_resort, not_after, \
-     claimed_at IS NOT NULL FROM e2ee_key_packages ORDER BY key_package_ref";
+     claimed_at IS NOT NULL, user_uid FROM e2ee_key_packages ORDER BY key_package_ref";
 const SELECT_CLAIMS: &str = "SELECT key_package_ref, device_id, claimer_device_id \
      FROM e2ee_claims WHERE claimed_at > $1 ORDER BY claim_id";
 const SELECT_GROUPS: &str = "SELECT channel_id, epoch, group_info, public_state, updated_at \
@@ -204,6 +204,7 @@ pub(super) async fn load_snapshot<C: SqlConn>(
             last_resort: row.boolean(2)?,
             not_after: row.int(3)?,
             claimed: row.boolean(4)?,
+            user_uid: row.text(5)?,
         })
     })
     .await?;

@@ -412,10 +412,16 @@ impl Community {
     pub(super) fn members_with(&self, server_id: &str, roles: &[Role]) -> Vec<String> {
         let mut uids: Vec<String> = self
             .roster
-            .memberships
-            .values()
-            .filter(|m| m.server_id == server_id && m.is_current() && roles.contains(&m.role))
-            .map(|m| m.user_uid.to_string())
+            .server_users
+            .get(server_id)
+            .into_iter()
+            .flatten()
+            .filter(|uid| {
+                self.roster
+                    .current_role(server_id, uid)
+                    .is_some_and(|role| roles.contains(&role))
+            })
+            .map(|uid| uid.to_string())
             .collect();
         uids.sort_unstable();
         uids

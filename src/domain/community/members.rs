@@ -17,6 +17,9 @@ pub struct Roster {
     pub(super) memberships: HashMap<(ServerId, UserUid), Membership>,
     /// uid → servers it has a membership row in (current or past).
     pub(super) user_servers: HashMap<UserUid, HashSet<ServerId>>,
+    /// server → uids with a membership row in it (current or past): who a server's audience
+    /// is drawn from without walking every membership of the instance.
+    pub(super) server_users: HashMap<ServerId, HashSet<UserUid>>,
     /// Open realtime sockets per (server, uid), for member status.
     pub(super) online: HashMap<(ServerId, UserUid), u32>,
 }
@@ -27,6 +30,10 @@ impl Roster {
             .entry(m.user_uid.clone())
             .or_default()
             .insert(m.server_id.clone());
+        self.server_users
+            .entry(m.server_id.clone())
+            .or_default()
+            .insert(m.user_uid.clone());
         self.memberships
             .insert((m.server_id.clone(), m.user_uid.clone()), m);
     }
@@ -51,6 +58,9 @@ impl Roster {
                 self.memberships.remove(&key);
                 if let Some(set) = self.user_servers.get_mut(uid) {
                     set.remove(server_id);
+                }
+                if let Some(set) = self.server_users.get_mut(server_id) {
+                    set.remove(uid);
                 }
             }
         }

@@ -145,7 +145,9 @@ impl Community {
             }
         }
         self.tickets.void_device(&actor.user_uid, device_id, now);
-        self.keys.enrolled.remove(device_id);
+        if let Some(devices) = self.keys.enrolled.get_mut(actor.user_uid.as_str()) {
+            devices.remove(device_id);
+        }
         self.keys.packages.remove(device_id);
         self.keys.mailboxes.remove(device_id);
         records.push(Record::DevicePurged {

@@ -82,7 +82,8 @@ struct Mailbox {
 #[derive(Debug, Default)]
 pub struct KeyStore {
     /// Devices that ever uploaded a key package (they take part in encrypted channels).
-    enrolled: HashSet<String>,
+    /// by uid: the devices that ever uploaded a package (revoked ones leave).
+    enrolled: HashMap<String, BTreeSet<String>>,
     packages: HashMap<String, DevicePackages>,
     /// Every stored package ref and the end of its lifetime: a re-upload, even of a claimed
     /// one, is a no-op; an expired package is handed out never and deleted by the sweep (it
@@ -103,7 +104,10 @@ impl KeyStore {
     pub fn new(snapshot: KeysSnapshot) -> KeyStore {
         let mut k = KeyStore::default();
         for p in snapshot.packages {
-            k.enrolled.insert(p.device_id.clone());
+            k.enrolled
+                .entry(p.user_uid.clone())
+                .or_default()
+                .insert(p.device_id.clone());
             k.known_refs.insert(p.key_package_ref.clone(), p.not_after);
             if p.claimed && !p.last_resort {
                 continue;
@@ -287,20 +291,29 @@ impl Community {
     /// The authoritative member set of an encrypted channel: the enrolled, active devices of
     /// every user who may read it now, by uid (users with no such device are left out).
     pub(super) fn expected_members(&self, channel: &Channel) -> BTreeMap<String, BTreeSet<String>> {
-        let readers: HashSet<String> = self.channel_readers(channel).into_iter().collect();
         let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for device in self.sessions.devices.values() {
-            if device.revoked_at.is_none()
-                && self.keys.enrolled.contains(&device.device_id)
-                && readers.contains(device.user_uid.as_str())
-            {
-                members
-                    .entry(device.user_uid.to_string())
-                    .or_default()
-                    .insert(device.device_id.clone());
+        for uid in self.channel_readers(channel) {
+            let devices: BTreeSet<String> = self.enrolled_devices(&uid).cloned().collect();
+            if !devices.is_empty() {
+                members.insert(uid, devices);
             }
         }
         members
+    }
+
+    /// The enrolled, active devices of `uid`.
+    pub(super) fn enrolled_devices<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a String> {
+        self.keys
+            .enrolled
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter(move |d| {
+                self.sessions
+                    .devices
+                    .get(d.as_str())
+                    .is_some_and(|d| d.revoked_at.is_none() && d.user_uid == uid)
+            })
     }
 
     /// Events for one user wherever it is a member (its sockets are per server): private,

@@ -97,7 +97,11 @@ impl Community {
         let last_resort = fresh.iter().rposition(|p| p.last_resort);
         let mut records = Vec::new();
         let accepted = fresh.len();
-        self.keys.enrolled.insert(actor.device_id.clone());
+        self.keys
+            .enrolled
+            .entry(actor.user_uid.to_string())
+            .or_default()
+            .insert(actor.device_id.clone());
         let device = self
             .keys
             .packages
@@ -155,18 +159,8 @@ impl Community {
             if !self.shares_a_server(&actor.user_uid, uid) {
                 continue;
             }
-            let mut devices: Vec<String> = self
-                .sessions
-                .devices
-                .values()
-                .filter(|d| {
-                    d.user_uid == uid
-                        && d.revoked_at.is_none()
-                        && self.keys.enrolled.contains(&d.device_id)
-                })
-                .map(|d| d.device_id.clone())
-                .collect();
-            devices.sort_unstable();
+            // Sorted: the index is a BTreeSet.
+            let devices: Vec<String> = self.enrolled_devices(uid).cloned().collect();
             for device_id in devices {
                 let keys = &mut self.keys;
                 let Some(packages) = keys.packages.get_mut(&device_id) else {
