@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod json;
+pub mod logging;
 pub mod mls;
 pub mod realtime;
 pub mod rtc;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use openchatd::build_info;
-use openchatd::config::{self, AuthMode, Config, LogFormat};
+use openchatd::config::{self, AuthMode, Config};
 use openchatd::server::Server;
 
 #[global_allocator]
@@ -34,7 +34,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&config) {
+    if let Err(e) =
+        openchatd::logging::install(&config.log_filter, config.log_format, std::io::stderr, true)
+    {
         eprintln!(
             "openchatd: configuration error: OPENCHAT_LOG: invalid filter {:?}: {e}; expected a tracing filter such as `info` or `openchatd=debug,info`",
             config.log_filter
@@ -88,38 +90,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Dependencies that print secrets below a level, and the most they may log whatever
-/// `OPENCHAT_LOG` says: tungstenite prints every WebSocket message at `trace` (join tickets,
-/// SDP with ICE passwords and DTLS fingerprints), the ICE agent (`is`) prints ICE credentials
-/// at `debug`.
-const SECRET_BEARING_LOG_TARGETS: &[(&str, tracing::Level)] = &[
-    ("tungstenite", tracing::Level::DEBUG),
-    ("is", tracing::Level::INFO),
-];
-
-fn init_logging(config: &Config) -> Result<(), tracing_subscriber::filter::ParseError> {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::{FilterExt, Targets};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)?;
-    let caps = Targets::new()
-        .with_default(tracing::Level::TRACE)
-        .with_targets(SECRET_BEARING_LOG_TARGETS.iter().copied());
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match config.log_format {
-        LogFormat::Json => layer.json().boxed(),
-        LogFormat::Text => layer.boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(caps)))
-        .init();
-    std::panic::set_hook(Box::new(|info| {
-        tracing::error!(panic = %info, "panic");
-    }));
-    Ok(())
 }
 
 /// Every realtime socket is a descriptor; the usual soft limit (1024) would cap an instance at
