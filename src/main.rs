@@ -61,11 +61,18 @@ fn main() -> ExitCode {
         );
     }
     raise_descriptor_limit();
+    let memlock = raise_memlock_limit();
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("start failed: {e:#}");
             eprintln!("openchatd: start failed: {e:#}");
+            if let Some(limit) = memlock.filter(|l| *l < MEMLOCK_WANTED) {
+                eprintln!(
+                    "openchatd: the locked-memory limit is {} KiB; io_uring (one ring per shard) needs more. Raise it: `ulimit -l unlimited`, Docker `--ulimit memlock=-1`, systemd `LimitMEMLOCK=infinity`, or on Kubernetes a node/runtime default (containerd `LimitMEMLOCK`)",
+                    limit / 1024
+                );
+            }
             return ExitCode::from(1);
         }
     };
@@ -90,6 +97,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Locked memory below which io_uring rings of several shards may fail to start (the old
+/// default soft limit, 64 KiB, always fails; 8 MiB does for a few shards).
+const MEMLOCK_WANTED: u64 = 512 * 1024 * 1024;
+
+/// io_uring's rings and registered buffers count against locked memory: raise the soft limit
+/// to the hard one, and say so when even that is low. Returns the limit now in force
+/// (`None`: unlimited or unreadable).
+fn raise_memlock_limit() -> Option<u64> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).ok()?;
+    let now = if soft < hard && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() {
+        tracing::debug!(from = soft, to = hard, "raised the locked-memory limit");
+        hard
+    } else {
+        soft
+    };
+    if now == RLIM_INFINITY {
+        return None;
+    }
+    if now < MEMLOCK_WANTED {
+        tracing::warn!(
+            limit_kib = now / 1024,
+            "the locked-memory limit is low for io_uring; if the shards fail to start, raise it (ulimit -l unlimited, Docker --ulimit memlock=-1, systemd LimitMEMLOCK=infinity)"
+        );
+    }
+    Some(now)
 }
 
 /// Every realtime socket is a descriptor; the usual soft limit (1024) would cap an instance at
