@@ -217,10 +217,11 @@ impl Community {
                 return Err(DomainError::Keys(KeyError::WelcomeNotClaimed));
             }
         }
-        let mut joining: Vec<&String> = new_devices.into_iter().collect();
-        joining.retain(|d| **d != actor.device_id || group.group_info.is_some());
-        if joining.iter().any(|d| !welcomed.contains_key(*d))
-            || (!joining.is_empty() && facts.welcome.is_none())
+        // Every device new to the group is welcomed but the committer's own leaf (new only in
+        // the first commit, where the creator's genesis leaf enters the DS's view).
+        if new_devices
+            .iter()
+            .any(|d| **d != actor.device_id && !welcomed.contains_key(*d))
         {
             return Err(DomainError::Keys(KeyError::WelcomeNotClaimed));
         }
