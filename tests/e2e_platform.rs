@@ -328,6 +328,13 @@ on_both_engines! {
         assert_eq!(metrics.status, 200);
         let text = metrics.text();
         assert!(text.contains("openchat_shards_unresponsive 0"), "{text}");
+        let gauge = |name: &str| -> u64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(gauge("openchat_process_resident_memory_bytes") > 1 << 20, "{text}");
+        assert!(gauge("openchat_process_open_fds") > 2, "a listener and the scrape's connection at least: {text}");
+        assert_eq!(gauge("openchat_authority_queue_depth"), 0, "nothing waits while idle: {text}");
         for shard in 0..2 {
             let line = text
                 .lines()

@@ -114,18 +114,31 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
     Box::pin(async move {
         let shards = ctx.shard.collect_stats().await;
         let storage = ctx.app.storage.stats();
+        let process = Process {
+            authority_queue: ctx.app.authority.queue_depth() as u64,
+            resident_bytes: crate::runtime::process::resident_bytes(),
+            open_fds: crate::runtime::process::open_fds(),
+        };
         Ok(Response::bytes(
             200,
             prometheus_text::CONTENT_TYPE,
-            exposition(shards, storage),
+            exposition(shards, storage, process),
         ))
     })
 }
 
 /// The exposition text of one scrape.
-fn exposition(shards: Vec<(usize, Option<ShardStatsSnapshot>)>, storage: StorageStats) -> String {
+fn exposition(
+    shards: Vec<(usize, Option<ShardStatsSnapshot>)>,
+    storage: StorageStats,
+    process: Process,
+) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { shards, storage }));
+    registry.register_collector(Box::new(Scrape {
+        shards,
+        storage,
+        process,
+    }));
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail, and every value here is an integer or a known label.
     let _ = prometheus_text::encode(&mut out, &registry);
@@ -138,6 +151,15 @@ fn exposition(shards: Vec<(usize, Option<ShardStatsSnapshot>)>, storage: Storage
 struct Scrape {
     shards: Vec<(usize, Option<ShardStatsSnapshot>)>,
     storage: StorageStats,
+    process: Process,
+}
+
+/// The process-wide gauges of one scrape (`None`: the kernel did not say).
+#[derive(Debug)]
+struct Process {
+    authority_queue: u64,
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
 }
 
 impl Collector for Scrape {
@@ -192,6 +214,37 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?)?;
         }
+        let gauges = [
+            (
+                "openchat_storage_largest_batch",
+                "Writes in the largest group commit so far.",
+                Some(self.storage.largest_batch),
+            ),
+            (
+                "openchat_authority_queue_depth",
+                "Commands and reads waiting for the authority thread.",
+                Some(self.process.authority_queue),
+            ),
+            (
+                "openchat_process_resident_memory_bytes",
+                "Resident memory of the process.",
+                self.process.resident_bytes,
+            ),
+            (
+                "openchat_process_open_fds",
+                "Open file descriptors of the process (connections, sockets, files).",
+                self.process.open_fds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
         Ok(())
     }
 }
@@ -225,7 +278,12 @@ mod tests {
             writes_committed: 13,
             largest_batch: 99,
         };
-        let text = exposition(vec![(0, Some(shard0)), (1, None)], storage);
+        let process = Process {
+            authority_queue: 14,
+            resident_bytes: Some(15),
+            open_fds: None,
+        };
+        let text = exposition(vec![(0, Some(shard0)), (1, None)], storage, process);
         let mut expected = format!(
             "# HELP openchat_build_info Build metadata of this binary.\n\
              # TYPE openchat_build_info gauge\n\
@@ -325,7 +383,16 @@ mod tests {
                      openchat_storage_write_batches_total 12\n\
                      # HELP openchat_storage_writes_committed_total Writes acknowledged after commit.\n\
                      # TYPE openchat_storage_writes_committed_total counter\n\
-                     openchat_storage_writes_committed_total 13\n";
+                     openchat_storage_writes_committed_total 13\n\
+                     # HELP openchat_storage_largest_batch Writes in the largest group commit so far.\n\
+                     # TYPE openchat_storage_largest_batch gauge\n\
+                     openchat_storage_largest_batch 99\n\
+                     # HELP openchat_authority_queue_depth Commands and reads waiting for the authority thread.\n\
+                     # TYPE openchat_authority_queue_depth gauge\n\
+                     openchat_authority_queue_depth 14\n\
+                     # HELP openchat_process_resident_memory_bytes Resident memory of the process.\n\
+                     # TYPE openchat_process_resident_memory_bytes gauge\n\
+                     openchat_process_resident_memory_bytes 15\n";
         assert_eq!(text, expected);
     }
 

@@ -440,6 +440,11 @@ impl Authority {
         self.sockets.record(server_id, uid, 1);
     }
 
+    /// Commands (and reads) waiting for the authority thread now, for `/metrics`.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
     pub fn socket_closed(&self, server_id: String, uid: String) {
         self.sockets.record(server_id, uid, -1);
     }

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod listener;
 pub mod media;
 pub mod mesh;
+pub mod process;
 pub mod service;
 pub mod shard;
 pub mod shutdown;
