@@ -318,16 +318,6 @@ handler!(
                 channel_id: channel_id.to_string(), epoch: *epoch, commit_id: commit_id.clone(),
             });
         }
-        if check.epoch > 0 {
-            // An older accepted commit again (its answer was lost while others committed):
-            // its answer, so its sender merges it instead of discarding it.
-            let found = ctx.app.storage.keys(KeysQuery::CommitByHash { channel_id: channel_id.to_string(), commit_hash: commit_hash.clone() }).await?;
-            if let KeysAnswer::Commits(rows) = found && let Some(row) = rows.into_iter().next() {
-                return json(201, &crate::domain::community::e2ee::CommitOut {
-                    channel_id: channel_id.to_string(), epoch: row.epoch, commit_id: row.commit_id,
-                });
-            }
-        }
         let welcome = body.welcome.as_deref().map(|w| blob(w, MAX_MLS_CHARS)).transpose()?;
         let group_info = blob(&body.group_info, MAX_MLS_CHARS)?;
         let current = match &check.group_info {
@@ -343,7 +333,7 @@ handler!(
             (None, None) => return Err(keys_error(KeyError::GenesisRequired)),
             (Some(_), _) => None,
         };
-        let accepted = mls::check_commit(
+        let checked = mls::check_commit(
             channel_id.as_bytes(),
             current.as_ref(),
             genesis.as_deref(),
@@ -351,11 +341,28 @@ handler!(
             welcome.as_deref(),
             &group_info,
             now_secs(),
-        ).map_err(|e| match e {
-            // Validated against the epoch read just now: the caller's commit is for another.
-            MlsError::WrongEpoch { message_epoch, .. } => keys_error(KeyError::EpochConflict { message_epoch, current_epoch: check.epoch }),
-            other => mls_error("commit", other),
-        })?;
+        );
+        let accepted = match checked {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // A refused bundle may be an older accepted commit sent again (its answer was
+                // lost while others committed): its answer, so its sender merges it instead of
+                // discarding it. Looked up only here, off the path of new commits.
+                if check.epoch > 0 {
+                    let found = ctx.app.storage.keys(KeysQuery::CommitByHash { channel_id: channel_id.to_string(), commit_hash }).await?;
+                    if let KeysAnswer::Commits(rows) = found && let Some(row) = rows.into_iter().next() {
+                        return json(201, &crate::domain::community::e2ee::CommitOut {
+                            channel_id: channel_id.to_string(), epoch: row.epoch, commit_id: row.commit_id,
+                        });
+                    }
+                }
+                return Err(match e {
+                    // Validated against the epoch read just now: the caller's commit is for another.
+                    MlsError::WrongEpoch { message_epoch, .. } => keys_error(KeyError::EpochConflict { message_epoch, current_epoch: check.epoch }),
+                    other => mls_error("commit", other),
+                });
+            }
+        };
         if accepted.loaded_from == mls::StateSource::GroupInfo && current.as_ref().is_some_and(|c| !c.public_state.is_empty()) {
             // The kept state did not load (an openmls upgrade, a damaged row): checked against
             // the GroupInfo instead, which re-checks leaf lifetimes against the clock.

@@ -309,7 +309,7 @@ pub enum KeysAnswer {
 }
 
 const SELECT_PACKAGE_DATA: &str =
-    "SELECT key_package_ref, data FROM e2ee_key_packages WHERE key_package_ref = $1";
+    "SELECT key_package_ref, data FROM e2ee_key_packages WHERE key_package_ref";
 const SELECT_MAILBOX: &str = "SELECT device_id, seq, kind, channel_id, epoch, blob, \
      sender_device_id, created_at FROM e2ee_mailbox WHERE device_id = $1 AND seq > $2 \
      AND created_at > $3 ORDER BY seq LIMIT $4";
@@ -328,16 +328,25 @@ pub(super) async fn read<C: SqlConn>(
 ) -> Result<KeysAnswer, StorageError> {
     let limit_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     Ok(match query {
+        KeysQuery::Packages(refs) if refs.is_empty() => KeysAnswer::Packages(Vec::new()),
         KeysQuery::Packages(refs) => {
-            let mut out = Vec::with_capacity(refs.len());
-            for r in refs {
-                let mut rows = fetch(conn, SELECT_PACKAGE_DATA, vec![r.into()], |row| {
-                    Ok((row.text(0)?, row.text(1)?))
-                })
-                .await?;
-                out.append(&mut rows);
-            }
-            KeysAnswer::Packages(out)
+            // One statement for the claim's refs (a claim names at most MAX_CLAIM_USERS users'
+            // active devices), in the order asked.
+            let mut statement = Statement::dynamic(String::new(), Vec::new());
+            let placeholders: Vec<String> =
+                refs.iter().map(|r| statement.push(r.as_str())).collect();
+            statement.sql =
+                format!("{SELECT_PACKAGE_DATA} IN ({})", placeholders.join(", ")).into();
+            let rows = conn.fetch_all(&statement).await?;
+            let mut found: std::collections::HashMap<String, String> = rows
+                .iter()
+                .map(|row| Ok((row.text(0)?, row.text(1)?)))
+                .collect::<Result<_, StorageError>>()?;
+            KeysAnswer::Packages(
+                refs.iter()
+                    .filter_map(|r| found.remove(r).map(|data| (r.clone(), data)))
+                    .collect(),
+            )
         }
         KeysQuery::Mailbox {
             device_id,
