@@ -9,7 +9,8 @@
 //!   (which shard owns what), [`json`] (the one way JSON from the network is parsed), [`config`]
 //!   (every `OPENCHAT_*` variable), [`rtc`] (join tickets, TURN credentials, voice rooms, the
 //!   addresses media candidates carry), [`sfu`] (the str0m SFU along its run loop: route,
-//!   connection, negotiation, track assignment, forwarding), [`build_info`], [`clock`] (the OS clock, for drivers);
+//!   connection, negotiation, track assignment, forwarding), [`build_info`], [`clock`] (the OS clock, for drivers), [`histogram`]
+//!   (fixed-bucket histograms for `/metrics`);
 //! - drivers, which own executors, sockets and threads: [`runtime`] (glommio shards, mesh,
 //!   listeners, connection driver, the per-shard realtime hub, voice and the UDP media
 //!   driver; it serves any `runtime::Service` and imports no endpoint), [`authority`] (the
@@ -26,6 +27,7 @@ pub mod build_info;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod histogram;
 pub mod http;
 pub mod json;
 pub mod logging;

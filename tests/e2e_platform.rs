@@ -345,6 +345,54 @@ on_both_engines! {
         }
     };
 
+    metrics_count_routes_statuses_commits_and_socket_closes => |engine| {
+        let server = start_with(engine, &[("OPENCHAT_AUTH_MODE", "headers")], test_routes);
+        for _ in 0..5 {
+            assert_eq!(get(server.addr, "/healthz").status, 200);
+        }
+        assert_eq!(get(server.addr, "/v1/nope").status, 404);
+        assert_eq!(get(server.addr, "/v1/servers").status, 200);
+        // A write: a new server.
+        let mut conn = Conn::open(server.addr);
+        conn.send(b"POST /v1/servers HTTP/1.1\r\nHost: a\r\nX-OpenChat-User-UID: uid_metrics\r\nX-OpenChat-Device-ID: dev_metrics\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n{\"display_name\":\"Books\"}");
+        let created = conn.read_reply().unwrap();
+        assert_eq!(created.status, 201, "{}", created.text());
+        // A realtime socket the client closes.
+        let mut ws = ws_client(server.addr, "/test/realtime");
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let text = get(server.addr, "/metrics").text();
+            if text.contains("openchat_realtime_socket_closes_total{reason=\"peer_closed\"} 1\n") || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let value = |series: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series}:\n{text}"))
+        };
+        assert!(value("openchat_http_responses_total{route=\"probe\",status=\"2xx\"}") >= 5, "{text}");
+        assert_eq!(value("openchat_http_responses_total{route=\"other\",status=\"4xx\"}"), 1, "{text}");
+        assert_eq!(value("openchat_http_responses_total{route=\"servers\",status=\"2xx\"}"), 2, "{text}");
+        assert_eq!(value("openchat_http_request_duration_seconds_count{route=\"servers\"}"), 2, "{text}");
+        // The upgrade counts as a 1xx of its class (the test endpoint is outside /v1: other).
+        assert_eq!(value("openchat_http_responses_total{route=\"other\",status=\"1xx\"}"), 1, "{text}");
+        assert_eq!(value("openchat_realtime_socket_closes_total{reason=\"peer_closed\"}"), 1, "{text}");
+        // The create committed: the writer timed its batches, and the pool is there.
+        let commits = value("openchat_storage_commit_duration_seconds_count");
+        assert!(commits >= 1, "{text}");
+        assert_eq!(value("openchat_storage_commit_duration_seconds_bucket{le=\"+Inf\"}"), commits);
+        assert_eq!(value("openchat_storage_writes_failed_total"), 0, "{text}");
+        assert!(value("openchat_storage_pool_max_connections") >= 1, "{text}");
+        let pool = value("openchat_storage_pool_connections{state=\"busy\"}")
+            + value("openchat_storage_pool_connections{state=\"idle\"}");
+        assert!(pool >= 1 && pool <= value("openchat_storage_pool_max_connections"), "{text}");
+    };
+
     a_panicking_handler_does_not_take_the_shard_down => |engine| {
         let server = start_with(engine, &[], test_routes);
         for _ in 0..10 {
@@ -639,6 +687,12 @@ fn a_slow_consumer_is_dropped_while_others_keep_receiving() {
         }
     }
     assert!(received < FRAMES, "{received}");
+    // The operator sees the drop on /metrics as a slow consumer.
+    let text = get(server.addr, "/metrics").text();
+    assert!(
+        text.contains("openchat_realtime_socket_closes_total{reason=\"slow_consumer\"} 1\n"),
+        "{text}"
+    );
 
     // And the server goes on serving.
     let mut ws = ws_client(server.addr, "/test/realtime-small");

@@ -699,3 +699,53 @@ fn a_kick_and_a_voted_ban_stop_the_target_s_media_reaching_the_others() {
     );
     assert_eq!(again.status, 403, "{}", again.text());
 }
+
+/// The operator's view of call quality: after a call of more than one stats interval, the
+/// SFU's peer connections have reported their loss and round-trip time on `/metrics`, with the
+/// rooms and datagrams counted (loopback loses nothing).
+#[test]
+fn a_call_reports_its_quality_on_metrics() {
+    let (server, _owner) = moderated_voice_server();
+    let (_alice, _bob, mut a, mut b, mic) = a_call_with_a_speaker(&server);
+    let scrape = || Client::anonymous(server.addr).get("/metrics").text();
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    // str0m reports every STATS_INTERVAL (5 s) per connection: talk until both connections
+    // have reported, for at most 15 s.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        speak(&mut [&mut a, &mut b], mic, 25);
+        let text = scrape();
+        let reported = count(&text, "openchat_media_loss_ratio_count{direction=\"in\"}") > 0
+            && count(&text, "openchat_media_loss_ratio_count{direction=\"out\"}") > 0;
+        if reported || std::time::Instant::now() > until {
+            break text;
+        }
+    };
+    for direction in ["in", "out"] {
+        let reports = count(
+            &text,
+            &format!("openchat_media_loss_ratio_count{{direction=\"{direction}\"}}"),
+        );
+        assert!(reports > 0, "no {direction} loss reports:\n{text}");
+        let lossless = count(
+            &text,
+            &format!("openchat_media_loss_ratio_bucket{{direction=\"{direction}\",le=\"0.01\"}}"),
+        );
+        assert_eq!(lossless, reports, "loopback loses under 1 %:\n{text}");
+    }
+    let rtts = count(&text, "openchat_media_rtt_seconds_count");
+    assert!(rtts > 0, "no round-trip time reported:\n{text}");
+    assert_eq!(
+        count(&text, "openchat_media_rtt_seconds_bucket{le=\"0.1\"}"),
+        rtts,
+        "loopback round trips are under 100 ms:\n{text}"
+    );
+    assert_eq!(metric_sum(&text, "openchat_voice_rooms"), 1, "{text}");
+    assert!(metric_sum(&text, "openchat_media_datagrams_received_total") > 100, "{text}");
+    assert!(metric_sum(&text, "openchat_media_datagrams_sent_total") > 100, "{text}");
+}

@@ -18,6 +18,7 @@ pub mod moderation;
 pub mod privacy;
 pub mod profiles;
 pub mod realtime;
+pub mod route_class;
 pub mod rtc;
 pub mod servers;
 pub mod service;

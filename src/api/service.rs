@@ -4,12 +4,19 @@
 
 use std::future::Future;
 
+use super::route_class::RouteClass;
 use super::{ApiError, App, Shard};
 use crate::http::{Request, Response};
 use crate::runtime::service::{BodyPlan, Service, SessionFn};
 use crate::runtime::upload::Upload;
 
 impl Service for App {
+    const ROUTE_CLASSES: &'static [&'static str] = &RouteClass::LABELS;
+
+    fn route_class(&self, request: &Request) -> usize {
+        RouteClass::of(request.path()) as usize
+    }
+
     fn plan_body(
         &self,
         shard: &Shard,

@@ -172,6 +172,7 @@ async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option
                         else {
                             unreachable!("an upload is in flight");
                         };
+                        let started = Instant::now();
                         let (response, healthy) = match spool.finish().await {
                             // The form and its temp files are dropped once answered.
                             Ok(upload) => respond(&shard, &request, Some(&upload)).await,
@@ -184,7 +185,7 @@ async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option
                             &mut out,
                             &mut answered,
                             &request,
-                            response,
+                            (response, started),
                             healthy,
                         )
                         .await
@@ -210,7 +211,8 @@ async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option
                 Ok(Some(Polled::Request(request))) => {
                     clock.finished();
                     if let Some(session) = shard.app.websocket(&request) {
-                        shard.stats.count_request();
+                        let class = shard.app.route_class(&request);
+                        shard.stats.count_request(class, 101, None);
                         let protocol = shard.app.subprotocol(&request);
                         let Some(accept) = websocket::handshake_response(&request, protocol) else {
                             next = Next::LingerAndClose;
@@ -231,6 +233,7 @@ async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option
                             io: websocket::Session::new(stream, buf),
                         });
                     }
+                    let started = Instant::now();
                     let (response, healthy) = respond(&shard, &request, None).await;
                     // An in-memory body's share of the budget comes back once it is answered.
                     in_flight = None;
@@ -240,7 +243,7 @@ async fn drive<S: Service>(mut stream: TcpStream, shard: Rc<Shard<S>>) -> Option
                         &mut out,
                         &mut answered,
                         &request,
-                        response,
+                        (response, started),
                         healthy,
                     )
                     .await
@@ -376,10 +379,10 @@ async fn pipeline<S: Service>(
     out: &mut Vec<u8>,
     answered: &mut usize,
     request: &Request,
-    response: Response,
+    answer: (Response, Instant),
     healthy: bool,
 ) -> Emitted {
-    let emitted = emit(shard, stream, out, request, response, healthy).await;
+    let emitted = emit(shard, stream, out, request, answer, healthy).await;
     if let Emitted::KeepAlive { flushed } = emitted {
         *answered = if flushed { 0 } else { *answered + 1 };
         if *answered >= MAX_PIPELINE_DEPTH || out.len() >= OUT_FLUSH_BYTES {
@@ -400,13 +403,17 @@ async fn emit<S: Service>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     request: &Request,
-    response: Response,
+    (response, started): (Response, Instant),
     healthy: bool,
 ) -> Emitted {
     let keep_alive = healthy && request.keep_alive() && !shard.is_stopping();
     let head_request = request.method() == Method::Head;
     response.encode(out, &shard.http_date(), keep_alive, head_request);
-    shard.stats.count_request();
+    shard.stats.count_request(
+        shard.app.route_class(request),
+        response.status,
+        Some(started.elapsed()),
+    );
     let mut flushed = false;
     if let Some(file) = response.file_body().filter(|_| !head_request) {
         if write_all(stream, out).await.is_err() {

@@ -20,6 +20,7 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use tokio::sync::oneshot;
 
+use super::stats::ShardStatsSnapshot;
 use crate::realtime::{Delivery, SocketRef};
 
 /// Messages waiting per ordered pair of shards before a sender has to wait.
@@ -130,29 +131,6 @@ impl Sheddable for ShardMessage {
             ShardMessage::Deliver(_) | ShardMessage::CollectStats { .. }
         )
     }
-}
-
-/// Counters of one shard at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardStatsSnapshot {
-    pub shard: usize,
-    pub requests: u64,
-    pub connections_accepted: u64,
-    pub connections_open: u64,
-    pub protocol_errors: u64,
-    pub panics: u64,
-    pub realtime_sockets: u64,
-    /// Voice: participants in rooms this shard owns, peer connections, media frames
-    /// forwarded, datagrams dropped on receive (strangers, garbage) and on send (full buffer).
-    pub voice_participants: u64,
-    pub media_connections: u64,
-    pub media_forwarded: u64,
-    pub media_dropped_in: u64,
-    pub media_dropped_out: u64,
-    /// Typing and media-state updates not relayed (over a socket's rate, or unreadable).
-    pub relay_dropped: u64,
-    /// Messages to other shards dropped (their queue full, or the peer gone).
-    pub mesh_dropped: u64,
 }
 
 /// What became of a posted message.

@@ -15,6 +15,7 @@ pub mod process;
 pub mod service;
 pub mod shard;
 pub mod shutdown;
+pub mod stats;
 pub mod upload;
 pub mod voice;
 pub mod watchdog;

@@ -18,6 +18,13 @@ use crate::http::{Request, Response};
 
 /// The endpoint layer, as the connection driver calls it.
 pub trait Service: Send + Sync + Sized + 'static {
+    /// The labels of the route classes `/metrics` counts requests by.
+    const ROUTE_CLASSES: &'static [&'static str];
+
+    /// The route class of `request`: an index into [`Service::ROUTE_CLASSES`], from the head
+    /// alone.
+    fn route_class(&self, request: &Request) -> usize;
+
     /// How the body of the request whose head is `head` is taken in, decided from the head
     /// alone, before a byte of the body is read. `Err` is the answer to send before closing
     /// (a declared body over its limit, a large body without identity...). The driver then

@@ -19,9 +19,10 @@ use glommio::sync::Gate;
 
 use super::admission::{BodyBudget, ConnectionCaps};
 use super::hub::Hub;
-use super::mesh::{Mesh, Outgoing, ShardMessage, ShardStatsSnapshot};
+use super::mesh::{Mesh, Outgoing, ShardMessage};
 use super::service::Service;
 use super::shutdown::Shutdown;
+use super::stats::{ShardStats, ShardStatsSnapshot};
 use super::voice::{Voice, VoiceOp};
 use super::watchdog::{SWEEP_INTERVAL, Watchdog};
 use crate::authority::{Broadcast, Broadcasts};
@@ -31,31 +32,6 @@ use crate::realtime::Member;
 pub const PEER_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after an accept error such as EMFILE, so a full descriptor table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
-#[derive(Default)]
-pub struct ShardStats {
-    pub requests: Cell<u64>,
-    pub connections_accepted: Cell<u64>,
-    pub connections_open: Cell<u64>,
-    pub protocol_errors: Cell<u64>,
-    pub panics: Cell<u64>,
-}
-
-fn bump(counter: &Cell<u64>) {
-    counter.set(counter.get() + 1);
-}
-
-impl ShardStats {
-    pub fn count_request(&self) {
-        bump(&self.requests);
-    }
-    pub fn count_protocol_error(&self) {
-        bump(&self.protocol_errors);
-    }
-    pub fn count_panic(&self) {
-        bump(&self.panics);
-    }
-}
 
 /// What every shard's drivers share, set up once by the wiring: admission (connection caps,
 /// the body budget), where uploads are spooled, and the limits the connection loop and the
@@ -123,6 +99,8 @@ impl<S: Service> Shard<S> {
             connections_open: self.stats.connections_open.get(),
             protocol_errors: self.stats.protocol_errors.get(),
             panics: self.stats.panics.get(),
+            routes: self.stats.routes(),
+            socket_closes: self.stats.closes(),
             realtime_sockets: self.hub.socket_count() as u64,
             mesh_dropped: self.mesh.dropped(),
             relay_dropped: media.relay_dropped + self.hub.relay_dropped(),
@@ -275,7 +253,7 @@ pub async fn run<S: Service>(seed: ShardSeed<S>) {
         count: seed.count,
         app: seed.app,
         shared: seed.shared,
-        stats: ShardStats::default(),
+        stats: ShardStats::new(S::ROUTE_CLASSES.len()),
         shutdown: seed.shutdown,
         mesh: Mesh::new(senders),
         watchdog: Watchdog::default(),
@@ -333,7 +311,7 @@ pub async fn run<S: Service>(seed: ShardSeed<S>) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                bump(&shard.stats.connections_accepted);
+                shard.stats.count_accept();
                 let shard = shard.clone();
                 if let Ok(task) =
                     connections.spawn(super::conn::serve(stream, shard, connections.clone()))

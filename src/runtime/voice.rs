@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::mesh::{Outgoing, ShardMessage, ShardStatsSnapshot};
+use super::mesh::{Outgoing, ShardMessage};
+use super::stats::ShardStatsSnapshot;
 use crate::domain::community::Notice;
 use crate::realtime::{Delivery, SocketRef};
 use crate::rtc::room::{Rooms, Seat};
@@ -235,11 +236,15 @@ impl Voice {
         let rooms = self.rooms.borrow();
         let (participants, connections, counters) = rooms.media_stats();
         ShardStatsSnapshot {
+            voice_rooms: rooms.room_count() as u64,
             voice_participants: participants as u64,
             media_connections: connections as u64,
             media_forwarded: counters.forwarded,
             media_dropped_in: counters.dropped,
             media_dropped_out: self.media_send_drops.get(),
+            media_packets_in: counters.received,
+            media_packets_out: counters.sent,
+            media_quality: counters.quality,
             relay_dropped: rooms.dropped_updates(),
             ..Default::default()
         }

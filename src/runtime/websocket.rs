@@ -43,6 +43,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::shard::Shard;
+use super::stats::SocketCloses;
 use super::watchdog::{Fired, Watch};
 use crate::http::Request;
 use crate::realtime::{OUTBOX_MAX_BYTES, OUTBOX_MAX_FRAMES, Outbox, Overflow};
@@ -278,6 +279,23 @@ pub enum CloseReason {
     Failed,
 }
 
+impl CloseReason {
+    /// The index of this reason's label in `stats::CLOSE_REASONS`.
+    pub fn index(self) -> usize {
+        match self {
+            CloseReason::PeerClosed => 0,
+            CloseReason::Idle => 1,
+            CloseReason::Shutdown => 2,
+            CloseReason::TooLarge => 3,
+            CloseReason::Protocol => 4,
+            CloseReason::Overflow => 5,
+            CloseReason::WriteStalled => 6,
+            CloseReason::Requested => 7,
+            CloseReason::Failed => 8,
+        }
+    }
+}
+
 /// The timings and bounds of a realtime socket. Production uses [`RealtimeTuning::default`];
 /// tests shorten them.
 #[doc(hidden)]
@@ -430,6 +448,8 @@ pub struct RealtimeSocket {
     /// Since when writes have been waiting for the socket to become writable.
     stalled_since: Option<Instant>,
     closed: Option<CloseReason>,
+    /// The shard's counts of closed sockets, by reason.
+    closes: SocketCloses,
 }
 
 impl RealtimeSocket {
@@ -465,6 +485,7 @@ impl RealtimeSocket {
             written: 0,
             stalled_since: None,
             closed: None,
+            closes: shard.stats.socket_closes.clone(),
         }
     }
 
@@ -638,6 +659,8 @@ impl RealtimeSocket {
     /// Says goodbye: depending on why, the frames still queued and a close frame are written,
     /// for at most [`CLOSE_FLUSH_TIMEOUT`].
     async fn finish(&mut self, reason: CloseReason) {
+        let closes = &self.closes[reason.index()];
+        closes.set(closes.get() + 1);
         self.closed = Some(reason);
         self.shared.closing.set(Some(reason));
         self.watch.disarm();

@@ -46,7 +46,9 @@ impl Sfu {
         if candidates.is_empty() {
             return Err(SfuError::Negotiation("no media address to offer".into()));
         }
-        let mut config = Rtc::builder().set_ice_lite(true);
+        let mut config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_stats_interval(Some(super::STATS_INTERVAL));
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
         }
@@ -165,6 +167,12 @@ impl Sfu {
                     RtcEvent::EgressBitrateEstimate(
                         BweKind::Twcc { estimate: e, .. } | BweKind::Remb { estimate: e, .. },
                     ) => estimate = Some(e.as_u64()),
+                    RtcEvent::MediaIngressStats(stats) => {
+                        self.counters.quality.observe_ingress(&stats)
+                    }
+                    RtcEvent::MediaEgressStats(stats) => {
+                        self.counters.quality.observe_egress(&stats)
+                    }
                     _ => {}
                 }
             }

@@ -47,6 +47,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use str0m::config::DtlsCert;
 
+use crate::histogram::{Histogram, LOSS_RATIO, RTT_SECONDS};
+
 mod assign;
 mod conn;
 mod forward;
@@ -102,12 +104,68 @@ pub struct Datagram {
 }
 
 /// Counters for metrics and the load tool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
     /// Media frames written to subscribers.
     pub forwarded: u64,
     /// Datagrams nobody here accepts (strangers, garbage).
     pub dropped: u64,
+    /// Datagrams a connection took in, and datagrams the connections gave out to send.
+    pub received: u64,
+    pub sent: u64,
+    /// What the connections' periodic stats ([`STATS_INTERVAL`]) said of round-trip time and
+    /// loss.
+    pub quality: Quality,
+}
+
+/// How often each peer connection reports its round-trip time and loss.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Round-trip times and loss fractions, one observation per media line per report (RTCP receiver
+/// reports; the transport-wide figures are not used, as subscribe connections run without
+/// transport-cc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    pub rtt: Histogram,
+    /// Loss of what publishers send here, as measured here.
+    pub loss_in: Histogram,
+    /// Loss of what is sent to subscribers, as their receiver reports say.
+    pub loss_out: Histogram,
+}
+
+impl Quality {
+    /// One media line's periodic report of what a publisher sent here: the loss this end
+    /// measured (in its receiver reports), and the round trip where the sender's extended
+    /// reports give one.
+    pub fn observe_ingress(&mut self, stats: &str0m::stats::MediaIngressStats) {
+        if let Some(loss) = stats.loss {
+            self.loss_in.observe(f64::from(loss));
+        }
+        if let Some(rtt) = stats.rtt {
+            self.rtt.observe(rtt.as_secs_f64());
+        }
+    }
+
+    /// One media line's periodic report of what went to a subscriber: the loss and round trip
+    /// its receiver reports say.
+    pub fn observe_egress(&mut self, stats: &str0m::stats::MediaEgressStats) {
+        if let Some(loss) = stats.loss {
+            self.loss_out.observe(f64::from(loss));
+        }
+        if let Some(rtt) = stats.rtt {
+            self.rtt.observe(rtt.as_secs_f64());
+        }
+    }
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Quality {
+            rtt: Histogram::new(RTT_SECONDS),
+            loss_in: Histogram::new(LOSS_RATIO),
+            loss_out: Histogram::new(LOSS_RATIO),
+        }
+    }
 }
 
 /// The SFU of one shard.
@@ -158,6 +216,7 @@ impl Sfu {
 
     /// The datagrams to send now.
     pub fn take_datagrams(&mut self) -> Vec<Datagram> {
+        self.counters.sent += self.out.len() as u64;
         std::mem::take(&mut self.out)
     }
 

@@ -81,6 +81,7 @@ impl Sfu {
             self.counters.dropped += 1;
             return;
         }
+        self.counters.received += 1;
         if conn.rtc.handle_input(input).is_err() {
             conn.rtc.disconnect();
         }

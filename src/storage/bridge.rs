@@ -165,6 +165,7 @@ async fn serve(database: Database, blobs: BlobStore, inboxes: Inboxes, stats: Ar
         writes,
         stop,
     } = inboxes;
+    let _ = stats.database.set(database.clone());
     // Every read task holds a permit; holding them all means the reads have finished.
     let reads = Arc::new(Semaphore::new(MAX_READS_IN_FLIGHT));
     // The writer runs beside the dispatcher in this same task rather than as a spawned one: it

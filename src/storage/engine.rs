@@ -51,6 +51,27 @@ impl Database {
         Ok(database)
     }
 
+    /// The pool's connections now: all, idle, and the most it opens.
+    pub(super) fn pool_stats(&self) -> super::PoolStats {
+        let (size, idle, max) = match self {
+            Database::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Database::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        super::PoolStats {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max,
+        }
+    }
+
     /// Each ping already retries refused connections for `ACQUIRE_TIMEOUT`; this loop extends
     /// that to the start deadline, but only for errors that waiting can fix (not a bad password
     /// or a missing database).

@@ -69,7 +69,8 @@ pub(super) async fn run_writer(
             batch.drain(..).map(|w| (w.op, w.reply)).unzip();
         // One deadline for the batch *including* any op-by-op retries, so a write waits at most
         // for the batch ahead of it plus its own: 2 × COMMAND_TIMEOUT.
-        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        let started = tokio::time::Instant::now();
+        let deadline = started + COMMAND_TIMEOUT;
         let results = commit_batch(&ops, async |ops: &[WriteOp]| {
             tokio::time::timeout_at(deadline, database.commit(ops))
                 .await
@@ -77,7 +78,7 @@ pub(super) async fn run_writer(
         })
         .await;
         let committed = results.iter().filter(|r| r.is_ok()).count();
-        stats.record_batch(ops.len(), committed);
+        stats.record_batch(ops.len(), committed, started.elapsed());
         for (reply, result) in replies.into_iter().zip(results) {
             // A closed receiver means the caller stopped waiting; the result has nowhere to go.
             let _ = reply.send(result);

@@ -44,8 +44,8 @@ mod sql;
 mod sqlite;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::model::{AuditEntry, EventId, Message, StoredEvent};
 use crate::domain::records::{MessagePage, MessageQuery, Record, Snapshot};
+use crate::histogram::{Histogram, LATENCY_SECONDS};
 
 pub use blobs::{BlobId, blob_path};
 pub use bridge_queue::Writes;
@@ -148,40 +149,96 @@ pub enum WriteOutcome {
     Existing(String),
 }
 
-/// Counters of the group-commit writer, for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters of the group-commit writer and the pool, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StorageStats {
     /// Batches the writer took from its queue (each is one transaction, or one per op when a
     /// batch had to be split after a failure).
     pub write_batches: u64,
     /// Writes acknowledged with `Ok` (their transaction committed).
     pub writes_committed: u64,
+    /// Writes answered with an error (the database refused or was unreachable).
+    pub writes_failed: u64,
     /// Most writes ever taken in one batch.
     pub largest_batch: u64,
+    /// How long each batch took to commit (its retries included), from the writer's side.
+    pub commit_seconds: Histogram,
+    /// Connections the pool holds now, and how many of them are idle (`None` before the bridge
+    /// opened the database).
+    pub pool: Option<PoolStats>,
+}
+
+/// The connection pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl Default for StorageStats {
+    fn default() -> Self {
+        StorageStats {
+            write_batches: 0,
+            writes_committed: 0,
+            writes_failed: 0,
+            largest_batch: 0,
+            commit_seconds: Histogram::new(LATENCY_SECONDS),
+            pool: None,
+        }
+    }
 }
 
 /// Shared between [`Storage`] handles and the writer task; relaxed atomics are enough because the
-/// numbers are only ever read as a loose snapshot.
-#[derive(Debug, Default)]
+/// numbers are only ever read as a loose snapshot. The histogram is behind a mutex taken once per
+/// batch and once per scrape.
+#[derive(Default)]
 struct StatsCounters {
     write_batches: AtomicU64,
     writes_committed: AtomicU64,
+    writes_failed: AtomicU64,
     largest_batch: AtomicU64,
+    commit_seconds: Mutex<Option<Histogram>>,
+    /// The open database, for its pool's size (set by the bridge once it has opened it).
+    database: OnceLock<engine::Database>,
+}
+
+impl std::fmt::Debug for StatsCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsCounters").finish_non_exhaustive()
+    }
 }
 
 impl StatsCounters {
-    fn record_batch(&self, size: usize, committed: usize) {
+    fn record_batch(&self, size: usize, committed: usize, took: std::time::Duration) {
         self.write_batches.fetch_add(1, Ordering::Relaxed);
         self.writes_committed
             .fetch_add(committed as u64, Ordering::Relaxed);
+        self.writes_failed
+            .fetch_add((size - committed.min(size)) as u64, Ordering::Relaxed);
         self.largest_batch.fetch_max(size as u64, Ordering::Relaxed);
+        let mut histogram = self
+            .commit_seconds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        histogram
+            .get_or_insert_with(|| Histogram::new(LATENCY_SECONDS))
+            .observe(took.as_secs_f64());
     }
 
     fn snapshot(&self) -> StorageStats {
+        let commit_seconds = self
+            .commit_seconds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|| Histogram::new(LATENCY_SECONDS));
         StorageStats {
             write_batches: self.write_batches.load(Ordering::Relaxed),
             writes_committed: self.writes_committed.load(Ordering::Relaxed),
+            writes_failed: self.writes_failed.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            commit_seconds,
+            pool: self.database.get().map(engine::Database::pool_stats),
         }
     }
 }
