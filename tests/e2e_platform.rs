@@ -887,3 +887,79 @@ fn readiness_follows_the_database_and_recovers_by_itself() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Every `openchat_*` series and grouping label the shipped Grafana dashboard reads is one a
+/// running server exports on `/metrics` (a renamed metric would otherwise leave a silently
+/// empty panel).
+#[test]
+fn the_dashboard_reads_only_exported_series() {
+    let server = start(Engine::Sqlite);
+    // Labelled series appear once they count something.
+    assert_eq!(get(server.addr, "/healthz").status, 200);
+    let text = get(server.addr, "/metrics").text();
+    let mut families = std::collections::HashSet::new();
+    let mut labels: std::collections::HashSet<String> =
+        ["le", "job", "instance"].map(String::from).into();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split(' ');
+            let name = words.next().unwrap().to_owned();
+            if words.next() == Some("histogram") {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    families.insert(format!("{name}{suffix}"));
+                }
+            }
+            families.insert(name);
+        } else if let Some((_, rest)) = line.split_once('{') {
+            for pair in rest.split("\",") {
+                if let Some((label, _)) = pair.split_once('=') {
+                    labels.insert(label.to_owned());
+                }
+            }
+        }
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/openchat-backend/files/dashboards/openchatd.json"
+    );
+    let mut raw = std::fs::read(path).unwrap();
+    let dashboard = simd_json::to_owned_value(&mut raw).expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    fn walk(value: &simd_json::OwnedValue, out: &mut Vec<String>) {
+        match value {
+            simd_json::OwnedValue::Object(map) => {
+                for (key, v) in map.iter() {
+                    match (key.as_str(), v.as_str()) {
+                        ("expr" | "query", Some(q)) => out.push(q.to_owned()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            simd_json::OwnedValue::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut queries);
+    assert!(queries.len() > 30, "{} queries", queries.len());
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut read = 0;
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(at) = rest.find("openchat_") {
+            let name: String = rest[at..].chars().take_while(|c| ident(*c)).collect();
+            assert!(families.contains(&name), "{name} (in {query}) is not exported:\n{text}");
+            read += 1;
+            rest = &rest[at + name.len()..];
+        }
+        let mut rest = query.as_str();
+        while let Some(at) = rest.find(" by (") {
+            let group = &rest[at + 5..];
+            let end = group.find(')').expect("a closed group");
+            for label in group[..end].split(',').map(str::trim) {
+                assert!(labels.contains(label), "label {label} (in {query}) is not exported");
+            }
+            rest = &group[end..];
+        }
+    }
+    assert!(read >= 37, "{read} series read");
+}

@@ -224,6 +224,7 @@ def main():
           and not any(n.startswith("OPENCHAT_RTC_TURN") or n == "OPENCHAT_RTC_STUN_URLS" for n in env)
           and not of_kind(docs, "ServiceMonitor") and not of_kind(docs, "Ingress") and not of_kind(docs, "HTTPRoute")
           and not pod.get("hostNetwork"))
+    check("[defaults] no dashboard ConfigMap", not [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")])
     check("[defaults] seccomp Localhost (io_uring profile)", pod["securityContext"]["seccompProfile"]["type"] == "Localhost")
 
     # --- the seed coturn example
@@ -311,6 +312,12 @@ def main():
     check("[pinned-postgres] HTTPRoute routes / and the WebSocket paths", {"/", "/v1/realtime", "/v1/rtc/signaling"} <= rpaths)
     sm = one(docs, "ServiceMonitor")
     check("[pinned-postgres] ServiceMonitor scrapes /metrics on http", sm["spec"]["endpoints"][0]["path"] == "/metrics")
+    dash_cm = one(docs, "ConfigMap", "openchat-backend-dashboard")
+    with open(os.path.join(chart_dir, "files", "dashboards", "openchatd.json")) as f:
+        shipped = json.load(f)
+    check("[pinned-postgres] the dashboard ConfigMap carries the shipped JSON, labelled for the sidecar",
+          json.loads(dash_cm["data"]["openchatd.json"]) == shipped
+          and dash_cm["metadata"]["labels"].get("grafana_dashboard") == "1")
     check("[pinned-postgres] nodeSelector, tolerations, affinity passed through",
           pod.get("nodeSelector") == {"openchat.example.com/cpu-manager": "static"} and pod.get("tolerations")
           and pod.get("affinity", {}).get("podAntiAffinity"))
