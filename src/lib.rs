@@ -25,6 +25,7 @@ pub mod auth;
 pub mod authority;
 pub mod build_info;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod histogram;

@@ -947,7 +947,10 @@ fn the_dashboard_reads_only_exported_series() {
         let mut rest = query.as_str();
         while let Some(at) = rest.find("openchat_") {
             let name: String = rest[at..].chars().take_while(|c| ident(*c)).collect();
-            assert!(families.contains(&name), "{name} (in {query}) is not exported:\n{text}");
+            assert!(
+                families.contains(&name),
+                "{name} (in {query}) is not exported:\n{text}"
+            );
             read += 1;
             rest = &rest[at + name.len()..];
         }
@@ -956,7 +959,10 @@ fn the_dashboard_reads_only_exported_series() {
             let group = &rest[at + 5..];
             let end = group.find(')').expect("a closed group");
             for label in group[..end].split(',').map(str::trim) {
-                assert!(labels.contains(label), "label {label} (in {query}) is not exported");
+                assert!(
+                    labels.contains(label),
+                    "label {label} (in {query}) is not exported"
+                );
             }
             rest = &group[end..];
         }

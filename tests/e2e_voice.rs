@@ -746,6 +746,12 @@ fn a_call_reports_its_quality_on_metrics() {
         "loopback round trips are under 100 ms:\n{text}"
     );
     assert_eq!(metric_sum(&text, "openchat_voice_rooms"), 1, "{text}");
-    assert!(metric_sum(&text, "openchat_media_datagrams_received_total") > 100, "{text}");
-    assert!(metric_sum(&text, "openchat_media_datagrams_sent_total") > 100, "{text}");
+    assert!(
+        metric_sum(&text, "openchat_media_datagrams_received_total") > 100,
+        "{text}"
+    );
+    assert!(
+        metric_sum(&text, "openchat_media_datagrams_sent_total") > 100,
+        "{text}"
+    );
 }

@@ -8,6 +8,7 @@
 //! `main` calls. An empty value means "unset, use the default" (containers and Helm charts emit
 //! empty variables for optional settings).
 
+mod cluster;
 mod parse;
 pub use parse::redact_url;
 mod rtc;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 pub use crate::domain::model::HistoryVisibility;
+pub use cluster::ClusterConfig;
 pub use rtc::{IceServer, ReceiveCaps, ReceiveCapsConfig, RtcConfig, TurnConfig};
 
 /// One configuration variable as the help text shows it. `default` is either the literal value
@@ -232,6 +234,21 @@ const RTC_MAX_CALL_PARTICIPANTS: VarSpec = VarSpec {
     default: "25",
     help: "Participants allowed in one call (1 to 1000).",
 };
+const CLUSTER_NATS_URL: VarSpec = VarSpec {
+    name: "OPENCHAT_CLUSTER_NATS_URL",
+    default: "(unset: a single node)",
+    help: "nats:// or tls:// URL of the NATS server (JetStream) the nodes of a cluster share, several separated by commas; needs PostgreSQL and the same OPENCHAT_RTC_TICKET_SECRET and OPENCHAT_RTC_TURN_SECRET on every node.",
+};
+const NODE_ID: VarSpec = VarSpec {
+    name: "OPENCHAT_NODE_ID",
+    default: "(the host name)",
+    help: "This node's name in the cluster, unique among its nodes: 1 to 64 characters of A-Z a-z 0-9 _ - (it becomes part of NATS keys and subjects).",
+};
+const CLUSTER_NAME: VarSpec = VarSpec {
+    name: "OPENCHAT_CLUSTER_NAME",
+    default: "openchat",
+    help: "Prefix of the cluster's NATS subjects and buckets, the same on every node: 1 to 64 characters of A-Z a-z 0-9 _ -.",
+};
 const SHUTDOWN_TIMEOUT_MS: VarSpec = VarSpec {
     name: "OPENCHAT_SHUTDOWN_TIMEOUT_MS",
     default: "10000",
@@ -290,6 +307,9 @@ pub const VARIABLES: &[VarSpec] = &[
     RTC_UDP_PORT,
     RTC_PUBLIC_IP,
     RTC_MAX_CALL_PARTICIPANTS,
+    CLUSTER_NATS_URL,
+    NODE_ID,
+    CLUSTER_NAME,
     SHUTDOWN_TIMEOUT_MS,
     LOG,
     LOG_FORMAT,
@@ -381,6 +401,8 @@ pub struct Config {
     /// Places in the storage bridge's write queue (`OPENCHAT_STORAGE_QUEUE`).
     pub storage_queue: usize,
     pub rtc: RtcConfig,
+    /// `None`: a single node (`OPENCHAT_CLUSTER_NATS_URL` unset).
+    pub cluster: Option<ClusterConfig>,
     pub shutdown_timeout: Duration,
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -579,11 +601,22 @@ impl Config {
         Config::from_vars(vars, cores)
     }
 
-    /// Pure: the testable core. `vars` = all environment variables (the function ignores
+    /// Pure but for the host name, which only a cluster node without `OPENCHAT_NODE_ID` reads:
+    /// the testable core. `vars` = all environment variables (the function ignores
     /// non-`OPENCHAT_` ones). Returns the first error in help-text order, after unknown names.
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,
         available_cores: usize,
+    ) -> Result<Config, ConfigError> {
+        Config::from_vars_on_host(vars, available_cores, cluster::host_name)
+    }
+
+    /// [`Config::from_vars`] with the host name (the default `OPENCHAT_NODE_ID`) given by
+    /// `host_name`, which is called at most once and only in cluster mode.
+    pub fn from_vars_on_host<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+        available_cores: usize,
+        host_name: impl FnOnce() -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let env = Env::new(vars)?;
 
@@ -655,6 +688,7 @@ impl Config {
         let authority_queue = env.integer(&AUTHORITY_QUEUE, 1usize, 1_000_000)?;
         let storage_queue = env.integer(&STORAGE_QUEUE, 1usize, 1_000_000)?;
         let rtc = rtc::rtc_from_env(&env, shards)?;
+        let cluster = cluster::cluster_from_env(&env, &database, host_name)?;
         let shutdown_ms = env.integer(&SHUTDOWN_TIMEOUT_MS, 0u64, 600_000)?;
         let log_filter = parse::log_filter(&LOG, env.value_or_default(&LOG))?;
         let log_format = env.keyword(
@@ -681,6 +715,7 @@ impl Config {
             authority_queue,
             storage_queue,
             rtc,
+            cluster,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             log_filter,
             log_format,

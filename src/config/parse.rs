@@ -163,6 +163,36 @@ pub(super) fn postgres_url(var: &VarSpec, raw: &str) -> Result<String, ConfigErr
     }
 }
 
+/// One or more comma-separated NATS server URLs, `nats://` or `tls://`, each
+/// `[user[:password]@]host[:port]` without path, query or fragment. Kept as written (trimmed);
+/// never echoed, because a URL may carry a password.
+pub(super) fn nats_urls(var: &VarSpec, raw: &str) -> Result<Vec<String>, ConfigError> {
+    const EXPECTED: &str = "expected nats://host:port or tls://host:port (several separated by commas), e.g. nats://127.0.0.1:4222";
+    let mut urls = Vec::new();
+    for entry in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let rest = strip_prefix_ignore_case(entry, "nats://")
+            .or_else(|| strip_prefix_ignore_case(entry, "tls://"))
+            .ok_or_else(|| ConfigError::invalid_secret(var, EXPECTED))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        // The password may contain what a host may not; only the part after the last `@` is
+        // the authority.
+        let authority = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let clean = !entry.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !clean || authority.contains(['/', '?', '#']) || !valid_authority(authority) {
+            return Err(ConfigError::invalid_secret(var, EXPECTED));
+        }
+        urls.push(entry.to_owned());
+    }
+    if urls.is_empty() {
+        return Err(ConfigError::invalid_secret(var, EXPECTED));
+    }
+    Ok(urls)
+}
+
 /// `url` with its secrets replaced by `***`, for logs and `Debug` (the one redaction of
 /// database URLs: configuration, storage and tests use it). The password in the userinfo
 /// (`postgres://user:secret@host/db`) and the value of every query parameter whose name

@@ -670,3 +670,213 @@ fn the_evidence_key_is_64_hex_characters_and_never_shown() {
         );
     }
 }
+
+/// What a cluster node needs besides the NATS URL: a shared database and the shared secrets.
+const CLUSTER_BASE: &[(&str, &str)] = &[
+    ("OPENCHAT_DATABASE_URL", "postgres://chat@db:5432/openchat"),
+    (
+        "OPENCHAT_RTC_TICKET_SECRET",
+        "0123456789abcdef0123456789abcdef",
+    ),
+    ("OPENCHAT_RTC_TURN_SECRET", "coturn-static-auth-secret"),
+    ("OPENCHAT_CLUSTER_NATS_URL", "nats://127.0.0.1:4222"),
+];
+
+/// `CLUSTER_BASE` without `without`, plus `extra`, on a machine called `host`.
+fn cluster_config(
+    without: &[&str],
+    extra: &[(&str, &str)],
+    host: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let vars = CLUSTER_BASE
+        .iter()
+        .filter(|(name, _)| !without.contains(name))
+        .chain(extra)
+        .map(|(name, value)| (name.to_string(), value.to_string()));
+    Config::from_vars_on_host(vars, CORES, || host.map(str::to_owned))
+}
+
+fn cluster_err(without: &[&str], extra: &[(&str, &str)], host: Option<&str>) -> ConfigError {
+    match cluster_config(without, extra, host) {
+        Ok(config) => panic!("accepted without {without:?} with {extra:?}: {config:?}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_single_node_by_default_never_reads_the_host_name() {
+    let vars = [
+        ("OPENCHAT_NODE_ID", "n1"),
+        ("OPENCHAT_CLUSTER_NAME", "chat"),
+    ];
+    let vars = vars.iter().map(|(n, v)| (n.to_string(), v.to_string()));
+    let config = Config::from_vars_on_host(vars, CORES, || {
+        panic!("a single node asked for the host name")
+    })
+    .unwrap();
+    assert!(config.cluster.is_none());
+    assert!(ok(&[]).cluster.is_none());
+    // The single node keeps its SQLite database and random ticket secret.
+    assert!(matches!(config.database, DatabaseConfig::Sqlite { .. }));
+}
+
+#[test]
+fn cluster_defaults_are_the_host_name_and_openchat() {
+    let cluster = cluster_config(&[], &[], Some("node-a_1"))
+        .unwrap()
+        .cluster
+        .expect("cluster mode");
+    assert_eq!(cluster.nats_urls, ["nats://127.0.0.1:4222"]);
+    assert_eq!(cluster.node_id, "node-a_1");
+    assert_eq!(cluster.name, "openchat");
+}
+
+#[test]
+fn explicit_node_id_and_cluster_name_win_over_the_defaults() {
+    let extra = [
+        ("OPENCHAT_NODE_ID", " n2 "),
+        ("OPENCHAT_CLUSTER_NAME", "chat-eu_1"),
+    ];
+    let vars = CLUSTER_BASE
+        .iter()
+        .chain(&extra)
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+    let config =
+        Config::from_vars_on_host(vars, CORES, || panic!("OPENCHAT_NODE_ID is set")).unwrap();
+    let cluster = config.cluster.expect("cluster mode");
+    assert_eq!(
+        (cluster.node_id.as_str(), cluster.name.as_str()),
+        ("n2", "chat-eu_1")
+    );
+}
+
+#[test]
+fn cluster_nats_url_forms() {
+    let urls = |value| {
+        cluster_config(&[], &[("OPENCHAT_CLUSTER_NATS_URL", value)], Some("h"))
+            .unwrap()
+            .cluster
+            .unwrap()
+            .nats_urls
+    };
+    assert_eq!(urls(" nats://nats:4222 "), ["nats://nats:4222"]);
+    assert_eq!(urls("TLS://nats.example.com"), ["TLS://nats.example.com"]);
+    assert_eq!(urls("nats://[::1]:4222/"), ["nats://[::1]:4222/"]);
+    assert_eq!(
+        urls("nats://a:4222, tls://b:4222,"),
+        ["nats://a:4222", "tls://b:4222"]
+    );
+    assert_eq!(
+        urls("nats://app:s3cr@t@nats:4222"),
+        ["nats://app:s3cr@t@nats:4222"]
+    );
+    for bad in [
+        "127.0.0.1:4222",
+        "http://nats:4222",
+        "ws://nats:4222",
+        "nats://",
+        "nats://:4222",
+        "nats://nats:port",
+        "nats://nats:99999",
+        "nats://nats:4222/path",
+        "nats://nats:4222?x=1",
+        "nats://na ts:4222",
+        "nats://user:secret@",
+        ",",
+    ] {
+        let error = cluster_err(&[], &[("OPENCHAT_CLUSTER_NATS_URL", bad)], Some("h"));
+        assert_eq!(error.var, "OPENCHAT_CLUSTER_NATS_URL", "{bad:?}: {error}");
+        assert!(
+            error
+                .message
+                .contains("expected nats://host:port or tls://host:port"),
+            "{bad:?}: {error}"
+        );
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+}
+
+#[test]
+fn cluster_debug_hides_the_nats_password() {
+    let url = "nats://app:hunter2@nats:4222";
+    let config = cluster_config(&[], &[("OPENCHAT_CLUSTER_NATS_URL", url)], Some("h")).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("nats://app:***@nats:4222"), "{debug}");
+}
+
+#[test]
+fn node_id_and_cluster_name_are_identifiers_even_on_a_single_node() {
+    for var in ["OPENCHAT_NODE_ID", "OPENCHAT_CLUSTER_NAME"] {
+        for bad in [
+            "a".repeat(65),
+            "node.1".into(),
+            "node 1".into(),
+            "n*".into(),
+            "nöde".into(),
+            " ".into(),
+        ] {
+            assert_rejected(
+                var,
+                &bad,
+                "expected 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
+            );
+            let error = cluster_err(&[], &[(var, &bad)], Some("h"));
+            assert_eq!(error.var, var, "{bad:?}: {error}");
+        }
+        assert!(cluster_config(&[], &[(var, &"a".repeat(64))], Some("h")).is_ok());
+    }
+}
+
+#[test]
+fn a_host_name_that_is_no_node_id_refuses_the_start() {
+    let error = cluster_err(&[], &[], Some("web-1.example.com"));
+    assert_eq!(error.var, "OPENCHAT_NODE_ID");
+    assert!(
+        error.message.contains("\"web-1.example.com\"") && error.message.contains("set 1 to 64"),
+        "{error}"
+    );
+    let error = cluster_err(&[], &[], None);
+    assert_eq!(error.var, "OPENCHAT_NODE_ID");
+    assert!(
+        error.message.contains("host name cannot be read"),
+        "{error}"
+    );
+    // An explicit id makes the host name irrelevant.
+    assert!(cluster_config(&[], &[("OPENCHAT_NODE_ID", "n1")], Some("a.b")).is_ok());
+}
+
+#[test]
+fn cluster_mode_refuses_sqlite() {
+    let error = cluster_err(&["OPENCHAT_DATABASE_URL"], &[], Some("h"));
+    assert_eq!(error.var, "OPENCHAT_DATABASE_URL");
+    let line = error.to_string();
+    assert!(
+        line.contains("OPENCHAT_CLUSTER_NATS_URL") && line.contains("SQLite"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[test]
+fn cluster_mode_refuses_a_missing_shared_secret() {
+    for var in ["OPENCHAT_RTC_TICKET_SECRET", "OPENCHAT_RTC_TURN_SECRET"] {
+        let error = cluster_err(&[var], &[], Some("h"));
+        assert_eq!(error.var, var, "{error}");
+        assert!(
+            error
+                .message
+                .starts_with("missing: cluster mode (OPENCHAT_CLUSTER_NATS_URL)"),
+            "{error}"
+        );
+        // An empty value is unset, here as everywhere.
+        let error = cluster_err(&[var], &[(var, "")], Some("h"));
+        assert_eq!(error.var, var, "{error}");
+    }
+}
+
+#[test]
+fn the_host_name_of_this_machine_is_readable() {
+    let host = super::cluster::host_name().expect("a Linux host has a name");
+    assert!(!host.is_empty() && host == host.trim(), "{host:?}");
+}

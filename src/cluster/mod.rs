@@ -1,0 +1,77 @@
+//! Several `openchatd` nodes as one server (issue 15; the architecture's "More than one
+//! machine"): the nodes share PostgreSQL and a NATS server with JetStream, and each community and
+//! each voice room is owned by one node at a time through a lease in a NATS KV bucket.
+//!
+//! Built so far, the foundation: ownership by lease.
+//! - [`lease`]: the sans-IO core of one lease (no runtime, no sockets; instants are arguments):
+//!   when to claim or renew, what an answer means, and until when this node may serve the key.
+//!   A node stops serving `LEASE_TTL - SAFETY_MARGIN` after it *sent* its last successful write,
+//!   so its validity ends before the KV entry can expire and another node claim it; the KV
+//!   revision is the fencing token.
+//! - [`kv`]: the NATS KV driver ([`LeaseStore`]): one bucket per cluster whose `max_age` is the
+//!   lease TTL (nats-server 2.9 has no per-key TTL), `create` to claim, `update` with the
+//!   revision to renew, delete-if-revision to release; every call bounded by a timeout.
+//! - [`keeper`]: the tokio task ([`LeaseKeeper`]) that drives the core for the keys this node
+//!   wants, and [`LeaseView`], the cheap thread-safe "may this node serve K now, at which
+//!   revision" any thread (a glommio shard) can ask.
+//!
+//! Not built yet (later pieces of issue 15): nothing starts a keeper at start-up or asks it
+//! before a command; commands for communities owned elsewhere are not forwarded over NATS
+//! request/reply; committed events do not travel on a JetStream stream; presence, typing,
+//! voice tickets, session revocation, rate limits, readiness while the bus is down, draining
+//! and metrics are still single-node.
+
+pub mod keeper;
+pub mod kv;
+pub mod lease;
+
+pub use keeper::{Grant, LeaseKeeper, LeaseView};
+pub use kv::LeaseStore;
+pub use lease::{LEASE_TTL, LeaseKey, LeaseTiming, RENEW_EVERY, SAFETY_MARGIN};
+
+use std::time::Duration;
+
+/// A boxed error from the NATS client, kept as the source of a [`ClusterError`] so the client's
+/// error types do not leak into this crate's API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a cluster operation failed. Display is one line; no variant carries a NATS URL (it may
+/// hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A community or room id that cannot be part of a KV key.
+    #[error("invalid lease key {0:?}: expected 1 to 128 characters of A-Z, a-z, 0-9, _ and -")]
+    InvalidKey(String),
+    /// Lease timings that would let a lease lapse between renewals.
+    #[error("invalid lease timing: {0}")]
+    InvalidTiming(&'static str),
+    /// The NATS server could not be reached or refused the connection.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[source] BoxError),
+    /// The lease bucket could not be created or opened (JetStream disabled, or a bucket of the
+    /// same name with another configuration, e.g. another TTL).
+    #[error("NATS KV bucket {bucket}: {source}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: BoxError,
+    },
+    /// No answer within the operation timeout; the operation may or may not have been applied.
+    #[error("NATS KV {op} of {key} timed out after {after:?}")]
+    Timeout {
+        op: &'static str,
+        key: String,
+        after: Duration,
+    },
+    /// The server answered with an error other than the ones a lease expects.
+    #[error("NATS KV {op} of {key} failed: {source}")]
+    Kv {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The entry of a lease key does not hold a node id (written by something else).
+    #[error("NATS KV entry {key} does not hold a node id")]
+    Malformed { key: String },
+}
