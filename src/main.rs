@@ -76,7 +76,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = server.shutdown_handle().listen_for_signals() {
+    if let Err(e) = server
+        .shutdown_handle()
+        .listen_for_signals(server.app().config.shutdown_drain_delay)
+    {
         tracing::error!(error = %e, "cannot install signal handlers");
         return ExitCode::from(1);
     }

@@ -181,3 +181,92 @@ fn starts_with_build_metadata_serves_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The drain an orchestrator needs: after SIGTERM, `/readyz` answers 503 `draining` (retryable)
+/// at once while `/healthz` and new connections are still served, for
+/// `OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS`; then the listener closes and the process exits 0.
+#[test]
+fn sigterm_turns_readiness_off_and_keeps_serving_for_the_drain_delay() {
+    use std::io::{Read, Write};
+    let data =
+        std::env::temp_dir().join(format!("openchat-drain-{}", uuid::Uuid::new_v4().simple()));
+    let mut child = openchatd()
+        .env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+        .env("OPENCHAT_RTC_UDP_PORT", "0")
+        .env("OPENCHAT_SHARDS", "2")
+        .env("OPENCHAT_DATA_DIR", &data)
+        .env("OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS", "1500")
+        .env("OPENCHAT_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = lines
+        .by_ref()
+        .take(100)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            if !l.contains("listening") {
+                return None;
+            }
+            let mut bytes = l.into_bytes();
+            let v = simd_json::to_owned_value(&mut bytes).ok()?;
+            use simd_json::prelude::*;
+            v.get("fields")?.get("addr")?.as_str()?.parse().ok()
+        })
+        .expect("the listening line names the address");
+    // Keep reading stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let get = |path: &str| -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        Some(reply)
+    };
+    assert!(get("/readyz").unwrap().starts_with("HTTP/1.1 200 "));
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let draining = loop {
+        let reply = get("/readyz").expect("still accepting while draining");
+        if reply.starts_with("HTTP/1.1 503 ") {
+            break reply;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(500),
+            "readiness still on: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(draining.contains("\"code\":\"draining\""), "{draining}");
+    assert!(draining.contains("\"retryable\":true"), "{draining}");
+    // Still serving, on new connections, for most of the delay.
+    while signalled.elapsed() < Duration::from_millis(1000) {
+        let reply = get("/healthz").expect("a new connection during the drain delay");
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "did not stop after the drain delay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopped = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped >= Duration::from_millis(1500),
+        "stopped {stopped:?} after SIGTERM, before the delay"
+    );
+    assert!(get("/healthz").is_none(), "the listener is closed");
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// A queue between threads is full (authority or storage): the request was not taken.
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
+    /// The server is shutting down: not ready for new work (`/readyz` while draining).
+    #[error("the server is shutting down; another instance takes new requests")]
+    Draining,
     #[error("internal error")]
     Internal,
     /// A refusal of the HTTP layer or of an endpoint's own input checks (body parsing,
@@ -161,7 +164,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UpgradeRequired => 426,
-            ApiError::StorageUnavailable | ApiError::Overloaded => 503,
+            ApiError::StorageUnavailable | ApiError::Overloaded | ApiError::Draining => 503,
             ApiError::Internal => 500,
             ApiError::Refused { status, .. } => *status,
             ApiError::Domain(e) => domain_status(e),
@@ -180,6 +183,7 @@ impl ApiError {
             ApiError::UpgradeRequired => "upgrade_required",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
+            ApiError::Draining => "draining",
             ApiError::Internal => "internal",
             ApiError::Refused { code, .. } => code,
             ApiError::Domain(e) => e.code(),
@@ -192,6 +196,7 @@ impl ApiError {
             self,
             ApiError::StorageUnavailable
                 | ApiError::Overloaded
+                | ApiError::Draining
                 | ApiError::Domain(
                     DomainError::RateLimited { .. }
                         | DomainError::SignInsThrottled

@@ -1,9 +1,9 @@
 //! Liveness and readiness probes. `/healthz` answers while the process serves requests;
-//! `/readyz` also needs the database to answer.
+//! `/readyz` also needs the database to answer, and turns 503 `draining` once a shutdown began.
 
 use bytes::Bytes;
 
-use super::{HandlerFuture, HandlerResult, RequestCtx};
+use super::{ApiError, HandlerFuture, HandlerResult, RequestCtx};
 use crate::http::Response;
 
 pub fn healthz(_: &RequestCtx<'_>) -> HandlerResult {
@@ -21,6 +21,9 @@ struct Ready<'a> {
 
 pub fn readyz<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
     Box::pin(async move {
+        if ctx.shard.shutdown.is_draining() {
+            return Err(ApiError::Draining);
+        }
         ctx.app.storage.ping().await?;
         super::json(
             200,

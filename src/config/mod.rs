@@ -254,6 +254,11 @@ const SHUTDOWN_TIMEOUT_MS: VarSpec = VarSpec {
     default: "10000",
     help: "Milliseconds a graceful shutdown waits for connections to drain (0 to 600000).",
 };
+const SHUTDOWN_DRAIN_DELAY_MS: VarSpec = VarSpec {
+    name: "OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS",
+    default: "0",
+    help: "Milliseconds between SIGTERM and closing the listener, while /readyz answers 503 draining and requests are still served, so a load balancer stops sending new ones first (0 to 120000; the chart sets 5000).",
+};
 const LOG: VarSpec = VarSpec {
     name: "OPENCHAT_LOG",
     default: "info",
@@ -311,6 +316,7 @@ pub const VARIABLES: &[VarSpec] = &[
     NODE_ID,
     CLUSTER_NAME,
     SHUTDOWN_TIMEOUT_MS,
+    SHUTDOWN_DRAIN_DELAY_MS,
     LOG,
     LOG_FORMAT,
 ];
@@ -404,6 +410,9 @@ pub struct Config {
     /// `None`: a single node (`OPENCHAT_CLUSTER_NATS_URL` unset).
     pub cluster: Option<ClusterConfig>,
     pub shutdown_timeout: Duration,
+    /// `OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS`: how long a stopping server stays ready-false but
+    /// serving before it closes its listener.
+    pub shutdown_drain_delay: Duration,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -690,6 +699,7 @@ impl Config {
         let rtc = rtc::rtc_from_env(&env, shards)?;
         let cluster = cluster::cluster_from_env(&env, &database, host_name)?;
         let shutdown_ms = env.integer(&SHUTDOWN_TIMEOUT_MS, 0u64, 600_000)?;
+        let drain_delay_ms = env.integer(&SHUTDOWN_DRAIN_DELAY_MS, 0u64, 120_000)?;
         let log_filter = parse::log_filter(&LOG, env.value_or_default(&LOG))?;
         let log_format = env.keyword(
             &LOG_FORMAT,
@@ -717,6 +727,7 @@ impl Config {
             rtc,
             cluster,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
+            shutdown_drain_delay: Duration::from_millis(drain_delay_ms),
             log_filter,
             log_format,
         })

@@ -1,13 +1,21 @@
-//! One shutdown signal for the whole process. SIGTERM/SIGINT (or a test calling
-//! [`Shutdown::trigger`]) flips a watch channel; every shard stops accepting, lets in-flight
-//! requests finish, closes idle connections, and exits within the configured grace time.
+//! One shutdown signal for the whole process, in two steps. SIGTERM/SIGINT first starts the
+//! drain ([`Shutdown::begin_draining`]): `/readyz` answers 503 `draining` while everything is
+//! still served, for `OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS`, so a load balancer (Kubernetes'
+//! endpoints) stops sending new connections before the listener closes. Then (or at once on a
+//! second signal, or when a test calls [`Shutdown::trigger`]) a watch channel flips; every
+//! shard stops accepting, lets in-flight requests finish, closes idle connections, and exits
+//! within the configured grace time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -19,11 +27,26 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(false);
-        Shutdown { tx: Arc::new(tx) }
+        Shutdown {
+            tx: Arc::new(tx),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
+    /// Stops accepting and drains (readiness is false from here on too).
     pub fn trigger(&self) {
+        self.draining.store(true, Ordering::Release);
         self.tx.send_replace(true);
+    }
+
+    /// Readiness turns false; requests are still accepted and served until [`Shutdown::trigger`].
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the process is on its way out: `/readyz` then answers 503.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn is_triggered(&self) -> bool {
@@ -39,18 +62,39 @@ impl Shutdown {
         }
     }
 
-    /// Starts a thread that triggers shutdown on SIGTERM or SIGINT.
-    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+    /// Starts a thread that, on SIGTERM or SIGINT, begins draining, waits `drain_delay` (cut
+    /// short by a second signal), then triggers shutdown.
+    pub fn listen_for_signals(&self, drain_delay: Duration) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
         let this = self.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    tracing::info!(signal, "shutdown requested; draining connections");
-                    this.trigger();
+                let Some(signal) = signals.forever().next() else {
+                    return;
+                };
+                this.begin_draining();
+                if !drain_delay.is_zero() {
+                    tracing::info!(
+                        signal,
+                        delay_ms = drain_delay.as_millis() as u64,
+                        "shutdown requested; not ready, still serving until the drain delay ends"
+                    );
+                    let (second_tx, second_rx) = std::sync::mpsc::channel();
+                    let handle = signals.handle();
+                    std::thread::spawn(move || {
+                        if signals.forever().next().is_some() {
+                            let _ = second_tx.send(());
+                        }
+                    });
+                    if second_rx.recv_timeout(drain_delay).is_ok() {
+                        tracing::info!("second signal: stopping now");
+                    }
+                    handle.close();
                 }
+                tracing::info!(signal, "shutdown requested; draining connections");
+                this.trigger();
             })?;
         Ok(())
     }
@@ -72,5 +116,16 @@ mod tests {
         t.join().unwrap();
         assert!(shutdown.is_triggered());
         futures_lite::future::block_on(shutdown.wait());
+    }
+
+    #[test]
+    fn draining_comes_before_the_trigger_and_with_it() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.is_draining());
+        shutdown.begin_draining();
+        assert!(shutdown.is_draining() && !shutdown.is_triggered());
+        let other = Shutdown::new();
+        other.trigger();
+        assert!(other.is_draining() && other.is_triggered());
     }
 }

@@ -152,7 +152,7 @@ stops with the message.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- $owned := dict "OPENCHAT_SHARDS" "media.shards (or the CPU count with cpuPinning)" "OPENCHAT_RTC_UDP_PORT" "media.udpPort" "OPENCHAT_HTTP_ADDR" "http.port" "OPENCHAT_SHUTDOWN_TIMEOUT_MS" "shutdown.timeoutSeconds" "OPENCHAT_DATA_DIR" "persistence" "OPENCHAT_DATABASE_URL" "database.url or database.existingSecret" "OPENCHAT_RTC_TICKET_SECRET" "rtc.ticketSecret.existingSecret" -}}
+{{- $owned := dict "OPENCHAT_SHARDS" "media.shards (or the CPU count with cpuPinning)" "OPENCHAT_RTC_UDP_PORT" "media.udpPort" "OPENCHAT_HTTP_ADDR" "http.port" "OPENCHAT_SHUTDOWN_TIMEOUT_MS" "shutdown.timeoutSeconds" "OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS" "shutdown.drainDelaySeconds" "OPENCHAT_DATA_DIR" "persistence" "OPENCHAT_DATABASE_URL" "database.url or database.existingSecret" "OPENCHAT_RTC_TICKET_SECRET" "rtc.ticketSecret.existingSecret" -}}
 {{- range $k, $_ := $v.env -}}
 {{- if hasKey $owned $k -}}
 {{- fail (printf "env.%s is set by the chart from %s (it must match the ports, probes and grace period); set that instead" $k (get $owned $k)) -}}
@@ -179,6 +179,7 @@ then `env` (explicit values win), as a list sorted by name.
 {{- $_ := set $e "OPENCHAT_SHARDS" (dict "value" (include "openchat.shards" .)) -}}
 {{- $_ := set $e "OPENCHAT_RTC_UDP_PORT" (dict "value" (toString (int $v.media.udpPort))) -}}
 {{- $_ := set $e "OPENCHAT_SHUTDOWN_TIMEOUT_MS" (dict "value" (toString (mul (int $v.shutdown.timeoutSeconds) 1000))) -}}
+{{- $_ := set $e "OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS" (dict "value" (toString (mul (int $v.shutdown.drainDelaySeconds) 1000))) -}}
 {{- if $v.media.publicIP -}}
 {{- $_ := set $e "OPENCHAT_RTC_PUBLIC_IP" (dict "value" $v.media.publicIP) -}}
 {{- else if $v.media.publicIPFromNode -}}

@@ -151,8 +151,10 @@ def common(set_name, docs, chart_dir, readme_vars):
     # Grace period from the same value as the shutdown timeout.
     tgps = pod.get("terminationGracePeriodSeconds")
     shutdown_ms = int(env_value(c, "OPENCHAT_SHUTDOWN_TIMEOUT_MS"))
-    check(f"{tag} terminationGracePeriodSeconds ({tgps}) > OPENCHAT_SHUTDOWN_TIMEOUT_MS ({shutdown_ms} ms)",
-          tgps is not None and tgps * 1000 > shutdown_ms)
+    drain_ms = int(env_value(c, "OPENCHAT_SHUTDOWN_DRAIN_DELAY_MS"))
+    check(f"{tag} terminationGracePeriodSeconds ({tgps}) > drain delay ({drain_ms} ms) + OPENCHAT_SHUTDOWN_TIMEOUT_MS ({shutdown_ms} ms)",
+          tgps is not None and tgps * 1000 > drain_ms + shutdown_ms)
+    check(f"{tag} a drain delay of a few seconds (readiness off before the listener closes)", 1000 <= drain_ms <= 120000, str(drain_ms))
 
     # Ticket secret from a Secret, never a literal.
     ref = secret_ref(c, "OPENCHAT_RTC_TICKET_SECRET")
