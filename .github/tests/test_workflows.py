@@ -28,11 +28,12 @@ OWNER_LC = OWNER.lower()
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 PINNED_USES = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
+# The majors that run on the runners' Node 24 (the Node 20 ones are retired on GitHub's runners).
 EXPECTED_ACTIONS = {
-    "actions/checkout": "v4",
-    "docker/setup-buildx-action": "v3",
-    "docker/login-action": "v3",
-    "docker/build-push-action": "v6",
+    "actions/checkout": "v5",
+    "docker/setup-buildx-action": "v4",
+    "docker/login-action": "v4",
+    "docker/build-push-action": "v7",
     "azure/setup-helm": "v4",
 }
 
