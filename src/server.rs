@@ -24,6 +24,8 @@ pub struct Server {
     shards: Shards,
     bridge: Option<BridgeHandle>,
     authority: Option<crate::authority::Stopper>,
+    /// The cluster driver of a node of several (`OPENCHAT_CLUSTER_NATS_URL`).
+    cluster: Option<crate::cluster::ClusterNode>,
     app: Arc<App>,
 }
 
@@ -81,7 +83,17 @@ impl Server {
                 })?
             }
         };
-        let app = Arc::new(App::new(
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(
+                crate::cluster::ClusterNode::start(
+                    cluster,
+                    vec![crate::cluster::LeaseKey::community(&default_server_id)?],
+                )
+                .context("OPENCHAT_CLUSTER_NATS_URL: the cluster bus could not be reached")?,
+            ),
+            None => None,
+        };
+        let app = App::new(
             config,
             storage,
             default_server_id,
@@ -89,7 +101,11 @@ impl Server {
             crate::runtime::media::host_ipv4_addresses(),
             evidence_key,
             extra_routes,
-        ));
+        );
+        let app = Arc::new(match &cluster {
+            Some(node) => app.with_cluster(node.status()),
+            None => app,
+        });
         let shards = Shards::start(
             &app.config,
             app.clone(),
@@ -100,6 +116,7 @@ impl Server {
             shards,
             bridge: Some(bridge),
             authority: Some(authority),
+            cluster,
             app,
         })
     }
@@ -121,6 +138,12 @@ impl Server {
     pub fn wait(mut self) -> anyhow::Result<()> {
         let mut failed = self.shards.join();
         // The authority finishes its in-flight commits before the bridge closes.
+        // Leases go first, so other nodes take over at once rather than after the TTL.
+        if let Some(cluster) = self.cluster.take()
+            && !cluster.stop()
+        {
+            tracing::warn!("not every cluster lease was released in time; others wait for the TTL");
+        }
         if let Some(authority) = self.authority.take()
             && !authority.stop()
         {

@@ -3,16 +3,14 @@
 //! holder that stopped, release, stale revisions, and the keeper with its view. The leases run
 //! on a 3 s TTL (the production proportions scaled down) so an expiry takes seconds.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use openchatd::cluster::lease::{Action, ClaimOutcome, Lease};
 use openchatd::cluster::{ClusterError, LeaseKeeper, LeaseKey, LeaseStore, LeaseTiming, LeaseView};
+use support::nats::NatsServer;
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// The test TTL: long enough for loopback round trips, short enough to wait for.
 const TEST_TTL: Duration = Duration::from_secs(3);
 const CLUSTER: &str = "test";
@@ -21,53 +19,14 @@ fn timing() -> LeaseTiming {
     LeaseTiming::scaled(TEST_TTL).expect("scaled timing")
 }
 
-/// A private nats-server with JetStream in its own store directory; killed on drop.
-struct NatsServer {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
+/// The lease stores of the test nodes on a private server.
+trait Stores {
+    async fn store(&self, node: &str) -> LeaseStore;
+    async fn store_with(&self, node: &str, timing: LeaseTiming)
+    -> Result<LeaseStore, ClusterError>;
 }
 
-impl NatsServer {
-    fn start() -> NatsServer {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "openchat-nats-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        // A free port: bind to port 0, read it, close.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(dir.join("nats.log")).expect("log file");
-        let child = Command::new(NATS_SERVER)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{NATS_SERVER} (apt-get install nats-server): {e}"));
-        let server = NatsServer { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {addr}; see {}",
-                server.dir.join("nats.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
+impl Stores for NatsServer {
     /// The lease store of `node` on this server (its own connection), with the test TTL.
     async fn store(&self, node: &str) -> LeaseStore {
         self.store_with(node, timing()).await.expect("lease store")
@@ -82,14 +41,6 @@ impl NatsServer {
             .await
             .expect("connect to nats-server");
         LeaseStore::open(client, CLUSTER, node, timing).await
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -446,7 +397,7 @@ async fn the_store_connects_with_the_cluster_configuration() {
         Some(("node-c".to_owned(), revision))
     );
     // Nobody listening: a typed error, not a hang.
-    let dead = TcpListener::bind("127.0.0.1:0")
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The server is shutting down: not ready for new work (`/readyz` while draining).
     #[error("the server is shutting down; another instance takes new requests")]
     Draining,
+    /// A cluster node whose bus (NATS) is unreachable.
+    #[error("the cluster bus is unreachable")]
+    ClusterUnavailable,
     #[error("internal error")]
     Internal,
     /// A refusal of the HTTP layer or of an endpoint's own input checks (body parsing,
@@ -164,7 +167,10 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UpgradeRequired => 426,
-            ApiError::StorageUnavailable | ApiError::Overloaded | ApiError::Draining => 503,
+            ApiError::StorageUnavailable
+            | ApiError::Overloaded
+            | ApiError::Draining
+            | ApiError::ClusterUnavailable => 503,
             ApiError::Internal => 500,
             ApiError::Refused { status, .. } => *status,
             ApiError::Domain(e) => domain_status(e),
@@ -184,6 +190,7 @@ impl ApiError {
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::Draining => "draining",
+            ApiError::ClusterUnavailable => "cluster_unavailable",
             ApiError::Internal => "internal",
             ApiError::Refused { code, .. } => code,
             ApiError::Domain(e) => e.code(),
@@ -197,6 +204,7 @@ impl ApiError {
             ApiError::StorageUnavailable
                 | ApiError::Overloaded
                 | ApiError::Draining
+                | ApiError::ClusterUnavailable
                 | ApiError::Domain(
                     DomainError::RateLimited { .. }
                         | DomainError::SignInsThrottled

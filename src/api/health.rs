@@ -24,6 +24,9 @@ pub fn readyz<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
         if ctx.shard.shutdown.is_draining() {
             return Err(ApiError::Draining);
         }
+        if ctx.app.cluster.as_ref().is_some_and(|c| !c.bus_connected()) {
+            return Err(ApiError::ClusterUnavailable);
+        }
         ctx.app.storage.ping().await?;
         super::json(
             200,

@@ -140,6 +140,10 @@ pub fn metrics<'a>(ctx: &'a RequestCtx<'a>) -> HandlerFuture<'a> {
             authority_queue: ctx.app.authority.queue_depth() as u64,
             resident_bytes: crate::runtime::process::resident_bytes(),
             open_fds: crate::runtime::process::open_fds(),
+            cluster: ctx.app.cluster.as_ref().map(|c| ClusterGauges {
+                bus_connected: c.bus_connected(),
+                leases_held: c.leases_held(std::time::Instant::now()) as u64,
+            }),
         };
         Ok(Response::bytes(
             200,
@@ -182,6 +186,15 @@ struct Process {
     authority_queue: u64,
     resident_bytes: Option<u64>,
     open_fds: Option<u64>,
+    /// `None`: a single node.
+    cluster: Option<ClusterGauges>,
+}
+
+/// A cluster node's view of the bus and its leases.
+#[derive(Debug)]
+struct ClusterGauges {
+    bus_connected: bool,
+    leases_held: u64,
 }
 
 impl Collector for Scrape {
@@ -274,6 +287,19 @@ impl Collector for Scrape {
                 self.process.open_fds,
             ),
         ];
+        let cluster = self.process.cluster.as_ref();
+        let gauges = gauges.into_iter().chain([
+            (
+                "openchat_cluster_bus_connected",
+                "1 while this cluster node's NATS connection is up (absent on a single node).",
+                cluster.map(|c| u64::from(c.bus_connected)),
+            ),
+            (
+                "openchat_cluster_leases_held",
+                "Community and voice-room leases this cluster node may serve now.",
+                cluster.map(|c| c.leases_held),
+            ),
+        ]);
         for (name, help, value) in gauges {
             let Some(value) = value else { continue };
             ConstGauge::new(value).encode(encoder.encode_descriptor(
@@ -495,6 +521,7 @@ mod tests {
             authority_queue: 14,
             resident_bytes: Some(15),
             open_fds: None,
+            cluster: None,
         };
         (shard0, storage, process)
     }

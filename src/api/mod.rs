@@ -67,6 +67,8 @@ pub struct App {
     pub blob_holds: blob_holds::BlobHolds,
     /// The two endpoints whose bodies may be large multipart uploads.
     uploads: Router<()>,
+    /// This node's view of the cluster (`None`: a single node).
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// What a handler sees of its request.
@@ -134,7 +136,14 @@ impl App {
             host_ips,
             router,
             capabilities,
+            cluster: None,
         }
+    }
+
+    /// This app as one node of a cluster.
+    pub fn with_cluster(mut self, cluster: crate::cluster::ClusterStatus) -> App {
+        self.cluster = Some(cluster);
+        self
     }
 
     pub fn capabilities_json(&self) -> &bytes::Bytes {

@@ -15,8 +15,12 @@
 //!   wants, and [`LeaseView`], the cheap thread-safe "may this node serve K now, at which
 //!   revision" any thread (a glommio shard) can ask.
 //!
-//! Not built yet (later pieces of issue 15): nothing starts a keeper at start-up or asks it
-//! before a command; commands for communities owned elsewhere are not forwarded over NATS
+//! - [`node`]: the driver a cluster node starts ([`ClusterNode`], its own thread and tokio
+//!   runtime): the connection, the bucket, the keeper of the default community's lease, and
+//!   [`ClusterStatus`] for readiness (`/readyz` is 503 `cluster_unavailable` while the bus is
+//!   unreachable) and metrics; stopping it releases the leases.
+//!
+//! Not built yet (later pieces of issue 15): no command asks the lease before it is applied; commands for communities owned elsewhere are not forwarded over NATS
 //! request/reply; committed events do not travel on a JetStream stream; presence, typing,
 //! voice tickets, session revocation, rate limits, readiness while the bus is down, draining
 //! and metrics are still single-node.
@@ -24,10 +28,12 @@
 pub mod keeper;
 pub mod kv;
 pub mod lease;
+pub mod node;
 
 pub use keeper::{Grant, LeaseKeeper, LeaseView};
 pub use kv::LeaseStore;
 pub use lease::{LEASE_TTL, LeaseKey, LeaseTiming, RENEW_EVERY, SAFETY_MARGIN};
+pub use node::{ClusterNode, ClusterStatus};
 
 use std::time::Duration;
 

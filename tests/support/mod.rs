@@ -3,7 +3,8 @@
 //! database per test ([`pg`]) and a TCP proxy that can make the database vanish ([`proxy`]);
 //! for the community API a client per identity ([`api`]), a realtime client ([`ws`]), JSON
 //! paths for assertions ([`json`]), form bodies ([`multipart`]), test images ([`media`]),
-//! voice callers ([`call`]) and headless Chromium ([`browser`]).
+//! voice callers ([`call`]), headless Chromium ([`browser`]) and a private nats-server
+//! ([`nats`]).
 //!
 //! Each test binary uses a subset, hence the `dead_code` allowances.
 
@@ -18,6 +19,7 @@ pub mod json;
 pub mod media;
 pub mod mls_client;
 pub mod multipart;
+pub mod nats;
 pub mod pg;
 pub mod proxy;
 pub mod server;

@@ -1,0 +1,208 @@
+//! The cluster driver of one node: a thread with its own tokio runtime holding the NATS
+//! connection, the lease bucket and the [`LeaseKeeper`] of the keys this node wants, and a
+//! cheap [`ClusterStatus`] for the shards (readiness, metrics).
+//!
+//! A thread of its own rather than the storage bridge's runtime: a stalled or unreachable bus
+//! must never delay a database write, and the bridge must never delay a lease renewal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::kv::{CONNECT_TIMEOUT, LeaseStore, OP_TIMEOUT};
+use super::{ClusterError, LeaseKeeper, LeaseKey, LeaseTiming, LeaseView};
+use crate::config::ClusterConfig;
+
+/// How often the connection's state is sampled for [`ClusterStatus::bus_connected`].
+const STATE_POLL: Duration = Duration::from_millis(200);
+/// How often the client pings the server: a bus that stopped answering (a partition, not a
+/// closed socket) is noticed within about two of these.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the shards may ask of the cluster driver, from any thread.
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    node_id: Arc<str>,
+    connected: Arc<AtomicBool>,
+    view: LeaseView,
+}
+
+impl ClusterStatus {
+    /// This node's name (`OPENCHAT_NODE_ID`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether the NATS connection is up now (sampled every [`STATE_POLL`]).
+    pub fn bus_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Leases this node may serve at `now`.
+    pub fn leases_held(&self, now: Instant) -> usize {
+        self.view.held(now).len()
+    }
+
+    /// Whether this node may serve `key` at `now`, and at which revision (the fencing token).
+    pub fn may_serve(&self, key: &LeaseKey, now: Instant) -> Option<u64> {
+        self.view.may_serve(key, now)
+    }
+}
+
+/// The running driver; [`ClusterNode::stop`] releases its leases.
+pub struct ClusterNode {
+    status: ClusterStatus,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<bool>>,
+}
+
+impl ClusterNode {
+    /// Connects to the bus of `config`, opens the lease bucket and starts keeping the leases of
+    /// `wanted`. Returns once connected; a bus that cannot be reached within the connect
+    /// timeout is an error (the start fails and says so).
+    pub fn start(
+        config: &ClusterConfig,
+        wanted: Vec<LeaseKey>,
+    ) -> Result<ClusterNode, ClusterError> {
+        Self::start_with_timing(config, wanted, LeaseTiming::PRODUCTION)
+    }
+
+    /// [`ClusterNode::start`] with other lease timings (tests).
+    #[doc(hidden)]
+    pub fn start_with_timing(
+        config: &ClusterConfig,
+        wanted: Vec<LeaseKey>,
+        timing: LeaseTiming,
+    ) -> Result<ClusterNode, ClusterError> {
+        let config = config.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || run(config, wanted, timing, ready_tx, stopped))
+            .map_err(|e| ClusterError::Connect(Box::new(e)))?;
+        match ready_rx.recv() {
+            Ok(Ok(status)) => Ok(ClusterNode {
+                status,
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ClusterError::Connect(
+                    "the cluster thread stopped at start".into(),
+                ))
+            }
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        self.status.clone()
+    }
+
+    /// Releases every lease (others take over at once, not after the TTL) and stops the
+    /// thread. Returns whether every release was answered in time.
+    pub fn stop(mut self) -> bool {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread
+            .take()
+            .map(|thread| thread.join().unwrap_or(false))
+            .unwrap_or(true)
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(
+    config: ClusterConfig,
+    wanted: Vec<LeaseKey>,
+    timing: LeaseTiming,
+    ready: std::sync::mpsc::Sender<Result<ClusterStatus, ClusterError>>,
+    stopped: oneshot::Receiver<()>,
+) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(ClusterError::Connect(Box::new(e))));
+            return false;
+        }
+    };
+    runtime.block_on(async move {
+        let client = match async_nats::ConnectOptions::new()
+            .name(format!("openchatd {}", config.node_id))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(OP_TIMEOUT))
+            .ping_interval(PING_INTERVAL)
+            .connect(config.nats_urls.as_slice())
+            .await
+        {
+            Ok(client) => client,
+            Err(e) => {
+                let _ = ready.send(Err(ClusterError::Connect(Box::new(e))));
+                return false;
+            }
+        };
+        let store = match LeaseStore::open(client.clone(), &config.name, &config.node_id, timing)
+            .await
+        {
+            Ok(store) => store,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return false;
+            }
+        };
+        let keeper = LeaseKeeper::spawn(store);
+        for key in wanted {
+            keeper.want(key);
+        }
+        let connected = Arc::new(AtomicBool::new(true));
+        let status = ClusterStatus {
+            node_id: config.node_id.as_str().into(),
+            connected: connected.clone(),
+            view: keeper.view(),
+        };
+        if ready.send(Ok(status)).is_err() {
+            return keeper.shutdown().await;
+        }
+        let mut stopped = stopped;
+        let mut poll = tokio::time::interval(STATE_POLL);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = poll.tick() => {
+                    let up = client.connection_state() == async_nats::connection::State::Connected;
+                    if connected.swap(up, Ordering::AcqRel) != up {
+                        if up {
+                            tracing::info!("cluster bus connected again");
+                        } else {
+                            tracing::warn!("cluster bus unreachable: not ready, leases cannot be renewed");
+                        }
+                    }
+                }
+            }
+        }
+        let released = keeper.shutdown().await;
+        let _ = tokio::time::timeout(OP_TIMEOUT, client.flush()).await;
+        released
+    })
+}
