@@ -153,3 +153,57 @@ fn a_cluster_node_without_its_bus_does_not_start() {
         started.elapsed()
     );
 }
+
+/// A join ticket is single-use across the cluster: used on n1, it is refused on n2 as
+/// replayed (n2 never saw it: only the cluster's bucket knows); a fresh ticket from n1 joins on
+/// n2; and a replay on the node that took it is refused too.
+#[test]
+fn a_ticket_used_on_one_node_is_refused_on_another() {
+    let nats = NatsServer::start();
+    let place = Place::new(Engine::Postgres);
+    let url = place.db.as_ref().unwrap().url();
+    let n1 = node(place, &url, &nats, "t1");
+    let n2 = node(Place::new(Engine::Sqlite), &url, &nats, "t2");
+    let alice = Client::user(n1.addr);
+    let voice = support::call::voice_channel(&alice, "home");
+    let join = |addr: SocketAddr, ticket: &str| {
+        let mut ws = support::ws::Ws::connect_to(addr, "/v1/rtc/signaling");
+        ws.send_text(&support::json::encode(
+            &json!({"type": "rtc.join", "request_id": "j", "payload": {"ticket": ticket}}),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if ws
+                .wait_for("rtc.joined", Duration::from_millis(50), |_| true)
+                .is_some()
+            {
+                return ("rtc.joined".to_owned(), None, ws);
+            }
+            if let Some(error) = ws.wait_for("rtc.error", Duration::from_millis(50), |_| true) {
+                use support::json::JsonPath;
+                let code = error.str_at("payload.code").to_owned();
+                return ("rtc.error".to_owned(), Some(code), ws);
+            }
+            assert!(Instant::now() < deadline, "no answer to rtc.join");
+        }
+    };
+    let ticket = support::call::ticket_for(&alice, &voice);
+    let (kind, _, _first) = join(n1.addr, &ticket);
+    assert_eq!(kind, "rtc.joined");
+    let (kind, code, _) = join(n2.addr, &ticket);
+    assert_eq!(
+        (kind.as_str(), code.as_deref()),
+        ("rtc.error", Some("rtc_ticket_replayed"))
+    );
+    let (kind, code, _) = join(n1.addr, &ticket);
+    assert_eq!(
+        (kind.as_str(), code.as_deref()),
+        ("rtc.error", Some("rtc_ticket_replayed"))
+    );
+    let fresh = support::call::ticket_for(&alice, &voice);
+    let (kind, code, _) = join(n2.addr, &fresh);
+    assert_eq!(
+        kind, "rtc.joined",
+        "a fresh ticket of n1 joins on n2: {code:?}"
+    );
+}

@@ -198,7 +198,11 @@ async fn join(
     let now = crate::authority::now_millis() / 1000;
     let claims = ticket::verify(&shard.app.ticket_secret, &ticket_text, now)
         .map_err(|e| (e.code(), e.to_string(), e == TicketError::Expired))?;
-    if claims.exp - ticket::TICKET_TTL_SECS < shard.app.started_at_secs {
+    // A single node keeps used ticket ids in memory only, so it refuses tickets from before its
+    // start; a cluster node keeps them in the cluster's bucket, which outlives any node.
+    if shard.app.cluster.is_none()
+        && claims.exp - ticket::TICKET_TTL_SECS < shard.app.started_at_secs
+    {
         return Err((
             "rtc_ticket_expired",
             "the ticket was issued before this server started; ask for a new one".to_owned(),
@@ -214,6 +218,22 @@ async fn join(
             "the ticket is for another channel".to_owned(),
             false,
         ));
+    }
+    // Single use across the cluster first: a ticket replayed on another node is refused there.
+    // Before the local redeem, so a bus outage (retryable) leaves the ticket unused everywhere.
+    if let Some(cluster) = &shard.app.cluster {
+        match cluster.claim_ticket(&claims.jti).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = super::ApiError::from(crate::domain::error::DomainError::TicketReplayed);
+                return Err((e.code(), e.to_string(), false));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ticket not claimed on the cluster bus");
+                let e = super::ApiError::ClusterUnavailable;
+                return Err((e.code(), e.to_string(), true));
+            }
+        }
     }
     let redeem = RedeemTicket {
         claims: claims.clone(),

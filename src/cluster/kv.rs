@@ -78,70 +78,14 @@ impl LeaseStore {
         node_id: &str,
         timing: LeaseTiming,
     ) -> Result<LeaseStore, ClusterError> {
-        let mut context = jetstream::new(client);
-        context.set_timeout(OP_TIMEOUT);
         let bucket = LeaseStore::bucket_name(cluster_name);
-        let bucket_error = |source: BoxError| ClusterError::Bucket {
-            bucket: bucket.clone(),
-            source,
-        };
-        // The bucket's stream, written out rather than through `create_key_value`: that asks
-        // for the account info first, and async-nats 0.50 cannot parse 2.9's answer (it lacks
-        // `reserved_memory`). The fields are the ones `create_key_value` would set.
-        let stream = jetstream::stream::Config {
-            name: format!("{KV_STREAM_PREFIX}{bucket}"),
-            description: Some("openchatd leases: community and voice room owners".to_owned()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: timing.ttl(),
-            // File storage: a restarted server must keep both the entries (or a node could
-            // claim what another still serves) and the sequence (the fencing tokens must keep
-            // rising).
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        };
-        let created = within(OP_TIMEOUT, context.create_stream(stream)).await;
-        let kv = within(OP_TIMEOUT, context.get_key_value(bucket.as_str()))
-            .await
-            .ok_or_else(|| bucket_error(format!("no answer within {OP_TIMEOUT:?}").into()))?;
-        let kv = match (created, kv) {
-            (Some(Ok(_)), Ok(kv)) => kv,
-            // Exists with another configuration? Say which part matters.
-            (Some(Err(create_error)), Ok(existing)) => {
-                // `status` reads the configuration fetched by `get_key_value`.
-                let status = existing
-                    .status()
-                    .await
-                    .map_err(|e| bucket_error(Box::new(e)))?;
-                if status.max_age() != timing.ttl() || status.history() != 1 {
-                    return Err(bucket_error(
-                        format!(
-                            "exists with max_age {:?} and history {}, but this node needs \
-                             max_age {:?} and history 1",
-                            status.max_age(),
-                            status.history(),
-                            timing.ttl()
-                        )
-                        .into(),
-                    ));
-                }
-                tracing::debug!(%bucket, error = %create_error, "lease bucket kept as it is");
-                existing
-            }
-            (Some(Err(create_error)), Err(_)) => return Err(bucket_error(Box::new(create_error))),
-            (None, _) => {
-                return Err(bucket_error(
-                    format!("no answer within {OP_TIMEOUT:?}").into(),
-                ));
-            }
-            (Some(Ok(_)), Err(open_error)) => return Err(bucket_error(Box::new(open_error))),
-        };
+        let kv = open_bucket(
+            client,
+            &bucket,
+            "openchatd leases: community and voice room owners",
+            timing.ttl(),
+        )
+        .await?;
         Ok(LeaseStore {
             kv,
             node_id: node_id.to_owned(),
@@ -271,6 +215,77 @@ impl LeaseStore {
             key: key.to_string(),
             source: Box::new(error),
         }
+    }
+}
+
+/// Opens the KV bucket `bucket` (one entry of history, entries gone `max_age` after their last
+/// write), creating it if it does not exist; an existing bucket with another `max_age` or
+/// history is an error, because nodes that disagree on it would disagree on what has expired.
+pub(super) async fn open_bucket(
+    client: async_nats::Client,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, ClusterError> {
+    let mut context = jetstream::new(client);
+    context.set_timeout(OP_TIMEOUT);
+    let bucket_error = |source: BoxError| ClusterError::Bucket {
+        bucket: bucket.to_owned(),
+        source,
+    };
+    // The bucket's stream, written out rather than through `create_key_value`: that asks
+    // for the account info first, and async-nats 0.50 cannot parse 2.9's answer (it lacks
+    // `reserved_memory`). The fields are the ones `create_key_value` would set.
+    let stream = jetstream::stream::Config {
+        name: format!("{KV_STREAM_PREFIX}{bucket}"),
+        description: Some(description.to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        // File storage: a restarted server must keep both the entries (or a node could claim
+        // what another still serves, or a used ticket be taken again) and the sequence (the
+        // fencing tokens must keep rising).
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let created = within(OP_TIMEOUT, context.create_stream(stream)).await;
+    let kv = within(OP_TIMEOUT, context.get_key_value(bucket))
+        .await
+        .ok_or_else(|| bucket_error(format!("no answer within {OP_TIMEOUT:?}").into()))?;
+    match (created, kv) {
+        (Some(Ok(_)), Ok(kv)) => Ok(kv),
+        // Exists with another configuration? Say which part matters.
+        (Some(Err(create_error)), Ok(existing)) => {
+            // `status` reads the configuration fetched by `get_key_value`.
+            let status = existing
+                .status()
+                .await
+                .map_err(|e| bucket_error(Box::new(e)))?;
+            if status.max_age() != max_age || status.history() != 1 {
+                return Err(bucket_error(
+                    format!(
+                        "exists with max_age {:?} and history {}, but this node needs \
+                         max_age {max_age:?} and history 1",
+                        status.max_age(),
+                        status.history(),
+                    )
+                    .into(),
+                ));
+            }
+            tracing::debug!(%bucket, error = %create_error, "bucket kept as it is");
+            Ok(existing)
+        }
+        (Some(Err(create_error)), Err(_)) => Err(bucket_error(Box::new(create_error))),
+        (None, _) => Err(bucket_error(
+            format!("no answer within {OP_TIMEOUT:?}").into(),
+        )),
+        (Some(Ok(_)), Err(open_error)) => Err(bucket_error(Box::new(open_error))),
     }
 }
 

@@ -19,6 +19,8 @@
 //!   runtime): the connection, the bucket, the keeper of the default community's lease, and
 //!   [`ClusterStatus`] for readiness (`/readyz` is 503 `cluster_unavailable` while the bus is
 //!   unreachable) and metrics; stopping it releases the leases.
+//! - [`tickets`]: join tickets are single-use across the cluster (a KV `create` of the ticket
+//!   id when it is redeemed, on whichever node).
 //!
 //! Not built yet (later pieces of issue 15): no command asks the lease before it is applied; commands for communities owned elsewhere are not forwarded over NATS
 //! request/reply; committed events do not travel on a JetStream stream; presence, typing,
@@ -29,6 +31,7 @@ pub mod keeper;
 pub mod kv;
 pub mod lease;
 pub mod node;
+pub mod tickets;
 
 pub use keeper::{Grant, LeaseKeeper, LeaseView};
 pub use kv::LeaseStore;
@@ -69,6 +72,9 @@ pub enum ClusterError {
         key: String,
         after: Duration,
     },
+    /// The cluster driver cannot take the request now (its queue is full, or it stopped).
+    #[error("the cluster driver is unavailable: {0}")]
+    Unavailable(&'static str),
     /// The server answered with an error other than the ones a lease expects.
     #[error("NATS KV {op} of {key} failed: {source}")]
     Kv {

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::kv::{CONNECT_TIMEOUT, LeaseStore, OP_TIMEOUT};
+use super::tickets::TicketStore;
 use super::{ClusterError, LeaseKeeper, LeaseKey, LeaseTiming, LeaseView};
 use crate::config::ClusterConfig;
 
@@ -22,12 +23,19 @@ const STATE_POLL: Duration = Duration::from_millis(200);
 /// closed socket) is noticed within about two of these.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Ticket claims waiting for the driver; past this, a join is answered `cluster_unavailable`
+/// (retryable) instead of queueing without bound.
+const TICKET_QUEUE: usize = 1024;
+
+type TicketClaim = (String, oneshot::Sender<Result<bool, ClusterError>>);
+
 /// What the shards may ask of the cluster driver, from any thread.
 #[derive(Debug, Clone)]
 pub struct ClusterStatus {
     node_id: Arc<str>,
     connected: Arc<AtomicBool>,
     view: LeaseView,
+    tickets: mpsc::Sender<TicketClaim>,
 }
 
 impl ClusterStatus {
@@ -44,6 +52,18 @@ impl ClusterStatus {
     /// Leases this node may serve at `now`.
     pub fn leases_held(&self, now: Instant) -> usize {
         self.view.held(now).len()
+    }
+
+    /// Marks the join ticket `jti` used, cluster-wide: `true` the first time on any node. Works
+    /// from any executor (a glommio shard awaits the answer of the driver's tokio thread).
+    pub async fn claim_ticket(&self, jti: &str) -> Result<bool, ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        self.tickets
+            .try_send((jti.to_owned(), reply))
+            .map_err(|_| ClusterError::Unavailable("too many ticket claims in flight"))?;
+        answer
+            .await
+            .map_err(|_| ClusterError::Unavailable("the cluster driver stopped"))?
     }
 
     /// Whether this node may serve `key` at `now`, and at which revision (the fencing token).
@@ -171,6 +191,23 @@ fn run(
                 return false;
             }
         };
+        let tickets = match TicketStore::open(client.clone(), &config.name, &config.node_id).await
+        {
+            Ok(tickets) => tickets,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return false;
+            }
+        };
+        let (ticket_tx, mut ticket_rx) = mpsc::channel::<TicketClaim>(TICKET_QUEUE);
+        tokio::spawn(async move {
+            while let Some((jti, reply)) = ticket_rx.recv().await {
+                let tickets = tickets.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(tickets.claim(&jti).await);
+                });
+            }
+        });
         let keeper = LeaseKeeper::spawn(store);
         for key in wanted {
             keeper.want(key);
@@ -180,6 +217,7 @@ fn run(
             node_id: config.node_id.as_str().into(),
             connected: connected.clone(),
             view: keeper.view(),
+            tickets: ticket_tx,
         };
         if ready.send(Ok(status)).is_err() {
             return keeper.shutdown().await;
