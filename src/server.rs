@@ -88,6 +88,7 @@ impl Server {
                 crate::cluster::ClusterNode::start(
                     cluster,
                     vec![crate::cluster::LeaseKey::community(&default_server_id)?],
+                    forget_revoked(started.authority.clone()),
                 )
                 .context("OPENCHAT_CLUSTER_NATS_URL: the cluster bus could not be reached")?,
             ),
@@ -178,6 +179,19 @@ fn resolve_default_server_id(config: &Config, storage: &Storage) -> anyhow::Resu
     Ok(match outcome {
         WriteOutcome::Existing(id) => id,
         WriteOutcome::Done => fresh,
+    })
+}
+
+/// What a cluster node does when another node revoked a session: forget it here too.
+fn forget_revoked(authority: Authority) -> crate::cluster::node::RevokedHook {
+    Arc::new(move |token_hash| {
+        let authority = authority.clone();
+        Box::pin(async move {
+            let forget = crate::domain::community::commands::ForgetRevokedSession { token_hash };
+            if let Err(error) = authority.command(forget).await {
+                tracing::warn!(%error, "a session revoked on another node was not forgotten here");
+            }
+        })
     })
 }
 

@@ -207,3 +207,69 @@ fn a_ticket_used_on_one_node_is_refused_on_another() {
         "a fresh ticket of n1 joins on n2: {code:?}"
     );
 }
+
+/// A session revoked on one node is honoured on the others within a second: n2 knows the
+/// session (it loaded it at its start), n1 revokes it, and n2 refuses the token and closes the
+/// realtime socket opened with it.
+#[test]
+fn a_revoke_on_one_node_is_honoured_on_another_within_a_second() {
+    let nats = NatsServer::start();
+    let place = Place::new(Engine::Postgres);
+    let url = place.db.as_ref().unwrap().url();
+    let session_mode = |place: Place, id: &str| {
+        let nats_url = nats.url();
+        let mut vars: Vec<(&str, &str)> = COMMUNITY_VARS.to_vec();
+        vars.extend_from_slice(&[
+            ("OPENCHAT_AUTH_MODE", "session"),
+            ("OPENCHAT_CLUSTER_NATS_URL", nats_url.as_str()),
+            ("OPENCHAT_NODE_ID", id),
+            ("OPENCHAT_CLUSTER_NAME", "e2e"),
+            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
+            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
+            ("OPENCHAT_RTC_TURN_SECRET", TURN_SECRET),
+        ]);
+        start_in(place, Some(&url), &vars, |_| {})
+    };
+    let n1 = session_mode(place, "r1");
+    let key = support::api::DeviceKey::new();
+    let session = key.sign_in(n1.addr, support::server::PUBLIC_BASE_URL, None);
+    use support::json::JsonPath;
+    let token = session.str_at("token").to_owned();
+    let n2 = session_mode(Place::new(Engine::Sqlite), "r2");
+    assert_eq!(
+        Client::bearer(n2.addr, &token)
+            .get("/v1/auth/session")
+            .status,
+        200
+    );
+    let mut ws = support::ws::Ws::connect_with_protocol(
+        n2.addr,
+        "server_id=home",
+        &format!("openchat.session.{token}"),
+    );
+    let general = Client::bearer(n2.addr, &token).first_text_channel("home");
+    ws.subscribe(&general);
+    ws.expect("chat.presence.snapshot");
+
+    let revoked = Instant::now();
+    let reply = Client::bearer(n1.addr, &token).delete("/v1/auth/session");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let took = within(
+        Duration::from_secs(1),
+        "n2 refuses the revoked token",
+        || {
+            Client::bearer(n2.addr, &token)
+                .get("/v1/auth/session")
+                .status
+                == 401
+        },
+    );
+    assert!(
+        ws.closed_within(Duration::from_secs(1)),
+        "n2 closed the token's socket"
+    );
+    eprintln!(
+        "revoke on n1 → refused on n2 in {took:?} ({:?} with the DELETE)",
+        revoked.elapsed()
+    );
+}

@@ -40,6 +40,17 @@ impl Service for App {
         super::websocket_handler(self, request)
     }
 
+    fn on_notice(&self, notice: &crate::domain::community::Notice) {
+        // A revoke on this node is honoured on every other node of the cluster.
+        if let (
+            Some(cluster),
+            crate::domain::community::Notice::SessionRevoked { token_hash, .. },
+        ) = (&self.cluster, notice)
+        {
+            cluster.publish_revoked_session(token_hash);
+        }
+    }
+
     fn subprotocol<'r>(&self, request: &'r Request) -> Option<&'r str> {
         super::identity::session_subprotocol(request)
     }

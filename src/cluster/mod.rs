@@ -21,6 +21,10 @@
 //!   unreachable) and metrics; stopping it releases the leases.
 //! - [`tickets`]: join tickets are single-use across the cluster (a KV `create` of the ticket
 //!   id when it is redeemed, on whichever node).
+//! - Revoked sessions: a revoke's notice is published on `<cluster>.sessions.revoked` (token
+//!   hash only); the other nodes forget the session, close its sockets and void its tickets
+//!   (`ForgetRevokedSession`). Sessions opened after a node started are not sent yet: such a
+//!   token is refused on the other nodes (fails closed) until they restart.
 //!
 //! Not built yet (later pieces of issue 15): no command asks the lease before it is applied; commands for communities owned elsewhere are not forwarded over NATS
 //! request/reply; committed events do not travel on a JetStream stream; presence, typing,

@@ -29,6 +29,21 @@ const TICKET_QUEUE: usize = 1024;
 
 type TicketClaim = (String, oneshot::Sender<Result<bool, ClusterError>>);
 
+/// Revocations waiting to be published; past this they are dropped with a warning (the other
+/// nodes then honour the revoke at their next start, from the database).
+const REVOKED_QUEUE: usize = 4096;
+
+/// What a node does with a session another node revoked (the token's hash): the wiring runs
+/// the authority's `ForgetRevokedSession`.
+pub type RevokedHook = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The subject of revoked sessions.
+fn revoked_subject(cluster: &str) -> String {
+    format!("{cluster}.sessions.revoked")
+}
+
 /// What the shards may ask of the cluster driver, from any thread.
 #[derive(Debug, Clone)]
 pub struct ClusterStatus {
@@ -36,6 +51,7 @@ pub struct ClusterStatus {
     connected: Arc<AtomicBool>,
     view: LeaseView,
     tickets: mpsc::Sender<TicketClaim>,
+    revoked: mpsc::Sender<String>,
 }
 
 impl ClusterStatus {
@@ -66,6 +82,14 @@ impl ClusterStatus {
             .map_err(|_| ClusterError::Unavailable("the cluster driver stopped"))?
     }
 
+    /// Tells the other nodes that the session of `token_hash` was revoked here; they forget it
+    /// within the bus's delivery time (milliseconds on a LAN).
+    pub fn publish_revoked_session(&self, token_hash: &str) {
+        if self.revoked.try_send(token_hash.to_owned()).is_err() {
+            tracing::warn!("a revoked session was not published to the cluster (queue full)");
+        }
+    }
+
     /// Whether this node may serve `key` at `now`, and at which revision (the fencing token).
     pub fn may_serve(&self, key: &LeaseKey, now: Instant) -> Option<u64> {
         self.view.may_serve(key, now)
@@ -82,12 +106,14 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Connects to the bus of `config`, opens the lease bucket and starts keeping the leases of
     /// `wanted`. Returns once connected; a bus that cannot be reached within the connect
-    /// timeout is an error (the start fails and says so).
+    /// timeout is an error (the start fails and says so). `on_revoked` runs for each session
+    /// another node revoked.
     pub fn start(
         config: &ClusterConfig,
         wanted: Vec<LeaseKey>,
+        on_revoked: RevokedHook,
     ) -> Result<ClusterNode, ClusterError> {
-        Self::start_with_timing(config, wanted, LeaseTiming::PRODUCTION)
+        Self::start_with_timing(config, wanted, on_revoked, LeaseTiming::PRODUCTION)
     }
 
     /// [`ClusterNode::start`] with other lease timings (tests).
@@ -95,6 +121,7 @@ impl ClusterNode {
     pub fn start_with_timing(
         config: &ClusterConfig,
         wanted: Vec<LeaseKey>,
+        on_revoked: RevokedHook,
         timing: LeaseTiming,
     ) -> Result<ClusterNode, ClusterError> {
         let config = config.clone();
@@ -102,7 +129,7 @@ impl ClusterNode {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("cluster".into())
-            .spawn(move || run(config, wanted, timing, ready_tx, stopped))
+            .spawn(move || run(config, wanted, on_revoked, timing, ready_tx, stopped))
             .map_err(|e| ClusterError::Connect(Box::new(e)))?;
         match ready_rx.recv() {
             Ok(Ok(status)) => Ok(ClusterNode {
@@ -153,6 +180,7 @@ impl Drop for ClusterNode {
 fn run(
     config: ClusterConfig,
     wanted: Vec<LeaseKey>,
+    on_revoked: RevokedHook,
     timing: LeaseTiming,
     ready: std::sync::mpsc::Sender<Result<ClusterStatus, ClusterError>>,
     stopped: oneshot::Receiver<()>,
@@ -208,6 +236,41 @@ fn run(
                 });
             }
         });
+        let subject = revoked_subject(&config.name);
+        let mut revocations = match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                let _ = ready.send(Err(ClusterError::Connect(Box::new(e))));
+                return false;
+            }
+        };
+        let me = config.node_id.clone();
+        tokio::spawn(async move {
+            use futures_lite::StreamExt;
+            while let Some(message) = revocations.next().await {
+                let Some((from, hash)) = std::str::from_utf8(&message.payload)
+                    .ok()
+                    .and_then(|text| text.split_once(' '))
+                else {
+                    continue;
+                };
+                let is_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+                if from != me && is_hash {
+                    tokio::spawn(on_revoked(hash.to_owned()));
+                }
+            }
+        });
+        let (revoked_tx, mut revoked_rx) = mpsc::channel::<String>(REVOKED_QUEUE);
+        let publisher = client.clone();
+        let me = config.node_id.clone();
+        tokio::spawn(async move {
+            while let Some(hash) = revoked_rx.recv().await {
+                let payload = bytes::Bytes::from(format!("{me} {hash}"));
+                if let Err(error) = publisher.publish(subject.clone(), payload).await {
+                    tracing::warn!(%error, "a revoked session was not published to the cluster");
+                }
+            }
+        });
         let keeper = LeaseKeeper::spawn(store);
         for key in wanted {
             keeper.want(key);
@@ -218,6 +281,7 @@ fn run(
             connected: connected.clone(),
             view: keeper.view(),
             tickets: ticket_tx,
+            revoked: revoked_tx,
         };
         if ready.send(Ok(status)).is_err() {
             return keeper.shutdown().await;

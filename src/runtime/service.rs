@@ -52,6 +52,10 @@ pub trait Service: Send + Sync + Sized + 'static {
     /// `None` sends it through [`Service::handle`] like any request.
     fn websocket(&self, request: &Request) -> Option<SessionFn<Self>>;
 
+    /// A notice of the authority, seen once per process (on shard 0), for what lies beyond
+    /// the shards (the cluster bus). Nothing by default.
+    fn on_notice(&self, _notice: &crate::domain::community::Notice) {}
+
     /// The subprotocol offered in `request` that the `101` echoes, if any (a browser fails a
     /// handshake whose offered subprotocol is not picked).
     fn subprotocol<'r>(&self, request: &'r Request) -> Option<&'r str>;

@@ -190,6 +190,9 @@ impl<S: Service> Shard<S> {
         self.dispatch(self.hub.on_broadcast(&broadcast));
         if let Broadcast::Notice(notice) = &broadcast {
             self.dispatch(self.voice.on_notice(notice));
+            if self.id == 0 {
+                self.app.on_notice(notice);
+            }
         }
     }
 

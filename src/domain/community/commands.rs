@@ -85,6 +85,22 @@ impl Command for RevokeSession {
     }
 }
 
+/// A session revoked on another node of the cluster (see `Community::forget_revoked_session`).
+#[derive(Debug, Clone)]
+pub struct ForgetRevokedSession {
+    pub token_hash: String,
+}
+
+impl Command for ForgetRevokedSession {
+    type Output = ();
+    const NAME: &'static str = "forget_revoked_session";
+    // Memory only: the revoking node stored the row.
+    const DURABLE: bool = false;
+    fn run(self, c: &mut Community, now: Millis) -> Result<Outcome<()>, DomainError> {
+        c.forget_revoked_session(&self.token_hash, now)
+    }
+}
+
 /// `POST /v1/servers/{id}/identity-bindings`: the owner approves a uid for a key.
 #[derive(Debug, Clone)]
 pub struct ApproveBinding {

@@ -190,6 +190,28 @@ impl Community {
         })
     }
 
+    /// A session another node of the cluster revoked (its row is already in the shared
+    /// database): forgotten here, its sockets closed and its unused tickets voided as a local
+    /// revoke does. Nothing to store; nothing happens for a session this node does not know.
+    pub fn forget_revoked_session(
+        &mut self,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<Outcome<()>, DomainError> {
+        let Some(s) = self.sessions.by_token.remove(token_hash) else {
+            return Ok(Outcome::pure(()));
+        };
+        self.tickets.void_device(&s.user_uid, &s.device_id, now);
+        Ok(Outcome {
+            notices: vec![Notice::SessionRevoked {
+                token_hash: token_hash.to_owned(),
+                user_uid: s.user_uid.clone().into(),
+                device_id: s.device_id.clone(),
+            }],
+            ..Outcome::pure(())
+        })
+    }
+
     /// `POST /v1/servers/{id}/identity-bindings`: an owner or admin of the server approves
     /// that `public_key` may sign in as `user_uid`, a uid that was a member of the server (a
     /// headers-mode uid moving to sessions). See `crate::domain::identity` for who may approve what.
