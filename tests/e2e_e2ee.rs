@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use simd_json::json;
@@ -22,35 +22,9 @@ use support::ws::Ws;
 
 use support::on_both_engines;
 
-/// Everything any server of this binary logged, at trace level.
+/// Everything any server of this test process logged, at trace level.
 fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        // The server's own subscriber at its most talkative (`OPENCHAT_LOG=trace`), with the
-        // `log` crate's records (openmls's) routed in, as the binary installs it.
-        openchatd::logging::install(
-            "trace",
-            openchatd::config::LogFormat::Text,
-            move || Writer(sink.clone()),
-            false,
-        )
-        .expect("one subscriber");
-        buffer
-    })
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    support::logs::captured(openchatd::config::LogFormat::Text)
 }
 
 /// No blob or code the devices handled appears in the log: neither a prefix of its base64url

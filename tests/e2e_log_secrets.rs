@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openchatd::sfu::peer::Line;
@@ -26,33 +25,9 @@ use support::ws::Ws;
 
 use str0m::media::MediaKind;
 
-/// Everything the server logged, at trace level.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        openchatd::logging::install(
-            "trace",
-            openchatd::config::LogFormat::Json,
-            move || Writer(sink.clone()),
-            false,
-        )
-        .expect("one subscriber");
-        buffer
-    })
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// Everything any server of this test process logged, at trace level.
+fn log() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    support::logs::captured(openchatd::config::LogFormat::Json)
 }
 
 const TICKET_SECRET: &str = "ticket-secret-that-must-never-be-logged-0123456789";

@@ -16,6 +16,7 @@ pub mod call;
 pub mod e2ee;
 pub mod http;
 pub mod json;
+pub mod logs;
 pub mod media;
 pub mod mls_client;
 pub mod multipart;
