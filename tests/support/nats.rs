@@ -25,29 +25,47 @@ impl NatsServer {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("store dir");
-        // A free port: bind to port 0, read it, close.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
         let mut server = NatsServer {
             child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
         };
-        server.restart();
-        server
+        // A free port: bind to port 0, read it, close. Another process of the test run may take
+        // it before nats-server binds it; then the server exits and another port is tried.
+        for _ in 0..10 {
+            server.addr.set_port(
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|listener| listener.local_addr())
+                    .expect("free port")
+                    .port(),
+            );
+            if server.try_start() {
+                return server;
+            }
+        }
+        panic!(
+            "nats-server did not start; see {}",
+            server.dir.join("nats.log").display()
+        );
     }
 
-    /// Starts the server process (again) on the same port and store; waits until it listens.
+    /// Starts the server process (again) on the same port and store; waits until it is ready.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "nats-server did not start again on {}",
+            self.addr
+        );
+    }
+
+    /// Starts the process and waits until it says it is ready; false if it exited first (its
+    /// port was taken) or took over 10 s.
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("nats.log"))
-            .expect("log file");
-        let child = Command::new(NATS_SERVER)
+        let log_path = self.dir.join("nats.log");
+        let _ = std::fs::remove_file(&log_path);
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = Command::new(NATS_SERVER)
             .args([
                 "-js",
                 "-a",
@@ -61,15 +79,22 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{NATS_SERVER} (apt-get install nats-server): {e}"));
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {}; see {}",
-                self.addr,
-                self.dir.join("nats.log").display()
-            );
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            let ready = std::fs::read_to_string(&log_path)
+                .is_ok_and(|text| text.contains("Server is ready"));
+            if ready && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
