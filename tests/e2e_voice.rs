@@ -714,14 +714,16 @@ fn a_call_reports_its_quality_on_metrics() {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
-    // str0m reports every STATS_INTERVAL (5 s) per connection: talk until both connections
-    // have reported, for at most 15 s.
-    let until = std::time::Instant::now() + Duration::from_secs(15);
+    // str0m reports every STATS_INTERVAL (5 s) per connection, and a round trip only once a
+    // receiver report answers a sender report: talk until loss both ways and a round trip are
+    // reported, for at most 25 s.
+    let until = std::time::Instant::now() + Duration::from_secs(25);
     let text = loop {
         speak(&mut [&mut a, &mut b], mic, 25);
         let text = scrape();
         let reported = count(&text, "openchat_media_loss_ratio_count{direction=\"in\"}") > 0
-            && count(&text, "openchat_media_loss_ratio_count{direction=\"out\"}") > 0;
+            && count(&text, "openchat_media_loss_ratio_count{direction=\"out\"}") > 0
+            && count(&text, "openchat_media_rtt_seconds_count") > 0;
         if reported || std::time::Instant::now() > until {
             break text;
         }
