@@ -19,6 +19,17 @@ const TICKET_SECRET: &str = "cluster-ticket-secret-0123456789abcdef";
 const TURN_SECRET: &str = "cluster-turn-secret-0123456789abcdef";
 
 fn node(place: Place, url: &str, nats: &NatsServer, node_id: &str) -> TestServer {
+    node_with(place, url, nats, node_id, &[])
+}
+
+/// A cluster node of the community test configuration, with `extra` variables on top.
+fn node_with(
+    place: Place,
+    url: &str,
+    nats: &NatsServer,
+    node_id: &str,
+    extra: &[(&str, &str)],
+) -> TestServer {
     let nats_url = nats.url();
     let mut vars: Vec<(&str, &str)> = COMMUNITY_VARS.to_vec();
     vars.extend_from_slice(&[
@@ -29,6 +40,7 @@ fn node(place: Place, url: &str, nats: &NatsServer, node_id: &str) -> TestServer
         ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
         ("OPENCHAT_RTC_TURN_SECRET", TURN_SECRET),
     ]);
+    vars.extend_from_slice(extra);
     start_in(place, Some(url), &vars, |_| {})
 }
 
@@ -217,18 +229,7 @@ fn a_revoke_on_one_node_is_honoured_on_another_within_a_second() {
     let place = Place::new(Engine::Postgres);
     let url = place.db.as_ref().unwrap().url();
     let session_mode = |place: Place, id: &str| {
-        let nats_url = nats.url();
-        let mut vars: Vec<(&str, &str)> = COMMUNITY_VARS.to_vec();
-        vars.extend_from_slice(&[
-            ("OPENCHAT_AUTH_MODE", "session"),
-            ("OPENCHAT_CLUSTER_NATS_URL", nats_url.as_str()),
-            ("OPENCHAT_NODE_ID", id),
-            ("OPENCHAT_CLUSTER_NAME", "e2e"),
-            ("OPENCHAT_DEFAULT_SERVER_ID", "home"),
-            ("OPENCHAT_RTC_TICKET_SECRET", TICKET_SECRET),
-            ("OPENCHAT_RTC_TURN_SECRET", TURN_SECRET),
-        ]);
-        start_in(place, Some(&url), &vars, |_| {})
+        node_with(place, &url, &nats, id, &[("OPENCHAT_AUTH_MODE", "session")])
     };
     let n1 = session_mode(place, "r1");
     let key = support::api::DeviceKey::new();

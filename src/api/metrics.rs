@@ -261,7 +261,6 @@ impl Collector for Scrape {
             &mut encoder,
             "openchat_storage_commit_duration_seconds",
             "Time to commit one group-commit batch, retries included.",
-            &[],
             &self.storage.commit_seconds,
         )?;
         self.encode_pool(&mut encoder)?;
@@ -400,7 +399,6 @@ impl Scrape {
             encoder,
             "openchat_media_rtt_seconds",
             "Round-trip times of the SFU's media lines from RTCP reports, one per media line per report (every 5 s).",
-            &[],
             &quality.rtt,
         )?;
         let mut metric = encoder.encode_descriptor(
@@ -440,20 +438,15 @@ impl Scrape {
     }
 }
 
-/// One histogram metric with one series of `labels`.
+/// One unlabelled histogram metric.
 fn encode_histogram(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    labels: &[(&str, &str)],
     histogram: &Histogram,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    if labels.is_empty() {
-        encode_histogram_series(metric, histogram)
-    } else {
-        encode_histogram_series(metric.encode_family(&labels)?, histogram)
-    }
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    encode_histogram_series(metric, histogram)
 }
 
 fn encode_histogram_series(

@@ -196,93 +196,14 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let client = match async_nats::ConnectOptions::new()
-            .name(format!("openchatd {}", config.node_id))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .request_timeout(Some(OP_TIMEOUT))
-            .ping_interval(PING_INTERVAL)
-            .connect(config.nats_urls.as_slice())
-            .await
-        {
-            Ok(client) => client,
-            Err(e) => {
-                let _ = ready.send(Err(ClusterError::Connect(Box::new(e))));
-                return false;
-            }
-        };
-        let store = match LeaseStore::open(client.clone(), &config.name, &config.node_id, timing)
-            .await
-        {
-            Ok(store) => store,
+        let (client, keeper, status) = match start(&config, wanted, on_revoked, timing).await {
+            Ok(started) => started,
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return false;
             }
         };
-        let tickets = match TicketStore::open(client.clone(), &config.name, &config.node_id).await
-        {
-            Ok(tickets) => tickets,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return false;
-            }
-        };
-        let (ticket_tx, mut ticket_rx) = mpsc::channel::<TicketClaim>(TICKET_QUEUE);
-        tokio::spawn(async move {
-            while let Some((jti, reply)) = ticket_rx.recv().await {
-                let tickets = tickets.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(tickets.claim(&jti).await);
-                });
-            }
-        });
-        let subject = revoked_subject(&config.name);
-        let mut revocations = match client.subscribe(subject.clone()).await {
-            Ok(subscriber) => subscriber,
-            Err(e) => {
-                let _ = ready.send(Err(ClusterError::Connect(Box::new(e))));
-                return false;
-            }
-        };
-        let me = config.node_id.clone();
-        tokio::spawn(async move {
-            use futures_lite::StreamExt;
-            while let Some(message) = revocations.next().await {
-                let Some((from, hash)) = std::str::from_utf8(&message.payload)
-                    .ok()
-                    .and_then(|text| text.split_once(' '))
-                else {
-                    continue;
-                };
-                let is_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-                if from != me && is_hash {
-                    tokio::spawn(on_revoked(hash.to_owned()));
-                }
-            }
-        });
-        let (revoked_tx, mut revoked_rx) = mpsc::channel::<String>(REVOKED_QUEUE);
-        let publisher = client.clone();
-        let me = config.node_id.clone();
-        tokio::spawn(async move {
-            while let Some(hash) = revoked_rx.recv().await {
-                let payload = bytes::Bytes::from(format!("{me} {hash}"));
-                if let Err(error) = publisher.publish(subject.clone(), payload).await {
-                    tracing::warn!(%error, "a revoked session was not published to the cluster");
-                }
-            }
-        });
-        let keeper = LeaseKeeper::spawn(store);
-        for key in wanted {
-            keeper.want(key);
-        }
-        let connected = Arc::new(AtomicBool::new(true));
-        let status = ClusterStatus {
-            node_id: config.node_id.as_str().into(),
-            connected: connected.clone(),
-            view: keeper.view(),
-            tickets: ticket_tx,
-            revoked: revoked_tx,
-        };
+        let connected = status.connected.clone();
         if ready.send(Ok(status)).is_err() {
             return keeper.shutdown().await;
         }
@@ -307,4 +228,78 @@ fn run(
         let _ = tokio::time::timeout(OP_TIMEOUT, client.flush()).await;
         released
     })
+}
+
+/// Connects, opens both buckets, starts the ticket, revocation and lease tasks on the current
+/// runtime; the connection, the keeper and the status for the shards.
+async fn start(
+    config: &ClusterConfig,
+    wanted: Vec<LeaseKey>,
+    on_revoked: RevokedHook,
+    timing: LeaseTiming,
+) -> Result<(async_nats::Client, LeaseKeeper, ClusterStatus), ClusterError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("openchatd {}", config.node_id))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(OP_TIMEOUT))
+        .ping_interval(PING_INTERVAL)
+        .connect(config.nats_urls.as_slice())
+        .await
+        .map_err(|e| ClusterError::Connect(Box::new(e)))?;
+    let store = LeaseStore::open(client.clone(), &config.name, &config.node_id, timing).await?;
+    let tickets = TicketStore::open(client.clone(), &config.name, &config.node_id).await?;
+    let subject = revoked_subject(&config.name);
+    let mut revocations = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| ClusterError::Connect(Box::new(e)))?;
+
+    let (ticket_tx, mut ticket_rx) = mpsc::channel::<TicketClaim>(TICKET_QUEUE);
+    tokio::spawn(async move {
+        while let Some((jti, reply)) = ticket_rx.recv().await {
+            let tickets = tickets.clone();
+            tokio::spawn(async move {
+                let _ = reply.send(tickets.claim(&jti).await);
+            });
+        }
+    });
+    let me = config.node_id.clone();
+    tokio::spawn(async move {
+        use futures_lite::StreamExt;
+        while let Some(message) = revocations.next().await {
+            let Some((from, hash)) = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|text| text.split_once(' '))
+            else {
+                continue;
+            };
+            let is_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if from != me && is_hash {
+                tokio::spawn(on_revoked(hash.to_owned()));
+            }
+        }
+    });
+    let (revoked_tx, mut revoked_rx) = mpsc::channel::<String>(REVOKED_QUEUE);
+    let publisher = client.clone();
+    let me = config.node_id.clone();
+    tokio::spawn(async move {
+        while let Some(hash) = revoked_rx.recv().await {
+            let payload = bytes::Bytes::from(format!("{me} {hash}"));
+            if let Err(error) = publisher.publish(subject.clone(), payload).await {
+                tracing::warn!(%error, "a revoked session was not published to the cluster");
+            }
+        }
+    });
+    let keeper = LeaseKeeper::spawn(store);
+    for key in wanted {
+        keeper.want(key);
+    }
+    let status = ClusterStatus {
+        node_id: config.node_id.as_str().into(),
+        connected: Arc::new(AtomicBool::new(true)),
+        view: keeper.view(),
+        tickets: ticket_tx,
+        revoked: revoked_tx,
+    };
+    Ok((client, keeper, status))
 }

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+/// How often the drain delay looks for a second signal.
+const SECOND_SIGNAL_POLL: Duration = Duration::from_millis(20);
+
 #[derive(Clone)]
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
@@ -81,17 +84,14 @@ impl Shutdown {
                         delay_ms = drain_delay.as_millis() as u64,
                         "shutdown requested; not ready, still serving until the drain delay ends"
                     );
-                    let (second_tx, second_rx) = std::sync::mpsc::channel();
-                    let handle = signals.handle();
-                    std::thread::spawn(move || {
-                        if signals.forever().next().is_some() {
-                            let _ = second_tx.send(());
+                    let end = std::time::Instant::now() + drain_delay;
+                    while std::time::Instant::now() < end {
+                        if signals.pending().next().is_some() {
+                            tracing::info!("second signal: stopping now");
+                            break;
                         }
-                    });
-                    if second_rx.recv_timeout(drain_delay).is_ok() {
-                        tracing::info!("second signal: stopping now");
+                        std::thread::sleep(SECOND_SIGNAL_POLL);
                     }
-                    handle.close();
                 }
                 tracing::info!(signal, "shutdown requested; draining connections");
                 this.trigger();
